@@ -1,0 +1,364 @@
+package moe4j.tensor;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.Arrays;
+
+/**
+ * A dense, contiguous, row-major tensor in off-heap memory.
+ *
+ * <p>Compute is float32; int32 tensors carry indices; bf16/f16/i64 are storage and wire types
+ * ({@link #to(DType)} converts). Memory comes from the current {@link MemoryScope}. Views
+ * ({@link #view(int...)}, {@link #rows(int, int)}) share storage and cost nothing.
+ *
+ * <p>The autograd fields ({@link #requiresGrad()}, {@link #grad()}, {@link #gradFn()}) are plain
+ * state here; {@code moe4j.autograd} gives them meaning.
+ */
+public final class Tensor {
+    static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT;
+    static final ValueLayout.OfInt I32 = ValueLayout.JAVA_INT;
+    static final ValueLayout.OfShort I16 = ValueLayout.JAVA_SHORT;
+    static final ValueLayout.OfLong I64 = ValueLayout.JAVA_LONG;
+
+    private final MemorySegment data;
+    private final DType dtype;
+    private final int[] shape;
+    private final long numel;
+
+    private boolean requiresGrad;
+    private Tensor grad;
+    private GradFn gradFn;
+
+    private Tensor(MemorySegment data, DType dtype, int[] shape) {
+        this.data = data;
+        this.dtype = dtype;
+        this.shape = shape;
+        this.numel = checkedNumel(shape);
+        if (data.byteSize() != numel * dtype.byteSize) {
+            throw new IllegalArgumentException("segment of " + data.byteSize() + " bytes does not hold a "
+                    + dtype + " tensor of shape " + Arrays.toString(shape) + " (" + numel * dtype.byteSize + " bytes)");
+        }
+    }
+
+    private static long checkedNumel(int[] shape) {
+        long n = 1;
+        for (int d : shape) {
+            if (d < 0) throw new IllegalArgumentException("negative dimension in shape " + Arrays.toString(shape));
+            n = Math.multiplyExact(n, d);
+        }
+        return n;
+    }
+
+    // ---------------------------------------------------------------- creation
+
+    /** A zero-filled tensor in {@code arena}. */
+    public static Tensor allocate(Arena arena, DType dtype, int... shape) {
+        int[] s = shape.clone();
+        long bytes = checkedNumel(s) * dtype.byteSize;
+        return new Tensor(arena.allocate(bytes, 64), dtype, s);
+    }
+
+    /** A zero-filled float32 tensor in the current scope. */
+    public static Tensor zeros(int... shape) {
+        return allocate(MemoryScope.current(), DType.F32, shape);
+    }
+
+    /** A zero-filled tensor of the given type in the current scope. */
+    public static Tensor zeros(DType dtype, int... shape) {
+        return allocate(MemoryScope.current(), dtype, shape);
+    }
+
+    public static Tensor zerosLike(Tensor t) {
+        return zeros(t.dtype, t.shape);
+    }
+
+    public static Tensor full(float value, int... shape) {
+        Tensor t = zeros(shape);
+        t.fill(value);
+        return t;
+    }
+
+    /** A float32 tensor holding {@code values} (copied). */
+    public static Tensor of(float[] values, int... shape) {
+        Tensor t = zeros(shape);
+        if (values.length != t.numel) {
+            throw new IllegalArgumentException(values.length + " values do not fill shape " + Arrays.toString(shape));
+        }
+        MemorySegment.copy(values, 0, t.data, F32, 0, values.length);
+        return t;
+    }
+
+    /** A float32 tensor from doubles (rounded to float). */
+    public static Tensor of(double[] values, int... shape) {
+        float[] f = new float[values.length];
+        for (int i = 0; i < f.length; i++) f[i] = (float) values[i];
+        return of(f, shape);
+    }
+
+    /** An int32 tensor holding {@code values} (copied). */
+    public static Tensor ofInts(int[] values, int... shape) {
+        Tensor t = zeros(DType.I32, shape);
+        if (values.length != t.numel) {
+            throw new IllegalArgumentException(values.length + " values do not fill shape " + Arrays.toString(shape));
+        }
+        MemorySegment.copy(values, 0, t.data, I32, 0, values.length);
+        return t;
+    }
+
+    public static Tensor scalar(float value) {
+        return of(new float[] {value});
+    }
+
+    /** A tensor over existing memory (no copy); the segment's size must match the shape exactly. */
+    public static Tensor wrap(MemorySegment segment, DType dtype, int... shape) {
+        return new Tensor(segment, dtype, shape.clone());
+    }
+
+    /** Normal(0, std²) float32 values from {@code rng}. */
+    public static Tensor randn(Rng rng, double std, int... shape) {
+        Tensor t = zeros(shape);
+        for (long i = 0; i < t.numel; i++) t.set(i, (float) (rng.nextGaussian() * std));
+        return t;
+    }
+
+    /** Uniform [lo, hi) float32 values from {@code rng}. */
+    public static Tensor rand(Rng rng, double lo, double hi, int... shape) {
+        Tensor t = zeros(shape);
+        for (long i = 0; i < t.numel; i++) t.set(i, (float) (lo + (hi - lo) * rng.nextDouble()));
+        return t;
+    }
+
+    // ---------------------------------------------------------------- shape
+
+    public int[] shape() {
+        return shape.clone();
+    }
+
+    public int rank() {
+        return shape.length;
+    }
+
+    /** Size of dimension {@code i}; negative {@code i} counts from the end. */
+    public int dim(int i) {
+        return shape[i < 0 ? shape.length + i : i];
+    }
+
+    public long numel() {
+        return numel;
+    }
+
+    public DType dtype() {
+        return dtype;
+    }
+
+    /** The storage, exactly this tensor's bytes. */
+    public MemorySegment data() {
+        return data;
+    }
+
+    /** Number of rows: the first dimension (1 for a scalar). */
+    public int rowCount() {
+        return shape.length == 0 ? 1 : shape[0];
+    }
+
+    /** Elements per row: the product of all dimensions but the first. */
+    public int rowWidth() {
+        if (shape.length == 0) return 1;
+        long w = 1;
+        for (int i = 1; i < shape.length; i++) w *= shape[i];
+        return Math.toIntExact(w);
+    }
+
+    public boolean sameShape(Tensor o) {
+        return Arrays.equals(shape, o.shape);
+    }
+
+    public String shapeString() {
+        return Arrays.toString(shape);
+    }
+
+    /** The same storage seen with another shape (one entry may be -1: inferred). Not differentiable. */
+    public Tensor view(int... newShape) {
+        int[] s = newShape.clone();
+        int infer = -1;
+        long known = 1;
+        for (int i = 0; i < s.length; i++) {
+            if (s[i] == -1) {
+                if (infer >= 0) throw new IllegalArgumentException("view: more than one -1 in " + Arrays.toString(newShape));
+                infer = i;
+            } else {
+                known *= s[i];
+            }
+        }
+        if (infer >= 0) {
+            if (known == 0 || numel % known != 0) {
+                throw new IllegalArgumentException("view: cannot infer -1 in " + Arrays.toString(newShape)
+                        + " for " + numel + " elements of shape " + shapeString());
+            }
+            s[infer] = Math.toIntExact(numel / known);
+        }
+        if (checkedNumel(s) != numel) {
+            throw new IllegalArgumentException("view: shape " + Arrays.toString(newShape) + " does not hold the "
+                    + numel + " elements of shape " + shapeString());
+        }
+        return new Tensor(data, dtype, s);
+    }
+
+    /** Rows {@code [start, end)} of the first dimension, sharing storage. Not differentiable. */
+    public Tensor rows(int start, int end) {
+        if (shape.length == 0) throw new IllegalArgumentException("rows: a scalar has no rows");
+        if (start < 0 || end > shape[0] || start > end) {
+            throw new IllegalArgumentException("rows: range [" + start + ", " + end + ") outside [0, " + shape[0]
+                    + "] of shape " + shapeString());
+        }
+        long rowBytes = (long) rowWidth() * dtype.byteSize;
+        int[] s = shape.clone();
+        s[0] = end - start;
+        return new Tensor(data.asSlice(start * rowBytes, (end - start) * rowBytes), dtype, s);
+    }
+
+    // ---------------------------------------------------------------- element access
+
+    public float get(long i) {
+        return data.getAtIndex(F32, i);
+    }
+
+    public void set(long i, float v) {
+        data.setAtIndex(F32, i, v);
+    }
+
+    public float get(int row, int col) {
+        return data.getAtIndex(F32, (long) row * rowWidth() + col);
+    }
+
+    public void set(int row, int col, float v) {
+        data.setAtIndex(F32, (long) row * rowWidth() + col, v);
+    }
+
+    public int getInt(long i) {
+        return data.getAtIndex(I32, i);
+    }
+
+    public void setInt(long i, int v) {
+        data.setAtIndex(I32, i, v);
+    }
+
+    /** The single value of a one-element float tensor. */
+    public float item() {
+        if (numel != 1) throw new IllegalArgumentException("item: tensor of shape " + shapeString() + " is not one element");
+        requireDType(DType.F32, "item");
+        return get(0);
+    }
+
+    public float[] toFloatArray() {
+        requireDType(DType.F32, "toFloatArray");
+        return data.toArray(F32);
+    }
+
+    public double[] toDoubleArray() {
+        float[] f = toFloatArray();
+        double[] d = new double[f.length];
+        for (int i = 0; i < f.length; i++) d[i] = f[i];
+        return d;
+    }
+
+    public int[] toIntArray() {
+        requireDType(DType.I32, "toIntArray");
+        return data.toArray(I32);
+    }
+
+    public void fill(float v) {
+        requireDType(DType.F32, "fill");
+        if (v == 0f) {
+            data.fill((byte) 0);
+        } else {
+            for (long i = 0; i < numel; i++) set(i, v);
+        }
+    }
+
+    /** Copies {@code src}'s elements into this tensor (same dtype and element count). */
+    public void copyFrom(Tensor src) {
+        if (src.dtype != dtype || src.numel != numel) {
+            throw new IllegalArgumentException("copyFrom: " + src.dtype + src.shapeString() + " into " + dtype + shapeString());
+        }
+        MemorySegment.copy(src.data, 0, data, 0, data.byteSize());
+    }
+
+    /** A copy in the current scope, without autograd history. */
+    public Tensor copy() {
+        Tensor t = zeros(dtype, shape);
+        t.copyFrom(this);
+        return t;
+    }
+
+    public void requireDType(DType expected, String op) {
+        if (dtype != expected) {
+            throw new IllegalArgumentException(op + ": expected a " + expected + " tensor, got " + dtype + shapeString());
+        }
+    }
+
+    /** This tensor converted to {@code target} (a new tensor; the same one if the type already matches). */
+    public Tensor to(DType target) {
+        if (target == dtype) return this;
+        Tensor out = zeros(target, shape);
+        DTypeConversion.convert(this, out);
+        return out;
+    }
+
+    // ---------------------------------------------------------------- autograd state
+
+    public boolean requiresGrad() {
+        return requiresGrad;
+    }
+
+    /** Marks this tensor as a leaf whose gradient is accumulated in {@link #grad()}. */
+    public Tensor requiresGrad(boolean value) {
+        if (value && !dtype.isFloating()) {
+            throw new IllegalArgumentException("only floating tensors can require gradients, not " + dtype);
+        }
+        this.requiresGrad = value;
+        return this;
+    }
+
+    public Tensor grad() {
+        return grad;
+    }
+
+    public void setGrad(Tensor grad) {
+        if (grad != null && !grad.sameShape(this)) {
+            throw new IllegalArgumentException("gradient of shape " + grad.shapeString() + " for tensor of shape " + shapeString());
+        }
+        this.grad = grad;
+    }
+
+    public GradFn gradFn() {
+        return gradFn;
+    }
+
+    /** Records how this tensor was computed; it then requires a gradient. Used by the ops. */
+    public void setGradFn(GradFn fn) {
+        this.gradFn = fn;
+        this.requiresGrad = fn != null;
+    }
+
+    /** A leaf is a tensor not computed by a recorded op. */
+    public boolean isLeaf() {
+        return gradFn == null;
+    }
+
+    /** The same storage without autograd history. */
+    public Tensor detach() {
+        return new Tensor(data, dtype, shape);
+    }
+
+    @Override
+    public String toString() {
+        StringBuilder sb = new StringBuilder("Tensor(").append(dtype).append(shapeString());
+        if (gradFn != null) sb.append(", grad_fn=").append(gradFn.name());
+        else if (requiresGrad) sb.append(", requires_grad");
+        if (numel <= 16 && dtype == DType.F32) sb.append(", ").append(Arrays.toString(toFloatArray()));
+        if (numel <= 16 && dtype == DType.I32) sb.append(", ").append(Arrays.toString(toIntArray()));
+        return sb.append(')').toString();
+    }
+}
