@@ -1,0 +1,164 @@
+package moe4j.kernels.cpu;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.ByteOrder;
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorSpecies;
+
+/**
+ * Vectorised element-wise loops over float32 off-heap arrays. Offsets and lengths are in elements.
+ * These are the non-GEMM parts of an MoE layer's step (activations, weighting, accumulation), so they
+ * run at memory speed rather than one scalar at a time.
+ */
+public final class Elementwise {
+    private Elementwise() {}
+
+    private static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
+    private static final int L = S.length();
+    private static final ByteOrder LE = ByteOrder.LITTLE_ENDIAN;
+    private static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT;
+
+    private static FloatVector load(MemorySegment m, long i) {
+        return FloatVector.fromMemorySegment(S, m, i * 4, LE);
+    }
+
+    private static final FloatVector ONE = FloatVector.broadcast(S, 1f);
+
+    private static FloatVector sigmoid(FloatVector x) {
+        return ONE.div(x.neg().lanewise(VectorOperators.EXP).add(1f));
+    }
+
+    /** y[i] += alpha · x[i]. */
+    public static void axpy(long n, float alpha, MemorySegment x, long xOff, MemorySegment y, long yOff) {
+        long i = 0;
+        long bound = n - n % L;
+        for (; i < bound; i += L) {
+            load(x, xOff + i).fma(FloatVector.broadcast(S, alpha), load(y, yOff + i)).intoMemorySegment(y, (yOff + i) * 4, LE);
+        }
+        for (; i < n; i++) y.setAtIndex(F, yOff + i, y.getAtIndex(F, yOff + i) + alpha * x.getAtIndex(F, xOff + i));
+    }
+
+    /** out[i] = a[i] + alpha · b[i]. */
+    public static void addScaled(long n, MemorySegment a, float alpha, MemorySegment b, MemorySegment out) {
+        long i = 0;
+        long bound = n - n % L;
+        for (; i < bound; i += L) load(b, i).fma(FloatVector.broadcast(S, alpha), load(a, i)).intoMemorySegment(out, i * 4, LE);
+        for (; i < n; i++) out.setAtIndex(F, i, a.getAtIndex(F, i) + alpha * b.getAtIndex(F, i));
+    }
+
+    /** out[i] = a[i] · b[i]. */
+    public static void mul(long n, MemorySegment a, MemorySegment b, MemorySegment out) {
+        long i = 0;
+        long bound = n - n % L;
+        for (; i < bound; i += L) load(a, i).mul(load(b, i)).intoMemorySegment(out, i * 4, LE);
+        for (; i < n; i++) out.setAtIndex(F, i, a.getAtIndex(F, i) * b.getAtIndex(F, i));
+    }
+
+    /** out[i] = alpha · a[i] (offsets allow row slices). */
+    public static void scale(long n, float alpha, MemorySegment a, long aOff, MemorySegment out, long outOff) {
+        long i = 0;
+        long bound = n - n % L;
+        for (; i < bound; i += L) load(a, aOff + i).mul(alpha).intoMemorySegment(out, (outOff + i) * 4, LE);
+        for (; i < n; i++) out.setAtIndex(F, outOff + i, alpha * a.getAtIndex(F, aOff + i));
+    }
+
+    /** out = silu(a) = a · sigmoid(a). */
+    public static void silu(long n, MemorySegment a, MemorySegment out) {
+        long i = 0;
+        long bound = n - n % L;
+        for (; i < bound; i += L) {
+            FloatVector x = load(a, i);
+            FloatVector sig = sigmoid(x);
+            x.mul(sig).intoMemorySegment(out, i * 4, LE);
+        }
+        for (; i < n; i++) {
+            float x = a.getAtIndex(F, i);
+            out.setAtIndex(F, i, (float) (x / (1 + Math.exp(-x))));
+        }
+    }
+
+    /** gradIn = gradOut · silu'(a), silu'(a) = s · (1 + a · (1 − s)) with s = sigmoid(a). */
+    public static void siluBackward(long n, MemorySegment a, MemorySegment gradOut, MemorySegment gradIn) {
+        long i = 0;
+        long bound = n - n % L;
+        for (; i < bound; i += L) {
+            FloatVector x = load(a, i);
+            FloatVector s = sigmoid(x);
+            FloatVector d = s.mul(x.mul(s.neg().add(1f)).add(1f));
+            d.mul(load(gradOut, i)).intoMemorySegment(gradIn, i * 4, LE);
+        }
+        for (; i < n; i++) {
+            double x = a.getAtIndex(F, i);
+            double s = 1 / (1 + Math.exp(-x));
+            gradIn.setAtIndex(F, i, (float) (gradOut.getAtIndex(F, i) * s * (1 + x * (1 - s))));
+        }
+    }
+
+    /** Fused SwiGLU: out = silu(gate) · up. */
+    public static void swiglu(long n, MemorySegment gate, MemorySegment up, MemorySegment out) {
+        long i = 0;
+        long bound = n - n % L;
+        for (; i < bound; i += L) {
+            FloatVector g = load(gate, i);
+            FloatVector sig = sigmoid(g);
+            g.mul(sig).mul(load(up, i)).intoMemorySegment(out, i * 4, LE);
+        }
+        for (; i < n; i++) {
+            float g = gate.getAtIndex(F, i);
+            out.setAtIndex(F, i, (float) (g / (1 + Math.exp(-g))) * up.getAtIndex(F, i));
+        }
+    }
+
+    /**
+     * Backward of the fused SwiGLU: gradGate = gradOut · up · silu'(gate), gradUp = gradOut · silu(gate).
+     */
+    public static void swigluBackward(long n, MemorySegment gate, MemorySegment up, MemorySegment gradOut,
+                                      MemorySegment gradGate, MemorySegment gradUp) {
+        long i = 0;
+        long bound = n - n % L;
+        for (; i < bound; i += L) {
+            FloatVector g = load(gate, i);
+            FloatVector go = load(gradOut, i);
+            FloatVector s = sigmoid(g);
+            FloatVector silu = g.mul(s);
+            FloatVector dsilu = s.mul(g.mul(s.neg().add(1f)).add(1f));
+            go.mul(load(up, i)).mul(dsilu).intoMemorySegment(gradGate, i * 4, LE);
+            go.mul(silu).intoMemorySegment(gradUp, i * 4, LE);
+        }
+        for (; i < n; i++) {
+            double g = gate.getAtIndex(F, i);
+            double go = gradOut.getAtIndex(F, i);
+            double s = 1 / (1 + Math.exp(-g));
+            gradGate.setAtIndex(F, i, (float) (go * up.getAtIndex(F, i) * s * (1 + g * (1 - s))));
+            gradUp.setAtIndex(F, i, (float) (go * g * s));
+        }
+    }
+
+    /** Σ a[i] in double precision (used for losses and norms, where float accumulation drifts). */
+    public static double sum(long n, MemorySegment a, long aOff) {
+        double total = 0;
+        long i = 0;
+        long bound = n - n % L;
+        for (; i < bound; i += L) total += load(a, aOff + i).reduceLanes(VectorOperators.ADD);
+        for (; i < n; i++) total += a.getAtIndex(F, aOff + i);
+        return total;
+    }
+
+    /** Σ a[i]² in double precision. */
+    public static double sumOfSquares(long n, MemorySegment a, long aOff) {
+        double total = 0;
+        long i = 0;
+        long bound = n - n % L;
+        for (; i < bound; i += L) {
+            FloatVector v = load(a, aOff + i);
+            total += v.mul(v).reduceLanes(VectorOperators.ADD);
+        }
+        for (; i < n; i++) {
+            double v = a.getAtIndex(F, aOff + i);
+            total += v * v;
+        }
+        return total;
+    }
+}

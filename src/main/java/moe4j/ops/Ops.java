@@ -1,0 +1,711 @@
+package moe4j.ops;
+
+import static moe4j.autograd.Autograd.record;
+
+import java.lang.foreign.MemorySegment;
+import java.util.Arrays;
+import java.util.List;
+import moe4j.kernels.cpu.Elementwise;
+import moe4j.kernels.cpu.Gemm;
+import moe4j.kernels.cpu.RowCopy;
+import moe4j.tensor.DType;
+import moe4j.tensor.Tensor;
+
+/**
+ * The differentiable operations. Each computes its result eagerly in float32 and, when recording is on
+ * and an input requires a gradient, records its backward rule (see {@code moe4j.autograd.Autograd}).
+ * Shapes follow the row convention: a 2-D tensor is (rows, columns) and "row-wise" ops work along the
+ * last dimension. Integer tensors (indices, targets) are int32 and never differentiable.
+ */
+public final class Ops {
+    private Ops() {}
+
+    // ================================================================ linear algebra
+
+    /** {@code a · b} for (M, K) · (K, N). */
+    public static Tensor matmul(Tensor a, Tensor b) {
+        return matmul(a, false, b, false);
+    }
+
+    /** {@code op(a) · op(b)}, op = transpose where the flag is set; both 2-D float32. */
+    public static Tensor matmul(Tensor a, boolean transA, Tensor b, boolean transB) {
+        require2d(a, "matmul", "a");
+        require2d(b, "matmul", "b");
+        int m = transA ? a.dim(1) : a.dim(0);
+        int k = transA ? a.dim(0) : a.dim(1);
+        int kb = transB ? b.dim(1) : b.dim(0);
+        int n = transB ? b.dim(0) : b.dim(1);
+        if (k != kb) {
+            throw new IllegalArgumentException("matmul: inner dimensions differ: op(a) is " + m + "x" + k
+                    + " (a " + a.shapeString() + (transA ? "ᵀ" : "") + "), op(b) is " + kb + "x" + n
+                    + " (b " + b.shapeString() + (transB ? "ᵀ" : "") + ")");
+        }
+        Tensor c = Tensor.zeros(m, n);
+        gemm(transA, transB, m, n, k, a, b, 0f, c);
+        return record(c, "matmul", new Tensor[] {a, b}, g -> {
+            Tensor ga = null;
+            Tensor gb = null;
+            if (a.requiresGrad()) {
+                ga = Tensor.zeros(a.shape());
+                // C = op(A)·op(B): dop(A) = dC·op(B)ᵀ, so dA = dC·op(B)ᵀ or (op(B)·dCᵀ) for a transposed A.
+                if (!transA) gemm(false, !transB, m, k, n, g, b, 0f, ga);
+                else gemm(transB, true, k, m, n, b, g, 0f, ga);
+            }
+            if (b.requiresGrad()) {
+                gb = Tensor.zeros(b.shape());
+                if (!transB) gemm(!transA, false, k, n, m, a, g, 0f, gb);
+                else gemm(true, transA, n, k, m, g, a, 0f, gb);
+            }
+            return new Tensor[] {ga, gb};
+        });
+    }
+
+    /** c = op(a)·op(b) + beta·c on whole 2-D tensors. */
+    static void gemm(boolean transA, boolean transB, int m, int n, int k, Tensor a, Tensor b, float beta, Tensor c) {
+        Gemm.sgemm(transA, transB, m, n, k, 1f, a.data(), 0, a.dim(1), b.data(), 0, b.dim(1), beta, c.data(), 0, n);
+    }
+
+    // ================================================================ element-wise
+
+    public static Tensor add(Tensor a, Tensor b) {
+        requireSameShape(a, b, "add");
+        Tensor out = Tensor.zeros(a.shape());
+        Elementwise.addScaled(a.numel(), a.data(), 1f, b.data(), out.data());
+        return record(out, "add", new Tensor[] {a, b}, g -> new Tensor[] {g, g});
+    }
+
+    public static Tensor sub(Tensor a, Tensor b) {
+        requireSameShape(a, b, "sub");
+        Tensor out = Tensor.zeros(a.shape());
+        Elementwise.addScaled(a.numel(), a.data(), -1f, b.data(), out.data());
+        return record(out, "sub", new Tensor[] {a, b}, g -> new Tensor[] {g, b.requiresGrad() ? scaled(g, -1f) : null});
+    }
+
+    public static Tensor mul(Tensor a, Tensor b) {
+        requireSameShape(a, b, "mul");
+        Tensor out = Tensor.zeros(a.shape());
+        Elementwise.mul(a.numel(), a.data(), b.data(), out.data());
+        return record(out, "mul", new Tensor[] {a, b}, g -> new Tensor[] {
+            a.requiresGrad() ? product(g, b) : null,
+            b.requiresGrad() ? product(g, a) : null});
+    }
+
+    /** alpha · a. */
+    public static Tensor scale(Tensor a, double alpha) {
+        requireFloat(a, "scale");
+        Tensor out = scaled(a, (float) alpha);
+        return record(out, "scale", new Tensor[] {a}, g -> new Tensor[] {scaled(g, (float) alpha)});
+    }
+
+    /** a + c for a constant c. */
+    public static Tensor addScalar(Tensor a, double c) {
+        requireFloat(a, "addScalar");
+        Tensor out = Tensor.zeros(a.shape());
+        for (long i = 0; i < a.numel(); i++) out.set(i, (float) (a.get(i) + c));
+        return record(out, "addScalar", new Tensor[] {a}, g -> new Tensor[] {g});
+    }
+
+    public static Tensor silu(Tensor a) {
+        requireFloat(a, "silu");
+        Tensor out = Tensor.zeros(a.shape());
+        Elementwise.silu(a.numel(), a.data(), out.data());
+        return record(out, "silu", new Tensor[] {a}, g -> {
+            Tensor gi = Tensor.zeros(a.shape());
+            Elementwise.siluBackward(a.numel(), a.data(), g.data(), gi.data());
+            return new Tensor[] {gi};
+        });
+    }
+
+    /** Fused {@code silu(gate) · up}, the SwiGLU gating of an expert's hidden layer. */
+    public static Tensor swiglu(Tensor gate, Tensor up) {
+        requireSameShape(gate, up, "swiglu");
+        Tensor out = Tensor.zeros(gate.shape());
+        Elementwise.swiglu(gate.numel(), gate.data(), up.data(), out.data());
+        return record(out, "swiglu", new Tensor[] {gate, up}, g -> {
+            Tensor gg = Tensor.zeros(gate.shape());
+            Tensor gu = Tensor.zeros(up.shape());
+            Elementwise.swigluBackward(gate.numel(), gate.data(), up.data(), g.data(), gg.data(), gu.data());
+            return new Tensor[] {gg, gu};
+        });
+    }
+
+    /** Exact GELU: x · Φ(x), Φ the standard normal CDF (through erf). */
+    public static Tensor gelu(Tensor a) {
+        requireFloat(a, "gelu");
+        Tensor out = Tensor.zeros(a.shape());
+        for (long i = 0; i < a.numel(); i++) {
+            double x = a.get(i);
+            out.set(i, (float) (x * normalCdf(x)));
+        }
+        return record(out, "gelu", new Tensor[] {a}, g -> {
+            Tensor gi = Tensor.zeros(a.shape());
+            for (long i = 0; i < a.numel(); i++) {
+                double x = a.get(i);
+                double d = normalCdf(x) + x * Math.exp(-0.5 * x * x) / Math.sqrt(2 * Math.PI);
+                gi.set(i, (float) (g.get(i) * d));
+            }
+            return new Tensor[] {gi};
+        });
+    }
+
+    public static Tensor relu(Tensor a) {
+        requireFloat(a, "relu");
+        Tensor out = Tensor.zeros(a.shape());
+        for (long i = 0; i < a.numel(); i++) out.set(i, Math.max(a.get(i), 0f));
+        return record(out, "relu", new Tensor[] {a}, g -> {
+            Tensor gi = Tensor.zeros(a.shape());
+            for (long i = 0; i < a.numel(); i++) gi.set(i, a.get(i) > 0 ? g.get(i) : 0f);
+            return new Tensor[] {gi};
+        });
+    }
+
+    public static Tensor sigmoid(Tensor a) {
+        requireFloat(a, "sigmoid");
+        Tensor out = Tensor.zeros(a.shape());
+        for (long i = 0; i < a.numel(); i++) out.set(i, (float) (1 / (1 + Math.exp(-a.get(i)))));
+        return record(out, "sigmoid", new Tensor[] {a}, g -> {
+            Tensor gi = Tensor.zeros(a.shape());
+            for (long i = 0; i < a.numel(); i++) {
+                float s = out.get(i);
+                gi.set(i, g.get(i) * s * (1 - s));
+            }
+            return new Tensor[] {gi};
+        });
+    }
+
+    /** 1 / a. */
+    public static Tensor reciprocal(Tensor a) {
+        requireFloat(a, "reciprocal");
+        Tensor out = Tensor.zeros(a.shape());
+        for (long i = 0; i < a.numel(); i++) out.set(i, 1f / a.get(i));
+        return record(out, "reciprocal", new Tensor[] {a}, g -> {
+            Tensor gi = Tensor.zeros(a.shape());
+            for (long i = 0; i < a.numel(); i++) gi.set(i, -g.get(i) * out.get(i) * out.get(i));
+            return new Tensor[] {gi};
+        });
+    }
+
+    /** a², element-wise. */
+    public static Tensor square(Tensor a) {
+        requireFloat(a, "square");
+        Tensor out = product(a, a);
+        return record(out, "square", new Tensor[] {a}, g -> {
+            Tensor gi = product(g, a);
+            Elementwise.scale(gi.numel(), 2f, gi.data(), 0, gi.data(), 0);
+            return new Tensor[] {gi};
+        });
+    }
+
+    /** Row scaling: out[i, j] = x[i, j] · c[i], for x (N, D) and c (N) or (N, 1). */
+    public static Tensor mulRows(Tensor x, Tensor c) {
+        require2d(x, "mulRows", "x");
+        requireFloat(c, "mulRows");
+        if (c.numel() != x.dim(0)) {
+            throw new IllegalArgumentException("mulRows: one factor per row expected: x " + x.shapeString()
+                    + ", factors " + c.shapeString());
+        }
+        int n = x.dim(0);
+        int d = x.dim(1);
+        Tensor out = Tensor.zeros(x.shape());
+        for (int i = 0; i < n; i++) {
+            Elementwise.scale(d, c.get(i), x.data(), (long) i * d, out.data(), (long) i * d);
+        }
+        return record(out, "mulRows", new Tensor[] {x, c}, g -> {
+            Tensor gx = null;
+            Tensor gc = null;
+            if (x.requiresGrad()) {
+                gx = Tensor.zeros(x.shape());
+                for (int i = 0; i < n; i++) {
+                    Elementwise.scale(d, c.get(i), g.data(), (long) i * d, gx.data(), (long) i * d);
+                }
+            }
+            if (c.requiresGrad()) {
+                gc = Tensor.zeros(c.shape());
+                for (int i = 0; i < n; i++) gc.set(i, (float) dot(d, g.data(), (long) i * d, x.data(), (long) i * d));
+            }
+            return new Tensor[] {gx, gc};
+        });
+    }
+
+    /** Broadcast over rows: out[i, j] = x[i, j] · v[j] for x (N, D) and v (D). */
+    public static Tensor mulColumns(Tensor x, Tensor v) {
+        require2d(x, "mulColumns", "x");
+        requireFloat(v, "mulColumns");
+        int n = x.dim(0);
+        int d = x.dim(1);
+        if (v.numel() != d) {
+            throw new IllegalArgumentException("mulColumns: one factor per column expected: x " + x.shapeString()
+                    + ", factors " + v.shapeString());
+        }
+        Tensor out = Tensor.zeros(x.shape());
+        for (int i = 0; i < n; i++) {
+            for (int j = 0; j < d; j++) out.set((long) i * d + j, x.get((long) i * d + j) * v.get(j));
+        }
+        return record(out, "mulColumns", new Tensor[] {x, v}, g -> {
+            Tensor gx = null;
+            Tensor gv = null;
+            if (x.requiresGrad()) {
+                gx = Tensor.zeros(x.shape());
+                for (int i = 0; i < n; i++) {
+                    for (int j = 0; j < d; j++) gx.set((long) i * d + j, g.get((long) i * d + j) * v.get(j));
+                }
+            }
+            if (v.requiresGrad()) {
+                double[] acc = new double[d];
+                for (int i = 0; i < n; i++) {
+                    for (int j = 0; j < d; j++) acc[j] += (double) g.get((long) i * d + j) * x.get((long) i * d + j);
+                }
+                gv = Tensor.zeros(v.shape());
+                for (int j = 0; j < d; j++) gv.set(j, (float) acc[j]);
+            }
+            return new Tensor[] {gx, gv};
+        });
+    }
+
+    // ================================================================ reductions
+
+    /** Sum of all elements, a scalar (shape []). */
+    public static Tensor sum(Tensor a) {
+        requireFloat(a, "sum");
+        Tensor out = Tensor.zeros();
+        out.set(0, (float) Elementwise.sum(a.numel(), a.data(), 0));
+        return record(out, "sum", new Tensor[] {a}, g -> new Tensor[] {Tensor.full(g.get(0), a.shape())});
+    }
+
+    /** Mean of all elements, a scalar. */
+    public static Tensor mean(Tensor a) {
+        if (a.numel() == 0) throw new IllegalArgumentException("mean: empty tensor " + a.shapeString());
+        return scale(sum(a), 1.0 / a.numel());
+    }
+
+    /** Sums along one dimension of a 2-D tensor: dim 0 gives (D) column sums, dim 1 gives (N) row sums. */
+    public static Tensor sum(Tensor a, int dim) {
+        require2d(a, "sum", "a");
+        if (dim != 0 && dim != 1) throw new IllegalArgumentException("sum: dim must be 0 or 1 for a 2-D tensor, got " + dim);
+        int n = a.dim(0);
+        int d = a.dim(1);
+        Tensor out = Tensor.zeros(dim == 0 ? d : n);
+        if (dim == 1) {
+            for (int i = 0; i < n; i++) out.set(i, (float) Elementwise.sum(d, a.data(), (long) i * d));
+        } else {
+            double[] acc = new double[d];
+            for (int i = 0; i < n; i++) {
+                for (int j = 0; j < d; j++) acc[j] += a.get((long) i * d + j);
+            }
+            for (int j = 0; j < d; j++) out.set(j, (float) acc[j]);
+        }
+        return record(out, "sum(dim=" + dim + ")", new Tensor[] {a}, g -> {
+            Tensor gi = Tensor.zeros(a.shape());
+            for (int i = 0; i < n; i++) {
+                for (int j = 0; j < d; j++) gi.set((long) i * d + j, dim == 1 ? g.get(i) : g.get(j));
+            }
+            return new Tensor[] {gi};
+        });
+    }
+
+    /** Means along one dimension of a 2-D tensor (see {@link #sum(Tensor, int)}). */
+    public static Tensor mean(Tensor a, int dim) {
+        int count = a.dim(dim);
+        if (count == 0) throw new IllegalArgumentException("mean: dimension " + dim + " of " + a.shapeString() + " is empty");
+        return scale(sum(a, dim), 1.0 / count);
+    }
+
+    /** Softmax along the last dimension. */
+    public static Tensor softmax(Tensor a) {
+        requireFloat(a, "softmax");
+        int d = lastDim(a, "softmax");
+        int n = Math.toIntExact(a.numel() / Math.max(d, 1));
+        Tensor out = Tensor.zeros(a.shape());
+        for (int i = 0; i < n; i++) {
+            long base = (long) i * d;
+            double max = Double.NEGATIVE_INFINITY;
+            for (int j = 0; j < d; j++) max = Math.max(max, a.get(base + j));
+            double z = 0;
+            for (int j = 0; j < d; j++) z += Math.exp(a.get(base + j) - max);
+            for (int j = 0; j < d; j++) out.set(base + j, (float) (Math.exp(a.get(base + j) - max) / z));
+        }
+        return record(out, "softmax", new Tensor[] {a}, g -> {
+            // dx = y ⊙ (g − Σ_j g_j y_j), row by row
+            Tensor gi = Tensor.zeros(a.shape());
+            for (int i = 0; i < n; i++) {
+                long base = (long) i * d;
+                double s = dot(d, g.data(), base, out.data(), base);
+                for (int j = 0; j < d; j++) gi.set(base + j, (float) (out.get(base + j) * (g.get(base + j) - s)));
+            }
+            return new Tensor[] {gi};
+        });
+    }
+
+    /** Log-softmax along the last dimension. */
+    public static Tensor logSoftmax(Tensor a) {
+        requireFloat(a, "logSoftmax");
+        int d = lastDim(a, "logSoftmax");
+        int n = Math.toIntExact(a.numel() / Math.max(d, 1));
+        Tensor out = Tensor.zeros(a.shape());
+        for (int i = 0; i < n; i++) {
+            long base = (long) i * d;
+            double lse = rowLogSumExp(a, base, d);
+            for (int j = 0; j < d; j++) out.set(base + j, (float) (a.get(base + j) - lse));
+        }
+        return record(out, "logSoftmax", new Tensor[] {a}, g -> {
+            // dx = g − softmax · Σ g
+            Tensor gi = Tensor.zeros(a.shape());
+            for (int i = 0; i < n; i++) {
+                long base = (long) i * d;
+                double s = Elementwise.sum(d, g.data(), base);
+                for (int j = 0; j < d; j++) gi.set(base + j, (float) (g.get(base + j) - Math.exp(out.get(base + j)) * s));
+            }
+            return new Tensor[] {gi};
+        });
+    }
+
+    /** log Σ exp along the last dimension: (..., D) → (...). */
+    public static Tensor logSumExp(Tensor a) {
+        requireFloat(a, "logSumExp");
+        int d = lastDim(a, "logSumExp");
+        if (d == 0) throw new IllegalArgumentException("logSumExp: empty last dimension in " + a.shapeString());
+        int n = Math.toIntExact(a.numel() / d);
+        int[] outShape = Arrays.copyOf(a.shape(), a.rank() - 1);
+        Tensor out = Tensor.zeros(outShape);
+        for (int i = 0; i < n; i++) out.set(i, (float) rowLogSumExp(a, (long) i * d, d));
+        return record(out, "logSumExp", new Tensor[] {a}, g -> {
+            Tensor gi = Tensor.zeros(a.shape());
+            for (int i = 0; i < n; i++) {
+                long base = (long) i * d;
+                double lse = out.get(i);
+                for (int j = 0; j < d; j++) gi.set(base + j, (float) (g.get(i) * Math.exp(a.get(base + j) - lse)));
+            }
+            return new Tensor[] {gi};
+        });
+    }
+
+    /** The k largest values of each row and their column indices; ties go to the lower index. */
+    public record TopK(Tensor values, Tensor indices) {}
+
+    /** Top-k over the last dimension of a 2-D tensor; values are differentiable, indices are int32. */
+    public static TopK topK(Tensor a, int k) {
+        require2d(a, "topK", "a");
+        int n = a.dim(0);
+        int d = a.dim(1);
+        if (k < 1 || k > d) throw new IllegalArgumentException("topK: k = " + k + " outside [1, " + d + "] for " + a.shapeString());
+        Tensor idx = Tensor.zeros(DType.I32, n, k);
+        int[] chosen = new int[k];
+        for (int i = 0; i < n; i++) {
+            long base = (long) i * d;
+            for (int s = 0; s < k; s++) {
+                int best = -1;
+                float bestV = 0;
+                for (int j = 0; j < d; j++) {
+                    boolean taken = false;
+                    for (int t = 0; t < s; t++) taken |= chosen[t] == j;
+                    if (taken) continue;
+                    float v = a.get(base + j);
+                    // strictly greater keeps the lower index on ties; NaN never wins
+                    if (best < 0 || v > bestV) {
+                        best = j;
+                        bestV = v;
+                    }
+                }
+                chosen[s] = best;
+                idx.setInt((long) i * k + s, best);
+            }
+        }
+        return new TopK(gatherColumns(a, idx), idx);
+    }
+
+    /** out[i, s] = a[i, idx[i, s]], for a (N, D) and int32 idx (N, K). */
+    public static Tensor gatherColumns(Tensor a, Tensor idx) {
+        require2d(a, "gatherColumns", "a");
+        idx.requireDType(DType.I32, "gatherColumns");
+        int n = a.dim(0);
+        int d = a.dim(1);
+        if (idx.rank() != 2 || idx.dim(0) != n) {
+            throw new IllegalArgumentException("gatherColumns: indices " + idx.shapeString() + " must be (" + n + ", K) for a " + a.shapeString());
+        }
+        int k = idx.dim(1);
+        checkIndexRange(idx, d, "gatherColumns");
+        Tensor out = Tensor.zeros(n, k);
+        for (int i = 0; i < n; i++) {
+            for (int s = 0; s < k; s++) out.set((long) i * k + s, a.get((long) i * d + idx.getInt((long) i * k + s)));
+        }
+        return record(out, "gatherColumns", new Tensor[] {a, idx}, g -> {
+            Tensor gi = Tensor.zeros(a.shape());
+            for (int i = 0; i < n; i++) {
+                for (int s = 0; s < k; s++) {
+                    long at = (long) i * d + idx.getInt((long) i * k + s);
+                    gi.set(at, gi.get(at) + g.get((long) i * k + s));
+                }
+            }
+            return new Tensor[] {gi, null};
+        });
+    }
+
+    // ================================================================ rows: gather, scatter, reshape, concat
+
+    /** out[i] = x[idx[i]]: rows of x (N, ...) picked by int32 idx (M) → (M, ...). */
+    public static Tensor indexSelect(Tensor x, Tensor idx) {
+        requireFloat(x, "indexSelect");
+        requireIndexVector(idx, "indexSelect");
+        checkIndexRange(idx, x.rowCount(), "indexSelect");
+        int m = idx.dim(0);
+        int w = x.rowWidth();
+        int[] shape = x.shape();
+        shape[0] = m;
+        Tensor out = Tensor.zeros(shape);
+        RowCopy.gather(x.data(), w, idx.toIntArray(), out.data());
+        return record(out, "indexSelect", new Tensor[] {x, idx}, g -> {
+            Tensor gi = Tensor.zeros(x.shape());
+            RowCopy.scatterAdd(g.data(), w, idx.toIntArray(), gi.data());
+            return new Tensor[] {gi, null};
+        });
+    }
+
+    /** out = base with row src[i] added to row idx[i] (duplicates accumulate); base (N, ...), src (M, ...). */
+    public static Tensor indexAdd(Tensor base, Tensor idx, Tensor src) {
+        requireFloat(base, "indexAdd");
+        requireFloat(src, "indexAdd");
+        requireIndexVector(idx, "indexAdd");
+        if (src.rowCount() != idx.dim(0) || src.rowWidth() != base.rowWidth()) {
+            throw new IllegalArgumentException("indexAdd: source " + src.shapeString() + " must have " + idx.dim(0)
+                    + " rows (one per index) of the width of base " + base.shapeString());
+        }
+        checkIndexRange(idx, base.rowCount(), "indexAdd");
+        int w = base.rowWidth();
+        Tensor out = base.copy();
+        RowCopy.scatterAdd(src.data(), w, idx.toIntArray(), out.data());
+        return record(out, "indexAdd", new Tensor[] {base, idx, src}, g -> {
+            Tensor gs = null;
+            if (src.requiresGrad()) {
+                gs = Tensor.zeros(src.shape());
+                RowCopy.gather(g.data(), w, idx.toIntArray(), gs.data());
+            }
+            return new Tensor[] {g, null, gs};
+        });
+    }
+
+    /** Scatter-add into zeros: an (n, ...) tensor whose row idx[i] accumulates src row i. */
+    public static Tensor indexAdd(int n, Tensor idx, Tensor src) {
+        int[] shape = src.shape();
+        shape[0] = n;
+        return indexAdd(Tensor.zeros(shape), idx, src);
+    }
+
+    /** The same elements seen with another shape (one -1 inferred). */
+    public static Tensor reshape(Tensor x, int... shape) {
+        Tensor out = x.view(shape);
+        return record(out, "reshape", new Tensor[] {x}, g -> new Tensor[] {g.view(x.shape())});
+    }
+
+    /** Concatenation along dimension 0; all parts share the trailing shape. */
+    public static Tensor concatRows(List<Tensor> parts) {
+        if (parts.isEmpty()) throw new IllegalArgumentException("concatRows: no tensors given");
+        Tensor first = parts.get(0);
+        int rows = 0;
+        for (Tensor p : parts) {
+            requireFloat(p, "concatRows");
+            if (p.rank() != first.rank() || p.rowWidth() != first.rowWidth()
+                    || !Arrays.equals(Arrays.copyOfRange(p.shape(), 1, p.rank()), Arrays.copyOfRange(first.shape(), 1, first.rank()))) {
+                throw new IllegalArgumentException("concatRows: " + p.shapeString() + " does not match " + first.shapeString()
+                        + " beyond the first dimension");
+            }
+            rows += p.rowCount();
+        }
+        int[] shape = first.shape();
+        shape[0] = rows;
+        Tensor out = Tensor.zeros(shape);
+        int[] starts = new int[parts.size() + 1];
+        for (int i = 0; i < parts.size(); i++) {
+            Tensor p = parts.get(i);
+            starts[i + 1] = starts[i] + p.rowCount();
+            out.rows(starts[i], starts[i + 1]).copyFrom(p);
+        }
+        return record(out, "concatRows", parts.toArray(Tensor[]::new), g -> {
+            Tensor[] grads = new Tensor[parts.size()];
+            for (int i = 0; i < grads.length; i++) grads[i] = g.rows(starts[i], starts[i + 1]);
+            return grads;
+        });
+    }
+
+    /** Splits dimension 0 into consecutive pieces of the given sizes. */
+    public static List<Tensor> splitRows(Tensor x, int... sizes) {
+        int total = 0;
+        for (int s : sizes) {
+            if (s < 0) throw new IllegalArgumentException("splitRows: negative size in " + Arrays.toString(sizes));
+            total += s;
+        }
+        if (total != x.rowCount()) {
+            throw new IllegalArgumentException("splitRows: sizes " + Arrays.toString(sizes) + " add up to " + total
+                    + ", tensor has " + x.rowCount() + " rows");
+        }
+        Tensor[] out = new Tensor[sizes.length];
+        int start = 0;
+        for (int i = 0; i < sizes.length; i++) {
+            int from = start;
+            int to = start + sizes[i];
+            out[i] = record(x.rows(from, to).copy(), "splitRows", new Tensor[] {x}, g -> {
+                Tensor gi = Tensor.zeros(x.shape());
+                gi.rows(from, to).copyFrom(g);
+                return new Tensor[] {gi};
+            });
+            start = to;
+        }
+        return List.of(out);
+    }
+
+    // ================================================================ layers' building blocks
+
+    /** Token embedding: rows of weight (V, D) picked by int32 ids (T) → (T, D); ids must be in [0, V). */
+    public static Tensor embedding(Tensor weight, Tensor ids) {
+        require2d(weight, "embedding", "weight");
+        return indexSelect(weight, ids);
+    }
+
+    /** RMSNorm over the last dimension: x / sqrt(mean(x²) + eps) · weight. */
+    public static Tensor rmsNorm(Tensor x, Tensor weight, double eps) {
+        requireFloat(x, "rmsNorm");
+        int d = lastDim(x, "rmsNorm");
+        if (weight.rank() != 1 || weight.dim(0) != d) {
+            throw new IllegalArgumentException("rmsNorm: weight " + weight.shapeString() + " must be (" + d + ") for input " + x.shapeString());
+        }
+        int n = Math.toIntExact(x.numel() / Math.max(d, 1));
+        Tensor out = Tensor.zeros(x.shape());
+        float[] inv = new float[n];
+        for (int i = 0; i < n; i++) {
+            long base = (long) i * d;
+            inv[i] = (float) (1 / Math.sqrt(Elementwise.sumOfSquares(d, x.data(), base) / d + eps));
+            for (int j = 0; j < d; j++) out.set(base + j, x.get(base + j) * inv[i] * weight.get(j));
+        }
+        return record(out, "rmsNorm", new Tensor[] {x, weight}, g -> {
+            Tensor gx = Tensor.zeros(x.shape());
+            double[] gw = new double[d];
+            for (int i = 0; i < n; i++) {
+                long base = (long) i * d;
+                double r = inv[i];
+                // y = x·r·w with r = (mean x² + eps)^-½: dx = r·(g⊙w) − x·r³·mean(g⊙w⊙x)
+                double s = 0;
+                for (int j = 0; j < d; j++) s += (double) g.get(base + j) * weight.get(j) * x.get(base + j);
+                s /= d;
+                for (int j = 0; j < d; j++) {
+                    double gwj = (double) g.get(base + j) * weight.get(j);
+                    gx.set(base + j, (float) (r * gwj - x.get(base + j) * r * r * r * s));
+                    gw[j] += (double) g.get(base + j) * x.get(base + j) * r;
+                }
+            }
+            Tensor gWeight = Tensor.zeros(weight.shape());
+            for (int j = 0; j < d; j++) gWeight.set(j, (float) gw[j]);
+            return new Tensor[] {gx, gWeight};
+        });
+    }
+
+    /** Mean cross-entropy of logits (N, V) against int32 targets (N); target −1 is ignored. */
+    public static Tensor crossEntropy(Tensor logits, Tensor targets) {
+        require2d(logits, "crossEntropy", "logits");
+        requireIndexVector(targets, "crossEntropy");
+        int n = logits.dim(0);
+        int v = logits.dim(1);
+        if (targets.dim(0) != n) {
+            throw new IllegalArgumentException("crossEntropy: " + targets.dim(0) + " targets for " + n + " rows of logits");
+        }
+        int counted = 0;
+        double total = 0;
+        for (int i = 0; i < n; i++) {
+            int t = targets.getInt(i);
+            if (t == -1) continue;
+            if (t < 0 || t >= v) {
+                throw new IllegalArgumentException("crossEntropy: target " + t + " at row " + i + " outside [0, " + v + ")");
+            }
+            total += rowLogSumExp(logits, (long) i * v, v) - logits.get((long) i * v + t);
+            counted++;
+        }
+        int count = Math.max(counted, 1);
+        Tensor out = Tensor.scalar((float) (total / count)).view();
+        return record(out, "crossEntropy", new Tensor[] {logits, targets}, g -> {
+            Tensor gi = Tensor.zeros(logits.shape());
+            double scale = g.get(0) / count;
+            for (int i = 0; i < n; i++) {
+                int t = targets.getInt(i);
+                if (t == -1) continue;
+                long base = (long) i * v;
+                double lse = rowLogSumExp(logits, base, v);
+                for (int j = 0; j < v; j++) gi.set(base + j, (float) (scale * Math.exp(logits.get(base + j) - lse)));
+                gi.set(base + t, (float) (gi.get(base + t) - scale));
+            }
+            return new Tensor[] {gi, null};
+        });
+    }
+
+    // ================================================================ helpers
+
+    private static Tensor scaled(Tensor a, float alpha) {
+        Tensor out = Tensor.zeros(a.shape());
+        Elementwise.scale(a.numel(), alpha, a.data(), 0, out.data(), 0);
+        return out;
+    }
+
+    private static Tensor product(Tensor a, Tensor b) {
+        Tensor out = Tensor.zeros(a.shape());
+        Elementwise.mul(a.numel(), a.data(), b.data(), out.data());
+        return out;
+    }
+
+    static double dot(int n, MemorySegment a, long aOff, MemorySegment b, long bOff) {
+        double s = 0;
+        for (int j = 0; j < n; j++) {
+            s += (double) a.getAtIndex(java.lang.foreign.ValueLayout.JAVA_FLOAT, aOff + j)
+                    * b.getAtIndex(java.lang.foreign.ValueLayout.JAVA_FLOAT, bOff + j);
+        }
+        return s;
+    }
+
+    private static double rowLogSumExp(Tensor a, long base, int d) {
+        double max = Double.NEGATIVE_INFINITY;
+        for (int j = 0; j < d; j++) max = Math.max(max, a.get(base + j));
+        if (max == Double.NEGATIVE_INFINITY) return max;
+        double z = 0;
+        for (int j = 0; j < d; j++) z += Math.exp(a.get(base + j) - max);
+        return max + Math.log(z);
+    }
+
+    /** Φ(x) = (1 + erf(x/√2)) / 2. */
+    static double normalCdf(double x) {
+        return 0.5 * (1 + Erf.erf(x / Math.sqrt(2)));
+    }
+
+    private static int lastDim(Tensor a, String op) {
+        if (a.rank() == 0) throw new IllegalArgumentException(op + ": needs at least one dimension, got a scalar");
+        return a.dim(-1);
+    }
+
+    static void requireFloat(Tensor t, String op) {
+        t.requireDType(DType.F32, op);
+    }
+
+    static void require2d(Tensor t, String op, String what) {
+        if (t.rank() != 2) {
+            throw new IllegalArgumentException(op + ": " + what + " must be 2-D, got shape " + t.shapeString());
+        }
+        requireFloat(t, op);
+    }
+
+    static void requireSameShape(Tensor a, Tensor b, String op) {
+        requireFloat(a, op);
+        requireFloat(b, op);
+        if (!a.sameShape(b)) {
+            throw new IllegalArgumentException(op + ": shapes differ: " + a.shapeString() + " vs " + b.shapeString());
+        }
+    }
+
+    static void requireIndexVector(Tensor idx, String op) {
+        idx.requireDType(DType.I32, op);
+        if (idx.rank() != 1) throw new IllegalArgumentException(op + ": indices must be 1-D, got " + idx.shapeString());
+    }
+
+    static void checkIndexRange(Tensor idx, int bound, String op) {
+        for (long i = 0; i < idx.numel(); i++) {
+            int v = idx.getInt(i);
+            if (v < 0 || v >= bound) {
+                throw new IllegalArgumentException(op + ": index " + v + " at position " + i + " outside [0, " + bound + ")");
+            }
+        }
+    }
+}
