@@ -227,6 +227,40 @@ public final class Ops {
         });
     }
 
+    /** Row division: out[i, j] = x[i, j] / c[i], for x (N, D) and c (N); exact where x[i, j] = c[i] (x / x = 1). */
+    public static Tensor divRows(Tensor x, Tensor c) {
+        require2d(x, "divRows", "x");
+        requireFloat(c, "divRows");
+        if (c.numel() != x.dim(0)) {
+            throw new IllegalArgumentException("divRows: one divisor per row expected: x " + x.shapeString()
+                    + ", divisors " + c.shapeString());
+        }
+        int n = x.dim(0);
+        int d = x.dim(1);
+        Tensor out = Tensor.zeros(x.shape());
+        for (int i = 0; i < n; i++) {
+            for (int j = 0; j < d; j++) out.set((long) i * d + j, x.get((long) i * d + j) / c.get(i));
+        }
+        return record(out, "divRows", new Tensor[] {x, c}, g -> {
+            Tensor gx = null;
+            Tensor gc = null;
+            if (x.requiresGrad()) {
+                gx = Tensor.zeros(x.shape());
+                for (int i = 0; i < n; i++) {
+                    for (int j = 0; j < d; j++) gx.set((long) i * d + j, g.get((long) i * d + j) / c.get(i));
+                }
+            }
+            if (c.requiresGrad()) {
+                gc = Tensor.zeros(c.shape());
+                for (int i = 0; i < n; i++) {
+                    double ci = c.get(i);
+                    gc.set(i, (float) (-dot(d, g.data(), (long) i * d, x.data(), (long) i * d) / (ci * ci)));
+                }
+            }
+            return new Tensor[] {gx, gc};
+        });
+    }
+
     /** Broadcast over rows: out[i, j] = x[i, j] · v[j] for x (N, D) and v (D). */
     public static Tensor mulColumns(Tensor x, Tensor v) {
         require2d(x, "mulColumns", "x");

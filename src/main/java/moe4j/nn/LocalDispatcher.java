@@ -1,0 +1,28 @@
+package moe4j.nn;
+
+import moe4j.ops.Ops;
+import moe4j.tensor.Tensor;
+
+/**
+ * All experts on this rank: group the (token, slot) entries by expert (stable, so token order is kept
+ * within an expert), run the experts as one ragged grouped GEMM, weight each row and scatter-add rows
+ * back by token.
+ */
+public final class LocalDispatcher implements TokenDispatcher {
+    public static final LocalDispatcher INSTANCE = new LocalDispatcher();
+
+    private LocalDispatcher() {}
+
+    @Override
+    public Tensor dispatchAndCompute(Tensor x, Tensor weights, Tensor indices, MoEMLP moe, boolean gradientScale) {
+        Routing routing = Routing.sortByExpert(indices, moe.numExperts());
+        Tensor rows = Ops.indexSelect(x, routing.tokenOfRow());
+        Tensor expertOut = moe.computeLocalExperts(rows, routing.rowsPerExpert());
+        if (gradientScale) {
+            expertOut = Ops.mulRows(expertOut,
+                    MoEMLP.gradientScaleRows(routing.rowsPerExpert(), routing.rowCount(), moe.numExperts()));
+        }
+        Tensor rowWeights = Ops.indexSelect(Ops.reshape(weights, -1, 1), routing.entryOfRow());
+        return Ops.indexAdd(x.dim(0), routing.tokenOfRow(), Ops.mulRows(expertOut, rowWeights));
+    }
+}

@@ -1,0 +1,100 @@
+package moe4j.nn;
+
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import moe4j.tensor.MemoryScope;
+import moe4j.tensor.Tensor;
+
+/**
+ * A node of a model: its own parameters and child modules, both named, in registration order.
+ * Fully qualified names ({@code layers.0.moe.experts.3.up_proj.weight}) follow the PyTorch convention so
+ * that checkpoints interoperate.
+ */
+public abstract class Module {
+    private final Map<String, Tensor> parameters = new LinkedHashMap<>();
+    private final Map<String, Module> children = new LinkedHashMap<>();
+    private boolean training = true;
+
+    /** Registers a trainable parameter: moved to persistent memory's lifetime by the caller, marked requiresGrad. */
+    protected Tensor registerParameter(String name, Tensor value) {
+        value.requiresGrad(true);
+        parameters.put(name, value);
+        return value;
+    }
+
+    /** Replaces a parameter registered before (e.g. by a slice of it); the name keeps its position. */
+    protected Tensor replaceParameter(String name, Tensor value) {
+        if (!parameters.containsKey(name)) throw new IllegalArgumentException("no parameter named '" + name + "' in " + getClass().getSimpleName());
+        value.requiresGrad(true);
+        parameters.put(name, value);
+        return value;
+    }
+
+    protected void removeParameter(String name) {
+        parameters.remove(name);
+    }
+
+    protected <M extends Module> M registerModule(String name, M module) {
+        children.put(name, module);
+        return module;
+    }
+
+    protected void removeModule(String name) {
+        children.remove(name);
+    }
+
+    /** Every parameter of this module and its descendants under its qualified name. */
+    public Map<String, Tensor> namedParameters() {
+        Map<String, Tensor> out = new LinkedHashMap<>();
+        collect("", out);
+        return out;
+    }
+
+    private void collect(String prefix, Map<String, Tensor> out) {
+        parameters.forEach((n, t) -> out.put(prefix + n, t));
+        children.forEach((n, m) -> m.collect(prefix + n + ".", out));
+    }
+
+    public List<Tensor> parameters() {
+        return new ArrayList<>(namedParameters().values());
+    }
+
+    /** This module and all its descendants, pre-order, under their qualified names ("" for this one). */
+    public Map<String, Module> namedModules() {
+        Map<String, Module> out = new LinkedHashMap<>();
+        collectModules("", out);
+        return out;
+    }
+
+    private void collectModules(String name, Map<String, Module> out) {
+        out.put(name, this);
+        children.forEach((n, m) -> m.collectModules(name.isEmpty() ? n : name + "." + n, out));
+    }
+
+    public Map<String, Module> children() {
+        return Collections.unmodifiableMap(children);
+    }
+
+    public boolean isTraining() {
+        return training;
+    }
+
+    /** Training or evaluation mode, for this module and all descendants. */
+    public void train(boolean on) {
+        for (Module m : namedModules().values()) m.training = on;
+    }
+
+    public void zeroGrad() {
+        for (Tensor p : parameters()) {
+            if (p.grad() != null) p.grad().fill(0f);
+        }
+    }
+
+    /** A parameter tensor that outlives any step scope. */
+    protected static Tensor persistentZeros(int... shape) {
+        return MemoryScope.persistent(() -> Tensor.zeros(shape));
+    }
+}

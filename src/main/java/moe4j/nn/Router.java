@@ -1,0 +1,82 @@
+package moe4j.nn;
+
+import moe4j.ops.IntOps;
+import moe4j.ops.Ops;
+import moe4j.tensor.Rng;
+import moe4j.tensor.Tensor;
+
+/**
+ * Maps tokens {@code x_TD} to top-K experts through a bias-free gate {@code logits = x · Wgᵀ}, Wg (E, D).
+ * Subclasses decide how scores become selections and weights.
+ */
+public abstract class Router extends Module {
+    protected final int dim;
+    protected final int numExperts;
+    protected final int topK;
+    protected final Linear gate;
+    private RouterOutput last;
+
+    protected Router(int dim, int numExperts, int topK) {
+        if (topK > numExperts) throw new IllegalArgumentException("moe_top_k (" + topK + ") must be <= num_experts (" + numExperts + ")");
+        if (topK < 1) throw new IllegalArgumentException("moe_top_k must be >= 1, got " + topK);
+        this.dim = dim;
+        this.numExperts = numExperts;
+        this.topK = topK;
+        this.gate = registerModule("gate", new Linear(dim, numExperts));
+    }
+
+    public Router init(Rng rng, double std) {
+        gate.init(rng, std);
+        return this;
+    }
+
+    public Linear gate() {
+        return gate;
+    }
+
+    public int topK() {
+        return topK;
+    }
+
+    public int numExperts() {
+        return numExperts;
+    }
+
+    /** Routes {@code x_TD}; the result is also kept as {@link #lastOutput()} for the training loop. */
+    public final RouterOutput route(Tensor x) {
+        RouterOutput out = computeRouting(gate.forward(x));
+        last = out;
+        return out;
+    }
+
+    protected abstract RouterOutput computeRouting(Tensor logits);
+
+    public RouterOutput lastOutput() {
+        return last;
+    }
+
+    /** {@code mean_t (logsumexp_e logits[t, e])²}; 0 for no tokens. */
+    protected static Tensor zLoss(Tensor logits) {
+        if (logits.dim(0) == 0) return Tensor.zeros();
+        return Ops.mean(Ops.square(Ops.logSumExp(logits)));
+    }
+
+    /** {@code scale · E · Σ_e f_e · p_e} with f_e = count_e / (T·K) (constant) and p = mean over tokens of {@code scores}. */
+    protected Tensor balanceLoss(Tensor scores, int[] counts, double scale) {
+        int t = scores.dim(0);
+        if (t == 0 || scale == 0) return Tensor.zeros();
+        Tensor f = Tensor.zeros(numExperts);
+        for (int e = 0; e < numExperts; e++) f.set(e, (float) counts[e] / ((long) t * topK));
+        Tensor p = Ops.mean(scores, 0);
+        return Ops.scale(Ops.sum(Ops.mul(p, f)), scale * numExperts);
+    }
+
+    /** Each row of {@code w_TK} divided by its sum. */
+    protected static Tensor normalizeRows(Tensor w) {
+        return Ops.divRows(w, Ops.sum(w, 1));
+    }
+
+    protected int[] countExperts(Tensor indices) {
+        return IntOps.bincount(indices.toIntArray(), numExperts);
+    }
+}

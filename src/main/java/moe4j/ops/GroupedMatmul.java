@@ -1,0 +1,132 @@
+package moe4j.ops;
+
+import static moe4j.autograd.Autograd.record;
+
+import java.lang.foreign.MemorySegment;
+import java.util.Arrays;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicLong;
+import moe4j.kernels.cpu.GroupedGemm;
+import moe4j.tensor.Tensor;
+
+/**
+ * The ragged grouped matrix product of an MoE layer, differentiable: rows of {@code x} are grouped by
+ * expert (consecutive runs of the given sizes, any of them 0) and group {@code g} is multiplied by its
+ * own weight. Nothing is padded: exactly the rows that exist are computed.
+ *
+ * <p>Two weight layouts, numerically the same function:
+ * <ul>
+ *   <li>packed: one tensor {@code (G, K, N)}, group g computes {@code x_g · W[g]};</li>
+ *   <li>list: G linear weights {@code (N, K)} stored (out, in), group g computes {@code x_g · W_gᵀ}.</li>
+ * </ul>
+ * Every weight gets a gradient, zero for a group without rows.
+ */
+public final class GroupedMatmul {
+    private GroupedMatmul() {}
+
+    /** Rows multiplied by grouped products since the last reset (shows that dropped tokens cost nothing). */
+    private static final AtomicLong ROWS = new AtomicLong();
+
+    public static long rowsComputed() {
+        return ROWS.get();
+    }
+
+    public static void resetRowsComputed() {
+        ROWS.set(0);
+    }
+
+    /** {@code x (R, K)} times packed {@code w (G, K, N)} by groups of rows → {@code (R, N)}. */
+    public static Tensor packed(Tensor x, int[] groupSizes, Tensor w) {
+        Ops.require2d(x, "groupedMatmul", "x");
+        Ops.requireFloat(w, "groupedMatmul");
+        if (w.rank() != 3 || w.dim(0) != groupSizes.length || w.dim(1) != x.dim(1)) {
+            throw new IllegalArgumentException("groupedMatmul: packed weight " + w.shapeString() + " must be ("
+                    + groupSizes.length + ", " + x.dim(1) + ", N) for input " + x.shapeString() + " and "
+                    + groupSizes.length + " groups");
+        }
+        int k = w.dim(1);
+        int n = w.dim(2);
+        long wStride = (long) k * n;
+        MemorySegment[] segs = new MemorySegment[groupSizes.length];
+        long[] offs = new long[groupSizes.length];
+        for (int g = 0; g < segs.length; g++) {
+            segs[g] = w.data();
+            offs[g] = g * wStride;
+        }
+        return compute(x, groupSizes, k, n, new Tensor[] {w}, segs, offs, false);
+    }
+
+    /** {@code x (R, K)} times the transposes of G linear weights {@code (N, K)} by groups of rows → {@code (R, N)}. */
+    public static Tensor list(Tensor x, int[] groupSizes, List<Tensor> weights) {
+        Ops.require2d(x, "groupedMatmul", "x");
+        if (weights.size() != groupSizes.length) {
+            throw new IllegalArgumentException("groupedMatmul: " + weights.size() + " weights for " + groupSizes.length + " groups");
+        }
+        int k = x.dim(1);
+        int n = weights.isEmpty() ? 0 : weights.get(0).dim(0);
+        MemorySegment[] segs = new MemorySegment[groupSizes.length];
+        long[] offs = new long[groupSizes.length];
+        for (int g = 0; g < segs.length; g++) {
+            Tensor wg = weights.get(g);
+            Ops.requireFloat(wg, "groupedMatmul");
+            if (wg.rank() != 2 || wg.dim(0) != n || wg.dim(1) != k) {
+                throw new IllegalArgumentException("groupedMatmul: weight " + g + " is " + wg.shapeString()
+                        + ", expected (" + n + ", " + k + ") for input " + x.shapeString());
+            }
+            segs[g] = wg.data();
+        }
+        return compute(x, groupSizes, k, n, weights.toArray(Tensor[]::new), segs, offs, true);
+    }
+
+    private static Tensor compute(Tensor x, int[] sizes, int k, int n, Tensor[] weightTensors,
+                                  MemorySegment[] w, long[] wOff, boolean transW) {
+        int[] offsets = offsets(sizes, x.dim(0));
+        Tensor y = Tensor.zeros(x.dim(0), n);
+        GroupedGemm.forward(sizes.length, offsets, k, n, x.data(), 0, w, wOff, transW, y.data(), 0, 0f);
+        ROWS.addAndGet(x.dim(0));
+        Tensor[] inputs = new Tensor[weightTensors.length + 1];
+        inputs[0] = x;
+        System.arraycopy(weightTensors, 0, inputs, 1, weightTensors.length);
+        return record(y, "groupedMatmul", inputs, g -> {
+            Tensor[] grads = new Tensor[inputs.length];
+            if (x.requiresGrad()) {
+                // dX_g = dY_g · op(W_g)ᵀ: the same grouped product with the other transpose
+                Tensor gx = Tensor.zeros(x.shape());
+                GroupedGemm.forward(sizes.length, offsets, n, k, g.data(), 0, w, wOff, !transW, gx.data(), 0, 0f);
+                grads[0] = gx;
+            }
+            boolean anyWeight = false;
+            for (Tensor wt : weightTensors) anyWeight |= wt.requiresGrad();
+            if (anyWeight) {
+                MemorySegment[] dw = new MemorySegment[sizes.length];
+                if (transW) {
+                    // list layout, W_g (N, K): dW_g = dY_gᵀ · X_g, i.e. the weight gradient with the operands swapped
+                    for (int e = 0; e < sizes.length; e++) {
+                        grads[e + 1] = Tensor.zeros(weightTensors[e].shape());
+                        dw[e] = grads[e + 1].data();
+                    }
+                    GroupedGemm.weightGrad(sizes.length, offsets, n, k, g.data(), 0, x.data(), 0, dw, wOff, 0f);
+                } else {
+                    Tensor gw = Tensor.zeros(weightTensors[0].shape());
+                    Arrays.fill(dw, gw.data());
+                    GroupedGemm.weightGrad(sizes.length, offsets, k, n, x.data(), 0, g.data(), 0, dw, wOff, 0f);
+                    grads[1] = gw;
+                }
+            }
+            return grads;
+        });
+    }
+
+    private static int[] offsets(int[] sizes, int rows) {
+        int[] offsets = new int[sizes.length + 1];
+        for (int g = 0; g < sizes.length; g++) {
+            if (sizes[g] < 0) throw new IllegalArgumentException("groupedMatmul: negative group size " + sizes[g] + " for group " + g);
+            offsets[g + 1] = offsets[g] + sizes[g];
+        }
+        if (offsets[sizes.length] != rows) {
+            throw new IllegalArgumentException("groupedMatmul: group sizes " + Arrays.toString(sizes) + " add up to "
+                    + offsets[sizes.length] + ", input has " + rows + " rows");
+        }
+        return offsets;
+    }
+}
