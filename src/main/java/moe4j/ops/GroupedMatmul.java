@@ -5,7 +5,6 @@ import static moe4j.autograd.Autograd.record;
 import java.lang.foreign.MemorySegment;
 import java.util.Arrays;
 import java.util.List;
-import java.util.concurrent.atomic.AtomicLong;
 import moe4j.kernels.cpu.GroupedGemm;
 import moe4j.tensor.Tensor;
 
@@ -23,17 +22,6 @@ import moe4j.tensor.Tensor;
  */
 public final class GroupedMatmul {
     private GroupedMatmul() {}
-
-    /** Rows multiplied by grouped products since the last reset (shows that dropped tokens cost nothing). */
-    private static final AtomicLong ROWS = new AtomicLong();
-
-    public static long rowsComputed() {
-        return ROWS.get();
-    }
-
-    public static void resetRowsComputed() {
-        ROWS.set(0);
-    }
 
     /** {@code x (R, K)} times packed {@code w (G, K, N)} by groups of rows → {@code (R, N)}. */
     public static Tensor packed(Tensor x, int[] groupSizes, Tensor w) {
@@ -83,7 +71,6 @@ public final class GroupedMatmul {
         int[] offsets = offsets(sizes, x.dim(0));
         Tensor y = Tensor.zeros(x.dim(0), n);
         GroupedGemm.forward(sizes.length, offsets, k, n, x.data(), 0, w, wOff, transW, y.data(), 0, 0f);
-        ROWS.addAndGet(x.dim(0));
         Tensor[] inputs = new Tensor[weightTensors.length + 1];
         inputs[0] = x;
         System.arraycopy(weightTensors, 0, inputs, 1, weightTensors.length);

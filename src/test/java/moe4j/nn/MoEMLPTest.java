@@ -8,7 +8,7 @@ import java.util.Map;
 import java.util.stream.Stream;
 import moe4j.autograd.Autograd;
 import moe4j.autograd.GradCheck;
-import moe4j.ops.GroupedMatmul;
+import moe4j.kernels.cpu.GroupedGemm;
 import moe4j.tensor.Rng;
 import moe4j.tensor.Tensor;
 import org.junit.jupiter.api.Test;
@@ -150,7 +150,7 @@ class MoEMLPTest {
             gate.set(D + c, 5f);
         }
         Tensor x = Tensor.full(1f, 100, D);
-        GroupedMatmul.resetRowsComputed();
+        GroupedGemm.resetRowsProcessed();
         moe.forward(x);
         assertEquals(50, moe.capacity(100));
         Tensor kept = moe.dropOverflow(moe.router().lastOutput().indices());
@@ -164,7 +164,7 @@ class MoEMLPTest {
         assertEquals(50, slot0);
         assertEquals(50, slot1);
         // SwiGLU: gate, up, down products each see exactly the 100 kept rows, not 200
-        assertEquals(3 * 100, GroupedMatmul.rowsComputed());
+        assertEquals(3 * 100, GroupedGemm.rowsProcessed());
         assertEquals(100, moe.router().lastOutput().expertCounts()[0], "router statistics count dropped entries");
     }
 

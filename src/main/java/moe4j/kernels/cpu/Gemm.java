@@ -1,34 +1,178 @@
 package moe4j.kernels.cpu;
 
 import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
 
 /**
  * Single-precision GEMM on off-heap row-major matrices:
  * {@code C = alpha · op(A) · op(B) + beta · C}, with {@code op(X)} = X or Xᵀ.
  * Offsets and leading dimensions are in elements (floats).
+ *
+ * <p>op(A) is m×k, op(B) is k×n, C is m×n. A is stored m×k (k×m when {@code transA}) with row stride
+ * {@code lda}; B is stored k×n (n×k when {@code transB}) with row stride {@code ldb}. When beta is 0,
+ * C's old contents are never read (NaN there does not leak into the result).
+ *
+ * <p>The work is a packed, register-blocked Vector API kernel ({@link GemmBlocked}). With
+ * {@link #setThreads(int)} above 1, large products are split by columns (or rows) of C over a small
+ * fixed pool; every element of C is computed by one thread in the same order whatever the thread count,
+ * so results are bitwise identical for any setting. Segments of a confined arena cannot be read by
+ * the pool's threads; calls on them run on the calling thread alone.
  */
 public final class Gemm {
     private Gemm() {}
 
-    private static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT;
+    /** Below this many multiply-adds, threads cost more than they save. */
+    private static final long PARALLEL_MIN_WORK = 1L << 21;
+
+    private static volatile int threads = 1;
+    private static ExecutorService pool;
+    /** One of the pool's threads: asks whether a segment (e.g. of a confined arena) may be used there. */
+    private static volatile Thread aWorker;
+
+    /** Sets how many threads (the caller included) one sgemm call may use; default 1. */
+    public static synchronized void setThreads(int n) {
+        if (n < 1) throw new IllegalArgumentException("Gemm.setThreads: thread count " + n + ", expected >= 1");
+        if (n == threads) return;
+        if (pool != null) pool.shutdown();
+        pool = n > 1 ? Executors.newFixedThreadPool(n - 1, r -> {
+            Thread t = new Thread(r, "moe4j-gemm");
+            t.setDaemon(true);
+            aWorker = t;
+            return t;
+        }) : null;
+        threads = n;
+    }
+
+    /** How many threads one sgemm call may use. */
+    public static int threads() {
+        return threads;
+    }
 
     public static void sgemm(boolean transA, boolean transB, int m, int n, int k, float alpha,
                              MemorySegment a, long aOff, int lda,
                              MemorySegment b, long bOff, int ldb,
                              float beta, MemorySegment c, long cOff, int ldc) {
+        if (m < 0 || n < 0 || k < 0) {
+            throw new IllegalArgumentException("sgemm: negative size m=" + m + " n=" + n + " k=" + k);
+        }
+        checkMatrix("A", a, aOff, lda, transA ? k : m, transA ? m : k);
+        checkMatrix("B", b, bOff, ldb, transB ? n : k, transB ? k : n);
+        checkMatrix("C", c, cOff, ldc, m, n);
+        if (m == 0 || n == 0) return;
+        if (k == 0 || alpha == 0f) {
+            scale(m, n, beta, c, cOff, ldc);
+            return;
+        }
+        int t = threads;
+        if (t == 1 || (long) m * n * k < PARALLEL_MIN_WORK) {
+            GemmBlocked.compute(transA, transB, 0, m, 0, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
+        } else {
+            parallel(t, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
+        }
+    }
+
+    /** C = beta·C on an m×n block; beta 0 writes zeros without reading. */
+    static void scale(int m, int n, float beta, MemorySegment c, long cOff, int ldc) {
+        if (beta == 1f) return;
         for (int i = 0; i < m; i++) {
-            for (int j = 0; j < n; j++) {
-                float acc = 0;
-                for (int p = 0; p < k; p++) {
-                    float av = transA ? a.getAtIndex(F, aOff + (long) p * lda + i) : a.getAtIndex(F, aOff + (long) i * lda + p);
-                    float bv = transB ? b.getAtIndex(F, bOff + (long) j * ldb + p) : b.getAtIndex(F, bOff + (long) p * ldb + j);
-                    acc += av * bv;
+            long row = cOff + (long) i * ldc;
+            if (beta == 0f) {
+                c.asSlice(row * Float.BYTES, (long) n * Float.BYTES).fill((byte) 0);
+            } else {
+                for (int j = 0; j < n; j++) {
+                    c.setAtIndex(GemmBlocked.F, row + j, beta * c.getAtIndex(GemmBlocked.F, row + j));
                 }
-                long ci = cOff + (long) i * ldc + j;
-                float prev = beta == 0f ? 0f : beta * c.getAtIndex(F, ci);
-                c.setAtIndex(F, ci, alpha * acc + prev);
             }
+        }
+    }
+
+    /**
+     * Splits C into contiguous column ranges (whole NR strips) or, when C is too narrow, row ranges
+     * (whole MR strips); the caller computes the first part itself.
+     */
+    private static void parallel(int t, boolean transA, boolean transB, int m, int n, int k, float alpha,
+                                 MemorySegment a, long aOff, int lda, MemorySegment b, long bOff, int ldb,
+                                 float beta, MemorySegment c, long cOff, int ldc) {
+        int colStrips = (n + GemmBlocked.NR - 1) / GemmBlocked.NR;
+        int rowStrips = (m + GemmBlocked.MR - 1) / GemmBlocked.MR;
+        boolean byCols = colStrips >= t || colStrips >= rowStrips;
+        int strips = byCols ? colStrips : rowStrips;
+        int unit = byCols ? GemmBlocked.NR : GemmBlocked.MR;
+        int extent = byCols ? n : m;
+        int parts = Math.min(t, strips);
+        ExecutorService p;
+        synchronized (Gemm.class) {
+            p = pool;
+        }
+        if (p == null || parts == 1 || !sharedWithWorkers(a, b, c)) {
+            GemmBlocked.compute(transA, transB, 0, m, 0, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
+            return;
+        }
+        List<Future<?>> pending = new ArrayList<>(parts - 1);
+        int[] bounds = new int[parts + 1];
+        for (int q = 0; q <= parts; q++) {
+            bounds[q] = Math.min(extent, (int) ((long) strips * q / parts) * unit);
+        }
+        for (int q = 1; q < parts; q++) {
+            int lo = bounds[q], hi = bounds[q + 1];
+            if (lo >= hi) continue;
+            pending.add(p.submit(() -> computePart(byCols, lo, hi, m, n, transA, transB, k, alpha,
+                    a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc)));
+        }
+        computePart(byCols, bounds[0], bounds[1], m, n, transA, transB, k, alpha, a, aOff, lda, b, bOff, ldb,
+                beta, c, cOff, ldc);
+        for (Future<?> f : pending) {
+            try {
+                f.get();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IllegalStateException("sgemm: interrupted while waiting for worker threads", e);
+            } catch (ExecutionException e) {
+                throw new IllegalStateException("sgemm: worker thread failed", e.getCause());
+            }
+        }
+    }
+
+    /** Segments of a confined arena can only be read by their owner: such calls stay on one thread. */
+    private static boolean sharedWithWorkers(MemorySegment a, MemorySegment b, MemorySegment c) {
+        Thread w = aWorker;
+        if (w == null) {
+            w = new Thread(() -> {}); // not started: stands for "some other thread"
+        }
+        return a.isAccessibleBy(w) && b.isAccessibleBy(w) && c.isAccessibleBy(w);
+    }
+
+    private static void computePart(boolean byCols, int lo, int hi, int m, int n, boolean transA, boolean transB,
+                                    int k, float alpha, MemorySegment a, long aOff, int lda, MemorySegment b,
+                                    long bOff, int ldb, float beta, MemorySegment c, long cOff, int ldc) {
+        if (byCols) {
+            GemmBlocked.compute(transA, transB, 0, m, lo, hi, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
+        } else {
+            GemmBlocked.compute(transA, transB, lo, hi, 0, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
+        }
+    }
+
+    /** Checks that a rows×cols matrix with row stride ld at element offset off lies inside seg. */
+    static void checkMatrix(String name, MemorySegment seg, long off, int ld, int rows, int cols) {
+        if (rows == 0 || cols == 0) return; // an empty matrix is never touched
+        if (ld < cols) {
+            throw new IllegalArgumentException("sgemm: leading dimension of " + name + " is " + ld
+                    + ", expected >= " + cols + " (its row width)");
+        }
+        if (off < 0) {
+            throw new IllegalArgumentException("sgemm: offset of " + name + " is " + off + ", expected >= 0");
+        }
+        if (seg == null) throw new IllegalArgumentException("sgemm: matrix " + name + " is null");
+        long last = off + (long) (rows - 1) * ld + cols;
+        long have = seg.byteSize() / Float.BYTES;
+        if (last > have) {
+            throw new IllegalArgumentException("sgemm: " + name + " (" + rows + "x" + cols + ", ld " + ld
+                    + ", offset " + off + ") needs " + last + " floats, segment holds " + have);
         }
     }
 }

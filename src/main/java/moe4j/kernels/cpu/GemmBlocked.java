@@ -1,0 +1,258 @@
+package moe4j.kernels.cpu;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.ByteOrder;
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.VectorSpecies;
+
+/**
+ * The cache-blocked, packed GEMM behind {@link Gemm#sgemm}: computes one rectangular block of C on the
+ * calling thread.
+ *
+ * <p>Loop nest (outermost first), as in the usual Goto/BLIS scheme:
+ * <ol>
+ *   <li>{@code jc}: columns of C in slabs of {@link #NC};</li>
+ *   <li>{@code pc}: the reduction dimension in slabs of {@link #KC}; the KC×NC block of op(B) is packed
+ *       once here and reused by every row of C (for a grouped GEMM: each expert's weight is packed once
+ *       per call and shared by all the group's rows);</li>
+ *   <li>{@code ic}: rows of C in slabs of {@link #MC}; the MC×KC block of op(A) is packed (fits in L2);</li>
+ *   <li>{@code jr}, {@code ir}: {@link #NR}-wide strips of B and {@link #MR}-high strips of A, one
+ *       micro-kernel call each, which keeps an MR×NR tile of C in 24 vector registers.</li>
+ * </ol>
+ * Packing turns every layout (A or Aᵀ, B or Bᵀ) into the same contiguous panels, so one micro-kernel
+ * serves all four; panels are zero-padded to full MR/NR so edge tiles need no special kernel.
+ *
+ * <p>Determinism: the value of C[i][j] depends only on K's slab boundaries and the order of the p loop,
+ * never on which rows or columns a block covers, so any split of C across threads gives identical bits.
+ */
+final class GemmBlocked {
+    private GemmBlocked() {}
+
+    static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
+    static final int L = S.length();
+    /** Rows of the register tile. */
+    static final int MR = 8;
+    /** Columns of the register tile: three vectors. */
+    static final int NR = 3 * L;
+    /** Reduction slab: an MR×KC A panel stays in L1 next to the streaming B panel. */
+    static final int KC = 256;
+    /** Row slab: the packed MC×KC block of A (128 KiB) stays in L2. */
+    static final int MC = 128;
+    /** Column slab: the packed KC×NC block of B. */
+    static final int NC = NR * 40;
+
+    static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
+    private static final ByteOrder NATIVE = ByteOrder.nativeOrder();
+
+    /** Per-thread packing buffers, allocated once per thread and reused by every call. */
+    static final class Scratch {
+        final float[] packedA = new float[MC * KC];
+        final float[] packedB = new float[KC * NC];
+        final float[] tile = new float[MR * NR];
+    }
+
+    private static final ThreadLocal<Scratch> SCRATCH = ThreadLocal.withInitial(Scratch::new);
+
+    /**
+     * Computes rows [i0, i1) × columns [j0, j1) of {@code C = alpha·op(A)·op(B) + beta·C}; k &gt; 0.
+     * Arguments are as in {@link Gemm#sgemm}, already validated.
+     */
+    static void compute(boolean transA, boolean transB, int i0, int i1, int j0, int j1, int k, float alpha,
+                        MemorySegment a, long aOff, int lda, MemorySegment b, long bOff, int ldb,
+                        float beta, MemorySegment c, long cOff, int ldc) {
+        Scratch s = SCRATCH.get();
+        for (int jc = j0; jc < j1; jc += NC) {
+            int nc = Math.min(NC, j1 - jc);
+            for (int pc = 0; pc < k; pc += KC) {
+                int kc = Math.min(KC, k - pc);
+                packB(transB, b, bOff, ldb, pc, kc, jc, nc, s.packedB);
+                // the first K slab applies beta; later slabs accumulate onto the partial result
+                boolean first = pc == 0;
+                for (int ic = i0; ic < i1; ic += MC) {
+                    int mc = Math.min(MC, i1 - ic);
+                    packA(transA, a, aOff, lda, ic, mc, pc, kc, s.packedA);
+                    macroKernel(s, mc, nc, kc, alpha, first, beta, c, cOff + (long) ic * ldc + jc, ldc);
+                }
+            }
+        }
+    }
+
+    private static void macroKernel(Scratch s, int mc, int nc, int kc, float alpha, boolean first, float beta,
+                                    MemorySegment c, long cOff, int ldc) {
+        float[] pa = s.packedA, pb = s.packedB, tile = s.tile;
+        for (int jr = 0; jr < nc; jr += NR) {
+            int cols = Math.min(NR, nc - jr);
+            int bBase = (jr / NR) * kc * NR;
+            for (int ir = 0; ir < mc; ir += MR) {
+                int rows = Math.min(MR, mc - ir);
+                microKernel(kc, pa, (ir / MR) * kc * MR, pb, bBase, tile);
+                long cTile = cOff + (long) ir * ldc + jr;
+                if (rows == MR && cols == NR) {
+                    mergeFull(tile, alpha, first, beta, c, cTile, ldc);
+                } else {
+                    mergeEdge(tile, rows, cols, alpha, first, beta, c, cTile, ldc);
+                }
+            }
+        }
+    }
+
+    /**
+     * tile[MR][NR] = Σ_p A[p][0..MR) ⊗ B[p][0..NR) over one K slab. Twenty-four named accumulators so
+     * that C2 keeps the whole tile in registers.
+     */
+    static void microKernel(int kc, float[] pa, int aBase, float[] pb, int bBase, float[] tile) {
+        FloatVector z = FloatVector.zero(S);
+        FloatVector c00 = z, c01 = z, c02 = z, c10 = z, c11 = z, c12 = z, c20 = z, c21 = z, c22 = z;
+        FloatVector c30 = z, c31 = z, c32 = z, c40 = z, c41 = z, c42 = z, c50 = z, c51 = z, c52 = z;
+        FloatVector c60 = z, c61 = z, c62 = z, c70 = z, c71 = z, c72 = z;
+        int ai = aBase, bi = bBase;
+        for (int p = 0; p < kc; p++, ai += MR, bi += NR) {
+            FloatVector b0 = FloatVector.fromArray(S, pb, bi);
+            FloatVector b1 = FloatVector.fromArray(S, pb, bi + L);
+            FloatVector b2 = FloatVector.fromArray(S, pb, bi + 2 * L);
+            FloatVector av = FloatVector.broadcast(S, pa[ai]);
+            c00 = av.fma(b0, c00); c01 = av.fma(b1, c01); c02 = av.fma(b2, c02);
+            av = FloatVector.broadcast(S, pa[ai + 1]);
+            c10 = av.fma(b0, c10); c11 = av.fma(b1, c11); c12 = av.fma(b2, c12);
+            av = FloatVector.broadcast(S, pa[ai + 2]);
+            c20 = av.fma(b0, c20); c21 = av.fma(b1, c21); c22 = av.fma(b2, c22);
+            av = FloatVector.broadcast(S, pa[ai + 3]);
+            c30 = av.fma(b0, c30); c31 = av.fma(b1, c31); c32 = av.fma(b2, c32);
+            av = FloatVector.broadcast(S, pa[ai + 4]);
+            c40 = av.fma(b0, c40); c41 = av.fma(b1, c41); c42 = av.fma(b2, c42);
+            av = FloatVector.broadcast(S, pa[ai + 5]);
+            c50 = av.fma(b0, c50); c51 = av.fma(b1, c51); c52 = av.fma(b2, c52);
+            av = FloatVector.broadcast(S, pa[ai + 6]);
+            c60 = av.fma(b0, c60); c61 = av.fma(b1, c61); c62 = av.fma(b2, c62);
+            av = FloatVector.broadcast(S, pa[ai + 7]);
+            c70 = av.fma(b0, c70); c71 = av.fma(b1, c71); c72 = av.fma(b2, c72);
+        }
+        c00.intoArray(tile, 0); c01.intoArray(tile, L); c02.intoArray(tile, 2 * L);
+        c10.intoArray(tile, NR); c11.intoArray(tile, NR + L); c12.intoArray(tile, NR + 2 * L);
+        c20.intoArray(tile, 2 * NR); c21.intoArray(tile, 2 * NR + L); c22.intoArray(tile, 2 * NR + 2 * L);
+        c30.intoArray(tile, 3 * NR); c31.intoArray(tile, 3 * NR + L); c32.intoArray(tile, 3 * NR + 2 * L);
+        c40.intoArray(tile, 4 * NR); c41.intoArray(tile, 4 * NR + L); c42.intoArray(tile, 4 * NR + 2 * L);
+        c50.intoArray(tile, 5 * NR); c51.intoArray(tile, 5 * NR + L); c52.intoArray(tile, 5 * NR + 2 * L);
+        c60.intoArray(tile, 6 * NR); c61.intoArray(tile, 6 * NR + L); c62.intoArray(tile, 6 * NR + 2 * L);
+        c70.intoArray(tile, 7 * NR); c71.intoArray(tile, 7 * NR + L); c72.intoArray(tile, 7 * NR + 2 * L);
+    }
+
+    /*
+     * Merging a tile into C. Full tiles use vector FMA, edge tiles scalar Math.fma: both round once, so an
+     * element gets the same bits whichever path (and hence whichever thread split) wrote it.
+     *   first slab, beta == 0: C = alpha·acc   (old C never read: it may hold NaN)
+     *   first slab, beta != 0: C = fma(alpha, acc, beta·C)
+     *   later slabs:           C = fma(alpha, acc, C)
+     */
+    private static void mergeFull(float[] tile, float alpha, boolean first, float beta,
+                                  MemorySegment c, long cTile, int ldc) {
+        for (int r = 0; r < MR; r++) {
+            long rowByte = (cTile + (long) r * ldc) * Float.BYTES;
+            for (int v = 0; v < NR; v += L) {
+                FloatVector acc = FloatVector.fromArray(S, tile, r * NR + v);
+                long at = rowByte + (long) v * Float.BYTES;
+                FloatVector out;
+                if (first && beta == 0f) {
+                    out = acc.mul(alpha);
+                } else {
+                    FloatVector old = FloatVector.fromMemorySegment(S, c, at, NATIVE);
+                    out = acc.fma(FloatVector.broadcast(S, alpha), first ? old.mul(beta) : old);
+                }
+                out.intoMemorySegment(c, at, NATIVE);
+            }
+        }
+    }
+
+    private static void mergeEdge(float[] tile, int rows, int cols, float alpha, boolean first, float beta,
+                                  MemorySegment c, long cTile, int ldc) {
+        for (int r = 0; r < rows; r++) {
+            long row = cTile + (long) r * ldc;
+            for (int j = 0; j < cols; j++) {
+                float acc = tile[r * NR + j];
+                float out;
+                if (first && beta == 0f) {
+                    out = acc * alpha;
+                } else {
+                    float old = c.getAtIndex(F, row + j);
+                    out = Math.fma(acc, alpha, first ? old * beta : old);
+                }
+                c.setAtIndex(F, row + j, out);
+            }
+        }
+    }
+
+    /**
+     * Packs op(A)[ic..ic+mc)[pc..pc+kc) as MR-row strips: strip s, step p holds rows s·MR..s·MR+MR at
+     * {@code dst[s·kc·MR + p·MR + r]}; rows past mc are zero.
+     */
+    static void packA(boolean transA, MemorySegment a, long aOff, int lda, int ic, int mc, int pc, int kc,
+                      float[] dst) {
+        for (int s = 0; s * MR < mc; s++) {
+            int base = s * kc * MR;
+            int rows = Math.min(MR, mc - s * MR);
+            if (!transA) {
+                // A row i is contiguous along p: read rows, write interleaved
+                for (int r = 0; r < rows; r++) {
+                    long src = aOff + (long) (ic + s * MR + r) * lda + pc;
+                    for (int p = 0; p < kc; p++) {
+                        dst[base + p * MR + r] = a.getAtIndex(F, src + p);
+                    }
+                }
+            } else {
+                // Aᵀ: the MR rows of op(A) at step p are MR consecutive floats of A's row p
+                for (int p = 0; p < kc; p++) {
+                    long src = aOff + (long) (pc + p) * lda + ic + s * MR;
+                    int d = base + p * MR;
+                    for (int r = 0; r < rows; r++) {
+                        dst[d + r] = a.getAtIndex(F, src + r);
+                    }
+                }
+            }
+            if (rows < MR) {
+                for (int p = 0; p < kc; p++) {
+                    for (int r = rows; r < MR; r++) dst[base + p * MR + r] = 0f;
+                }
+            }
+        }
+    }
+
+    /**
+     * Packs op(B)[pc..pc+kc)[jc..jc+nc) as NR-column strips: strip t, step p holds columns
+     * t·NR..t·NR+NR at {@code dst[t·kc·NR + p·NR + j]}; columns past nc are zero.
+     */
+    static void packB(boolean transB, MemorySegment b, long bOff, int ldb, int pc, int kc, int jc, int nc,
+                      float[] dst) {
+        for (int t = 0; t * NR < nc; t++) {
+            int base = t * kc * NR;
+            int cols = Math.min(NR, nc - t * NR);
+            if (!transB) {
+                for (int p = 0; p < kc; p++) {
+                    long src = bOff + (long) (pc + p) * ldb + jc + t * NR;
+                    int d = base + p * NR;
+                    if (cols == NR) {
+                        for (int v = 0; v < NR; v += L) {
+                            FloatVector.fromMemorySegment(S, b, (src + v) * Float.BYTES, NATIVE).intoArray(dst, d + v);
+                        }
+                    } else {
+                        for (int j = 0; j < cols; j++) dst[d + j] = b.getAtIndex(F, src + j);
+                        for (int j = cols; j < NR; j++) dst[d + j] = 0f;
+                    }
+                }
+            } else {
+                // Bᵀ: column j of op(B) is row j of B, contiguous along p
+                for (int j = 0; j < cols; j++) {
+                    long src = bOff + (long) (jc + t * NR + j) * ldb + pc;
+                    for (int p = 0; p < kc; p++) {
+                        dst[base + p * NR + j] = b.getAtIndex(F, src + p);
+                    }
+                }
+                if (cols < NR) {
+                    for (int p = 0; p < kc; p++) {
+                        for (int j = cols; j < NR; j++) dst[base + p * NR + j] = 0f;
+                    }
+                }
+            }
+        }
+    }
+}

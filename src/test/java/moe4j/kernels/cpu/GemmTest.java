@@ -1,0 +1,142 @@
+package moe4j.kernels.cpu;
+
+import static moe4j.kernels.cpu.GemmReference.F;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import moe4j.tensor.Rng;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+
+class GemmTest {
+    /** m, n, k triples: odd sizes, tile and block edges (MR = 8, NR = 48, KC = 256, MC = 128, NC = 1920). */
+    private static final int[][] SHAPES = {
+            {1, 1, 1}, {1, 3, 7}, {3, 1, 17}, {7, 17, 1}, {17, 33, 7}, {33, 65, 17}, {65, 129, 33},
+            {129, 33, 65}, {8, 48, 256}, {9, 49, 257}, {130, 97, 300}, {5, 1925, 3}, {1, 129, 520},
+    };
+
+    @AfterEach
+    void singleThread() {
+        Gemm.setThreads(1);
+    }
+
+    @Test
+    void allLayoutsMatchFloat64Reference() {
+        Rng rng = new Rng(7);
+        for (int layout = 0; layout < 4; layout++) {
+            boolean ta = (layout & 1) != 0, tb = (layout & 2) != 0;
+            for (int[] s : SHAPES) {
+                run(rng, ta, tb, s[0], s[1], s[2], 1f, 0f, 0, 0, 0, 0);
+            }
+        }
+    }
+
+    @Test
+    void offsetsLeadingDimensionsAlphaBeta() {
+        Rng rng = new Rng(11);
+        float[][] alphaBeta = {{0.5f, 1f}, {-1.25f, 0.75f}, {2f, -1f}, {1f, 0f}};
+        for (int layout = 0; layout < 4; layout++) {
+            boolean ta = (layout & 1) != 0, tb = (layout & 2) != 0;
+            for (float[] ab : alphaBeta) {
+                run(rng, ta, tb, 17, 65, 33, ab[0], ab[1], 5, 3, 4, 7);
+                run(rng, ta, tb, 130, 50, 260, ab[0], ab[1], 1, 2, 3, 1);
+            }
+        }
+    }
+
+    @Test
+    void kZeroScalesByBeta() {
+        Rng rng = new Rng(3);
+        run(rng, false, false, 5, 7, 0, 1f, 0.5f, 0, 0, 0, 0);
+        run(rng, true, true, 5, 7, 0, 1f, 0f, 2, 1, 1, 3);
+    }
+
+    @Test
+    void betaZeroIgnoresNaNInC() {
+        try (Arena arena = Arena.ofConfined()) {
+            Rng rng = new Rng(5);
+            int m = 19, n = 53, k = 21;
+            MemorySegment a = GemmReference.random(arena, rng, (long) m * k);
+            MemorySegment b = GemmReference.random(arena, rng, (long) k * n);
+            MemorySegment c = arena.allocate((long) m * n * Float.BYTES);
+            for (long i = 0; i < (long) m * n; i++) c.setAtIndex(F, i, Float.NaN);
+            Gemm.sgemm(false, false, m, n, k, 1f, a, 0, k, b, 0, n, 0f, c, 0, n);
+            for (long i = 0; i < (long) m * n; i++) assertTrue(Float.isFinite(c.getAtIndex(F, i)), "C[" + i + "]");
+        }
+    }
+
+    @Test
+    void emptyShapesDoNothing() {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment c = arena.allocate(4 * Float.BYTES);
+            c.setAtIndex(F, 0, 42f);
+            MemorySegment b = arena.allocate(12 * Float.BYTES);
+            Gemm.sgemm(false, false, 0, 4, 3, 1f, MemorySegment.NULL, 0, 3, b, 0, 4, 0f, MemorySegment.NULL, 0, 4);
+            Gemm.sgemm(false, false, 1, 0, 3, 1f, c, 0, 3, MemorySegment.NULL, 0, 1, 0f, c, 0, 1);
+            assertEquals(42f, c.getAtIndex(F, 0));
+        }
+    }
+
+    @Test
+    void threadCountDoesNotChangeBits() {
+        try (Arena arena = Arena.ofShared()) {
+            Rng rng = new Rng(9);
+            for (boolean tb : new boolean[] {false, true}) {
+                for (int[] s : new int[][] {{70, 301, 300}, {300, 40, 270}}) {
+                    int m = s[0], n = s[1], k = s[2];
+                    MemorySegment a = GemmReference.random(arena, rng, (long) m * k);
+                    MemorySegment b = GemmReference.random(arena, rng, (long) k * n);
+                    MemorySegment c0 = GemmReference.random(arena, rng, (long) m * n);
+                    MemorySegment c1 = GemmReference.copy(arena, c0), c2 = GemmReference.copy(arena, c0);
+                    int ldb = tb ? k : n;
+                    Gemm.setThreads(1);
+                    Gemm.sgemm(false, tb, m, n, k, 0.7f, a, 0, k, b, 0, ldb, 0.3f, c1, 0, n);
+                    Gemm.setThreads(2);
+                    Gemm.sgemm(false, tb, m, n, k, 0.7f, a, 0, k, b, 0, ldb, 0.3f, c2, 0, n);
+                    assertEquals(-1L, c1.mismatch(c2), "thread count changed the bits for " + m + "x" + n + "x" + k);
+                }
+            }
+        }
+    }
+
+    @Test
+    void confinedSegmentsWorkWithThreads() {
+        Gemm.setThreads(2);
+        run(new Rng(13), false, true, 100, 400, 150, 1f, 0f, 0, 0, 0, 0);
+    }
+
+    @Test
+    void badArgumentsAreRejected() {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment s = arena.allocate(16 * Float.BYTES);
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> Gemm.sgemm(false, false, 4, 4, 4, 1f, s, 0, 3, s, 0, 4, 0f, s, 0, 4));
+            assertTrue(e.getMessage().contains("leading dimension of A"), e.getMessage());
+            e = assertThrows(IllegalArgumentException.class,
+                    () -> Gemm.sgemm(false, false, 4, 4, 4, 1f, s, 1, 4, s, 0, 4, 0f, s, 0, 4));
+            assertTrue(e.getMessage().contains("needs 17 floats"), e.getMessage());
+            assertThrows(IllegalArgumentException.class, () -> Gemm.setThreads(0));
+        }
+    }
+
+    /** Runs one sgemm with the given padding (offset, extra leading-dimension) and checks it. */
+    private static void run(Rng rng, boolean ta, boolean tb, int m, int n, int k, float alpha, float beta,
+                            int off, int padA, int padB, int padC) {
+        try (Arena arena = Arena.ofConfined()) {
+            int aRows = ta ? k : m, aCols = ta ? m : k;
+            int bRows = tb ? n : k, bCols = tb ? k : n;
+            int lda = aCols + padA, ldb = bCols + padB, ldc = n + padC;
+            MemorySegment a = GemmReference.random(arena, rng, off + (long) aRows * lda);
+            MemorySegment b = GemmReference.random(arena, rng, off + (long) bRows * ldb);
+            MemorySegment c0 = GemmReference.random(arena, rng, off + (long) m * ldc);
+            MemorySegment c = GemmReference.copy(arena, c0);
+            Gemm.sgemm(ta, tb, m, n, k, alpha, a, off, lda, b, off, ldb, beta, c, off, ldc);
+            String what = "sgemm(" + (ta ? "T" : "N") + (tb ? "T" : "N") + ", m=" + m + ", n=" + n + ", k=" + k
+                    + ", alpha=" + alpha + ", beta=" + beta + ")";
+            GemmReference.check(what, ta, tb, m, n, k, alpha, a, off, lda, b, off, ldb, beta, c0, c, off, ldc);
+        }
+    }
+}
