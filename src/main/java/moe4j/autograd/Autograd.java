@@ -73,6 +73,15 @@ public final class Autograd {
             }
         }
         if (!any) return output;
+        String phase = Profiler.currentPhase();
+        Function<Tensor, Tensor[]> timed = phase == null ? rule : g -> {
+            long start = System.nanoTime();
+            try {
+                return rule.apply(g);
+            } finally {
+                Profiler.charge(phase, System.nanoTime() - start);
+            }
+        };
         output.setGradFn(new GradFn() {
             @Override
             public String name() {
@@ -86,7 +95,7 @@ public final class Autograd {
 
             @Override
             public Tensor[] backward(Tensor gradOutput) {
-                return rule.apply(gradOutput);
+                return timed.apply(gradOutput);
             }
         });
         return output;

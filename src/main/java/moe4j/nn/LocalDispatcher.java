@@ -1,5 +1,6 @@
 package moe4j.nn;
 
+import moe4j.autograd.Profiler;
 import moe4j.ops.Ops;
 import moe4j.tensor.Tensor;
 
@@ -15,14 +16,20 @@ public final class LocalDispatcher implements TokenDispatcher {
 
     @Override
     public Tensor dispatchAndCompute(Tensor x, Tensor weights, Tensor indices, MoEMLP moe, boolean gradientScale) {
-        Routing routing = Routing.sortByExpert(indices, moe.numExperts());
-        Tensor rows = Ops.indexSelect(x, routing.tokenOfRow());
-        Tensor expertOut = moe.computeLocalExperts(rows, routing.rowsPerExpert());
-        if (gradientScale) {
-            expertOut = Ops.mulRows(expertOut,
-                    MoEMLP.gradientScaleRows(routing.rowsPerExpert(), routing.rowCount(), moe.numExperts()));
+        Routing routing;
+        Tensor rows;
+        try (var p = Profiler.phase("permute")) {
+            routing = Routing.sortByExpert(indices, moe.numExperts());
+            rows = Ops.indexSelect(x, routing.tokenOfRow());
         }
-        Tensor rowWeights = Ops.indexSelect(Ops.reshape(weights, -1, 1), routing.entryOfRow());
-        return Ops.indexAdd(x.dim(0), routing.tokenOfRow(), Ops.mulRows(expertOut, rowWeights));
+        Tensor expertOut = moe.computeLocalExperts(rows, routing.rowsPerExpert());
+        try (var p = Profiler.phase("unpermute")) {
+            if (gradientScale) {
+                expertOut = Ops.mulRows(expertOut,
+                        MoEMLP.gradientScaleRows(routing.rowsPerExpert(), routing.rowCount(), moe.numExperts()));
+            }
+            Tensor rowWeights = Ops.indexSelect(Ops.reshape(weights, -1, 1), routing.entryOfRow());
+            return Ops.indexAdd(x.dim(0), routing.tokenOfRow(), Ops.mulRows(expertOut, rowWeights));
+        }
     }
 }

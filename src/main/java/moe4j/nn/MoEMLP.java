@@ -3,6 +3,7 @@ package moe4j.nn;
 import java.util.ArrayList;
 import java.util.List;
 import moe4j.autograd.Autograd;
+import moe4j.autograd.Profiler;
 import moe4j.ops.GroupedMatmul;
 import moe4j.ops.Ops;
 import moe4j.tensor.MemoryScope;
@@ -112,11 +113,19 @@ public final class MoEMLP extends Module {
         }
         Tensor flat = x.rank() == 2 ? x : Ops.reshape(x, -1, d);
         if (config.checkFinite()) checkFinite(flat);
-        RouterOutput routed = router.route(flat);
-        Tensor indices = config.capacityFactor() > 0 ? dropOverflow(routed.indices()) : routed.indices();
+        RouterOutput routed;
+        Tensor indices;
+        try (var p = Profiler.phase("router")) {
+            routed = router.route(flat);
+            indices = config.capacityFactor() > 0 ? dropOverflow(routed.indices()) : routed.indices();
+        }
         Tensor out = dispatcher.dispatchAndCompute(flat, routed.weights(), indices, this,
                 config.gradientScale() && isTraining());
-        if (sharedExpert != null) out = Ops.add(out, sharedExpert.forward(flat));
+        if (sharedExpert != null) {
+            try (var p = Profiler.phase("shared expert")) {
+                out = Ops.add(out, sharedExpert.forward(flat));
+            }
+        }
         return x.rank() == 2 ? out : Ops.reshape(out, x.shape());
     }
 
@@ -167,17 +176,36 @@ public final class MoEMLP extends Module {
                     + numLocalExperts + " local experts");
         }
         Activation act = config.activation();
-        if (config.packed()) {
-            Tensor up = GroupedMatmul.packed(rows, rowsPerLocalExpert, upW());
-            Tensor hidden = act.gated() ? Ops.swiglu(GroupedMatmul.packed(rows, rowsPerLocalExpert, gateW()), up) : act.apply(up);
-            return GroupedMatmul.packed(hidden, rowsPerLocalExpert, downW());
+        Tensor up;
+        Tensor gate = null;
+        try (var p = Profiler.phase(GROUPED_GEMM_PHASE)) {
+            up = expertProduct(rows, rowsPerLocalExpert, "up");
+            if (act.gated()) gate = expertProduct(rows, rowsPerLocalExpert, "gate");
         }
-        List<Expert> experts = localExperts();
-        Tensor up = GroupedMatmul.list(rows, rowsPerLocalExpert, experts.stream().map(e -> e.upProj().weight()).toList());
-        Tensor hidden = act.gated()
-                ? Ops.swiglu(GroupedMatmul.list(rows, rowsPerLocalExpert, experts.stream().map(e -> e.gateProj().weight()).toList()), up)
-                : act.apply(up);
-        return GroupedMatmul.list(hidden, rowsPerLocalExpert, experts.stream().map(e -> e.downProj().weight()).toList());
+        Tensor hidden;
+        try (var p = Profiler.phase("activation")) {
+            hidden = act.gated() ? Ops.swiglu(gate, up) : act.apply(up);
+        }
+        try (var p = Profiler.phase(GROUPED_GEMM_PHASE)) {
+            return expertProduct(hidden, rowsPerLocalExpert, "down");
+        }
+    }
+
+    /** The profiler phase of the experts' grouped products, forward and backward. */
+    public static final String GROUPED_GEMM_PHASE = "grouped gemm";
+
+    /** One of the three expert projections ("gate", "up", "down") of the local experts, over grouped rows. */
+    private Tensor expertProduct(Tensor rows, int[] rowsPerLocalExpert, String projection) {
+        if (config.packed()) return GroupedMatmul.packed(rows, rowsPerLocalExpert, namedParameters().get(projection + "_w"));
+        List<Tensor> weights = new ArrayList<>();
+        for (Expert e : localExperts()) {
+            weights.add(switch (projection) {
+                case "gate" -> e.gateProj().weight();
+                case "up" -> e.upProj().weight();
+                default -> e.downProj().weight();
+            });
+        }
+        return GroupedMatmul.list(rows, rowsPerLocalExpert, weights);
     }
 
     /**

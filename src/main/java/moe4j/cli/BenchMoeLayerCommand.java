@@ -1,0 +1,55 @@
+package moe4j.cli;
+
+import com.google.gson.GsonBuilder;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import moe4j.nn.MoEConfig;
+import moe4j.nn.MoELayerBenchmark;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/** {@code moe4j bench moe-layer}: forward+backward tokens/s of one MoE layer with a time breakdown. */
+@Command(name = "moe-layer", mixinStandardHelpOptions = true,
+        description = "Benchmark one MoE layer (forward+backward) on one rank, with a per-phase breakdown.")
+public final class BenchMoeLayerCommand implements Callable<Integer> {
+    @Option(names = "--dim", description = "model dim D (default ${DEFAULT-VALUE})") int dim = 1024;
+    @Option(names = "--hidden", description = "expert hidden dim H (default ${DEFAULT-VALUE})") int hidden = 2816;
+    @Option(names = "--experts", description = "experts E (default ${DEFAULT-VALUE})") int experts = 8;
+    @Option(names = "--top-k", description = "experts per token K (default ${DEFAULT-VALUE})") int topK = 2;
+    @Option(names = "--tokens", description = "tokens T (default ${DEFAULT-VALUE})") int tokens = 4096;
+    @Option(names = "--activation", description = "silu, gelu or relu (default ${DEFAULT-VALUE})") String activation = "silu";
+    @Option(names = "--list", description = "list layout instead of packed") boolean list;
+    @Option(names = "--warmup", description = "warm-up steps (default ${DEFAULT-VALUE})") int warmup = 2;
+    @Option(names = "--iters", description = "measured steps (default ${DEFAULT-VALUE})") int iters = 3;
+    @Option(names = "--json", description = "end with one line holding the results as a JSON object") boolean json;
+
+    @Override
+    public Integer call() {
+        MoEConfig config = MoEConfig.builder(dim, hidden, experts, topK).activation(activation).packed(!list).build();
+        MoELayerBenchmark.Result r = MoELayerBenchmark.run(config, tokens, warmup, iters);
+        System.out.print(MoELayerBenchmark.table(r));
+        if (json) {
+            Map<String, Object> o = new LinkedHashMap<>();
+            o.put("benchmark", "moe-layer");
+            o.put("dim", dim);
+            o.put("hidden", hidden);
+            o.put("experts", experts);
+            o.put("topK", topK);
+            o.put("tokens", tokens);
+            o.put("packed", !list);
+            o.put("secondsPerStep", r.secondsPerStep());
+            o.put("tokensPerSecond", r.tokensPerSecond());
+            o.put("phaseSeconds", r.phaseSeconds());
+            o.put("groupedGemmGflops", r.groupedGemmGflops());
+            o.put("denseGemmGflops", r.denseGemmGflops());
+            o.put("nonGemmShare", r.nonGemmShare());
+            System.out.println(new GsonBuilder().serializeSpecialFloatingPointValues().create().toJson(o));
+        }
+        return 0;
+    }
+
+    public static void main(String[] args) {
+        System.exit(new picocli.CommandLine(new BenchMoeLayerCommand()).execute(args));
+    }
+}
