@@ -20,12 +20,17 @@ import moe4j.tensor.Tensor;
  * <p>Data moves with one copy per byte: each rank posts its own buffers at the {@link Rendezvous},
  * and every receiver copies its part straight out of the senders' buffers (reductions read every
  * rank's chunk and write the result back to every rank). Tensors therefore must live in shared
- * arenas, which {@link moe4j.tensor.MemoryScope} provides.
+ * arenas, which {@link moe4j.tensor.MemoryScope} provides. Small exchanges (up to
+ * {@link #EAGER_BYTES}) post a private copy instead, which spares the second wait of the rendezvous:
+ * latency matters more than a copy there.
  *
  * <p>Asynchronous collectives run on one background thread per handle, in the order they were
  * started; a blocking collective first waits for those, then runs on the caller's thread.
  */
 final class LocalProcessGroup implements ProcessGroup {
+    /** Messages up to this size travel as private copies (one rendezvous wait instead of two). */
+    static final long EAGER_BYTES = 16 * 1024;
+
     private final Rendezvous group;
     private final int rank;
     private final LocalWorld world;
@@ -79,7 +84,8 @@ final class LocalProcessGroup implements ProcessGroup {
 
     // ---------------------------------------------------------------- all-to-all
 
-    private record AllToAllData(MemorySegment in, MemorySegment out, int[] inSplits, int[] outSplits) {}
+    /** {@code in} is the caller's tensor, or a private copy of it when {@code copied}. */
+    private record AllToAllData(MemorySegment in, int[] inSplits, int[] outSplits, boolean copied) {}
 
     @Override
     public void allToAllSingle(Tensor out, Tensor in, int[] outSplits, int[] inSplits) {
@@ -124,9 +130,12 @@ final class LocalProcessGroup implements ProcessGroup {
 
     private void runAllToAllSingle(Tensor out, Tensor in, int[] outSplits, int[] inSplits) {
         long rowBytes = (long) in.rowWidth() * in.dtype().byteSize;
+        boolean eager = in.data().byteSize() <= EAGER_BYTES;
+        MemorySegment source = eager ? privateCopy(in.data()) : in.data();
         Post mine = post("allToAllSingle", in.dtype() + " rows of " + in.rowWidth(),
-                new AllToAllData(in.data(), out.data(), inSplits, outSplits));
+                new AllToAllData(source, inSplits, outSplits, eager));
         Post[] all = group.exchange(rank, mine);
+        boolean allCopied = true;
         try {
             String disagreement = splitDisagreement(all);
             if (disagreement != null) throw group.fail(rank, mine, disagreement);
@@ -136,6 +145,7 @@ final class LocalProcessGroup implements ProcessGroup {
             for (int step = 0; step < p; step++) {
                 int src = (rank + step) % p;
                 AllToAllData from = (AllToAllData) all[src].data();
+                allCopied &= from.copied();
                 long n = outSplits[src] * rowBytes;
                 if (n == 0) continue;
                 MemorySegment.copy(from.in(), offset(from.inSplits(), rank) * rowBytes, dst,
@@ -144,7 +154,14 @@ final class LocalProcessGroup implements ProcessGroup {
         } catch (RuntimeException e) {
             throw failed(mine, e);
         }
-        group.finish(rank, mine);
+        if (!allCopied) group.finish(rank, mine); // every rank sees the same posts, so all decide alike
+    }
+
+    /** A copy of a small message the receivers can read after this rank has moved on. */
+    private static MemorySegment privateCopy(MemorySegment data) {
+        MemorySegment copy = MemorySegment.ofArray(new long[(int) ((data.byteSize() + 7) / 8)]).asSlice(0, data.byteSize());
+        MemorySegment.copy(data, 0, copy, 0, data.byteSize());
+        return copy;
     }
 
     /** Checks that what each rank sends to each peer is what that peer expects; every rank gets the same answer. */
@@ -185,8 +202,8 @@ final class LocalProcessGroup implements ProcessGroup {
         for (int j = 0; j < all.length; j++) {
             System.arraycopy((int[]) all[j].data(), rank * chunk, received, j * chunk, chunk);
         }
-        group.finish(rank, mine);
-        return received;
+        return received; // the posts were private copies: no need to wait for the readers
+
     }
 
     // ---------------------------------------------------------------- reductions
@@ -214,8 +231,20 @@ final class LocalProcessGroup implements ProcessGroup {
     }
 
     private void runAllReduce(Tensor t, ReduceOp op) {
-        Post mine = post("allReduce", t.dtype() + t.shapeString() + " " + op, t.data());
+        // small tensors: every rank reduces private copies of all inputs itself (same order, same bits)
+        boolean eager = t.data().byteSize() <= EAGER_BYTES;
+        Post mine = post("allReduce", t.dtype() + t.shapeString() + " " + op, eager ? privateCopy(t.data()) : t.data());
         Post[] all = group.exchange(rank, mine);
+        if (eager) {
+            try {
+                MemorySegment[] copies = new MemorySegment[all.length];
+                for (int j = 0; j < all.length; j++) copies[j] = (MemorySegment) all[j].data();
+                reducer.reduce(t.dtype(), op, copies, 0, t.numel(), new MemorySegment[] {t.data()}, 0);
+            } catch (RuntimeException e) {
+                throw failed(mine, e);
+            }
+            return;
+        }
         try {
             // Rank r reduces chunk r of every rank's tensor and writes the result into all of them:
             // nobody else touches that chunk, and the result is one value written everywhere.
@@ -309,9 +338,7 @@ final class LocalProcessGroup implements ProcessGroup {
     @Override
     public void barrier() {
         drainAsync();
-        Post mine = post("barrier", "", null);
-        group.exchange(rank, mine);
-        group.finish(rank, mine);
+        group.exchange(rank, post("barrier", "", null));
     }
 
     // ---------------------------------------------------------------- sub-groups
@@ -336,7 +363,6 @@ final class LocalProcessGroup implements ProcessGroup {
                     k -> world.register(new Rendezvous(name, worldRanks, group.timeout)));
             result = new LocalProcessGroup(child, newRank, world);
         }
-        group.finish(rank, mine);
         return result;
     }
 

@@ -14,21 +14,28 @@ import java.util.concurrent.locks.LockSupport;
 /**
  * The meeting point of the in-JVM ranks of one group, shared by all of them.
  *
- * <p>One collective is two waits. First every rank posts what it brings ({@link Post}: the operation,
- * the arguments that must agree, its buffers) and waits until every rank has posted the same call;
- * then each rank validates the whole set (all ranks see the same posts, so all reach the same
- * verdict) and copies what it needs straight out of its peers' buffers. Second, each rank marks its
- * copying finished and waits until every rank has, so no sender's buffer is released or reused while
- * a receiver still reads it. A rank cannot post call c+1 before every rank finished call c, so one
- * post slot per rank suffices.
+ * <p>One collective is one or two waits. First every rank posts what it brings ({@link Post}: the
+ * operation, the arguments that must agree, its buffers) and waits until every rank has posted the
+ * same call; then each rank validates the whole set (all ranks see the same posts, so all reach the
+ * same verdict) and copies what it needs straight out of its peers' buffers. Second, when the posts
+ * lend the caller's own buffers, each rank marks its copying finished and waits until every rank
+ * has, so no sender's buffer is released or reused while a receiver still reads it. Small exchanges
+ * post private copies instead and skip the second wait.
  *
- * <p>Waiting spins briefly (a small exchange completes in microseconds), then yields, then parks
- * with a deadline; whoever changes the state unparks the parked waiters.
+ * <p>Posts alternate between two slots per rank: a rank can post call c+2 only after every rank
+ * posted c+1, and every rank read the posts of call c before posting c+1, so the slot is free.
+ *
+ * <p>Waiting spins briefly (a small exchange completes in a microsecond when every rank has a core
+ * of its own), then parks with a deadline. Spinning is cut short when the group has more ranks than
+ * the machine has cores: then a spinning waiter only takes the core from the rank it waits for. The
+ * rank whose post completes a phase unparks the parked waiters; nobody else has reason to.
  */
 final class Rendezvous {
-    /** Busy-wait iterations before yielding: long enough for a peer that is already on its way. */
+    /** Busy-wait iterations before parking (about 50 µs): long enough for a peer that is already on its way. */
     private static final int SPINS = 4_000;
-    private static final int YIELDS = 200;
+    /** The same when ranks outnumber cores: just enough to catch a peer that is about to post. */
+    private static final int SPINS_OVERSUBSCRIBED = 50;
+    /** A parked waiter looks again at least this often, whatever it was told. */
     private static final long MAX_PARK_NANOS = 1_000_000;
 
     /** What one rank brings to one collective. */
@@ -44,7 +51,8 @@ final class Rendezvous {
     final Duration timeout;
     private final long timeoutNanos;
 
-    private final Post[] posts;
+    /** Two post slots per rank, used by odd and even calls. */
+    private final Post[][] posts;
     /** The number of the last call each rank posted (calls count from 1). */
     private final AtomicLongArray arrived;
     /** The number of the last call each rank finished copying for. */
@@ -53,6 +61,7 @@ final class Rendezvous {
     private final AtomicIntegerArray departed;
     private final AtomicReferenceArray<Thread> parked;
     private final AtomicReference<String> brokenReason = new AtomicReference<>();
+    private final int spins;
 
     /** Groups split off this one, by split call and color, so all members share one instance. */
     final ConcurrentHashMap<String, Rendezvous> children = new ConcurrentHashMap<>();
@@ -63,11 +72,12 @@ final class Rendezvous {
         this.globalRanks = globalRanks.clone();
         this.timeout = timeout;
         this.timeoutNanos = timeout.toNanos();
-        this.posts = new Post[size];
+        this.posts = new Post[2][size];
         this.arrived = new AtomicLongArray(size);
         this.finished = new AtomicLongArray(size);
         this.departed = new AtomicIntegerArray(size);
         this.parked = new AtomicReferenceArray<>(size);
+        this.spins = size > Runtime.getRuntime().availableProcessors() ? SPINS_OVERSUBSCRIBED : SPINS;
     }
 
     int[] globalRanks() {
@@ -116,11 +126,12 @@ final class Rendezvous {
      */
     Post[] exchange(int rank, Post mine) {
         checkUsable(rank, mine.op, mine.call);
-        posts[rank] = mine;
+        Post[] slot = posts[(int) (mine.call & 1)];
+        slot[rank] = mine;
         arrived.set(rank, mine.call); // volatile write publishes the post
-        wakeAll();
+        if (allReached(arrived, mine.call)) wakeAll(); // this post completed the phase
         await(rank, mine, arrived, "to call it");
-        Post[] all = posts.clone();
+        Post[] all = slot.clone();
         String mismatch = mismatch(all);
         if (mismatch != null) fail(rank, mine, mismatch);
         return all;
@@ -129,7 +140,7 @@ final class Rendezvous {
     /** Marks {@code rank}'s copying for this call finished and waits until every rank's is. */
     void finish(int rank, Post mine) {
         finished.set(rank, mine.call);
-        wakeAll();
+        if (allReached(finished, mine.call)) wakeAll();
         await(rank, mine, finished, "to finish copying");
     }
 
@@ -166,7 +177,7 @@ final class Rendezvous {
                 if (reason != null) {
                     throw new CollectiveException(mine.op, name, rank, size, call, "the group is broken: " + reason);
                 }
-                if (spin < SPINS) {
+                if (spin < spins) {
                     Thread.onSpinWait();
                     continue;
                 }
@@ -180,10 +191,6 @@ final class Rendezvous {
                 if (now - deadline >= 0) {
                     throw fail(rank, mine, "timed out after " + seconds(timeout) + " waiting for rank(s) " + missing
                             + " (world " + world(missing) + ") " + what);
-                }
-                if (spin < SPINS + YIELDS) {
-                    Thread.yield();
-                    continue;
                 }
                 if (!registered) {
                     parked.set(rank, Thread.currentThread());

@@ -127,6 +127,27 @@ class CollectivesTest {
         }
     }
 
+    @Test
+    void allToAllSingleMixingSmallAndLargeSenders() {
+        // rank 0 sends little (a private copy), rank 1 lends its large buffer: both must wait for the readers
+        int width = 8192;
+        int[][] splits = {{1, 0}, {3, 1}};
+        for (int round = 0; round < 3; round++) {
+            Distributed.run(2, TIMEOUT, g -> {
+                int r = g.rank();
+                int[] inSplits = splits[r];
+                int[] outSplits = {splits[0][r], splits[1][r]};
+                try (MemoryScope ignored = MemoryScope.open()) {
+                    Tensor in = filled(DType.I32, r, sum(inSplits), width);
+                    Tensor out = Tensor.zeros(DType.I32, sum(outSplits), width);
+                    g.allToAllSingle(out, in, outSplits, inSplits);
+                    assertEquals(-1, expectedAllToAll(DType.I32, splits, r, width).data().mismatch(out.data()));
+                }
+                return null;
+            });
+        }
+    }
+
     @ParameterizedTest
     @ValueSource(ints = {1, 2, 3, 4, 8})
     void allToAllSingleOfEmptyTensors(int p) {
