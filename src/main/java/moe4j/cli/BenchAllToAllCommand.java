@@ -1,0 +1,65 @@
+package moe4j.cli;
+
+import com.google.gson.GsonBuilder;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import moe4j.distributed.AllToAllBenchmark;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/** {@code moe4j bench alltoall}: the in-JVM all-to-all's throughput against the copy ceiling, and small-exchange latency. */
+@Command(name = "alltoall", mixinStandardHelpOptions = true,
+        description = "Measure the in-JVM all-to-all: throughput next to the memory-copy ceiling, and the latency of small exchanges.")
+public final class BenchAllToAllCommand implements Callable<Integer> {
+    @Option(names = "--ranks", defaultValue = "4", description = "ranks (threads) for the throughput test (default ${DEFAULT-VALUE})")
+    int ranks;
+
+    @Option(names = "--mib", defaultValue = "64", description = "MiB each rank sends per all-to-all (default ${DEFAULT-VALUE})")
+    long mib;
+
+    @Option(names = "--iters", defaultValue = "10", description = "timed all-to-alls; the best is reported (default ${DEFAULT-VALUE})")
+    int iters;
+
+    @Option(names = "--latency-ranks", split = ",", defaultValue = "2,4,8",
+            description = "rank counts for the small-exchange latency (default ${DEFAULT-VALUE})")
+    List<Integer> latencyRanks;
+
+    @Option(names = "--latency-iters", defaultValue = "2000", description = "calls per latency round (default ${DEFAULT-VALUE})")
+    int latencyIters;
+
+    @Option(names = "--json", description = "end with one line holding all results as a JSON object")
+    boolean json;
+
+    @Override
+    public Integer call() {
+        AllToAllBenchmark.Throughput t = AllToAllBenchmark.throughput(ranks, mib << 20, iters);
+        System.out.printf("all-to-all   %d ranks x %d MiB: %.3f ms, %.2f GB/s per rank, %.2f GB/s summed%n", t.ranks(),
+                t.bytesPerRank() >> 20, t.allToAllSeconds() * 1e3, t.allToAllBytesPerSecondPerRank() / 1e9,
+                t.allToAllBytesPerSecondSummed() / 1e9);
+        System.out.printf("copy ceiling %d threads x %d MiB: %.3f ms, %.2f GB/s summed -> all-to-all reaches %.0f%% of it%n",
+                t.ranks(), t.bytesPerRank() >> 20, t.copySeconds() * 1e3, t.copyBytesPerSecondSummed() / 1e9,
+                100 * t.fractionOfCeiling());
+        List<AllToAllBenchmark.Latency> latencies = new ArrayList<>();
+        for (int p : latencyRanks) {
+            AllToAllBenchmark.Latency l = AllToAllBenchmark.latency(p, latencyIters);
+            latencies.add(l);
+            System.out.printf("latency      %d ranks: count exchange (8 ints per peer) %.2f us, one row per peer %.2f us%n",
+                    p, l.countExchangeMicros(), l.smallRowAllToAllMicros());
+        }
+        if (json) {
+            Map<String, Object> all = new LinkedHashMap<>();
+            all.put("throughput", t);
+            all.put("latency", latencies);
+            all.put("cpus", Runtime.getRuntime().availableProcessors());
+            System.out.println(new GsonBuilder().disableHtmlEscaping().create().toJson(all));
+        }
+        return 0;
+    }
+
+    public static void main(String[] args) {
+        System.exit(new picocli.CommandLine(new BenchAllToAllCommand()).execute(args));
+    }
+}
