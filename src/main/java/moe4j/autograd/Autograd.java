@@ -73,6 +73,18 @@ public final class Autograd {
             }
         }
         if (!any) return output;
+        return attach(output, name, inputs, rule);
+    }
+
+    /**
+     * Records {@code rule} whenever recording is on, even if no input requires a gradient. For collectives:
+     * their backward must run on every rank that ran their forward, whatever each rank's inputs are.
+     */
+    public static Tensor recordAlways(Tensor output, String name, Tensor[] inputs, Function<Tensor, Tensor[]> rule) {
+        return isGradEnabled() ? attach(output, name, inputs, rule) : output;
+    }
+
+    private static Tensor attach(Tensor output, String name, Tensor[] inputs, Function<Tensor, Tensor[]> rule) {
         String phase = Profiler.currentPhase();
         Function<Tensor, Tensor[]> timed = phase == null ? rule : g -> {
             long start = System.nanoTime();

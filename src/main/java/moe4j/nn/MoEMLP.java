@@ -4,6 +4,7 @@ import java.util.ArrayList;
 import java.util.List;
 import moe4j.autograd.Autograd;
 import moe4j.autograd.Profiler;
+import moe4j.distributed.ProcessGroup;
 import moe4j.ops.GroupedMatmul;
 import moe4j.ops.Ops;
 import moe4j.tensor.MemoryScope;
@@ -31,7 +32,8 @@ public final class MoEMLP extends Module {
     private TokenDispatcher dispatcher = LocalDispatcher.INSTANCE;
 
     private int epWorldSize = 1;
-    private Object epGroup;
+    private ProcessGroup epGroup;
+    private int layerIndex;
     private int localExpertStart = 0;
     private int numLocalExperts;
 
@@ -252,10 +254,16 @@ public final class MoEMLP extends Module {
     }
 
     /** Installs a dispatcher together with the expert-parallel metadata it works with. */
-    public void setExpertParallel(TokenDispatcher dispatcher, Object group, int worldSize) {
+    public void setExpertParallel(TokenDispatcher dispatcher, ProcessGroup group, int worldSize, int layerIndex) {
         this.dispatcher = dispatcher;
         this.epGroup = group;
         this.epWorldSize = worldSize;
+        this.layerIndex = layerIndex;
+    }
+
+    /** This layer's position among the model's MoE layers (set by expert parallelism; ranks check they agree). */
+    public int layerIndex() {
+        return layerIndex;
     }
 
     // ---------------------------------------------------------------- accessors
@@ -292,7 +300,7 @@ public final class MoEMLP extends Module {
         return epWorldSize;
     }
 
-    public Object epGroup() {
+    public ProcessGroup epGroup() {
         return epGroup;
     }
 
