@@ -9,6 +9,7 @@ import picocli.CommandLine.Spec;
 @Command(
         name = "bench",
         mixinStandardHelpOptions = true,
+        versionProvider = Main.Version.class,
         description = "Run a benchmark.",
         subcommands = {
             // each benchmark adds its command class here

@@ -13,7 +13,7 @@ import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
 
 /** {@code moe4j info}: what this machine and JVM offer moe4j, and which backends can run here. */
-@Command(name = "info", mixinStandardHelpOptions = true,
+@Command(name = "info", mixinStandardHelpOptions = true, versionProvider = Main.Version.class,
         description = "Show the JDK, vector width, cores, heap and the available backends.")
 public final class InfoCommand implements Callable<Integer> {
     @Option(names = "--json", description = "Also print everything as one JSON object, on the last line.")
