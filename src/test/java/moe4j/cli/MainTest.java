@@ -1,0 +1,81 @@
+package moe4j.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.google.gson.JsonObject;
+import com.google.gson.JsonParser;
+import java.io.PrintWriter;
+import java.io.StringWriter;
+import java.util.List;
+import org.junit.jupiter.api.Test;
+import picocli.CommandLine;
+
+class MainTest {
+    private record Run(int exitCode, String out, String err) {}
+
+    private static Run run(String... args) {
+        CommandLine cli = Main.commandLine();
+        StringWriter out = new StringWriter();
+        StringWriter err = new StringWriter();
+        cli.setOut(new PrintWriter(out));
+        cli.setErr(new PrintWriter(err));
+        int code = cli.execute(args);
+        return new Run(code, out.toString(), err.toString());
+    }
+
+    @Test
+    void infoJsonIsOneObjectOnTheLastLine() {
+        Run r = run("info", "--json");
+        assertEquals(0, r.exitCode(), r.err());
+        List<String> lines = r.out().lines().toList();
+        JsonObject info = JsonParser.parseString(lines.getLast()).getAsJsonObject();
+        assertTrue(info.getAsJsonObject("java").get("feature").getAsInt() >= 25);
+        assertEquals(Runtime.getRuntime().availableProcessors(), info.get("cores").getAsInt());
+        // the tests run with the incubator module, as bin/moe4j does
+        JsonObject vector = info.getAsJsonObject("vector");
+        assertTrue(vector.get("available").getAsBoolean());
+        assertEquals(vector.get("bits").getAsInt(), 32 * vector.get("floatLanes").getAsInt());
+        JsonObject backends = info.getAsJsonObject("backends");
+        assertTrue(backends.getAsJsonObject("local").get("available").getAsBoolean());
+        for (String name : List.of("mpi", "openblas", "cuda")) {
+            JsonObject b = backends.getAsJsonObject(name);
+            boolean available = b.get("available").getAsBoolean();
+            assertTrue(available ? b.has("library") : b.get("install").getAsString().contains("install"), name + ": " + b);
+        }
+        assertTrue(r.out().contains("backends"), "the human-readable report comes first");
+    }
+
+    @Test
+    void benchAlonePrintsItsUsage() {
+        Run r = run("bench");
+        assertEquals(CommandLine.ExitCode.USAGE, r.exitCode());
+        assertTrue(r.err().contains("Missing benchmark"), r.err());
+        assertTrue(r.err().contains("Usage: moe4j bench"), r.err());
+    }
+
+    @Test
+    void noCommandPrintsUsageListingTheCommands() {
+        Run r = run();
+        assertEquals(CommandLine.ExitCode.USAGE, r.exitCode());
+        assertTrue(r.err().contains("Usage: moe4j"), r.err());
+        assertTrue(r.err().contains("info") && r.err().contains("bench"), r.err());
+    }
+
+    @Test
+    void versionIsPrinted() {
+        Run r = run("--version");
+        assertEquals(0, r.exitCode());
+        assertTrue(r.out().startsWith("moe4j "), r.out());
+    }
+
+    @Test
+    void libraryProbeFindsLoadableLibrariesAndTheirFile() {
+        LibraryProbe.Result libc = LibraryProbe.probe(List.of("libnot-a-real-library.so.9", "libc.so.6"), "printf");
+        assertTrue(libc.found());
+        assertTrue(libc.path().get().endsWith("libc.so.6"), libc.path().get());
+        assertFalse(LibraryProbe.probe(List.of("libnot-a-real-library.so.9"), "printf").found());
+        assertFalse(LibraryProbe.probe(List.of("libc.so.6"), "no_such_symbol_in_libc").found());
+    }
+}
