@@ -11,9 +11,7 @@ import picocli.CommandLine.Spec;
         mixinStandardHelpOptions = true,
         versionProvider = Main.Version.class,
         description = "Run a benchmark.",
-        subcommands = {
-            // each benchmark adds its command class here
-        })
+        subcommands = {BenchGemmCommand.class, BenchMoeLayerCommand.class, BenchAllToAllCommand.class})
 public final class BenchCommand implements Runnable {
     @Spec
     CommandSpec spec;
