@@ -308,6 +308,19 @@ public final class MoEMLP extends Module {
         return config.packed();
     }
 
+    /** The parameters of this rank's experts (partitioned by expert parallelism), not the router's or shared expert's. */
+    public List<Tensor> expertParameters() {
+        List<Tensor> out = new ArrayList<>();
+        if (config.packed()) {
+            namedParameters().forEach((name, t) -> {
+                if (name.endsWith("_w")) out.add(t);
+            });
+        } else {
+            out.addAll(expertList.parameters());
+        }
+        return out;
+    }
+
     /** The list-layout experts this rank holds, in global order. */
     public List<Expert> localExperts() {
         if (expertList == null) throw new IllegalStateException("packed layer: experts are the up_w/down_w/gate_w tensors");

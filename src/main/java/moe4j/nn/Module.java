@@ -93,6 +93,11 @@ public abstract class Module {
         }
     }
 
+    /** A zero tensor shaped like {@code t} that outlives any step scope (e.g. a gradient). */
+    public static Tensor persistentZerosLike(Tensor t) {
+        return MemoryScope.persistent(() -> Tensor.zerosLike(t));
+    }
+
     /** A parameter tensor that outlives any step scope. */
     protected static Tensor persistentZeros(int... shape) {
         return MemoryScope.persistent(() -> Tensor.zeros(shape));
