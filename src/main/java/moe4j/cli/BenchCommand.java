@@ -11,7 +11,7 @@ import picocli.CommandLine.Spec;
         mixinStandardHelpOptions = true,
         versionProvider = Main.Version.class,
         description = "Run a benchmark.",
-        subcommands = {BenchGemmCommand.class, BenchMoeLayerCommand.class, BenchAllToAllCommand.class})
+        subcommands = {BenchGemmCommand.class, BenchMoeLayerCommand.class, BenchEpCommand.class, BenchAllToAllCommand.class})
 public final class BenchCommand implements Runnable {
     @Spec
     CommandSpec spec;

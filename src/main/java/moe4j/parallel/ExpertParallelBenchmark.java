@@ -1,0 +1,85 @@
+package moe4j.parallel;
+
+import java.time.Duration;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import moe4j.autograd.Autograd;
+import moe4j.autograd.Profiler;
+import moe4j.distributed.DeviceMesh;
+import moe4j.distributed.Distributed;
+import moe4j.nn.MoEConfig;
+import moe4j.nn.MoEMLP;
+import moe4j.tensor.MemoryScope;
+import moe4j.tensor.Rng;
+import moe4j.tensor.Tensor;
+
+/**
+ * Forward + backward of one expert-parallel MoE layer on P in-JVM ranks, each with its own tokens,
+ * timed by phase on every rank (routing, permute, count exchange, dispatch, expert compute, combine,
+ * un-permute); the step time is the slowest rank's.
+ */
+public final class ExpertParallelBenchmark {
+    private ExpertParallelBenchmark() {}
+
+    public record Result(int ranks, MoEConfig config, int tokensPerRank, int iterations, double secondsPerStep,
+                         double tokensPerSecond, Map<String, Double> phaseSeconds, long bytesSentPerRank,
+                         double commAndPermuteShare) {}
+
+    public static Result run(MoEConfig config, int ranks, int tokensPerRank, int warmup, int iterations) {
+        record RankTiming(double seconds, Map<String, Double> phases, long bytes) {}
+        List<RankTiming> timings = Distributed.run(ranks, Duration.ofMinutes(10), world -> {
+            MoEMLP moe = MoEMLP.build(config);
+            ExpertParallel.apply(moe, DeviceMesh.create(world, 1, 1, -1, 1, 1, ranks));
+            Tensor x = Tensor.randn(Rng.forStream(1, world.rank()), 1.0, tokensPerRank, config.dim());
+            Tensor grad = Tensor.randn(Rng.forStream(2, world.rank()), 1.0, tokensPerRank, config.dim());
+            for (int i = 0; i < warmup; i++) step(moe, x, grad);
+            world.barrier();
+            ExpertParallel.resetBytesSent();
+            Profiler profiler = Profiler.start();
+            long start = System.nanoTime();
+            for (int i = 0; i < iterations; i++) step(moe, x, grad);
+            world.barrier();
+            double seconds = (System.nanoTime() - start) / 1e9 / iterations;
+            Profiler.stop();
+            Map<String, Double> phases = new LinkedHashMap<>();
+            profiler.seconds().forEach((k, v) -> phases.put(k, v / iterations));
+            return new RankTiming(seconds, phases, ExpertParallel.bytesSentToPeers() / iterations);
+        });
+        double step = timings.stream().mapToDouble(RankTiming::seconds).max().orElseThrow();
+        // per-phase: the mean over ranks (ranks share the cores, so a rank's phases add up to its own step)
+        Map<String, Double> phases = new LinkedHashMap<>();
+        for (RankTiming t : timings) t.phases().forEach((k, v) -> phases.merge(k, v / ranks, Double::sum));
+        double accounted = phases.values().stream().mapToDouble(Double::doubleValue).sum();
+        phases.put("other", Math.max(0, step - accounted));
+        double commAndPermute = 0;
+        for (String k : List.of("permute", "count exchange", "dispatch all-to-all", "combine all-to-all", "unpermute")) {
+            commAndPermute += phases.getOrDefault(k, 0.0);
+        }
+        long bytes = (long) timings.stream().mapToLong(RankTiming::bytes).average().orElse(0);
+        return new Result(ranks, config, tokensPerRank, iterations, step, (double) ranks * tokensPerRank / step, phases,
+                bytes, commAndPermute / step);
+    }
+
+    private static void step(MoEMLP moe, Tensor x, Tensor grad) {
+        try (MemoryScope scope = MemoryScope.open()) {
+            Autograd.backward(moe.forward(x), grad);
+        }
+        moe.zeroGrad();
+    }
+
+    public static String table(Result r) {
+        StringBuilder sb = new StringBuilder();
+        MoEConfig c = r.config();
+        sb.append(String.format(Locale.ROOT, "EP MoE layer forward+backward: P=%d D=%d H=%d E=%d K=%d, %d tokens/rank, %s %s, %d iterations%n",
+                r.ranks(), c.dim(), c.hidden(), c.numExperts(), c.topK(), r.tokensPerRank(), c.activation().configName(),
+                c.packed() ? "packed" : "list", r.iterations()));
+        sb.append(String.format(Locale.ROOT, "  %-20s %10s %7s%n", "phase (mean/rank)", "ms/step", "share"));
+        r.phaseSeconds().forEach((k, v) -> sb.append(String.format(Locale.ROOT, "  %-20s %10.1f %6.1f%%%n", k, v * 1e3, 100 * v / r.secondsPerStep())));
+        sb.append(String.format(Locale.ROOT, "  %-20s %10.1f%n", "step (slowest rank)", r.secondsPerStep() * 1e3));
+        sb.append(String.format(Locale.ROOT, "tokens/s %.0f (all ranks) | sent to peers %.1f MiB/rank/step | communication + permutation %.1f%% of the step%n",
+                r.tokensPerSecond(), r.bytesSentPerRank() / 1048576.0, 100 * r.commAndPermuteShare()));
+        return sb.toString();
+    }
+}
