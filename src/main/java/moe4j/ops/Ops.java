@@ -400,8 +400,9 @@ public final class Ops {
                     for (int t = 0; t < s; t++) taken |= chosen[t] == j;
                     if (taken) continue;
                     float v = a.get(base + j);
-                    // strictly greater keeps the lower index on ties; NaN never wins
-                    if (best < 0 || v > bestV) {
+                    // strictly greater keeps the lower index on ties; a NaN is taken only while the
+                    // best so far is NaN too, so it never beats a number (v > NaN is always false)
+                    if (best < 0 || v > bestV || (Float.isNaN(bestV) && !Float.isNaN(v))) {
                         best = j;
                         bestV = v;
                     }
