@@ -383,6 +383,41 @@ class OpsTest {
                     }
                     return new Expected(new double[] {total / counted});
                 }));
+        // Rows wider than a vector (37 = 2 × 16 + 5 floats, at offsets that are not multiples of the
+        // vector length): the row kernels' vector bodies run at unaligned offsets, not only their tails.
+        int w = 37;
+        c.add(new OpCase("mulRows (wide rows)", r -> List.of(randn(r, 3, w), randn(r, 3)),
+                in -> Ops.mulRows(in.get(0), in.get(1)), in -> {
+                    double[] x = d(in.get(0));
+                    double[] f = d(in.get(1));
+                    double[] y = new double[3 * w];
+                    for (int i = 0; i < 3; i++) for (int j = 0; j < w; j++) y[i * w + j] = x[i * w + j] * f[i];
+                    return new Expected(y, 3, w);
+                }));
+        c.add(new OpCase("sum(dim=1) (wide rows)", r -> List.of(randn(r, 3, w)), in -> Ops.sum(in.get(0), 1), in -> {
+            double[] x = d(in.get(0));
+            double[] y = new double[3];
+            for (int i = 0; i < 3; i++) for (int j = 0; j < w; j++) y[i] += x[i * w + j];
+            return new Expected(y, 3);
+        }));
+        c.add(new OpCase("rmsNorm (wide rows)", r -> List.of(randn(r, 3, w), randn(r, w)),
+                in -> Ops.rmsNorm(in.get(0), in.get(1), 1e-6), in -> {
+                    double[] x = d(in.get(0));
+                    double[] g = d(in.get(1));
+                    double[] y = new double[x.length];
+                    for (int i = 0; i < 3; i++) {
+                        double ms = 0;
+                        for (int j = 0; j < w; j++) ms += x[i * w + j] * x[i * w + j] / w;
+                        for (int j = 0; j < w; j++) y[i * w + j] = x[i * w + j] / Math.sqrt(ms + 1e-6) * g[j];
+                    }
+                    return new Expected(y, 3, w);
+                }));
+        int[] wideIdx = {2, 0, 2, 1};
+        c.add(new OpCase("indexSelect (wide rows)", r -> List.of(randn(r, 3, w), ints(wideIdx)),
+                in -> Ops.indexSelect(in.get(0), in.get(1)), in -> rowsRef(in.get(0), wideIdx)));
+        c.add(new OpCase("indexAdd (wide rows)", r -> List.of(randn(r, 3, w), ints(wideIdx), randn(r, 4, w)),
+                in -> Ops.indexAdd(in.get(0), in.get(1), in.get(2)),
+                in -> indexAddRef(d(in.get(0)), in.get(0).shape(), wideIdx, in.get(2))));
         return c.stream();
     }
 
