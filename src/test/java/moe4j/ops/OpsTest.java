@@ -428,7 +428,12 @@ class OpsTest {
     void matchesFloat64Reference(OpCase c) {
         List<Tensor> in = c.inputs().apply(new Rng(c.name().hashCode()));
         Expected want = c.reference().apply(in);
+        List<byte[]> before = in.stream().map(t -> t.data().toArray(java.lang.foreign.ValueLayout.JAVA_BYTE)).toList();
         Tensor got = c.op().apply(in);
+        for (int k = 0; k < in.size(); k++) {
+            assertArrayEquals(before.get(k), in.get(k).data().toArray(java.lang.foreign.ValueLayout.JAVA_BYTE),
+                    c.name() + ": input " + k + " was modified");
+        }
         assertArrayEquals(want.shape(), got.shape(), c.name() + ": shape");
         double[] g = got.toDoubleArray();
         for (int i = 0; i < g.length; i++) {
