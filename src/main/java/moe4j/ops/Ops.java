@@ -586,6 +586,7 @@ public final class Ops {
     public static Tensor rmsNorm(Tensor x, Tensor weight, double eps) {
         requireFloat(x, "rmsNorm");
         requireFloat(weight, "rmsNorm");
+        if (!(eps >= 0)) throw new IllegalArgumentException("rmsNorm: eps must be >= 0, got " + eps);
         int d = lastDim(x, "rmsNorm");
         if (weight.rank() != 1 || weight.dim(0) != d) {
             throw new IllegalArgumentException("rmsNorm: weight " + weight.shapeString() + " must be (" + d + ") for input " + x.shapeString());

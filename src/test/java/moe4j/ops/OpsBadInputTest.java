@@ -122,6 +122,8 @@ class OpsBadInputTest {
         c.add(new BadCall("embedding 1-D weight", () -> Ops.embedding(f(10), i32(1)), "embedding", "2-D", "[10]"));
         c.add(new BadCall("rmsNorm weight size", () -> Ops.rmsNorm(f(2, 4), f(3), 1e-5), "rmsNorm", "[3]", "[2, 4]"));
         c.add(new BadCall("rmsNorm int32 weight", () -> Ops.rmsNorm(f(2, 4), Tensor.zeros(DType.I32, 4), 1e-5), "rmsNorm", "I32"));
+        c.add(new BadCall("rmsNorm negative eps", () -> Ops.rmsNorm(f(2, 4), f(4), -1e-5), "rmsNorm", "eps", "-1.0E-5"));
+        c.add(new BadCall("rmsNorm NaN eps", () -> Ops.rmsNorm(f(2, 4), f(4), Double.NaN), "rmsNorm", "eps", "NaN"));
         c.add(new BadCall("crossEntropy target out of range", () -> Ops.crossEntropy(f(2, 5), i32(1, 5)),
                 "crossEntropy", "target 5", "[0, 5)"));
         c.add(new BadCall("crossEntropy target -2", () -> Ops.crossEntropy(f(2, 5), i32(-2, 0)), "crossEntropy", "target -2"));

@@ -101,6 +101,8 @@ class TensorTest {
         assertTrue(e.getMessage().contains("5") && e.getMessage().contains("[2, 3]"), e.getMessage());
         e = assertThrows(IllegalArgumentException.class, () -> Tensor.zeros(2, -3));
         assertTrue(e.getMessage().contains("[2, -3]"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class, () -> Tensor.zeros(1 << 30, 1 << 30, 1 << 30));
+        assertTrue(e.getMessage().contains("[1073741824, 1073741824, 1073741824]"), e.getMessage());
         assertThrows(IllegalArgumentException.class, () -> Tensor.zeros(DType.I32, 2).requiresGrad(true));
         assertThrows(IllegalArgumentException.class, () -> Tensor.zeros(DType.I32, 2).toFloatArray());
         assertThrows(IllegalArgumentException.class, () -> Tensor.zeros(2, 2).item());
