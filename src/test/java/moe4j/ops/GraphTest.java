@@ -4,6 +4,7 @@ import static org.junit.jupiter.api.Assertions.*;
 
 import java.util.List;
 import moe4j.autograd.Autograd;
+import moe4j.autograd.GradCheck;
 import moe4j.tensor.MemoryScope;
 import moe4j.tensor.Tensor;
 import org.junit.jupiter.api.AfterEach;
@@ -101,5 +102,40 @@ class GraphTest {
         assertArrayEquals(x.toFloatArray(), back.toFloatArray());
         Autograd.backward(back, Tensor.of(new float[] {1, 2, 3, 4, 5, 6}, 3, 2));
         assertArrayEquals(new float[] {1, 2, 3, 4, 5, 6}, x.grad().toFloatArray());
+    }
+
+    @Test
+    void gradCheckCatchesAWrongBackwardRule() {
+        Tensor x = Tensor.of(new float[] {0.3f, -1.2f, 2f}, 3).requiresGrad(true);
+        // square with the rule of x ↦ x² but a gradient of x instead of 2x
+        GradCheck.Result wrong = GradCheck.check(in -> {
+            Tensor a = in.get(0);
+            Tensor out = Autograd.noGrad(() -> Ops.square(a));
+            return Autograd.record(out, "wrongSquare", new Tensor[] {a}, g -> new Tensor[] {Ops.mul(g, a)});
+        }, List.of(x), 1e-2, 3);
+        assertTrue(wrong.maxRelativeError() > 0.4, "error " + wrong.maxRelativeError());
+        GradCheck.Result right = GradCheck.check(in -> Ops.square(in.get(0)), List.of(x), 1e-2, 3);
+        assertTrue(right.maxRelativeError() < 1e-3, "error " + right.maxRelativeError());
+    }
+
+    @Test
+    void emptyDimensionsGiveEmptyOrZeroResults() {
+        Tensor a = Tensor.zeros(3, 0).requiresGrad(true);
+        Tensor b = Tensor.zeros(0, 2).requiresGrad(true);
+        Tensor c = Ops.matmul(a, b);
+        assertArrayEquals(new int[] {3, 2}, c.shape());
+        assertArrayEquals(new float[6], c.toFloatArray());
+        Autograd.backward(Ops.sum(c));
+        assertEquals(0, a.grad().numel());
+        assertArrayEquals(new int[] {0, 2}, Ops.indexSelect(Tensor.zeros(4, 2), Tensor.ofInts(new int[0], 0)).shape());
+    }
+
+    @Test
+    void softmaxOfMaskedEntriesIsZero() {
+        float ninf = Float.NEGATIVE_INFINITY;
+        Tensor a = Tensor.of(new float[] {0, ninf, 0, ninf}, 1, 4);
+        assertArrayEquals(new float[] {0.5f, 0, 0.5f, 0}, Ops.softmax(a).toFloatArray());
+        assertEquals((float) Math.log(2), Ops.logSumExp(a).get(0), 1e-7f);
+        assertArrayEquals(new int[] {}, Ops.logSumExp(Tensor.zeros(5)).shape(), "a vector reduces to a scalar");
     }
 }
