@@ -11,7 +11,7 @@ public final class IntOps {
      * {@code [0, bound)} take a counting sort (linear, the common case of expert ids).
      */
     public static int[] stableArgsort(int[] keys, int bound) {
-        int[] counts = bincount(keys, bound);
+        int[] counts = bincount(keys, bound, "stableArgsort");
         int[] next = new int[bound];
         for (int b = 1; b < bound; b++) next[b] = next[b - 1] + counts[b - 1];
         int[] order = new int[keys.length];
@@ -31,12 +31,17 @@ public final class IntOps {
 
     /** counts[v] = number of occurrences of v, for values in {@code [0, bound)}. */
     public static int[] bincount(int[] values, int bound) {
-        if (bound < 0) throw new IllegalArgumentException("bincount: bound must be >= 0, got " + bound);
+        return bincount(values, bound, "bincount");
+    }
+
+    /** {@link #bincount(int[], int)} with errors reported as {@code op}'s. */
+    private static int[] bincount(int[] values, int bound, String op) {
+        if (bound < 0) throw new IllegalArgumentException(op + ": bound must be >= 0, got " + bound);
         int[] counts = new int[bound];
         for (int i = 0; i < values.length; i++) {
             int v = values[i];
             if (v < 0 || v >= bound) {
-                throw new IllegalArgumentException("bincount: value " + v + " at position " + i + " outside [0, " + bound + ")");
+                throw new IllegalArgumentException(op + ": value " + v + " at position " + i + " outside [0, " + bound + ")");
             }
             counts[v]++;
         }

@@ -308,6 +308,7 @@ public final class Ops {
 
     /** Mean of all elements, a scalar. */
     public static Tensor mean(Tensor a) {
+        requireFloat(a, "mean");
         if (a.numel() == 0) throw new IllegalArgumentException("mean: empty tensor " + a.shapeString());
         return scale(sum(a), 1.0 / a.numel());
     }
@@ -315,7 +316,7 @@ public final class Ops {
     /** Sums along one dimension of a 2-D tensor: dim 0 gives (D) column sums, dim 1 gives (N) row sums. */
     public static Tensor sum(Tensor a, int dim) {
         require2d(a, "sum", "a");
-        if (dim != 0 && dim != 1) throw new IllegalArgumentException("sum: dim must be 0 or 1 for a 2-D tensor, got " + dim);
+        requireDim01(a, dim, "sum");
         int n = a.dim(0);
         int d = a.dim(1);
         Tensor out = Tensor.zeros(dim == 0 ? d : n);
@@ -339,6 +340,8 @@ public final class Ops {
 
     /** Means along one dimension of a 2-D tensor (see {@link #sum(Tensor, int)}). */
     public static Tensor mean(Tensor a, int dim) {
+        require2d(a, "mean", "a");
+        requireDim01(a, dim, "mean"); // before a.dim(dim): -1 would count from the end, 2 would overflow
         int count = a.dim(dim);
         if (count == 0) throw new IllegalArgumentException("mean: dimension " + dim + " of " + a.shapeString() + " is empty");
         return scale(sum(a, dim), 1.0 / count);
@@ -434,8 +437,9 @@ public final class Ops {
                     for (int t = 0; t < s; t++) taken |= chosen[t] == j;
                     if (taken) continue;
                     float v = a.get(base + j);
-                    // strictly greater keeps the lower index on ties; NaN never wins
-                    if (best < 0 || v > bestV) {
+                    // strictly greater keeps the lower index on ties; a NaN is taken only while the
+                    // best so far is NaN too, so it never beats a number (v > NaN is always false)
+                    if (best < 0 || v > bestV || (Float.isNaN(bestV) && !Float.isNaN(v))) {
                         best = j;
                         bestV = v;
                     }
@@ -478,9 +482,15 @@ public final class Ops {
 
     /** out[i] = x[idx[i]]: rows of x (N, ...) picked by int32 idx (M) → (M, ...). */
     public static Tensor indexSelect(Tensor x, Tensor idx) {
-        requireFloat(x, "indexSelect");
-        requireIndexVector(idx, "indexSelect");
-        checkIndexRange(idx, x.rowCount(), "indexSelect");
+        return indexSelect(x, idx, "indexSelect");
+    }
+
+    /** {@link #indexSelect(Tensor, Tensor)} with errors reported as {@code op}'s. */
+    private static Tensor indexSelect(Tensor x, Tensor idx, String op) {
+        requireFloat(x, op);
+        requireRows(x, op);
+        requireIndexVector(idx, op);
+        checkIndexRange(idx, x.rowCount(), op);
         int m = idx.dim(0);
         int w = x.rowWidth();
         int[] shape = x.shape();
@@ -499,9 +509,11 @@ public final class Ops {
         requireFloat(base, "indexAdd");
         requireFloat(src, "indexAdd");
         requireIndexVector(idx, "indexAdd");
-        if (src.rowCount() != idx.dim(0) || src.rowWidth() != base.rowWidth()) {
+        requireRows(base, "indexAdd");
+        requireRows(src, "indexAdd");
+        if (src.rowCount() != idx.dim(0) || !sameTrailingShape(src, base)) {
             throw new IllegalArgumentException("indexAdd: source " + src.shapeString() + " must have " + idx.dim(0)
-                    + " rows (one per index) of the width of base " + base.shapeString());
+                    + " rows (one per index) of the shape of a row of base " + base.shapeString());
         }
         checkIndexRange(idx, base.rowCount(), "indexAdd");
         int w = base.rowWidth();
@@ -519,6 +531,8 @@ public final class Ops {
 
     /** Scatter-add into zeros: an (n, ...) tensor whose row idx[i] accumulates src row i. */
     public static Tensor indexAdd(int n, Tensor idx, Tensor src) {
+        requireRows(src, "indexAdd");
+        if (n < 0) throw new IllegalArgumentException("indexAdd: row count must be >= 0, got " + n);
         int[] shape = src.shape();
         shape[0] = n;
         return indexAdd(Tensor.zeros(shape), idx, src);
@@ -526,7 +540,13 @@ public final class Ops {
 
     /** The same elements seen with another shape (one -1 inferred). */
     public static Tensor reshape(Tensor x, int... shape) {
-        Tensor out = x.view(shape);
+        Tensor out;
+        try {
+            out = x.view(shape);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("reshape: " + x.shapeString() + " to " + Arrays.toString(shape)
+                    + " is impossible (" + e.getMessage() + ")", e);
+        }
         return record(out, "reshape", new Tensor[] {x}, g -> new Tensor[] {g.view(x.shape())});
     }
 
@@ -537,6 +557,7 @@ public final class Ops {
         int rows = 0;
         for (Tensor p : parts) {
             requireFloat(p, "concatRows");
+            requireRows(p, "concatRows");
             if (p.rank() != first.rank() || p.rowWidth() != first.rowWidth()
                     || !Arrays.equals(Arrays.copyOfRange(p.shape(), 1, p.rank()), Arrays.copyOfRange(first.shape(), 1, first.rank()))) {
                 throw new IllegalArgumentException("concatRows: " + p.shapeString() + " does not match " + first.shapeString()
@@ -562,6 +583,7 @@ public final class Ops {
 
     /** Splits dimension 0 into consecutive pieces of the given sizes. */
     public static List<Tensor> splitRows(Tensor x, int... sizes) {
+        requireRows(x, "splitRows");
         int total = 0;
         for (int s : sizes) {
             if (s < 0) throw new IllegalArgumentException("splitRows: negative size in " + Arrays.toString(sizes));
@@ -591,12 +613,14 @@ public final class Ops {
     /** Token embedding: rows of weight (V, D) picked by int32 ids (T) → (T, D); ids must be in [0, V). */
     public static Tensor embedding(Tensor weight, Tensor ids) {
         require2d(weight, "embedding", "weight");
-        return indexSelect(weight, ids);
+        return indexSelect(weight, ids, "embedding");
     }
 
     /** RMSNorm over the last dimension: x / sqrt(mean(x²) + eps) · weight. */
     public static Tensor rmsNorm(Tensor x, Tensor weight, double eps) {
         requireFloat(x, "rmsNorm");
+        requireFloat(weight, "rmsNorm");
+        if (!(eps >= 0)) throw new IllegalArgumentException("rmsNorm: eps must be >= 0, got " + eps);
         int d = lastDim(x, "rmsNorm");
         if (weight.rank() != 1 || weight.dim(0) != d) {
             throw new IllegalArgumentException("rmsNorm: weight " + weight.shapeString() + " must be (" + d + ") for input " + x.shapeString());
@@ -727,6 +751,22 @@ public final class Ops {
         if (!a.sameShape(b)) {
             throw new IllegalArgumentException(op + ": shapes differ: " + a.shapeString() + " vs " + b.shapeString());
         }
+    }
+
+    /** Row ops index the first dimension, which a scalar does not have. */
+    static void requireRows(Tensor t, String op) {
+        if (t.rank() == 0) throw new IllegalArgumentException(op + ": needs rows (at least one dimension), got a scalar");
+    }
+
+    static void requireDim01(Tensor a, int dim, String op) {
+        if (dim != 0 && dim != 1) {
+            throw new IllegalArgumentException(op + ": dim must be 0 or 1 for a 2-D tensor, got dim " + dim + " for "
+                    + a.shapeString());
+        }
+    }
+
+    static boolean sameTrailingShape(Tensor a, Tensor b) {
+        return Arrays.equals(Arrays.copyOfRange(a.shape(), 1, a.rank()), Arrays.copyOfRange(b.shape(), 1, b.rank()));
     }
 
     static void requireIndexVector(Tensor idx, String op) {

@@ -1,8 +1,10 @@
 package moe4j.tensor;
 
 import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
 import java.util.ArrayDeque;
 import java.util.Deque;
+import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * The lifetime of off-heap tensor memory.
@@ -18,17 +20,46 @@ import java.util.Deque;
  * persistent lifetime, e.g. to create a parameter's gradient inside a step.
  */
 public final class MemoryScope implements AutoCloseable {
-    private static final Arena PERSISTENT = Arena.ofAuto();
+    /**
+     * Every persistent allocation gets an automatic arena of its own. One shared automatic arena would
+     * free nothing while the arena itself is reachable (its memory goes back only when the whole arena
+     * is unreachable), and a static field keeps it reachable forever: every dropped gradient or
+     * optimizer buffer would leak.
+     */
+    private static final Arena PERSISTENT = new Arena() {
+        @Override
+        public MemorySegment allocate(long byteSize, long byteAlignment) {
+            return Arena.ofAuto().allocate(byteSize, byteAlignment);
+        }
+
+        /** A fresh automatic scope: whatever is attached to it (a file mapping, say) goes with its segment. */
+        @Override
+        public MemorySegment.Scope scope() {
+            return Arena.ofAuto().scope();
+        }
+
+        @Override
+        public void close() {
+            throw new UnsupportedOperationException("the persistent arena is never closed: its memory is freed by the GC");
+        }
+    };
     private static final ThreadLocal<Deque<Arena>> STACK = ThreadLocal.withInitial(ArrayDeque::new);
+    /** Bytes allocated in scopes that are still open, all threads together (for leak checks). */
+    private static final AtomicLong SCOPED_BYTES = new AtomicLong();
 
     private final Arena arena;
     private final Thread owner;
     private boolean closed;
 
     private MemoryScope() {
-        this.arena = Arena.ofShared();
+        this.arena = new CountingArena(Arena.ofShared());
         this.owner = Thread.currentThread();
         STACK.get().push(arena);
+    }
+
+    /** Bytes currently allocated in open scopes of all threads; persistent memory is not counted. */
+    public static long scopedBytes() {
+        return SCOPED_BYTES.get();
     }
 
     /** Opens a scope on this thread: tensors allocated until {@link #close()} are freed by it. */
@@ -72,5 +103,39 @@ public final class MemoryScope implements AutoCloseable {
         stack.pop();
         closed = true;
         arena.close();
+    }
+
+    /** A scope's arena that keeps {@link #SCOPED_BYTES} up to date. */
+    private static final class CountingArena implements Arena {
+        private final Arena inner;
+        private long bytes;
+
+        CountingArena(Arena inner) {
+            this.inner = inner;
+        }
+
+        @Override
+        public MemorySegment allocate(long byteSize, long byteAlignment) {
+            MemorySegment m = inner.allocate(byteSize, byteAlignment);
+            synchronized (this) {
+                bytes += byteSize;
+            }
+            SCOPED_BYTES.addAndGet(byteSize);
+            return m;
+        }
+
+        @Override
+        public MemorySegment.Scope scope() {
+            return inner.scope();
+        }
+
+        @Override
+        public void close() {
+            inner.close();
+            synchronized (this) {
+                SCOPED_BYTES.addAndGet(-bytes);
+                bytes = 0;
+            }
+        }
     }
 }
