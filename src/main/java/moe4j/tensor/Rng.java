@@ -6,7 +6,6 @@ package moe4j.tensor;
  */
 public final class Rng {
     private long state;
-    private double spareGaussian = Double.NaN;
 
     public Rng(long seed) {
         this.state = seed;
@@ -23,9 +22,9 @@ public final class Rng {
         return state;
     }
 
+    /** Restores a {@link #state()}: the sequence continues exactly as it would have (checkpoint resume). */
     public void setState(long state) {
         this.state = state;
-        this.spareGaussian = Double.NaN;
     }
 
     public long nextLong() {
@@ -50,18 +49,14 @@ public final class Rng {
         return (int) ((nextLong() >>> 33) % bound);
     }
 
-    /** Standard normal (Box-Muller; the second value of each pair is kept for the next call). */
+    /**
+     * Standard normal (Box-Muller). The second value of each pair is deliberately not cached, so that
+     * {@link #state()} alone captures the generator and a resumed run continues bit for bit.
+     */
     public double nextGaussian() {
-        if (!Double.isNaN(spareGaussian)) {
-            double g = spareGaussian;
-            spareGaussian = Double.NaN;
-            return g;
-        }
         double u1 = nextDouble();
         double u2 = nextDouble();
         if (u1 < 1e-300) u1 = 1e-300;
-        double radius = Math.sqrt(-2 * Math.log(u1));
-        spareGaussian = radius * Math.sin(2 * Math.PI * u2);
-        return radius * Math.cos(2 * Math.PI * u2);
+        return Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2);
     }
 }
