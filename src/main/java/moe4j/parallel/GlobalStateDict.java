@@ -1,0 +1,145 @@
+package moe4j.parallel;
+
+import java.util.LinkedHashMap;
+import java.util.Map;
+import moe4j.distributed.ProcessGroup;
+import moe4j.nn.MoEMLP;
+import moe4j.nn.Module;
+import moe4j.tensor.MemoryScope;
+import moe4j.tensor.Tensor;
+
+/**
+ * Tensors keyed by <em>global</em> parameter names, whatever the EP size: what a checkpoint stores, so
+ * that one written at one EP size loads at another (spec §8). List-layout experts already carry global
+ * names ({@code experts.{g}.up_proj.weight}); packed expert tensors hold this rank's rows of the global
+ * {@code (E, ...)} tensor. Replicated tensors are the same on every rank and taken as they are.
+ */
+public final class GlobalStateDict {
+    private GlobalStateDict() {}
+
+    /**
+     * Assembles the global view of {@code local} (values keyed by this rank's parameter names: the
+     * parameters themselves, or optimizer moments). A collective over each MoE layer's EP group: every
+     * rank calls it, with the same model structure.
+     */
+    public static Map<String, Tensor> gather(Module model, Map<String, Tensor> local) {
+        Map<String, Tensor> out = new LinkedHashMap<>();
+        Map<String, MoEMLP> layers = moeLayers(model);
+        for (var entry : local.entrySet()) {
+            String name = entry.getKey();
+            Tensor value = entry.getValue();
+            MoEMLP owner = ownerOfExpertTensor(layers, name);
+            if (owner == null || owner.epWorldSize() == 1) {
+                out.put(name, value);
+                continue;
+            }
+            ProcessGroup group = owner.epGroup();
+            if (owner.packed()) {
+                int[] shape = value.shape();
+                shape[0] *= group.size();
+                Tensor full = Tensor.zeros(shape);
+                group.allGather(full, value);
+                out.put(name, full);
+            } else {
+                // experts.{g}.X for local expert g = start + j: gather local expert j of every rank
+                String prefix = prefixOf(layers, owner);
+                String rest = name.substring(prefix.length() + "experts.".length());
+                int g = Integer.parseInt(rest.substring(0, rest.indexOf('.')));
+                String suffix = rest.substring(rest.indexOf('.'));
+                int j = g - owner.localExpertStart();
+                int[] shape = value.shape();
+                shape[0] *= group.size();
+                Tensor all = Tensor.zeros(shape);
+                group.allGather(all, value);
+                int rows = value.dim(0);
+                for (int r = 0; r < group.size(); r++) {
+                    int global = r * owner.numLocalExperts() + j;
+                    out.put(prefix + "experts." + global + suffix, all.rows(r * rows, (r + 1) * rows));
+                }
+            }
+        }
+        return out;
+    }
+
+    /**
+     * Copies from {@code global} (global names, full tensors) into {@code local} (this rank's tensors by
+     * its parameter names): packed expert tensors take this rank's rows. Every local name must be found
+     * with the matching shape.
+     */
+    public static void scatter(Module model, Map<String, Tensor> global, Map<String, Tensor> local, String source) {
+        Map<String, MoEMLP> layers = moeLayers(model);
+        for (var entry : local.entrySet()) {
+            String name = entry.getKey();
+            Tensor target = entry.getValue();
+            Tensor src = global.get(name);
+            if (src == null) throw new IllegalArgumentException(source + ": missing tensor '" + name + "'");
+            MoEMLP owner = ownerOfExpertTensor(layers, name);
+            if (owner != null && owner.packed() && owner.epWorldSize() > 1) {
+                if (src.dim(0) != owner.numExperts()) {
+                    throw new IllegalArgumentException(source + ": tensor '" + name + "' has " + src.dim(0)
+                            + " experts, the model has " + owner.numExperts());
+                }
+                src = src.rows(owner.localExpertStart(), owner.localExpertStart() + owner.numLocalExperts());
+            }
+            if (!src.sameShape(target) || src.dtype() != target.dtype()) {
+                throw new IllegalArgumentException(source + ": tensor '" + name + "' is " + src.dtype() + src.shapeString()
+                        + ", the model expects " + target.dtype() + target.shapeString());
+            }
+            target.copyFrom(src);
+        }
+    }
+
+    /** The global names a checkpoint of this model holds (what {@link #gather} produces), without collectives. */
+    public static java.util.Set<String> globalNames(Module model) {
+        Map<String, MoEMLP> layers = moeLayers(model);
+        java.util.Set<String> out = new java.util.LinkedHashSet<>();
+        for (String name : model.namedParameters().keySet()) {
+            MoEMLP owner = ownerOfExpertTensor(layers, name);
+            if (owner == null || owner.packed() || owner.epWorldSize() == 1) {
+                out.add(name);
+                continue;
+            }
+            String prefix = prefixOf(layers, owner);
+            String rest = name.substring(prefix.length() + "experts.".length());
+            int j = Integer.parseInt(rest.substring(0, rest.indexOf('.'))) - owner.localExpertStart();
+            String suffix = rest.substring(rest.indexOf('.'));
+            for (int r = 0; r < owner.epWorldSize(); r++) out.add(prefix + "experts." + (r * owner.numLocalExperts() + j) + suffix);
+        }
+        return out;
+    }
+
+    /** A persistent copy of a tensor map (for values that must outlive the step, e.g. to save asynchronously). */
+    public static Map<String, Tensor> persistentCopy(Map<String, Tensor> tensors) {
+        Map<String, Tensor> out = new LinkedHashMap<>();
+        tensors.forEach((n, t) -> out.put(n, MemoryScope.persistent(t::copy)));
+        return out;
+    }
+
+    private static Map<String, MoEMLP> moeLayers(Module model) {
+        Map<String, MoEMLP> out = new LinkedHashMap<>();
+        model.namedModules().forEach((name, m) -> {
+            if (m instanceof MoEMLP moe) out.put(name.isEmpty() ? "" : name + ".", moe);
+        });
+        return out;
+    }
+
+    private static String prefixOf(Map<String, MoEMLP> layers, MoEMLP moe) {
+        for (var e : layers.entrySet()) {
+            if (e.getValue() == moe) return e.getKey();
+        }
+        throw new IllegalStateException("layer not in model");
+    }
+
+    /** The MoE layer whose expert tensor {@code name} is, or null for replicated tensors (router, shared expert, the rest). */
+    private static MoEMLP ownerOfExpertTensor(Map<String, MoEMLP> layers, String name) {
+        for (var e : layers.entrySet()) {
+            String prefix = e.getKey();
+            if (!name.startsWith(prefix)) continue;
+            String rest = name.substring(prefix.length());
+            if (rest.startsWith("experts.") || rest.equals("up_w") || rest.equals("down_w") || rest.equals("gate_w")) {
+                return e.getValue();
+            }
+        }
+        return null;
+    }
+}

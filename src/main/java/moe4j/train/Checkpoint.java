@@ -1,0 +1,268 @@
+package moe4j.train;
+
+import com.google.gson.Gson;
+import com.google.gson.GsonBuilder;
+import com.google.gson.JsonParseException;
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.AtomicMoveNotSupportedException;
+import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.Comparator;
+import java.util.HashSet;
+import java.util.HexFormat;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.stream.Stream;
+import moe4j.distributed.ProcessGroup;
+import moe4j.nn.MoEMLP;
+import moe4j.nn.Module;
+import moe4j.nn.SigmoidTopKRouter;
+import moe4j.parallel.GlobalStateDict;
+import moe4j.tensor.DType;
+import moe4j.tensor.SafeTensors;
+import moe4j.tensor.Tensor;
+
+/**
+ * Training checkpoints: a directory {@code step-00000100/} holding
+ * <ul>
+ *   <li>{@code model.safetensors}: the weights under PyTorch-style names, experts under their
+ *       <em>global</em> names whatever the EP size;</li>
+ *   <li>{@code optimizer.safetensors}: AdamW moments as {@code exp_avg.<param>}, {@code exp_avg_sq.<param>};</li>
+ *   <li>{@code state.json}: step, data position, RNG, sigmoid-router bias and EMA, the config, and the
+ *       SHA-256 of both tensor files, checked on load.</li>
+ * </ul>
+ * A checkpoint is written into a temporary directory and renamed into place, and {@code latest} is
+ * replaced atomically, so a crash never leaves a half-written checkpoint that looks complete. Saving is
+ * a collective (experts are gathered from their owners); world rank 0 writes.
+ */
+public final class Checkpoint {
+    private Checkpoint() {}
+
+    static final String MODEL_FILE = "model.safetensors";
+    static final String OPTIMIZER_FILE = "optimizer.safetensors";
+    static final String STATE_FILE = "state.json";
+    static final String LATEST = "latest";
+    static final int FORMAT = 1;
+
+    private static final Gson GSON = new GsonBuilder().setPrettyPrinting().serializeSpecialFloatingPointValues().create();
+
+    /** Everything besides tensors that a resumed run needs to continue exactly. */
+    public record TrainState(long step, long dataPosition, long rngState, String config,
+                             Map<String, float[]> routerBias, Map<String, float[]> routerEma) {}
+
+    /** What state.json holds. */
+    private record StateFile(int format, long step, long dataPosition, long rngState, String config,
+                             Map<String, float[]> routerBias, Map<String, float[]> routerEma,
+                             Map<String, String> sha256, int modelTensors, int optimizerTensors) {}
+
+    /**
+     * Saves a checkpoint of step {@code state.step()} under {@code dir} (a collective over {@code world}
+     * and the model's EP groups); returns its directory.
+     */
+    public static Path save(Path dir, Module model, AdamW optimizer, TrainState state, ProcessGroup world) {
+        Map<String, Tensor> weights = GlobalStateDict.gather(model, model.namedParameters());
+        Map<String, Tensor> moments = new LinkedHashMap<>();
+        GlobalStateDict.gather(model, optimizer.expAvg()).forEach((n, t) -> moments.put("exp_avg." + n, t));
+        GlobalStateDict.gather(model, optimizer.expAvgSq()).forEach((n, t) -> moments.put("exp_avg_sq." + n, t));
+        Path target = dir.resolve(String.format("step-%08d", state.step()));
+        String failure = null;
+        if (world == null || world.rank() == 0) {
+            try {
+                write(dir, target, weights, moments, state);
+            } catch (IOException | RuntimeException e) {
+                failure = "writing checkpoint " + target + " failed: " + e;
+            }
+        }
+        if (world != null && world.size() > 1) {
+            // every rank learns whether rank 0's write succeeded, so none carries on past a lost checkpoint
+            Tensor ok = Tensor.ofInts(new int[] {failure == null ? 1 : 0}, 1);
+            world.broadcast(ok, 0);
+            if (ok.getInt(0) == 0 && failure == null) failure = "rank 0 failed to write checkpoint " + target;
+        }
+        if (failure != null) throw new IllegalStateException(failure);
+        return target;
+    }
+
+    private static void write(Path dir, Path target, Map<String, Tensor> weights, Map<String, Tensor> moments,
+                              TrainState state) throws IOException {
+        Files.createDirectories(dir);
+        Path tmp = dir.resolve(target.getFileName() + ".tmp-" + ProcessHandle.current().pid());
+        deleteRecursively(tmp);
+        Files.createDirectories(tmp);
+        SafeTensors.write(tmp.resolve(MODEL_FILE), weights, Map.of("format", "pt", "moe4j.step", Long.toString(state.step())));
+        SafeTensors.write(tmp.resolve(OPTIMIZER_FILE), moments, Map.of("moe4j.step", Long.toString(state.step())));
+        Map<String, String> sums = new LinkedHashMap<>();
+        sums.put(MODEL_FILE, sha256(tmp.resolve(MODEL_FILE)));
+        sums.put(OPTIMIZER_FILE, sha256(tmp.resolve(OPTIMIZER_FILE)));
+        StateFile file = new StateFile(FORMAT, state.step(), state.dataPosition(), state.rngState(), state.config(),
+                state.routerBias(), state.routerEma(), sums, weights.size(), moments.size());
+        Files.writeString(tmp.resolve(STATE_FILE), GSON.toJson(file), StandardCharsets.UTF_8);
+        deleteRecursively(target);
+        move(tmp, target);
+        Path latestTmp = dir.resolve(LATEST + ".tmp-" + ProcessHandle.current().pid());
+        Files.writeString(latestTmp, target.getFileName().toString() + "\n", StandardCharsets.UTF_8);
+        move(latestTmp, dir.resolve(LATEST));
+    }
+
+    /** The checkpoint {@code latest} names in {@code dir}, or null if there is none. */
+    public static Path latest(Path dir) {
+        Path pointer = dir.resolve(LATEST);
+        if (!Files.exists(pointer)) return null;
+        try {
+            Path target = dir.resolve(Files.readString(pointer, StandardCharsets.UTF_8).strip());
+            if (!Files.isDirectory(target)) {
+                throw new IllegalArgumentException("checkpoint pointer " + pointer + " names " + target + ", which does not exist");
+            }
+            return target;
+        } catch (IOException e) {
+            throw new IllegalArgumentException("cannot read checkpoint pointer " + pointer + ": " + e.getMessage(), e);
+        }
+    }
+
+    /**
+     * Loads checkpoint {@code checkpoint} into {@code model} and {@code optimizer} (either may have been
+     * partitioned at a different EP size than the one that wrote it). Verifies the checksums, the names
+     * and the shapes before changing anything; returns the training state.
+     */
+    public static TrainState load(Path checkpoint, Module model, AdamW optimizer) {
+        StateFile state = readState(checkpoint);
+        for (var sum : state.sha256().entrySet()) {
+            String actual;
+            try {
+                actual = sha256(checkpoint.resolve(sum.getKey()));
+            } catch (NoSuchFileException e) {
+                throw new IllegalArgumentException("checkpoint " + checkpoint + " is missing " + sum.getKey(), e);
+            } catch (IOException e) {
+                throw new IllegalArgumentException("cannot read " + checkpoint.resolve(sum.getKey()) + ": " + e.getMessage(), e);
+            }
+            if (!actual.equals(sum.getValue())) {
+                throw new IllegalArgumentException("checkpoint file " + checkpoint.resolve(sum.getKey())
+                        + " is corrupt: SHA-256 " + actual + ", state.json recorded " + sum.getValue());
+            }
+        }
+        try (SafeTensors.Loaded weights = SafeTensors.read(checkpoint.resolve(MODEL_FILE));
+             SafeTensors.Loaded moments = optimizer == null ? null : SafeTensors.read(checkpoint.resolve(OPTIMIZER_FILE))) {
+            Set<String> expected = GlobalStateDict.globalNames(model);
+            Set<String> found = new HashSet<>(weights.names());
+            if (!found.equals(expected)) {
+                Set<String> missing = new HashSet<>(expected);
+                missing.removeAll(found);
+                Set<String> unexpected = new HashSet<>(found);
+                unexpected.removeAll(expected);
+                throw new IllegalArgumentException("checkpoint " + checkpoint + " does not match the model: missing "
+                        + first(missing) + ", unexpected " + first(unexpected));
+            }
+            Map<String, Tensor> stored = new LinkedHashMap<>();
+            for (String n : weights.names()) stored.put(n, weights.tensorAs(n, DType.F32));
+            GlobalStateDict.scatter(model, stored, model.namedParameters(), checkpoint.resolve(MODEL_FILE).toString());
+            if (optimizer != null) {
+                Map<String, Tensor> avg = new LinkedHashMap<>();
+                Map<String, Tensor> avgSq = new LinkedHashMap<>();
+                for (String n : moments.names()) {
+                    if (n.startsWith("exp_avg_sq.")) avgSq.put(n.substring("exp_avg_sq.".length()), moments.tensorAs(n, DType.F32));
+                    else if (n.startsWith("exp_avg.")) avg.put(n.substring("exp_avg.".length()), moments.tensorAs(n, DType.F32));
+                }
+                String source = checkpoint.resolve(OPTIMIZER_FILE).toString();
+                GlobalStateDict.scatter(model, avg, optimizer.expAvg(), source);
+                GlobalStateDict.scatter(model, avgSq, optimizer.expAvgSq(), source);
+                optimizer.setStepCount(state.step());
+            }
+        } catch (IOException e) {
+            throw new IllegalArgumentException("cannot read checkpoint " + checkpoint + ": " + e.getMessage(), e);
+        }
+        restoreRouters(model, state.routerBias(), state.routerEma());
+        return new TrainState(state.step(), state.dataPosition(), state.rngState(), state.config(),
+                state.routerBias(), state.routerEma());
+    }
+
+    /** The config a checkpoint was written with (to resume with the same model). */
+    public static String storedConfig(Path checkpoint) {
+        return readState(checkpoint).config();
+    }
+
+    private static StateFile readState(Path checkpoint) {
+        Path file = checkpoint.resolve(STATE_FILE);
+        StateFile state;
+        try {
+            state = GSON.fromJson(Files.readString(file, StandardCharsets.UTF_8), StateFile.class);
+        } catch (NoSuchFileException e) {
+            throw new IllegalArgumentException("not a checkpoint: " + file + " does not exist", e);
+        } catch (IOException e) {
+            throw new IllegalArgumentException("cannot read " + file + ": " + e.getMessage(), e);
+        } catch (JsonParseException e) {
+            throw new IllegalArgumentException(file + " is not valid checkpoint JSON: " + e.getMessage(), e);
+        }
+        if (state == null || state.format() != FORMAT || state.sha256() == null) {
+            throw new IllegalArgumentException(file + " is not a moe4j checkpoint of format " + FORMAT);
+        }
+        return state;
+    }
+
+    /** The sigmoid routers' bias and EMA by layer name (replicated: the same on every rank). */
+    public static Map<String, float[]>[] routerState(Module model) {
+        Map<String, float[]> bias = new LinkedHashMap<>();
+        Map<String, float[]> ema = new LinkedHashMap<>();
+        model.namedModules().forEach((name, m) -> {
+            if (m instanceof MoEMLP moe && moe.router() instanceof SigmoidTopKRouter r) {
+                bias.put(name, r.bias().toFloatArray());
+                ema.put(name, r.ema().toFloatArray());
+            }
+        });
+        @SuppressWarnings("unchecked")
+        Map<String, float[]>[] out = new Map[] {bias, ema};
+        return out;
+    }
+
+    private static void restoreRouters(Module model, Map<String, float[]> bias, Map<String, float[]> ema) {
+        model.namedModules().forEach((name, m) -> {
+            if (m instanceof MoEMLP moe && moe.router() instanceof SigmoidTopKRouter r) {
+                float[] b = bias == null ? null : bias.get(name);
+                float[] e = ema == null ? null : ema.get(name);
+                if (b == null || e == null || b.length != moe.numExperts() || e.length != moe.numExperts()) {
+                    throw new IllegalArgumentException("checkpoint lacks the router bias/EMA of layer '" + name + "'");
+                }
+                r.bias().copyFrom(Tensor.of(b, b.length));
+                r.ema().copyFrom(Tensor.of(e, e.length));
+            }
+        });
+    }
+
+    private static String first(Set<String> names) {
+        return names.isEmpty() ? "none" : names.stream().sorted().limit(3).toList() + (names.size() > 3 ? " and " + (names.size() - 3) + " more" : "");
+    }
+
+    static String sha256(Path file) throws IOException {
+        try (InputStream in = Files.newInputStream(file)) {
+            MessageDigest md = MessageDigest.getInstance("SHA-256");
+            byte[] buf = new byte[1 << 20];
+            for (int n; (n = in.read(buf)) > 0; ) md.update(buf, 0, n);
+            return HexFormat.of().formatHex(md.digest());
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    private static void move(Path from, Path to) throws IOException {
+        try {
+            Files.move(from, to, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+        } catch (AtomicMoveNotSupportedException e) {
+            Files.move(from, to, StandardCopyOption.REPLACE_EXISTING);
+        }
+    }
+
+    private static void deleteRecursively(Path p) throws IOException {
+        if (!Files.exists(p)) return;
+        try (Stream<Path> walk = Files.walk(p)) {
+            List<Path> all = walk.sorted(Comparator.reverseOrder()).toList();
+            for (Path q : all) Files.delete(q);
+        }
+    }
+}

@@ -1,0 +1,52 @@
+package moe4j.train;
+
+import moe4j.distributed.ProcessGroup;
+import moe4j.distributed.ReduceOp;
+import moe4j.kernels.cpu.Elementwise;
+import moe4j.nn.Module;
+import moe4j.parallel.GradientSync;
+import moe4j.tensor.Tensor;
+
+/**
+ * Gradient-norm clipping with one global norm, bit-identical on every rank: replicated parameters'
+ * gradients (already equal everywhere after {@link GradientSync}) count once; expert gradients, which
+ * differ between EP ranks, are summed over all data ranks in rank order and divided by the number of
+ * copies of each expert. All ranks therefore scale by the same factor and replicas never drift apart.
+ */
+public final class GradClip {
+    private GradClip() {}
+
+    /** The global L2 norm of all gradients (call after {@link GradientSync#synchronize()}). */
+    public static double globalNorm(Module model, GradientSync sync) {
+        double dense = 0;
+        double expert = 0;
+        for (Tensor p : model.parameters()) {
+            Tensor g = p.grad();
+            if (g == null) continue;
+            double sq = Elementwise.sumOfSquares(g.numel(), g.data(), 0);
+            if (sync.isExpertParameter(p)) expert += sq;
+            else dense += sq;
+        }
+        ProcessGroup data = sync.dataGroup();
+        if (data != null && data.size() > 1) {
+            Tensor t = Tensor.of(new float[] {(float) expert});
+            data.allReduce(t, ReduceOp.SUM);
+            expert = t.get(0) / sync.expertReplicaGroup().size();
+            // the dense part is the same everywhere; the norm is computed in float to stay identical across ranks
+        }
+        return Math.sqrt((float) dense + (float) expert);
+    }
+
+    /** Scales every gradient by {@code min(1, maxNorm / norm)}; returns the norm before clipping. */
+    public static double clip(Module model, GradientSync sync, double maxNorm) {
+        double norm = globalNorm(model, sync);
+        if (maxNorm > 0 && norm > maxNorm) {
+            float scale = (float) (maxNorm / (norm + 1e-6));
+            for (Tensor p : model.parameters()) {
+                Tensor g = p.grad();
+                if (g != null) Elementwise.scale(g.numel(), scale, g.data(), 0, g.data(), 0);
+            }
+        }
+        return norm;
+    }
+}
