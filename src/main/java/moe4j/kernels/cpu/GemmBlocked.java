@@ -250,9 +250,20 @@ final class GemmBlocked {
                 }
             } else {
                 // Bᵀ: column j of op(B) is row j of B, contiguous along p
-                for (int j = 0; j < cols; j++) {
+                int done = 0;
+                if (cols == NR && Transpose16.SUPPORTED) {
+                    done = kc & ~15;
+                    long src0 = bOff + (long) (jc + t * NR) * ldb + pc;
+                    // 16 rows of B at a time, each read front to back
+                    for (int j0 = 0; j0 < NR; j0 += 16) {
+                        for (int p0 = 0; p0 < done; p0 += 16) {
+                            Transpose16.block(b, src0 + (long) j0 * ldb + p0, ldb, dst, base + p0 * NR + j0, NR);
+                        }
+                    }
+                }
+                for (int j = 0; j < cols && done < kc; j++) {
                     long src = bOff + (long) (jc + t * NR + j) * ldb + pc;
-                    for (int p = 0; p < kc; p++) {
+                    for (int p = done; p < kc; p++) {
                         dst[base + p * NR + j] = b.getAtIndex(F, src + p);
                     }
                 }
