@@ -62,8 +62,11 @@ final class GemmBlocked {
                         MemorySegment a, long aOff, int lda, MemorySegment b, long bOff, int ldb,
                         float beta, MemorySegment c, long cOff, int ldc) {
         Scratch s = SCRATCH.get();
-        for (int jc = j0; jc < j1; jc += NC) {
-            int nc = Math.min(NC, j1 - jc);
+        // a short reduction (e.g. a weight gradient over a few tokens) leaves the B block small: widen it
+        // to the same L2 budget, so A is packed fewer times
+        int ncMax = Math.max(NC, (KC * NC / Math.min(k, KC)) / NR * NR);
+        for (int jc = j0; jc < j1; jc += ncMax) {
+            int nc = Math.min(ncMax, j1 - jc);
             for (int pc = 0; pc < k; pc += KC) {
                 int kc = Math.min(KC, k - pc);
                 packB(transB, b, bOff, ldb, pc, kc, jc, nc, s.packedB);
