@@ -56,6 +56,7 @@ public final class BenchGemmCommand implements Callable<Integer> {
         Map<String, Object> root = new LinkedHashMap<>();
         root.put("benchmark", "gemm");
         root.put("threads", r.threads());
+        root.put("clock", r.clock());
         root.put("openblas", r.openblasAvailable());
         if (r.openblasNote() != null) root.put("openblasNote", r.openblasNote());
         root.put("shapeConvention", "MxK·KxN");

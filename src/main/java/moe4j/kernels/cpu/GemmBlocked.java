@@ -15,9 +15,9 @@ import jdk.incubator.vector.VectorSpecies;
  *   <li>{@code jc}: columns of C in slabs of {@link #NC};</li>
  *   <li>{@code pc}: the reduction dimension in slabs of {@link #KC}; the KC×NC block of op(B) is packed
  *       once here and reused by every row of C (for a grouped GEMM: each expert's weight is packed once
- *       per call and shared by all the group's rows);</li>
- *   <li>{@code ic}: rows of C in slabs of {@link #MC}; the MC×KC block of op(A) is packed (fits in L2);</li>
- *   <li>{@code jr}, {@code ir}: {@link #NR}-wide strips of B and {@link #MR}-high strips of A, one
+ *       per call and shared by all the group's rows); it is sized for L2;</li>
+ *   <li>{@code ic}: rows of C in slabs of {@link #MC}; the MC×KC block of op(A) is packed;</li>
+ *   <li>{@code ir}, {@code jr}: {@link #MR}-high strips of A and {@link #NR}-wide strips of B, one
  *       micro-kernel call each, which keeps an MR×NR tile of C in 24 vector registers.</li>
  * </ol>
  * Packing turns every layout (A or Aᵀ, B or Bᵀ) into the same contiguous panels, so one micro-kernel
@@ -35,12 +35,12 @@ final class GemmBlocked {
     static final int MR = 8;
     /** Columns of the register tile: three vectors. */
     static final int NR = 3 * L;
-    /** Reduction slab: an MR×KC A panel stays in L1 next to the streaming B panel. */
+    /** Reduction slab: the MR×KC A micro-panel (8 KiB) stays in L1 while B panels stream past it. */
     static final int KC = 256;
-    /** Row slab: the packed MC×KC block of A (128 KiB) stays in L2. */
-    static final int MC = 128;
-    /** Column slab: the packed KC×NC block of B. */
-    static final int NC = NR * 40;
+    /** Row slab of packed A (512 KiB); it is walked one micro-panel at a time, so L3 is enough. */
+    static final int MC = 512;
+    /** Column slab: the packed KC×NC block of B (768 KiB with 512-bit vectors) stays in the 1 MiB L2. */
+    static final int NC = NR * 16;
 
     static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
     private static final ByteOrder NATIVE = ByteOrder.nativeOrder();
@@ -62,8 +62,11 @@ final class GemmBlocked {
                         MemorySegment a, long aOff, int lda, MemorySegment b, long bOff, int ldb,
                         float beta, MemorySegment c, long cOff, int ldc) {
         Scratch s = SCRATCH.get();
-        for (int jc = j0; jc < j1; jc += NC) {
-            int nc = Math.min(NC, j1 - jc);
+        // a short reduction (e.g. a weight gradient over a few tokens) leaves the B block small: widen it
+        // to the same L2 budget, so A is packed fewer times
+        int ncMax = Math.max(NC, (KC * NC / Math.min(k, KC)) / NR * NR);
+        for (int jc = j0; jc < j1; jc += ncMax) {
+            int nc = Math.min(ncMax, j1 - jc);
             for (int pc = 0; pc < k; pc += KC) {
                 int kc = Math.min(KC, k - pc);
                 packB(transB, b, bOff, ldb, pc, kc, jc, nc, s.packedB);
@@ -81,12 +84,14 @@ final class GemmBlocked {
     private static void macroKernel(Scratch s, int mc, int nc, int kc, float alpha, boolean first, float beta,
                                     MemorySegment c, long cOff, int ldc) {
         float[] pa = s.packedA, pb = s.packedB, tile = s.tile;
-        for (int jr = 0; jr < nc; jr += NR) {
-            int cols = Math.min(NR, nc - jr);
-            int bBase = (jr / NR) * kc * NR;
-            for (int ir = 0; ir < mc; ir += MR) {
-                int rows = Math.min(MR, mc - ir);
-                microKernel(kc, pa, (ir / MR) * kc * MR, pb, bBase, tile);
+        // rows outer: one A micro-panel is reused from L1 across the whole B block (in L2), and the C
+        // tiles of a row strip are visited left to right, which the hardware prefetcher follows
+        for (int ir = 0; ir < mc; ir += MR) {
+            int rows = Math.min(MR, mc - ir);
+            int aBase = (ir / MR) * kc * MR;
+            for (int jr = 0; jr < nc; jr += NR) {
+                int cols = Math.min(NR, nc - jr);
+                microKernel(kc, pa, aBase, pb, (jr / NR) * kc * NR, tile);
                 long cTile = cOff + (long) ir * ldc + jr;
                 if (rows == MR && cols == NR) {
                     mergeFull(tile, alpha, first, beta, c, cTile, ldc);
@@ -188,30 +193,37 @@ final class GemmBlocked {
      */
     static void packA(boolean transA, MemorySegment a, long aOff, int lda, int ic, int mc, int pc, int kc,
                       float[] dst) {
-        for (int s = 0; s * MR < mc; s++) {
-            int base = s * kc * MR;
-            int rows = Math.min(MR, mc - s * MR);
-            if (!transA) {
-                // A row i is contiguous along p: read rows, write interleaved
-                for (int r = 0; r < rows; r++) {
-                    long src = aOff + (long) (ic + s * MR + r) * lda + pc;
-                    for (int p = 0; p < kc; p++) {
-                        dst[base + p * MR + r] = a.getAtIndex(F, src + p);
-                    }
+        int fullStrips = mc / MR;
+        if (transA) {
+            // Aᵀ: row p of A holds op(A)[ic..ic+mc)[p] contiguously; walk it once, MR floats per strip
+            for (int p = 0; p < kc; p++) {
+                long src = aOff + (long) (pc + p) * lda + ic;
+                int d = p * MR;
+                for (int s = 0; s < fullStrips; s++, d += kc * MR, src += MR) {
+                    for (int r = 0; r < MR; r++) dst[d + r] = a.getAtIndex(F, src + r);
                 }
-            } else {
-                // Aᵀ: the MR rows of op(A) at step p are MR consecutive floats of A's row p
-                for (int p = 0; p < kc; p++) {
-                    long src = aOff + (long) (pc + p) * lda + ic + s * MR;
-                    int d = base + p * MR;
-                    for (int r = 0; r < rows; r++) {
-                        dst[d + r] = a.getAtIndex(F, src + r);
+            }
+        } else {
+            // A row i is contiguous along p: read MR rows side by side, write each step's MR values together
+            for (int s = 0; s < fullStrips; s++) {
+                long r0 = aOff + (long) (ic + s * MR) * lda + pc;
+                int d = s * kc * MR;
+                for (int p = 0; p < kc; p++, d += MR) {
+                    for (int r = 0; r < MR; r++) {
+                        dst[d + r] = a.getAtIndex(F, r0 + (long) r * lda + p);
                     }
                 }
             }
-            if (rows < MR) {
-                for (int p = 0; p < kc; p++) {
-                    for (int r = rows; r < MR; r++) dst[base + p * MR + r] = 0f;
+        }
+        int rows = mc - fullStrips * MR;
+        if (rows > 0) {
+            int base = fullStrips * kc * MR;
+            for (int p = 0; p < kc; p++) {
+                for (int r = 0; r < MR; r++) {
+                    int i = ic + fullStrips * MR + r;
+                    dst[base + p * MR + r] = r >= rows ? 0f
+                            : transA ? a.getAtIndex(F, aOff + (long) (pc + p) * lda + i)
+                                     : a.getAtIndex(F, aOff + (long) i * lda + pc + p);
                 }
             }
         }
@@ -241,9 +253,20 @@ final class GemmBlocked {
                 }
             } else {
                 // Bᵀ: column j of op(B) is row j of B, contiguous along p
-                for (int j = 0; j < cols; j++) {
+                int done = 0;
+                if (cols == NR && Transpose16.SUPPORTED) {
+                    done = kc & ~15;
+                    long src0 = bOff + (long) (jc + t * NR) * ldb + pc;
+                    // 16 rows of B at a time, each read front to back
+                    for (int j0 = 0; j0 < NR; j0 += 16) {
+                        for (int p0 = 0; p0 < done; p0 += 16) {
+                            Transpose16.block(b, src0 + (long) j0 * ldb + p0, ldb, dst, base + p0 * NR + j0, NR);
+                        }
+                    }
+                }
+                for (int j = 0; j < cols && done < kc; j++) {
                     long src = bOff + (long) (jc + t * NR + j) * ldb + pc;
-                    for (int p = 0; p < kc; p++) {
+                    for (int p = done; p < kc; p++) {
                         dst[base + p * NR + j] = b.getAtIndex(F, src + p);
                     }
                 }

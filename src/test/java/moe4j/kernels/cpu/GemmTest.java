@@ -12,10 +12,10 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 
 class GemmTest {
-    /** m, n, k triples: odd sizes, tile and block edges (MR = 8, NR = 48, KC = 256, MC = 128, NC = 1920). */
+    /** m, n, k triples: odd sizes, tile and block edges (MR = 8, NR = 48, KC = 256, MC = 512, NC = 768). */
     private static final int[][] SHAPES = {
             {1, 1, 1}, {1, 3, 7}, {3, 1, 17}, {7, 17, 1}, {17, 33, 7}, {33, 65, 17}, {65, 129, 33},
-            {129, 33, 65}, {8, 48, 256}, {9, 49, 257}, {130, 97, 300}, {5, 1925, 3}, {1, 129, 520},
+            {129, 33, 65}, {8, 48, 256}, {9, 49, 257}, {130, 97, 300}, {5, 800, 3}, {521, 9, 11}, {1, 129, 520},
     };
 
     @AfterEach
