@@ -191,7 +191,7 @@ class CollectivesTest {
     @ParameterizedTest
     @ValueSource(ints = {1, 2, 3, 4, 8})
     void allReduceFloatsInRankOrderBitIdenticalEverywhere(int p) {
-        for (int[] shape : new int[][] {{37, 5}, {0, 3}, {1}, {3 * 4096 + 17}}) {
+        for (int[] shape : new int[][] {{37, 5}, {0, 3}, {1}, {4097}, {3 * 4096 + 17}}) {
             for (ReduceOp op : ReduceOp.values()) {
                 int n = shape.length == 1 ? shape[0] : shape[0] * shape[1];
                 List<float[]> got = Distributed.run(p, TIMEOUT, g -> {
@@ -256,23 +256,51 @@ class CollectivesTest {
     @ParameterizedTest
     @ValueSource(ints = {1, 2, 3, 4, 8})
     void reduceScatterGivesEachRankItsReducedChunk(int p) {
-        int m = 5;
         int width = 3;
-        List<float[]> got = Distributed.run(p, TIMEOUT, g -> {
-            try (MemoryScope ignored = MemoryScope.open()) {
-                Tensor in = Tensor.of(randomFloats(g.rank(), p * m * width), p * m, width);
-                Tensor out = Tensor.zeros(m, width);
-                g.reduceScatter(out, in, ReduceOp.SUM);
-                return out.toFloatArray();
+        for (int m : new int[] {0, 5, 2000}) {
+            for (ReduceOp op : ReduceOp.values()) {
+                List<float[]> got = Distributed.run(p, TIMEOUT, g -> {
+                    try (MemoryScope ignored = MemoryScope.open()) {
+                        Tensor in = Tensor.of(randomFloats(g.rank(), p * m * width), p * m, width);
+                        Tensor out = Tensor.zeros(m, width);
+                        g.reduceScatter(out, in, op);
+                        return out.toFloatArray();
+                    }
+                });
+                for (int r = 0; r < p; r++) {
+                    float[] expected = new float[m * width];
+                    for (int s = 0; s < p; s++) {
+                        float[] x = randomFloats(s, p * m * width);
+                        for (int i = 0; i < m * width; i++) {
+                            float v = x[r * m * width + i];
+                            expected[i] = s == 0 ? v : op == ReduceOp.MAX ? Math.max(expected[i], v) : expected[i] + v;
+                        }
+                    }
+                    if (op == ReduceOp.AVG) for (int i = 0; i < m * width; i++) expected[i] /= p;
+                    assertArrayEquals(expected, got.get(r), 0f, "rank " + r + " " + op + " m=" + m);
+                }
             }
+        }
+    }
+
+    @Test
+    void reduceScatterOfInts() {
+        int p = 3;
+        List<int[]> got = Distributed.run(p, TIMEOUT, g -> {
+            int[] v = new int[p * 4];
+            for (int i = 0; i < v.length; i++) v[i] = i * (g.rank() + 1) - 5 * g.rank();
+            Tensor out = Tensor.zeros(DType.I32, 4);
+            g.reduceScatter(out, Tensor.ofInts(v, p * 4), ReduceOp.MAX);
+            return out.toIntArray();
         });
         for (int r = 0; r < p; r++) {
-            float[] expected = new float[m * width];
-            for (int s = 0; s < p; s++) {
-                float[] x = randomFloats(s, p * m * width);
-                for (int i = 0; i < m * width; i++) expected[i] = s == 0 ? x[r * m * width + i] : expected[i] + x[r * m * width + i];
+            int[] expected = new int[4];
+            for (int i = 0; i < 4; i++) {
+                int e = Integer.MIN_VALUE;
+                for (int s = 0; s < p; s++) e = Math.max(e, (r * 4 + i) * (s + 1) - 5 * s);
+                expected[i] = e;
             }
-            assertArrayEquals(expected, got.get(r), 0f, "rank " + r);
+            assertArrayEquals(expected, got.get(r), "rank " + r);
         }
     }
 
