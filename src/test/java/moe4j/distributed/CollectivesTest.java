@@ -391,6 +391,22 @@ class CollectivesTest {
     }
 
     @Test
+    void aSingleRankGroupWorksOnTheCallersThread() {
+        ProcessGroup g = Distributed.singleRank();
+        assertEquals(0, g.rank());
+        assertEquals(1, g.size());
+        assertArrayEquals(new int[] {0}, g.globalRanks());
+        Tensor t = Tensor.of(new float[] {1, 2, 3}, 3);
+        g.allReduce(t, ReduceOp.AVG);
+        assertArrayEquals(new float[] {1, 2, 3}, t.toFloatArray());
+        Tensor out = Tensor.zeros(3);
+        g.allToAllSingle(out, t, new int[] {3}, new int[] {3});
+        assertArrayEquals(new float[] {1, 2, 3}, out.toFloatArray());
+        assertArrayEquals(new int[] {7, 8}, g.allToAll(new int[] {7, 8}, 2));
+        g.barrier();
+    }
+
+    @Test
     void resultsComeBackInRankOrderOnNamedThreads() {
         List<String> names = Distributed.run(3, g -> g.rank() + ":" + Thread.currentThread().getName());
         assertEquals(List.of("0:moe4j-rank-0", "1:moe4j-rank-1", "2:moe4j-rank-2"), names);
