@@ -42,7 +42,7 @@ public final class AllToAllBenchmark {
         long[][] starts = new long[ranks][iterations];
         long[][] ends = new long[ranks][iterations];
         Distributed.run(ranks, TIMEOUT, g -> {
-            try (MemoryScope ignored = MemoryScope.open()) {
+            try (MemoryScope _ = MemoryScope.open()) {
                 Tensor in = Tensor.zeros(DType.F32, (int) rows, ROW_FLOATS);
                 Tensor out = Tensor.zeros(DType.F32, (int) rows, ROW_FLOATS);
                 in.data().fill((byte) 1);
@@ -133,7 +133,7 @@ public final class AllToAllBenchmark {
             Arrays.fill(counts, g.rank());
             double bestCounts = Double.MAX_VALUE;
             double bestRows = Double.MAX_VALUE;
-            try (MemoryScope ignored = MemoryScope.open()) {
+            try (MemoryScope _ = MemoryScope.open()) {
                 Tensor in = Tensor.zeros(ranks, 8);
                 Tensor out = Tensor.zeros(ranks, 8);
                 int[] ones = new int[ranks];

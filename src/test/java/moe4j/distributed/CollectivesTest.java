@@ -64,7 +64,7 @@ class CollectivesTest {
                 int width = 3 + seed;
                 Distributed.run(p, TIMEOUT, g -> {
                     int r = g.rank();
-                    try (MemoryScope ignored = MemoryScope.open()) {
+                    try (MemoryScope _ = MemoryScope.open()) {
                         int[] inSplits = splits[r];
                         int[] outSplits = new int[p];
                         for (int s = 0; s < p; s++) outSplits[s] = splits[s][r];
@@ -108,7 +108,7 @@ class CollectivesTest {
             int[][] splits = {{1, 2, 0}, {0, 1, 1}, {2, 0, 1}};
             Distributed.run(p, TIMEOUT, g -> {
                 int r = g.rank();
-                try (MemoryScope ignored = MemoryScope.open()) {
+                try (MemoryScope _ = MemoryScope.open()) {
                     int[] inSplits = new int[p];
                     int[] outSplits = new int[p];
                     for (int s = 0; s < p; s++) {
@@ -137,7 +137,7 @@ class CollectivesTest {
                 int r = g.rank();
                 int[] inSplits = splits[r];
                 int[] outSplits = {splits[0][r], splits[1][r]};
-                try (MemoryScope ignored = MemoryScope.open()) {
+                try (MemoryScope _ = MemoryScope.open()) {
                     Tensor in = filled(DType.I32, r, sum(inSplits), width);
                     Tensor out = Tensor.zeros(DType.I32, sum(outSplits), width);
                     g.allToAllSingle(out, in, outSplits, inSplits);
@@ -152,7 +152,7 @@ class CollectivesTest {
     @ValueSource(ints = {1, 2, 3, 4, 8})
     void allToAllSingleOfEmptyTensors(int p) {
         Distributed.run(p, TIMEOUT, g -> {
-            try (MemoryScope ignored = MemoryScope.open()) {
+            try (MemoryScope _ = MemoryScope.open()) {
                 Tensor in = Tensor.zeros(0, 7);
                 Tensor out = Tensor.zeros(0, 7);
                 g.allToAllSingle(out, in, new int[p], new int[p]);
@@ -195,7 +195,7 @@ class CollectivesTest {
             for (ReduceOp op : ReduceOp.values()) {
                 int n = shape.length == 1 ? shape[0] : shape[0] * shape[1];
                 List<float[]> got = Distributed.run(p, TIMEOUT, g -> {
-                    try (MemoryScope ignored = MemoryScope.open()) {
+                    try (MemoryScope _ = MemoryScope.open()) {
                         Tensor t = Tensor.of(randomFloats(g.rank(), n), shape);
                         g.allReduce(t, op);
                         return t.toFloatArray();
@@ -232,7 +232,7 @@ class CollectivesTest {
         for (ReduceOp op : new ReduceOp[] {ReduceOp.SUM, ReduceOp.MAX}) {
             int n = 2 * 4096 + 5;
             List<int[]> got = Distributed.run(p, TIMEOUT, g -> {
-                try (MemoryScope ignored = MemoryScope.open()) {
+                try (MemoryScope _ = MemoryScope.open()) {
                     int[] v = new int[n];
                     for (int i = 0; i < n; i++) v[i] = (i * 31 + g.rank() * 17) % 1000 - 500;
                     Tensor t = Tensor.ofInts(v, n);
@@ -260,7 +260,7 @@ class CollectivesTest {
         for (int m : new int[] {0, 5, 2000}) {
             for (ReduceOp op : ReduceOp.values()) {
                 List<float[]> got = Distributed.run(p, TIMEOUT, g -> {
-                    try (MemoryScope ignored = MemoryScope.open()) {
+                    try (MemoryScope _ = MemoryScope.open()) {
                         Tensor in = Tensor.of(randomFloats(g.rank(), p * m * width), p * m, width);
                         Tensor out = Tensor.zeros(m, width);
                         g.reduceScatter(out, in, op);
