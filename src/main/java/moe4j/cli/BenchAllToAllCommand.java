@@ -1,6 +1,7 @@
 package moe4j.cli;
 
 import com.google.gson.GsonBuilder;
+import java.lang.management.ManagementFactory;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -20,7 +21,7 @@ public final class BenchAllToAllCommand implements Callable<Integer> {
     @Option(names = "--mib", defaultValue = "64", description = "MiB each rank sends per all-to-all (default ${DEFAULT-VALUE})")
     long mib;
 
-    @Option(names = "--iters", defaultValue = "10", description = "timed all-to-alls; the best is reported (default ${DEFAULT-VALUE})")
+    @Option(names = "--iters", defaultValue = "20", description = "timed all-to-alls; the best is reported (default ${DEFAULT-VALUE})")
     int iters;
 
     @Option(names = "--latency-ranks", split = ",", defaultValue = "2,4,8",
@@ -35,6 +36,10 @@ public final class BenchAllToAllCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
+        // on a shared machine the numbers mean little without the load they were taken under
+        double load = ManagementFactory.getOperatingSystemMXBean().getSystemLoadAverage();
+        int cpus = Runtime.getRuntime().availableProcessors();
+        System.out.printf("machine      %d cpus, load average %.2f%n", cpus, load);
         AllToAllBenchmark.Throughput t = AllToAllBenchmark.throughput(ranks, mib << 20, iters);
         System.out.printf("all-to-all   %d ranks x %d MiB: %.3f ms, %.2f GB/s per rank, %.2f GB/s summed%n", t.ranks(),
                 t.bytesPerRank() >> 20, t.allToAllSeconds() * 1e3, t.allToAllBytesPerSecondPerRank() / 1e9,
@@ -53,7 +58,8 @@ public final class BenchAllToAllCommand implements Callable<Integer> {
             Map<String, Object> all = new LinkedHashMap<>();
             all.put("throughput", t);
             all.put("latency", latencies);
-            all.put("cpus", Runtime.getRuntime().availableProcessors());
+            all.put("cpus", cpus);
+            all.put("loadAverage", load);
             System.out.println(new GsonBuilder().disableHtmlEscaping().create().toJson(all));
         }
         return 0;

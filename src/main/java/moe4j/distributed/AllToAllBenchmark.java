@@ -1,19 +1,19 @@
 package moe4j.distributed;
 
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.time.Duration;
 import java.util.Arrays;
 import java.util.List;
-import java.util.concurrent.CyclicBarrier;
 import moe4j.tensor.DType;
 import moe4j.tensor.MemoryScope;
 import moe4j.tensor.Tensor;
 
 /**
  * How fast the in-JVM all-to-all moves data, next to the ceiling measured in the same run: the same
- * number of threads each doing one {@code MemorySegment.copy} of the same volume at once. Also the
- * latency of the small exchanges every MoE layer makes (the per-expert counts, one row per peer).
+ * number of threads each doing one {@code MemorySegment.copy} of the same volume at once. The two
+ * alternate, iteration by iteration, on the same rank threads and buffers, so both see the same
+ * machine (on a shared machine the load changes from second to second). Also the latency of the
+ * small exchanges every MoE layer makes (the per-expert counts, one row per peer).
  */
 public final class AllToAllBenchmark {
     /** Row width of the throughput test, in floats: 4 KiB rows, like a token of a D = 1024 model. */
@@ -41,23 +41,33 @@ public final class AllToAllBenchmark {
         for (int j = 0; j < ranks; j++) splits[j] = (int) (rows / ranks + (j < rows % ranks ? 1 : 0));
         long[][] starts = new long[ranks][iterations];
         long[][] ends = new long[ranks][iterations];
+        long[][] copyStarts = new long[ranks][iterations];
+        long[][] copyEnds = new long[ranks][iterations];
         Distributed.run(ranks, TIMEOUT, g -> {
-            try (MemoryScope ignored = MemoryScope.open()) {
+            try (MemoryScope _ = MemoryScope.open()) {
                 Tensor in = Tensor.zeros(DType.F32, (int) rows, ROW_FLOATS);
                 Tensor out = Tensor.zeros(DType.F32, (int) rows, ROW_FLOATS);
                 in.data().fill((byte) 1);
-                for (int w = 0; w < 2; w++) g.allToAllSingle(out, in, splits, splits);
+                for (int w = 0; w < 2; w++) {
+                    g.allToAllSingle(out, in, splits, splits);
+                    MemorySegment.copy(in.data(), 0, out.data(), 0, bytes);
+                }
+                int r = g.rank();
                 for (int it = 0; it < iterations; it++) {
                     g.barrier();
-                    starts[g.rank()][it] = System.nanoTime();
+                    starts[r][it] = System.nanoTime();
                     g.allToAllSingle(out, in, splits, splits);
-                    ends[g.rank()][it] = System.nanoTime();
+                    ends[r][it] = System.nanoTime();
+                    g.barrier();
+                    copyStarts[r][it] = System.nanoTime();
+                    MemorySegment.copy(in.data(), 0, out.data(), 0, bytes);
+                    copyEnds[r][it] = System.nanoTime();
                 }
             }
             return null;
         });
         double a2a = bestSpan(starts, ends);
-        double copy = copyCeiling(ranks, bytes, iterations);
+        double copy = bestSpan(copyStarts, copyEnds);
         double perRank = bytes / a2a;
         return new Throughput(ranks, bytes, iterations, a2a, perRank, perRank * ranks, copy, bytes * ranks / copy,
                 copy / a2a);
@@ -78,48 +88,6 @@ public final class AllToAllBenchmark {
         return best;
     }
 
-    /** {@code threads} threads, each copying {@code bytes} between two buffers of its own, all at once. */
-    private static double copyCeiling(int threads, long bytes, int iterations) {
-        long[][] starts = new long[threads][iterations];
-        long[][] ends = new long[threads][iterations];
-        CyclicBarrier barrier = new CyclicBarrier(threads);
-        Thread[] workers = new Thread[threads];
-        Throwable[] failure = new Throwable[1];
-        for (int t = 0; t < threads; t++) {
-            int id = t;
-            workers[t] = new Thread(() -> {
-                try (Arena arena = Arena.ofShared()) {
-                    MemorySegment src = arena.allocate(bytes, 64);
-                    MemorySegment dst = arena.allocate(bytes, 64);
-                    src.fill((byte) 1);
-                    for (int w = 0; w < 2; w++) MemorySegment.copy(src, 0, dst, 0, bytes);
-                    for (int it = 0; it < iterations; it++) {
-                        barrier.await();
-                        starts[id][it] = System.nanoTime();
-                        MemorySegment.copy(src, 0, dst, 0, bytes);
-                        ends[id][it] = System.nanoTime();
-                    }
-                } catch (Exception e) {
-                    synchronized (failure) {
-                        failure[0] = e;
-                    }
-                    barrier.reset();
-                }
-            }, "moe4j-copy-" + t);
-            workers[t].start();
-        }
-        for (Thread w : workers) {
-            try {
-                w.join();
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                throw new IllegalStateException("interrupted while measuring the copy ceiling", e);
-            }
-        }
-        if (failure[0] != null) throw new IllegalStateException("copy ceiling failed", failure[0]);
-        return bestSpan(starts, ends);
-    }
-
     /**
      * Latency of the exchanges each MoE layer makes: the per-expert counts ({@code allToAll} of
      * {@code chunk = 8} ints per peer) and an all-to-all of one row of 8 floats per peer. The best of
@@ -133,7 +101,7 @@ public final class AllToAllBenchmark {
             Arrays.fill(counts, g.rank());
             double bestCounts = Double.MAX_VALUE;
             double bestRows = Double.MAX_VALUE;
-            try (MemoryScope ignored = MemoryScope.open()) {
+            try (MemoryScope _ = MemoryScope.open()) {
                 Tensor in = Tensor.zeros(ranks, 8);
                 Tensor out = Tensor.zeros(ranks, 8);
                 int[] ones = new int[ranks];

@@ -23,6 +23,14 @@ public final class Distributed {
 
     private Distributed() {}
 
+    /**
+     * The world group of a single rank, used on the caller's thread: for code written against a
+     * {@link ProcessGroup} that runs without parallelism. Its collectives copy or leave data as is.
+     */
+    public static ProcessGroup singleRank() {
+        return new LocalWorld(1, DEFAULT_TIMEOUT).worldGroups().get(0);
+    }
+
     /** {@link #run(int, Duration, RankFunction)} with the default 300 s collective deadline. */
     public static <T> List<T> run(int worldSize, RankFunction<T> fn) {
         return run(worldSize, DEFAULT_TIMEOUT, fn);

@@ -111,6 +111,14 @@ final class LocalProcessGroup implements ProcessGroup {
         }
         checkSplits(op, "inSplits", inSplits, in);
         checkSplits(op, "outSplits", outSplits, out);
+        requireDisjoint(op, out, in);
+    }
+
+    /** Peers read {@code in} while this rank writes {@code out}: they must not share memory. */
+    private void requireDisjoint(String op, Tensor out, Tensor in) {
+        if (out.data().byteSize() > 0 && in.data().byteSize() > 0 && out.data().asOverlappingSlice(in.data()).isPresent()) {
+            invalid(op, "out " + out.shapeString() + " and in " + in.shapeString() + " share memory; it cannot run in place");
+        }
     }
 
     private void checkSplits(String op, String what, int[] splits, Tensor t) {
@@ -276,6 +284,7 @@ final class LocalProcessGroup implements ProcessGroup {
             invalid(name, "in " + in.shapeString() + " must hold size() = " + size() + " times the rows of out "
                     + out.shapeString());
         }
+        requireDisjoint(name, out, in);
         drainAsync();
         Post mine = post(name, in.dtype() + in.shapeString() + " " + op, in.data());
         Post[] all = group.exchange(rank, mine);
@@ -298,6 +307,7 @@ final class LocalProcessGroup implements ProcessGroup {
         if (out.rowWidth() != in.rowWidth()) {
             invalid(op, "row widths differ: out " + out.shapeString() + ", in " + in.shapeString());
         }
+        requireDisjoint(op, out, in);
         drainAsync();
         Post mine = post(op, in.dtype() + " rows of " + in.rowWidth() + " into " + out.shapeString(), in);
         Post[] all = group.exchange(rank, mine);

@@ -80,10 +80,9 @@ public final class MeshShape {
         return names.contains(name);
     }
 
-    /** The size of dimension {@code name}; 1 for a dimension the mesh does not have (it is not split). */
+    /** The size of dimension {@code name}; throws if the mesh does not have it (see {@link #hasDim}). */
     public int size(String name) {
-        int i = names.indexOf(name);
-        return i < 0 ? 1 : sizes[i];
+        return sizes[index(name)];
     }
 
     /** How far apart in rank two ranks are whose coordinate in dimension {@code i} differs by one. */

@@ -99,6 +99,23 @@ public interface ProcessGroup {
     ProcessGroup split(int color, int key, String name);
 
     /**
+     * The group of the given ranks of this group, in that order ({@code ranks[i]} becomes rank i); a
+     * collective over this group, which every rank calls with the same {@code ranks}. Ranks not listed
+     * get {@code null}.
+     */
+    default ProcessGroup subgroup(int[] ranks, String name) {
+        int key = -1;
+        for (int i = 0; i < ranks.length; i++) {
+            if (ranks[i] < 0 || ranks[i] >= size()) {
+                throw new IllegalArgumentException("subgroup: rank " + ranks[i] + " is not in group '" + name()
+                        + "' of " + size() + " ranks");
+            }
+            if (ranks[i] == rank()) key = i;
+        }
+        return split(key >= 0 ? 0 : -1, key, name);
+    }
+
+    /**
      * Marks the group broken: every rank's current and later collectives on it fail with a
      * {@link CollectiveException} carrying {@code reason}. Used when a rank fails outside a collective,
      * so its peers fail fast instead of waiting for the deadline.

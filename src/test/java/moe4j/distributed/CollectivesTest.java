@@ -64,7 +64,7 @@ class CollectivesTest {
                 int width = 3 + seed;
                 Distributed.run(p, TIMEOUT, g -> {
                     int r = g.rank();
-                    try (MemoryScope ignored = MemoryScope.open()) {
+                    try (MemoryScope _ = MemoryScope.open()) {
                         int[] inSplits = splits[r];
                         int[] outSplits = new int[p];
                         for (int s = 0; s < p; s++) outSplits[s] = splits[s][r];
@@ -108,7 +108,7 @@ class CollectivesTest {
             int[][] splits = {{1, 2, 0}, {0, 1, 1}, {2, 0, 1}};
             Distributed.run(p, TIMEOUT, g -> {
                 int r = g.rank();
-                try (MemoryScope ignored = MemoryScope.open()) {
+                try (MemoryScope _ = MemoryScope.open()) {
                     int[] inSplits = new int[p];
                     int[] outSplits = new int[p];
                     for (int s = 0; s < p; s++) {
@@ -137,7 +137,7 @@ class CollectivesTest {
                 int r = g.rank();
                 int[] inSplits = splits[r];
                 int[] outSplits = {splits[0][r], splits[1][r]};
-                try (MemoryScope ignored = MemoryScope.open()) {
+                try (MemoryScope _ = MemoryScope.open()) {
                     Tensor in = filled(DType.I32, r, sum(inSplits), width);
                     Tensor out = Tensor.zeros(DType.I32, sum(outSplits), width);
                     g.allToAllSingle(out, in, outSplits, inSplits);
@@ -152,7 +152,7 @@ class CollectivesTest {
     @ValueSource(ints = {1, 2, 3, 4, 8})
     void allToAllSingleOfEmptyTensors(int p) {
         Distributed.run(p, TIMEOUT, g -> {
-            try (MemoryScope ignored = MemoryScope.open()) {
+            try (MemoryScope _ = MemoryScope.open()) {
                 Tensor in = Tensor.zeros(0, 7);
                 Tensor out = Tensor.zeros(0, 7);
                 g.allToAllSingle(out, in, new int[p], new int[p]);
@@ -191,11 +191,11 @@ class CollectivesTest {
     @ParameterizedTest
     @ValueSource(ints = {1, 2, 3, 4, 8})
     void allReduceFloatsInRankOrderBitIdenticalEverywhere(int p) {
-        for (int[] shape : new int[][] {{37, 5}, {0, 3}, {1}, {3 * 4096 + 17}}) {
+        for (int[] shape : new int[][] {{37, 5}, {0, 3}, {1}, {4097}, {3 * 4096 + 17}}) {
             for (ReduceOp op : ReduceOp.values()) {
                 int n = shape.length == 1 ? shape[0] : shape[0] * shape[1];
                 List<float[]> got = Distributed.run(p, TIMEOUT, g -> {
-                    try (MemoryScope ignored = MemoryScope.open()) {
+                    try (MemoryScope _ = MemoryScope.open()) {
                         Tensor t = Tensor.of(randomFloats(g.rank(), n), shape);
                         g.allReduce(t, op);
                         return t.toFloatArray();
@@ -232,7 +232,7 @@ class CollectivesTest {
         for (ReduceOp op : new ReduceOp[] {ReduceOp.SUM, ReduceOp.MAX}) {
             int n = 2 * 4096 + 5;
             List<int[]> got = Distributed.run(p, TIMEOUT, g -> {
-                try (MemoryScope ignored = MemoryScope.open()) {
+                try (MemoryScope _ = MemoryScope.open()) {
                     int[] v = new int[n];
                     for (int i = 0; i < n; i++) v[i] = (i * 31 + g.rank() * 17) % 1000 - 500;
                     Tensor t = Tensor.ofInts(v, n);
@@ -256,23 +256,51 @@ class CollectivesTest {
     @ParameterizedTest
     @ValueSource(ints = {1, 2, 3, 4, 8})
     void reduceScatterGivesEachRankItsReducedChunk(int p) {
-        int m = 5;
         int width = 3;
-        List<float[]> got = Distributed.run(p, TIMEOUT, g -> {
-            try (MemoryScope ignored = MemoryScope.open()) {
-                Tensor in = Tensor.of(randomFloats(g.rank(), p * m * width), p * m, width);
-                Tensor out = Tensor.zeros(m, width);
-                g.reduceScatter(out, in, ReduceOp.SUM);
-                return out.toFloatArray();
+        for (int m : new int[] {0, 5, 2000}) {
+            for (ReduceOp op : ReduceOp.values()) {
+                List<float[]> got = Distributed.run(p, TIMEOUT, g -> {
+                    try (MemoryScope _ = MemoryScope.open()) {
+                        Tensor in = Tensor.of(randomFloats(g.rank(), p * m * width), p * m, width);
+                        Tensor out = Tensor.zeros(m, width);
+                        g.reduceScatter(out, in, op);
+                        return out.toFloatArray();
+                    }
+                });
+                for (int r = 0; r < p; r++) {
+                    float[] expected = new float[m * width];
+                    for (int s = 0; s < p; s++) {
+                        float[] x = randomFloats(s, p * m * width);
+                        for (int i = 0; i < m * width; i++) {
+                            float v = x[r * m * width + i];
+                            expected[i] = s == 0 ? v : op == ReduceOp.MAX ? Math.max(expected[i], v) : expected[i] + v;
+                        }
+                    }
+                    if (op == ReduceOp.AVG) for (int i = 0; i < m * width; i++) expected[i] /= p;
+                    assertArrayEquals(expected, got.get(r), 0f, "rank " + r + " " + op + " m=" + m);
+                }
             }
+        }
+    }
+
+    @Test
+    void reduceScatterOfInts() {
+        int p = 3;
+        List<int[]> got = Distributed.run(p, TIMEOUT, g -> {
+            int[] v = new int[p * 4];
+            for (int i = 0; i < v.length; i++) v[i] = i * (g.rank() + 1) - 5 * g.rank();
+            Tensor out = Tensor.zeros(DType.I32, 4);
+            g.reduceScatter(out, Tensor.ofInts(v, p * 4), ReduceOp.MAX);
+            return out.toIntArray();
         });
         for (int r = 0; r < p; r++) {
-            float[] expected = new float[m * width];
-            for (int s = 0; s < p; s++) {
-                float[] x = randomFloats(s, p * m * width);
-                for (int i = 0; i < m * width; i++) expected[i] = s == 0 ? x[r * m * width + i] : expected[i] + x[r * m * width + i];
+            int[] expected = new int[4];
+            for (int i = 0; i < 4; i++) {
+                int e = Integer.MIN_VALUE;
+                for (int s = 0; s < p; s++) e = Math.max(e, (r * 4 + i) * (s + 1) - 5 * s);
+                expected[i] = e;
             }
-            assertArrayEquals(expected, got.get(r), 0f, "rank " + r);
+            assertArrayEquals(expected, got.get(r), "rank " + r);
         }
     }
 
@@ -360,6 +388,22 @@ class CollectivesTest {
             for (int k = 0; k < 3; k++) assertEquals(p * (p - 1) / 2f + p * k, sums.get(k).get(0));
             return null;
         });
+    }
+
+    @Test
+    void aSingleRankGroupWorksOnTheCallersThread() {
+        ProcessGroup g = Distributed.singleRank();
+        assertEquals(0, g.rank());
+        assertEquals(1, g.size());
+        assertArrayEquals(new int[] {0}, g.globalRanks());
+        Tensor t = Tensor.of(new float[] {1, 2, 3}, 3);
+        g.allReduce(t, ReduceOp.AVG);
+        assertArrayEquals(new float[] {1, 2, 3}, t.toFloatArray());
+        Tensor out = Tensor.zeros(3);
+        g.allToAllSingle(out, t, new int[] {3}, new int[] {3});
+        assertArrayEquals(new float[] {1, 2, 3}, out.toFloatArray());
+        assertArrayEquals(new int[] {7, 8}, g.allToAll(new int[] {7, 8}, 2));
+        g.barrier();
     }
 
     @Test

@@ -160,6 +160,16 @@ class FailureTest {
                 messages.get(1));
     }
 
+    @Test
+    void anAllToAllInPlaceIsRejected() {
+        String m = assertThrows(IllegalArgumentException.class, () -> Distributed.run(1, SHORT, g -> {
+            Tensor t = Tensor.zeros(4, 2);
+            g.allToAllSingle(t.rows(1, 3), t.rows(0, 2), new int[] {2}, new int[] {2});
+            return null;
+        })).getMessage();
+        assertEquals("allToAllSingle on group 'world' (rank 0): out [2, 2] and in [2, 2] share memory; it cannot run in place", m);
+    }
+
     private static void assertNoRankThreadLeft() {
         for (Thread t : Thread.getAllStackTraces().keySet()) {
             assertTrue(!t.getName().startsWith("moe4j-rank-") || !t.isAlive(), "thread left behind: " + t.getName());
