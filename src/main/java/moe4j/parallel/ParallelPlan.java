@@ -18,7 +18,7 @@ public final class ParallelPlan {
         EXPERT_PARALLEL("expert parallelism"),
         LOW_PRECISION("low precision"),
         ACTIVATION_CHECKPOINTING("activation checkpointing"),
-        DATA_PARALLEL_SHARDING("FSDP-style sharding");
+        DATA_PARALLEL_SHARDING("data parallelism (FSDP-style sharding)");
 
         final String label;
 
@@ -50,7 +50,7 @@ public final class ParallelPlan {
             if (later.ordinal() > stage.ordinal()) {
                 throw new IllegalStateException(stage.label + " must be applied before " + later.label
                         + " (required order: tensor parallelism, expert parallelism, low precision, activation checkpointing,"
-                        + " FSDP-style sharding), but this model already has " + later.label);
+                        + " data parallelism / FSDP-style sharding), but this model already has " + later.label);
             }
         }
     }

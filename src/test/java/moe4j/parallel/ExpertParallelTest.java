@@ -146,7 +146,7 @@ class ExpertParallelTest {
             MoEMLP sharded = MoEMLP.build(MoEConfig.builder(D, H, 8, 2).build());
             ParallelPlan.of(sharded).mark(ParallelPlan.Stage.DATA_PARALLEL_SHARDING);
             var order = assertThrows(IllegalStateException.class, () -> ExpertParallel.apply(sharded, mesh));
-            assertTrue(order.getMessage().contains("must be applied before FSDP-style sharding"), order.getMessage());
+            assertTrue(order.getMessage().contains("must be applied before data parallelism (FSDP-style sharding)"), order.getMessage());
             return null;
         });
     }

@@ -1,0 +1,134 @@
+package moe4j.train;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.TreeMap;
+import moe4j.distributed.DeviceMesh;
+import moe4j.distributed.Distributed;
+import moe4j.nn.MoEConfig;
+import moe4j.nn.MoEMLP;
+import moe4j.nn.Module;
+import moe4j.parallel.ExpertParallel;
+import moe4j.tensor.Rng;
+import moe4j.tensor.SafeTensors;
+import moe4j.tensor.Tensor;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+class CheckpointTest {
+    static final class Stack extends Module {
+        Stack(boolean packed) {
+            MoEConfig c = MoEConfig.builder(6, 5, 8, 2).packed(packed).router(MoEConfig.SIGMOID_TOPK).seed(1).build();
+            registerModule("layers.0.moe", MoEMLP.build(c));
+            registerModule("layers.1.moe", MoEMLP.build(c.toBuilder().seed(2).build()));
+        }
+    }
+
+    /** Fills every parameter and moment with values that depend only on the global name and position. */
+    static void fill(Module model, AdamW opt) {
+        Map<String, Tensor> names = new TreeMap<>(model.namedParameters());
+        names.forEach((name, t) -> {
+            Rng rng = new Rng(name.hashCode());
+            for (long i = 0; i < t.numel(); i++) t.set(i, (float) rng.nextGaussian());
+            opt.expAvg().get(name).fill(0.5f);
+            opt.expAvgSq().get(name).fill(0.25f);
+        });
+    }
+
+    static AdamW adam(Module m) {
+        return new AdamW(m.namedParameters(), Set.of(), 0.9, 0.95, 1e-8, 0.1);
+    }
+
+    @Test
+    void writtenAtEpFourLoadsAtEpTwoAndOne(@TempDir Path dir) throws Exception {
+        for (boolean packed : new boolean[] {false, true}) {
+            Path ckDir = dir.resolve("packed-" + packed);
+            // reference: the unpartitioned model with the same deterministic contents
+            Stack full = new Stack(packed);
+            AdamW fullOpt = adam(full);
+            Distributed.run(4, world -> {
+                Stack model = new Stack(packed);
+                ExpertParallel.apply(model, DeviceMesh.create(world, 1, 1, -1, 1, 1, 4));
+                AdamW opt = adam(model);
+                // contents: copy the full model's values into this rank's slice via a global dict
+                Map<String, Tensor> global = new TreeMap<>(full.namedParameters());
+                moe4j.parallel.GlobalStateDict.scatter(model, global, model.namedParameters(), "test");
+                for (var e : opt.expAvg().entrySet()) e.getValue().fill(0.5f);
+                for (var e : opt.expAvgSq().entrySet()) e.getValue().fill(0.25f);
+                var routers = Checkpoint.routerState(model);
+                Checkpoint.save(ckDir, model, opt, new Checkpoint.TrainState(7, 7, 42, "{}", routers[0], routers[1]), world);
+                return null;
+            });
+            Path latest = Checkpoint.latest(ckDir);
+            assertEquals("step-00000007", latest.getFileName().toString());
+            try (var st = SafeTensors.read(latest.resolve("model.safetensors"))) {
+                assertEquals(new TreeMap<>(full.namedParameters()).keySet(), new java.util.TreeSet<>(st.names()),
+                        "experts stored under global names, like the unpartitioned model");
+                for (String n : st.names()) {
+                    assertArrayEquals(full.namedParameters().get(n).toFloatArray(), st.tensorAs(n, moe4j.tensor.DType.F32).toFloatArray(), n);
+                }
+            }
+            for (int p : new int[] {2, 1}) {
+                List<Boolean> ok = Distributed.run(p, world -> {
+                    Stack model = new Stack(packed);
+                    if (p > 1) ExpertParallel.apply(model, DeviceMesh.create(world, 1, 1, -1, 1, 1, p));
+                    for (Tensor t : model.parameters()) t.fill(0f);
+                    AdamW opt = adam(model);
+                    Checkpoint.TrainState s = Checkpoint.load(latest, model, opt);
+                    assertEquals(7, s.step());
+                    assertEquals(42, s.rngState());
+                    Map<String, Tensor> expectedGlobal = full.namedParameters();
+                    for (var e : model.namedParameters().entrySet()) {
+                        Tensor expected = expectedGlobal.get(e.getKey());
+                        if (e.getKey().endsWith("_w") && p > 1) {
+                            MoEMLP moe = (MoEMLP) model.namedModules().get(e.getKey().substring(0, e.getKey().lastIndexOf('.')));
+                            expected = expected.rows(moe.localExpertStart(), moe.localExpertStart() + moe.numLocalExperts());
+                        }
+                        assertArrayEquals(expected.toFloatArray(), e.getValue().toFloatArray(), e.getKey());
+                        assertEquals(0.5f, opt.expAvg().get(e.getKey()).get(0));
+                    }
+                    return true;
+                });
+                assertEquals(p, ok.size());
+            }
+        }
+    }
+
+    @Test
+    void corruptionAndMismatchAreClearErrors(@TempDir Path dir) throws Exception {
+        Stack model = new Stack(true);
+        AdamW opt = adam(model);
+        fill(model, opt);
+        var routers = Checkpoint.routerState(model);
+        Path ck = Checkpoint.save(dir, model, opt, new Checkpoint.TrainState(3, 3, 1, "{}", routers[0], routers[1]), null);
+        assertFalse(Files.list(dir).anyMatch(p -> p.getFileName().toString().contains(".tmp")), "no temporary files left");
+
+        // a flipped byte in the weights
+        Path weights = ck.resolve("model.safetensors");
+        byte[] bytes = Files.readAllBytes(weights);
+        bytes[bytes.length - 1] ^= 1;
+        Files.write(weights, bytes);
+        var e = assertThrows(IllegalArgumentException.class, () -> Checkpoint.load(ck, new Stack(true), adam(new Stack(true))));
+        assertTrue(e.getMessage().contains("corrupt") && e.getMessage().contains("model.safetensors"), e.getMessage());
+
+        // a model that does not match (list layout instead of packed)
+        Path ck2 = Checkpoint.save(dir.resolve("b"), model, opt, new Checkpoint.TrainState(4, 4, 1, "{}", routers[0], routers[1]), null);
+        var e2 = assertThrows(IllegalArgumentException.class, () -> Checkpoint.load(ck2, new Stack(false), null));
+        assertTrue(e2.getMessage().contains("does not match the model"), e2.getMessage());
+
+        // not a checkpoint at all
+        var e3 = assertThrows(IllegalArgumentException.class, () -> Checkpoint.load(dir.resolve("nothing"), model, null));
+        assertTrue(e3.getMessage().contains("not a checkpoint"), e3.getMessage());
+
+        // a failed load changes nothing
+        Stack fresh = new Stack(true);
+        float before = fresh.parameters().get(0).get(0);
+        assertThrows(IllegalArgumentException.class, () -> Checkpoint.load(ck, fresh, null));
+        assertEquals(before, fresh.parameters().get(0).get(0));
+    }
+}
