@@ -79,6 +79,10 @@ public final class VerifyCommand implements Callable<Integer> {
     /** The problem from the options or the file; any inconsistency is a usage error (exit 2) with the reason. */
     private EpVerifier.Problem problem() throws IOException {
         try {
+            if (gradientScale && capacity > 0) {
+                throw new IllegalArgumentException("--gradient-scale with --capacity leaves no oracle to check: the per-rank "
+                        + "oracle needs no gradient scaling, the global one no capacity limit");
+            }
             if (load != null) {
                 if (tokens != null) throw new IllegalArgumentException("--tokens does not go with --load: the token counts come from x.{r}");
                 EpLayerFile.Loaded loaded = EpLayerFile.load(load, new EpLayerFile.Options(ep, topK, activation, router, capacity,

@@ -248,7 +248,7 @@ public final class EpVerifier {
         return new OracleResult(name, reason, Map.of(), Map.of());
     }
 
-    private static OracleResult perRankOracle(Problem problem, List<RankRun> ranks) {
+    static OracleResult perRankOracle(Problem problem, List<RankRun> ranks) {
         Errors errors = new Errors(problem);
         Map<String, double[]> summedExpertGrads = new LinkedHashMap<>();
         for (RankRun run : ranks) {
@@ -270,7 +270,7 @@ public final class EpVerifier {
         return errors.result("per-rank");
     }
 
-    private static OracleResult globalOracle(Problem problem, List<RankRun> ranks) {
+    static OracleResult globalOracle(Problem problem, List<RankRun> ranks) {
         Tensor weights = problem.fixedRouting() ? Ops.concatRows(problem.routingWeights()) : null;
         Tensor indices = problem.fixedRouting() ? concatInts(problem.routingIndices()) : null;
         Forward ref = reference(problem, Ops.concatRows(problem.x()), Ops.concatRows(problem.gradOut()), weights, indices);
@@ -297,16 +297,24 @@ public final class EpVerifier {
     /** Each owner's expert gradients against {@code reference}'s gradients of the same global experts. */
     private static void compareExpertGradients(Problem problem, List<RankRun> ranks, Map<String, double[]> reference, Errors errors) {
         int e = problem.config().numExperts();
+        int compared = 0;
         for (RankRun run : ranks) {
-            run.grads().forEach((name, g) -> {
-                if (Category.ofParameter(name) != Category.EXPERT_GRADIENTS) return;
+            for (var entry : run.grads().entrySet()) {
+                String name = entry.getKey();
+                Values g = entry.getValue();
+                if (Category.ofParameter(name) != Category.EXPERT_GRADIENTS) continue;
+                compared++;
                 double[] full = reference.get(name);
                 double[] expected = name.startsWith("experts.")
                         ? full // list layout: named by global index on every rank
                         : slice(full, run.localExpertStart() * (full.length / e), run.numLocalExperts() * (full.length / e));
                 errors.add(Category.EXPERT_GRADIENTS, g.data(), expected);
-            });
+            }
         }
+        // every expert weight must be held (and have a gradient) on exactly one rank
+        int perExpert = problem.config().activation().gated() ? 3 : 2;
+        int expected = problem.config().packed() ? perExpert * ranks.size() : perExpert * e;
+        if (compared != expected) errors.worst.put(Category.EXPERT_GRADIENTS, Double.POSITIVE_INFINITY);
     }
 
     /** The worst error seen per category. */
