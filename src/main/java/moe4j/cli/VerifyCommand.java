@@ -108,6 +108,8 @@ public final class VerifyCommand implements Callable<Integer> {
             return EpVerifier.Problem.seeded(config, p, perRank, seed);
         } catch (IllegalArgumentException e) {
             throw new ParameterException(spec.commandLine(), e.getMessage(), e);
+        } catch (java.nio.file.NoSuchFileException e) {
+            throw new ParameterException(spec.commandLine(), "verify --load: no such file " + load, e);
         }
     }
 

@@ -335,6 +335,9 @@ class VerifyCommandTest {
         Run r = run("--load", in.toString(), "--activation", "gelu");
         assertEquals(CommandLine.ExitCode.USAGE, r.exitCode());
         assertTrue(r.err().contains("--activation must be silu"), r.err());
+        r = run("--load", dir.resolve("absent.safetensors").toString());
+        assertEquals(CommandLine.ExitCode.USAGE, r.exitCode());
+        assertTrue(r.err().contains("no such file"), r.err());
         r = run("--load", in.toString(), "--ep", "1");
         assertEquals(CommandLine.ExitCode.USAGE, r.exitCode());
         assertTrue(r.err().contains("but --ep is 1"), r.err());
