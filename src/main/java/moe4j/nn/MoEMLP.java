@@ -121,14 +121,48 @@ public final class MoEMLP extends Module {
             routed = router.route(flat);
             indices = config.capacityFactor() > 0 ? dropOverflow(routed.indices()) : routed.indices();
         }
-        Tensor out = dispatcher.dispatchAndCompute(flat, routed.weights(), indices, this,
+        Tensor out = routedAndShared(flat, routed.weights(), indices);
+        return x.rank() == 2 ? out : Ops.reshape(out, x.shape());
+    }
+
+    /**
+     * The layer on {@code x_TD} with a given routing instead of the router's: {@code weights_TK} and global
+     * expert {@code indices_TK}, capacity dropping applied as in {@link #forward}. For checking the layer
+     * against an outside reference that fixes the routing; the router takes no part (and gets no gradient).
+     */
+    public Tensor forwardWithRouting(Tensor x, Tensor weights, Tensor indices) {
+        int d = config.dim();
+        int k = config.topK();
+        if (x.rank() != 2 || x.dim(1) != d) {
+            throw new IllegalArgumentException("MoEMLP.forwardWithRouting: x must be (T, " + d + "), got " + x.shapeString());
+        }
+        int t = x.dim(0);
+        if (weights.rank() != 2 || weights.dim(0) != t || weights.dim(1) != k
+                || indices.rank() != 2 || indices.dim(0) != t || indices.dim(1) != k) {
+            throw new IllegalArgumentException("MoEMLP.forwardWithRouting: weights and indices must be (" + t + ", " + k
+                    + "), got " + weights.shapeString() + " and " + indices.shapeString());
+        }
+        int[] ids = indices.toIntArray();
+        for (int i = 0; i < ids.length; i++) {
+            if (ids[i] < 0 || ids[i] >= config.numExperts()) {
+                throw new IllegalArgumentException("MoEMLP.forwardWithRouting: indices[" + i / k + ", " + i % k + "] = " + ids[i]
+                        + " is not an expert id in [0, " + config.numExperts() + ")");
+            }
+        }
+        if (config.checkFinite()) checkFinite(x);
+        return routedAndShared(x, weights, config.capacityFactor() > 0 ? dropOverflow(indices) : indices);
+    }
+
+    /** The routed experts through the dispatcher, plus the shared expert. */
+    private Tensor routedAndShared(Tensor flat, Tensor weights, Tensor indices) {
+        Tensor out = dispatcher.dispatchAndCompute(flat, weights, indices, this,
                 config.gradientScale() && isTraining());
         if (sharedExpert != null) {
             try (var p = Profiler.phase("shared expert")) {
                 out = Ops.add(out, sharedExpert.forward(flat));
             }
         }
-        return x.rank() == 2 ? out : Ops.reshape(out, x.shape());
+        return out;
     }
 
     private static void checkFinite(Tensor x) {
