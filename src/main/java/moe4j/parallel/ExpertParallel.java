@@ -193,26 +193,6 @@ public final class ExpertParallel {
         return Tensor.ofInts(order, total);
     }
 
-    private static final ThreadLocal<long[]> BYTES_SENT = ThreadLocal.withInitial(() -> new long[1]);
-
-    /** Bytes of token rows this thread (rank) has sent to other ranks in all-to-alls, forward and backward. */
-    public static long bytesSentToPeers() {
-        return BYTES_SENT.get()[0];
-    }
-
-    public static void resetBytesSent() {
-        BYTES_SENT.get()[0] = 0;
-    }
-
-    private static void exchange(Tensor out, Tensor in, int[] outSplits, int[] inSplits, ProcessGroup group) {
-        long rowsToPeers = 0;
-        for (int peer = 0; peer < inSplits.length; peer++) {
-            if (peer != group.rank()) rowsToPeers += inSplits[peer];
-        }
-        BYTES_SENT.get()[0] += rowsToPeers * in.rowWidth() * 4L;
-        group.allToAllSingle(out, in, outSplits, inSplits);
-    }
-
     private static void checkSameLayer(int[] received, int at, int src, ProcessGroup group, int e, int d, int k, int layer) {
         int[] mine = {e, d, k, layer};
         int[] theirs = Arrays.copyOfRange(received, at + 1, at + 5);
@@ -234,11 +214,11 @@ public final class ExpertParallel {
         int rows = 0;
         for (int s : outSplits) rows += s;
         Tensor out = Tensor.zeros(rows, in.dim(1));
-        exchange(out, in, outSplits, inSplits, group);
+        group.allToAllSingle(out, in, outSplits, inSplits);
         // the backward rule is charged to the phase open now (the caller's) by the profiler
         return Autograd.recordAlways(out, what + " all-to-all", new Tensor[] {in}, g -> {
             Tensor gin = Tensor.zeros(in.shape());
-            exchange(gin, g, inSplits, outSplits, group);
+            group.allToAllSingle(gin, g, inSplits, outSplits);
             return new Tensor[] {gin};
         });
     }

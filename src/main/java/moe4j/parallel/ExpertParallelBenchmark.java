@@ -32,11 +32,13 @@ public final class ExpertParallelBenchmark {
         List<RankTiming> timings = Distributed.run(ranks, Duration.ofMinutes(10), world -> {
             MoEMLP moe = MoEMLP.build(config);
             ExpertParallel.apply(moe, DeviceMesh.create(world, 1, 1, -1, 1, 1, ranks));
+            TrafficCountingGroup traffic = new TrafficCountingGroup(moe.epGroup() != null ? moe.epGroup() : world);
+            if (moe.epGroup() != null) moe.setExpertParallel(moe.dispatcher(), traffic, moe.epWorldSize(), moe.layerIndex());
             Tensor x = Tensor.randn(Rng.forStream(1, world.rank()), 1.0, tokensPerRank, config.dim());
             Tensor grad = Tensor.randn(Rng.forStream(2, world.rank()), 1.0, tokensPerRank, config.dim());
             for (int i = 0; i < warmup; i++) step(moe, x, grad);
             world.barrier();
-            ExpertParallel.resetBytesSent();
+            long bytesBefore = traffic.rowBytes();
             Profiler profiler = Profiler.start();
             long start = System.nanoTime();
             for (int i = 0; i < iterations; i++) step(moe, x, grad);
@@ -45,7 +47,7 @@ public final class ExpertParallelBenchmark {
             Profiler.stop();
             Map<String, Double> phases = new LinkedHashMap<>();
             profiler.seconds().forEach((k, v) -> phases.put(k, v / iterations));
-            return new RankTiming(seconds, phases, ExpertParallel.bytesSentToPeers() / iterations);
+            return new RankTiming(seconds, phases, (traffic.rowBytes() - bytesBefore) / iterations);
         });
         double step = timings.stream().mapToDouble(RankTiming::seconds).max().orElseThrow();
         // per-phase: the mean over ranks (ranks share the cores, so a rank's phases add up to its own step)
