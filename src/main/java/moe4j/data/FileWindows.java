@@ -70,7 +70,10 @@ final class FileWindows {
         long[] first = new long[files.size() + 1];
         for (int f = 0; f < files.size(); f++) first[f + 1] = first[f] + windowsIn(files.get(f).length, length);
         l = new Layout(length, first);
-        if (l.total() == 0) throw new IllegalStateException(op + ": no file holds a window of " + length + " tokens");
+        if (l.total() == 0) {
+            throw new IllegalArgumentException(op + ": no file holds a window of " + length + " tokens; the longest has "
+                    + longest());
+        }
         layout = l;
         return l;
     }

@@ -65,6 +65,11 @@ public final class TokenFile implements TokenSource {
      * @param vocabSize the vocabulary size, or 0 for the largest id in the file + 1
      */
     public static TokenFile open(Path path, Width width, int vocabSize, long seed, WindowOrder order) {
+        return open(path, width, vocabSize, seed, order, FULL_CHECK_TOKENS);
+    }
+
+    /** As above; files of more than {@code fullCheckTokens} tokens are checked window by window. */
+    static TokenFile open(Path path, Width width, int vocabSize, long seed, WindowOrder order, long fullCheckTokens) {
         if (path == null || order == null) throw new IllegalArgumentException(OP + ": path and order must be given");
         if (vocabSize < 0) throw new IllegalArgumentException(OP + ": vocabulary size must be >= 0 (0: infer), got " + vocabSize);
         Width w = width != null ? width : Width.forPath(path);
@@ -72,7 +77,7 @@ public final class TokenFile implements TokenSource {
         if (vocabSize == 0) {
             return new TokenFile(file, w, largestId(file) + 1, false, seed, order);
         }
-        boolean small = file.length <= FULL_CHECK_TOKENS;
+        boolean small = file.length <= fullCheckTokens;
         if (small) {
             for (long i = 0; i < file.length; i++) check(file, i, file.get(i), vocabSize);
         }
