@@ -22,7 +22,7 @@ import moe4j.tensor.Rng;
  *       uniform and step {@code d} uniform in {1, 2, 3};
  *   <li>{@link Task#MARKOV}: a first-order Markov chain over its 56 tokens, uniform start; each token has
  *       {@value #MARKOV_SUCCESSORS} successors, drawn from the seed, taken with probabilities
- *       {@link #MARKOV_PROBABILITIES}.
+ *       {@link #markovProbabilities()} (0.4, 0.3, 0.2, 0.1).
  * </ul>
  *
  * <p>Window {@code i} is drawn from {@code Rng.forStream(seed, i)}, so it is a fixed function of
