@@ -1,5 +1,6 @@
 package moe4j.nn;
 
+import moe4j.autograd.Profiler;
 import moe4j.ops.Ops;
 import moe4j.tensor.Tensor;
 
@@ -61,8 +62,28 @@ public final class TransformerBlock extends Module {
 
     /** {@code x} (B, S, D) → (B, S, D). */
     public Tensor forward(Tensor x) {
-        Tensor h = Ops.add(x, attention.forward(attentionNorm.forward(x)));
-        Tensor normed = ffnNorm.forward(h);
-        return Ops.add(h, moe != null ? moe.forward(normed) : mlp.forward(normed));
+        Tensor attended;
+        try (var p = Profiler.phase(ATTENTION_PHASE)) {
+            attended = attention.forward(attentionNorm.forward(x));
+        }
+        Tensor h = Ops.add(x, attended);
+        Tensor normed;
+        try (var p = Profiler.phase(NORM_PHASE)) {
+            normed = ffnNorm.forward(h);
+        }
+        Tensor ffn;
+        if (moe != null) {
+            ffn = moe.forward(normed); // the MoE layer reports its own phases
+        } else {
+            try (var p = Profiler.phase(DENSE_MLP_PHASE)) {
+                ffn = mlp.forward(normed);
+            }
+        }
+        return Ops.add(h, ffn);
     }
+
+    /** Profiler phases of a block, forward and backward (the attention phase includes its input norm). */
+    public static final String ATTENTION_PHASE = "attention";
+    public static final String NORM_PHASE = "norm";
+    public static final String DENSE_MLP_PHASE = "dense mlp";
 }
