@@ -11,7 +11,7 @@ import moe4j.tensor.Tensor;
 
 /**
  * Forward + backward of the whole language model on one thread (loss, backward, zeroGrad; no optimizer),
- * timed by phase. {@code main} runs the default model: {@code java ... moe4j.nn.ModelBenchmark [batch seq iterations]}.
+ * timed by phase. {@code main} runs the default model: {@code java ... moe4j.nn.ModelBenchmark [batch seq iterations threads]}.
  */
 public final class ModelBenchmark {
     private ModelBenchmark() {}
@@ -74,6 +74,8 @@ public final class ModelBenchmark {
         int batch = args.length > 0 ? Integer.parseInt(args[0]) : 8;
         int seq = args.length > 1 ? Integer.parseInt(args[1]) : 128;
         int iterations = args.length > 2 ? Integer.parseInt(args[2]) : 5;
+        moe4j.kernels.cpu.Gemm.setThreads(args.length > 3 ? Integer.parseInt(args[3]) : 1);
+        System.out.println("threads: " + moe4j.kernels.cpu.Gemm.threads());
         System.out.print(table(run(ModelConfig.defaults(), batch, seq, 2, iterations)));
     }
 }

@@ -4,6 +4,9 @@ import static moe4j.autograd.Autograd.record;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.util.concurrent.ForkJoinPool;
+import java.util.function.IntConsumer;
+import java.util.stream.IntStream;
 import moe4j.kernels.cpu.Gemm;
 import moe4j.tensor.DType;
 import moe4j.tensor.Tensor;
@@ -115,20 +118,21 @@ public final class AttentionOps {
         Tensor probs = Tensor.zeros(b, hq, s, s);
         Tensor out = Tensor.zeros(q.shape());
         float scale = (float) (1 / Math.sqrt(hd));
-        float[] row = new float[s];
-        for (int bi = 0; bi < b; bi++) {
-            for (int h = 0; h < hq; h++) {
-                long qOff = geo.qOffset(bi, h);
-                long kvOff = geo.kvOffset(bi, h);
-                long pOff = geo.pOffset(bi, h);
-                // scores = Q·Kᵀ/√hd (the masked upper triangle is computed and then overwritten)
-                Gemm.sgemm(false, true, s, s, hd, scale, q.data(), qOff, geo.qStride(), k.data(), kvOff, geo.kvStride(),
-                        0f, probs.data(), pOff, s);
-                for (int i = 0; i < s; i++) causalSoftmaxRow(probs.data(), pOff + (long) i * s, i + 1, s, row);
-                Gemm.sgemm(false, false, s, hd, s, 1f, probs.data(), pOff, s, v.data(), kvOff, geo.kvStride(),
-                        0f, out.data(), qOff, geo.qStride());
-            }
-        }
+        // One task per (batch, query head): each writes its own slices of P and of the output.
+        parallelFor(b * hq, task -> {
+            int bi = task / hq;
+            int h = task % hq;
+            long qOff = geo.qOffset(bi, h);
+            long kvOff = geo.kvOffset(bi, h);
+            long pOff = geo.pOffset(bi, h);
+            float[] row = new float[s];
+            // scores = Q·Kᵀ/√hd (the masked upper triangle is computed and then overwritten)
+            Gemm.sgemm(false, true, s, s, hd, scale, q.data(), qOff, geo.qStride(), k.data(), kvOff, geo.kvStride(),
+                    0f, probs.data(), pOff, s);
+            for (int i = 0; i < s; i++) causalSoftmaxRow(probs.data(), pOff + (long) i * s, i + 1, s, row);
+            Gemm.sgemm(false, false, s, hd, s, 1f, probs.data(), pOff, s, v.data(), kvOff, geo.kvStride(),
+                    0f, out.data(), qOff, geo.qStride());
+        });
         return record(out, "causalAttention", new Tensor[] {q, k, v}, g -> backward(g, q, k, v, probs, geo, scale));
     }
 
@@ -138,11 +142,17 @@ public final class AttentionOps {
         Tensor gq = Tensor.zeros(q.shape());
         Tensor gk = Tensor.zeros(k.shape());
         Tensor gv = Tensor.zeros(v.shape());
-        Tensor dScores = Tensor.zeros(s, s);
-        float[] pRow = new float[s];
-        float[] dRow = new float[s];
-        for (int bi = 0; bi < geo.b; bi++) {
-            for (int h = 0; h < geo.hq; h++) {
+        int group = geo.hq / geo.hkv;
+        // One task per (batch, kv head), running the query heads of its group in order: the tasks write
+        // disjoint slices of dQ, dK, dV, and every sum is taken in the same order whatever the thread count.
+        Tensor scratch = Tensor.zeros(geo.b * geo.hkv, s, s);
+        parallelFor(geo.b * geo.hkv, task -> {
+            int bi = task / geo.hkv;
+            int g = task % geo.hkv;
+            long dOff = (long) task * s * s;
+            float[] pRow = new float[s];
+            float[] dRow = new float[s];
+            for (int h = g * group; h < (g + 1) * group; h++) {
                 long qOff = geo.qOffset(bi, h);
                 long kvOff = geo.kvOffset(bi, h);
                 long pOff = geo.pOffset(bi, h);
@@ -151,16 +161,46 @@ public final class AttentionOps {
                         1f, gv.data(), kvOff, geo.kvStride());
                 // dP = dO·Vᵀ, then the softmax backward row by row: dS = P ⊙ (dP − Σ_j dP·P)
                 Gemm.sgemm(false, true, s, s, hd, 1f, gOut.data(), qOff, geo.qStride(), v.data(), kvOff, geo.kvStride(),
-                        0f, dScores.data(), 0, s);
-                for (int i = 0; i < s; i++) softmaxBackwardRow(probs.data(), pOff + (long) i * s, dScores.data(), (long) i * s, i + 1, s, pRow, dRow);
+                        0f, scratch.data(), dOff, s);
+                for (int i = 0; i < s; i++) {
+                    softmaxBackwardRow(probs.data(), pOff + (long) i * s, scratch.data(), dOff + (long) i * s, i + 1, s, pRow, dRow);
+                }
                 // dQ = dS·K/√hd ; dK += dSᵀ·Q/√hd
-                Gemm.sgemm(false, false, s, hd, s, scale, dScores.data(), 0, s, k.data(), kvOff, geo.kvStride(),
+                Gemm.sgemm(false, false, s, hd, s, scale, scratch.data(), dOff, s, k.data(), kvOff, geo.kvStride(),
                         0f, gq.data(), qOff, geo.qStride());
-                Gemm.sgemm(true, false, s, hd, s, scale, dScores.data(), 0, s, q.data(), qOff, geo.qStride(),
+                Gemm.sgemm(true, false, s, hd, s, scale, scratch.data(), dOff, s, q.data(), qOff, geo.qStride(),
                         1f, gk.data(), kvOff, geo.kvStride());
             }
-        }
+        });
         return new Tensor[] {gq, gk, gv};
+    }
+
+    // ================================================================ threads
+
+    private static ForkJoinPool pool;
+    private static int poolThreads;
+
+    /**
+     * Runs {@code body} for every index in [0, n) on up to {@link Gemm#threads()} threads (the GEMM
+     * setting, so one knob sizes all compute); the bodies must write disjoint memory and allocate no
+     * tensors (worker threads have no step scope).
+     */
+    private static void parallelFor(int n, IntConsumer body) {
+        int t = Math.min(Gemm.threads(), n);
+        if (t <= 1) {
+            for (int i = 0; i < n; i++) body.accept(i);
+            return;
+        }
+        pool(Gemm.threads()).submit(() -> IntStream.range(0, n).parallel().forEach(body)).join();
+    }
+
+    private static synchronized ForkJoinPool pool(int threads) {
+        if (pool == null || poolThreads != threads) {
+            if (pool != null) pool.shutdown();
+            pool = new ForkJoinPool(threads);
+            poolThreads = threads;
+        }
+        return pool;
     }
 
     /** Offsets (in floats) of one (batch, head) slice in the (B, S, H, hd) activations and in P (B, Hq, S, S). */

@@ -196,6 +196,33 @@ class AttentionOpsTest {
     }
 
     @Test
+    void threadCountDoesNotChangeAnyBit() {
+        Tensor q0 = Tensor.randn(new Rng(51), 1.0, 3, 9, 4, 8);
+        Tensor k0 = Tensor.randn(new Rng(52), 1.0, 3, 9, 2, 8);
+        Tensor v0 = Tensor.randn(new Rng(53), 1.0, 3, 9, 2, 8);
+        Tensor r = Tensor.randn(new Rng(54), 1.0, 3, 9, 4, 8);
+        float[][] one = runWithGrads(q0, k0, v0, r, 1);
+        float[][] three = runWithGrads(q0, k0, v0, r, 3);
+        String[] what = {"output", "dq", "dk", "dv"};
+        for (int i = 0; i < 4; i++) assertArrayEquals(one[i], three[i], what[i] + " with 3 threads");
+    }
+
+    static float[][] runWithGrads(Tensor q0, Tensor k0, Tensor v0, Tensor r, int threads) {
+        int before = moe4j.kernels.cpu.Gemm.threads();
+        moe4j.kernels.cpu.Gemm.setThreads(threads);
+        try {
+            Tensor q = q0.copy().requiresGrad(true);
+            Tensor k = k0.copy().requiresGrad(true);
+            Tensor v = v0.copy().requiresGrad(true);
+            Tensor out = AttentionOps.causalAttention(q, k, v);
+            Autograd.backward(out, r);
+            return new float[][] {out.toFloatArray(), q.grad().toFloatArray(), k.grad().toFloatArray(), v.grad().toFloatArray()};
+        } finally {
+            moe4j.kernels.cpu.Gemm.setThreads(before);
+        }
+    }
+
+    @Test
     void laterPositionsDoNotInfluenceEarlierOutputs() {
         int b = 1, s = 6, h = 2, hd = 4;
         Tensor q = Tensor.randn(new Rng(41), 1.0, b, s, h, hd);
