@@ -1,0 +1,35 @@
+package moe4j.nn;
+
+import moe4j.ops.Ops;
+import moe4j.tensor.Tensor;
+
+/** A lookup table {@code weight (V, D)}: token id t → row t. */
+public final class Embedding extends Module {
+    private final int vocab;
+    private final int dim;
+    private final Tensor weight;
+
+    public Embedding(int vocab, int dim) {
+        if (vocab <= 0 || dim <= 0) throw new IllegalArgumentException("Embedding: sizes must be > 0, got vocab=" + vocab + ", dim=" + dim);
+        this.vocab = vocab;
+        this.dim = dim;
+        this.weight = registerParameter("weight", persistentZeros(vocab, dim));
+    }
+
+    public Tensor weight() {
+        return weight;
+    }
+
+    public int vocabSize() {
+        return vocab;
+    }
+
+    public int dim() {
+        return dim;
+    }
+
+    /** int32 ids (T) → (T, D); every id must lie in [0, V). */
+    public Tensor forward(Tensor ids) {
+        return Ops.embedding(weight, ids);
+    }
+}
