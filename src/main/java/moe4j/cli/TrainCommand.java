@@ -1,0 +1,253 @@
+package moe4j.cli;
+
+import com.google.gson.GsonBuilder;
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import moe4j.data.Datasets;
+import moe4j.data.SyntheticTasks;
+import moe4j.data.TokenSource;
+import moe4j.distributed.Distributed;
+import moe4j.train.MetricsLog;
+import moe4j.train.StepMetrics;
+import moe4j.train.TrainConfig;
+import moe4j.train.Trainer;
+import moe4j.train.TrainingPlot;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/**
+ * {@code moe4j train}: trains the MoE language model with expert parallelism × data parallelism. With no
+ * arguments: the small default model on 4 EP ranks in this JVM, on the built-in synthetic tasks.
+ */
+@Command(name = "train", mixinStandardHelpOptions = true, sortOptions = false,
+        description = "Train an MoE transformer with expert and data parallelism (default: 4 EP ranks in this JVM, synthetic data).")
+public final class TrainCommand implements Callable<Integer> {
+    @Option(names = "--config", paramLabel = "FILE", description = "TOML config with [model], [train], [data], [parallel], [checkpoint]")
+    Path config;
+    @Option(names = "--ep", description = "expert-parallel ranks") Integer ep;
+    @Option(names = "--dp-shard", description = "data-parallel (sharded) ranks") Integer dpShard;
+    @Option(names = "--dp-replicate", description = "data-parallel (replicated) ranks") Integer dpReplicate;
+    @Option(names = "--backend", description = "local (ranks as threads of this JVM) or mpi") String backend;
+    @Option(names = "--steps", description = "optimizer steps") Long steps;
+    @Option(names = "--batch-size", description = "sequences per step over all ranks") Integer batchSize;
+    @Option(names = "--seq-len", description = "tokens per sequence") Integer seqLen;
+    @Option(names = "--lr", description = "peak learning rate") Double lr;
+    @Option(names = "--seed", description = "seed of the model and the data") Long seed;
+    @Option(names = "--data", description = "synthetic | text:PATH | tokens:PATH[:u16|:u32]") String data;
+    @Option(names = "--checkpoint-dir", description = "write checkpoints here") Path checkpointDir;
+    @Option(names = "--checkpoint-every", description = "steps between checkpoints (0: at the end only)") Long checkpointEvery;
+    @Option(names = "--resume", description = "continue from the latest checkpoint in --checkpoint-dir") boolean resume;
+    @Option(names = "--output-dir", description = "metrics.jsonl and training.png go here (default runs/latest)") Path outputDir;
+    @Option(names = "--log-every", description = "steps between log lines") Long logEvery;
+    @Option(names = "--json", description = "end with one line holding the summary as a JSON object") boolean json;
+
+    @Override
+    public Integer call() throws IOException {
+        TrainConfig cfg = buildConfig();
+        PrintStream out = System.out;
+        Reporter reporter = new Reporter(cfg, out, resume);
+        long started = System.nanoTime();
+        Trainer.Summary summary;
+        try {
+            summary = switch (cfg.backend()) {
+                case "local" -> Distributed.run(cfg.worldSize(), Duration.ofMinutes(5),
+                        world -> Trainer.run(cfg, world, resume, reporter)).get(0);
+                default -> throw new CommandLine.ParameterException(new CommandLine(this),
+                        "backend '" + cfg.backend() + "' is not available in this build: use --backend local");
+            };
+        } finally {
+            reporter.close();
+        }
+        double wall = (System.nanoTime() - started) / 1e9;
+        reporter.finish(summary, wall);
+        if (json) {
+            Map<String, Object> o = new LinkedHashMap<>();
+            o.put("steps", summary.lastStep());
+            o.put("first_step", summary.firstStep());
+            o.put("final_loss", summary.finalLoss());
+            o.put("final_ce", summary.finalCrossEntropy());
+            o.put("tokens_per_s", summary.tokensPerSecond());
+            o.put("parameters", summary.parameters());
+            o.put("active_parameters", summary.activeParameters());
+            o.put("unigram_entropy", reporter.unigramEntropy);
+            o.put("world_size", cfg.worldSize());
+            o.put("ep", cfg.ep());
+            o.put("wall_s", wall);
+            o.put("metrics", reporter.metricsFile().toString());
+            o.put("plot", reporter.plotFile().toString());
+            if (summary.lastCheckpoint() != null) o.put("checkpoint", summary.lastCheckpoint().toString());
+            out.println(new GsonBuilder().serializeSpecialFloatingPointValues().create().toJson(o));
+        }
+        return 0;
+    }
+
+    TrainConfig buildConfig() {
+        TrainConfig.Builder b = config != null ? TrainConfig.fromToml(config) : TrainConfig.defaults();
+        if (ep != null) b.ep(ep);
+        if (dpShard != null) b.dpShard(dpShard);
+        if (dpReplicate != null) b.dpReplicate(dpReplicate);
+        if (backend != null) b.backend(backend);
+        if (steps != null) b.steps(steps);
+        if (batchSize != null) b.batchSize(batchSize);
+        if (seqLen != null) b.seqLen(seqLen);
+        if (lr != null) b.lr(lr).minLr(lr / 10);
+        if (seed != null) {
+            b.seed(seed);
+            b.model().seed(seed);
+        }
+        if (data != null) b.data(data);
+        if (checkpointDir != null) b.checkpointDir(checkpointDir);
+        if (checkpointEvery != null) b.checkpointEvery(checkpointEvery);
+        if (outputDir != null) b.outputDir(outputDir);
+        if (logEvery != null) b.logEvery(logEvery);
+        try {
+            return b.build();
+        } catch (IllegalArgumentException e) {
+            throw new CommandLine.ParameterException(new CommandLine(this), e.getMessage());
+        }
+    }
+
+    /** Rank 0's view of the run: progress bar or log lines, metrics file, final table and picture. */
+    static final class Reporter implements Trainer.Listener, AutoCloseable {
+        private final TrainConfig cfg;
+        private final PrintStream out;
+        private final boolean interactive;
+        private final MetricsLog metrics;
+        private final List<StepMetrics> history = new ArrayList<>();
+        final double unigramEntropy;
+        private long firstStep;
+        private boolean barShown;
+
+        Reporter(TrainConfig cfg, PrintStream out, boolean append) {
+            this.cfg = cfg;
+            this.out = out;
+            this.interactive = System.console() != null && System.console().isTerminal();
+            this.metrics = new MetricsLog(cfg.outputDir().resolve("metrics.jsonl"), append);
+            TokenSource source = Datasets.open(cfg.data(), cfg.seed());
+            this.unigramEntropy = source instanceof SyntheticTasks s ? s.unigramEntropy(cfg.seqLen()) : Double.NaN;
+        }
+
+        Path metricsFile() {
+            return metrics.file();
+        }
+
+        Path plotFile() {
+            return cfg.outputDir().resolve("training.png");
+        }
+
+        @Override
+        public void onStart(TrainConfig config, int rank, long first, long parameters) {
+            if (rank != 0) return;
+            firstStep = first;
+            var m = config.model();
+            out.printf(Locale.ROOT, "moe4j train: %s model, %,d parameters (dim %d, %d layers, %d experts top-%d, expert hidden %d)%n",
+                    m.numExperts() > 0 ? "MoE" : "dense", parameters, m.dim(), m.nLayers(), m.numExperts(), m.moeTopK(), m.expertHidden());
+            out.printf(Locale.ROOT, "  ranks: %d (%s backend) = dp_replicate %d × dp_shard %d × ep %d | batch %d × seq %d = %,d tokens/step | %d steps%s%n",
+                    config.worldSize(), config.backend(), config.dpReplicate(), config.dpShard(), config.ep(), config.globalBatch(),
+                    config.seqLen(), (long) config.globalBatch() * config.seqLen(), config.steps(),
+                    first > 1 ? " (resuming at step " + first + ")" : "");
+            out.printf(Locale.ROOT, "  data: %s%s | output: %s%n", config.data(),
+                    Double.isFinite(unigramEntropy) ? String.format(Locale.ROOT, " (unigram entropy %.3f nats)", unigramEntropy) : "",
+                    config.outputDir());
+            out.println();
+            out.printf(Locale.ROOT, "%7s %8s %8s %8s %8s %9s %8s %9s %13s%n", "step", "loss", "ce", "aux", "z", "lr", "gnorm", "tok/s", "load min/max");
+        }
+
+        @Override
+        public void onStep(int rank, StepMetrics m) {
+            if (rank != 0) return;
+            history.add(m);
+            metrics.write(m);
+            boolean log = m.step() % cfg.logEvery() == 0 || m.step() == cfg.steps() || m.step() == firstStep;
+            if (interactive) {
+                if (log) {
+                    clearBar();
+                    out.println(line(m));
+                }
+                drawBar(m);
+            } else if (log) {
+                out.println(line(m));
+            }
+        }
+
+        @Override
+        public void onCheckpoint(int rank, Path checkpoint) {
+            if (rank != 0) return;
+            clearBar();
+            out.println("  checkpoint " + checkpoint);
+        }
+
+        private String line(StepMetrics m) {
+            double[] b = m.balanceMinMax();
+            return String.format(Locale.ROOT, "%7d %8.4f %8.4f %8.4f %8.3f %9.2e %8.3f %9.0f %6.2f/%-6.2f",
+                    m.step(), m.loss(), m.crossEntropy(), m.auxLoss(), m.zLoss(), m.lr(), m.gradNorm(), m.tokensPerSecond(), b[0], b[1]);
+        }
+
+        private void drawBar(StepMetrics m) {
+            int width = 30;
+            double frac = (double) m.step() / cfg.steps();
+            int filled = (int) Math.round(frac * width);
+            double avg = history.stream().mapToDouble(StepMetrics::seconds).average().orElse(0);
+            long etaS = Math.round(avg * (cfg.steps() - m.step()));
+            out.printf(Locale.ROOT, "\r[%s%s] %d/%d loss %.4f | %.0f tok/s | eta %d:%02d ", "#".repeat(filled),
+                    ".".repeat(width - filled), m.step(), cfg.steps(), m.loss(), m.tokensPerSecond(), etaS / 60, etaS % 60);
+            out.flush();
+            barShown = true;
+        }
+
+        private void clearBar() {
+            if (barShown) {
+                out.print("\r" + " ".repeat(90) + "\r");
+                barShown = false;
+            }
+        }
+
+        void finish(Trainer.Summary s, double wall) throws IOException {
+            clearBar();
+            out.println();
+            if (!history.isEmpty() && history.get(0).expertLoad().length > 0) {
+                out.println("Expert load over the run (share of routed tokens × E; 1.00 is perfectly even):");
+                int e = history.get(0).expertLoad()[0].length;
+                StringBuilder head = new StringBuilder(String.format(Locale.ROOT, "  %-8s", "layer"));
+                for (int j = 0; j < e; j++) head.append(String.format(Locale.ROOT, "%6s", "e" + j));
+                out.println(head.append(String.format(Locale.ROOT, "%8s %6s", "min", "max")));
+                for (int l = 0; l < history.get(0).expertLoad().length; l++) {
+                    StringBuilder row = new StringBuilder(String.format(Locale.ROOT, "  %-8s", "moe " + l));
+                    double min = Double.MAX_VALUE;
+                    double max = 0;
+                    for (int j = 0; j < e; j++) {
+                        double v = 0;
+                        for (StepMetrics m : history) v += m.expertLoad()[l][j] * e / history.size();
+                        min = Math.min(min, v);
+                        max = Math.max(max, v);
+                        row.append(String.format(Locale.ROOT, "%6.2f", v));
+                    }
+                    out.println(row.append(String.format(Locale.ROOT, "%8.2f %6.2f", min, max)));
+                }
+                out.println();
+            }
+            out.printf(Locale.ROOT, "final loss %.4f (cross-entropy %.4f%s) after step %d | %.0f tokens/s | %.1f s wall%n",
+                    s.finalLoss(), s.finalCrossEntropy(),
+                    Double.isFinite(unigramEntropy) ? String.format(Locale.ROOT, "; unigram entropy of the data %.3f", unigramEntropy) : "",
+                    s.lastStep(), s.tokensPerSecond(), wall);
+            TrainingPlot.write(plotFile(), history, unigramEntropy, "unigram entropy", String.format(Locale.ROOT,
+                    "moe4j: %d layers, %d experts top-%d, ep=%d, %d ranks", cfg.model().nLayers(), cfg.model().numExperts(),
+                    cfg.model().moeTopK(), cfg.ep(), cfg.worldSize()));
+            out.println("metrics: " + metricsFile() + " | plot: " + plotFile());
+        }
+
+        @Override
+        public void close() {
+            metrics.close();
+        }
+    }
+}

@@ -1,0 +1,209 @@
+package moe4j.train;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.dataformat.toml.TomlMapper;
+import java.io.IOException;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import moe4j.nn.ModelConfig;
+
+/**
+ * A training run: the model, the optimisation, the data, the parallel layout and where results go.
+ * Read from a TOML file with sections {@code [model]} (the {@link ModelConfig} keys), {@code [train]},
+ * {@code [data]}, {@code [parallel]} and {@code [checkpoint]}; command-line options override it.
+ *
+ * @param globalBatch sequences per optimizer step over all data ranks
+ * @param data dataset spec: {@code synthetic}, {@code text:PATH}, {@code tokens:PATH[:u16|:u32]}
+ * @param backend {@code local} (ranks as threads of this JVM) or {@code mpi}
+ * @param checkpointDir null for no checkpoints
+ * @param checkpointEvery steps between checkpoints (0: only at the end)
+ */
+public record TrainConfig(ModelConfig model, long steps, int globalBatch, int seqLen, double lr, double minLr,
+                          long warmupSteps, double weightDecay, double beta1, double beta2, double eps, double gradClip,
+                          long seed, String data, int ep, int dpShard, int dpReplicate, String backend,
+                          Path checkpointDir, long checkpointEvery, Path outputDir, long logEvery) {
+
+    public static final List<String> TRAIN_KEYS = List.of("steps", "batch_size", "seq_len", "lr", "min_lr", "warmup_steps",
+            "weight_decay", "beta1", "beta2", "eps", "grad_clip", "seed", "log_every", "output_dir");
+    public static final List<String> PARALLEL_KEYS = List.of("ep", "dp_shard", "dp_replicate", "backend");
+    public static final List<String> DATA_KEYS = List.of("source");
+    public static final List<String> CHECKPOINT_KEYS = List.of("dir", "every");
+
+    public TrainConfig {
+        if (steps < 1) throw new IllegalArgumentException("steps must be >= 1, got " + steps);
+        if (globalBatch < 1) throw new IllegalArgumentException("batch_size must be >= 1, got " + globalBatch);
+        if (seqLen < 1) throw new IllegalArgumentException("seq_len must be >= 1, got " + seqLen);
+        if (seqLen > model.maxSeqLen()) {
+            throw new IllegalArgumentException("seq_len (" + seqLen + ") must be <= max_seq_len (" + model.maxSeqLen() + ")");
+        }
+        if (ep < 1) throw new IllegalArgumentException("ep must be >= 1");
+        if (dpReplicate < 1) throw new IllegalArgumentException("dp_replicate must be >= 1");
+        if (dpShard < 1) throw new IllegalArgumentException("dp_shard must be >= 1");
+        if (ep > 1 && model.numExperts() == 0) throw new IllegalArgumentException("ep > 1 requires an MoE model (num_experts > 0)");
+        if (ep > 1 && model.numExperts() % ep != 0) {
+            throw new IllegalArgumentException("num_experts (" + model.numExperts() + ") must be divisible by ep (" + ep + ")");
+        }
+        int dataRanks = ep * dpShard * dpReplicate;
+        if (globalBatch % dataRanks != 0) {
+            throw new IllegalArgumentException("batch_size (" + globalBatch + ") must be divisible by the number of data ranks"
+                    + " dp_replicate*dp_shard*ep (" + dataRanks + ")");
+        }
+        if (!backend.equals("local") && !backend.equals("mpi")) {
+            throw new IllegalArgumentException("unknown backend '" + backend + "': valid backends are [local, mpi]");
+        }
+        if (gradClip < 0) throw new IllegalArgumentException("grad_clip must be >= 0 (0 = off), got " + gradClip);
+        if (logEvery < 1) throw new IllegalArgumentException("log_every must be >= 1, got " + logEvery);
+        if (checkpointEvery < 0) throw new IllegalArgumentException("checkpoint every must be >= 0, got " + checkpointEvery);
+        new LrSchedule(lr, minLr, warmupSteps, steps); // validates the schedule
+    }
+
+    /** Ranks the run needs: dp_replicate × dp_shard × ep (tensor and pipeline parallelism are 1). */
+    public int worldSize() {
+        return ep * dpShard * dpReplicate;
+    }
+
+    public LrSchedule schedule() {
+        return new LrSchedule(lr, minLr, warmupSteps, steps);
+    }
+
+    /** The default run: the small default model, 4 EP ranks in one JVM, synthetic data, about two minutes on 2 cores. */
+    public static Builder defaults() {
+        return new Builder();
+    }
+
+    /** A builder initialised from a TOML file (unknown sections or keys are errors that list the valid ones). */
+    public static Builder fromToml(Path file) {
+        Map<String, Object> root;
+        try {
+            ObjectMapper mapper = new TomlMapper();
+            @SuppressWarnings("unchecked")
+            Map<String, Object> read = mapper.readValue(file.toFile(), Map.class);
+            root = read;
+        } catch (IOException e) {
+            throw new IllegalArgumentException("cannot read config " + file + ": " + e.getMessage(), e);
+        }
+        Builder b = new Builder();
+        for (var section : root.entrySet()) {
+            if (!(section.getValue() instanceof Map<?, ?> values)) {
+                throw new IllegalArgumentException(file + ": top-level key '" + section.getKey()
+                        + "' must be a section: expected [model], [train], [data], [parallel] or [checkpoint]");
+            }
+            for (var entry : values.entrySet()) {
+                String key = entry.getKey().toString();
+                Object value = entry.getValue();
+                try {
+                    switch (section.getKey()) {
+                        case "model" -> b.model.set(key, value);
+                        case "train", "parallel", "data", "checkpoint" -> b.set(section.getKey(), key, value);
+                        default -> throw new IllegalArgumentException("unknown section [" + section.getKey()
+                                + "]: expected [model], [train], [data], [parallel] or [checkpoint]");
+                    }
+                } catch (IllegalArgumentException e) {
+                    throw new IllegalArgumentException(file + ": " + e.getMessage(), e);
+                }
+            }
+        }
+        return b;
+    }
+
+    /** Fluent construction with the defaults of {@link #defaults()}. */
+    public static final class Builder {
+        final ModelConfig.Builder model = ModelConfig.builder().moeExpertFfnMultiplier(0.5).maxSeqLen(128);
+        long steps = 200;
+        int globalBatch = 16;
+        int seqLen = 64;
+        double lr = 3e-3;
+        double minLr = 3e-4;
+        long warmupSteps = 20;
+        double weightDecay = 0.1;
+        double beta1 = 0.9;
+        double beta2 = 0.95;
+        double eps = 1e-8;
+        double gradClip = 1.0;
+        long seed = 0;
+        String data = "synthetic";
+        int ep = 4;
+        int dpShard = 1;
+        int dpReplicate = 1;
+        String backend = "local";
+        Path checkpointDir;
+        long checkpointEvery = 0;
+        Path outputDir = Path.of("runs", "latest");
+        long logEvery = 10;
+
+        private Builder() {}
+
+        public ModelConfig.Builder model() {
+            return model;
+        }
+
+        public Builder steps(long v) { steps = v; return this; }
+        public Builder batchSize(int v) { globalBatch = v; return this; }
+        public Builder seqLen(int v) { seqLen = v; return this; }
+        public Builder lr(double v) { lr = v; return this; }
+        public Builder minLr(double v) { minLr = v; return this; }
+        public Builder warmupSteps(long v) { warmupSteps = v; return this; }
+        public Builder weightDecay(double v) { weightDecay = v; return this; }
+        public Builder gradClip(double v) { gradClip = v; return this; }
+        public Builder seed(long v) { seed = v; return this; }
+        public Builder data(String v) { data = v; return this; }
+        public Builder ep(int v) { ep = v; return this; }
+        public Builder dpShard(int v) { dpShard = v; return this; }
+        public Builder dpReplicate(int v) { dpReplicate = v; return this; }
+        public Builder backend(String v) { backend = v; return this; }
+        public Builder checkpointDir(Path v) { checkpointDir = v; return this; }
+        public Builder checkpointEvery(long v) { checkpointEvery = v; return this; }
+        public Builder outputDir(Path v) { outputDir = v; return this; }
+        public Builder logEvery(long v) { logEvery = v; return this; }
+
+        void set(String section, String key, Object v) {
+            switch (section + "." + key) {
+                case "train.steps" -> steps = toLong(key, v);
+                case "train.batch_size" -> globalBatch = Math.toIntExact(toLong(key, v));
+                case "train.seq_len" -> seqLen = Math.toIntExact(toLong(key, v));
+                case "train.lr" -> lr = toDouble(key, v);
+                case "train.min_lr" -> minLr = toDouble(key, v);
+                case "train.warmup_steps" -> warmupSteps = toLong(key, v);
+                case "train.weight_decay" -> weightDecay = toDouble(key, v);
+                case "train.beta1" -> beta1 = toDouble(key, v);
+                case "train.beta2" -> beta2 = toDouble(key, v);
+                case "train.eps" -> eps = toDouble(key, v);
+                case "train.grad_clip" -> gradClip = toDouble(key, v);
+                case "train.seed" -> seed = toLong(key, v);
+                case "train.log_every" -> logEvery = toLong(key, v);
+                case "train.output_dir" -> outputDir = Path.of(v.toString());
+                case "data.source" -> data = v.toString();
+                case "parallel.ep" -> ep = Math.toIntExact(toLong(key, v));
+                case "parallel.dp_shard" -> dpShard = Math.toIntExact(toLong(key, v));
+                case "parallel.dp_replicate" -> dpReplicate = Math.toIntExact(toLong(key, v));
+                case "parallel.backend" -> backend = v.toString();
+                case "checkpoint.dir" -> checkpointDir = Path.of(v.toString());
+                case "checkpoint.every" -> checkpointEvery = toLong(key, v);
+                default -> throw new IllegalArgumentException("unknown key '" + key + "' in [" + section + "]: valid keys are "
+                        + switch (section) {
+                            case "train" -> TRAIN_KEYS;
+                            case "parallel" -> PARALLEL_KEYS;
+                            case "data" -> DATA_KEYS;
+                            default -> CHECKPOINT_KEYS;
+                        });
+            }
+        }
+
+        public TrainConfig build() {
+            ModelConfig m = model.build();
+            return new TrainConfig(m, steps, globalBatch, seqLen, lr, minLr, warmupSteps, weightDecay, beta1, beta2, eps,
+                    gradClip, seed, data, ep, dpShard, dpReplicate, backend, checkpointDir, checkpointEvery, outputDir, logEvery);
+        }
+
+        private static long toLong(String key, Object v) {
+            if (v instanceof Number n && n.doubleValue() == Math.rint(n.doubleValue())) return n.longValue();
+            throw new IllegalArgumentException(key + " must be an integer, got " + v);
+        }
+
+        private static double toDouble(String key, Object v) {
+            if (v instanceof Number n) return n.doubleValue();
+            throw new IllegalArgumentException(key + " must be a number, got " + v);
+        }
+    }
+}

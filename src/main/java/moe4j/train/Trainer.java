@@ -1,0 +1,198 @@
+package moe4j.train;
+
+import com.google.gson.Gson;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.IdentityHashMap;
+import java.util.List;
+import java.util.Set;
+import moe4j.autograd.Autograd;
+import moe4j.data.Batch;
+import moe4j.data.DataLoader;
+import moe4j.data.Datasets;
+import moe4j.data.TokenSource;
+import moe4j.distributed.DeviceMesh;
+import moe4j.distributed.ProcessGroup;
+import moe4j.distributed.ReduceOp;
+import moe4j.nn.MoEMLP;
+import moe4j.nn.MoETransformer;
+import moe4j.nn.SigmoidTopKRouter;
+import moe4j.parallel.GradientSync;
+import moe4j.parallel.Parallelize;
+import moe4j.tensor.MemoryScope;
+import moe4j.tensor.Tensor;
+
+/**
+ * The training loop of one rank. Every rank runs it with the same config: the mesh lays the ranks out,
+ * the data is sharded over all data ranks ({@code dp_replicate × dp_shard × ep}), and after each
+ * backward pass the gradients are synchronised so that the run equals one rank on the global batch.
+ * Everything reported (loss, norm, expert load) is reduced over the data ranks, so it is the same on
+ * every rank; {@code listener} is called on every rank and usually ignores all but rank 0.
+ */
+public final class Trainer {
+    private Trainer() {}
+
+    /** What a finished run reports. */
+    public record Summary(long firstStep, long lastStep, double finalLoss, double finalCrossEntropy, double tokensPerSecond,
+                          long parameters, long activeParameters, List<StepMetrics> history, Path lastCheckpoint) {}
+
+    /** Receives progress; called on every rank. */
+    public interface Listener {
+        default void onStart(TrainConfig config, int rank, long firstStep, long parameters) {}
+
+        default void onStep(int rank, StepMetrics metrics) {}
+
+        default void onCheckpoint(int rank, Path checkpoint) {}
+    }
+
+    private static final Gson GSON = new Gson();
+
+    public static Summary run(TrainConfig config, ProcessGroup world, boolean resume, Listener listener) {
+        if (world.size() != config.worldSize()) {
+            throw new IllegalArgumentException("Parallelism dimensions (" + config.dpReplicate() + " × " + config.dpShard()
+                    + " × 1 × 1 × 1 × " + config.ep() + " = " + config.worldSize() + ") do not match world_size (" + world.size() + ")");
+        }
+        DeviceMesh mesh = world.size() == 1 ? null
+                : DeviceMesh.create(world, 1, config.dpReplicate(), config.dpShard(), 1, 1, config.ep());
+        MoETransformer model = new MoETransformer(config.model());
+        long parameters = model.parameterCount(); // before expert parallelism keeps this rank's share
+        GradientSync sync = Parallelize.apply(model, mesh);
+        AdamW optimizer = new AdamW(model.namedParameters(), normWeights(model), config.beta1(), config.beta2(), config.eps(),
+                config.weightDecay());
+
+        TokenSource source = Datasets.open(config.data(), config.seed());
+        if (source.vocabSize() > config.model().vocabSize()) {
+            throw new IllegalArgumentException("data '" + config.data() + "' has token ids up to " + (source.vocabSize() - 1)
+                    + ", which is >= vocab_size (" + config.model().vocabSize() + ")");
+        }
+        ProcessGroup data = sync.dataGroup();
+        DataLoader loader = new DataLoader(source, config.globalBatch(), config.seqLen(),
+                data == null ? 0 : data.rank(), data == null ? 1 : data.size());
+
+        long firstStep = 1;
+        if (resume) {
+            Path latest = config.checkpointDir() == null ? null : Checkpoint.latest(config.checkpointDir());
+            if (latest == null) {
+                throw new IllegalArgumentException("--resume: no checkpoint found in " + config.checkpointDir());
+            }
+            requireSameModel(config, latest);
+            Checkpoint.TrainState state = Checkpoint.load(latest, model, optimizer);
+            loader.seek(state.dataPosition());
+            firstStep = state.step() + 1;
+        }
+        listener.onStart(config, world.rank(), firstStep, parameters);
+
+        List<MoEMLP> moeLayers = model.moeLayers();
+        LrSchedule schedule = config.schedule();
+        List<StepMetrics> history = new ArrayList<>();
+        Path lastCheckpoint = null;
+        long tokensPerStep = (long) config.globalBatch() * config.seqLen();
+        for (long step = firstStep; step <= config.steps(); step++) {
+            long start = System.nanoTime();
+            float[] losses;
+            double norm;
+            double lr = schedule.at(step);
+            double[][] load;
+            try (MemoryScope scope = MemoryScope.open()) {
+                Batch batch = loader.next();
+                MoETransformer.Loss loss = model.loss(batch.inputs(), batch.targets());
+                model.zeroGrad();
+                Autograd.backward(loss.total());
+                sync.synchronize();
+                norm = GradClip.clip(model, sync, config.gradClip());
+                optimizer.step(lr);
+                losses = reduceMean(data, loss.total().item(), loss.crossEntropy().item(), loss.auxLoss().item(), loss.zLoss().item());
+                load = expertLoad(moeLayers, data, step, config.steps());
+            }
+            double seconds = (System.nanoTime() - start) / 1e9;
+            StepMetrics metrics = new StepMetrics(step, losses[0], losses[1], losses[2], losses[3], lr, norm,
+                    tokensPerStep / seconds, seconds, load);
+            if (!Double.isFinite(metrics.loss())) {
+                throw new IllegalStateException("training diverged at step " + step + ": loss is " + metrics.loss()
+                        + " (lower lr = " + config.lr() + " or set grad_clip)");
+            }
+            history.add(metrics);
+            listener.onStep(world.rank(), metrics);
+            boolean last = step == config.steps();
+            if (config.checkpointDir() != null && ((config.checkpointEvery() > 0 && step % config.checkpointEvery() == 0) || last)) {
+                var routers = Checkpoint.routerState(model);
+                lastCheckpoint = Checkpoint.save(config.checkpointDir(), model, optimizer,
+                        new Checkpoint.TrainState(step, loader.position(), config.seed(), GSON.toJson(config.model()), routers[0], routers[1]),
+                        world);
+                listener.onCheckpoint(world.rank(), lastCheckpoint);
+            }
+        }
+        double tokensPerSecond = history.isEmpty() ? 0
+                : tokensPerStep * history.size() / history.stream().mapToDouble(StepMetrics::seconds).sum();
+        StepMetrics end = history.isEmpty() ? null : history.get(history.size() - 1);
+        return new Summary(firstStep, config.steps(), end == null ? Double.NaN : end.loss(),
+                end == null ? Double.NaN : end.crossEntropy(), tokensPerSecond, parameters,
+                activeParameters(config.model(), parameters), history, lastCheckpoint);
+    }
+
+    /** Norm weights (1-D parameters) take no weight decay. */
+    private static Set<Tensor> normWeights(MoETransformer model) {
+        Set<Tensor> out = java.util.Collections.newSetFromMap(new IdentityHashMap<>());
+        for (Tensor p : model.parameters()) {
+            if (p.rank() == 1) out.add(p);
+        }
+        return out;
+    }
+
+    private static void requireSameModel(TrainConfig config, Path checkpoint) {
+        String stored = Checkpoint.storedConfig(checkpoint);
+        String current = GSON.toJson(config.model());
+        if (!current.equals(stored)) {
+            throw new IllegalArgumentException("--resume: checkpoint " + checkpoint + " was written for model " + stored
+                    + ", this run builds " + current);
+        }
+    }
+
+    /** The mean over the data ranks of each value (every rank had the same number of tokens). */
+    private static float[] reduceMean(ProcessGroup data, float... values) {
+        if (data == null || data.size() == 1) return values;
+        Tensor t = Tensor.of(values, values.length);
+        data.allReduce(t, ReduceOp.AVG);
+        return t.toFloatArray();
+    }
+
+    /**
+     * Per MoE layer, the share of this step's routed pairs each expert received over all data ranks; also
+     * moves the sigmoid routers' bias with those global counts, once per optimizer step.
+     */
+    private static double[][] expertLoad(List<MoEMLP> layers, ProcessGroup data, long step, long maxSteps) {
+        if (layers.isEmpty()) return new double[0][];
+        int e = layers.get(0).numExperts();
+        float[] counts = new float[layers.size() * e];
+        for (int l = 0; l < layers.size(); l++) {
+            int[] c = layers.get(l).router().lastOutput().expertCounts();
+            for (int j = 0; j < e; j++) counts[l * e + j] = c[j];
+        }
+        if (data != null && data.size() > 1) {
+            Tensor t = Tensor.of(counts, counts.length);
+            data.allReduce(t, ReduceOp.SUM);
+            counts = t.toFloatArray();
+        }
+        double[][] share = new double[layers.size()][e];
+        for (int l = 0; l < layers.size(); l++) {
+            long[] global = new long[e];
+            double total = 0;
+            for (int j = 0; j < e; j++) {
+                global[j] = Math.round(counts[l * e + j]);
+                total += global[j];
+            }
+            for (int j = 0; j < e; j++) share[l][j] = total == 0 ? 0 : global[j] / total;
+            if (layers.get(l).router() instanceof SigmoidTopKRouter sigmoid && layers.get(l).isTraining()) {
+                sigmoid.updateBias(global, step, maxSteps);
+            }
+        }
+        return share;
+    }
+
+    /** Parameters one token uses: everything but the experts it is not routed to. */
+    static long activeParameters(moe4j.nn.ModelConfig m, long total) {
+        if (m.numExperts() == 0) return total;
+        long perExpert = 3L * m.dim() * m.expertHidden(); // SwiGLU experts: gate, up, down
+        return total - (long) m.numMoeLayers() * (m.numExperts() - m.moeTopK()) * perExpert;
+    }
+}
