@@ -3,7 +3,9 @@ package moe4j.kernels.cpu;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
+import jdk.incubator.vector.DoubleVector;
 import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
 
@@ -17,6 +19,8 @@ public final class Elementwise {
 
     private static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
     private static final int L = S.length();
+    /** Doubles of half the float lane count: one float vector converts into two of these. */
+    private static final VectorSpecies<Double> DS = VectorSpecies.of(double.class, jdk.incubator.vector.VectorShape.forBitSize(S.vectorBitSize()));
     private static final ByteOrder LE = ByteOrder.LITTLE_ENDIAN;
     private static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT;
 
@@ -27,7 +31,39 @@ public final class Elementwise {
     private static final FloatVector ONE = FloatVector.broadcast(S, 1f);
 
     private static FloatVector sigmoid(FloatVector x) {
-        return ONE.div(x.neg().lanewise(VectorOperators.EXP).add(1f));
+        return ONE.div(exp(x.neg()).add(1f));
+    }
+
+    private static final float LOG2E = 1.44269504f;
+    private static final float LN2_HI = 0.693145752f; // ln 2 split so that n·LN2_HI is exact for |n| < 2^11
+    private static final float LN2_LO = 1.42860677e-6f;
+
+    /**
+     * e^x with only exactly-specified lane operations (add, mul, fma, conversions, shifts). The Vector
+     * API's EXP operator is free to differ between the interpreter and compiled code, which would make
+     * a training run depend on when the JIT kicked in; this one gives the same bits every time.
+     * Cody-Waite reduction x = n·ln 2 + r, |r| ≤ ln2/2, then a degree-7 Taylor polynomial
+     * (relative error below 1e-7 after rounding) scaled by 2^n; x is clamped to [−87, 88].
+     */
+    static FloatVector exp(FloatVector x) {
+        FloatVector c = x.max(-87f).min(88f);
+        FloatVector t = c.mul(LOG2E);
+        // round half away from zero: truncation of t ± 0.5
+        FloatVector half = FloatVector.broadcast(S, 0.5f).blend(FloatVector.broadcast(S, -0.5f), t.lt(0f));
+        IntVector n = (IntVector) t.add(half).convert(VectorOperators.F2I, 0);
+        FloatVector nf = (FloatVector) n.convert(VectorOperators.I2F, 0);
+        FloatVector r = nf.fma(FloatVector.broadcast(S, -LN2_HI), c);
+        r = nf.fma(FloatVector.broadcast(S, -LN2_LO), r);
+        FloatVector p = FloatVector.broadcast(S, 1f / 5040);
+        p = p.fma(r, FloatVector.broadcast(S, 1f / 720));
+        p = p.fma(r, FloatVector.broadcast(S, 1f / 120));
+        p = p.fma(r, FloatVector.broadcast(S, 1f / 24));
+        p = p.fma(r, FloatVector.broadcast(S, 1f / 6));
+        p = p.fma(r, FloatVector.broadcast(S, 0.5f));
+        p = p.fma(r, ONE);
+        p = p.fma(r, ONE);
+        FloatVector scale = n.add(127).lanewise(VectorOperators.LSHL, 23).reinterpretAsFloats();
+        return p.mul(scale);
     }
 
     /** y[i] += alpha · x[i]. */
@@ -138,28 +174,37 @@ public final class Elementwise {
 
     /** Σ a[i] in double precision (used for losses and norms, where float accumulation drifts). */
     public static double sum(long n, MemorySegment a, long aOff) {
-        double total = 0;
+        return sumSquaresOrValues(n, a, aOff, false);
+    }
+
+    /**
+     * Σ a[i] or Σ a[i]², accumulated per lane in double and the lanes then added in lane order: a fixed
+     * order, unlike {@code reduceLanes}, whose order may differ between interpreted and compiled code.
+     */
+    private static double sumSquaresOrValues(long n, MemorySegment a, long aOff, boolean squares) {
+        DoubleVector acc0 = DoubleVector.zero(DS);
+        DoubleVector acc1 = DoubleVector.zero(DS);
         long i = 0;
         long bound = n - n % L;
-        for (; i < bound; i += L) total += load(a, aOff + i).reduceLanes(VectorOperators.ADD);
-        for (; i < n; i++) total += a.getAtIndex(F, aOff + i);
+        for (; i < bound; i += L) {
+            FloatVector v = load(a, aOff + i);
+            DoubleVector lo = (DoubleVector) v.convertShape(VectorOperators.F2D, DS, 0);
+            DoubleVector hi = (DoubleVector) v.convertShape(VectorOperators.F2D, DS, 1);
+            acc0 = squares ? lo.fma(lo, acc0) : acc0.add(lo);
+            acc1 = squares ? hi.fma(hi, acc1) : acc1.add(hi);
+        }
+        double total = 0;
+        for (double lane : acc0.add(acc1).toArray()) total += lane;
+        for (; i < n; i++) {
+            double v = a.getAtIndex(F, aOff + i);
+            total += squares ? v * v : v;
+        }
         return total;
     }
 
     /** Σ a[i]² in double precision. */
     public static double sumOfSquares(long n, MemorySegment a, long aOff) {
-        double total = 0;
-        long i = 0;
-        long bound = n - n % L;
-        for (; i < bound; i += L) {
-            FloatVector v = load(a, aOff + i);
-            total += v.mul(v).reduceLanes(VectorOperators.ADD);
-        }
-        for (; i < n; i++) {
-            double v = a.getAtIndex(F, aOff + i);
-            total += v * v;
-        }
-        return total;
+        return sumSquaresOrValues(n, a, aOff, true);
     }
 
     /**
