@@ -8,6 +8,7 @@ import java.util.concurrent.ForkJoinPool;
 import java.util.function.IntConsumer;
 import java.util.stream.IntStream;
 import moe4j.kernels.cpu.Gemm;
+import moe4j.kernels.cpu.SoftmaxRows;
 import moe4j.tensor.DType;
 import moe4j.tensor.Tensor;
 
@@ -96,6 +97,18 @@ public final class AttentionOps {
      * the kv gradients summed over the query heads of a group.
      */
     public static Tensor causalAttention(Tensor q, Tensor k, Tensor v) {
+        return causalAttention(q, k, v, ROW_BLOCK);
+    }
+
+    /**
+     * Query rows are processed in blocks of this many: block [i0, i1) needs keys 0..i1−1 only, so the GEMMs
+     * skip most of the masked upper triangle (with S = 128, 75% of the full products' work remains).
+     */
+    static final int ROW_BLOCK = 64;
+
+    /** {@link #causalAttention(Tensor, Tensor, Tensor)} with query rows in blocks of {@code rowBlock}. */
+    static Tensor causalAttention(Tensor q, Tensor k, Tensor v, int rowBlock) {
+        if (rowBlock < 1) throw new IllegalArgumentException("causalAttention: row block " + rowBlock + " must be >= 1");
         requireRank4(q, "causalAttention", "q");
         requireRank4(k, "causalAttention", "k");
         requireRank4(v, "causalAttention", "v");
@@ -125,18 +138,25 @@ public final class AttentionOps {
             long qOff = geo.qOffset(bi, h);
             long kvOff = geo.kvOffset(bi, h);
             long pOff = geo.pOffset(bi, h);
-            float[] row = new float[s];
-            // scores = Q·Kᵀ/√hd (the masked upper triangle is computed and then overwritten)
-            Gemm.sgemm(false, true, s, s, hd, scale, q.data(), qOff, geo.qStride(), k.data(), kvOff, geo.kvStride(),
-                    0f, probs.data(), pOff, s);
-            for (int i = 0; i < s; i++) causalSoftmaxRow(probs.data(), pOff + (long) i * s, i + 1, s, row);
-            Gemm.sgemm(false, false, s, hd, s, 1f, probs.data(), pOff, s, v.data(), kvOff, geo.kvStride(),
-                    0f, out.data(), qOff, geo.qStride());
+            for (int i0 = 0; i0 < s; i0 += rowBlock) {
+                int i1 = Math.min(s, i0 + rowBlock);
+                int m = i1 - i0;
+                long pBlock = pOff + (long) i0 * s;
+                long qBlock = qOff + (long) i0 * geo.qStride();
+                // scores[i0:i1, 0:i1] = Q[i0:i1]·K[0:i1]ᵀ/√hd; the masked part inside the block is overwritten next
+                Gemm.sgemm(false, true, m, i1, hd, scale, q.data(), qBlock, geo.qStride(), k.data(), kvOff, geo.kvStride(),
+                        0f, probs.data(), pBlock, s);
+                for (int i = i0; i < i1; i++) SoftmaxRows.softmaxPrefix(probs.data(), pOff + (long) i * s, i + 1, s);
+                // out[i0:i1] = P[i0:i1, 0:i1]·V[0:i1]
+                Gemm.sgemm(false, false, m, hd, i1, 1f, probs.data(), pBlock, s, v.data(), kvOff, geo.kvStride(),
+                        0f, out.data(), qBlock, geo.qStride());
+            }
         });
-        return record(out, "causalAttention", new Tensor[] {q, k, v}, g -> backward(g, q, k, v, probs, geo, scale));
+        return record(out, "causalAttention", new Tensor[] {q, k, v}, g -> backward(g, q, k, v, probs, geo, scale, rowBlock));
     }
 
-    private static Tensor[] backward(Tensor gOut, Tensor q, Tensor k, Tensor v, Tensor probs, Geometry geo, float scale) {
+    private static Tensor[] backward(Tensor gOut, Tensor q, Tensor k, Tensor v, Tensor probs, Geometry geo, float scale,
+                                    int rowBlock) {
         int s = geo.s;
         int hd = geo.hd;
         Tensor gq = Tensor.zeros(q.shape());
@@ -150,26 +170,31 @@ public final class AttentionOps {
             int bi = task / geo.hkv;
             int g = task % geo.hkv;
             long dOff = (long) task * s * s;
-            float[] pRow = new float[s];
-            float[] dRow = new float[s];
             for (int h = g * group; h < (g + 1) * group; h++) {
                 long qOff = geo.qOffset(bi, h);
                 long kvOff = geo.kvOffset(bi, h);
                 long pOff = geo.pOffset(bi, h);
-                // dV += Pᵀ·dO (accumulated over the query heads sharing this kv head)
-                Gemm.sgemm(true, false, s, hd, s, 1f, probs.data(), pOff, s, gOut.data(), qOff, geo.qStride(),
-                        1f, gv.data(), kvOff, geo.kvStride());
-                // dP = dO·Vᵀ, then the softmax backward row by row: dS = P ⊙ (dP − Σ_j dP·P)
-                Gemm.sgemm(false, true, s, s, hd, 1f, gOut.data(), qOff, geo.qStride(), v.data(), kvOff, geo.kvStride(),
-                        0f, scratch.data(), dOff, s);
-                for (int i = 0; i < s; i++) {
-                    softmaxBackwardRow(probs.data(), pOff + (long) i * s, scratch.data(), dOff + (long) i * s, i + 1, s, pRow, dRow);
+                for (int i0 = 0; i0 < s; i0 += rowBlock) {
+                    int i1 = Math.min(s, i0 + rowBlock);
+                    int m = i1 - i0;
+                    long pBlock = pOff + (long) i0 * s;
+                    long dBlock = dOff + (long) i0 * s;
+                    long qBlock = qOff + (long) i0 * geo.qStride();
+                    // dV[0:i1] += P[i0:i1, 0:i1]ᵀ·dO[i0:i1] (summed over the query heads sharing this kv head)
+                    Gemm.sgemm(true, false, i1, hd, m, 1f, probs.data(), pBlock, s, gOut.data(), qBlock, geo.qStride(),
+                            1f, gv.data(), kvOff, geo.kvStride());
+                    // dP = dO·Vᵀ, then the softmax backward row by row: dS = P ⊙ (dP − Σ_j dP·P)
+                    Gemm.sgemm(false, true, m, i1, hd, 1f, gOut.data(), qBlock, geo.qStride(), v.data(), kvOff, geo.kvStride(),
+                            0f, scratch.data(), dBlock, s);
+                    for (int i = i0; i < i1; i++) {
+                        SoftmaxRows.softmaxPrefixBackward(probs.data(), pOff + (long) i * s, scratch.data(), dOff + (long) i * s, i + 1, s);
+                    }
+                    // dQ[i0:i1] = dS·K[0:i1]/√hd ; dK[0:i1] += dSᵀ·Q[i0:i1]/√hd
+                    Gemm.sgemm(false, false, m, hd, i1, scale, scratch.data(), dBlock, s, k.data(), kvOff, geo.kvStride(),
+                            0f, gq.data(), qBlock, geo.qStride());
+                    Gemm.sgemm(true, false, i1, hd, m, scale, scratch.data(), dBlock, s, q.data(), qBlock, geo.qStride(),
+                            1f, gk.data(), kvOff, geo.kvStride());
                 }
-                // dQ = dS·K/√hd ; dK += dSᵀ·Q/√hd
-                Gemm.sgemm(false, false, s, hd, s, scale, scratch.data(), dOff, s, k.data(), kvOff, geo.kvStride(),
-                        0f, gq.data(), qOff, geo.qStride());
-                Gemm.sgemm(true, false, s, hd, s, scale, scratch.data(), dOff, s, q.data(), qOff, geo.qStride(),
-                        1f, gk.data(), kvOff, geo.kvStride());
             }
         });
         return new Tensor[] {gq, gk, gv};
@@ -224,36 +249,6 @@ public final class AttentionOps {
         long pOffset(int bi, int h) {
             return ((long) bi * hq + h) * s * s;
         }
-    }
-
-    /** Softmax over the first {@code valid} entries of a row of width {@code width}; the rest become 0. */
-    private static void causalSoftmaxRow(MemorySegment m, long off, int valid, int width, float[] row) {
-        MemorySegment.copy(m, F, off * Float.BYTES, row, 0, valid);
-        float max = Float.NEGATIVE_INFINITY;
-        for (int j = 0; j < valid; j++) max = Math.max(max, row[j]);
-        double sum = 0;
-        for (int j = 0; j < valid; j++) {
-            float e = (float) Math.exp(row[j] - max);
-            row[j] = e;
-            sum += e;
-        }
-        float inv = (float) (1 / sum);
-        for (int j = 0; j < valid; j++) row[j] *= inv;
-        for (int j = valid; j < width; j++) row[j] = 0f;
-        MemorySegment.copy(row, 0, m, F, off * Float.BYTES, width);
-    }
-
-    /** dS[j] = P[j]·(dP[j] − Σ_l dP[l]·P[l]) over the valid entries, 0 beyond; dS overwrites dP in place. */
-    private static void softmaxBackwardRow(MemorySegment p, long pOff, MemorySegment d, long dOff, int valid, int width,
-                                           float[] pRow, float[] dRow) {
-        MemorySegment.copy(p, F, pOff * Float.BYTES, pRow, 0, valid);
-        MemorySegment.copy(d, F, dOff * Float.BYTES, dRow, 0, valid);
-        double dot = 0;
-        for (int j = 0; j < valid; j++) dot += (double) pRow[j] * dRow[j];
-        float c = (float) dot;
-        for (int j = 0; j < valid; j++) dRow[j] = pRow[j] * (dRow[j] - c);
-        for (int j = valid; j < width; j++) dRow[j] = 0f;
-        MemorySegment.copy(dRow, 0, d, F, dOff * Float.BYTES, width);
     }
 
     private static void requireRank4(Tensor t, String op, String what) {

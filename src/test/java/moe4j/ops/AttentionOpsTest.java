@@ -140,13 +140,14 @@ class AttentionOpsTest {
 
     // ---------------------------------------------------------------- attention
 
-    @ParameterizedTest(name = "B={0} S={1} Hq={2} Hkv={3} hd={4}")
-    @CsvSource({"1,1,1,1,4", "2,5,2,2,4", "2,6,4,2,3", "1,7,4,1,8", "3,4,3,1,2"})
-    void attentionMatchesFloat64ReferenceWithGradients(int b, int s, int hq, int hkv, int hd) {
+    @ParameterizedTest(name = "B={0} S={1} Hq={2} Hkv={3} hd={4} rowBlock={5}")
+    @CsvSource({"1,1,1,1,4,32", "2,5,2,2,4,32", "2,6,4,2,3,32", "1,7,4,1,8,32", "3,4,3,1,2,32",
+                "2,7,4,2,4,1", "2,7,4,2,4,3", "1,9,2,1,6,4", "2,70,2,1,4,64"})
+    void attentionMatchesFloat64ReferenceWithGradients(int b, int s, int hq, int hkv, int hd, int rowBlock) {
         Tensor q = Tensor.randn(new Rng(11), 1.0, b, s, hq, hd).requiresGrad(true);
         Tensor k = Tensor.randn(new Rng(12), 1.0, b, s, hkv, hd).requiresGrad(true);
         Tensor v = Tensor.randn(new Rng(13), 1.0, b, s, hkv, hd).requiresGrad(true);
-        Tensor out = AttentionOps.causalAttention(q, k, v);
+        Tensor out = AttentionOps.causalAttention(q, k, v, rowBlock);
         assertArrayEquals(new int[] {b, s, hq, hd}, out.shape());
         double[] qd = q.toDoubleArray(), kd = k.toDoubleArray(), vd = v.toDoubleArray();
         assertClose("attention output", out.toDoubleArray(), attentionRef(qd, kd, vd, b, s, hq, hkv, hd), OUT_TOL);
@@ -197,10 +198,10 @@ class AttentionOpsTest {
 
     @Test
     void threadCountDoesNotChangeAnyBit() {
-        Tensor q0 = Tensor.randn(new Rng(51), 1.0, 3, 9, 4, 8);
-        Tensor k0 = Tensor.randn(new Rng(52), 1.0, 3, 9, 2, 8);
-        Tensor v0 = Tensor.randn(new Rng(53), 1.0, 3, 9, 2, 8);
-        Tensor r = Tensor.randn(new Rng(54), 1.0, 3, 9, 4, 8);
+        Tensor q0 = Tensor.randn(new Rng(51), 1.0, 3, 70, 4, 8);
+        Tensor k0 = Tensor.randn(new Rng(52), 1.0, 3, 70, 2, 8);
+        Tensor v0 = Tensor.randn(new Rng(53), 1.0, 3, 70, 2, 8);
+        Tensor r = Tensor.randn(new Rng(54), 1.0, 3, 70, 4, 8);
         float[][] one = runWithGrads(q0, k0, v0, r, 1);
         float[][] three = runWithGrads(q0, k0, v0, r, 3);
         String[] what = {"output", "dq", "dk", "dv"};
