@@ -1,5 +1,7 @@
 package moe4j.nn;
 
+import moe4j.distributed.ProcessGroup;
+import moe4j.distributed.ReduceOp;
 import moe4j.ops.IntOps;
 import moe4j.ops.Ops;
 import moe4j.tensor.Rng;
@@ -15,6 +17,7 @@ public abstract class Router extends Module {
     protected final int topK;
     protected final Linear gate;
     private RouterOutput last;
+    private ProcessGroup statisticsGroup;
 
     protected Router(int dim, int numExperts, int topK) {
         if (topK > numExperts) throw new IllegalArgumentException("moe_top_k (" + topK + ") must be <= num_experts (" + numExperts + ")");
@@ -28,6 +31,15 @@ public abstract class Router extends Module {
     public Router init(Rng rng, double std) {
         gate.init(rng, std);
         return this;
+    }
+
+    /**
+     * Makes the load-balance statistics global over {@code group} (the data-parallel ranks): the routed
+     * fractions f_e of the auxiliary loss are then counted over every rank's tokens, so the loss, averaged
+     * over the ranks, equals the loss of one rank on the whole batch. Adds one small all-reduce per forward.
+     */
+    public void setStatisticsGroup(ProcessGroup group) {
+        this.statisticsGroup = group;
     }
 
     public Linear gate() {
@@ -64,9 +76,16 @@ public abstract class Router extends Module {
     /** {@code scale · E · Σ_e f_e · p_e} with f_e = count_e / (T·K) (constant) and p = mean over tokens of {@code scores}. */
     protected Tensor balanceLoss(Tensor scores, int[] counts, double scale) {
         int t = scores.dim(0);
-        if (t == 0 || scale == 0) return Tensor.zeros();
-        Tensor f = Tensor.zeros(numExperts);
-        for (int e = 0; e < numExperts; e++) f.set(e, (float) counts[e] / ((long) t * topK));
+        if (scale == 0) return Tensor.zeros();
+        // f_e = count_e / (T·K), over the whole data-parallel batch when a statistics group is set
+        Tensor f = Tensor.zeros(numExperts + 1);
+        for (int e = 0; e < numExperts; e++) f.set(e, counts[e]);
+        f.set(numExperts, t);
+        if (statisticsGroup != null && statisticsGroup.size() > 1) statisticsGroup.allReduce(f, ReduceOp.SUM);
+        double tokens = f.get(numExperts);
+        if (t == 0 || tokens == 0) return Tensor.zeros();
+        f = f.rows(0, numExperts);
+        for (int e = 0; e < numExperts; e++) f.set(e, (float) (f.get(e) / (tokens * topK)));
         Tensor p = Ops.mean(scores, 0);
         return Ops.scale(Ops.sum(Ops.mul(p, f)), scale * numExperts);
     }

@@ -1,6 +1,7 @@
 package moe4j.parallel;
 
 import moe4j.distributed.DeviceMesh;
+import moe4j.nn.MoEMLP;
 import moe4j.nn.Module;
 
 /**
@@ -19,6 +20,10 @@ public final class Parallelize {
         }
         ExpertParallel.apply(model, mesh);
         GradientSync sync = GradientSync.create(model, mesh);
+        // load-balance statistics over the whole data-parallel batch, so the aux loss matches one rank's
+        for (var m : model.namedModules().values()) {
+            if (m instanceof MoEMLP moe) moe.router().setStatisticsGroup(sync.dataGroup());
+        }
         ParallelPlan.of(model).mark(ParallelPlan.Stage.DATA_PARALLEL_SHARDING);
         return sync;
     }

@@ -71,7 +71,7 @@ class TrainerTest {
         assertEquals(4, resumed.firstStep());
         byte[] a = Files.readAllBytes(end.resolve("model.safetensors"));
         byte[] b = Files.readAllBytes(resumed.lastCheckpoint().resolve("model.safetensors"));
-        System.err.println("CMP " + end + " " + resumed.lastCheckpoint()); assertArrayEquals(a, b, "weights after resume differ from an uninterrupted run");
+        assertArrayEquals(a, b, "weights after resume differ from an uninterrupted run");
         assertArrayEquals(Files.readAllBytes(end.resolve("optimizer.safetensors")),
                 Files.readAllBytes(resumed.lastCheckpoint().resolve("optimizer.safetensors")));
     }

@@ -173,6 +173,16 @@ public final class Elementwise {
     }
 
     /** Σ a[i] in double precision (used for losses and norms, where float accumulation drifts). */
+    /**
+     * The lanes of {@code v} added in lane order, in double. {@code reduceLanes(ADD)} may add them in
+     * another order in compiled code than in the interpreter, so results would depend on the JIT.
+     */
+    static double sumLanes(FloatVector v) {
+        double s = 0;
+        for (float x : v.toArray()) s += x;
+        return s;
+    }
+
     public static double sum(long n, MemorySegment a, long aOff) {
         return sumSquaresOrValues(n, a, aOff, false);
     }

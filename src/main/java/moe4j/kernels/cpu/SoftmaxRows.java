@@ -37,11 +37,12 @@ public final class SoftmaxRows {
         FloatVector vsum = FloatVector.zero(S);
         FloatVector shift = FloatVector.broadcast(S, max);
         for (int j = 0; j < bound; j += L) {
-            FloatVector e = load(m, off + j).sub(shift).lanewise(VectorOperators.EXP);
+            FloatVector e = load(m, off + j).sub(shift);
+            e = Elementwise.exp(e);
             e.intoMemorySegment(m, (off + j) * 4, LE);
             vsum = vsum.add(e);
         }
-        double sum = vsum.reduceLanes(VectorOperators.ADD);
+        double sum = Elementwise.sumLanes(vsum);
         for (int j = bound; j < valid; j++) {
             float e = (float) Math.exp(m.getAtIndex(F, off + j) - max);
             m.setAtIndex(F, off + j, e);
@@ -61,7 +62,7 @@ public final class SoftmaxRows {
         int bound = valid - valid % L;
         FloatVector vdot = FloatVector.zero(S);
         for (int j = 0; j < bound; j += L) vdot = load(p, pOff + j).fma(load(d, dOff + j), vdot);
-        double dot = vdot.reduceLanes(VectorOperators.ADD);
+        double dot = Elementwise.sumLanes(vdot);
         for (int j = bound; j < valid; j++) dot += (double) p.getAtIndex(F, pOff + j) * d.getAtIndex(F, dOff + j);
         float c = (float) dot;
         for (int j = 0; j < bound; j += L) {
