@@ -103,6 +103,31 @@ class GemmTest {
     }
 
     @Test
+    void concurrentCallersShareThePool() throws Exception {
+        // in-JVM ranks call sgemm from their own threads at the same time
+        try (Arena arena = Arena.ofShared()) {
+            Rng rng = new Rng(19);
+            int m = 90, n = 200, k = 150;
+            MemorySegment a = GemmReference.random(arena, rng, (long) m * k);
+            MemorySegment b = GemmReference.random(arena, rng, (long) k * n);
+            MemorySegment expected = arena.allocate((long) m * n * Float.BYTES);
+            Gemm.sgemm(false, false, m, n, k, 1f, a, 0, k, b, 0, n, 0f, expected, 0, n);
+            Gemm.setThreads(2);
+            MemorySegment[] out = new MemorySegment[4];
+            Thread[] callers = new Thread[out.length];
+            for (int t = 0; t < out.length; t++) {
+                MemorySegment c = out[t] = arena.allocate((long) m * n * Float.BYTES);
+                callers[t] = new Thread(() -> {
+                    for (int rep = 0; rep < 5; rep++) Gemm.sgemm(false, false, m, n, k, 1f, a, 0, k, b, 0, n, 0f, c, 0, n);
+                });
+                callers[t].start();
+            }
+            for (Thread t : callers) t.join();
+            for (MemorySegment c : out) assertEquals(-1L, c.mismatch(expected));
+        }
+    }
+
+    @Test
     void confinedSegmentsWorkWithThreads() {
         Gemm.setThreads(2);
         run(new Rng(13), false, true, 100, 400, 150, 1f, 0f, 0, 0, 0, 0);
