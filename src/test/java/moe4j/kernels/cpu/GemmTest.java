@@ -103,6 +103,23 @@ class GemmTest {
     }
 
     @Test
+    void directAndPackedBGiveTheSameBits() {
+        // 600 rows take the packed-B path, its first 100 rows alone the direct one
+        try (Arena arena = Arena.ofConfined()) {
+            Rng rng = new Rng(23);
+            int m = 600, n = 130, k = 300;
+            MemorySegment a = GemmReference.random(arena, rng, (long) m * k);
+            MemorySegment b = GemmReference.random(arena, rng, (long) k * n);
+            MemorySegment c0 = GemmReference.random(arena, rng, (long) m * n);
+            MemorySegment all = GemmReference.copy(arena, c0), part = GemmReference.copy(arena, c0);
+            Gemm.sgemm(false, false, m, n, k, 0.9f, a, 0, k, b, 0, n, 0.4f, all, 0, n);
+            Gemm.sgemm(false, false, 100, n, k, 0.9f, a, 0, k, b, 0, n, 0.4f, part, 0, n);
+            long rows = 100L * n * Float.BYTES;
+            assertEquals(-1L, all.asSlice(0, rows).mismatch(part.asSlice(0, rows)));
+        }
+    }
+
+    @Test
     void concurrentCallersShareThePool() throws Exception {
         // in-JVM ranks call sgemm from their own threads at the same time
         try (Arena arena = Arena.ofShared()) {
