@@ -12,10 +12,11 @@ import jdk.incubator.vector.VectorSpecies;
  *
  * <p>Loop nest (outermost first), as in the usual Goto/BLIS scheme:
  * <ol>
- *   <li>{@code jc}: columns of C in slabs of {@link #NC};</li>
+ *   <li>{@code jc}: columns of C in slabs of {@link #NC} (wider when K is short, same L2 budget);</li>
  *   <li>{@code pc}: the reduction dimension in slabs of {@link #KC}; the KC×NC block of op(B) is packed
  *       once here and reused by every row of C (for a grouped GEMM: each expert's weight is packed once
- *       per call and shared by all the group's rows); it is sized for L2;</li>
+ *       per call and shared by all the group's rows); it is sized for L2. Short products (at most
+ *       {@link #DIRECT_B_MAX_ROWS} rows) with an untransposed B skip this packing and read B in place;</li>
  *   <li>{@code ic}: rows of C in slabs of {@link #MC}; the MC×KC block of op(A) is packed;</li>
  *   <li>{@code ir}, {@code jr}: {@link #MR}-high strips of A and {@link #NR}-wide strips of B, one
  *       micro-kernel call each, which keeps an MR×NR tile of C in 24 vector registers.</li>

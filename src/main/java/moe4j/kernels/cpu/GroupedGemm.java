@@ -22,8 +22,10 @@ import java.util.concurrent.atomic.AtomicLong;
  *   <li>weight gradient dW = Xᵀ·dY: {@link #weightGrad}.</li>
  * </ul>
  *
- * <p>Each group is one {@link Gemm#sgemm} call, which packs each block of W_g once and shares it across
- * all the group's rows, so short groups (tens of rows) pay one weight pass, not one per row tile.
+ * <p>Each group is one {@link Gemm#sgemm} call, which makes one pass over W_g per call whatever the
+ * group's length: a transposed W_g is packed once and shared by all the group's rows; an untransposed
+ * one is read in place (groups of up to a few hundred rows), which saves the packing pass that would
+ * otherwise cost as much as a short group's arithmetic.
  *
  * <p>{@link #rowsProcessed()} counts the rows of X that forward and weightGrad multiplied, so callers can
  * check that dropped tokens cost no compute.
