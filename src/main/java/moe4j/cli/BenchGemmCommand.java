@@ -10,7 +10,9 @@ import java.util.concurrent.Callable;
 import moe4j.kernels.cpu.GemmBenchmark;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
 
 /**
  * {@code moe4j bench gemm}: GFLOP/s of moe4j's GEMM and ragged grouped GEMM next to OpenBLAS, in one run
@@ -21,6 +23,9 @@ import picocli.CommandLine.Option;
 @Command(name = "gemm", mixinStandardHelpOptions = true,
         description = "Benchmark moe4j GEMM and grouped GEMM against OpenBLAS (GFLOP/s).")
 public final class BenchGemmCommand implements Callable<Integer> {
+    @Spec
+    CommandSpec spec;
+
     @Option(names = "--threads", description = "threads for both libraries (default: ${DEFAULT-VALUE})")
     int threads = 1;
 
@@ -36,7 +41,7 @@ public final class BenchGemmCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        if (threads < 1) throw new CommandLine.ParameterException(new CommandLine(this),
+        if (threads < 1) throw new CommandLine.ParameterException(spec.commandLine(),
                 "--threads must be >= 1, got " + threads);
         GemmBenchmark.Report report = GemmBenchmark.run(threads, quick);
         System.out.print(GemmBenchmark.table(report));
