@@ -71,9 +71,9 @@ public final class Gemm {
         if (m < 0 || n < 0 || k < 0) {
             throw new IllegalArgumentException("sgemm: negative size m=" + m + " n=" + n + " k=" + k);
         }
-        checkMatrix("A", a, aOff, lda, transA ? k : m, transA ? m : k);
-        checkMatrix("B", b, bOff, ldb, transB ? n : k, transB ? k : n);
-        checkMatrix("C", c, cOff, ldc, m, n);
+        checkMatrix("sgemm", "A", a, aOff, lda, transA ? k : m, transA ? m : k);
+        checkMatrix("sgemm", "B", b, bOff, ldb, transB ? n : k, transB ? k : n);
+        checkMatrix("sgemm", "C", c, cOff, ldc, m, n);
         if (m == 0 || n == 0) return;
         if (k == 0 || alpha == 0f) {
             scale(m, n, beta, c, cOff, ldc);
@@ -174,20 +174,20 @@ public final class Gemm {
     }
 
     /** Checks that a rows×cols matrix with row stride ld at element offset off lies inside seg. */
-    static void checkMatrix(String name, MemorySegment seg, long off, int ld, int rows, int cols) {
+    static void checkMatrix(String op, String name, MemorySegment seg, long off, int ld, int rows, int cols) {
         if (rows == 0 || cols == 0) return; // an empty matrix is never touched
         if (ld < cols) {
-            throw new IllegalArgumentException("sgemm: leading dimension of " + name + " is " + ld
+            throw new IllegalArgumentException(op + ": leading dimension of " + name + " is " + ld
                     + ", expected >= " + cols + " (its row width)");
         }
         if (off < 0) {
-            throw new IllegalArgumentException("sgemm: offset of " + name + " is " + off + ", expected >= 0");
+            throw new IllegalArgumentException(op + ": offset of " + name + " is " + off + ", expected >= 0");
         }
-        if (seg == null) throw new IllegalArgumentException("sgemm: matrix " + name + " is null");
+        if (seg == null) throw new IllegalArgumentException(op + ": matrix " + name + " is null");
         long last = off + (long) (rows - 1) * ld + cols;
         long have = seg.byteSize() / Float.BYTES;
         if (last > have) {
-            throw new IllegalArgumentException("sgemm: " + name + " (" + rows + "x" + cols + ", ld " + ld
+            throw new IllegalArgumentException(op + ": " + name + " (" + rows + "x" + cols + ", ld " + ld
                     + ", offset " + off + ") needs " + last + " floats, segment holds " + have);
         }
     }

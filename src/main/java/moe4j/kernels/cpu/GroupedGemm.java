@@ -67,6 +67,8 @@ public final class GroupedGemm {
         for (int g = 0; g < groups; g++) {
             int r0 = offsets[g], m = offsets[g + 1] - r0;
             if (m == 0) continue;
+            Gemm.checkMatrix("GroupedGemm.forward", "W[" + g + "]", w[g], wOff[g], transW ? k : n,
+                    transW ? n : k, transW ? k : n);
             Gemm.sgemm(false, transW, m, n, k, 1f, x, xOff + (long) r0 * k, k,
                     w[g], wOff[g], transW ? k : n, beta, y, yOff + (long) r0 * n, n);
             rows += m;
@@ -90,10 +92,11 @@ public final class GroupedGemm {
         for (int g = 0; g < groups; g++) {
             int r0 = offsets[g], m = offsets[g + 1] - r0;
             if (m == 0) {
-                Gemm.checkMatrix("dW[" + g + "]", dw[g], dwOff[g], n, k, n);
+                Gemm.checkMatrix("GroupedGemm.weightGrad", "dW[" + g + "]", dw[g], dwOff[g], n, k, n);
                 Gemm.scale(k, n, beta, dw[g], dwOff[g], n);
                 continue;
             }
+            Gemm.checkMatrix("GroupedGemm.weightGrad", "dW[" + g + "]", dw[g], dwOff[g], n, k, n);
             Gemm.sgemm(true, false, k, n, m, 1f, x, xOff + (long) r0 * k, k,
                     dy, dyOff + (long) r0 * n, n, beta, dw[g], dwOff[g], n);
             rows += m;
