@@ -42,8 +42,9 @@ class GemmTest {
             boolean ta = (layout & 1) != 0, tb = (layout & 2) != 0;
             for (float[] ab : alphaBeta) {
                 run(rng, ta, tb, 17, 65, 33, ab[0], ab[1], 5, 3, 4, 7);
-                run(rng, ta, tb, 130, 50, 260, ab[0], ab[1], 1, 2, 3, 1);
             }
+            // two K slabs with padding: the later slab must accumulate onto the beta-scaled first one
+            run(rng, ta, tb, 130, 50, 260, -1.25f, 0.75f, 1, 2, 3, 1);
         }
     }
 
