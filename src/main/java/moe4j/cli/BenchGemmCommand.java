@@ -10,17 +10,22 @@ import java.util.concurrent.Callable;
 import moe4j.kernels.cpu.GemmBenchmark;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
 
 /**
  * {@code moe4j bench gemm}: GFLOP/s of moe4j's GEMM and ragged grouped GEMM next to OpenBLAS, in one run
  * (see {@link GemmBenchmark} for shapes and method). With {@code --min-gflops} it doubles as a check that
  * the JIT compiled the kernel properly: a Vector API kernel stuck in the C1 compiler runs tens of times
- * slower, and the command then exits with status 2.
+ * slower, and the command then exits with status 3 (2 is picocli's usage error).
  */
 @Command(name = "gemm", mixinStandardHelpOptions = true,
         description = "Benchmark moe4j GEMM and grouped GEMM against OpenBLAS (GFLOP/s).")
 public final class BenchGemmCommand implements Callable<Integer> {
+    @Spec
+    CommandSpec spec;
+
     @Option(names = "--threads", description = "threads for both libraries (default: ${DEFAULT-VALUE})")
     int threads = 1;
 
@@ -31,12 +36,12 @@ public final class BenchGemmCommand implements Callable<Integer> {
     boolean json;
 
     @Option(names = "--min-gflops", paramLabel = "X",
-            description = "exit with status 2 if moe4j's 1024x4096·4096x1024 GEMM runs below X GFLOP/s")
+            description = "exit with status 3 if moe4j's 1024x4096·4096x1024 GEMM runs below X GFLOP/s")
     double minGflops = 0;
 
     @Override
     public Integer call() {
-        if (threads < 1) throw new CommandLine.ParameterException(new CommandLine(this),
+        if (threads < 1) throw new CommandLine.ParameterException(spec.commandLine(),
                 "--threads must be >= 1, got " + threads);
         GemmBenchmark.Report report = GemmBenchmark.run(threads, quick);
         System.out.print(GemmBenchmark.table(report));
@@ -49,7 +54,7 @@ public final class BenchGemmCommand implements Callable<Integer> {
         if (json) {
             System.out.println(new Gson().toJson(toJson(report, tooSlow)));
         }
-        return tooSlow ? 2 : 0;
+        return tooSlow ? 3 : 0;
     }
 
     private static Map<String, Object> toJson(GemmBenchmark.Report r, boolean tooSlow) {

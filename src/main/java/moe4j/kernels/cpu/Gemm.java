@@ -7,6 +7,7 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
+import java.util.concurrent.RejectedExecutionException;
 
 /**
  * Single-precision GEMM on off-heap row-major matrices:
@@ -34,7 +35,10 @@ public final class Gemm {
     /** One of the pool's threads: asks whether a segment (e.g. of a confined arena) may be used there. */
     private static volatile Thread aWorker;
 
-    /** Sets how many threads (the caller included) one sgemm call may use; default 1. */
+    /**
+     * Sets how many threads (the caller included) one sgemm call may use; default 1. Products under about
+     * two million multiply-adds always run on the caller. Meant to be set once at startup.
+     */
     public static synchronized void setThreads(int n) {
         if (n < 1) throw new IllegalArgumentException("Gemm.setThreads: thread count " + n + ", expected >= 1");
         if (n == threads) return;
@@ -53,6 +57,13 @@ public final class Gemm {
         return threads;
     }
 
+    /**
+     * {@code C = alpha·op(A)·op(B) + beta·C} (see the class comment for shapes and strides). Empty
+     * products (m, n or k = 0) and alpha = 0 only scale C by beta.
+     *
+     * @throws IllegalArgumentException for negative sizes, a leading dimension below the row width, or a
+     *         matrix that does not fit in its segment
+     */
     public static void sgemm(boolean transA, boolean transB, int m, int n, int k, float alpha,
                              MemorySegment a, long aOff, int lda,
                              MemorySegment b, long bOff, int ldb,
@@ -60,9 +71,9 @@ public final class Gemm {
         if (m < 0 || n < 0 || k < 0) {
             throw new IllegalArgumentException("sgemm: negative size m=" + m + " n=" + n + " k=" + k);
         }
-        checkMatrix("A", a, aOff, lda, transA ? k : m, transA ? m : k);
-        checkMatrix("B", b, bOff, ldb, transB ? n : k, transB ? k : n);
-        checkMatrix("C", c, cOff, ldc, m, n);
+        checkMatrix("sgemm", "A", a, aOff, lda, transA ? k : m, transA ? m : k);
+        checkMatrix("sgemm", "B", b, bOff, ldb, transB ? n : k, transB ? k : n);
+        checkMatrix("sgemm", "C", c, cOff, ldc, m, n);
         if (m == 0 || n == 0) return;
         if (k == 0 || alpha == 0f) {
             scale(m, n, beta, c, cOff, ldc);
@@ -121,8 +132,13 @@ public final class Gemm {
         for (int q = 1; q < parts; q++) {
             int lo = bounds[q], hi = bounds[q + 1];
             if (lo >= hi) continue;
-            pending.add(p.submit(() -> computePart(byCols, lo, hi, m, n, transA, transB, k, alpha,
-                    a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc)));
+            Runnable part = () -> computePart(byCols, lo, hi, m, n, transA, transB, k, alpha,
+                    a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
+            try {
+                pending.add(p.submit(part));
+            } catch (RejectedExecutionException poolReplaced) {
+                part.run(); // setThreads shut this pool down meanwhile: same result, computed here
+            }
         }
         computePart(byCols, bounds[0], bounds[1], m, n, transA, transB, k, alpha, a, aOff, lda, b, bOff, ldb,
                 beta, c, cOff, ldc);
@@ -158,20 +174,20 @@ public final class Gemm {
     }
 
     /** Checks that a rows×cols matrix with row stride ld at element offset off lies inside seg. */
-    static void checkMatrix(String name, MemorySegment seg, long off, int ld, int rows, int cols) {
+    static void checkMatrix(String op, String name, MemorySegment seg, long off, int ld, int rows, int cols) {
         if (rows == 0 || cols == 0) return; // an empty matrix is never touched
         if (ld < cols) {
-            throw new IllegalArgumentException("sgemm: leading dimension of " + name + " is " + ld
+            throw new IllegalArgumentException(op + ": leading dimension of " + name + " is " + ld
                     + ", expected >= " + cols + " (its row width)");
         }
         if (off < 0) {
-            throw new IllegalArgumentException("sgemm: offset of " + name + " is " + off + ", expected >= 0");
+            throw new IllegalArgumentException(op + ": offset of " + name + " is " + off + ", expected >= 0");
         }
-        if (seg == null) throw new IllegalArgumentException("sgemm: matrix " + name + " is null");
+        if (seg == null) throw new IllegalArgumentException(op + ": matrix " + name + " is null");
         long last = off + (long) (rows - 1) * ld + cols;
         long have = seg.byteSize() / Float.BYTES;
         if (last > have) {
-            throw new IllegalArgumentException("sgemm: " + name + " (" + rows + "x" + cols + ", ld " + ld
+            throw new IllegalArgumentException(op + ": " + name + " (" + rows + "x" + cols + ", ld " + ld
                     + ", offset " + off + ") needs " + last + " floats, segment holds " + have);
         }
     }

@@ -22,8 +22,10 @@ import java.util.concurrent.atomic.AtomicLong;
  *   <li>weight gradient dW = Xᵀ·dY: {@link #weightGrad}.</li>
  * </ul>
  *
- * <p>Each group is one {@link Gemm#sgemm} call, which packs each block of W_g once and shares it across
- * all the group's rows, so short groups (tens of rows) pay one weight pass, not one per row tile.
+ * <p>Each group is one {@link Gemm#sgemm} call, which makes one pass over W_g per call whatever the
+ * group's length: a transposed W_g is packed once and shared by all the group's rows; an untransposed
+ * one is read in place (groups of up to a few hundred rows), which saves the packing pass that would
+ * otherwise cost as much as a short group's arithmetic.
  *
  * <p>{@link #rowsProcessed()} counts the rows of X that forward and weightGrad multiplied, so callers can
  * check that dropped tokens cost no compute.
@@ -65,6 +67,8 @@ public final class GroupedGemm {
         for (int g = 0; g < groups; g++) {
             int r0 = offsets[g], m = offsets[g + 1] - r0;
             if (m == 0) continue;
+            Gemm.checkMatrix("GroupedGemm.forward", "W[" + g + "]", w[g], wOff[g], transW ? k : n,
+                    transW ? n : k, transW ? k : n);
             Gemm.sgemm(false, transW, m, n, k, 1f, x, xOff + (long) r0 * k, k,
                     w[g], wOff[g], transW ? k : n, beta, y, yOff + (long) r0 * n, n);
             rows += m;
@@ -88,10 +92,11 @@ public final class GroupedGemm {
         for (int g = 0; g < groups; g++) {
             int r0 = offsets[g], m = offsets[g + 1] - r0;
             if (m == 0) {
-                Gemm.checkMatrix("dW[" + g + "]", dw[g], dwOff[g], n, k, n);
+                Gemm.checkMatrix("GroupedGemm.weightGrad", "dW[" + g + "]", dw[g], dwOff[g], n, k, n);
                 Gemm.scale(k, n, beta, dw[g], dwOff[g], n);
                 continue;
             }
+            Gemm.checkMatrix("GroupedGemm.weightGrad", "dW[" + g + "]", dw[g], dwOff[g], n, k, n);
             Gemm.sgemm(true, false, k, n, m, 1f, x, xOff + (long) r0 * k, k,
                     dy, dyOff + (long) r0 * n, n, beta, dw[g], dwOff[g], n);
             rows += m;

@@ -111,9 +111,9 @@ public final class OpenBlas {
         if (m < 0 || n < 0 || k < 0) {
             throw new IllegalArgumentException("OpenBlas.sgemm: negative size m=" + m + " n=" + n + " k=" + k);
         }
-        Gemm.checkMatrix("A", a, aOff, lda, transA ? k : m, transA ? m : k);
-        Gemm.checkMatrix("B", b, bOff, ldb, transB ? n : k, transB ? k : n);
-        Gemm.checkMatrix("C", c, cOff, ldc, m, n);
+        Gemm.checkMatrix("OpenBlas.sgemm", "A", a, aOff, lda, transA ? k : m, transA ? m : k);
+        Gemm.checkMatrix("OpenBlas.sgemm", "B", b, bOff, ldb, transB ? n : k, transB ? k : n);
+        Gemm.checkMatrix("OpenBlas.sgemm", "C", c, cOff, ldc, m, n);
         if (m == 0 || n == 0) return;
         // BLAS insists on ld >= max(1, width) even for empty operands
         int la = Math.max(lda, 1), lb = Math.max(ldb, 1);

@@ -42,8 +42,9 @@ class GemmTest {
             boolean ta = (layout & 1) != 0, tb = (layout & 2) != 0;
             for (float[] ab : alphaBeta) {
                 run(rng, ta, tb, 17, 65, 33, ab[0], ab[1], 5, 3, 4, 7);
-                run(rng, ta, tb, 130, 50, 260, ab[0], ab[1], 1, 2, 3, 1);
             }
+            // two K slabs with padding: the later slab must accumulate onto the beta-scaled first one
+            run(rng, ta, tb, 130, 50, 260, -1.25f, 0.75f, 1, 2, 3, 1);
         }
     }
 
@@ -99,6 +100,48 @@ class GemmTest {
                     assertEquals(-1L, c1.mismatch(c2), "thread count changed the bits for " + m + "x" + n + "x" + k);
                 }
             }
+        }
+    }
+
+    @Test
+    void directAndPackedBGiveTheSameBits() {
+        // 400 rows take the packed-B path, its first 100 rows alone the in-place one
+        try (Arena arena = Arena.ofConfined()) {
+            Rng rng = new Rng(23);
+            int m = 400, n = 130, k = 40;
+            MemorySegment a = GemmReference.random(arena, rng, (long) m * k);
+            MemorySegment b = GemmReference.random(arena, rng, (long) k * n);
+            MemorySegment c0 = GemmReference.random(arena, rng, (long) m * n);
+            MemorySegment all = GemmReference.copy(arena, c0), part = GemmReference.copy(arena, c0);
+            Gemm.sgemm(false, false, m, n, k, 0.9f, a, 0, k, b, 0, n, 0.4f, all, 0, n);
+            Gemm.sgemm(false, false, 100, n, k, 0.9f, a, 0, k, b, 0, n, 0.4f, part, 0, n);
+            long rows = 100L * n * Float.BYTES;
+            assertEquals(-1L, all.asSlice(0, rows).mismatch(part.asSlice(0, rows)));
+        }
+    }
+
+    @Test
+    void concurrentCallersShareThePool() throws Exception {
+        // in-JVM ranks call sgemm from their own threads at the same time
+        try (Arena arena = Arena.ofShared()) {
+            Rng rng = new Rng(19);
+            int m = 90, n = 200, k = 120; // just above the size that goes parallel
+            MemorySegment a = GemmReference.random(arena, rng, (long) m * k);
+            MemorySegment b = GemmReference.random(arena, rng, (long) k * n);
+            MemorySegment expected = arena.allocate((long) m * n * Float.BYTES);
+            Gemm.sgemm(false, false, m, n, k, 1f, a, 0, k, b, 0, n, 0f, expected, 0, n);
+            Gemm.setThreads(2);
+            MemorySegment[] out = new MemorySegment[4];
+            Thread[] callers = new Thread[out.length];
+            for (int t = 0; t < out.length; t++) {
+                MemorySegment c = out[t] = arena.allocate((long) m * n * Float.BYTES);
+                callers[t] = new Thread(() -> {
+                    for (int rep = 0; rep < 3; rep++) Gemm.sgemm(false, false, m, n, k, 1f, a, 0, k, b, 0, n, 0f, c, 0, n);
+                });
+                callers[t].start();
+            }
+            for (Thread t : callers) t.join();
+            for (MemorySegment c : out) assertEquals(-1L, c.mismatch(expected));
         }
     }
 

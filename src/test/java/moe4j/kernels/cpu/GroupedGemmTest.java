@@ -131,6 +131,17 @@ class GroupedGemmTest {
         assertTrue(ex.getMessage().contains("expected groups + 1 = 3"), ex.getMessage());
     }
 
+    @Test
+    void aTooSmallWeightIsNamedByItsGroup() {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment x = arena.allocate(4L * 3 * Float.BYTES), y = arena.allocate(4L * 5 * Float.BYTES);
+            MemorySegment good = arena.allocate(3L * 5 * Float.BYTES), small = arena.allocate(14L * Float.BYTES);
+            IllegalArgumentException ex = assertThrows(IllegalArgumentException.class, () -> GroupedGemm.forward(
+                    2, new int[] {0, 2, 4}, 3, 5, x, 0, new MemorySegment[] {good, small}, new long[2], false, y, 0, 0f));
+            assertTrue(ex.getMessage().contains("GroupedGemm.forward: W[1]"), ex.getMessage());
+        }
+    }
+
     private static MemorySegment rowsOf(MemorySegment s, long off, int r0, int r1, int width) {
         return s.asSlice((off + (long) r0 * width) * Float.BYTES, (long) (r1 - r0) * width * Float.BYTES);
     }
