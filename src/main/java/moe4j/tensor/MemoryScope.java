@@ -52,7 +52,7 @@ public final class MemoryScope implements AutoCloseable {
     private boolean closed;
 
     private MemoryScope() {
-        this.arena = new CountingArena(Arena.ofShared());
+        this.arena = new PooledArena(Arena.ofShared());
         this.owner = Thread.currentThread();
         STACK.get().push(arena);
     }
@@ -105,23 +105,54 @@ public final class MemoryScope implements AutoCloseable {
         arena.close();
     }
 
-    /** A scope's arena that keeps {@link #SCOPED_BYTES} up to date. */
-    private static final class CountingArena implements Arena {
+    /**
+     * A scope's arena. Memory comes from a process-wide pool of blocks in size classes (steps one
+     * quarter-octave apart), and closing the scope returns its blocks to the pool: a training step
+     * reuses the previous step's pages instead of mapping fresh ones and page-faulting them in, which
+     * for large activations costs more than the arithmetic around them. Each tensor still gets a
+     * segment bound to this scope's own arena, so a tensor used after its scope closed throws
+     * {@link IllegalStateException} rather than reading a block another step now owns. Keeps
+     * {@link #SCOPED_BYTES} up to date.
+     */
+    private static final class PooledArena implements Arena {
+        private static final java.util.concurrent.ConcurrentHashMap<Long, java.util.concurrent.ConcurrentLinkedQueue<MemorySegment>> POOL =
+                new java.util.concurrent.ConcurrentHashMap<>();
+        private static final long ALIGNMENT = 64;
+
         private final Arena inner;
+        private final java.util.List<MemorySegment> blocks = new java.util.ArrayList<>();
         private long bytes;
 
-        CountingArena(Arena inner) {
+        PooledArena(Arena inner) {
             this.inner = inner;
+        }
+
+        /** The block size for a request: 64 bytes up to 4 KiB as powers of two, then quarter octaves. */
+        static long sizeClass(long size) {
+            long min = Math.max(size, ALIGNMENT);
+            long pow = Long.highestOneBit(min);
+            if (pow == min) return min;
+            if (min <= 4096) return pow << 1;
+            long quarter = pow >> 2;
+            return (min + quarter - 1) / quarter * quarter;
         }
 
         @Override
         public MemorySegment allocate(long byteSize, long byteAlignment) {
-            MemorySegment m = inner.allocate(byteSize, byteAlignment);
+            if (byteAlignment > ALIGNMENT) return inner.allocate(byteSize, byteAlignment);
+            long size = sizeClass(byteSize);
+            var free = POOL.computeIfAbsent(size, k -> new java.util.concurrent.ConcurrentLinkedQueue<>());
+            MemorySegment block = free.poll();
+            if (block == null) block = Arena.global().allocate(size, ALIGNMENT);
             synchronized (this) {
+                blocks.add(block);
                 bytes += byteSize;
             }
             SCOPED_BYTES.addAndGet(byteSize);
-            return m;
+            // a view with this scope's lifetime; zeroed, as Arena.allocate promises
+            MemorySegment view = block.reinterpret(byteSize, inner, null);
+            view.fill((byte) 0);
+            return view;
         }
 
         @Override
@@ -131,8 +162,10 @@ public final class MemoryScope implements AutoCloseable {
 
         @Override
         public void close() {
-            inner.close();
+            inner.close(); // every view dies first; only then may the blocks serve another scope
             synchronized (this) {
+                for (MemorySegment block : blocks) POOL.get(block.byteSize()).add(block);
+                blocks.clear();
                 SCOPED_BYTES.addAndGet(-bytes);
                 bytes = 0;
             }
