@@ -1,10 +1,7 @@
 package moe4j.ops;
 
-import java.io.IOException;
 import java.lang.management.BufferPoolMXBean;
 import java.lang.management.ManagementFactory;
-import java.nio.file.Files;
-import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import moe4j.autograd.Autograd;
@@ -103,16 +100,9 @@ public final class LeakCheck {
         return -1;
     }
 
-    /** Resident set size from /proc/self/status; -1 where there is no such file. */
+    /** Resident set size; -1 where the kernel does not tell. */
     public static long residentBytes() {
-        try {
-            for (String line : Files.readAllLines(Path.of("/proc/self/status"))) {
-                if (line.startsWith("VmRSS:")) return Long.parseLong(line.replaceAll("\\D", "")) * 1024;
-            }
-        } catch (IOException | NumberFormatException e) {
-            return -1;
-        }
-        return -1;
+        return moe4j.tensor.ProcessMemory.residentBytes();
     }
 
     public static void main(String[] args) {
