@@ -62,11 +62,12 @@ final class MpiLibrary {
     private final MethodHandle commFree;
     private final MethodHandle test;
     private final MethodHandle ialltoallv;
-    private final MethodHandle ialltoall;
-    private final MethodHandle iallgather;
-    private final MethodHandle iallgatherv;
-    private final MethodHandle ibcast;
-    private final MethodHandle ibarrier;
+    private final MethodHandle alltoallv;
+    private final MethodHandle alltoall;
+    private final MethodHandle allgather;
+    private final MethodHandle allgatherv;
+    private final MethodHandle bcast;
+    private final MethodHandle barrier;
 
     private MpiLibrary(String path) {
         this.path = path;
@@ -91,18 +92,20 @@ final class MpiLibrary {
         // sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, request
         ialltoallv = handle(linker, lib, "MPI_Ialltoallv", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS,
                 ADDRESS, ADDRESS, ADDRESS, ADDRESS, ADDRESS, ADDRESS, ADDRESS));
-        // sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, request (same shape for allgather)
-        FunctionDescriptor uniform = FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, ADDRESS, ADDRESS, JAVA_INT,
-                ADDRESS, ADDRESS, ADDRESS);
-        ialltoall = handle(linker, lib, "MPI_Ialltoall", uniform);
-        iallgather = handle(linker, lib, "MPI_Iallgather", uniform);
-        // sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, request
-        iallgatherv = handle(linker, lib, "MPI_Iallgatherv", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, ADDRESS,
+        alltoallv = handle(linker, lib, "MPI_Alltoallv", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS,
                 ADDRESS, ADDRESS, ADDRESS, ADDRESS, ADDRESS, ADDRESS));
-        // buffer, count, datatype, root, comm, request
-        ibcast = handle(linker, lib, "MPI_Ibcast", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, ADDRESS, JAVA_INT,
-                ADDRESS, ADDRESS));
-        ibarrier = handle(linker, lib, "MPI_Ibarrier", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS));
+        // sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm (same shape for allgather)
+        FunctionDescriptor uniform = FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, ADDRESS, ADDRESS, JAVA_INT,
+                ADDRESS, ADDRESS);
+        alltoall = handle(linker, lib, "MPI_Alltoall", uniform);
+        allgather = handle(linker, lib, "MPI_Allgather", uniform);
+        // sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm
+        allgatherv = handle(linker, lib, "MPI_Allgatherv", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, ADDRESS,
+                ADDRESS, ADDRESS, ADDRESS, ADDRESS, ADDRESS));
+        // buffer, count, datatype, root, comm
+        bcast = handle(linker, lib, "MPI_Bcast", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, ADDRESS, JAVA_INT,
+                ADDRESS));
+        barrier = handle(linker, lib, "MPI_Barrier", FunctionDescriptor.of(JAVA_INT, ADDRESS));
     }
 
     /** The library, opened on first use; the path comes from {@code -Dmoe4j.mpi.library} or {@code MOE4J_MPI_LIBRARY}. */
@@ -273,47 +276,54 @@ final class MpiLibrary {
         }
     }
 
-    void ialltoall(MemorySegment send, int count, MemorySegment type, MemorySegment recv, MemorySegment comm,
-            MemorySegment request) {
+    void alltoallv(MemorySegment send, MemorySegment sendCounts, MemorySegment sendDispls, MemorySegment type,
+            MemorySegment recv, MemorySegment recvCounts, MemorySegment recvDispls, MemorySegment comm) {
         try {
-            check("MPI_Ialltoall", (int) ialltoall.invokeExact(send, count, type, recv, count, type, comm, request));
+            check("MPI_Alltoallv", (int) alltoallv.invokeExact(send, sendCounts, sendDispls, type, recv, recvCounts,
+                    recvDispls, type, comm));
         } catch (Throwable t) {
-            throw wrap("MPI_Ialltoall", t);
+            throw wrap("MPI_Alltoallv", t);
         }
     }
 
-    void iallgather(MemorySegment send, int count, MemorySegment type, MemorySegment recv, MemorySegment comm,
-            MemorySegment request) {
+    void alltoall(MemorySegment send, int count, MemorySegment type, MemorySegment recv, MemorySegment comm) {
         try {
-            check("MPI_Iallgather", (int) iallgather.invokeExact(send, count, type, recv, count, type, comm, request));
+            check("MPI_Alltoall", (int) alltoall.invokeExact(send, count, type, recv, count, type, comm));
         } catch (Throwable t) {
-            throw wrap("MPI_Iallgather", t);
+            throw wrap("MPI_Alltoall", t);
         }
     }
 
-    void iallgatherv(MemorySegment send, int count, MemorySegment type, MemorySegment recv, MemorySegment recvCounts,
-            MemorySegment displs, MemorySegment comm, MemorySegment request) {
+    void allgather(MemorySegment send, int count, MemorySegment type, MemorySegment recv, MemorySegment comm) {
         try {
-            check("MPI_Iallgatherv", (int) iallgatherv.invokeExact(send, count, type, recv, recvCounts, displs, type,
-                    comm, request));
+            check("MPI_Allgather", (int) allgather.invokeExact(send, count, type, recv, count, type, comm));
         } catch (Throwable t) {
-            throw wrap("MPI_Iallgatherv", t);
+            throw wrap("MPI_Allgather", t);
         }
     }
 
-    void ibcast(MemorySegment buffer, int count, MemorySegment type, int root, MemorySegment comm, MemorySegment request) {
+    void allgatherv(MemorySegment send, int count, MemorySegment type, MemorySegment recv, MemorySegment recvCounts,
+            MemorySegment displs, MemorySegment comm) {
         try {
-            check("MPI_Ibcast", (int) ibcast.invokeExact(buffer, count, type, root, comm, request));
+            check("MPI_Allgatherv", (int) allgatherv.invokeExact(send, count, type, recv, recvCounts, displs, type, comm));
         } catch (Throwable t) {
-            throw wrap("MPI_Ibcast", t);
+            throw wrap("MPI_Allgatherv", t);
         }
     }
 
-    void ibarrier(MemorySegment comm, MemorySegment request) {
+    void bcast(MemorySegment buffer, int count, MemorySegment type, int root, MemorySegment comm) {
         try {
-            check("MPI_Ibarrier", (int) ibarrier.invokeExact(comm, request));
+            check("MPI_Bcast", (int) bcast.invokeExact(buffer, count, type, root, comm));
         } catch (Throwable t) {
-            throw wrap("MPI_Ibarrier", t);
+            throw wrap("MPI_Bcast", t);
+        }
+    }
+
+    void barrier(MemorySegment comm) {
+        try {
+            check("MPI_Barrier", (int) barrier.invokeExact(comm));
+        } catch (Throwable t) {
+            throw wrap("MPI_Barrier", t);
         }
     }
 }

@@ -22,10 +22,11 @@ import moe4j.tensor.Tensor;
  * or {@code srun}, and tensor data go from and to the tensors' off-heap memory directly (MPI gets
  * their addresses; nothing is copied on the Java side).
  *
- * <p>Every collective is an MPI non-blocking collective completed by polling up to the group's
- * deadline ({@link PendingRequests}); a collective that misses it aborts the whole job with a message
- * naming this rank, the collective and the group. Disagreements that can be seen cheaply end in a
- * {@link CollectiveException}: the all-to-all first gathers every rank's splits, so all ranks see a
+ * <p>Every blocking collective is one or two blocking MPI collectives (MPI's tuned algorithms, the
+ * fastest path), each watched by the process's {@link Watchdog}: a collective that misses the
+ * group's deadline ends the whole job with a message naming this rank, the collective and the
+ * group. Disagreements that can be seen cheaply end in a {@link CollectiveException}: the
+ * all-to-all first gathers every rank's splits (a small {@code MPI_Allgather}), so all ranks see a
  * disagreement alike before any data move; gathers and broadcasts check the sizes. After such an
  * exception the group is broken; under {@link MpiRuntime#run} the exception aborts the job.
  *
@@ -35,11 +36,15 @@ import moe4j.tensor.Tensor;
  * bandwidth-optimal pattern, and every rank gets the same bits as with the in-JVM backend.
  *
  * <p>Asynchronous collectives: {@link #allToAllSingleAsync} agrees on the splits (a short wait for
- * the peers), then starts the data exchange before returning (so every rank starts its collectives
- * in program order, as MPI requires) and the returned {@link Work} completes it; MPI makes progress whenever a thread of the process is inside an MPI call
+ * the peers), then starts the data exchange with {@code MPI_Ialltoallv} before returning (so every
+ * rank starts its collectives in program order, as MPI requires); the returned {@link Work}
+ * completes it by polling up to the deadline ({@link PendingRequests}); MPI makes progress whenever a thread of the process is inside an MPI call
  * (a test, a wait, another collective). {@link #allReduceAsync} completes before it returns.
  */
 public final class MpiProcessGroup implements ProcessGroup {
+    /** MPI's {@code MPI_IN_PLACE}: {@code (void *) 1} in Open MPI. */
+    private static final MemorySegment MPI_IN_PLACE = MemorySegment.ofAddress(1);
+
     private final MpiLibrary mpi;
     private final MemorySegment comm;
     private final int rank;
@@ -48,6 +53,7 @@ public final class MpiProcessGroup implements ProcessGroup {
     private final String name;
     private final Duration timeout;
     private final RankOrderReduction reduction = new RankOrderReduction();
+    private final Watchdog watchdog;
 
     /** Collectives started on this handle; the number of the next is {@code calls + 1}. */
     private long calls;
@@ -73,6 +79,7 @@ public final class MpiProcessGroup implements ProcessGroup {
         this.globalRanks = globalRanks.clone();
         this.name = name;
         this.timeout = timeout;
+        this.watchdog = Watchdog.get(timeout.toNanos());
     }
 
     @Override
@@ -113,16 +120,19 @@ public final class MpiProcessGroup implements ProcessGroup {
         checkAllToAllArgs(out, in, outSplits, inSplits);
         drainAsync();
         try (Arena arena = Arena.ofConfined()) {
-            PendingRequests requests = new PendingRequests(mpi, arena, 2);
-            agreeOnSplits(call, arena, requests, outSplits, inSplits);
-            startAllToAllv(arena, requests, out, in, outSplits, inSplits);
-            requests.await(1, call.deadline, call);
+            agreeOnSplits(call, arena, outSplits, inSplits);
+            MemorySegment v = countsAndDisplacements(arena, outSplits, inSplits, in.rowWidth());
+            MemorySegment type = datatype(in.dtype());
+            MemorySegment src = native_(in);
+            MemorySegment dst = native_(out);
+            blocking(call, () -> mpi.alltoallv(src, v, v.asSlice(size * 4L), type, dst, v.asSlice(2L * size * 4),
+                    v.asSlice(3L * size * 4), comm));
         }
     }
 
     /**
-     * Checks the splits, then starts the data exchange and returns; the splits check waits for every
-     * rank to arrive, the data then move while the caller goes on.
+     * Checks the splits (a short wait for the peers), then starts the data exchange with
+     * {@code MPI_Ialltoallv} and returns; the data move while the caller goes on.
      */
     @Override
     public Work allToAllSingleAsync(Tensor out, Tensor in, int[] outSplits, int[] inSplits) {
@@ -130,9 +140,16 @@ public final class MpiProcessGroup implements ProcessGroup {
         checkAllToAllArgs(out, in, outSplits, inSplits);
         // memory that must outlive this call: freed by the GC once the Work is gone
         Arena arena = Arena.ofAuto();
-        PendingRequests requests = new PendingRequests(mpi, arena, 2);
-        agreeOnSplits(call, arena, requests, outSplits, inSplits);
-        startAllToAllv(arena, requests, out, in, outSplits, inSplits);
+        agreeOnSplits(call, arena, outSplits, inSplits);
+        MemorySegment v = countsAndDisplacements(arena, outSplits, inSplits, in.rowWidth());
+        PendingRequests requests = new PendingRequests(mpi, arena, 1);
+        MpiLibrary.LOCK.lock();
+        try {
+            mpi.ialltoallv(native_(in), v, v.asSlice(size * 4L), datatype(in.dtype()), native_(out),
+                    v.asSlice(2L * size * 4), v.asSlice(3L * size * 4), comm, requests.next());
+        } finally {
+            MpiLibrary.LOCK.unlock();
+        }
         AsyncWork work = new AsyncWork(call, requests);
         synchronized (inFlight) {
             inFlight.add(work);
@@ -145,19 +162,13 @@ public final class MpiProcessGroup implements ProcessGroup {
      * each rank sends to each peer is what that peer expects. Every rank sees the same matrix, so a
      * disagreement raises the same {@link CollectiveException} on all of them, before any data move.
      */
-    private void agreeOnSplits(Call call, Arena arena, PendingRequests requests, int[] outSplits, int[] inSplits) {
+    private void agreeOnSplits(Call call, Arena arena, int[] outSplits, int[] inSplits) {
         int p = size;
         MemorySegment all = arena.allocate(JAVA_INT, 2L * p * p + 2L * p);
         MemorySegment mine = all.asSlice(2L * p * p * 4);
         MemorySegment.copy(inSplits, 0, mine, JAVA_INT, 0, p);
         MemorySegment.copy(outSplits, 0, mine, JAVA_INT, p * 4L, p);
-        MpiLibrary.LOCK.lock();
-        try {
-            mpi.iallgather(mine, 2 * p, mpi.intType, all, comm, requests.next());
-        } finally {
-            MpiLibrary.LOCK.unlock();
-        }
-        requests.await(0, call.deadline, call);
+        blocking(call, () -> mpi.allgather(mine, 2 * p, mpi.intType, all, comm));
         List<String> problems = new ArrayList<>();
         for (int s = 0; s < p; s++) {
             for (int r = 0; r < p; r++) {
@@ -175,10 +186,8 @@ public final class MpiProcessGroup implements ProcessGroup {
         }
     }
 
-    private void startAllToAllv(Arena arena, PendingRequests requests, Tensor out, Tensor in, int[] outSplits,
-            int[] inSplits) {
-        long width = in.rowWidth();
-        // sendcounts, sdispls, recvcounts, rdispls in elements
+    /** sendcounts, sdispls, recvcounts, rdispls of an all-to-all of rows of {@code width} elements, in elements. */
+    private MemorySegment countsAndDisplacements(Arena arena, int[] outSplits, int[] inSplits, long width) {
         MemorySegment v = arena.allocate(JAVA_INT, 4L * size);
         long sendOffset = 0;
         long recvOffset = 0;
@@ -190,14 +199,7 @@ public final class MpiProcessGroup implements ProcessGroup {
             sendOffset += inSplits[j] * width;
             recvOffset += outSplits[j] * width;
         }
-        MemorySegment type = datatype(in.dtype());
-        MpiLibrary.LOCK.lock();
-        try {
-            mpi.ialltoallv(native_(in), v, v.asSlice(size * 4L), type, native_(out), v.asSlice(2L * size * 4),
-                    v.asSlice(3L * size * 4), comm, requests.next());
-        } finally {
-            MpiLibrary.LOCK.unlock();
-        }
+        return v;
     }
 
     private void checkAllToAllArgs(Tensor out, Tensor in, int[] outSplits, int[] inSplits) {
@@ -235,16 +237,9 @@ public final class MpiProcessGroup implements ProcessGroup {
         }
         drainAsync();
         try (Arena arena = Arena.ofConfined()) {
-            MemorySegment buf = arena.allocate(JAVA_INT, 2L * send.length);
+            MemorySegment buf = arena.allocate(JAVA_INT, Math.max(1, 2L * send.length));
             MemorySegment.copy(send, 0, buf, JAVA_INT, 0, send.length);
-            PendingRequests requests = new PendingRequests(mpi, arena, 1);
-            MpiLibrary.LOCK.lock();
-            try {
-                mpi.ialltoall(buf, chunk, mpi.intType, buf.asSlice(send.length * 4L), comm, requests.next());
-            } finally {
-                MpiLibrary.LOCK.unlock();
-            }
-            requests.await(0, call.deadline, call);
+            blocking(call, () -> mpi.alltoall(buf, chunk, mpi.intType, buf.asSlice(send.length * 4L), comm));
             int[] received = new int[send.length];
             MemorySegment.copy(buf, JAVA_INT, send.length * 4L, received, 0, send.length);
             return received;
@@ -276,29 +271,15 @@ public final class MpiProcessGroup implements ProcessGroup {
                 v.setAtIndex(JAVA_INT, 2L * size + j, elements("allReduce", mine));
                 v.setAtIndex(JAVA_INT, 3L * size + j, elements("allReduce", j * mine));
             }
-            PendingRequests requests = new PendingRequests(mpi, arena, 2);
-            MpiLibrary.LOCK.lock();
-            try {
-                mpi.ialltoallv(data, v, v.asSlice(size * 4L), type, pieces, v.asSlice(2L * size * 4),
-                        v.asSlice(3L * size * 4), comm, requests.next());
-            } finally {
-                MpiLibrary.LOCK.unlock();
-            }
-            requests.await(0, call.deadline, call);
+            blocking(call, () -> mpi.alltoallv(data, v, v.asSlice(size * 4L), type, pieces, v.asSlice(2L * size * 4),
+                    v.asSlice(3L * size * 4), comm));
             reduction.reduce(t.dtype(), op, pieces, size, mine, data, start[rank]);
-            MpiLibrary.LOCK.lock();
-            try {
-                // in place: each rank's contribution already sits at its displacement in data
-                mpi.iallgatherv(MemorySegment.ofAddress(1), 0, type, data, v, v.asSlice(size * 4L), comm,
-                        requests.next());
-            } finally {
-                MpiLibrary.LOCK.unlock();
-            }
-            requests.await(1, call.deadline, call);
+            // in place: each rank's result already sits at its displacement in data
+            blocking(call, () -> mpi.allgatherv(MPI_IN_PLACE, 0, type, data, v, v.asSlice(size * 4L), comm));
         }
     }
 
-    /** Completes before returning: the reduction's second step may only start once the first has ended everywhere. */
+    /** Completes before returning: MPI's non-blocking reductions would not combine in rank order. */
     @Override
     public Work allReduceAsync(Tensor t, ReduceOp op) {
         allReduce(t, op);
@@ -319,14 +300,9 @@ public final class MpiProcessGroup implements ProcessGroup {
         int count = elements("reduceScatter", m);
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment pieces = arena.allocate(Math.max(1, m * size * 4), 64);
-            PendingRequests requests = new PendingRequests(mpi, arena, 1);
-            MpiLibrary.LOCK.lock();
-            try {
-                mpi.ialltoall(native_(in), count, datatype(in.dtype()), pieces, comm, requests.next());
-            } finally {
-                MpiLibrary.LOCK.unlock();
-            }
-            requests.await(0, call.deadline, call);
+            MemorySegment src = native_(in);
+            MemorySegment type = datatype(in.dtype());
+            blocking(call, () -> mpi.alltoall(src, count, type, pieces, comm));
             reduction.reduce(in.dtype(), op, pieces, size, m, native_(out), 0);
         }
     }
@@ -351,15 +327,9 @@ public final class MpiProcessGroup implements ProcessGroup {
         drainAsync();
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment v = arena.allocate(JAVA_INT, 2L * size + 1);
-            v.setAtIndex(JAVA_INT, 2L * size, elements("allGather", in.numel()));
-            PendingRequests requests = new PendingRequests(mpi, arena, 2);
-            MpiLibrary.LOCK.lock();
-            try {
-                mpi.iallgather(v.asSlice(2L * size * 4), 1, mpi.intType, v, comm, requests.next());
-            } finally {
-                MpiLibrary.LOCK.unlock();
-            }
-            requests.await(0, call.deadline, call);
+            MemorySegment mine = v.asSlice(2L * size * 4);
+            mine.set(JAVA_INT, 0, elements("allGather", in.numel()));
+            blocking(call, () -> mpi.allgather(mine, 1, mpi.intType, v, comm));
             long total = 0;
             for (int j = 0; j < size; j++) {
                 v.setAtIndex(JAVA_INT, size + j, elements("allGather", total));
@@ -370,14 +340,11 @@ public final class MpiProcessGroup implements ProcessGroup {
                 throw fail(call, "the ranks' inputs hold " + total / Math.max(1, in.rowWidth()) + " rows in all but out "
                         + out.shapeString() + " has " + out.rowCount());
             }
-            MpiLibrary.LOCK.lock();
-            try {
-                mpi.iallgatherv(native_(in), (int) in.numel(), datatype(in.dtype()), native_(out), v, v.asSlice(size * 4L),
-                        comm, requests.next());
-            } finally {
-                MpiLibrary.LOCK.unlock();
-            }
-            requests.await(1, call.deadline, call);
+            MemorySegment src = native_(in);
+            MemorySegment dst = native_(out);
+            MemorySegment type = datatype(in.dtype());
+            int count = (int) in.numel();
+            blocking(call, () -> mpi.allgatherv(src, count, type, dst, v, v.asSlice(size * 4L), comm));
         }
     }
 
@@ -392,27 +359,16 @@ public final class MpiProcessGroup implements ProcessGroup {
             MemorySegment header = arena.allocate(JAVA_INT, 2);
             header.setAtIndex(JAVA_INT, 0, elements("broadcast", t.numel()));
             header.setAtIndex(JAVA_INT, 1, t.dtype().ordinal());
-            PendingRequests requests = new PendingRequests(mpi, arena, 2);
-            MpiLibrary.LOCK.lock();
-            try {
-                mpi.ibcast(header, 2, mpi.intType, root, comm, requests.next());
-            } finally {
-                MpiLibrary.LOCK.unlock();
-            }
-            requests.await(0, call.deadline, call);
+            blocking(call, () -> mpi.bcast(header, 2, mpi.intType, root, comm));
             int rootCount = header.getAtIndex(JAVA_INT, 0);
             int rootType = header.getAtIndex(JAVA_INT, 1);
             if (rootCount != t.numel() || rootType != t.dtype().ordinal()) {
                 throw fail(call, "root " + root + " sends " + rootCount + " elements of " + DType.values()[rootType]
                         + " but rank " + rank + " holds " + t.dtype() + t.shapeString());
             }
-            MpiLibrary.LOCK.lock();
-            try {
-                mpi.ibcast(native_(t), rootCount, datatype(t.dtype()), root, comm, requests.next());
-            } finally {
-                MpiLibrary.LOCK.unlock();
-            }
-            requests.await(1, call.deadline, call);
+            MemorySegment data = native_(t);
+            MemorySegment type = datatype(t.dtype());
+            blocking(call, () -> mpi.bcast(data, rootCount, type, root, comm));
         }
     }
 
@@ -420,23 +376,14 @@ public final class MpiProcessGroup implements ProcessGroup {
     public void barrier() {
         Call call = begin("barrier");
         drainAsync();
-        try (Arena arena = Arena.ofConfined()) {
-            PendingRequests requests = new PendingRequests(mpi, arena, 1);
-            MpiLibrary.LOCK.lock();
-            try {
-                mpi.ibarrier(comm, requests.next());
-            } finally {
-                MpiLibrary.LOCK.unlock();
-            }
-            requests.await(0, call.deadline, call);
-        }
+        blocking(call, () -> mpi.barrier(comm));
     }
 
     // ---------------------------------------------------------------- sub-groups
 
     /**
-     * Gathers every rank's (color, key) first (bounded by the deadline, so {@code MPI_Comm_split},
-     * which has no non-blocking form, only starts once every rank is there), then splits.
+     * Gathers every rank's (color, key) first (to name the new group's members), then splits with
+     * {@code MPI_Comm_split}.
      */
     @Override
     public ProcessGroup split(int color, int key, String name) {
@@ -445,25 +392,14 @@ public final class MpiProcessGroup implements ProcessGroup {
         int[] all = new int[2 * size];
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment buf = arena.allocate(JAVA_INT, 2L * size + 2);
-            buf.setAtIndex(JAVA_INT, 2L * size, color);
-            buf.setAtIndex(JAVA_INT, 2L * size + 1, key);
-            PendingRequests requests = new PendingRequests(mpi, arena, 1);
-            MpiLibrary.LOCK.lock();
-            try {
-                mpi.iallgather(buf.asSlice(2L * size * 4), 2, mpi.intType, buf, comm, requests.next());
-            } finally {
-                MpiLibrary.LOCK.unlock();
-            }
-            requests.await(0, call.deadline, call);
+            MemorySegment mine = buf.asSlice(2L * size * 4);
+            mine.setAtIndex(JAVA_INT, 0, color);
+            mine.setAtIndex(JAVA_INT, 1, key);
+            blocking(call, () -> mpi.allgather(mine, 2, mpi.intType, buf, comm));
             MemorySegment.copy(buf, JAVA_INT, 0, all, 0, 2 * size);
         }
-        MemorySegment child;
-        MpiLibrary.LOCK.lock();
-        try {
-            child = mpi.commSplit(comm, color < 0 ? MpiLibrary.MPI_UNDEFINED : color, key);
-        } finally {
-            MpiLibrary.LOCK.unlock();
-        }
+        MemorySegment[] child = new MemorySegment[1];
+        blocking(call, () -> child[0] = mpi.commSplit(comm, color < 0 ? MpiLibrary.MPI_UNDEFINED : color, key));
         if (color < 0) return null;
         // members ordered by (key, rank), as MPI orders them
         List<int[]> members = new ArrayList<>();
@@ -472,7 +408,7 @@ public final class MpiProcessGroup implements ProcessGroup {
         }
         members.sort((a, b) -> a[0] != b[0] ? Integer.compare(a[0], b[0]) : Integer.compare(a[1], b[1]));
         int[] worldRanks = members.stream().mapToInt(m -> globalRanks[m[1]]).toArray();
-        MpiProcessGroup g = new MpiProcessGroup(mpi, child, worldRanks, name, timeout);
+        MpiProcessGroup g = new MpiProcessGroup(mpi, child[0], worldRanks, name, timeout);
         if (worldRanks[g.rank] != globalRanks[rank]) {
             throw fail(call, "MPI placed this rank at " + g.rank + " of the new group, expected the (key, rank) order "
                     + Arrays.toString(worldRanks));
@@ -516,6 +452,21 @@ public final class MpiProcessGroup implements ProcessGroup {
             throw new CollectiveException(op, name, rank, size, calls + 1, "the group is broken: " + why);
         }
         return new Call(op, ++calls);
+    }
+
+    /**
+     * Runs one blocking MPI call for {@code call}, holding {@link MpiLibrary#LOCK} and watched by the
+     * {@link Watchdog} up to the call's deadline.
+     */
+    private void blocking(Call call, Runnable mpiCall) {
+        MpiLibrary.LOCK.lock();
+        watchdog.arm(call.deadline, call);
+        try {
+            mpiCall.run();
+        } finally {
+            watchdog.disarm();
+            MpiLibrary.LOCK.unlock();
+        }
     }
 
     private CollectiveException fail(Call call, String detail) {

@@ -2,7 +2,6 @@ package moe4j.distributed.mpi;
 
 import java.io.PrintWriter;
 import java.io.StringWriter;
-import java.lang.foreign.Arena;
 import java.time.Duration;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.IntStream;
@@ -116,29 +115,29 @@ public final class MpiRuntime {
 
     /**
      * Ends MPI after a successful run: a barrier bounded by {@link #FINALIZE_TIMEOUT} (so a missing
-     * peer aborts the job instead of hanging {@code MPI_Finalize}), then {@code MPI_Finalize}.
+     * peer ends the job instead of hanging {@code MPI_Finalize}), then {@code MPI_Finalize}.
      */
     public static synchronized void finish() {
         if (world == null) return;
         MpiLibrary mpi = MpiLibrary.get();
-        try (Arena arena = Arena.ofConfined()) {
-            PendingRequests requests = new PendingRequests(mpi, arena, 1);
-            MpiLibrary.LOCK.lock();
-            try {
-                mpi.ibarrier(mpi.commWorld, requests.next());
-            } finally {
-                MpiLibrary.LOCK.unlock();
-            }
-            requests.await(0, System.nanoTime() + FINALIZE_TIMEOUT.toNanos(), "world rank " + worldRank
-                    + ": the final barrier before MPI_Finalize did not complete within " + FINALIZE_TIMEOUT);
-        }
+        Watchdog watchdog = Watchdog.get(FINALIZE_TIMEOUT.toNanos());
+        String what = "world rank " + worldRank + ": the final barrier before MPI_Finalize did not complete within "
+                + FINALIZE_TIMEOUT + " (a peer failed or is still working)";
         MpiLibrary.LOCK.lock();
+        watchdog.arm(System.nanoTime() + FINALIZE_TIMEOUT.toNanos(), what);
         try {
+            mpi.barrier(mpi.commWorld);
             mpi.finalizeMpi();
         } finally {
+            watchdog.disarm();
             MpiLibrary.LOCK.unlock();
         }
         world = null;
+    }
+
+    /** This process's rank in the world group, or -1 before {@link #init}. */
+    static int worldRank() {
+        return worldRank;
     }
 
     /**

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# All-to-all throughput of moe4j's MPI backend next to a C program making the same MPI_Alltoallv
+# (bench/alltoallv.c, compiled here with mpicc), in the same run: 2 and 4 processes, 1-64 MiB per rank.
+#
+#   scripts/bench-mpi-alltoall.sh [ITERS] [RANKS...]      defaults: 20 iterations, 2 and 4 ranks
+#
+# Needs ./mvnw -o compile first. Prints each program's raw lines, then a table with the best and
+# median times and moe4j's bandwidth as a fraction of C's (best vs best).
+set -euo pipefail
+cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
+
+iters=${1:-20}
+shift || true
+ranks=("$@")
+[ ${#ranks[@]} -gt 0 ] || ranks=(2 4)
+sizes=(1 4 16 64)
+
+# MOE4J_JAVA: a java binary to use as is (e.g. a jlink runtime on a machine without a JDK)
+java=${MOE4J_JAVA:-}
+if [ -z "$java" ]; then
+  . bin/find-java
+  moe4j_find_java || exit 1
+  java="$MOE4J_JAVA_HOME/bin/java"
+fi
+
+[ -d target/classes/moe4j/distributed/mpi ] || { echo "bench-mpi-alltoall: run ./mvnw -o compile first" >&2; exit 2; }
+cp_file=target/mpi-main.classpath
+# MOE4J_DEPS_CLASSPATH: the dependencies' classpath, where Maven cannot run
+if [ -n "${MOE4J_DEPS_CLASSPATH+set}" ]; then
+  printf '%s\n' "$MOE4J_DEPS_CLASSPATH" >"$cp_file"
+elif [ ! -s "$cp_file" ] || [ pom.xml -nt "$cp_file" ]; then
+  ./mvnw -q -o dependency:build-classpath -Dmdep.outputFile="$cp_file" -Dmdep.includeScope=runtime >/dev/null
+fi
+classpath="target/classes:$(cat "$cp_file")"
+
+mkdir -p target/bench
+mpicc -O2 -o target/bench/alltoallv bench/alltoallv.c
+
+root_flags=()
+[ "$(id -u)" -eq 0 ] && root_flags=(--allow-run-as-root)
+out=target/bench/mpi-alltoall.txt
+: >"$out"
+echo "load before: $(uptime)"
+for p in "${ranks[@]}"; do
+  # shellcheck disable=SC2086
+  mpirun "${root_flags[@]}" --oversubscribe -np "$p" ${MPIRUN_FLAGS:-} target/bench/alltoallv "$iters" "${sizes[@]}" | tee -a "$out"
+  # shellcheck disable=SC2086
+  mpirun "${root_flags[@]}" --oversubscribe -np "$p" ${MPIRUN_FLAGS:-} \
+    "$java" --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -XX:-TieredCompilation \
+    -Xmx1g -XX:+UseSerialGC -cp "$classpath" moe4j.distributed.mpi.MpiAllToAllBenchmark "$iters" "${sizes[@]}" 2>&1 |
+    grep -v '^WARNING: Using incubator' | tee -a "$out"
+done
+echo "load after: $(uptime)"
+
+echo
+awk '
+  { key = $2 " " $3; best[$1, key] = $4; med[$1, key] = $5; gbs[$1, key] = $6; if (!(key in seen)) { seen[key] = 1; order[n++] = key } }
+  END {
+    printf "%5s %7s | %10s %10s %8s | %10s %10s %8s | %9s\n", "ranks", "MiB/rank", "C best ms", "C median", "C GB/s", "moe4j best", "moe4j med", "GB/s", "moe4j/C"
+    for (i = 0; i < n; i++) {
+      k = order[i]; split(k, a, " ")
+      printf "%5s %7s | %10.3f %10.3f %8.2f | %10.3f %10.3f %8.2f | %8.1f%%\n", a[1], a[2], best["c", k], med["c", k], gbs["c", k], best["java", k], med["java", k], gbs["java", k], 100 * best["c", k] / best["java", k]
+    }
+  }' "$out"
