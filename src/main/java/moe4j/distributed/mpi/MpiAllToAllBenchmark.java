@@ -22,6 +22,7 @@ import moe4j.tensor.Tensor;
  */
 public final class MpiAllToAllBenchmark {
     private static final int ROW_FLOATS = 1024;
+    private static final int WARMUP_CALLS = 20_000;
 
     /** One measured size: milliseconds of the best and the median iteration, and the bytes each rank sent. */
     public record Result(int ranks, long mib, double bestMillis, double medianMillis, long bytesPerRank) {
@@ -54,6 +55,7 @@ public final class MpiAllToAllBenchmark {
     /** Measures each size in {@code mibs} with {@code iterations} timed all-to-alls (a collective over {@code g}). */
     public static List<Result> measure(ProcessGroup g, int iterations, long... mibs) {
         int p = g.size();
+        warmUp(g);
         List<Result> results = new ArrayList<>();
         for (long mib : mibs) {
             try (MemoryScope ignored = MemoryScope.open()) {
@@ -80,5 +82,26 @@ public final class MpiAllToAllBenchmark {
             }
         }
         return results;
+    }
+
+    /**
+     * Runs the measured code path until the JIT has compiled it: the launcher runs without tiered
+     * compilation, so the first few thousand calls are interpreted (FFM downcalls included), which
+     * would dominate a millisecond-scale measurement.
+     */
+    private static void warmUp(ProcessGroup g) {
+        int p = g.size();
+        int[] ones = new int[p];
+        Arrays.fill(ones, 1);
+        try (MemoryScope ignored = MemoryScope.open()) {
+            Tensor in = Tensor.zeros(p, 8);
+            Tensor out = Tensor.zeros(p, 8);
+            Tensor slowest = Tensor.zeros(1);
+            for (int i = 0; i < WARMUP_CALLS; i++) {
+                g.barrier();
+                g.allToAllSingle(out, in, ones, ones);
+                g.allReduce(slowest, ReduceOp.MAX);
+            }
+        }
     }
 }

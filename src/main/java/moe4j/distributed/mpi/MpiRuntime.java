@@ -5,6 +5,7 @@ import java.io.StringWriter;
 import java.time.Duration;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.IntStream;
+import moe4j.distributed.Backend;
 import moe4j.distributed.Distributed;
 import moe4j.distributed.ProcessGroup;
 import moe4j.distributed.RankFunction;
@@ -38,9 +39,7 @@ public final class MpiRuntime {
 
     /** Whether this process looks started by an MPI launcher (Open MPI's mpirun, or PMI / SLURM's srun). */
     public static boolean launchedByMpi() {
-        return System.getenv("OMPI_COMM_WORLD_SIZE") != null || System.getenv("PMI_SIZE") != null
-                || System.getenv("PMIX_RANK") != null
-                || (System.getenv("SLURM_NTASKS") != null && System.getenv("SLURM_PROCID") != null);
+        return Backend.detect() == Backend.MPI;
     }
 
     /** The configured collective deadline (see the class comment). */
