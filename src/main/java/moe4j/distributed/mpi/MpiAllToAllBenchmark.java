@@ -31,6 +31,9 @@ public final class MpiAllToAllBenchmark {
         }
     }
 
+    /** Mean microseconds of the small exchanges each MoE layer makes: 8 ints per peer, and one row of 8 floats per peer. */
+    public record Latency(int ranks, int iterations, double countExchangeMicros, double smallRowAllToAllMicros) {}
+
     private MpiAllToAllBenchmark() {}
 
     public static void main(String[] args) {
@@ -84,12 +87,44 @@ public final class MpiAllToAllBenchmark {
         return results;
     }
 
+    /** The best of five rounds of {@code iterations} back-to-back small exchanges (a collective over {@code g}). */
+    public static Latency latency(ProcessGroup g, int iterations) {
+        int p = g.size();
+        int[] counts = new int[p * 8];
+        int[] ones = new int[p];
+        Arrays.fill(ones, 1);
+        warmUp(g);
+        double bestCounts = Double.MAX_VALUE;
+        double bestRows = Double.MAX_VALUE;
+        try (MemoryScope ignored = MemoryScope.open()) {
+            Tensor in = Tensor.zeros(p, 8);
+            Tensor out = Tensor.zeros(p, 8);
+            for (int round = 0; round < 5; round++) {
+                g.barrier();
+                long t0 = System.nanoTime();
+                for (int i = 0; i < iterations; i++) g.allToAll(counts, 8);
+                long t1 = System.nanoTime();
+                g.barrier();
+                long t2 = System.nanoTime();
+                for (int i = 0; i < iterations; i++) g.allToAllSingle(out, in, ones, ones);
+                long t3 = System.nanoTime();
+                bestCounts = Math.min(bestCounts, (t1 - t0) * 1e-3 / iterations);
+                bestRows = Math.min(bestRows, (t3 - t2) * 1e-3 / iterations);
+            }
+        }
+        return new Latency(p, iterations, bestCounts, bestRows);
+    }
+
     /**
      * Runs the measured code path until the JIT has compiled it: the launcher runs without tiered
      * compilation, so the first few thousand calls are interpreted (FFM downcalls included), which
      * would dominate a millisecond-scale measurement.
      */
+    private static boolean warm;
+
     private static void warmUp(ProcessGroup g) {
+        if (warm) return;
+        warm = true;
         int p = g.size();
         int[] ones = new int[p];
         Arrays.fill(ones, 1);
