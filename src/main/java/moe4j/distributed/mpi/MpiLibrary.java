@@ -27,8 +27,11 @@ import java.util.concurrent.locks.ReentrantLock;
  * {@link SymbolLookup#libraryLookup} alone does not give.
  *
  * <p>Threads: MPI is initialised at {@code MPI_THREAD_SERIALIZED}, and every call goes through
- * {@link #LOCK}, so any thread may make calls (a rank's thread starts collectives; an asynchronous
- * collective may be completed from another thread) but never two at once.
+ * {@link #LOCK}, so any thread may make calls (a rank's thread runs collectives; an asynchronous
+ * collective may be completed from another thread) but never two at once. A blocking collective
+ * holds the lock until it returns, so another thread's MPI call waits for it; collectives are
+ * started from one thread per process, so that costs nothing in practice, and it spares the
+ * locking that {@code MPI_THREAD_MULTIPLE} adds inside Open MPI to every call.
  */
 final class MpiLibrary {
     /** The library opened when no other is configured. */

@@ -38,8 +38,9 @@ import moe4j.tensor.Tensor;
  * <p>Asynchronous collectives: {@link #allToAllSingleAsync} agrees on the splits (a short wait for
  * the peers), then starts the data exchange with {@code MPI_Ialltoallv} before returning (so every
  * rank starts its collectives in program order, as MPI requires); the returned {@link Work}
- * completes it by polling up to the deadline ({@link PendingRequests}); MPI makes progress whenever a thread of the process is inside an MPI call
- * (a test, a wait, another collective). {@link #allReduceAsync} completes before it returns.
+ * completes it by polling up to the deadline ({@link PendingRequests}). MPI moves the data only while
+ * a thread of the process is inside an MPI call (a test, a wait, another collective), so the
+ * overlap with computation is partial. {@link #allReduceAsync} completes before it returns.
  */
 public final class MpiProcessGroup implements ProcessGroup {
     /** MPI's {@code MPI_IN_PLACE}: {@code (void *) 1} in Open MPI. */
