@@ -4,8 +4,10 @@
 #
 #   scripts/bench-mpi-alltoall.sh [ITERS] [RANKS...]      defaults: 20 iterations, 2 and 4 ranks
 #
-# Needs ./mvnw -o compile first. Prints each program's raw lines, then a table with the best and
-# median times and moe4j's bandwidth as a fraction of C's (best vs best).
+# Each rank count runs REPS times (default 3, env REPS), C and Java in alternating order, so that
+# load changes on a shared machine hit both alike. Needs ./mvnw -o compile first. Prints each
+# program's raw lines, then a table with, per program and size, the best time over all repetitions,
+# the median of the repetitions' medians, and moe4j's bandwidth as a fraction of C's (best vs best).
 set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 
@@ -41,21 +43,39 @@ root_flags=()
 out=target/bench/mpi-alltoall.txt
 : >"$out"
 echo "load before: $(uptime)"
-for p in "${ranks[@]}"; do
+run_c() {
   # shellcheck disable=SC2086
-  mpirun "${root_flags[@]}" --oversubscribe -np "$p" ${MPIRUN_FLAGS:-} target/bench/alltoallv "$iters" "${sizes[@]}" | tee -a "$out"
+  mpirun "${root_flags[@]}" --oversubscribe -np "$1" ${MPIRUN_FLAGS:-} target/bench/alltoallv "$iters" "${sizes[@]}" | tee -a "$out"
+}
+run_java() {
   # shellcheck disable=SC2086
-  mpirun "${root_flags[@]}" --oversubscribe -np "$p" ${MPIRUN_FLAGS:-} \
+  mpirun "${root_flags[@]}" --oversubscribe -np "$1" ${MPIRUN_FLAGS:-} \
     "$java" --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -XX:-TieredCompilation \
     -Xmx1g -XX:+UseSerialGC -cp "$classpath" moe4j.distributed.mpi.MpiAllToAllBenchmark "$iters" "${sizes[@]}" 2>&1 |
     grep -v '^WARNING: Using incubator' | tee -a "$out"
+}
+for p in "${ranks[@]}"; do
+  for ((rep = 0; rep < ${REPS:-3}; rep++)); do
+    if ((rep % 2 == 0)); then run_c "$p"; run_java "$p"; else run_java "$p"; run_c "$p"; fi
+  done
 done
 echo "load after: $(uptime)"
 
 echo
 awk '
-  { key = $2 " " $3; best[$1, key] = $4; med[$1, key] = $5; gbs[$1, key] = $6; if (!(key in seen)) { seen[key] = 1; order[n++] = key } }
+  $1 == "c" || $1 == "java" {
+    key = $2 " " $3; id = $1 SUBSEP key
+    if (!(id in best) || $4 < best[id]) { best[id] = $4; gbs[id] = $6 }
+    meds[id] = meds[id] " " $5
+    if (!(key in seen)) { seen[key] = 1; order[n++] = key }
+  }
+  function median(list,   v, m, i, j, t) {
+    m = split(list, v, " ")
+    for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (v[j] + 0 < v[i] + 0) { t = v[i]; v[i] = v[j]; v[j] = t }
+    return v[int((m + 1) / 2)]
+  }
   END {
+    for (id in meds) med[id] = median(meds[id])
     printf "%5s %7s | %10s %10s %8s | %10s %10s %8s | %9s\n", "ranks", "MiB/rank", "C best ms", "C median", "C GB/s", "moe4j best", "moe4j med", "GB/s", "moe4j/C"
     for (i = 0; i < n; i++) {
       k = order[i]; split(k, a, " ")

@@ -75,7 +75,8 @@ public final class MpiRuntime {
             if (mpi.initialized()) throw new IllegalStateException("mpi: MPI was initialised outside moe4j");
             int provided = mpi.initThread(MpiLibrary.MPI_THREAD_SERIALIZED);
             if (provided < MpiLibrary.MPI_THREAD_SERIALIZED) {
-                mpi.abort(mpi.commWorld, EXIT_FAILURE);
+                abortJob("the MPI library provides thread level " + provided + " but moe4j needs MPI_THREAD_SERIALIZED ("
+                        + MpiLibrary.MPI_THREAD_SERIALIZED + ")", EXIT_FAILURE);
             }
         } finally {
             MpiLibrary.LOCK.unlock();

@@ -12,7 +12,6 @@ import java.nio.file.Path;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
-import moe4j.distributed.Backend;
 import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -86,19 +85,5 @@ class MpiCollectivesTest {
         assertNotEquals(0, job.exitCode(), job.output());
         assertTrue(job.output().contains("world rank 1 of 4 failed: java.lang.IllegalStateException: rank 1 fails on purpose"),
                 job.output());
-    }
-
-    @Test
-    void backendIsDetectedFromTheLaunchersEnvironment() {
-        assertEquals(Backend.MPI, Backend.detect(java.util.Map.of("OMPI_COMM_WORLD_SIZE", "4")));
-        assertEquals(Backend.MPI, Backend.detect(java.util.Map.of("PMI_SIZE", "2")));
-        assertEquals(Backend.MPI, Backend.detect(java.util.Map.of("SLURM_PROCID", "0", "SLURM_STEP_ID", "3")));
-        assertEquals(Backend.LOCAL, Backend.detect(java.util.Map.of("SLURM_NTASKS", "4")));
-        assertEquals(Backend.LOCAL, Backend.detect(java.util.Map.of()));
-        assertEquals(Backend.MPI, Backend.parse("MPI"));
-        assertEquals(Backend.LOCAL, Backend.parse("local"));
-        IllegalArgumentException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
-                () -> Backend.parse("nccl"));
-        assertTrue(e.getMessage().contains("nccl"), e.getMessage());
     }
 }
