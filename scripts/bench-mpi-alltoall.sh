@@ -4,6 +4,8 @@
 #
 #   scripts/bench-mpi-alltoall.sh [ITERS] [RANKS...]      defaults: 20 iterations, 2 and 4 ranks
 #
+# Environment: SIZES (MiB per rank, default "1 4 16 64"), REPS, MOE4J_JAVA_OPTS (extra JVM flags),
+# MPIRUN_FLAGS (extra mpirun flags).
 # Each rank count runs REPS times (default 3, env REPS), C and Java in alternating order, so that
 # load changes on a shared machine hit both alike. Needs ./mvnw -o compile first. Prints each
 # program's raw lines, then a table with, per program and size, the best time over all repetitions,
@@ -15,7 +17,7 @@ iters=${1:-20}
 shift || true
 ranks=("$@")
 [ ${#ranks[@]} -gt 0 ] || ranks=(2 4)
-sizes=(1 4 16 64)
+read -r -a sizes <<<"${SIZES:-1 4 16 64}"   # MiB per rank
 
 # MOE4J_JAVA: a java binary to use as is (e.g. a jlink runtime on a machine without a JDK)
 java=${MOE4J_JAVA:-}
@@ -51,7 +53,7 @@ run_java() {
   # shellcheck disable=SC2086
   mpirun "${root_flags[@]}" --oversubscribe -np "$1" ${MPIRUN_FLAGS:-} \
     "$java" --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -XX:-TieredCompilation \
-    -Xmx1g -XX:+UseSerialGC -cp "$classpath" moe4j.distributed.mpi.MpiAllToAllBenchmark "$iters" "${sizes[@]}" 2>&1 |
+    -Xmx1g -XX:+UseSerialGC ${MOE4J_JAVA_OPTS:-} -cp "$classpath" moe4j.distributed.mpi.MpiAllToAllBenchmark "$iters" "${sizes[@]}" 2>&1 |
     grep -v '^WARNING: Using incubator' | tee -a "$out"
 }
 for p in "${ranks[@]}"; do

@@ -7,10 +7,10 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 
 /**
- * The MPI requests of one collective in flight, completed by polling {@code MPI_Test} until a
- * deadline. Non-blocking collectives plus polling are how moe4j bounds every wait: MPI cannot cancel
- * a collective, so past the deadline the job is aborted ({@link MpiRuntime#abortJob}), which is the
- * only way to make sure no rank waits forever.
+ * The MPI requests of an asynchronous collective in flight, completed by polling {@code MPI_Test}
+ * until a deadline. MPI cannot cancel a collective, so past the deadline the job is aborted
+ * ({@link MpiRuntime#abortJob}), the only way to make sure no rank waits forever. (Blocking
+ * collectives are bounded by the {@link Watchdog} instead.)
  *
  * <p>Each poll takes {@link MpiLibrary#LOCK} for one {@code MPI_Test} and lets go, so other threads
  * of the process can make MPI calls in between. Waiting spins briefly, then yields the core at every
