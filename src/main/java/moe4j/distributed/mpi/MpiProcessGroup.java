@@ -517,7 +517,7 @@ public final class MpiProcessGroup implements ProcessGroup {
 
         @Override
         public synchronized boolean isDone() {
-            if (!finished && requests.testAll()) finish();
+            if (!finished && requests.tryTestAll()) finish();
             return finished;
         }
 

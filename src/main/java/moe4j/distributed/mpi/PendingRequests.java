@@ -60,6 +60,19 @@ final class PendingRequests {
         return all;
     }
 
+    /**
+     * Like {@link #testAll()}, but answers false at once instead of waiting while another thread is
+     * inside MPI (e.g. in a blocking collective), so that polling never blocks.
+     */
+    boolean tryTestAll() {
+        if (!MpiLibrary.LOCK.tryLock()) return false;
+        try {
+            return testAll();
+        } finally {
+            MpiLibrary.LOCK.unlock();
+        }
+    }
+
     /** Waits for request {@code i}; past {@code deadlineNanos} (a {@link System#nanoTime} value) aborts the job with {@code what}. */
     void await(int i, long deadlineNanos, Object what) {
         int polls = 0;
