@@ -56,13 +56,11 @@ final class MpiLibrary {
 
     private final MethodHandle initThread;
     private final MethodHandle initialized;
-    private final MethodHandle finalized;
     private final MethodHandle finalizeFn;
     private final MethodHandle abortFn;
     private final MethodHandle commRank;
     private final MethodHandle commSize;
     private final MethodHandle commSplit;
-    private final MethodHandle commFree;
     private final MethodHandle test;
     private final MethodHandle ialltoallv;
     private final MethodHandle alltoallv;
@@ -84,13 +82,11 @@ final class MpiLibrary {
         FunctionDescriptor noArgs = FunctionDescriptor.of(JAVA_INT);
         initThread = handle(linker, lib, "MPI_Init_thread", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, JAVA_INT, ADDRESS));
         initialized = handle(linker, lib, "MPI_Initialized", FunctionDescriptor.of(JAVA_INT, ADDRESS));
-        finalized = handle(linker, lib, "MPI_Finalized", FunctionDescriptor.of(JAVA_INT, ADDRESS));
         finalizeFn = handle(linker, lib, "MPI_Finalize", noArgs);
         abortFn = handle(linker, lib, "MPI_Abort", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT));
         commRank = handle(linker, lib, "MPI_Comm_rank", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS));
         commSize = handle(linker, lib, "MPI_Comm_size", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS));
         commSplit = handle(linker, lib, "MPI_Comm_split", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT, ADDRESS));
-        commFree = handle(linker, lib, "MPI_Comm_free", FunctionDescriptor.of(JAVA_INT, ADDRESS));
         test = handle(linker, lib, "MPI_Test", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS));
         // sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, request
         ialltoallv = handle(linker, lib, "MPI_Ialltoallv", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS,
@@ -187,10 +183,6 @@ final class MpiLibrary {
         return flagCall(initialized, "MPI_Initialized");
     }
 
-    boolean finalized() {
-        return flagCall(finalized, "MPI_Finalized");
-    }
-
     private static boolean flagCall(MethodHandle h, String fn) {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment flag = arena.allocate(JAVA_INT);
@@ -245,16 +237,6 @@ final class MpiLibrary {
             return out.get(ADDRESS, 0);
         } catch (Throwable t) {
             throw wrap("MPI_Comm_split", t);
-        }
-    }
-
-    void commFree(MemorySegment comm) {
-        try (Arena arena = Arena.ofConfined()) {
-            MemorySegment ref = arena.allocate(ADDRESS);
-            ref.set(ADDRESS, 0, comm);
-            check("MPI_Comm_free", (int) commFree.invokeExact(ref));
-        } catch (Throwable t) {
-            throw wrap("MPI_Comm_free", t);
         }
     }
 
