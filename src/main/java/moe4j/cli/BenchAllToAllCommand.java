@@ -8,14 +8,18 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
 import moe4j.distributed.AllToAllBenchmark;
+import moe4j.distributed.Backend;
+import moe4j.distributed.mpi.MpiAllToAllBenchmark;
+import moe4j.distributed.mpi.MpiRuntime;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
 /** {@code moe4j bench alltoall}: the in-JVM all-to-all's throughput against the copy ceiling, and small-exchange latency. */
 @Command(name = "alltoall", mixinStandardHelpOptions = true,
-        description = "Measure the in-JVM all-to-all: throughput next to the memory-copy ceiling, and the latency of small exchanges.")
+        description = "Measure the all-to-all: throughput (in-JVM: next to the memory-copy ceiling) and the latency of small"
+                + " exchanges. With --backend mpi, run it under mpirun: each process is one rank.")
 public final class BenchAllToAllCommand implements Callable<Integer> {
-    @Option(names = "--ranks", defaultValue = "4", description = "ranks (threads) for the throughput test (default ${DEFAULT-VALUE})")
+    @Option(names = "--ranks", defaultValue = "4", description = "ranks (threads) for the throughput test; with --backend mpi the launcher decides (default ${DEFAULT-VALUE})")
     int ranks;
 
     @Option(names = "--mib", defaultValue = "64", description = "MiB each rank sends per all-to-all (default ${DEFAULT-VALUE})")
@@ -34,8 +38,14 @@ public final class BenchAllToAllCommand implements Callable<Integer> {
     @Option(names = "--json", description = "end with one line holding all results as a JSON object")
     boolean json;
 
+    @Option(names = "--backend", defaultValue = "local",
+            description = "local (ranks are threads of this JVM), mpi (run under mpirun/srun: one rank per process) or auto"
+                    + " (default ${DEFAULT-VALUE})")
+    String backend;
+
     @Override
     public Integer call() {
+        if (Backend.parse(backend) == Backend.MPI) return callMpi();
         // on a shared machine the numbers mean little without the load they were taken under
         double load = ManagementFactory.getOperatingSystemMXBean().getSystemLoadAverage();
         int cpus = Runtime.getRuntime().availableProcessors();
@@ -63,6 +73,31 @@ public final class BenchAllToAllCommand implements Callable<Integer> {
             System.out.println(new GsonBuilder().disableHtmlEscaping().create().toJson(all));
         }
         return 0;
+    }
+
+    /** The MPI backend: the world of this mpirun job; rank 0 prints. */
+    private int callMpi() {
+        return MpiRuntime.run(world -> {
+            List<MpiAllToAllBenchmark.Result> results = MpiAllToAllBenchmark.measure(world, iters, mib);
+            MpiAllToAllBenchmark.Latency l = MpiAllToAllBenchmark.latency(world, latencyIters);
+            if (world.rank() == 0) {
+                MpiAllToAllBenchmark.Result t = results.get(0);
+                System.out.printf("all-to-all   mpi, %d ranks x %d MiB: best %.3f ms, median %.3f ms, %.2f GB/s per rank%n",
+                        t.ranks(), t.mib(), t.bestMillis(), t.medianMillis(), t.bestGigabytesPerSecondPerRank());
+                System.out.printf("latency      mpi, %d ranks: count exchange (8 ints per peer) %.2f us, one row per peer %.2f us%n",
+                        l.ranks(), l.countExchangeMicros(), l.smallRowAllToAllMicros());
+                if (json) {
+                    Map<String, Object> all = new LinkedHashMap<>();
+                    all.put("backend", "mpi");
+                    all.put("throughput", t);
+                    all.put("latency", l);
+                    all.put("cpus", Runtime.getRuntime().availableProcessors());
+                    System.out.println(new GsonBuilder().disableHtmlEscaping().create().toJson(all));
+                }
+                System.out.flush();
+            }
+            return 0;
+        });
     }
 
     public static void main(String[] args) {

@@ -1,0 +1,54 @@
+package moe4j.distributed;
+
+import java.time.Duration;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import moe4j.distributed.mpi.MpiRuntime;
+
+/**
+ * Where a job's ranks live: {@link #LOCAL} threads of this JVM ({@link Distributed#run}), or
+ * {@link #MPI} processes started by {@code mpirun} / {@code srun}, one rank each
+ * ({@link MpiRuntime}). The MPI library is loaded only when {@link #MPI} runs.
+ */
+public enum Backend {
+    LOCAL,
+    MPI;
+
+    /** Environment variables that MPI launchers set in every process they start. */
+    private static final List<String> LAUNCHER_VARIABLES = List.of("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK");
+
+    /** {@link #MPI} when this process was started by an MPI launcher, else {@link #LOCAL}. */
+    public static Backend detect() {
+        return detect(System.getenv());
+    }
+
+    /** {@link #detect()} from the given environment. */
+    public static Backend detect(Map<String, String> env) {
+        for (String v : LAUNCHER_VARIABLES) if (env.containsKey(v)) return MPI;
+        // srun sets both for every task; SLURM_NTASKS alone is also set inside a batch script's shell
+        if (env.containsKey("SLURM_PROCID") && env.containsKey("SLURM_STEP_ID")) return MPI;
+        return LOCAL;
+    }
+
+    /** {@code local}, {@code mpi}, or {@code auto} ({@link #detect()}); case does not matter. */
+    public static Backend parse(String name) {
+        return switch (name.trim().toLowerCase(Locale.ROOT)) {
+            case "local" -> LOCAL;
+            case "mpi" -> MPI;
+            case "auto" -> detect();
+            default -> throw new IllegalArgumentException("unknown backend '" + name + "', expected local, mpi or auto");
+        };
+    }
+
+    /**
+     * Runs {@code fn} on this backend's ranks. {@link #LOCAL}: {@code localRanks} threads, all results
+     * in rank order. {@link #MPI}: this process is one rank of the job ({@code localRanks} is ignored,
+     * the launcher decides the size); returns this rank's result alone, and a failure aborts the job.
+     */
+    public <T> List<T> run(int localRanks, Duration timeout, RankFunction<T> fn) {
+        if (this == LOCAL) return Distributed.run(localRanks, timeout, fn);
+        MpiRuntime.init(timeout);
+        return java.util.Collections.singletonList(MpiRuntime.run(fn));
+    }
+}

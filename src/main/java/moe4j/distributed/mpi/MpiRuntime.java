@@ -1,0 +1,162 @@
+package moe4j.distributed.mpi;
+
+import java.io.PrintWriter;
+import java.io.StringWriter;
+import java.time.Duration;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.IntStream;
+import moe4j.distributed.Backend;
+import moe4j.distributed.Distributed;
+import moe4j.distributed.ProcessGroup;
+import moe4j.distributed.RankFunction;
+
+/**
+ * The MPI side of a process: initialises MPI once, hands out the world group, and ends the process
+ * in one of two ways: {@code MPI_Finalize} when its work succeeded, {@code MPI_Abort} when anything
+ * failed, so that no rank is left waiting for a peer that will never come.
+ *
+ * <pre>{@code
+ * // each process started by mpirun / srun:
+ * int result = MpiRuntime.run(world -> train(world));
+ * }</pre>
+ *
+ * <p>The collective deadline comes from {@code -Dmoe4j.collective.timeout} or the environment
+ * variable {@code MOE4J_COLLECTIVE_TIMEOUT} (seconds, or an ISO-8601 duration such as
+ * {@code PT30S}), defaulting to {@link Distributed#DEFAULT_TIMEOUT}.
+ */
+public final class MpiRuntime {
+    /** Exit code when a rank's work threw. */
+    public static final int EXIT_FAILURE = 1;
+    /** Exit code when a collective missed its deadline. */
+    public static final int EXIT_TIMEOUT = 3;
+
+    private static final Duration FINALIZE_TIMEOUT = Duration.ofSeconds(60);
+
+    private static MpiProcessGroup world;
+    private static volatile int worldRank = -1;
+
+    private MpiRuntime() {}
+
+    /** Whether this process looks started by an MPI launcher (Open MPI's mpirun, or PMI / SLURM's srun). */
+    public static boolean launchedByMpi() {
+        return Backend.detect() == Backend.MPI;
+    }
+
+    /** The configured collective deadline (see the class comment). */
+    public static Duration configuredTimeout() {
+        String s = System.getProperty("moe4j.collective.timeout");
+        if (s == null || s.isBlank()) s = System.getenv("MOE4J_COLLECTIVE_TIMEOUT");
+        if (s == null || s.isBlank()) return Distributed.DEFAULT_TIMEOUT;
+        Duration d;
+        try {
+            d = s.trim().toUpperCase().startsWith("P") ? Duration.parse(s.trim())
+                    : Duration.ofMillis(Math.round(Double.parseDouble(s.trim()) * 1000));
+        } catch (RuntimeException e) {
+            throw new IllegalArgumentException("collective timeout '" + s + "' is neither seconds nor an ISO-8601 duration (PT30S)", e);
+        }
+        if (d.isNegative() || d.isZero()) throw new IllegalArgumentException("collective timeout must be positive, got " + s);
+        return d;
+    }
+
+    /** {@link #init(Duration)} with the configured deadline. */
+    public static ProcessGroup init() {
+        return init(configuredTimeout());
+    }
+
+    /**
+     * Initialises MPI (once per process; later calls return the same group) and returns the world
+     * group, named {@code world}, with collective deadline {@code timeout}.
+     */
+    public static synchronized ProcessGroup init(Duration timeout) {
+        if (world != null) return world;
+        MpiLibrary mpi = MpiLibrary.get();
+        MpiLibrary.LOCK.lock();
+        try {
+            if (mpi.initialized()) throw new IllegalStateException("mpi: MPI was initialised outside moe4j");
+            int provided = mpi.initThread(MpiLibrary.MPI_THREAD_SERIALIZED);
+            if (provided < MpiLibrary.MPI_THREAD_SERIALIZED) {
+                abortJob("the MPI library provides thread level " + provided + " but moe4j needs MPI_THREAD_SERIALIZED ("
+                        + MpiLibrary.MPI_THREAD_SERIALIZED + ")", EXIT_FAILURE);
+            }
+        } finally {
+            MpiLibrary.LOCK.unlock();
+        }
+        int size;
+        MpiLibrary.LOCK.lock();
+        try {
+            size = mpi.commSize(mpi.commWorld);
+        } finally {
+            MpiLibrary.LOCK.unlock();
+        }
+        world = new MpiProcessGroup(mpi, mpi.commWorld, IntStream.range(0, size).toArray(), "world", timeout);
+        worldRank = world.rank();
+        return world;
+    }
+
+    /**
+     * Runs one rank's work: initialises MPI, calls {@code fn} with the world group, and finalizes MPI
+     * when it returns. If {@code fn} throws, prints the failure and aborts the job (this method does
+     * not return then).
+     */
+    public static <T> T run(RankFunction<T> fn) {
+        ProcessGroup g = init();
+        T result;
+        try {
+            result = fn.run(g);
+        } catch (Throwable t) {
+            StringWriter trace = new StringWriter();
+            t.printStackTrace(new PrintWriter(trace));
+            abortJob("world rank " + g.rank() + " of " + g.size() + " failed: " + trace, EXIT_FAILURE);
+            throw new AssertionError("unreachable");
+        }
+        finish();
+        return result;
+    }
+
+    /**
+     * Ends MPI after a successful run: a barrier bounded by {@link #FINALIZE_TIMEOUT} (so a missing
+     * peer ends the job instead of hanging {@code MPI_Finalize}), then {@code MPI_Finalize}.
+     */
+    public static synchronized void finish() {
+        if (world == null) return;
+        MpiLibrary mpi = MpiLibrary.get();
+        Watchdog watchdog = Watchdog.get(FINALIZE_TIMEOUT.toNanos());
+        String what = "world rank " + worldRank + ": the final barrier before MPI_Finalize did not complete within "
+                + FINALIZE_TIMEOUT + " (a peer failed or is still working)";
+        MpiLibrary.LOCK.lock();
+        watchdog.arm(System.nanoTime() + FINALIZE_TIMEOUT.toNanos(), what);
+        try {
+            mpi.barrier(mpi.commWorld);
+            mpi.finalizeMpi();
+        } finally {
+            watchdog.disarm();
+            MpiLibrary.LOCK.unlock();
+        }
+        world = null;
+    }
+
+    /** This process's rank in the world group, or -1 before {@link #init}. */
+    static int worldRank() {
+        return worldRank;
+    }
+
+    /**
+     * Prints {@code message} to stderr and ends the whole job with {@code MPI_Abort}; never returns.
+     * If MPI cannot be reached (another thread holds it for too long, or it is not initialised) the
+     * process halts with {@code code}, which the MPI launcher also turns into the end of the job.
+     */
+    public static void abortJob(String message, int code) {
+        System.err.println("moe4j mpi: ABORTING JOB (world rank " + worldRank + "): " + message);
+        System.err.flush();
+        System.out.flush();
+        try {
+            if (MpiLibrary.LOCK.tryLock(5, TimeUnit.SECONDS)) {
+                MpiLibrary mpi = MpiLibrary.get();
+                mpi.abort(mpi.commWorld, code);
+            }
+        } catch (Throwable t) {
+            System.err.println("moe4j mpi: MPI_Abort failed (" + t + "); halting");
+        }
+        Runtime.getRuntime().halt(code);
+    }
+}

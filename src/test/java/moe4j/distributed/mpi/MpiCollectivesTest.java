@@ -1,0 +1,89 @@
+package moe4j.distributed.mpi;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.File;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import org.junit.jupiter.api.Assumptions;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+
+/**
+ * Runs {@link MpiCollectivesCheck} as a 4-process {@code mpirun} job through
+ * {@code scripts/mpi-tests.sh}: the MPI backend cannot run inside this JVM, which no MPI launcher
+ * started. Needs Open MPI ({@code mpirun}); CI installs it.
+ */
+class MpiCollectivesTest {
+    private static final long JOB_LIMIT_SECONDS = 120;
+
+    @BeforeAll
+    static void needsMpirun() {
+        boolean found = false;
+        for (String dir : System.getenv().getOrDefault("PATH", "").split(File.pathSeparator)) {
+            if (!dir.isEmpty() && Files.isExecutable(Path.of(dir, "mpirun"))) found = true;
+        }
+        Assumptions.assumeTrue(found, "mpirun is not on the PATH: install Open MPI (Debian: openmpi-bin libopenmpi-dev)"
+                + " to test the MPI backend");
+    }
+
+    private record Job(int exitCode, String output) {}
+
+    /** Runs the script with {@code mode}; the dependencies are not needed by the check, so no Maven runs inside. */
+    private static Job runJob(String mode, String timeoutSeconds) throws IOException, InterruptedException {
+        String java = ProcessHandle.current().info().command().orElse("java");
+        ProcessBuilder pb = new ProcessBuilder("scripts/mpi-tests.sh", "-np", "4", mode).redirectErrorStream(true);
+        pb.environment().put("MOE4J_JAVA", java);
+        pb.environment().put("MOE4J_DEPS_CLASSPATH", "");
+        pb.environment().put("MOE4J_COLLECTIVE_TIMEOUT", timeoutSeconds);
+        Process process = pb.start();
+        byte[] out;
+        try (var in = process.getInputStream()) {
+            out = in.readAllBytes(); // ends when the job (and its children) closed the pipe
+        }
+        if (!process.waitFor(JOB_LIMIT_SECONDS, TimeUnit.SECONDS)) {
+            process.descendants().forEach(ProcessHandle::destroyForcibly);
+            process.destroyForcibly();
+            throw new AssertionError("the mpirun job did not end within " + JOB_LIMIT_SECONDS + " s:\n"
+                    + new String(out, StandardCharsets.UTF_8));
+        }
+        return new Job(process.exitValue(), new String(out, StandardCharsets.UTF_8));
+    }
+
+    @Test
+    void everyCollectiveMatchesTheLocalReferenceOnFourProcesses() throws Exception {
+        Job job = runJob("check", "60");
+        Matcher m = Pattern.compile("(\\d+) passed, (\\d+) failed").matcher(job.output());
+        assertTrue(m.find(), "no summary line in:\n" + job.output());
+        assertEquals("0", m.group(2), job.output());
+        assertTrue(Integer.parseInt(m.group(1)) >= 30, "too few checks ran:\n" + job.output());
+        assertEquals(0, job.exitCode(), job.output());
+    }
+
+    @Test
+    void aRankThatStopsTakingPartEndsTheJobAtTheDeadline() throws Exception {
+        long t0 = System.nanoTime();
+        Job job = runJob("stall", "3");
+        double seconds = (System.nanoTime() - t0) * 1e-9;
+        assertNotEquals(0, job.exitCode(), job.output());
+        assertTrue(job.output().contains("collective allToAllSingle #2 did not complete within PT3S"), job.output());
+        assertTrue(job.output().contains("group 'world'"), job.output());
+        // the deadline is 3 s; JVM start-up and mpirun's teardown take the rest
+        assertTrue(seconds < JOB_LIMIT_SECONDS, "took " + seconds + " s");
+    }
+
+    @Test
+    void aRankThatThrowsAbortsTheJob() throws Exception {
+        Job job = runJob("throw", "60");
+        assertNotEquals(0, job.exitCode(), job.output());
+        assertTrue(job.output().contains("world rank 1 of 4 failed: java.lang.IllegalStateException: rank 1 fails on purpose"),
+                job.output());
+    }
+}
