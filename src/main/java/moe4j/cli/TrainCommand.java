@@ -14,7 +14,7 @@ import java.util.concurrent.Callable;
 import moe4j.data.Datasets;
 import moe4j.data.SyntheticTasks;
 import moe4j.data.TokenSource;
-import moe4j.distributed.Distributed;
+import moe4j.distributed.Backend;
 import moe4j.train.MetricsLog;
 import moe4j.train.StepMetrics;
 import moe4j.train.TrainConfig;
@@ -36,7 +36,7 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--ep", description = "expert-parallel ranks") Integer ep;
     @Option(names = "--dp-shard", description = "data-parallel (sharded) ranks") Integer dpShard;
     @Option(names = "--dp-replicate", description = "data-parallel (replicated) ranks") Integer dpReplicate;
-    @Option(names = "--backend", description = "local (ranks as threads of this JVM) or mpi") String backend;
+    @Option(names = "--backend", description = "local (ranks are threads of this JVM), mpi (one rank per process of an mpirun/srun job) or auto (the default: mpi when started by an MPI launcher)") String backend;
     @Option(names = "--steps", description = "optimizer steps") Long steps;
     @Option(names = "--batch-size", description = "sequences per step over all ranks") Integer batchSize;
     @Option(names = "--seq-len", description = "tokens per sequence") Integer seqLen;
@@ -54,19 +54,17 @@ public final class TrainCommand implements Callable<Integer> {
     public Integer call() throws IOException {
         TrainConfig cfg = buildConfig();
         PrintStream out = System.out;
+        Backend be = Backend.parse(cfg.backend());
         Reporter reporter = new Reporter(cfg, out, resume);
         long started = System.nanoTime();
         Trainer.Summary summary;
         try {
-            summary = switch (cfg.backend()) {
-                case "local" -> Distributed.run(cfg.worldSize(), Duration.ofMinutes(5),
-                        world -> Trainer.run(cfg, world, resume, reporter)).get(0);
-                default -> throw new CommandLine.ParameterException(new CommandLine(this),
-                        "backend '" + cfg.backend() + "' is not available in this build: use --backend local");
-            };
+            // local: all ranks are threads here; mpi: this process is one rank of the mpirun/srun job
+            summary = be.run(cfg.worldSize(), Duration.ofMinutes(5), world -> Trainer.run(cfg, world, resume, reporter)).get(0);
         } finally {
             reporter.close();
         }
+        if (!reporter.isRankZero()) return 0; // under MPI only rank 0 reports
         double wall = (System.nanoTime() - started) / 1e9;
         reporter.finish(summary, wall);
         if (json) {
@@ -124,7 +122,8 @@ public final class TrainCommand implements Callable<Integer> {
         private final TrainConfig cfg;
         private final PrintStream out;
         private final boolean interactive;
-        private final MetricsLog metrics;
+        private final boolean append;
+        private MetricsLog metrics;
         private final List<StepMetrics> history = new ArrayList<>();
         final double unigramEntropy;
         private long firstStep;
@@ -134,13 +133,18 @@ public final class TrainCommand implements Callable<Integer> {
             this.cfg = cfg;
             this.out = out;
             this.interactive = System.console() != null && System.console().isTerminal();
-            this.metrics = new MetricsLog(cfg.outputDir().resolve("metrics.jsonl"), append);
+            this.append = append;
             TokenSource source = Datasets.open(cfg.data(), cfg.seed());
             this.unigramEntropy = source instanceof SyntheticTasks s ? s.unigramEntropy(cfg.seqLen()) : Double.NaN;
         }
 
         Path metricsFile() {
-            return metrics.file();
+            return cfg.outputDir().resolve("metrics.jsonl");
+        }
+
+        /** Whether rank 0 runs in this process (always with the local backend; one process of an MPI job). */
+        boolean isRankZero() {
+            return metrics != null;
         }
 
         Path plotFile() {
@@ -150,12 +154,13 @@ public final class TrainCommand implements Callable<Integer> {
         @Override
         public void onStart(TrainConfig config, int rank, long first, long parameters) {
             if (rank != 0) return;
+            metrics = new MetricsLog(metricsFile(), append);
             firstStep = first;
             var m = config.model();
             out.printf(Locale.ROOT, "moe4j train: %s model, %,d parameters (dim %d, %d layers, %d experts top-%d, expert hidden %d)%n",
                     m.numExperts() > 0 ? "MoE" : "dense", parameters, m.dim(), m.nLayers(), m.numExperts(), m.moeTopK(), m.expertHidden());
             out.printf(Locale.ROOT, "  ranks: %d (%s backend) = dp_replicate %d × dp_shard %d × ep %d | batch %d × seq %d = %,d tokens/step | %d steps%s%n",
-                    config.worldSize(), config.backend(), config.dpReplicate(), config.dpShard(), config.ep(), config.globalBatch(),
+                    config.worldSize(), Backend.parse(config.backend()).name().toLowerCase(Locale.ROOT), config.dpReplicate(), config.dpShard(), config.ep(), config.globalBatch(),
                     config.seqLen(), (long) config.globalBatch() * config.seqLen(), config.steps(),
                     first > 1 ? " (resuming at step " + first + ")" : "");
             out.printf(Locale.ROOT, "  data: %s%s | output: %s%n", config.data(),
@@ -253,7 +258,7 @@ public final class TrainCommand implements Callable<Integer> {
 
         @Override
         public void close() {
-            metrics.close();
+            if (metrics != null) metrics.close();
         }
     }
 }

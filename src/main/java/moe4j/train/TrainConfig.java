@@ -15,7 +15,8 @@ import moe4j.nn.ModelConfig;
  *
  * @param globalBatch sequences per optimizer step over all data ranks
  * @param data dataset spec: {@code synthetic}, {@code text:PATH}, {@code tokens:PATH[:u16|:u32]}
- * @param backend {@code local} (ranks as threads of this JVM) or {@code mpi}
+ * @param backend {@code local} (ranks as threads of this JVM), {@code mpi} (one rank per process of an
+ *     mpirun/srun job) or {@code auto} (mpi when launched by an MPI launcher)
  * @param checkpointDir null for no checkpoints
  * @param checkpointEvery steps between checkpoints (0: only at the end)
  */
@@ -49,8 +50,8 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
             throw new IllegalArgumentException("batch_size (" + globalBatch + ") must be divisible by the number of data ranks"
                     + " dp_replicate*dp_shard*ep (" + dataRanks + ")");
         }
-        if (!backend.equals("local") && !backend.equals("mpi")) {
-            throw new IllegalArgumentException("unknown backend '" + backend + "': valid backends are [local, mpi]");
+        if (!backend.equals("local") && !backend.equals("mpi") && !backend.equals("auto")) {
+            throw new IllegalArgumentException("unknown backend '" + backend + "': valid backends are [local, mpi, auto]");
         }
         if (gradClip < 0) throw new IllegalArgumentException("grad_clip must be >= 0 (0 = off), got " + gradClip);
         if (logEvery < 1) throw new IllegalArgumentException("log_every must be >= 1, got " + logEvery);
@@ -126,7 +127,7 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
         int ep = 4;
         int dpShard = 1;
         int dpReplicate = 1;
-        String backend = "local";
+        String backend = "auto";
         Path checkpointDir;
         long checkpointEvery = 0;
         Path outputDir = Path.of("runs", "latest");
