@@ -10,7 +10,7 @@ import moe4j.tensor.Tensor;
 
 /**
  * Tensors keyed by <em>global</em> parameter names, whatever the EP size: what a checkpoint stores, so
- * that one written at one EP size loads at another (spec §8). List-layout experts already carry global
+ * that one written at one EP size loads at another (docs/EXPERT_PARALLELISM.md). List-layout experts already carry global
  * names ({@code experts.{g}.up_proj.weight}); packed expert tensors hold this rank's rows of the global
  * {@code (E, ...)} tensor. Replicated tensors are the same on every rank and taken as they are.
  */

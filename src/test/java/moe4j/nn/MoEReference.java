@@ -5,7 +5,7 @@ import java.util.Map;
 import moe4j.tensor.Tensor;
 
 /**
- * A float64 per-token reference of the MoE layer, written from the spec and independent of the
+ * A float64 per-token reference of the MoE layer, written from docs/EXPERT_PARALLELISM.md and independent of the
  * implementation: {@code out[t] = Σ_k w[t,k] · s_e · Expert_e(x[t]) + shared(x[t])}. The routing
  * decision (which experts, which entries dropped) is taken as given, so the function is smooth in
  * every parameter and in x, and its gradient can be taken by central differences in float64.
