@@ -110,6 +110,9 @@ public final class VerifyCommand implements Callable<Integer> {
             MpiRuntime.finish();
             if (rank != 0) return 2;
             throw e;
+        } catch (IOException | RuntimeException e) {
+            MpiRuntime.finish(); // an unreadable or malformed file: each rank reports what it hit
+            throw e;
         }
         EpVerifier.GroupVerdict verdict = MpiRuntime.run(group -> {
             EpVerifier.GroupVerdict v = EpVerifier.verify(problem, group);
