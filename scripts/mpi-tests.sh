@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Runs the MPI backend's checks (moe4j.distributed.mpi.MpiCollectivesCheck) as an mpirun job.
-# Compiles nothing: run `./mvnw -o test-compile` first (the JUnit test MpiCollectivesIT does).
+# Runs the MPI backend's checks (moe4j.distributed.mpi.MpiCollectivesCheck) as an mpirun job, or, in
+# mode cli, the moe4j command line from the build directories on every rank (e.g. `cli verify --backend mpi`).
+# Compiles nothing: run `./mvnw -o test-compile` first (the JUnit test MpiCollectivesTest does).
 #
 #   scripts/mpi-tests.sh [-np N] [check|stall|throw]
+#   scripts/mpi-tests.sh [-np N] cli MOE4J-ARGS...
 #
 # Environment: MOE4J_COLLECTIVE_TIMEOUT (seconds) bounds each collective; MPIRUN_FLAGS adds flags.
 set -euo pipefail
@@ -11,6 +13,8 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 np=4
 if [ "${1:-}" = "-np" ]; then np=$2; shift 2; fi
 mode=${1:-check}
+main=(moe4j.distributed.mpi.MpiCollectivesCheck "$mode")
+if [ "$mode" = cli ]; then shift; main=(moe4j.cli.Main "$@"); fi
 
 # MOE4J_JAVA: a java binary to use as is (e.g. a jlink runtime on a machine without a JDK)
 java=${MOE4J_JAVA:-}
@@ -40,4 +44,4 @@ root_flags=()
 exec mpirun "${root_flags[@]}" --oversubscribe -np "$np" ${MPIRUN_FLAGS:-} \
   "$java" --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -XX:-TieredCompilation \
   -Xmx512m -XX:+UseSerialGC -Xshare:auto \
-  -cp "$classpath" moe4j.distributed.mpi.MpiCollectivesCheck "$mode"
+  -cp "$classpath" "${main[@]}"

@@ -10,6 +10,9 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.Callable;
+import moe4j.distributed.Backend;
+import moe4j.distributed.ProcessGroup;
+import moe4j.distributed.mpi.MpiRuntime;
 import moe4j.nn.MoEConfig;
 import moe4j.parallel.EpLayerFile;
 import moe4j.parallel.EpVerifier;
@@ -23,9 +26,10 @@ import picocli.CommandLine.ParameterException;
 import picocli.CommandLine.Spec;
 
 /**
- * {@code moe4j verify}: runs an expert-parallel MoE layer on P in-JVM ranks and checks it against the
- * per-rank and global oracles ({@link EpVerifier}); with {@code --load}, on a layer and inputs written by
- * PyTorch, with {@code --dump}, writes what every rank computed. Exit code 0 only when every check passes.
+ * {@code moe4j verify}: runs an expert-parallel MoE layer on P in-JVM ranks (or, with {@code --backend mpi},
+ * on the P processes of an MPI job) and checks it against the per-rank and global oracles
+ * ({@link EpVerifier}); with {@code --load}, on a layer and inputs written by PyTorch, with {@code --dump},
+ * writes what every rank computed. Exit code 0 only when every check passes.
  */
 @Command(name = "verify", mixinStandardHelpOptions = true, versionProvider = Main.Version.class,
         description = {"Check expert parallelism against its oracles: EP on P ranks must equal the non-EP layer on each "
@@ -33,7 +37,8 @@ import picocli.CommandLine.Spec;
                 + "norm-wise relative error of 1e-5.",
                 "Exit code 0 when every check passes, 1 when one fails, 2 for bad arguments."})
 public final class VerifyCommand implements Callable<Integer> {
-    @Option(names = "--ep", paramLabel = "P", description = "EP group size: in-JVM ranks (default 2; with --load, the number of x.{r})")
+    @Option(names = "--ep", paramLabel = "P", description = "EP group size: in-JVM ranks (default 2; with --load, the number "
+            + "of x.{r}; with --backend mpi, the number of processes, which must equal P)")
     Integer ep;
     @Option(names = "--experts", paramLabel = "E", description = "experts E (default 8)") Integer experts;
     @Option(names = "--top-k", paramLabel = "K", description = "experts per token K (default 2)") Integer topK;
@@ -57,6 +62,9 @@ public final class VerifyCommand implements Callable<Integer> {
     @Option(names = "--dump", paramLabel = "FILE", description = "write every rank's output and gradients to a safetensors file")
     Path dump;
     @Option(names = "--json", description = "end with one line holding the results as a JSON object") boolean json;
+    @Option(names = "--backend", defaultValue = "local", description = "local (ranks are threads of this JVM), mpi (run under "
+            + "mpirun/srun with one process per EP rank; --ep defaults to the number of processes, rank 0 prints and dumps) "
+            + "or auto (mpi when an MPI launcher started this process) (default ${DEFAULT-VALUE})") String backend;
 
     @Spec
     CommandSpec spec;
@@ -64,20 +72,70 @@ public final class VerifyCommand implements Callable<Integer> {
     private String source;
     private List<String> ignored = List.of();
 
+    private Backend parsedBackend = Backend.LOCAL;
+
     @Override
     public Integer call() throws IOException {
-        EpVerifier.Problem problem = problem();
+        try {
+            parsedBackend = Backend.parse(backend);
+        } catch (IllegalArgumentException e) {
+            throw new ParameterException(spec.commandLine(), "verify --backend: " + e.getMessage(), e);
+        }
+        if (parsedBackend == Backend.MPI) return callMpi();
+        EpVerifier.Problem problem = problem(2);
         EpVerifier.Report report = EpVerifier.verify(problem);
         if (dump != null) EpLayerFile.dump(dump, report);
+        report(report);
+        return report.pass() ? 0 : 1;
+    }
+
+    /**
+     * Under an MPI launcher: this process is one EP rank. Every rank builds the same problem (from the seed
+     * or the file) and runs its share; rank 0 checks, dumps and prints, and every rank exits with the verdict.
+     */
+    private int callMpi() throws IOException {
+        ProcessGroup world = MpiRuntime.init();
+        EpVerifier.Problem problem;
+        try {
+            problem = problem(world.size());
+            if (problem.ep() != world.size()) {
+                throw new ParameterException(spec.commandLine(), "verify --backend mpi: the job has " + world.size()
+                        + " processes but ep is " + problem.ep() + (load != null && ep == null ? " (the ranks x.{r} in " + load + ")" : "")
+                        + ": start one process per EP rank (mpirun -np " + problem.ep() + ")");
+            }
+        } catch (ParameterException e) {
+            // every rank has the same arguments and file, so every rank ends here alike: leave MPI cleanly,
+            // and let rank 0 alone tell the user why
+            int rank = world.rank();
+            MpiRuntime.finish();
+            if (rank != 0) return 2;
+            throw e;
+        } catch (IOException | RuntimeException e) {
+            MpiRuntime.finish(); // an unreadable or malformed file: each rank reports what it hit
+            throw e;
+        }
+        EpVerifier.GroupVerdict verdict = MpiRuntime.run(group -> {
+            EpVerifier.GroupVerdict v = EpVerifier.verify(problem, group);
+            // inside the job, so that a failed write ends every rank instead of only rank 0's exit code
+            if (v.report() != null && dump != null) EpLayerFile.dump(dump, v.report());
+            return v;
+        });
+        if (verdict.report() != null) report(verdict.report());
+        return verdict.pass() ? 0 : 1;
+    }
+
+    private void report(EpVerifier.Report report) {
         PrintWriter out = spec.commandLine().getOut();
         print(out, report);
         if (json) out.println(new GsonBuilder().serializeSpecialFloatingPointValues().create().toJson(toJson(report)));
         out.flush();
-        return report.pass() ? 0 : 1;
     }
 
-    /** The problem from the options or the file; any inconsistency is a usage error (exit 2) with the reason. */
-    private EpVerifier.Problem problem() throws IOException {
+    /**
+     * The problem from the options or the file; any inconsistency is a usage error (exit 2) with the reason.
+     * {@code defaultEp}: P when neither --ep nor --load gives it.
+     */
+    private EpVerifier.Problem problem(int defaultEp) throws IOException {
         try {
             if (gradientScale && capacity > 0) {
                 throw new IllegalArgumentException("--gradient-scale with --capacity leaves no oracle to check: the per-rank "
@@ -93,7 +151,7 @@ public final class VerifyCommand implements Callable<Integer> {
                 ignored = loaded.ignored();
                 return p;
             }
-            int p = ep == null ? 2 : ep;
+            int p = ep == null ? defaultEp : ep;
             int t = tokens == null ? 16 : tokens;
             if (p < 1) throw new IllegalArgumentException("ep must be >= 1, got " + p);
             if (t < 0) throw new IllegalArgumentException("--tokens must be >= 0, got " + t);
@@ -125,10 +183,11 @@ public final class VerifyCommand implements Callable<Integer> {
                 c.gradientScale() ? "on" : "off");
         out.printf("inputs   %s%n", source);
         if (!ignored.isEmpty()) out.printf("ignored  tensors not used: %s%n", ignored);
-        out.printf("ranks    P=%d in-JVM ranks (threads), %d experts each, tokens per rank %s%n", p.ep(), c.numExperts() / p.ep(),
-                tokensPerRank(p));
-        out.printf("device   cpu, float32, in-JVM process group (Java %s, %d cores)%n", Runtime.version(),
-                Runtime.getRuntime().availableProcessors());
+        boolean mpi = parsedBackend == Backend.MPI;
+        out.printf("ranks    P=%d %s, %d experts each, tokens per rank %s%n", p.ep(),
+                mpi ? "MPI processes (one rank each)" : "in-JVM ranks (threads)", c.numExperts() / p.ep(), tokensPerRank(p));
+        out.printf("device   cpu, float32, %s process group (Java %s, %d cores%s)%n", mpi ? "MPI" : "in-JVM", Runtime.version(),
+                Runtime.getRuntime().availableProcessors(), mpi ? " on rank 0's node" : "");
         out.println();
         out.println("bytes each rank sent to other ranks (token rows forward / backward, per-expert counts)");
         out.printf("%-6s %7s %10s %12s %12s %8s %12s%n", "rank", "tokens", "experts", "forward", "backward", "counts", "total");
@@ -189,6 +248,7 @@ public final class VerifyCommand implements Callable<Integer> {
         layer.put("gradientScale", c.gradientScale());
         o.put("layer", layer);
         o.put("ep", p.ep());
+        o.put("backend", parsedBackend.name().toLowerCase(Locale.ROOT));
         o.put("tokensPerRank", tokensPerRank(p));
         o.put("fixedRouting", p.fixedRouting());
         o.put("source", load != null ? load.toString() : "random");

@@ -9,6 +9,7 @@ import java.util.Map;
 import moe4j.autograd.Autograd;
 import moe4j.distributed.DeviceMesh;
 import moe4j.distributed.Distributed;
+import moe4j.distributed.ProcessGroup;
 import moe4j.nn.MoEConfig;
 import moe4j.nn.MoEMLP;
 import moe4j.ops.Ops;
@@ -16,8 +17,8 @@ import moe4j.tensor.Rng;
 import moe4j.tensor.Tensor;
 
 /**
- * Checks an expert-parallel MoE layer against the two equivalence oracles of the spec (§5), on P in-JVM
- * ranks, and measures how far apart they are:
+ * Checks an expert-parallel MoE layer against the two equivalence oracles of docs/EXPERT_PARALLELISM.md, on P in-JVM
+ * ranks or on the P processes of a process group (an MPI job), and measures how far apart they are:
  * <ul>
  *   <li><b>per-rank</b>: every rank's output, input gradient and router (and shared-expert) gradient equal
  *       the non-EP layer on that rank's own tokens; expert g's gradient on its owner equals the sum over
@@ -181,7 +182,35 @@ public final class EpVerifier {
 
     /** Runs the EP layer on {@code problem.ep()} in-JVM ranks and both oracles. */
     public static Report verify(Problem problem) {
-        List<RankRun> ranks = runExpertParallel(problem);
+        return check(problem, runExpertParallel(problem));
+    }
+
+    /**
+     * What one rank of a process group learns from {@link #verify(Problem, ProcessGroup)}: the verdict
+     * on every rank, the report on rank 0 only (null elsewhere).
+     */
+    public record GroupVerdict(boolean pass, Report report) {}
+
+    /**
+     * Verifies with this process group as the EP group, one rank per member (an MPI job: one process
+     * each); a collective over {@code group}, which every rank calls with the same problem. Each rank runs
+     * its own share of the EP layer; rank 0 gathers every rank's output and gradients, runs both
+     * oracles as {@link #verify(Problem)} does and tells every rank the verdict.
+     */
+    public static GroupVerdict verify(Problem problem, ProcessGroup group) {
+        if (group.size() != problem.ep()) {
+            throw new IllegalArgumentException("verify: the process group '" + group.name() + "' has " + group.size()
+                    + " ranks but the problem is for ep=" + problem.ep() + ": start one process per EP rank");
+        }
+        List<RankRun> ranks = RankRunExchange.allGather(group, runRank(problem, group));
+        Report report = group.rank() == 0 ? check(problem, ranks) : null;
+        Tensor verdict = Tensor.ofInts(new int[] {report != null && report.pass() ? 1 : 0}, 1, 1);
+        group.broadcast(verdict, 0);
+        return new GroupVerdict(verdict.getInt(0) == 1, report);
+    }
+
+    /** Both oracles on what the ranks computed. */
+    private static Report check(Problem problem, List<RankRun> ranks) {
         List<OracleResult> oracles = new ArrayList<>();
         oracles.add(problem.config().gradientScale()
                 ? skipped("per-rank", "n/a (gradient scaling changes per-rank counts)")
@@ -195,23 +224,25 @@ public final class EpVerifier {
     // ------------------------------------------------------------------ running
 
     static List<RankRun> runExpertParallel(Problem problem) {
-        int p = problem.ep();
-        return Distributed.run(p, COLLECTIVE_TIMEOUT, world -> {
-            MoEMLP moe = problem.newLayer();
-            ExpertParallel.apply(moe, DeviceMesh.create(world, 1, 1, -1, 1, 1, p));
-            TrafficCountingGroup traffic = null;
-            if (moe.epGroup() != null) {
-                traffic = new TrafficCountingGroup(moe.epGroup());
-                moe.setExpertParallel(moe.dispatcher(), traffic, moe.epWorldSize(), moe.layerIndex());
-            }
-            int r = world.rank();
-            TrafficCountingGroup counted = traffic;
-            long[] forwardBytes = new long[1];
-            Forward f = run(moe, problem, r, () -> forwardBytes[0] = counted == null ? 0 : counted.rowBytes());
-            long rowBytes = traffic == null ? 0 : traffic.rowBytes();
-            return new RankRun(r, moe.localExpertStart(), moe.numLocalExperts(), f.out, f.gradX, f.grads, forwardBytes[0],
-                    rowBytes - forwardBytes[0], traffic == null ? 0 : traffic.countBytes());
-        });
+        return Distributed.run(problem.ep(), COLLECTIVE_TIMEOUT, world -> runRank(problem, world));
+    }
+
+    /** This rank's share of the EP layer, {@code world} being the EP group ({@code problem.ep()} ranks). */
+    private static RankRun runRank(Problem problem, ProcessGroup world) {
+        MoEMLP moe = problem.newLayer();
+        ExpertParallel.apply(moe, DeviceMesh.create(world, 1, 1, -1, 1, 1, problem.ep()));
+        TrafficCountingGroup traffic = null;
+        if (moe.epGroup() != null) {
+            traffic = new TrafficCountingGroup(moe.epGroup());
+            moe.setExpertParallel(moe.dispatcher(), traffic, moe.epWorldSize(), moe.layerIndex());
+        }
+        int r = world.rank();
+        TrafficCountingGroup counted = traffic;
+        long[] forwardBytes = new long[1];
+        Forward f = run(moe, problem, r, () -> forwardBytes[0] = counted == null ? 0 : counted.rowBytes());
+        long rowBytes = traffic == null ? 0 : traffic.rowBytes();
+        return new RankRun(r, moe.localExpertStart(), moe.numLocalExperts(), f.out, f.gradX, f.grads, forwardBytes[0],
+                rowBytes - forwardBytes[0], traffic == null ? 0 : traffic.countBytes());
     }
 
     private record Forward(Values out, Values gradX, Map<String, Values> grads) {}

@@ -2,7 +2,9 @@ package moe4j.distributed.mpi;
 
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import moe4j.autograd.Autograd;
 import moe4j.distributed.CollectiveException;
 import moe4j.distributed.Distributed;
@@ -12,6 +14,7 @@ import moe4j.distributed.ReduceOp;
 import moe4j.distributed.Work;
 import moe4j.nn.MoEConfig;
 import moe4j.nn.MoEMLP;
+import moe4j.parallel.EpVerifier;
 import moe4j.parallel.ExpertParallel;
 import moe4j.tensor.DType;
 import moe4j.tensor.MemoryScope;
@@ -86,6 +89,7 @@ public final class MpiCollectivesCheck {
             subGroups(world);
             if (p == 4) mesh(world);
             expertParallel(world);
+            verifier(world);
             mismatchedSplits(world);
         }
         int passed = lines.size() - failures.size();
@@ -365,6 +369,79 @@ public final class MpiCollectivesCheck {
         for (int i = 0; same && i < mpi.size(); i++) same = Arrays.equals(mpi.get(i), local.get(i));
         record("expert parallelism (E=2P, K=2, uneven tokens) on MPI equals the in-JVM backend bit for bit, rank "
                 + g.rank(), same, "outputs or gradients differ");
+    }
+
+    /**
+     * {@code moe4j verify}'s checks with the MPI world as the EP group, on the layouts and options that
+     * change what travels (list and packed experts, a shared expert, a capacity limit, gradient scaling):
+     * every rank must get a pass, and rank 0's report must equal the same problem's report on P in-JVM
+     * ranks (run here). A layer with a NaN weight must fail on every rank; a world of the wrong size is an
+     * error on every rank before anything travels.
+     */
+    private void verifier(ProcessGroup g) {
+        int p = g.size();
+        int[] tokens = new int[p];
+        for (int r = 0; r < p; r++) tokens[r] = 5 + 2 * r;
+        Map<String, MoEConfig> configs = new LinkedHashMap<>();
+        configs.put("list", verifyConfig(p).build());
+        configs.put("packed, shared", verifyConfig(p).packed(true).sharedExperts(1).build());
+        configs.put("list, shared, capacity 1.0", verifyConfig(p).sharedExperts(1).capacityFactor(1.0).build());
+        configs.put("packed, gelu, gradient scale", verifyConfig(p).packed(true).activation("gelu").gradientScale(true).build());
+        for (var c : configs.entrySet()) {
+            EpVerifier.Problem problem = EpVerifier.Problem.seeded(c.getValue(), p, tokens, 5);
+            EpVerifier.GroupVerdict v = EpVerifier.verify(problem, g);
+            record("verify (" + c.getKey() + ") passes on MPI, rank " + g.rank(), v.pass() && (v.report() != null) == (g.rank() == 0),
+                    "pass " + v.pass() + ", " + (v.report() == null ? "no report" : "a report") + " on this rank");
+            if (g.rank() == 0) {
+                String diff = reportDifference(v.report(), EpVerifier.verify(problem));
+                record("verify (" + c.getKey() + ") on MPI reports what P in-JVM ranks report", diff.isEmpty(), diff);
+            }
+        }
+
+        MoEConfig config = configs.get("list");
+        Map<String, Tensor> parameters = new LinkedHashMap<>();
+        MoEMLP.build(config).namedParameters().forEach((name, t) -> parameters.put(name, t.copy()));
+        parameters.get("experts." + (config.numExperts() - 1) + ".down_proj.weight").set(0, Float.NaN); // the last rank's
+        EpVerifier.Problem seeded = EpVerifier.Problem.seeded(config, p, tokens, 5);
+        EpVerifier.Problem nan = new EpVerifier.Problem(config, p, seeded.x(), seeded.gradOut(), null, null, parameters);
+        record("verify of a layer with a NaN weight fails on every rank, rank " + g.rank(), !EpVerifier.verify(nan, g).pass(), "");
+
+        if (p == 1) return;
+        EpVerifier.Problem oneRank = EpVerifier.Problem.seeded(config, 1, new int[] {5}, 5);
+        String message = null;
+        try {
+            EpVerifier.verify(oneRank, g);
+        } catch (IllegalArgumentException e) {
+            message = e.getMessage();
+        }
+        record("verify with ep=1 on a world of " + p + " is an error, rank " + g.rank(),
+                message != null && message.contains("has " + p + " ranks but the problem is for ep=1"), String.valueOf(message));
+    }
+
+    private static MoEConfig.Builder verifyConfig(int p) {
+        return MoEConfig.builder(8, 6, 2 * p, 2).initStd(0.5).seed(17);
+    }
+
+    /** Where two reports differ ("" when they agree): the oracles' numbers, and every rank's values and traffic. */
+    private static String reportDifference(EpVerifier.Report mpi, EpVerifier.Report local) {
+        if (!mpi.oracles().equals(local.oracles())) return "oracles " + mpi.oracles() + " vs " + local.oracles();
+        if (mpi.ranks().size() != local.ranks().size()) return "ranks " + mpi.ranks().size() + " vs " + local.ranks().size();
+        for (int r = 0; r < mpi.ranks().size(); r++) {
+            EpVerifier.RankRun a = mpi.ranks().get(r);
+            EpVerifier.RankRun b = local.ranks().get(r);
+            boolean same = a.rank() == b.rank() && a.localExpertStart() == b.localExpertStart()
+                    && a.numLocalExperts() == b.numLocalExperts() && a.forwardRowBytes() == b.forwardRowBytes()
+                    && a.backwardRowBytes() == b.backwardRowBytes() && a.countBytes() == b.countBytes()
+                    && sameValues(a.out(), b.out()) && sameValues(a.gradX(), b.gradX())
+                    && a.grads().keySet().equals(b.grads().keySet());
+            for (String name : a.grads().keySet()) same = same && sameValues(a.grads().get(name), b.grads().get(name));
+            if (!same) return "rank " + r + "'s run differs";
+        }
+        return "";
+    }
+
+    private static boolean sameValues(EpVerifier.Values a, EpVerifier.Values b) {
+        return b != null && Arrays.equals(a.shape(), b.shape()) && Arrays.equals(a.data(), b.data());
     }
 
     /** Rank 0 expects one row too many from rank 1: both see CollectiveException before any data move. */

@@ -9,6 +9,8 @@ import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
@@ -38,10 +40,27 @@ class MpiCollectivesTest {
 
     /** Runs the script with {@code mode}; the dependencies are not needed by the check, so no Maven runs inside. */
     private static Job runJob(String mode, String timeoutSeconds) throws IOException, InterruptedException {
+        return runJob(List.of(mode), timeoutSeconds, "");
+    }
+
+    /**
+     * Runs {@code moe4j args...} on every rank (the script's cli mode), with this JVM's classpath for the
+     * command line's dependencies.
+     */
+    private static Job runCommand(String... args) throws IOException, InterruptedException {
+        List<String> scriptArgs = new ArrayList<>(List.of("cli"));
+        scriptArgs.addAll(List.of(args));
+        return runJob(scriptArgs, "60", System.getProperty("java.class.path"));
+    }
+
+    private static Job runJob(List<String> scriptArgs, String timeoutSeconds, String depsClasspath)
+            throws IOException, InterruptedException {
         String java = ProcessHandle.current().info().command().orElse("java");
-        ProcessBuilder pb = new ProcessBuilder("scripts/mpi-tests.sh", "-np", "4", mode).redirectErrorStream(true);
+        List<String> command = new ArrayList<>(List.of("scripts/mpi-tests.sh", "-np", "4"));
+        command.addAll(scriptArgs);
+        ProcessBuilder pb = new ProcessBuilder(command).redirectErrorStream(true);
         pb.environment().put("MOE4J_JAVA", java);
-        pb.environment().put("MOE4J_DEPS_CLASSPATH", "");
+        pb.environment().put("MOE4J_DEPS_CLASSPATH", depsClasspath);
         pb.environment().put("MOE4J_COLLECTIVE_TIMEOUT", timeoutSeconds);
         Process process = pb.start();
         byte[] out;
@@ -64,7 +83,35 @@ class MpiCollectivesTest {
         assertTrue(m.find(), "no summary line in:\n" + job.output());
         assertEquals("0", m.group(2), job.output());
         assertTrue(Integer.parseInt(m.group(1)) >= 30, "too few checks ran:\n" + job.output());
+        for (String layout : List.of("list", "packed, shared", "list, shared, capacity 1.0")) {
+            assertTrue(job.output().contains("PASS verify (" + layout + ") on MPI reports what P in-JVM ranks report"),
+                    "the verifier did not run on MPI with " + layout + ":\n" + job.output());
+        }
         assertEquals(0, job.exitCode(), job.output());
+    }
+
+    @Test
+    void verifyCommandOnFourProcessesPrintsOneReportAndExitsWithItsVerdict() throws Exception {
+        Job job = runCommand("verify", "--backend", "mpi", "--ep", "4", "--shared", "--json");
+        assertEquals(0, job.exitCode(), job.output());
+        assertEquals(1, count(job.output(), "RESULT: PASS"), "rank 0 alone reports:\n" + job.output());
+        assertTrue(job.output().contains("ranks    P=4 MPI processes (one rank each), 2 experts each, tokens per rank [16, 17, 18, 19]"),
+                job.output());
+        assertTrue(job.output().contains("\"ep\":4,\"backend\":\"mpi\""), job.output());
+    }
+
+    @Test
+    void verifyCommandWithAnEpOtherThanTheJobSizeIsAUsageError() throws Exception {
+        Job job = runCommand("verify", "--backend", "mpi", "--ep", "2");
+        assertEquals(2, job.exitCode(), job.output());
+        assertEquals(1, count(job.output(), "verify --backend mpi: the job has 4 processes but ep is 2: start one process per "
+                + "EP rank (mpirun -np 2)"), "rank 0 alone says why:\n" + job.output());
+    }
+
+    private static int count(String text, String what) {
+        int n = 0;
+        for (int at = text.indexOf(what); at >= 0; at = text.indexOf(what, at + 1)) n++;
+        return n;
     }
 
     @Test
