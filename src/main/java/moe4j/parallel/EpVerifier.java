@@ -34,7 +34,7 @@ import moe4j.tensor.Tensor;
 public final class EpVerifier {
     private EpVerifier() {}
 
-    /** The spec's bound for float32 rounding differences between EP and the non-EP layer. */
+    /** The bound for float32 rounding differences between EP and the non-EP layer (observed ~1e-7). */
     public static final double TOLERANCE = 1e-5;
 
     private static final Duration COLLECTIVE_TIMEOUT = Duration.ofSeconds(60);
