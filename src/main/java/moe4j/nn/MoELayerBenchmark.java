@@ -24,7 +24,8 @@ public final class MoELayerBenchmark {
 
     public static Result run(MoEConfig config, int tokens, int warmup, int iterations) {
         MoEMLP moe = MoEMLP.build(config);
-        Tensor x = Tensor.randn(new Rng(1), 1.0, tokens, config.dim());
+        // the input needs a gradient, as inside a model: backward then computes all nine expert products
+        Tensor x = Tensor.randn(new Rng(1), 1.0, tokens, config.dim()).requiresGrad(true);
         Tensor grad = Tensor.randn(new Rng(2), 1.0, tokens, config.dim());
         for (int i = 0; i < warmup; i++) step(moe, x, grad);
         Profiler profiler = Profiler.start();

@@ -34,7 +34,8 @@ public final class ExpertParallelBenchmark {
             ExpertParallel.apply(moe, DeviceMesh.create(world, 1, 1, -1, 1, 1, ranks));
             TrafficCountingGroup traffic = new TrafficCountingGroup(moe.epGroup() != null ? moe.epGroup() : world);
             if (moe.epGroup() != null) moe.setExpertParallel(moe.dispatcher(), traffic, moe.epWorldSize(), moe.layerIndex());
-            Tensor x = Tensor.randn(Rng.forStream(1, world.rank()), 1.0, tokensPerRank, config.dim());
+            // the input needs a gradient, as inside a model: backward then computes all nine expert products
+            Tensor x = Tensor.randn(Rng.forStream(1, world.rank()), 1.0, tokensPerRank, config.dim()).requiresGrad(true);
             Tensor grad = Tensor.randn(Rng.forStream(2, world.rank()), 1.0, tokensPerRank, config.dim());
             for (int i = 0; i < warmup; i++) step(moe, x, grad);
             world.barrier();

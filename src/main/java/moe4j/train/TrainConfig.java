@@ -111,12 +111,12 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
     /** Fluent construction with the defaults of {@link #defaults()}. */
     public static final class Builder {
         final ModelConfig.Builder model = ModelConfig.builder().moeExpertFfnMultiplier(0.5).maxSeqLen(128);
-        long steps = 200;
-        int globalBatch = 16;
+        long steps = 300;
+        int globalBatch = 32;
         int seqLen = 64;
         double lr = 3e-3;
         double minLr = 3e-4;
-        long warmupSteps = 20;
+        long warmupSteps = 30;
         double weightDecay = 0.1;
         double beta1 = 0.9;
         double beta2 = 0.95;
