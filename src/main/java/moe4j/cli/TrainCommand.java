@@ -73,6 +73,8 @@ public final class TrainCommand implements Callable<Integer> {
             o.put("first_step", summary.firstStep());
             o.put("final_loss", summary.finalLoss());
             o.put("final_ce", summary.finalCrossEntropy());
+            o.put("mean_loss_last_steps", reporter.recentMean(false));
+            o.put("mean_ce_last_steps", reporter.recentMean(true));
             o.put("tokens_per_s", summary.tokensPerSecond());
             o.put("parameters", summary.parameters());
             o.put("active_parameters", summary.activeParameters());
@@ -243,10 +245,9 @@ public final class TrainCommand implements Callable<Integer> {
                 }
                 out.println();
             }
-            out.printf(Locale.ROOT, "final loss %.4f (cross-entropy %.4f%s) after step %d%n",
-                    s.finalLoss(), s.finalCrossEntropy(),
-                    Double.isFinite(unigramEntropy) ? String.format(Locale.ROOT, "; unigram entropy of the data %.3f", unigramEntropy) : "",
-                    s.lastStep());
+            out.printf(Locale.ROOT, "final loss %.4f (cross-entropy %.4f) after step %d; mean of the last %d steps %.4f (cross-entropy %.4f)%s%n",
+                    s.finalLoss(), s.finalCrossEntropy(), s.lastStep(), recent(), recentMean(false), recentMean(true),
+                    Double.isFinite(unigramEntropy) ? String.format(Locale.ROOT, "; unigram entropy of the data %.3f", unigramEntropy) : "");
             out.printf(Locale.ROOT, "%.0f tokens/s | MFU %.1f%% of %d cores × %.0f GFLOP/s FP32 | peak memory %.0f MiB | %.1f s wall%n",
                     s.tokensPerSecond(), 100 * Throughput.mfu(cfg, s.tokensPerSecond()), Runtime.getRuntime().availableProcessors(),
                     Throughput.PEAK_GFLOPS_PER_CORE, moe4j.tensor.ProcessMemory.peakResidentBytes() / 1048576.0, wall);
@@ -254,6 +255,16 @@ public final class TrainCommand implements Callable<Integer> {
                     "moe4j: %d layers, %d experts top-%d, ep=%d, %d ranks", cfg.model().nLayers(), cfg.model().numExperts(),
                     cfg.model().moeTopK(), cfg.ep(), cfg.worldSize()));
             out.println("metrics: " + metricsFile() + " | plot: " + plotFile());
+        }
+
+        /** Steps the summary averages over: single steps are noisy when batches mix tasks. */
+        int recent() {
+            return Math.min(20, history.size());
+        }
+
+        double recentMean(boolean crossEntropy) {
+            return history.subList(history.size() - recent(), history.size()).stream()
+                    .mapToDouble(m -> crossEntropy ? m.crossEntropy() : m.loss()).average().orElse(Double.NaN);
         }
 
         @Override

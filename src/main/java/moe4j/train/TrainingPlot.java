@@ -88,12 +88,13 @@ public final class TrainingPlot {
             g.drawString(refLabel, x0 + 8, y - 4);
         }
         plot(g, steps, true, min, max, first, last, x0, y0, w, h, new Color(150, 170, 220));
-        plot(g, steps, false, min, max, first, last, x0, y0, w, h, new Color(20, 60, 160));
+        plot(g, steps, false, min, max, first, last, x0, y0, w, h, new Color(120, 140, 200));
+        plotSmoothed(g, steps, min, max, first, last, x0, y0, w, h, new Color(10, 40, 140));
         g.setStroke(new BasicStroke(1f));
-        g.setColor(new Color(20, 60, 160));
-        g.drawString("total loss", x0 + w - 150, y0 + 16);
+        g.setColor(new Color(10, 40, 140));
+        g.drawString("total loss (and its moving average)", x0 + w - 220, y0 + 16);
         g.setColor(new Color(150, 170, 220));
-        g.drawString("cross-entropy", x0 + w - 150, y0 + 30);
+        g.drawString("cross-entropy", x0 + w - 220, y0 + 30);
     }
 
     private static void plot(Graphics2D g, List<StepMetrics> steps, boolean ce, double min, double max, long first, long last,
@@ -111,6 +112,25 @@ public final class TrainingPlot {
         }
         g.setColor(color);
         g.setStroke(new BasicStroke(ce ? 1.2f : 2f));
+        g.draw(path);
+    }
+
+    /** The total loss's exponential moving average (the batches mix tasks, so single steps are noisy). */
+    private static void plotSmoothed(Graphics2D g, List<StepMetrics> steps, double min, double max, long first, long last,
+                                     int x0, int y0, int w, int h, Color color) {
+        Path2D path = new Path2D.Double();
+        double ema = Double.NaN;
+        double alpha = 2.0 / (1 + Math.max(2, steps.size() / 20));
+        for (StepMetrics s : steps) {
+            if (!Double.isFinite(s.loss())) continue;
+            ema = Double.isNaN(ema) ? s.loss() : ema + alpha * (s.loss() - ema);
+            double x = x0 + w * (double) (s.step() - first) / (last - first);
+            double y = y0 + h - h * (ema - min) / (max - min);
+            if (path.getCurrentPoint() == null) path.moveTo(x, y);
+            else path.lineTo(x, y);
+        }
+        g.setColor(color);
+        g.setStroke(new BasicStroke(2.5f));
         g.draw(path);
     }
 
