@@ -6,7 +6,8 @@ import moe4j.tensor.Tensor;
 
 /**
  * One expert MLP in the list layout: SwiGLU {@code down(silu(gate(x)) · up(x))} or standard
- * {@code down(act(up(x)))}, bias-free linears stored (out, in). Also the shared expert.
+ * {@code down(act(up(x)))}, bias-free linears stored (out, in). The same function serves as the shared
+ * expert and as a dense layer's SwiGLU feed-forward, so their checkpoint names read alike.
  */
 public final class Expert extends Module {
     private final Activation activation;
@@ -45,7 +46,13 @@ public final class Expert extends Module {
         return down;
     }
 
+    /** {@code x} (..., dim) → the same shape. */
     public Tensor forward(Tensor x) {
+        int dim = up.inFeatures();
+        if (x.rank() < 1 || x.dim(-1) != dim) {
+            throw new IllegalArgumentException("Expert: input must be (..., " + dim + "), got " + x.shapeString());
+        }
+        if (x.rank() != 2) return Ops.reshape(forward(Ops.reshape(x, -1, dim)), x.shape());
         Tensor hidden = activation.gated()
                 ? Ops.swiglu(gate.forward(x), up.forward(x))
                 : activation.apply(up.forward(x));

@@ -61,7 +61,7 @@ public final class MoETransformer extends Module {
             ParameterInit.normal(a.wk().weight(), seed, p + "attention.wk.weight", std);
             ParameterInit.normal(a.wv().weight(), seed, p + "attention.wv.weight", std);
             ParameterInit.normal(a.wo().weight(), seed, p + "attention.wo.weight", residualStd);
-            DenseMLP mlp = block.mlp();
+            Expert mlp = block.mlp();
             if (mlp != null) {
                 ParameterInit.normal(mlp.gateProj().weight(), seed, p + "mlp.gate_proj.weight", std);
                 ParameterInit.normal(mlp.upProj().weight(), seed, p + "mlp.up_proj.weight", std);

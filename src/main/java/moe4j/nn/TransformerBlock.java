@@ -10,15 +10,15 @@ import moe4j.tensor.Tensor;
  *   h   = x + attention(attention_norm(x))
  *   out = h + ffn(ffn_norm(h))
  * </pre>
- * where the feed-forward is an {@link MoEMLP} (registered as {@code moe}) or a {@link DenseMLP}
- * (registered as {@code mlp}).
+ * where the feed-forward is an {@link MoEMLP} (registered as {@code moe}) or a dense SwiGLU
+ * {@link Expert} (registered as {@code mlp}).
  */
 public final class TransformerBlock extends Module {
     private final RMSNorm attentionNorm;
     private final Attention attention;
     private final RMSNorm ffnNorm;
     private final MoEMLP moe;
-    private final DenseMLP mlp;
+    private final Expert mlp;
 
     /** Block {@code layerIndex} of a model with {@code config}; weights are zero until initialised. */
     TransformerBlock(ModelConfig config, int layerIndex) {
@@ -30,7 +30,7 @@ public final class TransformerBlock extends Module {
             this.mlp = null;
         } else {
             this.moe = null;
-            this.mlp = registerModule("mlp", new DenseMLP(config.dim(), config.ffnHidden()));
+            this.mlp = registerModule("mlp", new Expert(config.dim(), config.ffnHidden(), Activation.SILU));
         }
     }
 
@@ -52,7 +52,7 @@ public final class TransformerBlock extends Module {
     }
 
     /** The dense feed-forward, or null in an MoE block. */
-    public DenseMLP mlp() {
+    public Expert mlp() {
         return mlp;
     }
 
