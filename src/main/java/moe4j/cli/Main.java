@@ -26,7 +26,28 @@ public final class Main implements Runnable {
 
     /** The configured command line, for {@link #main} and for tests that run commands in-process. */
     public static CommandLine commandLine() {
-        return new CommandLine(new Main());
+        return new CommandLine(new Main()).setExecutionExceptionHandler(Main::reportFailure);
+    }
+
+    /**
+     * A failed run ends with what went wrong, not a stack trace: bad input, configs, data and checkpoints
+     * raise exceptions whose messages say what was expected. MOE4J_DEBUG=1 adds the stack trace.
+     */
+    private static int reportFailure(Exception e, CommandLine cmd, CommandLine.ParseResult parsed) {
+        java.io.PrintWriter err = cmd.getErr();
+        StringBuilder what = new StringBuilder();
+        java.util.Set<String> seen = new java.util.HashSet<>();
+        for (Throwable t = e; t != null; t = t.getCause()) {
+            String m = t.getMessage();
+            if (m != null && seen.add(m) && (what.isEmpty() || !what.toString().contains(m))) {
+                if (!what.isEmpty()) what.append("\n  caused by: ");
+                what.append(m);
+            }
+        }
+        err.println("moe4j " + cmd.getCommandName() + ": error: " + (what.isEmpty() ? e.toString() : what));
+        if ("1".equals(System.getenv("MOE4J_DEBUG"))) e.printStackTrace(err);
+        err.flush();
+        return 1;
     }
 
     @Override

@@ -55,7 +55,7 @@ public final class TrainCommand implements Callable<Integer> {
         TrainConfig cfg = buildConfig();
         PrintStream out = System.out;
         Backend be = Backend.parse(cfg.backend());
-        Reporter reporter = new Reporter(cfg, out, resume);
+        Reporter reporter = new Reporter(cfg, out);
         long started = System.nanoTime();
         Trainer.Summary summary;
         try {
@@ -124,18 +124,16 @@ public final class TrainCommand implements Callable<Integer> {
         private final TrainConfig cfg;
         private final PrintStream out;
         private final boolean interactive;
-        private final boolean append;
         private MetricsLog metrics;
         private final List<StepMetrics> history = new ArrayList<>();
         final double unigramEntropy;
         private long firstStep;
         private boolean barShown;
 
-        Reporter(TrainConfig cfg, PrintStream out, boolean append) {
+        Reporter(TrainConfig cfg, PrintStream out) {
             this.cfg = cfg;
             this.out = out;
             this.interactive = System.console() != null && System.console().isTerminal();
-            this.append = append;
             TokenSource source = Datasets.open(cfg.data(), cfg.seed());
             this.unigramEntropy = source instanceof SyntheticTasks s ? s.unigramEntropy(cfg.seqLen()) : Double.NaN;
         }
@@ -156,7 +154,8 @@ public final class TrainCommand implements Callable<Integer> {
         @Override
         public void onStart(TrainConfig config, int rank, long first, long parameters) {
             if (rank != 0) return;
-            metrics = new MetricsLog(metricsFile(), append);
+            metrics = new MetricsLog(metricsFile(), first);
+            history.addAll(metrics.earlierSteps()); // the plot and the table cover the whole run
             firstStep = first;
             var m = config.model();
             out.printf(Locale.ROOT, "moe4j train: %s model, %,d parameters (dim %d, %d layers, %d experts top-%d, expert hidden %d)%n",

@@ -16,6 +16,7 @@ public final class LocalDispatcher implements TokenDispatcher {
 
     @Override
     public Tensor dispatchAndCompute(Tensor x, Tensor weights, Tensor indices, MoEMLP moe, boolean gradientScale) {
+        moe.checkRoutingInputs("LocalDispatcher.dispatchAndCompute", x, weights, indices);
         Routing routing;
         Tensor rows;
         try (var p = Profiler.phase("permute")) {

@@ -131,17 +131,8 @@ public final class MoEMLP extends Module {
      * against an outside reference that fixes the routing; the router takes no part (and gets no gradient).
      */
     public Tensor forwardWithRouting(Tensor x, Tensor weights, Tensor indices) {
-        int d = config.dim();
         int k = config.topK();
-        if (x.rank() != 2 || x.dim(1) != d) {
-            throw new IllegalArgumentException("MoEMLP.forwardWithRouting: x must be (T, " + d + "), got " + x.shapeString());
-        }
-        int t = x.dim(0);
-        if (weights.rank() != 2 || weights.dim(0) != t || weights.dim(1) != k
-                || indices.rank() != 2 || indices.dim(0) != t || indices.dim(1) != k) {
-            throw new IllegalArgumentException("MoEMLP.forwardWithRouting: weights and indices must be (" + t + ", " + k
-                    + "), got " + weights.shapeString() + " and " + indices.shapeString());
-        }
+        checkRoutingInputs("MoEMLP.forwardWithRouting", x, weights, indices);
         int[] ids = indices.toIntArray();
         for (int i = 0; i < ids.length; i++) {
             if (ids[i] < 0 || ids[i] >= config.numExperts()) {
@@ -151,6 +142,27 @@ public final class MoEMLP extends Module {
         }
         if (config.checkFinite()) checkFinite(x);
         return routedAndShared(x, weights, config.capacityFactor() > 0 ? dropOverflow(indices) : indices);
+    }
+
+    /**
+     * Checks what a dispatcher is handed: {@code x} (T, D) float32, {@code weights} (T, K) float32 and
+     * {@code indices} (T, K) int32 with this layer's D and K. Expert ids are checked where they are read.
+     */
+    public void checkRoutingInputs(String op, Tensor x, Tensor weights, Tensor indices) {
+        int d = config.dim();
+        int k = config.topK();
+        x.requireDType(moe4j.tensor.DType.F32, op);
+        weights.requireDType(moe4j.tensor.DType.F32, op);
+        indices.requireDType(moe4j.tensor.DType.I32, op);
+        if (x.rank() != 2 || x.dim(1) != d) {
+            throw new IllegalArgumentException(op + ": x must be (T, " + d + "), got " + x.shapeString());
+        }
+        int t = x.dim(0);
+        if (weights.rank() != 2 || weights.dim(0) != t || weights.dim(1) != k
+                || indices.rank() != 2 || indices.dim(0) != t || indices.dim(1) != k) {
+            throw new IllegalArgumentException(op + ": weights and indices must be (" + t + ", " + k
+                    + ") for x " + x.shapeString() + ", got " + weights.shapeString() + " and " + indices.shapeString());
+        }
     }
 
     /** The routed experts through the dispatcher, plus the shared expert. */

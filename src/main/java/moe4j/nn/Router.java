@@ -1,5 +1,6 @@
 package moe4j.nn;
 
+import moe4j.autograd.Autograd;
 import moe4j.distributed.ProcessGroup;
 import moe4j.distributed.ReduceOp;
 import moe4j.ops.IntOps;
@@ -81,7 +82,11 @@ public abstract class Router extends Module {
         Tensor f = Tensor.zeros(numExperts + 1);
         for (int e = 0; e < numExperts; e++) f.set(e, counts[e]);
         f.set(numExperts, t);
-        if (statisticsGroup != null && statisticsGroup.size() > 1) statisticsGroup.allReduce(f, ReduceOp.SUM);
+        // Only in training with gradients on (the same on every rank of a step): an evaluation or inference
+        // forward on one rank must not wait for its data-parallel peers.
+        if (statisticsGroup != null && statisticsGroup.size() > 1 && isTraining() && Autograd.isGradEnabled()) {
+            statisticsGroup.allReduce(f, ReduceOp.SUM);
+        }
         double tokens = f.get(numExperts);
         if (t == 0 || tokens == 0) return Tensor.zeros();
         f = f.rows(0, numExperts);

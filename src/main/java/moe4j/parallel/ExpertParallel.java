@@ -78,6 +78,9 @@ public final class ExpertParallel {
      */
     public static Tensor dispatchAndCompute(Tensor x, Tensor weights, Tensor indices, MoEMLP moe, ProcessGroup epGroup,
                                             int localExpertStart, int numLocalExperts, int epWorldSize, boolean gradientScale) {
+        // Checked before the first collective: a bad input fails here and breaks the group, so the peers
+        // fail too instead of waiting for a count exchange that never comes.
+        moe.checkRoutingInputs("ExpertParallel.dispatchAndCompute", x, weights, indices);
         int numExperts = moe.numExperts();
         int d = x.dim(1);
         int k = indices.dim(1);

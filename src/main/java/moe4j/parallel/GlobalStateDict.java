@@ -64,10 +64,19 @@ public final class GlobalStateDict {
     /**
      * Copies from {@code global} (global names, full tensors) into {@code local} (this rank's tensors by
      * its parameter names): packed expert tensors take this rank's rows. Every local name must be found
-     * with the matching shape.
+     * with the matching shape; nothing is copied unless all are.
      */
     public static void scatter(Module model, Map<String, Tensor> global, Map<String, Tensor> local, String source) {
+        prepareScatter(model, global, local, source).run();
+    }
+
+    /**
+     * Checks everything {@link #scatter} needs (names, shapes, dtypes, expert counts) and returns the
+     * copy, to run once every other check of a load has passed too: a failed load changes nothing.
+     */
+    public static Runnable prepareScatter(Module model, Map<String, Tensor> global, Map<String, Tensor> local, String source) {
         Map<String, MoEMLP> layers = moeLayers(model);
+        java.util.List<Tensor[]> copies = new java.util.ArrayList<>();
         for (var entry : local.entrySet()) {
             String name = entry.getKey();
             Tensor target = entry.getValue();
@@ -85,8 +94,11 @@ public final class GlobalStateDict {
                 throw new IllegalArgumentException(source + ": tensor '" + name + "' is " + src.dtype() + src.shapeString()
                         + ", the model expects " + target.dtype() + target.shapeString());
             }
-            target.copyFrom(src);
+            copies.add(new Tensor[] {target, src});
         }
+        return () -> {
+            for (Tensor[] c : copies) c[0].copyFrom(c[1]);
+        };
     }
 
     /** The global names a checkpoint of this model holds (what {@link #gather} produces), without collectives. */

@@ -115,12 +115,21 @@ public final class MemoryScope implements AutoCloseable {
      * {@link #SCOPED_BYTES} up to date.
      */
     private static final class PooledArena implements Arena {
-        private static final java.util.concurrent.ConcurrentHashMap<Long, java.util.concurrent.ConcurrentLinkedQueue<MemorySegment>> POOL =
+        /** A pooled block and the arena that can free it. */
+        private record Block(MemorySegment segment, Arena owner) {}
+
+        private static final java.util.concurrent.ConcurrentHashMap<Long, java.util.concurrent.ConcurrentLinkedQueue<Block>> POOL =
                 new java.util.concurrent.ConcurrentHashMap<>();
         private static final long ALIGNMENT = 64;
+        /** Bytes of blocks lent to open scopes, its high-water mark, and bytes waiting in the pool. */
+        private static final AtomicLong LENT = new AtomicLong();
+        private static final AtomicLong LENT_PEAK = new AtomicLong();
+        private static final AtomicLong IDLE = new AtomicLong();
+        /** The pool keeps at most this many idle bytes beyond twice the peak a step ever needed. */
+        private static final long IDLE_SLACK = 64L << 20;
 
         private final Arena inner;
-        private final java.util.List<MemorySegment> blocks = new java.util.ArrayList<>();
+        private final java.util.List<Block> blocks = new java.util.ArrayList<>();
         private long bytes;
 
         PooledArena(Arena inner) {
@@ -142,15 +151,21 @@ public final class MemoryScope implements AutoCloseable {
             if (byteAlignment > ALIGNMENT) return inner.allocate(byteSize, byteAlignment);
             long size = sizeClass(byteSize);
             var free = POOL.computeIfAbsent(size, k -> new java.util.concurrent.ConcurrentLinkedQueue<>());
-            MemorySegment block = free.poll();
-            if (block == null) block = Arena.global().allocate(size, ALIGNMENT);
+            Block block = free.poll();
+            if (block != null) {
+                IDLE.addAndGet(-size);
+            } else {
+                Arena owner = Arena.ofShared();
+                block = new Block(owner.allocate(size, ALIGNMENT), owner);
+            }
+            LENT_PEAK.accumulateAndGet(LENT.addAndGet(size), Math::max);
             synchronized (this) {
                 blocks.add(block);
                 bytes += byteSize;
             }
             SCOPED_BYTES.addAndGet(byteSize);
             // a view with this scope's lifetime; zeroed, as Arena.allocate promises
-            MemorySegment view = block.reinterpret(byteSize, inner, null);
+            MemorySegment view = block.segment().reinterpret(byteSize, inner, null);
             view.fill((byte) 0);
             return view;
         }
@@ -164,10 +179,35 @@ public final class MemoryScope implements AutoCloseable {
         public void close() {
             inner.close(); // every view dies first; only then may the blocks serve another scope
             synchronized (this) {
-                for (MemorySegment block : blocks) POOL.get(block.byteSize()).add(block);
+                for (Block block : blocks) {
+                    long size = block.segment().byteSize();
+                    POOL.get(size).add(block);
+                    IDLE.addAndGet(size);
+                    LENT.addAndGet(-size);
+                }
                 blocks.clear();
                 SCOPED_BYTES.addAndGet(-bytes);
                 bytes = 0;
+            }
+            trim();
+        }
+
+        /**
+         * Frees idle blocks beyond twice the largest amount ever lent at once (plus some slack): routing
+         * changes the sizes a step asks for, and size classes no step uses any more must not pin memory.
+         */
+        private static void trim() {
+            long limit = 2 * LENT_PEAK.get() + IDLE_SLACK;
+            if (IDLE.get() <= limit) return;
+            synchronized (POOL) {
+                for (var free : POOL.values()) {
+                    Block block;
+                    while (IDLE.get() > limit && (block = free.poll()) != null) {
+                        IDLE.addAndGet(-block.segment().byteSize());
+                        block.owner().close();
+                    }
+                    if (IDLE.get() <= limit) return;
+                }
             }
         }
     }

@@ -94,7 +94,9 @@ public final class Checkpoint {
     private static void write(Path dir, Path target, Map<String, Tensor> weights, Map<String, Tensor> moments,
                               TrainState state) throws IOException {
         Files.createDirectories(dir);
-        Path tmp = dir.resolve(target.getFileName() + ".tmp-" + ProcessHandle.current().pid());
+        sweepTemporaries(dir);
+        String suffix = ".tmp-" + ProcessHandle.current().pid();
+        Path tmp = dir.resolve(target.getFileName() + suffix);
         deleteRecursively(tmp);
         Files.createDirectories(tmp);
         SafeTensors.write(tmp.resolve(MODEL_FILE), weights, Map.of("format", "pt", "moe4j.step", Long.toString(state.step())));
@@ -104,12 +106,45 @@ public final class Checkpoint {
         sums.put(OPTIMIZER_FILE, sha256(tmp.resolve(OPTIMIZER_FILE)));
         StateFile file = new StateFile(FORMAT, state.step(), state.dataPosition(), state.rngState(), state.config(),
                 state.routerBias(), state.routerEma(), sums, weights.size(), moments.size());
-        Files.writeString(tmp.resolve(STATE_FILE), GSON.toJson(file), StandardCharsets.UTF_8);
-        deleteRecursively(target);
+        writeDurably(tmp.resolve(STATE_FILE), GSON.toJson(file));
+        fsync(tmp);
+        // An existing checkpoint of the same step (a rerun) is moved aside, not deleted first: at every
+        // moment, `latest` names a complete checkpoint.
+        Path old = Files.exists(target) ? dir.resolve(target.getFileName() + ".old" + suffix) : null;
+        if (old != null) move(target, old);
         move(tmp, target);
-        Path latestTmp = dir.resolve(LATEST + ".tmp-" + ProcessHandle.current().pid());
-        Files.writeString(latestTmp, target.getFileName().toString() + "\n", StandardCharsets.UTF_8);
+        Path latestTmp = dir.resolve(LATEST + suffix);
+        writeDurably(latestTmp, target.getFileName().toString() + "\n");
         move(latestTmp, dir.resolve(LATEST));
+        fsync(dir);
+        if (old != null) deleteRecursively(old);
+    }
+
+    /** Temporary files and directories of earlier, interrupted saves (only world rank 0 writes here). */
+    private static void sweepTemporaries(Path dir) throws IOException {
+        try (Stream<Path> entries = Files.list(dir)) {
+            for (Path p : entries.toList()) {
+                String name = p.getFileName().toString();
+                if (name.contains(".tmp-")) deleteRecursively(p);
+            }
+        }
+    }
+
+    private static void writeDurably(Path file, String text) throws IOException {
+        try (var ch = java.nio.channels.FileChannel.open(file, java.nio.file.StandardOpenOption.CREATE,
+                java.nio.file.StandardOpenOption.TRUNCATE_EXISTING, java.nio.file.StandardOpenOption.WRITE)) {
+            ch.write(java.nio.ByteBuffer.wrap(text.getBytes(StandardCharsets.UTF_8)));
+            ch.force(true);
+        }
+    }
+
+    /** Flushes a directory's entries (renames into it) to disk; a no-op where the platform cannot. */
+    private static void fsync(Path directory) {
+        try (var ch = java.nio.channels.FileChannel.open(directory, java.nio.file.StandardOpenOption.READ)) {
+            ch.force(true);
+        } catch (IOException | UnsupportedOperationException e) {
+            // some file systems do not sync directories; the checksums still catch a torn checkpoint
+        }
     }
 
     /** The checkpoint {@code latest} names in {@code dir}, or null if there is none. */
@@ -160,9 +195,11 @@ public final class Checkpoint {
                 throw new IllegalArgumentException("checkpoint " + checkpoint + " does not match the model: missing "
                         + first(missing) + ", unexpected " + first(unexpected));
             }
+            // every check first (names, shapes, moments, router state), then the copies: a failed load changes nothing
             Map<String, Tensor> stored = new LinkedHashMap<>();
             for (String n : weights.names()) stored.put(n, weights.tensorAs(n, DType.F32));
-            GlobalStateDict.scatter(model, stored, model.namedParameters(), checkpoint.resolve(MODEL_FILE).toString());
+            List<Runnable> copies = new java.util.ArrayList<>();
+            copies.add(GlobalStateDict.prepareScatter(model, stored, model.namedParameters(), checkpoint.resolve(MODEL_FILE).toString()));
             if (optimizer != null) {
                 Map<String, Tensor> avg = new LinkedHashMap<>();
                 Map<String, Tensor> avgSq = new LinkedHashMap<>();
@@ -171,14 +208,15 @@ public final class Checkpoint {
                     else if (n.startsWith("exp_avg.")) avg.put(n.substring("exp_avg.".length()), moments.tensorAs(n, DType.F32));
                 }
                 String source = checkpoint.resolve(OPTIMIZER_FILE).toString();
-                GlobalStateDict.scatter(model, avg, optimizer.expAvg(), source);
-                GlobalStateDict.scatter(model, avgSq, optimizer.expAvgSq(), source);
-                optimizer.setStepCount(state.step());
+                copies.add(GlobalStateDict.prepareScatter(model, avg, optimizer.expAvg(), source));
+                copies.add(GlobalStateDict.prepareScatter(model, avgSq, optimizer.expAvgSq(), source));
+                copies.add(() -> optimizer.setStepCount(state.step()));
             }
+            copies.add(prepareRouters(model, state.routerBias(), state.routerEma()));
+            copies.forEach(Runnable::run);
         } catch (IOException e) {
             throw new IllegalArgumentException("cannot read checkpoint " + checkpoint + ": " + e.getMessage(), e);
         }
-        restoreRouters(model, state.routerBias(), state.routerEma());
         return new TrainState(state.step(), state.dataPosition(), state.rngState(), state.config(),
                 state.routerBias(), state.routerEma());
     }
@@ -221,7 +259,9 @@ public final class Checkpoint {
         return out;
     }
 
-    private static void restoreRouters(Module model, Map<String, float[]> bias, Map<String, float[]> ema) {
+    /** Checks the sigmoid routers' stored state and returns the restore, to run after all checks passed. */
+    private static Runnable prepareRouters(Module model, Map<String, float[]> bias, Map<String, float[]> ema) {
+        List<Runnable> restores = new java.util.ArrayList<>();
         model.namedModules().forEach((name, m) -> {
             if (m instanceof MoEMLP moe && moe.router() instanceof SigmoidTopKRouter r) {
                 float[] b = bias == null ? null : bias.get(name);
@@ -229,10 +269,15 @@ public final class Checkpoint {
                 if (b == null || e == null || b.length != moe.numExperts() || e.length != moe.numExperts()) {
                     throw new IllegalArgumentException("checkpoint lacks the router bias/EMA of layer '" + name + "'");
                 }
-                r.bias().copyFrom(Tensor.of(b, b.length));
-                r.ema().copyFrom(Tensor.of(e, e.length));
+                restores.add(() -> {
+                    for (int i = 0; i < b.length; i++) {
+                        r.bias().set(i, b[i]);
+                        r.ema().set(i, e[i]);
+                    }
+                });
             }
         });
+        return () -> restores.forEach(Runnable::run);
     }
 
     private static String first(Set<String> names) {

@@ -9,24 +9,61 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
+import com.google.gson.JsonObject;
+import com.google.gson.JsonParser;
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 
-/** One JSON object per step, appended to {@code metrics.jsonl} and flushed, so a crash loses at most the last line. */
+/** One JSON object per step in {@code metrics.jsonl}, flushed at once, so a crash loses at most the last line. */
 public final class MetricsLog implements AutoCloseable {
     private static final Gson GSON = new GsonBuilder().serializeSpecialFloatingPointValues().create();
     private final BufferedWriter out;
     private final Path file;
 
-    public MetricsLog(Path file, boolean append) {
+    private final List<StepMetrics> earlier;
+
+    /**
+     * Opens {@code file} for a run whose first step is {@code firstStep}. A resumed run (first step > 1)
+     * keeps the lines of the steps before it and drops the rest: steps that ran after the checkpoint and
+     * before an interruption are run again and must not appear twice. A fresh run starts an empty file.
+     */
+    public MetricsLog(Path file, long firstStep) {
         this.file = file;
         try {
             if (file.getParent() != null) Files.createDirectories(file.getParent());
+            earlier = firstStep > 1 && Files.exists(file) ? readBefore(file, firstStep) : List.of();
             out = Files.newBufferedWriter(file, StandardCharsets.UTF_8, StandardOpenOption.CREATE,
-                    append ? StandardOpenOption.APPEND : StandardOpenOption.TRUNCATE_EXISTING, StandardOpenOption.WRITE);
+                    StandardOpenOption.TRUNCATE_EXISTING, StandardOpenOption.WRITE);
+            for (StepMetrics m : earlier) write(m);
         } catch (IOException e) {
             throw new UncheckedIOException("cannot open metrics file " + file, e);
         }
+    }
+
+    /** The steps of an earlier part of this run that the file kept (empty for a fresh run). */
+    public List<StepMetrics> earlierSteps() {
+        return earlier;
+    }
+
+    private static List<StepMetrics> readBefore(Path file, long firstStep) throws IOException {
+        List<StepMetrics> out = new ArrayList<>();
+        for (String line : Files.readAllLines(file, StandardCharsets.UTF_8)) {
+            StepMetrics m;
+            try {
+                JsonObject o = JsonParser.parseString(line).getAsJsonObject();
+                double[][] load = GSON.fromJson(o.get("expert_load"), double[][].class);
+                m = new StepMetrics(o.get("step").getAsLong(), o.get("loss").getAsDouble(), o.get("ce").getAsDouble(),
+                        o.get("aux").getAsDouble(), o.get("z").getAsDouble(), o.get("lr").getAsDouble(),
+                        o.get("grad_norm").getAsDouble(), o.get("tokens_per_s").getAsDouble(), o.get("step_s").getAsDouble(),
+                        load == null ? new double[0][] : load);
+            } catch (RuntimeException torn) {
+                continue; // a line cut short by the interruption
+            }
+            if (m.step() < firstStep) out.add(m);
+        }
+        return out;
     }
 
     public Path file() {

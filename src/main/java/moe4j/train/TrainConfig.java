@@ -64,6 +64,16 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
         return ep * dpShard * dpReplicate;
     }
 
+    /** What makes a run the same run when it resumes: everything but the layout, the outputs and the step count. */
+    public record RunIdentity(ModelConfig model, int globalBatch, int seqLen, double lr, double minLr, long warmupSteps,
+                              double weightDecay, double beta1, double beta2, double eps, double gradClip, long seed,
+                              String data) {}
+
+    public RunIdentity resumeIdentity() {
+        return new RunIdentity(model, globalBatch, seqLen, lr, minLr, warmupSteps, weightDecay, beta1, beta2, eps, gradClip,
+                seed, data);
+    }
+
     public LrSchedule schedule() {
         return new LrSchedule(lr, minLr, warmupSteps, steps);
     }

@@ -71,11 +71,14 @@ public final class Trainer {
 
         long firstStep = 1;
         if (resume) {
-            Path latest = config.checkpointDir() == null ? null : Checkpoint.latest(config.checkpointDir());
+            if (config.checkpointDir() == null) {
+                throw new IllegalArgumentException("--resume needs --checkpoint-dir (or [checkpoint] dir): where to resume from");
+            }
+            Path latest = Checkpoint.latest(config.checkpointDir());
             if (latest == null) {
                 throw new IllegalArgumentException("--resume: no checkpoint found in " + config.checkpointDir());
             }
-            requireSameModel(config, latest);
+            requireSameRun(config, latest);
             Checkpoint.TrainState state = Checkpoint.load(latest, model, optimizer);
             loader.seek(state.dataPosition());
             firstStep = state.step() + 1;
@@ -100,24 +103,27 @@ public final class Trainer {
                 Autograd.backward(loss.total());
                 sync.synchronize();
                 norm = GradClip.clip(model, sync, config.gradClip());
-                optimizer.step(lr);
                 losses = reduceMean(data, loss.total().item(), loss.crossEntropy().item(), loss.auxLoss().item(), loss.zLoss().item());
+                // loss and norm are the same on every rank, so every rank stops here together, before a
+                // non-finite update reaches the weights (and, through them, the next checkpoint)
+                if (!Float.isFinite(losses[0]) || !Double.isFinite(norm)) {
+                    throw new IllegalStateException("training diverged at step " + step + ": loss " + losses[0]
+                            + ", gradient norm " + norm + "; the update was not applied (lower lr = " + config.lr()
+                            + " or set grad_clip; the last checkpoint is intact)");
+                }
+                optimizer.step(lr);
                 load = expertLoad(moeLayers, data, step, config.steps());
             }
             double seconds = (System.nanoTime() - start) / 1e9;
             StepMetrics metrics = new StepMetrics(step, losses[0], losses[1], losses[2], losses[3], lr, norm,
                     tokensPerStep / seconds, seconds, load);
-            if (!Double.isFinite(metrics.loss())) {
-                throw new IllegalStateException("training diverged at step " + step + ": loss is " + metrics.loss()
-                        + " (lower lr = " + config.lr() + " or set grad_clip)");
-            }
             history.add(metrics);
             listener.onStep(world.rank(), metrics);
             boolean last = step == config.steps();
             if (config.checkpointDir() != null && ((config.checkpointEvery() > 0 && step % config.checkpointEvery() == 0) || last)) {
                 var routers = Checkpoint.routerState(model);
                 lastCheckpoint = Checkpoint.save(config.checkpointDir(), model, optimizer,
-                        new Checkpoint.TrainState(step, loader.position(), config.seed(), GSON.toJson(config.model()), routers[0], routers[1]),
+                        new Checkpoint.TrainState(step, loader.position(), config.seed(), GSON.toJson(config.resumeIdentity()), routers[0], routers[1]),
                         world);
                 listener.onCheckpoint(world.rank(), lastCheckpoint);
             }
@@ -139,12 +145,27 @@ public final class Trainer {
         return out;
     }
 
-    private static void requireSameModel(TrainConfig config, Path checkpoint) {
-        String stored = Checkpoint.storedConfig(checkpoint);
-        String current = GSON.toJson(config.model());
-        if (!current.equals(stored)) {
-            throw new IllegalArgumentException("--resume: checkpoint " + checkpoint + " was written for model " + stored
-                    + ", this run builds " + current);
+    /**
+     * A resumed run must be the same run: model, data, batch, optimisation settings. Only the parallel
+     * layout, the output places and the number of steps may change (a longer run follows the new total's
+     * learning-rate schedule).
+     */
+    private static void requireSameRun(TrainConfig config, Path checkpoint) {
+        com.google.gson.JsonObject stored;
+        try {
+            stored = com.google.gson.JsonParser.parseString(Checkpoint.storedConfig(checkpoint)).getAsJsonObject();
+        } catch (RuntimeException e) {
+            throw new IllegalArgumentException("--resume: checkpoint " + checkpoint + " holds no readable run settings", e);
+        }
+        com.google.gson.JsonObject current = GSON.toJsonTree(config.resumeIdentity()).getAsJsonObject();
+        List<String> differences = new ArrayList<>();
+        for (String key : current.keySet()) {
+            if (!current.get(key).equals(stored.get(key))) {
+                differences.add(key + ": checkpoint " + stored.get(key) + ", now " + current.get(key));
+            }
+        }
+        if (!differences.isEmpty()) {
+            throw new IllegalArgumentException("--resume: checkpoint " + checkpoint + " belongs to another run: " + differences);
         }
     }
 

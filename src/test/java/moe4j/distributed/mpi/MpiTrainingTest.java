@@ -24,31 +24,16 @@ import org.junit.jupiter.api.io.TempDir;
  * {@code moe4j train --backend mpi} as a 4-process mpirun job (dp_shard 2 × ep 2) ends with the same loss
  * as the in-JVM backend on the same config and seed (≤ 1e-5 relative; in practice the same bits).
  */
-class MpiTrainingTest {
-    static final String CONFIG = """
-            [model]
-            dim = 32
-            n_layers = 2
-            n_heads = 4
-            n_kv_heads = 2
-            max_seq_len = 32
-            ffn_hidden = 64
-            num_experts = 4
-            moe_top_k = 2
-            moe_expert_ffn_multiplier = 0.5
-            seed = 5
+public class MpiTrainingTest {
+    /** A tiny run (seconds on 2 cores): dp_shard 2 × ep 2 = 4 ranks. */
+    public static String config() {
+        try (var in = MpiTrainingTest.class.getResourceAsStream("/moe4j/tiny-train.toml")) {
+            return new String(in.readAllBytes(), StandardCharsets.UTF_8);
+        } catch (java.io.IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
+    }
 
-            [train]
-            steps = 4
-            batch_size = 8
-            seq_len = 16
-            warmup_steps = 2
-            log_every = 1
-
-            [parallel]
-            ep = 2
-            dp_shard = 2
-            """;
 
     @Test
     void mpiTrainingMatchesTheInJvmBackend(@TempDir Path dir) throws Exception {
@@ -58,7 +43,7 @@ class MpiTrainingTest {
         }
         Assumptions.assumeTrue(mpirun, "mpirun is not on the PATH: install Open MPI to test the MPI backend");
         Path config = dir.resolve("tiny.toml");
-        Files.writeString(config, CONFIG);
+        Files.writeString(config, config());
 
         TrainConfig local = TrainConfig.fromToml(config).backend("local").outputDir(dir.resolve("local")).build();
         double localLoss = Distributed.run(local.worldSize(), Duration.ofSeconds(60),

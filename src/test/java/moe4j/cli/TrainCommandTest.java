@@ -1,0 +1,60 @@
+package moe4j.cli;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import moe4j.distributed.mpi.MpiTrainingTest;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** The train command end to end on a tiny config: outputs, resume after an interruption, bad resumes. */
+class TrainCommandTest {
+    /** Runs the command in this JVM; returns its exit code and what it wrote to stderr. */
+    static Object[] run(String... args) {
+        var cmd = Main.commandLine();
+        java.io.StringWriter err = new java.io.StringWriter();
+        cmd.setErr(new java.io.PrintWriter(err, true));
+        PrintStream old = System.out;
+        System.setOut(new PrintStream(new ByteArrayOutputStream(), true, StandardCharsets.UTF_8));
+        try {
+            return new Object[] {cmd.execute(args), err.toString()};
+        } finally {
+            System.setOut(old);
+        }
+    }
+
+    static void assertSucceeds(String... args) {
+        Object[] r = run(args);
+        assertEquals(0, r[0], (String) r[1]);
+    }
+
+    @Test
+    void resumeAfterAnInterruptionKeepsOneMetricsLinePerStep(@TempDir Path dir) throws Exception {
+        Path config = dir.resolve("tiny.toml");
+        Files.writeString(config, MpiTrainingTest.config().replace("steps = 4", "steps = 5").replace("dp_shard = 2", "dp_shard = 1"));
+        String[] common = {"train", "--config", config.toString(), "--backend", "local", "--checkpoint-dir", dir.resolve("ck").toString(),
+                "--checkpoint-every", "2", "--output-dir", dir.resolve("out").toString()};
+        assertSucceeds(common);
+        assertTrue(Files.exists(dir.resolve("out/training.png")));
+        // as if the run had been interrupted after step 5 but before its checkpoint: latest names step 4
+        Files.writeString(dir.resolve("ck/latest"), "step-00000004\n");
+        String[] resume = java.util.stream.Stream.concat(java.util.Arrays.stream(common), java.util.stream.Stream.of("--resume"))
+                .toArray(String[]::new);
+        assertSucceeds(resume);
+        List<String> lines = Files.readAllLines(dir.resolve("out/metrics.jsonl"));
+        assertEquals(5, lines.size(), String.join("\n", lines));
+        for (int i = 0; i < 5; i++) assertTrue(lines.get(i).startsWith("{\"step\":" + (i + 1) + ","), lines.get(i));
+
+        // resuming with another batch size is another run: refused, naming the setting
+        String[] other = java.util.stream.Stream.concat(java.util.Arrays.stream(resume), java.util.stream.Stream.of("--batch-size", "4"))
+                .toArray(String[]::new);
+        Object[] refused = run(other);
+        assertEquals(1, refused[0], (String) refused[1]);
+        assertTrue(((String) refused[1]).contains("globalBatch: checkpoint 8, now 4"), (String) refused[1]);
+    }
+}
