@@ -13,6 +13,9 @@ import picocli.CommandLine.Option;
 @Command(name = "ep", mixinStandardHelpOptions = true,
         description = "Benchmark one expert-parallel MoE layer (forward+backward) on P in-JVM ranks.")
 public final class BenchEpCommand implements Callable<Integer> {
+    @picocli.CommandLine.Spec
+    picocli.CommandLine.Model.CommandSpec spec;
+
     @Option(names = "--ranks", description = "EP ranks P (default ${DEFAULT-VALUE})") int ranks = 4;
     @Option(names = "--dim", description = "model dim D (default ${DEFAULT-VALUE})") int dim = 1024;
     @Option(names = "--hidden", description = "expert hidden dim H (default ${DEFAULT-VALUE})") int hidden = 2816;
@@ -28,7 +31,7 @@ public final class BenchEpCommand implements Callable<Integer> {
     public Integer call() {
         MoEConfig config = MoEConfig.builder(dim, hidden, experts, topK).packed(!list).build();
         if (experts % ranks != 0) {
-            throw new picocli.CommandLine.ParameterException(new picocli.CommandLine(this),
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(),
                     "num_experts (" + experts + ") must be divisible by ep (" + ranks + ")");
         }
         ExpertParallelBenchmark.Result r = ExpertParallelBenchmark.run(config, ranks, tokens, warmup, iters);

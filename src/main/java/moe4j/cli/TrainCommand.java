@@ -31,6 +31,9 @@ import picocli.CommandLine.Option;
 @Command(name = "train", mixinStandardHelpOptions = true, sortOptions = false,
         description = "Train an MoE transformer with expert and data parallelism (default: 4 EP ranks in this JVM, synthetic data).")
 public final class TrainCommand implements Callable<Integer> {
+    @picocli.CommandLine.Spec
+    picocli.CommandLine.Model.CommandSpec spec;
+
     @Option(names = "--config", paramLabel = "FILE", description = "TOML config with [model], [train], [data], [parallel], [checkpoint]")
     Path config;
     @Option(names = "--ep", description = "expert-parallel ranks") Integer ep;
@@ -40,7 +43,7 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--steps", description = "optimizer steps") Long steps;
     @Option(names = "--batch-size", description = "sequences per step over all ranks") Integer batchSize;
     @Option(names = "--seq-len", description = "tokens per sequence") Integer seqLen;
-    @Option(names = "--lr", description = "peak learning rate") Double lr;
+    @Option(names = "--lr", description = "peak learning rate (the cosine schedule then ends at lr/10)") Double lr;
     @Option(names = "--seed", description = "seed of the model and the data") Long seed;
     @Option(names = "--data", description = "synthetic | text:PATH | tokens:PATH[:u16|:u32]") String data;
     @Option(names = "--checkpoint-dir", description = "write checkpoints here") Path checkpointDir;
@@ -115,7 +118,7 @@ public final class TrainCommand implements Callable<Integer> {
         try {
             return b.build();
         } catch (IllegalArgumentException e) {
-            throw new CommandLine.ParameterException(new CommandLine(this), e.getMessage());
+            throw new CommandLine.ParameterException(spec.commandLine(), e.getMessage());
         }
     }
 
