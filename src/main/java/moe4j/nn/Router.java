@@ -95,9 +95,13 @@ public abstract class Router extends Module {
         return Ops.scale(Ops.sum(Ops.mul(p, f)), scale * numExperts);
     }
 
-    /** Each row of {@code w_TK} divided by its sum. */
+    /**
+     * Each row of {@code w_TK} divided by its sum. A tiny constant keeps rows whose selected scores all
+     * underflowed to 0 (sigmoid of very negative logits) at 0 instead of 0/0; it is far below float
+     * resolution for any real sum, so x / x stays exactly 1 (K = 1).
+     */
     protected static Tensor normalizeRows(Tensor w) {
-        return Ops.divRows(w, Ops.sum(w, 1));
+        return Ops.divRows(w, Ops.addScalar(Ops.sum(w, 1), 1e-30));
     }
 
     protected int[] countExperts(Tensor indices) {

@@ -102,4 +102,12 @@ class RouterTest {
             }
         }
     }
+
+    @Test
+    void underflowingSigmoidScoresGiveZeroWeightsNotNaN() {
+        SigmoidTopKRouter router = new SigmoidTopKRouter(D, E, 2, 0.001, 0.99, BiasSchedule.CONSTANT, 0);
+        router.gate().weight().fill(-50f); // logits of -300 per unit input: sigmoid underflows to 0
+        RouterOutput out = router.route(Tensor.full(1f, 3, D));
+        for (float w : out.weights().toFloatArray()) assertEquals(0f, w, "weight must be 0, not NaN");
+    }
 }
