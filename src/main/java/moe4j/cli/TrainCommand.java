@@ -51,6 +51,7 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--resume", description = "continue from the latest checkpoint in --checkpoint-dir") boolean resume;
     @Option(names = "--output-dir", description = "metrics.jsonl and training.png go here (default runs/latest)") Path outputDir;
     @Option(names = "--log-every", description = "steps between log lines") Long logEvery;
+    @Option(names = "--threads", description = "GEMM threads per rank (default: the cores divided among this JVM's ranks, at least 1)") Integer threads;
     @Option(names = "--json", description = "end with one line holding the summary as a JSON object") boolean json;
 
     @Override
@@ -58,6 +59,11 @@ public final class TrainCommand implements Callable<Integer> {
         TrainConfig cfg = buildConfig();
         PrintStream out = System.out;
         Backend be = Backend.parse(cfg.backend());
+        // one process holds all ranks (local) or one (mpi); either way the cores are shared among them
+        int ranksHere = be == Backend.LOCAL ? cfg.worldSize() : 1;
+        int gemmThreads = threads != null ? threads : Math.max(1, Runtime.getRuntime().availableProcessors() / ranksHere);
+        if (gemmThreads < 1) throw new CommandLine.ParameterException(spec.commandLine(), "--threads must be >= 1, got " + gemmThreads);
+        moe4j.kernels.cpu.Gemm.setThreads(gemmThreads);
         Reporter reporter = new Reporter(cfg, out);
         long started = System.nanoTime();
         Trainer.Summary summary;
@@ -167,7 +173,7 @@ public final class TrainCommand implements Callable<Integer> {
                     config.worldSize(), Backend.parse(config.backend()).name().toLowerCase(Locale.ROOT), config.dpReplicate(), config.dpShard(), config.ep(), config.globalBatch(),
                     config.seqLen(), (long) config.globalBatch() * config.seqLen(), config.steps(),
                     first > 1 ? " (resuming at step " + first + ")" : "");
-            out.printf(Locale.ROOT, "  data: %s%s | output: %s%n", config.data(),
+            out.printf(Locale.ROOT, "  GEMM threads per rank: %d | data: %s%s | output: %s%n", moe4j.kernels.cpu.Gemm.threads(), config.data(),
                     Double.isFinite(unigramEntropy) ? String.format(Locale.ROOT, " (unigram entropy %.3f nats)", unigramEntropy) : "",
                     config.outputDir());
             out.println();
