@@ -23,6 +23,31 @@ public final class GlobalStateDict {
      * rank calls it, with the same model structure.
      */
     public static Map<String, Tensor> gather(Module model, Map<String, Tensor> local) {
+        return gather(model, local, true);
+    }
+
+    /**
+     * {@link #gather}, where only ranks with {@code keep} hold on to the result (e.g. the rank that writes a
+     * checkpoint): the others take part in each exchange with one tensor's worth of memory, freed at once,
+     * and get an empty map.
+     */
+    public static Map<String, Tensor> gather(Module model, Map<String, Tensor> local, boolean keep) {
+        if (keep) return gatherAll(model, local);
+        Map<String, MoEMLP> layers = moeLayers(model);
+        for (var entry : local.entrySet()) {
+            MoEMLP owner = ownerOfExpertTensor(layers, entry.getKey());
+            if (owner == null || owner.epWorldSize() == 1) continue;
+            try (MemoryScope scope = MemoryScope.open()) {
+                Tensor value = entry.getValue();
+                int[] shape = value.shape();
+                shape[0] *= owner.epGroup().size();
+                owner.epGroup().allGather(Tensor.zeros(shape), value);
+            }
+        }
+        return Map.of();
+    }
+
+    private static Map<String, Tensor> gatherAll(Module model, Map<String, Tensor> local) {
         Map<String, Tensor> out = new LinkedHashMap<>();
         Map<String, MoEMLP> layers = moeLayers(model);
         for (var entry : local.entrySet()) {

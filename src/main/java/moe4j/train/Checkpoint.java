@@ -68,13 +68,15 @@ public final class Checkpoint {
      * and the model's EP groups); returns its directory.
      */
     public static Path save(Path dir, Module model, AdamW optimizer, TrainState state, ProcessGroup world) {
-        Map<String, Tensor> weights = GlobalStateDict.gather(model, model.namedParameters());
+        // only the writing rank keeps the gathered experts: the others lend theirs one tensor at a time
+        boolean writer = world == null || world.rank() == 0;
+        Map<String, Tensor> weights = GlobalStateDict.gather(model, model.namedParameters(), writer);
         Map<String, Tensor> moments = new LinkedHashMap<>();
-        GlobalStateDict.gather(model, optimizer.expAvg()).forEach((n, t) -> moments.put("exp_avg." + n, t));
-        GlobalStateDict.gather(model, optimizer.expAvgSq()).forEach((n, t) -> moments.put("exp_avg_sq." + n, t));
+        GlobalStateDict.gather(model, optimizer.expAvg(), writer).forEach((n, t) -> moments.put("exp_avg." + n, t));
+        GlobalStateDict.gather(model, optimizer.expAvgSq(), writer).forEach((n, t) -> moments.put("exp_avg_sq." + n, t));
         Path target = dir.resolve(String.format("step-%08d", state.step()));
         String failure = null;
-        if (world == null || world.rank() == 0) {
+        if (writer) {
             try {
                 write(dir, target, weights, moments, state);
             } catch (IOException | RuntimeException e) {
