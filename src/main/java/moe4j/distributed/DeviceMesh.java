@@ -25,6 +25,8 @@ public final class DeviceMesh {
     private final int[] coordinates;
     private final Map<String, DeviceMesh> byDim;
     private final Map<String, DeviceMesh> flattened = new LinkedHashMap<>();
+    /** For each flattened mesh, its name and the set of dimensions it was made of. */
+    private final Map<String, String> flattenedDims = new LinkedHashMap<>();
 
     /** A one-dimensional mesh: {@code dimName} of {@code group.size()} ranks. */
     private final String dimName;
@@ -136,8 +138,21 @@ public final class DeviceMesh {
      */
     public DeviceMesh flatten(String name, String... dims) {
         if (dimName != null) throw new IllegalStateException("flatten: " + this + " is already one-dimensional");
+        java.util.Set<String> distinct = new java.util.TreeSet<>(java.util.Arrays.asList(dims));
+        if (distinct.size() != dims.length) {
+            throw new IllegalArgumentException("flatten: dimension listed twice in " + java.util.Arrays.toString(dims));
+        }
+        String identity = name + distinct;
         DeviceMesh cached = flattened.get(name);
-        if (cached != null) return cached;
+        if (cached != null) {
+            // flatten(name) with no dimensions looks an existing one up
+            if (dims.length > 0 && !flattenedDims.get(name).equals(identity)) {
+                throw new IllegalArgumentException("flatten: '" + name + "' was made of dimensions " + flattenedDims.get(name)
+                        .substring(name.length()) + ", not " + distinct);
+            }
+            return cached;
+        }
+        if (dims.length == 0) throw new IllegalArgumentException("flatten: no flattened mesh named '" + name + "' yet, and no dimensions given");
         List<String> names = shape.dimNames();
         List<Integer> chosen = new ArrayList<>();
         for (String d : dims) {
@@ -161,6 +176,7 @@ public final class DeviceMesh {
                 groupName(name, members.stream().mapToInt(r -> world.globalRanks()[r]).toArray()));
         DeviceMesh mesh = new DeviceMesh(name, g);
         flattened.put(name, mesh);
+        flattenedDims.put(name, identity);
         return mesh;
     }
 

@@ -156,6 +156,12 @@ final class Rendezvous {
         finished.set(rank, mine.call);
         if (allReached(finished, mine.call)) wakeAll();
         await(rank, mine, finished, "to finish copying");
+        // A rank that saw the group break may have returned (and reused its buffers) while the others
+        // were still copying from them: no rank may report such a collective as a success.
+        String reason = brokenReason.get();
+        if (reason != null) {
+            throw new CollectiveException(mine.op, name, rank, size, mine.call, "the group broke during the exchange: " + reason);
+        }
     }
 
     /** Breaks the group and throws {@code detail} as this rank's failure of the collective. */

@@ -171,4 +171,18 @@ class DeviceMeshTest {
             return null;
         });
     }
+
+    @Test
+    void flattenRefusesRepeatedDimensionsAndANameReusedForOtherDimensions() {
+        Distributed.run(4, TIMEOUT, g -> {
+            DeviceMesh mesh = DeviceMesh.create(g, 1, 1, -1, 1, 1, 2);
+            var twice = assertThrows(IllegalArgumentException.class, () -> mesh.flatten("x", "ep", "ep"));
+            assertTrue(twice.getMessage().contains("listed twice"), twice.getMessage());
+            DeviceMesh data = mesh.flatten("data", "dp_shard", "ep");
+            assertSame(data, mesh.flatten("data", "ep", "dp_shard"), "the same dimensions give the same mesh");
+            var other = assertThrows(IllegalArgumentException.class, () -> mesh.flatten("data", "ep"));
+            assertTrue(other.getMessage().contains("was made of dimensions"), other.getMessage());
+            return null;
+        });
+    }
 }

@@ -127,7 +127,7 @@ public final class MpiProcessGroup implements ProcessGroup {
     public void allToAllSingle(Tensor out, Tensor in, int[] outSplits, int[] inSplits) {
         Call call = begin("allToAllSingle");
         checkAllToAllArgs(out, in, outSplits, inSplits);
-        drainAsync();
+        drainAsync(call);
         try (Arena arena = Arena.ofConfined()) {
             agreeOnSplits(call, arena, outSplits, inSplits);
             MemorySegment v = countsAndDisplacements(arena, outSplits, inSplits, in.rowWidth());
@@ -159,7 +159,7 @@ public final class MpiProcessGroup implements ProcessGroup {
         } finally {
             MpiLibrary.LOCK.unlock();
         }
-        AsyncWork work = new AsyncWork(call, requests);
+        AsyncWork work = new AsyncWork(call, requests, in, out);
         synchronized (inFlight) {
             inFlight.add(work);
         }
@@ -245,7 +245,7 @@ public final class MpiProcessGroup implements ProcessGroup {
         if (chunk < 0 || send.length != (long) chunk * size) {
             invalid("allToAll", "send holds " + send.length + " ints, expected size() * chunk = " + size + " * " + chunk);
         }
-        drainAsync();
+        drainAsync(call);
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment buf = arena.allocate(JAVA_INT, Math.max(1, 2L * send.length));
             MemorySegment.copy(send, 0, buf, JAVA_INT, 0, send.length);
@@ -262,7 +262,7 @@ public final class MpiProcessGroup implements ProcessGroup {
     public void allReduce(Tensor t, ReduceOp op) {
         Call call = begin("allReduce");
         checkReducible("allReduce", t, op);
-        drainAsync();
+        drainAsync(call);
         if (size == 1) return; // a sum, max or average over one rank is the value itself
         long n = t.numel();
         long per = (n + size - 1) / size;
@@ -305,7 +305,7 @@ public final class MpiProcessGroup implements ProcessGroup {
             invalid("reduceScatter", "in " + in.shapeString() + " must hold size() = " + size + " times the rows of out "
                     + out.shapeString());
         }
-        drainAsync();
+        drainAsync(call);
         long m = out.numel();
         int count = elements("reduceScatter", m);
         try (Arena arena = Arena.ofConfined()) {
@@ -334,7 +334,7 @@ public final class MpiProcessGroup implements ProcessGroup {
         if (out.rowWidth() != in.rowWidth()) {
             invalid("allGather", "row widths differ: out " + out.shapeString() + ", in " + in.shapeString());
         }
-        drainAsync();
+        drainAsync(call);
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment v = arena.allocate(JAVA_INT, 2L * size + 1);
             MemorySegment mine = v.asSlice(2L * size * 4);
@@ -363,7 +363,7 @@ public final class MpiProcessGroup implements ProcessGroup {
         Call call = begin("broadcast");
         if (root < 0 || root >= size) invalid("broadcast", "root " + root + " is not a rank of a group of " + size);
         requireWireType("broadcast", t);
-        drainAsync();
+        drainAsync(call);
         try (Arena arena = Arena.ofConfined()) {
             // the root's element count and dtype first, so a receiver of another size fails instead of overrunning
             MemorySegment header = arena.allocate(JAVA_INT, 2);
@@ -385,7 +385,7 @@ public final class MpiProcessGroup implements ProcessGroup {
     @Override
     public void barrier() {
         Call call = begin("barrier");
-        drainAsync();
+        drainAsync(call);
         blocking(call, () -> mpi.barrier(comm));
     }
 
@@ -398,7 +398,7 @@ public final class MpiProcessGroup implements ProcessGroup {
     @Override
     public ProcessGroup split(int color, int key, String name) {
         Call call = begin("split");
-        drainAsync();
+        drainAsync(call);
         int[] all = new int[2 * size];
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment buf = arena.allocate(JAVA_INT, 2L * size + 2);
@@ -440,11 +440,16 @@ public final class MpiProcessGroup implements ProcessGroup {
     private final class Call {
         final String op;
         final long number;
-        final long deadline;
+        long deadline;
 
         Call(String op, long number) {
             this.op = op;
             this.number = number;
+            this.deadline = System.nanoTime() + timeout.toNanos();
+        }
+
+        /** The deadline counts from now: waiting for earlier asynchronous work is not this call's time. */
+        void restartClock() {
             this.deadline = System.nanoTime() + timeout.toNanos();
         }
 
@@ -485,26 +490,34 @@ public final class MpiProcessGroup implements ProcessGroup {
     }
 
     /** A blocking collective starts after the asynchronous ones started before it ended. */
-    private void drainAsync() {
+    private void drainAsync(Call call) {
+        boolean waited = false;
         while (true) {
             AsyncWork w;
             synchronized (inFlight) {
                 w = inFlight.peekFirst();
             }
-            if (w == null) return;
+            if (w == null) break;
             w.await();
+            waited = true;
         }
+        if (waited) call.restartClock();
     }
 
     /** An asynchronous collective: its requests, and the check to run once they completed. */
     private final class AsyncWork implements Work {
         private final Call call;
         private final PendingRequests requests;
+        /** MPI reads and writes these tensors' memory until the exchange completes: they must stay reachable. */
+        private final Tensor in;
+        private final Tensor out;
         private boolean finished;
 
-        AsyncWork(Call call, PendingRequests requests) {
+        AsyncWork(Call call, PendingRequests requests, Tensor in, Tensor out) {
             this.call = call;
             this.requests = requests;
+            this.in = in;
+            this.out = out;
         }
 
         @Override
@@ -526,6 +539,13 @@ public final class MpiProcessGroup implements ProcessGroup {
             synchronized (inFlight) {
                 inFlight.remove(this);
             }
+            if (!in.data().scope().isAlive() || !out.data().scope().isAlive()) {
+                // the memory went back to its pool while MPI was still using it: nothing can be trusted now
+                MpiRuntime.abortJob("rank " + rank + " of group '" + name + "': a tensor of an asynchronous "
+                        + call + " was freed (its MemoryScope closed) before the exchange was awaited", 4);
+            }
+            java.lang.ref.Reference.reachabilityFence(in);
+            java.lang.ref.Reference.reachabilityFence(out);
         }
     }
 
