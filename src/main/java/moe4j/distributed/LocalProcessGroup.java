@@ -415,7 +415,17 @@ final class LocalProcessGroup implements ProcessGroup {
                 return t;
             });
         }
-        CompletableFuture<Void> f = CompletableFuture.runAsync(collective, background);
+        // Whatever the background collective dies of (an Error included), the group breaks: the peers must
+        // not pair this rank's next call with the one it never finished.
+        Runnable guarded = () -> {
+            try {
+                collective.run();
+            } catch (Throwable t) {
+                abort("an asynchronous collective of rank " + rank() + " failed: " + t);
+                throw t;
+            }
+        };
+        CompletableFuture<Void> f = CompletableFuture.runAsync(guarded, background);
         lastAsync = f;
         return new Work() {
             @Override
@@ -446,7 +456,7 @@ final class LocalProcessGroup implements ProcessGroup {
         try {
             last.join();
         } catch (CompletionException ignored) {
-            // it broke the group; the next collective reports that
+            // the guard in submit broke the group; the next collective reports that
         }
     }
 

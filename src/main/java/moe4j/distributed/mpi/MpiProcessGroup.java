@@ -133,7 +133,7 @@ public final class MpiProcessGroup implements ProcessGroup {
             MemorySegment v = countsAndDisplacements(arena, outSplits, inSplits, in.rowWidth());
             MemorySegment type = datatype(in.dtype());
             MemorySegment src = native_(in);
-            MemorySegment dst = native_(out);
+            MemorySegment dst = writable(out);
             blocking(call, () -> mpi.alltoallv(src, v, v.asSlice(size * 4L), type, dst, v.asSlice(2L * size * 4),
                     v.asSlice(3L * size * 4), comm));
         }
@@ -154,7 +154,7 @@ public final class MpiProcessGroup implements ProcessGroup {
         PendingRequests requests = new PendingRequests(mpi, arena, 1);
         MpiLibrary.LOCK.lock();
         try {
-            mpi.ialltoallv(native_(in), v, v.asSlice(size * 4L), datatype(in.dtype()), native_(out),
+            mpi.ialltoallv(native_(in), v, v.asSlice(size * 4L), datatype(in.dtype()), writable(out),
                     v.asSlice(2L * size * 4), v.asSlice(3L * size * 4), comm, requests.next());
         } finally {
             MpiLibrary.LOCK.unlock();
@@ -216,6 +216,8 @@ public final class MpiProcessGroup implements ProcessGroup {
         String op = "allToAllSingle";
         requireSameType(op, out, in);
         requireWireType(op, in);
+        requireDisjoint(op, out, in);
+        writable(out);
         if (out.rowWidth() != in.rowWidth()) {
             invalid(op, "row widths differ: out " + out.shapeString() + " has rows of " + out.rowWidth()
                     + " elements, in " + in.shapeString() + " of " + in.rowWidth());
@@ -270,7 +272,7 @@ public final class MpiProcessGroup implements ProcessGroup {
         for (int j = 0; j <= size; j++) start[j] = Math.min(n, j * per);
         long mine = start[rank + 1] - start[rank];
         MemorySegment type = datatype(t.dtype());
-        MemorySegment data = native_(t);
+        MemorySegment data = writable(t);
         try (Arena arena = Arena.ofConfined()) {
             // chunk j of every rank goes to rank j, which reduces it and gathers the result back to all
             MemorySegment pieces = arena.allocate(Math.max(1, mine * size * 4), 64);
@@ -350,8 +352,9 @@ public final class MpiProcessGroup implements ProcessGroup {
                 throw fail(call, "the ranks' inputs hold " + total / Math.max(1, in.rowWidth()) + " rows in all but out "
                         + out.shapeString() + " has " + out.rowCount());
             }
+            requireDisjoint("allGather", out, in);
             MemorySegment src = native_(in);
-            MemorySegment dst = native_(out);
+            MemorySegment dst = writable(out);
             MemorySegment type = datatype(in.dtype());
             int count = (int) in.numel();
             blocking(call, () -> mpi.allgatherv(src, count, type, dst, v, v.asSlice(size * 4L), comm));
@@ -376,7 +379,7 @@ public final class MpiProcessGroup implements ProcessGroup {
                 throw fail(call, "root " + root + " sends " + rootCount + " elements of " + DType.values()[rootType]
                         + " but rank " + rank + " holds " + t.dtype() + t.shapeString());
             }
-            MemorySegment data = native_(t);
+            MemorySegment data = rank == root ? native_(t) : writable(t);
             MemorySegment type = datatype(t.dtype());
             blocking(call, () -> mpi.bcast(data, rootCount, type, root, comm));
         }
@@ -556,6 +559,28 @@ public final class MpiProcessGroup implements ProcessGroup {
                     + " and writes tensors in place, so they must be allocated off-heap (Tensor.zeros etc.)");
         }
         return s;
+    }
+
+    /** A tensor MPI writes into: native, writable (MPI writing a read-only mapping would crash the JVM). */
+    private static MemorySegment writable(Tensor t) {
+        MemorySegment s = native_(t);
+        if (s.isReadOnly()) {
+            throw new IllegalArgumentException("mpi: output tensor " + t.shapeString() + " is read-only (e.g. a"
+                    + " memory-mapped checkpoint tensor); copy it first");
+        }
+        return s;
+    }
+
+    /** MPI forbids a receive buffer that overlaps the send buffer. */
+    private static void requireDisjoint(String op, Tensor out, Tensor in) {
+        long a0 = out.data().address();
+        long a1 = a0 + out.data().byteSize();
+        long b0 = in.data().address();
+        long b1 = b0 + in.data().byteSize();
+        if (a0 < b1 && b0 < a1 && out.data().byteSize() > 0 && in.data().byteSize() > 0) {
+            throw new IllegalArgumentException(op + ": the output " + out.shapeString() + " overlaps the input "
+                    + in.shapeString() + "; MPI needs separate buffers");
+        }
     }
 
     private MemorySegment datatype(DType dtype) {
