@@ -213,6 +213,12 @@ final class Rendezvous {
                 List<Integer> gone = new ArrayList<>();
                 for (int m : missing) if (departed.get(m) == 1) gone.add(m);
                 if (!gone.isEmpty()) {
+                    // A failing rank breaks the group before it departs: if it did, say why (read after
+                    // `departed`, so a break that happened first is seen).
+                    String why = brokenReason.get();
+                    if (why != null) {
+                        throw new CollectiveException(mine.op, name, rank, size, call, "the group is broken: " + why);
+                    }
                     throw fail(rank, mine, "rank(s) " + gone + " (world " + world(gone) + ") ended their work without calling it");
                 }
                 long now = System.nanoTime();

@@ -6,24 +6,14 @@ import java.util.List;
 import moe4j.autograd.Autograd;
 import moe4j.autograd.GradCheck;
 import moe4j.tensor.MemoryScope;
+import moe4j.tensor.ScopePerTest;
 import moe4j.tensor.Tensor;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 
 /** How ops compose into graphs: sharing, depth, accumulation, recording switched off. */
+@ExtendWith(ScopePerTest.class)
 class GraphTest {
-    private MemoryScope scope;
-
-    @BeforeEach
-    void openScope() {
-        scope = MemoryScope.open();
-    }
-
-    @AfterEach
-    void closeScope() {
-        scope.close();
-    }
 
     @Test
     void diamondSumsBothPaths() {

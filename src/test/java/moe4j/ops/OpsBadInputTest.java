@@ -8,10 +8,9 @@ import java.util.function.Function;
 import java.util.stream.Stream;
 import moe4j.autograd.Autograd;
 import moe4j.tensor.DType;
-import moe4j.tensor.MemoryScope;
+import moe4j.tensor.ScopePerTest;
 import moe4j.tensor.Tensor;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.MethodSource;
 
@@ -19,6 +18,7 @@ import org.junit.jupiter.params.provider.MethodSource;
  * Bad input to every op is an {@link IllegalArgumentException} raised before any memory is touched,
  * whose message names the op and the offending shapes or values.
  */
+@ExtendWith(ScopePerTest.class)
 class OpsBadInputTest {
     /** A call that must be refused, and the fragments its message must contain. */
     record BadCall(String name, Runnable call, String... fragments) {
@@ -28,17 +28,6 @@ class OpsBadInputTest {
         }
     }
 
-    private MemoryScope scope;
-
-    @BeforeEach
-    void openScope() {
-        scope = MemoryScope.open();
-    }
-
-    @AfterEach
-    void closeScope() {
-        scope.close();
-    }
 
     static Tensor f(int... shape) {
         return Tensor.zeros(shape);

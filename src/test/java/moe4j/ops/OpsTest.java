@@ -8,12 +8,11 @@ import java.util.function.Function;
 import java.util.stream.Stream;
 import moe4j.autograd.Autograd;
 import moe4j.autograd.GradCheck;
-import moe4j.tensor.MemoryScope;
+import moe4j.tensor.ScopePerTest;
 import moe4j.tensor.Rng;
 import moe4j.tensor.Tensor;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.MethodSource;
 
@@ -25,6 +24,7 @@ import org.junit.jupiter.params.provider.MethodSource;
  * operations); gradients, norm-wise relative error ≤ 5e-3 with ε = 1e-2 (central differences have an
  * O(ε²) truncation error; a wrong rule gives errors of order 1).
  */
+@ExtendWith(ScopePerTest.class)
 class OpsTest {
     static final double FORWARD_TOL = 1e-5;
     static final double GRAD_EPS = 1e-2;
@@ -53,17 +53,6 @@ class OpsTest {
         }
     }
 
-    private MemoryScope scope;
-
-    @BeforeEach
-    void openScope() {
-        scope = MemoryScope.open();
-    }
-
-    @AfterEach
-    void closeScope() {
-        scope.close();
-    }
 
     // ------------------------------------------------------------------ input makers
 

@@ -2,22 +2,11 @@ package moe4j.tensor;
 
 import static org.junit.jupiter.api.Assertions.*;
 
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 
+@ExtendWith(ScopePerTest.class)
 class TensorTest {
-    private MemoryScope scope;
-
-    @BeforeEach
-    void openScope() {
-        scope = MemoryScope.open();
-    }
-
-    @AfterEach
-    void closeScope() {
-        scope.close();
-    }
 
     static Tensor iota(int... shape) {
         Tensor t = Tensor.zeros(shape);
