@@ -3,7 +3,6 @@ package moe4j.distributed;
 import java.lang.foreign.MemorySegment;
 import java.time.Duration;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
@@ -103,37 +102,13 @@ final class LocalProcessGroup implements ProcessGroup {
     }
 
     private void checkAllToAllArgs(Tensor out, Tensor in, int[] outSplits, int[] inSplits) {
-        String op = "allToAllSingle";
-        requireSameType(op, out, in);
-        if (out.rowWidth() != in.rowWidth()) {
-            invalid(op, "row widths differ: out " + out.shapeString() + " has rows of " + out.rowWidth()
-                    + " elements, in " + in.shapeString() + " of " + in.rowWidth());
-        }
-        checkSplits(op, "inSplits", inSplits, in);
-        checkSplits(op, "outSplits", outSplits, out);
-        requireDisjoint(op, out, in);
+        String problem = CollectiveArguments.allToAll(out, in, outSplits, inSplits, size());
+        if (problem != null) invalid("allToAllSingle", problem);
     }
 
-    /** Peers read {@code in} while this rank writes {@code out}: they must not share memory. */
     private void requireDisjoint(String op, Tensor out, Tensor in) {
-        if (out.data().byteSize() > 0 && in.data().byteSize() > 0 && out.data().asOverlappingSlice(in.data()).isPresent()) {
-            invalid(op, "out " + out.shapeString() + " and in " + in.shapeString() + " share memory; it cannot run in place");
-        }
-    }
-
-    private void checkSplits(String op, String what, int[] splits, Tensor t) {
-        if (splits.length != size()) {
-            invalid(op, what + " has " + splits.length + " entries, expected one per rank (" + size() + ")");
-        }
-        long sum = 0;
-        for (int s : splits) {
-            if (s < 0) invalid(op, what + " " + Arrays.toString(splits) + " has a negative entry");
-            sum += s;
-        }
-        if (sum != t.rowCount()) {
-            invalid(op, what + " " + Arrays.toString(splits) + " sums to " + sum + " rows but the tensor "
-                    + t.shapeString() + " has " + t.rowCount());
-        }
+        String problem = CollectiveArguments.disjoint(out, in);
+        if (problem != null) invalid(op, problem);
     }
 
     private void runAllToAllSingle(Tensor out, Tensor in, int[] outSplits, int[] inSplits) {
@@ -401,9 +376,8 @@ final class LocalProcessGroup implements ProcessGroup {
     }
 
     private void requireSameType(String op, Tensor out, Tensor in) {
-        if (out.dtype() != in.dtype()) {
-            invalid(op, "out is " + out.dtype() + out.shapeString() + " but in is " + in.dtype() + in.shapeString());
-        }
+        String problem = CollectiveArguments.sameType(out, in);
+        if (problem != null) invalid(op, problem);
     }
 
     private synchronized Work submit(Runnable collective) {

@@ -10,6 +10,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Deque;
 import java.util.List;
+import moe4j.distributed.CollectiveArguments;
 import moe4j.distributed.CollectiveException;
 import moe4j.distributed.ProcessGroup;
 import moe4j.distributed.ReduceOp;
@@ -214,31 +215,10 @@ public final class MpiProcessGroup implements ProcessGroup {
 
     private void checkAllToAllArgs(Tensor out, Tensor in, int[] outSplits, int[] inSplits) {
         String op = "allToAllSingle";
-        requireSameType(op, out, in);
         requireWireType(op, in);
-        requireDisjoint(op, out, in);
         writable(out);
-        if (out.rowWidth() != in.rowWidth()) {
-            invalid(op, "row widths differ: out " + out.shapeString() + " has rows of " + out.rowWidth()
-                    + " elements, in " + in.shapeString() + " of " + in.rowWidth());
-        }
-        checkSplits(op, "inSplits", inSplits, in);
-        checkSplits(op, "outSplits", outSplits, out);
-    }
-
-    private void checkSplits(String op, String what, int[] splits, Tensor t) {
-        if (splits.length != size) {
-            invalid(op, what + " has " + splits.length + " entries, expected one per rank (" + size + ")");
-        }
-        long sum = 0;
-        for (int s : splits) {
-            if (s < 0) invalid(op, what + " " + Arrays.toString(splits) + " has a negative entry");
-            sum += s;
-        }
-        if (sum != t.rowCount()) {
-            invalid(op, what + " " + Arrays.toString(splits) + " sums to " + sum + " rows but the tensor "
-                    + t.shapeString() + " has " + t.rowCount());
-        }
+        String problem = CollectiveArguments.allToAll(out, in, outSplits, inSplits, size);
+        if (problem != null) invalid(op, problem);
     }
 
     @Override
@@ -352,7 +332,8 @@ public final class MpiProcessGroup implements ProcessGroup {
                 throw fail(call, "the ranks' inputs hold " + total / Math.max(1, in.rowWidth()) + " rows in all but out "
                         + out.shapeString() + " has " + out.rowCount());
             }
-            requireDisjoint("allGather", out, in);
+            String overlap = CollectiveArguments.disjoint(out, in);
+            if (overlap != null) invalid("allGather", overlap);
             MemorySegment src = native_(in);
             MemorySegment dst = writable(out);
             MemorySegment type = datatype(in.dtype());
@@ -571,18 +552,6 @@ public final class MpiProcessGroup implements ProcessGroup {
         return s;
     }
 
-    /** MPI forbids a receive buffer that overlaps the send buffer. */
-    private static void requireDisjoint(String op, Tensor out, Tensor in) {
-        long a0 = out.data().address();
-        long a1 = a0 + out.data().byteSize();
-        long b0 = in.data().address();
-        long b1 = b0 + in.data().byteSize();
-        if (a0 < b1 && b0 < a1 && out.data().byteSize() > 0 && in.data().byteSize() > 0) {
-            throw new IllegalArgumentException(op + ": the output " + out.shapeString() + " overlaps the input "
-                    + in.shapeString() + "; MPI needs separate buffers");
-        }
-    }
-
     private MemorySegment datatype(DType dtype) {
         return dtype == DType.F32 ? mpi.floatType : mpi.intType;
     }
@@ -602,9 +571,8 @@ public final class MpiProcessGroup implements ProcessGroup {
     }
 
     private void requireSameType(String op, Tensor out, Tensor in) {
-        if (out.dtype() != in.dtype()) {
-            invalid(op, "out is " + out.dtype() + out.shapeString() + " but in is " + in.dtype() + in.shapeString());
-        }
+        String problem = CollectiveArguments.sameType(out, in);
+        if (problem != null) invalid(op, problem);
     }
 
     /** Bad local arguments: the peers cannot go on without us, so the group breaks too. */
