@@ -79,7 +79,7 @@ public final class BenchAllToAllCommand implements Callable<Integer> {
     private int callMpi() {
         return MpiRuntime.run(world -> {
             List<MpiAllToAllBenchmark.Result> results = MpiAllToAllBenchmark.measure(world, iters, mib);
-            MpiAllToAllBenchmark.Latency l = MpiAllToAllBenchmark.latency(world, latencyIters);
+            AllToAllBenchmark.Latency l = MpiAllToAllBenchmark.latency(world, latencyIters);
             if (world.rank() == 0) {
                 MpiAllToAllBenchmark.Result t = results.get(0);
                 System.out.printf("all-to-all   mpi, %d ranks x %d MiB: best %.3f ms, median %.3f ms, %.2f GB/s per rank%n",

@@ -3,6 +3,7 @@ package moe4j.distributed.mpi;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import moe4j.distributed.AllToAllBenchmark;
 import moe4j.distributed.ProcessGroup;
 import moe4j.distributed.ReduceOp;
 import moe4j.tensor.DType;
@@ -32,8 +33,6 @@ public final class MpiAllToAllBenchmark {
     }
 
     /** Mean microseconds of the small exchanges each MoE layer makes: 8 ints per peer, and one row of 8 floats per peer. */
-    public record Latency(int ranks, int iterations, double countExchangeMicros, double smallRowAllToAllMicros) {}
-
     private MpiAllToAllBenchmark() {}
 
     public static void main(String[] args) {
@@ -88,31 +87,9 @@ public final class MpiAllToAllBenchmark {
     }
 
     /** The best of five rounds of {@code iterations} back-to-back small exchanges (a collective over {@code g}). */
-    public static Latency latency(ProcessGroup g, int iterations) {
-        int p = g.size();
-        int[] counts = new int[p * 8];
-        int[] ones = new int[p];
-        Arrays.fill(ones, 1);
+    public static AllToAllBenchmark.Latency latency(ProcessGroup g, int iterations) {
         warmUp(g);
-        double bestCounts = Double.MAX_VALUE;
-        double bestRows = Double.MAX_VALUE;
-        try (MemoryScope ignored = MemoryScope.open()) {
-            Tensor in = Tensor.zeros(p, 8);
-            Tensor out = Tensor.zeros(p, 8);
-            for (int round = 0; round < 5; round++) {
-                g.barrier();
-                long t0 = System.nanoTime();
-                for (int i = 0; i < iterations; i++) g.allToAll(counts, 8);
-                long t1 = System.nanoTime();
-                g.barrier();
-                long t2 = System.nanoTime();
-                for (int i = 0; i < iterations; i++) g.allToAllSingle(out, in, ones, ones);
-                long t3 = System.nanoTime();
-                bestCounts = Math.min(bestCounts, (t1 - t0) * 1e-3 / iterations);
-                bestRows = Math.min(bestRows, (t3 - t2) * 1e-3 / iterations);
-            }
-        }
-        return new Latency(p, iterations, bestCounts, bestRows);
+        return AllToAllBenchmark.smallExchanges(g, iterations, 5);
     }
 
     /**
