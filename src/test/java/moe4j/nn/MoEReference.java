@@ -157,31 +157,24 @@ final class MoEReference {
 
     /** d(Σ r ⊙ forward(x)) / d(named parameter), by central differences in float64. */
     double[] numericGrad(String param, double[] x, double[] r) {
-        double[] p = params.get(param);
-        double[] grad = new double[p.length];
-        double eps = 1e-6;
-        for (int i = 0; i < p.length; i++) {
-            double orig = p[i];
-            p[i] = orig + eps;
-            double plus = project(forward(x), r);
-            p[i] = orig - eps;
-            double minus = project(forward(x), r);
-            p[i] = orig;
-            grad[i] = (plus - minus) / (2 * eps);
-        }
-        return grad;
+        return centralDifferences(params.get(param), x, r);
     }
 
     double[] numericInputGrad(double[] x, double[] r) {
-        double[] grad = new double[x.length];
+        return centralDifferences(x, x, r);
+    }
+
+    /** Perturbs each element of {@code values} (a parameter or x itself) in place and restores it. */
+    private double[] centralDifferences(double[] values, double[] x, double[] r) {
+        double[] grad = new double[values.length];
         double eps = 1e-6;
-        for (int i = 0; i < x.length; i++) {
-            double orig = x[i];
-            x[i] = orig + eps;
+        for (int i = 0; i < values.length; i++) {
+            double orig = values[i];
+            values[i] = orig + eps;
             double plus = project(forward(x), r);
-            x[i] = orig - eps;
+            values[i] = orig - eps;
             double minus = project(forward(x), r);
-            x[i] = orig;
+            values[i] = orig;
             grad[i] = (plus - minus) / (2 * eps);
         }
         return grad;
