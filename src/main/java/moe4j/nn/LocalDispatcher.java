@@ -29,8 +29,7 @@ public final class LocalDispatcher implements TokenDispatcher {
                 expertOut = Ops.mulRows(expertOut,
                         MoEMLP.gradientScaleRows(routing.rowsPerExpert(), routing.rowCount(), moe.numExperts()));
             }
-            Tensor rowWeights = Ops.indexSelect(Ops.reshape(weights, -1, 1), routing.entryOfRow());
-            return Ops.indexAdd(x.dim(0), routing.tokenOfRow(), Ops.mulRows(expertOut, rowWeights));
+            return routing.weightAndCombine(expertOut, weights, x.dim(0));
         }
     }
 }

@@ -1,6 +1,7 @@
 package moe4j.nn;
 
 import moe4j.ops.IntOps;
+import moe4j.ops.Ops;
 import moe4j.tensor.Tensor;
 
 /**
@@ -12,6 +13,15 @@ public record Routing(Tensor tokenOfRow, Tensor entryOfRow, int[] rowsPerExpert)
 
     public int rowCount() {
         return tokenOfRow.dim(0);
+    }
+
+    /**
+     * The combine step: row i of {@code rows} (expert outputs in this routing's order) times its entry's
+     * routing weight, scatter-added into token {@code tokenOfRow[i]} of a ({@code tokens}, D) result.
+     */
+    public Tensor weightAndCombine(Tensor rows, Tensor weights, int tokens) {
+        Tensor rowWeights = Ops.indexSelect(Ops.reshape(weights, -1, 1), entryOfRow);
+        return Ops.indexAdd(tokens, tokenOfRow, Ops.mulRows(rows, rowWeights));
     }
 
     /** Stable sort of the kept entries of {@code indices_TK} by global expert id. */

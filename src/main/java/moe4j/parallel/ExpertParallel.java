@@ -169,8 +169,7 @@ public final class ExpertParallel {
 
         // 8. Un-sort, weight and scatter-add by token. Routing weights never travel: the router's gradient stays local.
         try (var p = Profiler.phase("unpermute")) {
-            Tensor rowWeights = Ops.indexSelect(Ops.reshape(weights, -1, 1), routing.entryOfRow());
-            return Ops.indexAdd(x.dim(0), routing.tokenOfRow(), Ops.mulRows(back, rowWeights));
+            return routing.weightAndCombine(back, weights, x.dim(0));
         }
     }
 
