@@ -6,6 +6,7 @@ import java.util.ArrayList;
 import java.util.List;
 import moe4j.autograd.Autograd;
 import moe4j.tensor.MemoryScope;
+import moe4j.tensor.ProcessMemory;
 import moe4j.tensor.Rng;
 import moe4j.tensor.Tensor;
 
@@ -74,7 +75,7 @@ public final class LeakCheck {
                 stepBytes = MemoryScope.scopedBytes() - outside;
             }
             if (step == 1 || step % c.sampleEvery() == 0 || step == c.steps()) {
-                samples.add(new Sample(step, stepBytes, MemoryScope.scopedBytes() - outside, persistentBytes(), residentBytes(), loss));
+                samples.add(new Sample(step, stepBytes, MemoryScope.scopedBytes() - outside, persistentBytes(), ProcessMemory.residentBytes(), loss));
             }
         }
         return samples;
@@ -98,11 +99,6 @@ public final class LeakCheck {
             if (pool.getName().equals("direct")) return pool.getMemoryUsed();
         }
         return -1;
-    }
-
-    /** Resident set size; -1 where the kernel does not tell. */
-    public static long residentBytes() {
-        return moe4j.tensor.ProcessMemory.residentBytes();
     }
 
     public static void main(String[] args) {
