@@ -11,9 +11,6 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.Callable;
-import moe4j.data.Datasets;
-import moe4j.data.SyntheticTasks;
-import moe4j.data.TokenSource;
 import moe4j.distributed.Backend;
 import moe4j.train.MetricsLog;
 import moe4j.train.StepMetrics;
@@ -135,7 +132,7 @@ public final class TrainCommand implements Callable<Integer> {
         private final boolean interactive;
         private MetricsLog metrics;
         private final List<StepMetrics> history = new ArrayList<>();
-        final double unigramEntropy;
+        double unigramEntropy = Double.NaN;
         private long firstStep;
         private boolean barShown;
 
@@ -143,8 +140,6 @@ public final class TrainCommand implements Callable<Integer> {
             this.cfg = cfg;
             this.out = out;
             this.interactive = System.console() != null && System.console().isTerminal();
-            TokenSource source = Datasets.open(cfg.data(), cfg.seed());
-            this.unigramEntropy = source instanceof SyntheticTasks s ? s.unigramEntropy(cfg.seqLen()) : Double.NaN;
         }
 
         Path metricsFile() {
@@ -161,8 +156,9 @@ public final class TrainCommand implements Callable<Integer> {
         }
 
         @Override
-        public void onStart(TrainConfig config, int rank, long first, long parameters) {
+        public void onStart(TrainConfig config, int rank, long first, long parameters, double unigram) {
             if (rank != 0) return;
+            unigramEntropy = unigram;
             metrics = new MetricsLog(metricsFile(), first);
             history.addAll(metrics.earlierSteps()); // the plot and the table cover the whole run
             firstStep = first;

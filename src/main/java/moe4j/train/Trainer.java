@@ -10,6 +10,7 @@ import moe4j.autograd.Autograd;
 import moe4j.data.Batch;
 import moe4j.data.DataLoader;
 import moe4j.data.Datasets;
+import moe4j.data.SyntheticTasks;
 import moe4j.data.TokenSource;
 import moe4j.distributed.DeviceMesh;
 import moe4j.distributed.ProcessGroup;
@@ -38,7 +39,11 @@ public final class Trainer {
 
     /** Receives progress; called on every rank. */
     public interface Listener {
-        default void onStart(TrainConfig config, int rank, long firstStep, long parameters) {}
+        /**
+         * @param unigramEntropy the data's unigram entropy in nats where the source knows it (synthetic
+         *     tasks), else NaN: the loss a model that learned nothing would stay at
+         */
+        default void onStart(TrainConfig config, int rank, long firstStep, long parameters, double unigramEntropy) {}
 
         default void onStep(int rank, StepMetrics metrics) {}
 
@@ -83,7 +88,8 @@ public final class Trainer {
             loader.seek(state.dataPosition());
             firstStep = state.step() + 1;
         }
-        listener.onStart(config, world.rank(), firstStep, parameters);
+        double unigram = source instanceof SyntheticTasks synthetic ? synthetic.unigramEntropy(config.seqLen()) : Double.NaN;
+        listener.onStart(config, world.rank(), firstStep, parameters, unigram);
 
         List<MoEMLP> moeLayers = model.moeLayers();
         LrSchedule schedule = config.schedule();
