@@ -24,7 +24,7 @@ public final class Linear extends Module {
     }
 
     public Tensor weight() {
-        return namedParameters().get("weight");
+        return parameter("weight");
     }
 
     public int inFeatures() {

@@ -244,7 +244,7 @@ public final class MoEMLP extends Module {
 
     /** One of the three expert projections ("gate", "up", "down") of the local experts, over grouped rows. */
     private Tensor expertProduct(Tensor rows, int[] rowsPerLocalExpert, String projection) {
-        if (config.packed()) return GroupedMatmul.packed(rows, rowsPerLocalExpert, namedParameters().get(projection + "_w"));
+        if (config.packed()) return GroupedMatmul.packed(rows, rowsPerLocalExpert, parameter(projection + "_w"));
         List<Tensor> weights = new ArrayList<>();
         for (Expert e : localExperts()) {
             weights.add(switch (projection) {
@@ -286,7 +286,7 @@ public final class MoEMLP extends Module {
         int from = start - localExpertStart;
         if (config.packed()) {
             for (String name : config.activation().gated() ? new String[] {"up_w", "down_w", "gate_w"} : new String[] {"up_w", "down_w"}) {
-                Tensor full = namedParameters().get(name);
+                Tensor full = parameter(name);
                 Tensor slice = MemoryScope.persistent(() -> full.rows(from, from + count).copy());
                 replaceParameter(name, slice);
             }
@@ -376,15 +376,15 @@ public final class MoEMLP extends Module {
     }
 
     public Tensor upW() {
-        return namedParameters().get("up_w");
+        return parameter("up_w");
     }
 
     public Tensor downW() {
-        return namedParameters().get("down_w");
+        return parameter("down_w");
     }
 
     public Tensor gateW() {
-        return namedParameters().get("gate_w");
+        return parameter("gate_w");
     }
 
     /** The same function in the packed layout (copied weights, same router and shared expert weights). */

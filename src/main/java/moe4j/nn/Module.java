@@ -33,6 +33,11 @@ public abstract class Module {
         return value;
     }
 
+    /** This module's own parameter {@code name} (not a descendant's), or null. */
+    protected Tensor parameter(String name) {
+        return parameters.get(name);
+    }
+
     protected void removeParameter(String name) {
         parameters.remove(name);
     }
