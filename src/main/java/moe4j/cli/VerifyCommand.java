@@ -14,6 +14,7 @@ import moe4j.distributed.Backend;
 import moe4j.distributed.ProcessGroup;
 import moe4j.distributed.mpi.MpiRuntime;
 import moe4j.nn.MoEConfig;
+import moe4j.nn.RouterKind;
 import moe4j.parallel.EpLayerFile;
 import moe4j.parallel.EpVerifier;
 import moe4j.parallel.EpVerifier.Category;
@@ -141,9 +142,10 @@ public final class VerifyCommand implements Callable<Integer> {
                 throw new IllegalArgumentException("--gradient-scale with --capacity leaves no oracle to check: the per-rank "
                         + "oracle needs no gradient scaling, the global one no capacity limit");
             }
+            RouterKind routerKind = router == null ? RouterKind.SOFTMAX_TOPK : RouterKind.parse(router);
             if (load != null) {
                 if (tokens != null) throw new IllegalArgumentException("--tokens does not go with --load: the token counts come from x.{r}");
-                EpLayerFile.Loaded loaded = EpLayerFile.load(load, new EpLayerFile.Options(ep, topK, activation, router, capacity,
+                EpLayerFile.Loaded loaded = EpLayerFile.load(load, new EpLayerFile.Options(ep, topK, activation, routerKind, capacity,
                         gradientScale, experts, dim, hidden, packed, shared));
                 EpVerifier.Problem p = loaded.problem();
                 source = "file " + load + (p.fixedRouting() ? " (fixed routing)" : "") + ", upstream gradient "
@@ -159,7 +161,7 @@ public final class VerifyCommand implements Callable<Integer> {
                             topK == null ? 2 : topK)
                     .packed(Boolean.TRUE.equals(packed)).activation(activation == null ? "silu" : activation)
                     .sharedExperts(Boolean.TRUE.equals(shared) ? 1 : 0).capacityFactor(capacity).gradientScale(gradientScale)
-                    .router(router == null ? MoEConfig.SOFTMAX_TOPK : router).initStd(initStd).seed(seed).build();
+                    .router(routerKind).initStd(initStd).seed(seed).build();
             int[] perRank = new int[p];
             for (int r = 0; r < p; r++) perRank[r] = t + r;
             source = "random (seed " + seed + ", init std " + initStd + "), random upstream gradient";
@@ -179,7 +181,7 @@ public final class VerifyCommand implements Callable<Integer> {
         out.println("moe4j verify: expert parallelism against its oracles");
         out.printf("layer    E=%d K=%d D=%d H=%d activation=%s layout=%s router=%s shared=%s capacity=%s gradient-scale=%s%n",
                 c.numExperts(), c.topK(), c.dim(), c.hidden(), c.activation().configName(), c.packed() ? "packed" : "list",
-                c.router(), c.sharedExperts() > 0 ? "yes" : "no", c.capacityFactor() > 0 ? c.capacityFactor() : "off",
+                c.router().configName(), c.sharedExperts() > 0 ? "yes" : "no", c.capacityFactor() > 0 ? c.capacityFactor() : "off",
                 c.gradientScale() ? "on" : "off");
         out.printf("inputs   %s%n", source);
         if (!ignored.isEmpty()) out.printf("ignored  tensors not used: %s%n", ignored);
@@ -242,7 +244,7 @@ public final class VerifyCommand implements Callable<Integer> {
         layer.put("hidden", c.hidden());
         layer.put("activation", c.activation().configName());
         layer.put("packed", c.packed());
-        layer.put("router", c.router());
+        layer.put("router", c.router().configName());
         layer.put("shared", c.sharedExperts() > 0);
         layer.put("capacityFactor", c.capacityFactor());
         layer.put("gradientScale", c.gradientScale());

@@ -10,6 +10,7 @@ import java.util.Map;
 import java.util.TreeSet;
 import moe4j.nn.Activation;
 import moe4j.nn.MoEConfig;
+import moe4j.nn.RouterKind;
 import moe4j.tensor.DType;
 import moe4j.tensor.SafeTensors;
 import moe4j.tensor.Tensor;
@@ -36,7 +37,7 @@ public final class EpLayerFile {
      * What the user chose on the command line; null where the file decides. Values given for what the
      * file also fixes (experts, dim, hidden, layout, shared expert) must agree with it.
      */
-    public record Options(Integer ep, Integer topK, String activation, String router, double capacityFactor,
+    public record Options(Integer ep, Integer topK, String activation, RouterKind router, double capacityFactor,
                           boolean gradientScale, Integer experts, Integer dim, Integer hidden, Boolean packed, Boolean shared) {}
 
     /** The problem the file describes, whether it gave the upstream gradients, and the tensors in it that play no part. */
@@ -139,7 +140,7 @@ public final class EpLayerFile {
                 }
             }
             MoEConfig config = MoEConfig.builder(d, h, e, k).packed(packed).activation(act).sharedExperts(shared ? 1 : 0)
-                    .router(opt.router() == null ? MoEConfig.SOFTMAX_TOPK : opt.router()).capacityFactor(opt.capacityFactor())
+                    .router(opt.router()).capacityFactor(opt.capacityFactor())
                     .gradientScale(opt.gradientScale()).build();
             EpVerifier.Problem problem = new EpVerifier.Problem(config, p, x, gradOut, weights, indices, params);
             return new Loaded(problem, hasGradOut, List.copyOf(unused));

@@ -36,7 +36,7 @@ public final class GlobalStateDict {
         Map<String, MoEMLP> layers = moeLayers(model);
         for (var entry : local.entrySet()) {
             MoEMLP owner = ownerOfExpertTensor(layers, entry.getKey());
-            if (owner == null || owner.epWorldSize() == 1) continue;
+            if (owner == null || owner.epSize() == 1) continue;
             try (MemoryScope scope = MemoryScope.open()) {
                 Tensor value = entry.getValue();
                 int[] shape = value.shape();
@@ -54,7 +54,7 @@ public final class GlobalStateDict {
             String name = entry.getKey();
             Tensor value = entry.getValue();
             MoEMLP owner = ownerOfExpertTensor(layers, name);
-            if (owner == null || owner.epWorldSize() == 1) {
+            if (owner == null || owner.epSize() == 1) {
                 out.put(name, value);
                 continue;
             }
@@ -108,7 +108,7 @@ public final class GlobalStateDict {
             Tensor src = global.get(name);
             if (src == null) throw new IllegalArgumentException(source + ": missing tensor '" + name + "'");
             MoEMLP owner = ownerOfExpertTensor(layers, name);
-            if (owner != null && owner.packed() && owner.epWorldSize() > 1) {
+            if (owner != null && owner.packed() && owner.epSize() > 1) {
                 if (src.dim(0) != owner.numExperts()) {
                     throw new IllegalArgumentException(source + ": tensor '" + name + "' has " + src.dim(0)
                             + " experts, the model has " + owner.numExperts());
@@ -132,7 +132,7 @@ public final class GlobalStateDict {
         java.util.Set<String> out = new java.util.LinkedHashSet<>();
         for (String name : model.namedParameters().keySet()) {
             MoEMLP owner = ownerOfExpertTensor(layers, name);
-            if (owner == null || owner.packed() || owner.epWorldSize() == 1) {
+            if (owner == null || owner.packed() || owner.epSize() == 1) {
                 out.add(name);
                 continue;
             }
@@ -140,7 +140,7 @@ public final class GlobalStateDict {
             String rest = name.substring(prefix.length() + "experts.".length());
             int j = Integer.parseInt(rest.substring(0, rest.indexOf('.'))) - owner.localExpertStart();
             String suffix = rest.substring(rest.indexOf('.'));
-            for (int r = 0; r < owner.epWorldSize(); r++) out.add(prefix + "experts." + (r * owner.numLocalExperts() + j) + suffix);
+            for (int r = 0; r < owner.epSize(); r++) out.add(prefix + "experts." + (r * owner.numLocalExperts() + j) + suffix);
         }
         return out;
     }

@@ -1,6 +1,9 @@
 package moe4j.train;
 
 import com.google.gson.Gson;
+import com.google.gson.GsonBuilder;
+import com.google.gson.JsonPrimitive;
+import com.google.gson.JsonSerializer;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.IdentityHashMap;
@@ -13,10 +16,12 @@ import moe4j.data.Datasets;
 import moe4j.data.SyntheticTasks;
 import moe4j.data.TokenSource;
 import moe4j.distributed.DeviceMesh;
+import moe4j.distributed.MeshSizes;
 import moe4j.distributed.ProcessGroup;
 import moe4j.distributed.ReduceOp;
 import moe4j.nn.MoEMLP;
 import moe4j.nn.MoETransformer;
+import moe4j.nn.RouterKind;
 import moe4j.nn.SigmoidTopKRouter;
 import moe4j.parallel.GradientSync;
 import moe4j.parallel.Parallelize;
@@ -50,7 +55,10 @@ public final class Trainer {
         default void onCheckpoint(int rank, Path checkpoint) {}
     }
 
-    private static final Gson GSON = new Gson();
+    /** Writes the run identity a checkpoint stores; the router by its config spelling, as the TOML gives it. */
+    private static final Gson GSON = new GsonBuilder()
+            .registerTypeAdapter(RouterKind.class, (JsonSerializer<RouterKind>) (kind, type, context) -> new JsonPrimitive(kind.configName()))
+            .create();
 
     public static Summary run(TrainConfig config, ProcessGroup world, boolean resume, Listener listener) {
         if (world.size() != config.worldSize()) {
@@ -58,7 +66,7 @@ public final class Trainer {
                     + " × 1 × 1 × 1 × " + config.ep() + " = " + config.worldSize() + ") do not match world_size (" + world.size() + ")");
         }
         DeviceMesh mesh = world.size() == 1 ? null
-                : DeviceMesh.create(world, 1, config.dpReplicate(), config.dpShard(), 1, 1, config.ep());
+                : DeviceMesh.create(world, MeshSizes.defaults().dpReplicate(config.dpReplicate()).dpShard(config.dpShard()).ep(config.ep()));
         MoETransformer model = new MoETransformer(config.model());
         long parameters = model.parameterCount(); // before expert parallelism keeps this rank's share
         GradientSync sync = Parallelize.apply(model, mesh);

@@ -10,9 +10,11 @@ import java.util.Set;
 import java.util.TreeMap;
 import moe4j.distributed.DeviceMesh;
 import moe4j.distributed.Distributed;
+import moe4j.distributed.MeshSizes;
 import moe4j.nn.MoEConfig;
 import moe4j.nn.MoEMLP;
 import moe4j.nn.Module;
+import moe4j.nn.RouterKind;
 import moe4j.parallel.ExpertParallel;
 import moe4j.tensor.Rng;
 import moe4j.tensor.SafeTensors;
@@ -23,7 +25,7 @@ import org.junit.jupiter.api.io.TempDir;
 class CheckpointTest {
     static final class Stack extends Module {
         Stack(boolean packed) {
-            MoEConfig c = MoEConfig.builder(6, 5, 8, 2).packed(packed).router(MoEConfig.SIGMOID_TOPK).seed(1).build();
+            MoEConfig c = MoEConfig.builder(6, 5, 8, 2).packed(packed).router(RouterKind.SIGMOID_TOPK).seed(1).build();
             registerModule("layers.0.moe", MoEMLP.build(c));
             registerModule("layers.1.moe", MoEMLP.build(c.toBuilder().seed(2).build()));
         }
@@ -53,7 +55,7 @@ class CheckpointTest {
             AdamW fullOpt = adam(full);
             Distributed.run(4, world -> {
                 Stack model = new Stack(packed);
-                ExpertParallel.apply(model, DeviceMesh.create(world, 1, 1, -1, 1, 1, 4));
+                ExpertParallel.apply(model, DeviceMesh.create(world, MeshSizes.defaults().ep(4)));
                 AdamW opt = adam(model);
                 // contents: copy the full model's values into this rank's slice via a global dict
                 Map<String, Tensor> global = new TreeMap<>(full.namedParameters());
@@ -76,7 +78,7 @@ class CheckpointTest {
             for (int p : new int[] {2, 1}) {
                 List<Boolean> ok = Distributed.run(p, world -> {
                     Stack model = new Stack(packed);
-                    if (p > 1) ExpertParallel.apply(model, DeviceMesh.create(world, 1, 1, -1, 1, 1, p));
+                    if (p > 1) ExpertParallel.apply(model, DeviceMesh.create(world, MeshSizes.defaults().ep(p)));
                     for (Tensor t : model.parameters()) t.fill(0f);
                     AdamW opt = adam(model);
                     Checkpoint.TrainState s = Checkpoint.load(latest, model, opt);
