@@ -26,6 +26,8 @@ import moe4j.tensor.Tensor;
  * its steps numbered as in docs/EXPERT_PARALLELISM.md: steps 1–5a are {@link AllToAllDispatcher#dispatch},
  * steps 5b–6 the layer's own {@link MoEMLP#computeExperts}, steps 5c–8 {@link AllToAllDispatcher#combine}.
  * The layer runs the same three calls in its forward once {@link #apply} has installed the dispatcher.
+ * Tensor names carry their shapes: T tokens, K slots per token, D model dim, S the rows this rank sends
+ * (its kept entries, sorted by expert), R the rows it receives and its experts compute.
  *
  * <p>The collective contract: every rank of the group issues the same collectives in the same order,
  * forward and backward, whatever its counts (splits of 0 are legal, a rank with no tokens still takes

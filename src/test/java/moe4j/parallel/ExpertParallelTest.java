@@ -88,6 +88,8 @@ class ExpertParallelTest {
                 ExpertParallel.apply(moe, DeviceMesh.create(world, MeshSizes.defaults().ep(4)));
                 int r = world.rank();
                 assertEquals(4, moe.epSize());
+                assertEquals(r, moe.epRank());
+                assertInstanceOf(ExpertParallel.AllToAllDispatcher.class, moe.dispatcher());
                 assertEquals(2, moe.numLocalExperts());
                 assertEquals(2 * r, moe.localExpertStart());
                 assertEquals(8, moe.numExperts());

@@ -91,6 +91,16 @@ class TrainerTest {
     }
 
     @Test
+    void checkpointsStoreTheRouterByItsConfigSpelling(@TempDir Path dir) {
+        // checkpoints written while the router kind was a plain string hold "sigmoid_topk": they must still resume
+        TrainConfig.Builder b = tiny(dir).steps(1);
+        b.model().moeRouter("sigmoid_topk");
+        Path ck = train(b.build(), false).lastCheckpoint();
+        var stored = com.google.gson.JsonParser.parseString(Checkpoint.storedConfig(ck)).getAsJsonObject();
+        assertEquals("sigmoid_topk", stored.getAsJsonObject("model").get("moeRouter").getAsString());
+    }
+
+    @Test
     void checkpointWrittenAtEpTwoLoadsAtEpOne(@TempDir Path dir) throws Exception {
         TrainConfig ep2 = tiny(dir.resolve("a")).ep(2).steps(3).build();
         Path ck = train(ep2, false).lastCheckpoint();
