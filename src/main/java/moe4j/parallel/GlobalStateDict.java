@@ -3,6 +3,7 @@ package moe4j.parallel;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import moe4j.distributed.ProcessGroup;
+import moe4j.nn.ExpertProjection;
 import moe4j.nn.MoEMLP;
 import moe4j.nn.Module;
 import moe4j.tensor.MemoryScope;
@@ -173,8 +174,9 @@ public final class GlobalStateDict {
             String prefix = e.getKey();
             if (!name.startsWith(prefix)) continue;
             String rest = name.substring(prefix.length());
-            if (rest.startsWith("experts.") || rest.equals("up_w") || rest.equals("down_w") || rest.equals("gate_w")) {
-                return e.getValue();
+            if (rest.startsWith("experts.")) return e.getValue();
+            for (ExpertProjection projection : ExpertProjection.values()) {
+                if (rest.equals(projection.packedName())) return e.getValue();
             }
         }
         return null;
