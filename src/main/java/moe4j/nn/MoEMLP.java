@@ -22,7 +22,7 @@ import moe4j.tensor.Tensor;
  * {@code experts.{g}.up_proj.weight}) or packed as {@code up_w (E, D, H)}, {@code down_w (E, H, D)},
  * {@code gate_w (E, D, H)}; both run through the same ragged grouped GEMM.
  *
- * <p>The expert-parallel metadata of spec §5 ({@link #epSize()}, {@link #epRank()}, {@link #epGroup()},
+ * <p>The expert-parallel metadata ({@link #epSize()}, {@link #epRank()}, {@link #epGroup()},
  * {@link #numLocalExperts()}, {@link #localExpertStart()}) are plain fields: without expert parallelism
  * this rank holds all experts and its dispatcher is a {@link LocalDispatcher}.
  * {@code ExpertParallel.apply} keeps this rank's block ({@link #partitionExperts}) and installs an
@@ -238,7 +238,7 @@ public final class MoEMLP extends Module {
     /**
      * This rank's experts on dispatched rows: ragged grouped GEMMs over {@code dispatched.rows_RD()} grouped
      * by local expert, the result in the same row order, each row scaled by {@code avg / n_e} when
-     * {@code gradientScale} is on (spec §6; {@code n_e} and {@code avg} count the entries of every rank
+     * {@code gradientScale} is on (docs/EXPERT_PARALLELISM.md, step 6: {@code n_e} and {@code avg} count the entries of every rank
      * that shares these experts, so expert parallelism does not change the model).
      */
     public Tensor computeExperts(Dispatched<?> dispatched, boolean gradientScale) {
@@ -299,7 +299,7 @@ public final class MoEMLP extends Module {
     // ---------------------------------------------------------------- expert parallelism hooks
 
     /**
-     * Splits the experts over {@code epGroup} (spec §5): rank r keeps global experts
+     * Splits the experts over {@code epGroup}: rank r keeps global experts
      * {@code [r·E_l, (r+1)·E_l)}, {@code E_l = E / P}; list experts keep their objects, packed weights
      * become new parameters holding the slice. The layer still dispatches locally until a dispatcher
      * that reaches the other ranks is installed ({@link #setDispatcher}). Called by {@code ExpertParallel.apply}.

@@ -3,7 +3,7 @@ package moe4j.nn;
 import java.util.Arrays;
 import java.util.Locale;
 
-/** The two routers of spec §3; the lower-case name is the config, TOML and command-line spelling. */
+/** The two routers (docs/EXPERT_PARALLELISM.md); the lower-case name is the config, TOML and command-line spelling. */
 public enum RouterKind {
     /** Softmax over the gate logits, top K, renormalised (Switch/Mixtral). */
     SOFTMAX_TOPK,
