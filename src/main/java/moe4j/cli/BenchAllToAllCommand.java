@@ -8,7 +8,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
 import moe4j.distributed.AllToAllBenchmark;
-import moe4j.distributed.Backend;
+import moe4j.distributed.launch.Backend;
 import moe4j.distributed.mpi.MpiAllToAllBenchmark;
 import moe4j.distributed.mpi.MpiRuntime;
 import picocli.CommandLine.Command;
