@@ -63,6 +63,9 @@ public interface ElementwiseKernels {
     /** Gradient of divRows w.r.t. the divisors: gc[i] = −Σ_j g[i, j]·x[i, j] / c[i]², sums in double. */
     void divRowsDivisorGrad(Tensor g, Tensor x, Tensor c, Tensor gc);
 
+    /** out[i, j] = x[i, j] + v[j] for x (N, D), v of D elements. */
+    void addColumns(Tensor x, Tensor v, Tensor out);
+
     /** out[i, j] = x[i, j]·v[j] for x (N, D), v of D elements. */
     void mulColumns(Tensor x, Tensor v, Tensor out);
 

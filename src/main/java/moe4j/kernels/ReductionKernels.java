@@ -17,6 +17,12 @@ public interface ReductionKernels {
      */
     double sumOfSquares(Tensor a);
 
+    /**
+     * The flat index of the first element of {@code a} that is NaN or infinite, or −1: returned on the
+     * host (a synchronising copy), for input checks that are switched on.
+     */
+    long firstNonFinite(Tensor a);
+
     /** out[i] = Σ_j a[i, j] for a (N, D). */
     void rowSums(Tensor a, Tensor out);
 

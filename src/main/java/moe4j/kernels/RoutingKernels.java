@@ -19,4 +19,21 @@ public interface RoutingKernels {
 
     /** inv[perm[i]] = i for a permutation perm of [0, n). */
     void inversePermutation(Tensor perm, Tensor inv);
+
+    /**
+     * Groups the (token, slot) entries of {@code indices_TK} (global expert ids, −1 for an entry dropped
+     * by capacity) by expert: {@code entryOfRow[r]} is the flat entry t·K + k of row r, in expert order
+     * and, within an expert, in entry order; {@code tokenOfRow[r]} = entryOfRow[r] / K; dropped entries
+     * come last. {@code counts[e]} (int32, numExperts) is the number of rows of expert e, so the first
+     * Σ counts rows are the kept ones.
+     *
+     * @throws IllegalArgumentException for an id outside [0, numExperts) other than −1
+     */
+    void groupByExpert(Tensor indices, int numExperts, Tensor entryOfRow, Tensor tokenOfRow, Tensor counts);
+
+    /**
+     * out = indices_TK with, for each slot k and each expert, the entries beyond the first {@code capacity}
+     * tokens (in token order) set to −1.
+     */
+    void dropOverCapacity(Tensor indices, int numExperts, int capacity, Tensor out);
 }

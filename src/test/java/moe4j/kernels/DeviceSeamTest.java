@@ -12,6 +12,7 @@ import java.util.Map;
 import java.util.Set;
 import java.util.function.Function;
 import moe4j.autograd.Autograd;
+import moe4j.nn.Routing;
 import moe4j.ops.AttentionOps;
 import moe4j.ops.GroupedMatmul;
 import moe4j.ops.Ops;
@@ -89,7 +90,8 @@ class DeviceSeamTest {
 
     /**
      * A small MoE-shaped step through every kernel group: RMSNorm, attention with rotary embedding, a
-     * softmax router with top-k, the token permutation (index select / index add), the grouped expert
+     * softmax router with top-k, the dispatch's grouping by expert ({@link Routing}) and token
+     * permutation (index select / index add), the grouped expert
      * products with SwiGLU, the loss, the backward and an AdamW update. Inputs are made on the host and
      * copied over; every output and gradient is compared bit for bit with the same step on the CPU.
      */
@@ -119,9 +121,6 @@ class DeviceSeamTest {
         params.put("head", param.apply(Tensor.randn(rng, 0.3, dim, vocab)));
         Tensor x0 = Tensor.randn(rng, 1, tokens, dim).to(device);
         Tensor targets = Tensor.ofInts(new int[] {0, 1, 2, 3, 4, -1, 0, 1, 2, 3, 4, 0}, tokens).to(device);
-        // host-side routing metadata a dispatcher computes: tokens grouped by expert (a fixed order here)
-        int[] order = {0, 3, 5, 7, 9, 11, 1, 2, 4, 6, 8, 10, 1, 3, 5, 7, 9, 11, 0, 2, 4, 6, 8, 10};
-        int[] groupSizes = {6, 12, 6};
         Map<String, float[]> out = new LinkedHashMap<>();
         AdamW adam = new AdamW(params, Set.of(params.get("norm")), 0.9, 0.95, 1e-8, 0.1);
         try (MemoryScope scope = MemoryScope.open()) {
@@ -133,19 +132,20 @@ class DeviceSeamTest {
             Tensor probs = Ops.softmax(Ops.matmul(h, params.get("router")));
             Ops.TopK top = Ops.topK(probs, topK);
             Tensor weights = Ops.divRows(top.values(), Ops.sum(top.values(), 1));
-            Tensor orderIdx = Tensor.ofInts(order, order.length).to(device);
-            Tensor tokenOf = Tensor.ofInts(tokenOfRow(order), order.length).to(device);
-            Tensor rows = Ops.indexSelect(h, tokenOf);
+            // the dispatch: entries grouped by expert on the device, only the counts come to the host
+            Routing routing = Routing.sortByExpert(top.indices(), experts);
+            int[] groupSizes = routing.rowsPerExpert();
+            Tensor rows = Ops.indexSelect(h, routing.tokenOfRow());
             Tensor act = Ops.swiglu(GroupedMatmul.packed(rows, groupSizes, params.get("gate")),
                     GroupedMatmul.packed(rows, groupSizes, params.get("up")));
             Tensor expertOut = GroupedMatmul.packed(act, groupSizes, params.get("down"));
-            Tensor rowWeights = Ops.indexSelect(Ops.reshape(weights, tokens * topK, 1), orderIdx);
-            Tensor moe = Ops.indexAdd(tokens, tokenOf, Ops.mulRows(expertOut, rowWeights));
+            Tensor moe = routing.weightAndCombine(expertOut, weights, tokens);
             Tensor logits = Ops.matmul(Ops.add(h, moe), params.get("head"));
             Tensor loss = Ops.add(Ops.crossEntropy(logits, targets),
                     Ops.scale(Ops.mean(Ops.logSumExp(logits)), 1e-3));
             out.put("loss", new float[] {loss.item()});
             out.put("indices", toFloats(top.indices().to(Device.CPU)));
+            out.put("rows per expert", toFloats(Tensor.ofInts(groupSizes, experts)));
             out.put("logits", logits.to(Device.CPU).toFloatArray());
             Autograd.backward(loss);
             for (var e : params.entrySet()) {
@@ -156,13 +156,6 @@ class DeviceSeamTest {
         adam.step(1e-2);
         for (var e : params.entrySet()) out.put("param " + e.getKey(), e.getValue().to(Device.CPU).toFloatArray());
         return out;
-    }
-
-    /** Row r of the expert-ordered rows holds (token, slot) order[r] = token·K + slot, K = 2. */
-    private static int[] tokenOfRow(int[] order) {
-        int[] token = new int[order.length];
-        for (int r = 0; r < order.length; r++) token[r] = order[r] / 2;
-        return token;
     }
 
     private static float[] toFloats(Tensor ints) {

@@ -148,6 +148,15 @@ final class CpuElementwise implements ElementwiseKernels {
     }
 
     @Override
+    public void addColumns(Tensor x, Tensor v, Tensor out) {
+        int n = x.dim(0);
+        int d = x.dim(1);
+        for (int i = 0; i < n; i++) {
+            for (int j = 0; j < d; j++) out.set((long) i * d + j, x.get((long) i * d + j) + v.get(j));
+        }
+    }
+
+    @Override
     public void broadcastRows(Tensor v, Tensor out) {
         int n = out.dim(0);
         int d = out.dim(1);

@@ -16,6 +16,14 @@ final class CpuReductions implements ReductionKernels {
     }
 
     @Override
+    public long firstNonFinite(Tensor a) {
+        for (long i = 0; i < a.numel(); i++) {
+            if (!Float.isFinite(a.get(i))) return i;
+        }
+        return -1;
+    }
+
+    @Override
     public void rowSums(Tensor a, Tensor out) {
         int n = a.dim(0);
         int d = a.dim(1);

@@ -68,6 +68,48 @@ final class CpuRouting implements RoutingKernels {
     }
 
     @Override
+    public void groupByExpert(Tensor indices, int numExperts, Tensor entryOfRow, Tensor tokenOfRow, Tensor counts) {
+        int k = indices.rank() == 2 ? indices.dim(1) : 1;
+        int n = Math.toIntExact(indices.numel());
+        // a counting sort with the dropped entries (−1) as one more key after the last expert
+        int[] next = new int[numExperts + 1];
+        for (int i = 0; i < n; i++) {
+            int v = indices.getInt(i);
+            if (v >= numExperts || v < -1) {
+                throw new IllegalArgumentException("routing: expert id " + v + " outside [0, " + numExperts
+                        + ") (or -1 for a dropped entry)");
+            }
+            next[v < 0 ? numExperts : v]++;
+        }
+        for (int e = 0; e < numExperts; e++) counts.setInt(e, next[e]);
+        int start = 0;
+        for (int e = 0; e <= numExperts; e++) {
+            int c = next[e];
+            next[e] = start;
+            start += c;
+        }
+        for (int i = 0; i < n; i++) {
+            int v = indices.getInt(i);
+            int r = next[v < 0 ? numExperts : v]++;
+            entryOfRow.setInt(r, i);
+            tokenOfRow.setInt(r, i / k);
+        }
+    }
+
+    @Override
+    public void dropOverCapacity(Tensor indices, int numExperts, int capacity, Tensor out) {
+        int t = indices.dim(0);
+        int k = indices.dim(1);
+        int[][] used = new int[k][numExperts];
+        for (int i = 0; i < t; i++) {
+            for (int s = 0; s < k; s++) {
+                int e = indices.getInt((long) i * k + s);
+                out.setInt((long) i * k + s, used[s][e]++ >= capacity ? -1 : e);
+            }
+        }
+    }
+
+    @Override
     public void inversePermutation(Tensor perm, Tensor inv) {
         int n = Math.toIntExact(perm.numel());
         boolean[] seen = new boolean[n];

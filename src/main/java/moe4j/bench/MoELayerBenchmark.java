@@ -1,4 +1,4 @@
-package moe4j.nn;
+package moe4j.bench;
 
 import java.util.LinkedHashMap;
 import java.util.Locale;
@@ -6,6 +6,8 @@ import java.util.Map;
 import moe4j.autograd.Autograd;
 import moe4j.autograd.Profiler;
 import moe4j.kernels.Kernels;
+import moe4j.nn.MoEConfig;
+import moe4j.nn.MoEMLP;
 import moe4j.tensor.Device;
 import moe4j.tensor.MemoryScope;
 import moe4j.tensor.Rng;

@@ -1,13 +1,15 @@
-package moe4j.nn;
+package moe4j.bench;
 
 import java.util.LinkedHashMap;
 import java.util.Locale;
 import java.util.Map;
 import moe4j.autograd.Autograd;
 import moe4j.autograd.Profiler;
-import moe4j.tensor.MemoryScope;
 import moe4j.kernels.ExecutionContext;
+import moe4j.nn.MoETransformer;
+import moe4j.nn.ModelConfig;
 import moe4j.tensor.Device;
+import moe4j.tensor.MemoryScope;
 import moe4j.tensor.Rng;
 import moe4j.tensor.Tensor;
 
