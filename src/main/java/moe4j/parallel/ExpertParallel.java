@@ -274,7 +274,7 @@ public final class ExpertParallel {
      * Counts the all-to-all traffic of {@code moe}'s dispatcher from now on: reinstalls it over a counting
      * view of its group. Null (nothing to count) when the layer dispatches locally.
      */
-    static TrafficCountingGroup countTraffic(MoEMLP moe) {
+    public static TrafficCountingGroup countTraffic(MoEMLP moe) {
         if (!(moe.dispatcher() instanceof AllToAllDispatcher installed)) return null;
         TrafficCountingGroup traffic = new TrafficCountingGroup(installed.group());
         moe.setDispatcher(installed.over(traffic));
