@@ -61,7 +61,7 @@ class CheckpointTest {
                 for (var e : opt.expAvg().entrySet()) e.getValue().fill(0.5f);
                 for (var e : opt.expAvgSq().entrySet()) e.getValue().fill(0.25f);
                 var routers = Checkpoint.routerState(model);
-                Checkpoint.save(ckDir, model, opt, new Checkpoint.TrainState(7, 7, 42, "{}", routers[0], routers[1]), world);
+                Checkpoint.save(ckDir, model, opt, new Checkpoint.TrainState(7, 7, 42, "run-a", "{}", routers[0], routers[1]), world, 0);
                 return null;
             });
             Path latest = Checkpoint.latest(ckDir);
@@ -105,7 +105,7 @@ class CheckpointTest {
         AdamW opt = adam(model);
         fill(model, opt);
         var routers = Checkpoint.routerState(model);
-        Path ck = Checkpoint.save(dir, model, opt, new Checkpoint.TrainState(3, 3, 1, "{}", routers[0], routers[1]), null);
+        Path ck = Checkpoint.save(dir, model, opt, new Checkpoint.TrainState(3, 3, 1, "run-a", "{}", routers[0], routers[1]), null, 0);
         assertFalse(Files.list(dir).anyMatch(p -> p.getFileName().toString().contains(".tmp")), "no temporary files left");
 
         // a flipped byte in the weights
@@ -117,7 +117,7 @@ class CheckpointTest {
         assertTrue(e.getMessage().contains("corrupt") && e.getMessage().contains("model.safetensors"), e.getMessage());
 
         // a model that does not match (list layout instead of packed)
-        Path ck2 = Checkpoint.save(dir.resolve("b"), model, opt, new Checkpoint.TrainState(4, 4, 1, "{}", routers[0], routers[1]), null);
+        Path ck2 = Checkpoint.save(dir.resolve("b"), model, opt, new Checkpoint.TrainState(4, 4, 1, "run-a", "{}", routers[0], routers[1]), null, 0);
         var e2 = assertThrows(IllegalArgumentException.class, () -> Checkpoint.load(ck2, new Stack(false), null));
         assertTrue(e2.getMessage().contains("does not match the model"), e2.getMessage());
 
