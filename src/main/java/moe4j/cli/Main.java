@@ -5,6 +5,7 @@ import java.io.InputStream;
 import java.io.PrintWriter;
 import java.util.Properties;
 import moe4j.distributed.AgreedFailure;
+import moe4j.distributed.Backend;
 import moe4j.distributed.mpi.MpiRuntime;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -71,6 +72,8 @@ public final class Main implements Runnable {
     private static int reportUsageError(ParameterException e, String[] args) {
         CommandLine cmd = e.getCommandLine();
         PrintWriter err = cmd.getErr();
+        // every process of an MPI job got the same arguments and the same mistake: rank 0 alone says it
+        if (Backend.launcherRank() > 0) return EXIT_USAGE;
         String name = cmd.getCommandSpec().qualifiedName(" ");
         boolean chooseSubcommand = !cmd.getSubcommands().isEmpty();
         err.println(name + ": error: " + AgreedFailure.messageOf(e) + (chooseSubcommand ? "" : " (see " + name + " --help)"));
@@ -90,6 +93,8 @@ public final class Main implements Runnable {
         int code = userError ? EXIT_USAGE : EXIT_FAILED;
         // under MPI every rank of the job got the same agreed failure: rank 0 alone says it
         if (e instanceof AgreedFailure && MpiRuntime.worldRank() > 0) return code;
+        // a mistake in the arguments or files, found before MPI started, is the same on every process
+        if (e instanceof IllegalArgumentException && MpiRuntime.worldRank() < 0 && Backend.launcherRank() > 0) return code;
         PrintWriter err = cmd.getErr();
         err.println(cmd.getCommandSpec().qualifiedName(" ") + ": error: " + AgreedFailure.messageOf(e));
         if (debug(parsed)) e.printStackTrace(err);
