@@ -87,11 +87,16 @@ public final class Trainer {
         AdamW optimizer = new AdamW(model.namedParameters(), normWeights(model), config.beta1(), config.beta2(), config.eps(),
                 config.weightDecay());
 
-        TokenSource source = Datasets.open(config.data(), config.seed());
-        if (source.vocabSize() > config.model().vocabSize()) {
-            throw new IllegalArgumentException("data '" + config.data() + "' has token ids up to " + (source.vocabSize() - 1)
-                    + ", which is >= vocab_size (" + config.model().vocabSize() + ")");
-        }
+        TokenSource[] opened = new TokenSource[1];
+        // every rank opens the same data: a missing or unfitting file ends them all with one sentence
+        AgreedFailure.agree(world, () -> {
+            opened[0] = Datasets.open(config.data(), config.seed());
+            if (opened[0].vocabSize() > config.model().vocabSize()) {
+                throw new IllegalArgumentException("data '" + config.data() + "' has token ids up to " + (opened[0].vocabSize() - 1)
+                        + ", which is >= vocab_size (" + config.model().vocabSize() + ")");
+            }
+        });
+        TokenSource source = opened[0];
         ProcessGroup data = sync.dataGroup();
         DataLoader loader = new DataLoader(source, config.globalBatch(), config.seqLen(),
                 data == null ? 0 : data.rank(), data == null ? 1 : data.size());

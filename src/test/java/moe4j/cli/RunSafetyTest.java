@@ -260,6 +260,9 @@ class RunSafetyTest {
         refused(run("verify", "--top-k", "9", "--experts", "4"), "--top-k (9) must be <= --experts (4)");
         refused(run("verify", "--top-k", "0"), "--top-k must be >= 1, got 0");
         assertFalse(run("verify", "--top-k", "9").err().contains("moe_top_k"));
+        // a data file is input too: found by every rank before step 1
+        refused(run(train(dir, 1, "--data", "text:" + dir.resolve("missing.txt"), "--output-dir", dir.resolve("out").toString())),
+                "missing.txt");
         // --debug adds the stack trace
         Run debug = run("train", "--ep", "0", "--debug");
         assertEquals(2, debug.exitCode());
