@@ -104,7 +104,6 @@ public final class Trainer {
         long[] firstStep = {1};
         // a fresh run's identity: rank 0's start time is the one its checkpoints and metrics record
         String[] run = {RunId.start(config, java.time.Instant.now()).toString()};
-        boolean resumed = resume;
         if (resume) {
             Checkpoint.ResumePoint[] from = new Checkpoint.ResumePoint[1];
             // every rank reads the same files, so every rank picks the same checkpoint
@@ -137,7 +136,7 @@ public final class Trainer {
         AgreedFailure.agree(world, () -> {
             // rank 0 writes checkpoints: it checks their folder before anything is written
             if (world.rank() == 0 && config.checkpointDir() != null) {
-                if (resumed) Checkpoint.requireWritable(config.checkpointDir(), "checkpoint folder");
+                if (resume) Checkpoint.requireWritable(config.checkpointDir(), "checkpoint folder");
                 else Checkpoint.prepareFreshRun(config.checkpointDir(), overwrite);
             }
             listener.onStart(config, world.rank(), firstStep[0], parameters, unigram, launch);
@@ -166,7 +165,7 @@ public final class Trainer {
                 // non-finite update reaches the weights (and, through them, the next checkpoint)
                 if (!Float.isFinite(losses[0]) || !Double.isFinite(norm)) {
                     String kept = lastCheckpoint != null ? "the last checkpoint, " + lastCheckpoint + ", is intact"
-                            : resumed ? "the checkpoint this run resumed from is intact"
+                            : resume ? "the checkpoint this run resumed from is intact"
                             : config.checkpointDir() == null ? "no checkpoints were written (no --checkpoint-dir)"
                             : "no checkpoint was written yet";
                     throw new IllegalStateException("training diverged at step " + step + ": loss " + losses[0]
