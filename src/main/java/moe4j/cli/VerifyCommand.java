@@ -138,6 +138,15 @@ public final class VerifyCommand implements Callable<Integer> {
      */
     private EpVerifier.Problem problem(int defaultEp) throws IOException {
         try {
+            if (dump != null) checkDumpTarget();
+            if (topK != null && topK < 1) throw new IllegalArgumentException("--top-k must be >= 1, got " + topK);
+            if (experts != null && experts < 1) throw new IllegalArgumentException("--experts must be >= 1, got " + experts);
+            if (topK != null && experts != null && topK > experts) {
+                throw new IllegalArgumentException("--top-k (" + topK + ") must be <= --experts (" + experts + ")");
+            }
+            if (load == null && topK != null && experts == null && topK > 8) {
+                throw new IllegalArgumentException("--top-k (" + topK + ") must be <= the number of experts (8 unless --experts is given)");
+            }
             if (gradientScale && capacity > 0) {
                 throw new IllegalArgumentException("--gradient-scale with --capacity leaves no oracle to check: the per-rank "
                         + "oracle needs no gradient scaling, the global one no capacity limit");
@@ -170,6 +179,26 @@ public final class VerifyCommand implements Callable<Integer> {
             throw new ParameterException(spec.commandLine(), e.getMessage(), e);
         } catch (java.nio.file.NoSuchFileException e) {
             throw new ParameterException(spec.commandLine(), "verify --load: no such file " + load, e);
+        }
+    }
+
+    /**
+     * {@code --dump} must not replace the {@code --load} input, and its folder must exist: found before the
+     * run, not as a failed write of a temporary file afterwards.
+     */
+    private void checkDumpTarget() throws IOException {
+        Path target = dump.toAbsolutePath().normalize();
+        if (load != null && (target.equals(load.toAbsolutePath().normalize())
+                || (java.nio.file.Files.exists(dump) && java.nio.file.Files.exists(load) && java.nio.file.Files.isSameFile(dump, load)))) {
+            throw new IllegalArgumentException("--dump " + dump + " is the --load input: it would be overwritten; choose another file");
+        }
+        Path folder = target.getParent();
+        if (folder != null && !java.nio.file.Files.isDirectory(folder)) {
+            throw new IllegalArgumentException("--dump " + dump + ": folder " + folder + " does not exist");
+        }
+        if (java.nio.file.Files.isDirectory(target)) throw new IllegalArgumentException("--dump " + dump + " is a folder, expected a file");
+        if (folder != null && !java.nio.file.Files.isWritable(folder)) {
+            throw new IllegalArgumentException("--dump " + dump + ": folder " + folder + " is not writable");
         }
     }
 

@@ -320,34 +320,15 @@ public record ModelConfig(int dim, int nLayers, int nHeads, int nKvHeads, int vo
         }
 
         private static long toLong(String key, Object v) {
-            if (v instanceof Number n) {
-                if (n instanceof Double || n instanceof Float) {
-                    double d = n.doubleValue();
-                    if (d != Math.rint(d)) throw new IllegalArgumentException("model config: " + key + " must be an integer, got " + v);
-                    return (long) d;
-                }
-                return n.longValue();
-            }
-            try {
-                return Long.parseLong(v.toString().trim());
-            } catch (NumberFormatException e) {
-                throw new IllegalArgumentException("model config: " + key + " must be an integer, got '" + v + "'");
-            }
+            return ConfigValues.toLong("model config: " + key, v);
         }
 
         private static int toInt(String key, Object v) {
-            long l = toLong(key, v);
-            if (l != (int) l) throw new IllegalArgumentException("model config: " + key + " = " + l + " does not fit an int");
-            return (int) l;
+            return ConfigValues.toInt("model config: " + key, v);
         }
 
         private static double toDouble(String key, Object v) {
-            if (v instanceof Number n) return n.doubleValue();
-            try {
-                return Double.parseDouble(v.toString().trim());
-            } catch (NumberFormatException e) {
-                throw new IllegalArgumentException("model config: " + key + " must be a number, got '" + v + "'");
-            }
+            return ConfigValues.toDouble("model config: " + key, v);
         }
 
         private static boolean toBoolean(String key, Object v) {

@@ -63,7 +63,7 @@ class CheckpointTest {
                 for (var e : opt.expAvg().entrySet()) e.getValue().fill(0.5f);
                 for (var e : opt.expAvgSq().entrySet()) e.getValue().fill(0.25f);
                 var routers = Checkpoint.routerState(model);
-                Checkpoint.save(ckDir, model, opt, new Checkpoint.TrainState(7, 7, 42, "{}", routers[0], routers[1]), world);
+                Checkpoint.save(ckDir, model, opt, new Checkpoint.TrainState(7, 7, 42, "run-a", "{}", routers[0], routers[1]), world, 0);
                 return null;
             });
             Path latest = Checkpoint.latest(ckDir);
@@ -107,7 +107,7 @@ class CheckpointTest {
         AdamW opt = adam(model);
         fill(model, opt);
         var routers = Checkpoint.routerState(model);
-        Path ck = Checkpoint.save(dir, model, opt, new Checkpoint.TrainState(3, 3, 1, "{}", routers[0], routers[1]), null);
+        Path ck = Checkpoint.save(dir, model, opt, new Checkpoint.TrainState(3, 3, 1, "run-a", "{}", routers[0], routers[1]), null, 0);
         assertFalse(Files.list(dir).anyMatch(p -> p.getFileName().toString().contains(".tmp")), "no temporary files left");
 
         // a flipped byte in the weights
@@ -119,7 +119,7 @@ class CheckpointTest {
         assertTrue(e.getMessage().contains("corrupt") && e.getMessage().contains("model.safetensors"), e.getMessage());
 
         // a model that does not match (list layout instead of packed)
-        Path ck2 = Checkpoint.save(dir.resolve("b"), model, opt, new Checkpoint.TrainState(4, 4, 1, "{}", routers[0], routers[1]), null);
+        Path ck2 = Checkpoint.save(dir.resolve("b"), model, opt, new Checkpoint.TrainState(4, 4, 1, "run-a", "{}", routers[0], routers[1]), null, 0);
         var e2 = assertThrows(IllegalArgumentException.class, () -> Checkpoint.load(ck2, new Stack(false), null));
         assertTrue(e2.getMessage().contains("does not match the model"), e2.getMessage());
 
@@ -132,5 +132,87 @@ class CheckpointTest {
         float before = fresh.parameters().get(0).get(0);
         assertThrows(IllegalArgumentException.class, () -> Checkpoint.load(ck, fresh, null));
         assertEquals(before, fresh.parameters().get(0).get(0));
+    }
+
+    static Checkpoint.TrainState state(long step, String run, Module model) {
+        var routers = Checkpoint.routerState(model);
+        return new Checkpoint.TrainState(step, step, 1, run, "{}", routers[0], routers[1]);
+    }
+
+    @Test
+    void aFailedWriteEndsEveryRankWithTheWritersReason(@TempDir Path dir) throws Exception {
+        Files.writeString(dir.resolve("file"), "in the way");
+        Path ckDir = dir.resolve("file/ck");
+        List<String> messages = Distributed.run(2, world -> {
+            Stack model = new Stack(false);
+            ExpertParallel.apply(model, DeviceMesh.create(world, MeshSizes.defaults().ep(2)));
+            var e = assertThrows(moe4j.distributed.AgreedFailure.class,
+                    () -> Checkpoint.save(ckDir, model, adam(model), state(1, "run-a", model), world, 0));
+            assertFalse(e.userError());
+            return e.getMessage(); // kept, not thrown: a rank that throws would break the other's groups
+        });
+        // rank 1 did not write, yet reports rank 0's reason, not a bare "rank 0 failed"
+        String expected = "writing checkpoint " + ckDir.resolve("step-00000001") + " failed: ";
+        for (String m : messages) assertTrue(m.startsWith(expected) && m.endsWith("Not a directory"), m);
+        assertEquals(messages.get(0), messages.get(1));
+    }
+
+    @Test
+    void aCheckpointOfAnotherRunIsNeverReplaced(@TempDir Path dir) throws Exception {
+        Stack model = new Stack(false);
+        AdamW opt = adam(model);
+        Path ck = Checkpoint.save(dir, model, opt, state(3, "run-a", model), null, 0);
+        byte[] before = Files.readAllBytes(ck.resolve("state.json"));
+        var e = assertThrows(RuntimeException.class, () -> Checkpoint.save(dir, model, opt, state(3, "run-b", model), null, 0));
+        assertTrue(e.getMessage().contains("belongs to another run (run-a, this run is run-b)"), e.getMessage());
+        assertArrayEquals(before, Files.readAllBytes(ck.resolve("state.json")));
+        // the same run may replace its own checkpoint of a step (a resumed run passing it again)
+        Checkpoint.save(dir, model, opt, state(3, "run-a", model), null, 0);
+    }
+
+    @Test
+    void pruningKeepsTheNewestUpToLatestAndLeavesLaterStepsAlone(@TempDir Path dir) throws Exception {
+        for (int s = 1; s <= 6; s++) Files.createDirectories(dir.resolve(String.format("step-%08d", s)));
+        Files.createDirectories(dir.resolve("step-00000007.tmp-1")); // not a checkpoint: untouched by pruning
+        Files.writeString(dir.resolve("latest"), "step-00000003\n");
+        Checkpoint.prune(dir, 2);
+        assertEquals(List.of("latest", "step-00000002", "step-00000003", "step-00000004", "step-00000005", "step-00000006",
+                "step-00000007.tmp-1"), names(dir));
+        Checkpoint.prune(dir, 1);
+        assertEquals(List.of("latest", "step-00000003", "step-00000004", "step-00000005", "step-00000006", "step-00000007.tmp-1"),
+                names(dir));
+    }
+
+    static List<String> names(Path dir) throws Exception {
+        try (var s = Files.list(dir)) {
+            return s.map(p -> p.getFileName().toString()).sorted().toList();
+        }
+    }
+
+    @Test
+    void resumeFallsBackToTheNewestIntactCheckpoint(@TempDir Path dir) throws Exception {
+        Stack model = new Stack(false);
+        AdamW opt = adam(model);
+        for (int s = 1; s <= 3; s++) Checkpoint.save(dir, model, opt, state(s, "run-a", model), null, 0);
+        assertEquals(new Checkpoint.ResumePoint(dir.resolve("step-00000003"), 3, "run-a", List.of()), Checkpoint.resumeFrom(dir));
+
+        Files.write(dir.resolve("step-00000003/optimizer.safetensors"), new byte[] {0});
+        Checkpoint.ResumePoint p = Checkpoint.resumeFrom(dir);
+        assertEquals(dir.resolve("step-00000002"), p.checkpoint());
+        assertEquals(1, p.skipped().size(), p.skipped().toString());
+        assertTrue(p.skipped().get(0).contains("step-00000003/optimizer.safetensors is corrupt"), p.skipped().toString());
+
+        // a pointer to a checkpoint that is gone
+        Files.writeString(dir.resolve("latest"), "step-00000009\n");
+        p = Checkpoint.resumeFrom(dir);
+        assertEquals(dir.resolve("step-00000002"), p.checkpoint());
+        assertTrue(p.skipped().get(0).contains("names " + dir.resolve("step-00000009") + ", which does not exist"), p.skipped().toString());
+
+        Files.delete(dir.resolve("step-00000001/state.json"));
+        Files.delete(dir.resolve("step-00000002/model.safetensors"));
+        var none = assertThrows(IllegalArgumentException.class, () -> Checkpoint.resumeFrom(dir));
+        assertTrue(none.getMessage().startsWith("--resume: no intact checkpoint in " + dir), none.getMessage());
+        assertTrue(none.getMessage().contains("is missing model.safetensors") && none.getMessage().contains("not a checkpoint"),
+                none.getMessage());
     }
 }

@@ -30,6 +30,25 @@ public enum Backend {
         return MpiRuntime.launchedByMpi(env) ? MPI : LOCAL;
     }
 
+    /**
+     * This process's rank as its MPI launcher numbered it (Open MPI, PMIx, PMI or srun), or -1 when no
+     * launcher started it: known before MPI is initialised, e.g. to let one process report a mistake
+     * in arguments that every process of the job shares.
+     */
+    public static int launcherRank() {
+        for (String v : List.of("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID")) {
+            String r = System.getenv(v);
+            if (r != null) {
+                try {
+                    return Integer.parseInt(r.trim());
+                } catch (NumberFormatException e) {
+                    // not a number: try the next launcher's variable
+                }
+            }
+        }
+        return -1;
+    }
+
     /** {@code local}, {@code mpi}, or {@code auto} ({@link #detect()}); case does not matter. */
     public static Backend parse(String name) {
         return switch (name.trim().toLowerCase(Locale.ROOT)) {
