@@ -23,9 +23,17 @@ public final class BenchMoeLayerCommand implements Callable<Integer> {
     @Option(names = "--warmup", description = "warm-up steps (default ${DEFAULT-VALUE})") int warmup = 2;
     @Option(names = "--iters", description = "measured steps (default ${DEFAULT-VALUE})") int iters = 3;
     @Option(names = "--json", description = "end with one line holding the results as a JSON object") boolean json;
+    @Option(names = "--device", description = "cpu or cuda[:N] (default ${DEFAULT-VALUE})") String device = "cpu";
+    @Option(names = "--dtype", description = "cuda only: bf16 (fp32 accumulation) or f32 (TF32 off) (default ${DEFAULT-VALUE})")
+    String dtype = "bf16";
+    @Option(names = "--router", description = "softmax_topk or sigmoid_topk (default ${DEFAULT-VALUE})") String router = "softmax_topk";
+
+    @picocli.CommandLine.Spec
+    picocli.CommandLine.Model.CommandSpec spec;
 
     @Override
     public Integer call() {
+        if (!device.equals("cpu")) return callCuda();
         MoEConfig config = MoEConfig.builder(dim, hidden, experts, topK).activation(activation).packed(!list).build();
         MoELayerBenchmark.Result r = MoELayerBenchmark.run(config, tokens, warmup, iters);
         System.out.print(MoELayerBenchmark.table(r));
@@ -44,6 +52,39 @@ public final class BenchMoeLayerCommand implements Callable<Integer> {
             o.put("groupedGemmGflops", r.groupedGemmGflops());
             o.put("denseGemmGflops", r.denseGemmGflops());
             o.put("nonGemmShare", r.nonGemmShare());
+            System.out.println(new GsonBuilder().serializeSpecialFloatingPointValues().create().toJson(o));
+        }
+        return 0;
+    }
+
+    /** The layer on one GPU: forward + backward timed like the peer's benchmark, phases from CUDA events. */
+    private int callCuda() {
+        int gpu = CudaVerify.ordinal(spec.commandLine(), device);
+        moe4j.kernels.cuda.CudaMoELayer.Precision precision = switch (dtype) {
+            case "bf16" -> moe4j.kernels.cuda.CudaMoELayer.Precision.BF16;
+            case "f32" -> moe4j.kernels.cuda.CudaMoELayer.Precision.F32;
+            default -> throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--dtype must be bf16 or f32, got '" + dtype + "'");
+        };
+        MoEConfig config = MoEConfig.builder(dim, hidden, experts, topK).activation(activation).router(router).packed(true).build();
+        moe4j.kernels.cuda.CudaMoELayer.Config c = moe4j.devicecheck.CudaLayerComparison.cudaConfig(config);
+        var r = moe4j.kernels.cuda.CudaMoEBenchmark.run(c, precision, tokens, Math.max(warmup, 3), Math.max(iters, 10), gpu);
+        System.out.print(moe4j.kernels.cuda.CudaMoEBenchmark.report(r));
+        if (json) {
+            Map<String, Object> o = new LinkedHashMap<>();
+            o.put("benchmark", "moe-layer");
+            o.put("device", device);
+            o.put("dtype", dtype);
+            o.put("dim", dim);
+            o.put("hidden", hidden);
+            o.put("experts", experts);
+            o.put("topK", topK);
+            o.put("tokens", tokens);
+            o.put("medianStepSeconds", r.medianStepSeconds());
+            o.put("tflopsPerGpu", r.tflops());
+            o.put("expertGemmForwardTflops", r.expertGemmForwardTflops());
+            o.put("phaseSeconds", r.phaseSeconds());
+            o.put("gemmStrategies", r.gemmStrategies());
+            o.put("gpu", r.gpu());
             System.out.println(new GsonBuilder().serializeSpecialFloatingPointValues().create().toJson(o));
         }
         return 0;

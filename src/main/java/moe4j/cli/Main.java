@@ -47,6 +47,10 @@ public final class Main implements Runnable {
         err.println("moe4j " + cmd.getCommandName() + ": error: " + (what.isEmpty() ? e.toString() : what));
         if ("1".equals(System.getenv("MOE4J_DEBUG"))) e.printStackTrace(err);
         err.flush();
+        // no GPU, driver or CUDA library: a usage error of this machine, like a bad option
+        for (Throwable t = e; t != null; t = t.getCause()) {
+            if (t instanceof moe4j.kernels.cuda.CudaException c && c.unavailable()) return 2;
+        }
         return 1;
     }
 
