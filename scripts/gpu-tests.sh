@@ -49,6 +49,11 @@ fi
     set -- $s
     moe4j bench moe-layer --device cuda --dtype bf16 --dim $1 --hidden $2 --experts $3 --top-k $4 --tokens $5 --iters 20
   done
+  # the compact layout (ragged products, strategy timed per shape) for comparison, and f32 (TF32 off)
+  for i in 0 1; do
+    set -- ${SHAPES[$i]}
+    moe4j bench moe-layer --device cuda --dtype bf16 --layout compact --dim $1 --hidden $2 --experts $3 --top-k $4 --tokens $5 --iters 20
+  done
   set -- ${SHAPES[1]}
   moe4j bench moe-layer --device cuda --dtype f32 --dim $1 --hidden $2 --experts $3 --top-k $4 --tokens $5 --iters 10
 } 2>&1 | tee "$OUT/bench-moe4j.log" | grep -E "MOE4J_CUDA|error"

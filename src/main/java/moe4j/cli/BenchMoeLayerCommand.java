@@ -27,6 +27,8 @@ public final class BenchMoeLayerCommand implements Callable<Integer> {
     @Option(names = "--dtype", description = "cuda only: bf16 (fp32 accumulation) or f32 (TF32 off) (default ${DEFAULT-VALUE})")
     String dtype = "bf16";
     @Option(names = "--router", description = "softmax_topk or sigmoid_topk (default ${DEFAULT-VALUE})") String router = "softmax_topk";
+    @Option(names = "--layout", description = "cuda only: auto, compact (ragged products) or padded (one batched product per "
+            + "projection) (default ${DEFAULT-VALUE})") String layout = "auto";
 
     @picocli.CommandLine.Spec
     picocli.CommandLine.Model.CommandSpec spec;
@@ -67,7 +69,13 @@ public final class BenchMoeLayerCommand implements Callable<Integer> {
         };
         MoEConfig config = MoEConfig.builder(dim, hidden, experts, topK).activation(activation).router(router).packed(true).build();
         moe4j.kernels.cuda.CudaMoELayer.Config c = moe4j.devicecheck.CudaLayerComparison.cudaConfig(config);
-        var r = moe4j.kernels.cuda.CudaMoEBenchmark.run(c, precision, tokens, Math.max(warmup, 3), Math.max(iters, 10), gpu);
+        moe4j.kernels.cuda.CudaMoELayer.RowLayout rowLayout;
+        try {
+            rowLayout = moe4j.kernels.cuda.CudaMoELayer.RowLayout.valueOf(layout.toUpperCase(java.util.Locale.ROOT));
+        } catch (IllegalArgumentException e) {
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--layout must be auto, compact or padded, got '" + layout + "'");
+        }
+        var r = moe4j.kernels.cuda.CudaMoEBenchmark.run(c, precision, tokens, Math.max(warmup, 3), Math.max(iters, 10), gpu, rowLayout);
         System.out.print(moe4j.kernels.cuda.CudaMoEBenchmark.report(r));
         if (json) {
             Map<String, Object> o = new LinkedHashMap<>();
@@ -85,6 +93,7 @@ public final class BenchMoeLayerCommand implements Callable<Integer> {
             o.put("phaseSeconds", r.phaseSeconds());
             o.put("gemmStrategies", r.gemmStrategies());
             o.put("gpu", r.gpu());
+            o.put("paddedRowsPerExpert", r.paddedRows());
             System.out.println(new GsonBuilder().serializeSpecialFloatingPointValues().create().toJson(o));
         }
         return 0;

@@ -63,6 +63,12 @@ public final class CudaLayerComparison {
      */
     public static Result compare(MoEConfig config, int tokens, long seed, CudaMoELayer.Precision precision, double auxWeight,
                                  double zWeight, int gpuOrdinal) {
+        return compare(config, tokens, seed, precision, auxWeight, zWeight, gpuOrdinal, CudaMoELayer.RowLayout.AUTO);
+    }
+
+    /** As {@link #compare(MoEConfig, int, long, CudaMoELayer.Precision, double, double, int)} with a given row layout. */
+    public static Result compare(MoEConfig config, int tokens, long seed, CudaMoELayer.Precision precision, double auxWeight,
+                                 double zWeight, int gpuOrdinal, CudaMoELayer.RowLayout layout) {
         MoEConfig packedConfig = config.toBuilder().packed(true).build();
         try (MemoryScope scope = MemoryScope.open()) {
             MoEMLP cpu = MoEMLP.build(packedConfig);
@@ -94,6 +100,7 @@ public final class CudaLayerComparison {
                  DevicePool.Scope step = stream.pool().openScope()) {
                 copyWeights(cpu, gpu);
                 gpu.lossWeights(auxWeight, zWeight);
+                gpu.rowLayout(layout);
                 long xd = gpu.toDevice(x.toFloatArray());
                 CudaMoELayer.Step f = gpu.forward(xd, tokens);
                 long gd = gpu.toDevice(g.toFloatArray());

@@ -33,7 +33,7 @@ class CudaLayerTest {
         for (String router : new String[] {MoEConfig.SOFTMAX_TOPK, MoEConfig.SIGMOID_TOPK}) {
             for (String act : new String[] {"silu", "gelu", "relu"}) {
                 for (int k : new int[] {1, 2, 4}) {
-                    out.add(Arguments.of(router, act, k, k == 2));
+                    out.add(Arguments.of(router, act, k, k == 2, k == 4 ? CudaMoELayer.RowLayout.PADDED : CudaMoELayer.RowLayout.COMPACT));
                 }
             }
         }
@@ -45,20 +45,20 @@ class CudaLayerTest {
                 .sequenceAuxLossWeight(router.equals(MoEConfig.SIGMOID_TOPK) ? 0.01 : 0).initStd(0.3).seed(5).packed(true).build();
     }
 
-    @ParameterizedTest(name = "{0} {1} K={2} gradScale={3}")
+    @ParameterizedTest(name = "{0} {1} K={2} gradScale={3} {4}")
     @MethodSource("configurations")
-    void f32MatchesCpu(String router, String act, int k, boolean gradScale) {
+    void f32MatchesCpu(String router, String act, int k, boolean gradScale, CudaMoELayer.RowLayout layout) {
         CudaLayerComparison.Result r = CudaLayerComparison.compare(config(router, act, k, gradScale, 48, 40, 8), 200, 3,
-                CudaMoELayer.Precision.F32, 0.01, 0.001, 0);
+                CudaMoELayer.Precision.F32, 0.01, 0.001, 0, layout);
         assertTrue(r.sameRouting(), "f32 routing differs from the CPU");
         assertTrue(r.max() <= 1e-5, "f32 errors " + r.errors());
     }
 
-    @ParameterizedTest(name = "{0} {1} K={2} gradScale={3}")
+    @ParameterizedTest(name = "{0} {1} K={2} gradScale={3} {4}")
     @MethodSource("configurations")
-    void bf16WithinTolerance(String router, String act, int k, boolean gradScale) {
+    void bf16WithinTolerance(String router, String act, int k, boolean gradScale, CudaMoELayer.RowLayout layout) {
         CudaLayerComparison.Result r = CudaLayerComparison.compare(config(router, act, k, gradScale, 64, 96, 8), 256, 4,
-                CudaMoELayer.Precision.BF16, 0.01, 0.001, 0);
+                CudaMoELayer.Precision.BF16, 0.01, 0.001, 0, layout);
         assertTrue(r.max() <= 2e-2, "bf16 errors " + r.errors() + (r.sameRouting() ? "" : " (routing differs)"));
     }
 
@@ -66,9 +66,11 @@ class CudaLayerTest {
     @ParameterizedTest(name = "E={0} K={1} T={2}")
     @MethodSource("raggedShapes")
     void raggedShapesMatchCpu(int e, int k, int t) {
-        CudaLayerComparison.Result r = CudaLayerComparison.compare(config(MoEConfig.SOFTMAX_TOPK, "silu", k, false, 37, 29, e), t, 8,
-                CudaMoELayer.Precision.F32, 0.01, 0.001, 0);
-        assertTrue(r.max() <= 1e-5, "f32 errors " + r.errors());
+        for (CudaMoELayer.RowLayout layout : CudaMoELayer.RowLayout.values()) {
+            CudaLayerComparison.Result r = CudaLayerComparison.compare(config(MoEConfig.SOFTMAX_TOPK, "silu", k, true, 37, 29, e), t, 8,
+                    CudaMoELayer.Precision.F32, 0.01, 0.001, 0, layout);
+            assertTrue(r.max() <= 1e-5, layout + " f32 errors " + r.errors());
+        }
     }
 
     static Stream<Arguments> raggedShapes() {

@@ -44,6 +44,11 @@ public final class Cublas {
             new Entry("cublasGemmEx", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT,
                     ADDRESS, JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT, JAVA_INT,
                     JAVA_INT, JAVA_INT)),
+            // handle, transa, transb, m, n, k, alpha, A, Atype, lda, strideA, B, Btype, ldb, strideB, beta, C, Ctype, ldc,
+            // strideC, batchCount, computeType, algo
+            new Entry("cublasGemmStridedBatchedEx", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT,
+                    JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_LONG, ADDRESS,
+                    JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_INT)),
             // handle, transa[], transb[], m[], n[], k[], alpha[], Aarray, Atype, lda[], Barray, Btype, ldb[], beta[], Carray,
             // Ctype, ldc[], group_count, group_size[], computeType (arrays on the host, pointer arrays on the device)
             new Entry("cublasGemmGroupedBatchedEx", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS, ADDRESS, ADDRESS,
@@ -53,7 +58,7 @@ public final class Cublas {
     private static volatile Cublas instance;
 
     private final MethodHandle create, destroy, setStream, setWorkspace, getProperty, statusName, statusString, gemmEx,
-            gemmGroupedBatched;
+            gemmStridedBatched, gemmGroupedBatched;
     private final String version;
 
     private Cublas() {
@@ -73,7 +78,8 @@ public final class Cublas {
         statusName = h[5];
         statusString = h[6];
         gemmEx = h[7];
-        gemmGroupedBatched = h[8];
+        gemmStridedBatched = h[8];
+        gemmGroupedBatched = h[9];
         version = property(0) + "." + property(1) + "." + property(2);
     }
 
@@ -170,6 +176,26 @@ public final class Cublas {
             throw NativeLibrary.wrap(LIBRARY, "cublasGemmEx", t);
         }
         if (rc != 0) check(rc, "cublasGemmEx(m=" + m + ", n=" + n + ", k=" + k + ")");
+    }
+
+    /**
+     * {@code batch} row-major products of one shape, operand i at {@code a + i·strideA} etc. (strides in
+     * elements), as {@link #gemmRowMajor}.
+     */
+    void gemmStridedBatchedRowMajor(MemorySegment handle, boolean transA, boolean transB, int m, int n, int k,
+                                    MemorySegment alphaBeta, long a, int abType, int lda, long strideA, long b, int ldb, long strideB,
+                                    long c, int cType, int ldc, long strideC, int batch) {
+        checkGemmArguments(transA, transB, m, n, k, lda, ldb, ldc);
+        if (batch < 0) throw new IllegalArgumentException("gemm: batch must be >= 0, got " + batch);
+        int rc;
+        try {
+            rc = (int) gemmStridedBatched.invokeExact(handle, transB ? CUBLAS_OP_T : CUBLAS_OP_N, transA ? CUBLAS_OP_T : CUBLAS_OP_N, n, m,
+                    k, alphaBeta, b, abType, ldb, strideB, a, abType, lda, strideA, alphaBeta.asSlice(4), c, cType, ldc, strideC, batch,
+                    computeType(abType), CUBLAS_GEMM_DEFAULT);
+        } catch (Throwable t) {
+            throw NativeLibrary.wrap(LIBRARY, "cublasGemmStridedBatchedEx", t);
+        }
+        if (rc != 0) check(rc, "cublasGemmStridedBatchedEx(m=" + m + ", n=" + n + ", k=" + k + ", batch=" + batch + ")");
     }
 
     /**

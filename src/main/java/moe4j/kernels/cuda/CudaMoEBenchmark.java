@@ -22,16 +22,18 @@ public final class CudaMoEBenchmark {
 
     public record Result(CudaMoELayer.Config config, CudaMoELayer.Precision precision, int tokens, int iterations,
                          double medianStepSeconds, double tflops, Map<String, Double> phaseSeconds, double expertGemmForwardTflops,
-                         Map<String, String> gemmStrategies, String gpu) {}
+                         Map<String, String> gemmStrategies, String gpu, int paddedRows) {}
 
     public static Result run(CudaMoELayer.Config config, CudaMoELayer.Precision precision, int tokens, int warmup, int iterations,
-                             int gpuOrdinal) {
+                             int gpuOrdinal, CudaMoELayer.RowLayout layout) {
         CudaGpu gpu = CudaGpu.of(gpuOrdinal);
         CudaStream stream = CudaStream.of(gpu);
         int d = config.dim();
         try (CudaMoELayer layer = new CudaMoELayer(stream, config, precision)) {
             layer.randomizeWeights(11, 0.02);
             layer.lossWeights(0.01, 0.001);
+            layer.rowLayout(layout);
+            int padded = 0;
             long x = layer.allocate((long) tokens * d, "benchmark input");
             long g = layer.allocate((long) tokens * d, "benchmark output gradient");
             layer.fillRandom(x, (long) tokens * d, 1, 1.0);
@@ -59,7 +61,10 @@ public final class CudaMoEBenchmark {
                     CudaMoELayer.Step f = layer.forward(x, tokens);
                     layer.backward(f, g);
                     timer.collect();
-                    if (i == timed - 1) expertSeconds = expertForwardSeconds(layer, stream, f);
+                    if (i == timed - 1) {
+                        expertSeconds = expertForwardSeconds(layer, stream, f);
+                        padded = f.paddedRows();
+                    }
                 }
             }
             layer.timePhases(null);
@@ -75,7 +80,7 @@ public final class CudaMoEBenchmark {
                 strategies.put(k, v + (t == null ? "" : " " + formatTrials(t)));
             });
             return new Result(config, precision, tokens, iterations, median, flopsPerToken * tokens / median / 1e12, phases,
-                    fwdFlops / expertSeconds / 1e12, strategies, gpu.describe());
+                    fwdFlops / expertSeconds / 1e12, strategies, gpu.describe(), padded);
         }
     }
 
@@ -114,6 +119,8 @@ public final class CudaMoEBenchmark {
                 c.dim(), c.hidden(), c.experts(), c.topK(), r.tokens(), r.precision().name().toLowerCase(Locale.ROOT),
                 r.medianStepSeconds() * 1e3, r.tflops(), r.expertGemmForwardTflops(), r.gpu()));
         double sum = r.phaseSeconds().values().stream().mapToDouble(Double::doubleValue).sum();
+        sb.append(r.paddedRows() > 0 ? "  rows padded to " + r.paddedRows() + " per expert, one batched product per projection\n"
+                : "  rows packed, ragged products\n");
         sb.append("  device time per phase (forward + backward):");
         r.phaseSeconds().forEach((k, v) -> sb.append(String.format(Locale.ROOT, " %s %.3f ms (%.0f%%);", k, v * 1e3, 100 * v / sum)));
         sb.append(String.format(Locale.ROOT, " total %.3f ms%n", sum * 1e3));

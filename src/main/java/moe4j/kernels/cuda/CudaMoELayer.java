@@ -44,6 +44,18 @@ public final class CudaMoELayer implements AutoCloseable {
 
     public enum ExpertActivation { SWIGLU, GELU, RELU }
 
+    /**
+     * How the grouped rows are laid out for the expert products. COMPACT: expert after expert, ragged
+     * products (see {@link RaggedGemm}). PADDED: every expert's rows padded with zero rows to the largest
+     * count (rounded up to {@link #PAD_ROWS}), so that all experts run as one strided batched product that
+     * fills the GPU even when each expert is small; padding costs its share of arithmetic. AUTO: padded
+     * when the padding adds at most a quarter to the rows, else compact.
+     */
+    public enum RowLayout { AUTO, COMPACT, PADDED }
+
+    static final int PAD_ROWS = 64;
+    static final double MAX_PADDING = 1.25;
+
     /** Shape and options of the layer; {@code auxScale} is 1 for softmax routing and the sequence aux weight for sigmoid. */
     public record Config(int dim, int hidden, int experts, int topK, boolean sigmoid, ExpertActivation activation,
                          boolean gradientScale, double auxScale) {
@@ -73,6 +85,7 @@ public final class CudaMoELayer implements AutoCloseable {
     private final CudaStream s;
     private final RaggedGemm ragged;
     private PhaseTimer timer;
+    private RowLayout layout = RowLayout.AUTO;
 
     // parameters and their gradients (device, persistent)
     final long wg, w1, w2, bias;
@@ -88,10 +101,11 @@ public final class CudaMoELayer implements AutoCloseable {
         public final long out;
         final int[] rowsPerExpert;
         final int rows;
+        final int cap;
 
         private Step(int tokens, long x, long logits, long probs, long lse, long idx, long w, long counts, long offsets, long entryRow,
                      long rowEntry, long rowToken, long rowScale, long auxGrad, long losses, long xs, long h1, long act, long y, long out,
-                     int[] rowsPerExpert, int rows) {
+                     int[] rowsPerExpert, int rows, int cap) {
             this.tokens = tokens;
             this.x = x;
             this.logits = logits;
@@ -114,6 +128,12 @@ public final class CudaMoELayer implements AutoCloseable {
             this.out = out;
             this.rowsPerExpert = rowsPerExpert;
             this.rows = rows;
+            this.cap = cap;
+        }
+
+        /** Rows per expert in the padded layout, 0 when compact. */
+        public int paddedRows() {
+            return cap;
         }
 
         /** Rows routed to each expert (the counts read back by the forward). */
@@ -172,6 +192,29 @@ public final class CudaMoELayer implements AutoCloseable {
     public void lossWeights(double aux, double z) {
         this.auxWeight = (float) aux;
         this.zWeight = (float) z;
+    }
+
+    /** The row layout of the expert products from now on (AUTO by default). */
+    public void rowLayout(RowLayout l) {
+        this.layout = l;
+    }
+
+    /**
+     * Rows per expert of the padded layout for these counts, or 0 for the compact one: the largest count
+     * rounded up to {@link #PAD_ROWS}; AUTO pads when that adds at most {@link #MAX_PADDING} − 1 of the rows.
+     */
+    static int paddedRows(RowLayout layout, int[] rowsPerExpert) {
+        if (layout == RowLayout.COMPACT) return 0;
+        long total = 0;
+        int max = 0;
+        for (int r : rowsPerExpert) {
+            total += r;
+            max = Math.max(max, r);
+        }
+        if (total == 0) return 0;
+        int cap = (max + PAD_ROWS - 1) / PAD_ROWS * PAD_ROWS;
+        if (layout == RowLayout.PADDED) return cap;
+        return (double) cap * rowsPerExpert.length <= MAX_PADDING * total ? cap : 0;
     }
 
     /** Strategy per ragged shape: null lets each shape be timed once and the fastest kept. */
@@ -265,11 +308,8 @@ public final class CudaMoELayer implements AutoCloseable {
 
     /** The forward expert products alone (both ragged GEMMs) over a step's rows: the grouped-GEMM ceiling check. */
     public void expertProductsOnly(Step f) {
-        String key = shapeKey(f.rowsPerExpert);
-        ragged.run("fwd-in " + key, expertProducts(f.rowsPerExpert, false, false, f.xs, c.dim(), w1, c.inWidth(), f.h1, c.inWidth(),
-                c.dim()), p.cublasType, p.cublasType);
-        ragged.run("fwd-out " + key, expertProducts(f.rowsPerExpert, false, false, f.act, c.hidden(), w2, c.dim(), f.y, c.dim(),
-                c.hidden()), p.cublasType, p.cublasType);
+        expertProducts("fwd-in", f.rowsPerExpert, f.cap, false, f.xs, c.dim(), w1, c.inWidth(), f.h1, c.inWidth(), c.dim());
+        expertProducts("fwd-out", f.rowsPerExpert, f.cap, false, f.act, c.hidden(), w2, c.dim(), f.y, c.dim(), c.hidden());
     }
 
     /** A device copy of host floats in this layer's precision, in the caller's pool scope. */
@@ -350,14 +390,10 @@ public final class CudaMoELayer implements AutoCloseable {
         long offsets = pool.allocate(4L * (E + 1), "expert offsets");
         long expertScale = pool.allocate(4L * E, "expert gradient scale");
         long entryRow = pool.allocate(4L * n, "entry to row map");
-        long rowEntry = pool.allocate(4L * n, "row to entry map");
-        long rowToken = pool.allocate(4L * n, "row to token map");
         s.launch(KernelSource.PERMUTE, "perm_block_histogram").grid(blocks).block(256).shared(4 * E)
                 .ptr(idx).i32(n).i32(E).ptr(blockCounts).run();
         s.launch(KernelSource.PERMUTE, "perm_scan").grid(1).block(1024)
                 .ptr(blockCounts).i32(blocks).i32(E).ptr(counts).ptr(offsets).ptr(blockBase).ptr(expertScale).run();
-        s.launch(KernelSource.PERMUTE, "perm_scatter").grid(blocks).block(256)
-                .ptr(idx).i32(n).i32(K).i32(E).ptr(blockBase).ptr(rowEntry).ptr(rowToken).ptr(entryRow).run();
         // router losses need the counts: computed here, off the critical path of the experts
         int chunks = Math.max(1, (T + 255) / 256);
         long partial = pool.allocate(4L * chunks * (E + 1), "router loss partial sums");
@@ -367,18 +403,28 @@ public final class CudaMoELayer implements AutoCloseable {
         s.launch(KernelSource.ROUTER, "router_losses").grid(1).block(1024).ptr(partial).i32(chunks).ptr(counts).i32(T).i32(E).i32(K)
                 .f32((float) c.auxScale()).f32(auxWeight).ptr(losses).ptr(auxGrad).run();
         int[] rowsPerExpert = s.readInts(counts, E);
+        int cap = paddedRows(layout, rowsPerExpert);
         int rows = 0;
         for (int r : rowsPerExpert) rows += r;
+        if (cap > 0) rows = cap * E;
+        long rowEntry = pool.allocate(4L * rows, "row to entry map");
+        long rowToken = pool.allocate(4L * rows, "row to token map");
+        if (cap > 0) {
+            s.memset(rowEntry, (byte) 0xff, 4L * rows); // -1: padding rows
+            s.memset(rowToken, (byte) 0xff, 4L * rows);
+        }
+        s.launch(KernelSource.PERMUTE, "perm_scatter").grid(blocks).block(256)
+                .ptr(idx).i32(n).i32(K).i32(E).ptr(blockBase).ptr(offsets).i32(cap).ptr(rowEntry).ptr(rowToken).ptr(entryRow).run();
         long rowScale = 0;
         if (c.gradientScale() && rows > 0) {
             rowScale = pool.allocate(4L * rows, "expert row scale");
-            s.launch(KernelSource.PERMUTE, "expand_expert_scale").grid(E).block(256).ptr(offsets).ptr(expertScale).ptr(rowScale).run();
+            s.launch(KernelSource.PERMUTE, "expand_expert_scale").grid(E).block(256).ptr(offsets).i32(cap).ptr(expertScale).ptr(rowScale).run();
         }
         long xs = pool.allocate((long) rows * D * es, "expert input rows");
         gatherRows(x, rowToken, xs, rows, (long) D * es);
         phase(PHASE_GEMM);
         long h1 = pool.allocate((long) rows * W * es, "expert hidden pre-activation");
-        ragged.run("fwd-in " + shapeKey(rowsPerExpert), expertProducts(rowsPerExpert, false, false, xs, D, w1, W, h1, W, D), p.cublasType, p.cublasType);
+        expertProducts("fwd-in", rowsPerExpert, cap, false, xs, D, w1, W, h1, W, D);
         phase(PHASE_ACTIVATION);
         long act = h1;
         if (c.activation() == ExpertActivation.SWIGLU) {
@@ -391,7 +437,7 @@ public final class CudaMoELayer implements AutoCloseable {
         }
         phase(PHASE_GEMM);
         long y = pool.allocate((long) rows * D * es, "expert output rows");
-        ragged.run("fwd-out " + shapeKey(rowsPerExpert), expertProducts(rowsPerExpert, false, false, act, H, w2, D, y, D, H), p.cublasType, p.cublasType);
+        expertProducts("fwd-out", rowsPerExpert, cap, false, act, H, w2, D, y, D, H);
         phase(PHASE_COMBINE);
         long out = pool.allocate((long) T * D * es, "layer output");
         if (T > 0) {
@@ -399,7 +445,7 @@ public final class CudaMoELayer implements AutoCloseable {
                     .ptr(y).ptr(entryRow).ptr(w).ptr(rowScale).ptr(out).i32(T).i32(K).i32(D).i32(0).run();
         }
         return new Step(T, x, logits, probs, lse, idx, w, counts, offsets, entryRow, rowEntry, rowToken, rowScale, auxGrad, losses,
-                xs, h1, act, y, out, rowsPerExpert, rows);
+                xs, h1, act, y, out, rowsPerExpert, rows, cap);
     }
 
     private void gatherRows(long src, long index, long dst, int rows, long rowBytes) {
@@ -420,20 +466,27 @@ public final class CudaMoELayer implements AutoCloseable {
 
     /**
      * Per expert e with rows [o, o + n): {@code C[o..] (n × cols) = A[o..] (n × inner) · op(B_e)}, B_e the
-     * expert's (inner × cols) slice, or transposed ({@code transB}: B_e stored (cols × inner)).
+     * expert's (inner × cols) slice, or transposed ({@code transB}: B_e stored (cols × inner)). Padded
+     * layout ({@code cap} > 0): one batched product over all experts' {@code cap} rows.
      */
-    private List<RaggedGemm.Product> expertProducts(int[] rowsPerExpert, boolean transA, boolean transB, long a, int lda, long b,
-                                                    int ldb, long cOut, int cols, int inner) {
-        List<RaggedGemm.Product> list = new ArrayList<>(rowsPerExpert.length);
+    private void expertProducts(String what, int[] rowsPerExpert, int cap, boolean transB, long a, int lda, long b, int ldb,
+                                long cOut, int cols, int inner) {
         long es = p.bytes;
+        int experts = rowsPerExpert.length;
+        if (cap > 0) {
+            s.gemmBatched(false, transB, cap, cols, inner, a, lda, (long) cap * lda, b, ldb, (long) inner * cols, cOut, cols,
+                    (long) cap * cols, experts, p.cublasType, p.cublasType);
+            return;
+        }
+        List<RaggedGemm.Product> list = new ArrayList<>(experts);
         long o = 0;
-        for (int e = 0; e < rowsPerExpert.length; e++) {
+        for (int e = 0; e < experts; e++) {
             int n = rowsPerExpert[e];
             long bSlice = b + (long) e * inner * cols * es;
-            list.add(new RaggedGemm.Product(transA, transB, n, cols, inner, a + o * lda * es, lda, bSlice, ldb, cOut + o * cols * es, cols));
+            list.add(new RaggedGemm.Product(false, transB, n, cols, inner, a + o * lda * es, lda, bSlice, ldb, cOut + o * cols * es, cols));
             o += n;
         }
-        return list;
+        ragged.run(what + " " + shapeKey(rowsPerExpert), list, p.cublasType, p.cublasType);
     }
 
     // ---------------------------------------------------------------- backward
@@ -457,10 +510,8 @@ public final class CudaMoELayer implements AutoCloseable {
         }
         phase(PHASE_GEMM);
         long dact = pool.allocate((long) rows * H * es, "expert hidden gradient");
-        String key = shapeKey(f.rowsPerExpert);
-        ragged.run("bwd-out-data " + key, expertProducts(f.rowsPerExpert, false, true, dy, D, w2, D, dact, H, D), p.cublasType, p.cublasType);
-        ragged.run("bwd-out-weight " + key, weightProducts(f.rowsPerExpert, f.act, H, dy, D, dw2), p.cublasType, p.cublasType);
-        zeroEmptyExperts(f.rowsPerExpert, dw2, (long) H * D);
+        expertProducts("bwd-out-data", f.rowsPerExpert, f.cap, true, dy, D, w2, D, dact, H, D);
+        weightProducts("bwd-out-weight", f, f.act, H, dy, D, dw2);
         phase(PHASE_ACTIVATION);
         long dh1 = pool.allocate((long) rows * W * es, "expert pre-activation gradient");
         if (rows > 0) {
@@ -473,9 +524,8 @@ public final class CudaMoELayer implements AutoCloseable {
         }
         phase(PHASE_GEMM);
         long dxs = pool.allocate((long) rows * D * es, "expert input gradient");
-        ragged.run("bwd-in-data " + key, expertProducts(f.rowsPerExpert, false, true, dh1, W, w1, W, dxs, D, W), p.cublasType, p.cublasType);
-        ragged.run("bwd-in-weight " + key, weightProducts(f.rowsPerExpert, f.xs, D, dh1, W, dw1), p.cublasType, p.cublasType);
-        zeroEmptyExperts(f.rowsPerExpert, dw1, (long) D * W);
+        expertProducts("bwd-in-data", f.rowsPerExpert, f.cap, true, dh1, W, w1, W, dxs, D, W);
+        weightProducts("bwd-in-weight", f, f.xs, D, dh1, W, dw1);
         phase(PHASE_PERMUTE);
         long dx = pool.allocate((long) T * D * es, "input gradient");
         if (T > 0) {
@@ -501,18 +551,26 @@ public final class CudaMoELayer implements AutoCloseable {
         return dx;
     }
 
-    /** Per expert: dW_e (inner × cols) = A_eᵀ (inner × n) · G_e (n × cols). */
-    private List<RaggedGemm.Product> weightProducts(int[] rowsPerExpert, long a, int inner, long g, int cols, long dW) {
-        List<RaggedGemm.Product> list = new ArrayList<>(rowsPerExpert.length);
+    /** Per expert: dW_e (inner × cols) = A_eᵀ (inner × n) · G_e (n × cols); experts with no rows get zeros. */
+    private void weightProducts(String what, Step f, long a, int inner, long g, int cols, long dW) {
         long es = p.bytes;
+        int experts = f.rowsPerExpert.length;
+        if (f.cap > 0) {
+            // padding rows are zero in A and G, so they add nothing
+            s.gemmBatched(true, false, inner, cols, f.cap, a, inner, (long) f.cap * inner, g, cols, (long) f.cap * cols, dW, cols,
+                    (long) inner * cols, experts, p.cublasType, p.cublasType);
+            return;
+        }
+        List<RaggedGemm.Product> list = new ArrayList<>(experts);
         long o = 0;
-        for (int e = 0; e < rowsPerExpert.length; e++) {
-            int n = rowsPerExpert[e];
+        for (int e = 0; e < experts; e++) {
+            int n = f.rowsPerExpert[e];
             list.add(new RaggedGemm.Product(true, false, inner, cols, n, a + o * inner * es, inner, g + o * cols * es, cols,
                     dW + (long) e * inner * cols * es, cols));
             o += n;
         }
-        return list;
+        ragged.run(what + " " + shapeKey(f.rowsPerExpert), list, p.cublasType, p.cublasType);
+        zeroEmptyExperts(f.rowsPerExpert, dW, (long) inner * cols);
     }
 
     /** Experts that got no rows have a zero weight gradient (their product is skipped). */

@@ -93,7 +93,11 @@ public final class CudaStream {
     }
 
     public void zero(long dst, long bytes) {
-        if (bytes > 0) driver.memset(dst, (byte) 0, bytes, stream);
+        memset(dst, (byte) 0, bytes);
+    }
+
+    void memset(long dst, byte value, long bytes) {
+        if (bytes > 0) driver.memset(dst, value, bytes, stream);
     }
 
     /** Copies {@code count} ints from the device into the pinned buffer and waits: the one host sync of a routing. */
@@ -127,6 +131,15 @@ public final class CudaStream {
     public void gemm(boolean transA, boolean transB, int m, int n, int k, float alpha, long a, int lda, long b, int ldb,
                      float beta, long c, int ldc, int abType, int cType) {
         gemm(cublas, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, abType, cType);
+    }
+
+    /** {@code batch} products of one shape at fixed strides (elements), one cuBLAS call. */
+    public void gemmBatched(boolean transA, boolean transB, int m, int n, int k, long a, int lda, long strideA, long b, int ldb,
+                            long strideB, long c, int ldc, long strideC, int batch, int abType, int cType) {
+        alphaBeta.set(JAVA_FLOAT, 0, 1f);
+        alphaBeta.set(JAVA_FLOAT, 4, 0f);
+        Cublas.get().gemmStridedBatchedRowMajor(cublas, transA, transB, m, n, k, alphaBeta, a, abType, lda, strideA, b, ldb, strideB,
+                c, cType, ldc, strideC, batch);
     }
 
     void gemm(MemorySegment handle, boolean transA, boolean transB, int m, int n, int k, float alpha, long a, int lda, long b,

@@ -50,8 +50,10 @@ extern "C" __global__ void perm_scan(const int* __restrict__ blockCounts, int bl
 }
 
 // rowEntry[row] = flat entry (t·K + k), rowToken[row] = t, entryRow[entry] = row (or -1 if dropped).
+// cap = 0: rows packed expert after expert (offsets). cap > 0: expert e's rows start at e·cap (the
+// padded layout of batched products); the rows past an expert's count keep the -1 the caller wrote.
 extern "C" __global__ void perm_scatter(const int* __restrict__ idx, int n, int K, int E, const int* __restrict__ blockBase,
-        int* __restrict__ rowEntry, int* __restrict__ rowToken, int* __restrict__ entryRow) {
+        const int* __restrict__ offsets, int cap, int* __restrict__ rowEntry, int* __restrict__ rowToken, int* __restrict__ entryRow) {
     __shared__ int chunk[PERM_BLOCK];
     int i = blockIdx.x * PERM_BLOCK + threadIdx.x;
     int e = i < n ? idx[i] : -1;
@@ -62,27 +64,35 @@ extern "C" __global__ void perm_scatter(const int* __restrict__ idx, int n, int 
     int rank = 0;
     for (int j = 0; j < (int) threadIdx.x; j++) rank += chunk[j] == e;
     int row = blockBase[(long long) blockIdx.x * E + e] + rank;
+    if (cap > 0) row += e * cap - offsets[e];
     rowEntry[row] = i;
     rowToken[row] = i / K;
     entryRow[i] = row;
 }
 
-// rowScale[row] = expertScale[expert of row], over the grouped layout (one block per expert).
-extern "C" __global__ void expand_expert_scale(const int* __restrict__ offsets, const float* __restrict__ expertScale,
+// rowScale[row] = expertScale[expert of row], over the grouped layout (one block per expert; cap as
+// in perm_scatter).
+extern "C" __global__ void expand_expert_scale(const int* __restrict__ offsets, int cap, const float* __restrict__ expertScale,
         float* __restrict__ rowScale) {
     int e = blockIdx.x;
     float s = expertScale[e];
-    for (int r = offsets[e] + threadIdx.x; r < offsets[e + 1]; r += blockDim.x) rowScale[r] = s;
+    int start = cap > 0 ? e * cap : offsets[e];
+    int end = start + offsets[e + 1] - offsets[e];
+    for (int r = start + threadIdx.x; r < end; r += blockDim.x) rowScale[r] = s;
 }
 
-// dst[r] = src[index[r]] for rows of rowBytes bytes; unit (16, 8, 4 or 2) divides rowBytes and both
-// base addresses. One block per row (grid.y continues past 65535 rows via grid.x stride).
+// dst[r] = src[index[r]] for rows of rowBytes bytes, zeros where index[r] < 0 (padding rows); unit
+// (16, 8, 4 or 2) divides rowBytes and both base addresses. Blocks stride over the rows.
 extern "C" __global__ void gather_rows(const char* __restrict__ src, const int* __restrict__ index, char* __restrict__ dst,
         int rows, long long rowBytes, int unit) {
     for (int r = blockIdx.x; r < rows; r += gridDim.x) {
-        const char* s = src + (long long) index[r] * rowBytes;
         char* d = dst + (long long) r * rowBytes;
         long long n = rowBytes / unit;
+        if (index[r] < 0) {
+            for (long long j = threadIdx.x; j < rowBytes / 2; j += blockDim.x) ((unsigned short*) d)[j] = 0;
+            continue;
+        }
+        const char* s = src + (long long) index[r] * rowBytes;
         for (long long j = threadIdx.x; j < n; j += blockDim.x) {
             switch (unit) {
                 case 16: ((uint4*) d)[j] = ((const uint4*) s)[j]; break;
@@ -125,7 +135,8 @@ __device__ void combine_rows(const T* __restrict__ rows, const int* __restrict__
 FOR_BOTH(COMBINE)
 
 // The combine's backward, one block per grouped row r (entry i = rowEntry[r], token t = i / K):
-// dRows[r] = w[i] · s_r · dOut[t]; dw[i] = s_r · <rows[r], dOut[t]> (fp32 accumulation).
+// dRows[r] = w[i] · s_r · dOut[t]; dw[i] = s_r · <rows[r], dOut[t]> (fp32 accumulation). Padding rows
+// (rowEntry -1) get zeros, so that they add nothing to the weight gradients.
 template <typename T>
 __device__ void combine_backward(const T* __restrict__ dOut, const T* __restrict__ rows, const int* __restrict__ rowEntry,
         const float* __restrict__ w, const float* __restrict__ rowScale, T* __restrict__ dRows, float* __restrict__ dw,
@@ -133,6 +144,10 @@ __device__ void combine_backward(const T* __restrict__ dOut, const T* __restrict
     __shared__ float red[32];
     for (int r = blockIdx.x; r < nRows; r += gridDim.x) {
         int i = rowEntry[r];
+        if (i < 0) {
+            for (int d = threadIdx.x; d < D; d += blockDim.x) st(dRows, (long long) r * D + d, 0.f);
+            continue;
+        }
         long long t = i / K;
         float s = rowScale ? rowScale[r] : 1.f;
         float c = w[i] * s;
