@@ -165,13 +165,13 @@ public final class CudaMoELayer implements AutoCloseable {
         long e = c.experts(), d = c.dim(), h = c.hidden();
         int es = p.bytes;
         DevicePool pool = s.pool;
-        wg = pool.allocate(e * d * es, "router gate weights");
-        w1 = pool.allocate(e * d * c.inWidth() * es, "expert input weights");
-        w2 = pool.allocate(e * h * d * es, "expert output weights");
-        bias = pool.allocate(4 * e, "router selection bias");
-        dwg = pool.allocate(e * d * es, "router gate gradient");
-        dw1 = pool.allocate(e * d * c.inWidth() * es, "expert input weight gradient");
-        dw2 = pool.allocate(e * h * d * es, "expert output weight gradient");
+        wg = pool.allocatePersistent(e * d * es, "router gate weights");
+        w1 = pool.allocatePersistent(e * d * c.inWidth() * es, "expert input weights");
+        w2 = pool.allocatePersistent(e * h * d * es, "expert output weights");
+        bias = pool.allocatePersistent(4 * e, "router selection bias");
+        dwg = pool.allocatePersistent(e * d * es, "router gate gradient");
+        dw1 = pool.allocatePersistent(e * d * c.inWidth() * es, "expert input weight gradient");
+        dw2 = pool.allocatePersistent(e * h * d * es, "expert output weight gradient");
         s.zero(bias, 4 * e);
     }
 

@@ -44,7 +44,7 @@ public final class CudaStream {
         Cublas blas = Cublas.get();
         this.cublas = blas.createHandle();
         blas.setStream(cublas, stream);
-        long workspace = pool.allocate(CUBLAS_WORKSPACE_BYTES, "the cuBLAS workspace");
+        long workspace = pool.allocatePersistent(CUBLAS_WORKSPACE_BYTES, "the cuBLAS workspace");
         blas.setWorkspace(cublas, workspace, CUBLAS_WORKSPACE_BYTES);
         for (int i = 0; i < MAX_KERNEL_ARGS; i++) argPointers.setAtIndex(ADDRESS, i, argValues.asSlice(8L * i, 8));
         this.pinned = driver.hostAlloc(PINNED_BYTES);

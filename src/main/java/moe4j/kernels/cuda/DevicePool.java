@@ -51,6 +51,21 @@ public final class DevicePool {
 
     /** {@code bytes} of device memory for {@code what} (named in an out-of-memory error), in the innermost scope. */
     public long allocate(long bytes, String what) {
+        long address = allocateUnscoped(bytes, what);
+        Scope s = scopes.peek();
+        if (s != null) s.owned.add(address);
+        return address;
+    }
+
+    /**
+     * {@code bytes} that outlive every scope (parameters, workspaces), returned only by {@link #free}: made
+     * inside a step, they must not go back with it.
+     */
+    public long allocatePersistent(long bytes, String what) {
+        return allocateUnscoped(bytes, what);
+    }
+
+    private long allocateUnscoped(long bytes, String what) {
         if (bytes < 0) throw new IllegalArgumentException(device + ": cannot allocate " + bytes + " bytes for " + what);
         long size = rounded(Math.max(bytes, 1));
         long address = allocator.allocate(size);
@@ -63,8 +78,6 @@ public final class DevicePool {
         bytesInUse += size;
         peakBytes = Math.max(peakBytes, bytesInUse);
         allocations++;
-        Scope s = scopes.peek();
-        if (s != null) s.owned.add(address);
         return address;
     }
 

@@ -128,7 +128,7 @@ final class RaggedGemm {
             MemorySegment st = main.driver.createStream(CudaDriver.CU_STREAM_NON_BLOCKING);
             MemorySegment h = blas.createHandle();
             blas.setStream(h, st);
-            long ws = main.pool.allocate(CudaStream.CUBLAS_WORKSPACE_BYTES, "a side stream's cuBLAS workspace");
+            long ws = main.pool.allocatePersistent(CudaStream.CUBLAS_WORKSPACE_BYTES, "a side stream's cuBLAS workspace");
             blas.setWorkspace(h, ws, CudaStream.CUBLAS_WORKSPACE_BYTES);
             sideStreams.add(st);
             sideHandles.add(h);

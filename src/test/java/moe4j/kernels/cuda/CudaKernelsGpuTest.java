@@ -39,7 +39,6 @@ class CudaKernelsGpuTest {
         float[] a = random(m * k, 1), b = random(k * n, 2);
         try (DevicePool.Scope scope = s.pool().openScope()) {
             long da = upload(a), db = upload(b), dc = s.pool().allocate(4L * m * n, "C");
-            // C = A · Bᵀᵀ: B passed transposed twice through a transposed copy would be circular; use transB on Bᵀ
             s.gemm(false, false, m, n, k, 1f, da, k, db, n, 0f, dc, n, Cublas.CUDA_R_32F, Cublas.CUDA_R_32F);
             float[] c = s.readFloats(dc, m * n);
             double[] ref = new double[m * n];
@@ -123,7 +122,7 @@ class CudaKernelsGpuTest {
             s.launch(KernelSource.PERMUTE, "perm_block_histogram").grid(blocks).block(256).shared(4 * e).ptr(didx).i32(n).i32(e).ptr(bc).run();
             s.launch(KernelSource.PERMUTE, "perm_scan").grid(1).block(1024).ptr(bc).i32(blocks).i32(e).ptr(counts).ptr(offsets).ptr(bb).ptr(scale).run();
             s.launch(KernelSource.PERMUTE, "perm_scatter").grid(blocks).block(256).ptr(didx).i32(n).i32(k).i32(e).ptr(bb)
-                    .ptr(rowEntry).ptr(rowToken).ptr(entryRow).run();
+                    .ptr(offsets).i32(0).ptr(rowEntry).ptr(rowToken).ptr(entryRow).run();
             int rows = ref.rowCount();
             assertArrayEquals(ref.rowsPerExpert(), s.readInts(counts, e));
             assertArrayEquals(ref.entryOfRow().toIntArray(), s.readInts(rowEntry, rows));
