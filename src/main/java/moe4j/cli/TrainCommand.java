@@ -11,7 +11,9 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.Callable;
-import moe4j.distributed.Backend;
+import moe4j.distributed.launch.Backend;
+import moe4j.kernels.ExecutionContext;
+import moe4j.tensor.Device;
 import moe4j.train.MetricsLog;
 import moe4j.train.StepMetrics;
 import moe4j.train.TrainConfig;
@@ -60,13 +62,17 @@ public final class TrainCommand implements Callable<Integer> {
         int ranksHere = be == Backend.LOCAL ? cfg.worldSize() : 1;
         int gemmThreads = threads != null ? threads : Math.max(1, Runtime.getRuntime().availableProcessors() / ranksHere);
         if (gemmThreads < 1) throw new CommandLine.ParameterException(spec.commandLine(), "--threads must be >= 1, got " + gemmThreads);
-        moe4j.kernels.cpu.Gemm.setThreads(gemmThreads);
         Reporter reporter = new Reporter(cfg, out);
         long started = System.nanoTime();
         Trainer.Summary summary;
         try {
             // local: all ranks are threads here; mpi: this process is one rank of the mpirun/srun job
-            summary = be.run(cfg.worldSize(), Duration.ofMinutes(5), world -> Trainer.run(cfg, world, resume, reporter)).get(0);
+            // each rank thread computes in its own context: its GEMM threads belong to it, not to the process
+            summary = be.run(cfg.worldSize(), Duration.ofMinutes(5), world -> {
+                try (ExecutionContext ignored = ExecutionContext.enter(Device.CPU, gemmThreads)) {
+                    return Trainer.run(cfg, world, resume, reporter);
+                }
+            }).get(0);
         } finally {
             reporter.close();
         }
@@ -169,7 +175,7 @@ public final class TrainCommand implements Callable<Integer> {
                     config.worldSize(), Backend.parse(config.backend()).name().toLowerCase(Locale.ROOT), config.dpReplicate(), config.dpShard(), config.ep(), config.globalBatch(),
                     config.seqLen(), (long) config.globalBatch() * config.seqLen(), config.steps(),
                     first > 1 ? " (resuming at step " + first + ")" : "");
-            out.printf(Locale.ROOT, "  GEMM threads per rank: %d | data: %s%s | output: %s%n", moe4j.kernels.cpu.Gemm.threads(), config.data(),
+            out.printf(Locale.ROOT, "  GEMM threads per rank: %d | data: %s%s | output: %s%n", ExecutionContext.current().cpuThreads(), config.data(),
                     Double.isFinite(unigramEntropy) ? String.format(Locale.ROOT, " (unigram entropy %.3f nats)", unigramEntropy) : "",
                     config.outputDir());
             out.println();

@@ -5,8 +5,11 @@ import java.util.List;
 import moe4j.autograd.Autograd;
 import moe4j.autograd.Profiler;
 import moe4j.distributed.ProcessGroup;
+import moe4j.kernels.Kernels;
 import moe4j.ops.GroupedMatmul;
 import moe4j.ops.Ops;
+import moe4j.tensor.DType;
+import moe4j.tensor.Device;
 import moe4j.tensor.MemoryScope;
 import moe4j.tensor.Rng;
 import moe4j.tensor.Tensor;
@@ -133,7 +136,7 @@ public final class MoEMLP extends Module {
     public Tensor forwardWithRouting(Tensor x, Tensor weights, Tensor indices) {
         int k = config.topK();
         checkRoutingInputs("MoEMLP.forwardWithRouting", x, weights, indices);
-        int[] ids = indices.toIntArray();
+        int[] ids = indices.to(Device.CPU).toIntArray(); // an explicit copy: this entry point is for verification
         for (int i = 0; i < ids.length; i++) {
             if (ids[i] < 0 || ids[i] >= config.numExperts()) {
                 throw new IllegalArgumentException("MoEMLP.forwardWithRouting: indices[" + i / k + ", " + i % k + "] = " + ids[i]
@@ -178,15 +181,12 @@ public final class MoEMLP extends Module {
     }
 
     private static void checkFinite(Tensor x) {
-        int w = x.rowWidth();
-        for (int r = 0; r < x.rowCount(); r++) {
-            for (int c = 0; c < w; c++) {
-                float v = x.get((long) r * w + c);
-                if (!Float.isFinite(v)) {
-                    throw new IllegalArgumentException("MoEMLP: input row " + r + " column " + c + " is " + v
-                            + " (finite values expected; the check is on)");
-                }
-            }
+        long at = Kernels.of(x.device()).reductions().firstNonFinite(x);
+        if (at >= 0) {
+            int w = x.rowWidth();
+            float v = x.rows((int) (at / w), (int) (at / w) + 1).to(Device.CPU).get(at % w);
+            throw new IllegalArgumentException("MoEMLP: input row " + at / w + " column " + at % w + " is " + v
+                    + " (finite values expected; the check is on)");
         }
     }
 
@@ -202,16 +202,9 @@ public final class MoEMLP extends Module {
     public Tensor dropOverflow(Tensor indices) {
         int t = indices.dim(0);
         int k = indices.dim(1);
-        int cap = capacity(t);
-        int[] idx = indices.toIntArray();
-        int[][] used = new int[k][config.numExperts()];
-        for (int i = 0; i < t; i++) {
-            for (int s = 0; s < k; s++) {
-                int e = idx[i * k + s];
-                if (used[s][e]++ >= cap) idx[i * k + s] = -1;
-            }
-        }
-        return Tensor.ofInts(idx, t, k);
+        Tensor kept = Tensor.zeros(indices.device(), DType.I32, t, k);
+        Kernels.of(indices.device()).routing().dropOverCapacity(indices, config.numExperts(), capacity(t), kept);
+        return kept;
     }
 
     /**

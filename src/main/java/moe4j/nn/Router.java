@@ -3,8 +3,10 @@ package moe4j.nn;
 import moe4j.autograd.Autograd;
 import moe4j.distributed.ProcessGroup;
 import moe4j.distributed.ReduceOp;
-import moe4j.ops.IntOps;
+import moe4j.kernels.Kernels;
 import moe4j.ops.Ops;
+import moe4j.tensor.DType;
+import moe4j.tensor.Device;
 import moe4j.tensor.Rng;
 import moe4j.tensor.Tensor;
 
@@ -91,6 +93,7 @@ public abstract class Router extends Module {
         if (t == 0 || tokens == 0) return Tensor.zeros();
         f = f.rows(0, numExperts);
         for (int e = 0; e < numExperts; e++) f.set(e, (float) (f.get(e) / (tokens * topK)));
+        f = f.to(scores.device()); // E host-computed constants, copied to where the scores are
         Tensor p = Ops.mean(scores, 0);
         return Ops.scale(Ops.sum(Ops.mul(p, f)), scale * numExperts);
     }
@@ -104,7 +107,10 @@ public abstract class Router extends Module {
         return Ops.divRows(w, Ops.addScalar(Ops.sum(w, 1), 1e-30));
     }
 
+    /** Routed (token, slot) entries per expert, counted on the device and copied to the host (E ints). */
     protected int[] countExperts(Tensor indices) {
-        return IntOps.bincount(indices.toIntArray(), numExperts);
+        Tensor counts = Tensor.zeros(indices.device(), DType.I32, numExperts);
+        Kernels.of(indices.device()).routing().bincount(indices, counts);
+        return counts.to(Device.CPU).toIntArray();
     }
 }

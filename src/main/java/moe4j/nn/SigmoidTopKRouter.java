@@ -1,6 +1,7 @@
 package moe4j.nn;
 
 import moe4j.autograd.Autograd;
+import moe4j.kernels.Kernels;
 import moe4j.ops.Ops;
 import moe4j.tensor.MemoryScope;
 import moe4j.tensor.Tensor;
@@ -39,11 +40,9 @@ public final class SigmoidTopKRouter extends Router {
     protected RouterOutput computeRouting(Tensor logits) {
         Tensor scores = Ops.sigmoid(logits);
         Tensor selection = Autograd.noGrad(() -> {
-            Tensor biased = scores.detach().copy();
-            int t = biased.dim(0);
-            for (int i = 0; i < t; i++) {
-                for (int e = 0; e < numExperts; e++) biased.set((long) i * numExperts + e, biased.get((long) i * numExperts + e) + bias.get(e));
-            }
+            // the bias is host state updated once per optimizer step: E floats copied to the scores' device
+            Tensor biased = Tensor.zerosLike(scores);
+            Kernels.of(scores.device()).elementwise().addColumns(scores, bias.to(scores.device()), biased);
             return Ops.topK(biased, topK).indices();
         });
         Tensor weights = normalizeRows(Ops.gatherColumns(scores, selection));

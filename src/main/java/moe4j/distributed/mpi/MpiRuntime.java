@@ -3,9 +3,10 @@ package moe4j.distributed.mpi;
 import java.io.PrintWriter;
 import java.io.StringWriter;
 import java.time.Duration;
+import java.util.List;
+import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.IntStream;
-import moe4j.distributed.Backend;
 import moe4j.distributed.Distributed;
 import moe4j.distributed.ProcessGroup;
 import moe4j.distributed.RankFunction;
@@ -39,7 +40,17 @@ public final class MpiRuntime {
 
     /** Whether this process looks started by an MPI launcher (Open MPI's mpirun, or PMI / SLURM's srun). */
     public static boolean launchedByMpi() {
-        return Backend.detect() == Backend.MPI;
+        return launchedByMpi(System.getenv());
+    }
+
+    /** Environment variables that MPI launchers set in every process they start. */
+    private static final List<String> LAUNCHER_VARIABLES = List.of("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK");
+
+    /** {@link #launchedByMpi()} judged from the given environment. */
+    public static boolean launchedByMpi(Map<String, String> env) {
+        for (String v : LAUNCHER_VARIABLES) if (env.containsKey(v)) return true;
+        // srun sets both for every task; SLURM_NTASKS alone is also set inside a batch script's shell
+        return env.containsKey("SLURM_PROCID") && env.containsKey("SLURM_STEP_ID");
     }
 
     /** The configured collective deadline (see the class comment). */

@@ -1,4 +1,4 @@
-package moe4j.parallel;
+package moe4j.bench;
 
 import java.time.Duration;
 import java.util.LinkedHashMap;
@@ -11,6 +11,8 @@ import moe4j.distributed.DeviceMesh;
 import moe4j.distributed.Distributed;
 import moe4j.nn.MoEConfig;
 import moe4j.nn.MoEMLP;
+import moe4j.parallel.ExpertParallel;
+import moe4j.parallel.TrafficCountingGroup;
 import moe4j.tensor.MemoryScope;
 import moe4j.tensor.Rng;
 import moe4j.tensor.Tensor;
