@@ -62,40 +62,17 @@ public final class BenchMoeLayerCommand implements Callable<Integer> {
     /** The layer on one GPU: forward + backward timed like the peer's benchmark, phases from CUDA events. */
     private int callCuda() {
         int gpu = CudaVerify.ordinal(spec.commandLine(), device);
-        moe4j.kernels.cuda.CudaMoELayer.Precision precision = switch (dtype) {
-            case "bf16" -> moe4j.kernels.cuda.CudaMoELayer.Precision.BF16;
-            case "f32" -> moe4j.kernels.cuda.CudaMoELayer.Precision.F32;
-            default -> throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--dtype must be bf16 or f32, got '" + dtype + "'");
-        };
-        MoEConfig config = MoEConfig.builder(dim, hidden, experts, topK).activation(activation).router(router).packed(true).build();
-        moe4j.kernels.cuda.CudaMoELayer.Config c = moe4j.devicecheck.CudaLayerComparison.cudaConfig(config);
-        moe4j.kernels.cuda.CudaMoELayer.RowLayout rowLayout;
-        try {
-            rowLayout = moe4j.kernels.cuda.CudaMoELayer.RowLayout.valueOf(layout.toUpperCase(java.util.Locale.ROOT));
-        } catch (IllegalArgumentException e) {
+        if (!dtype.equals("bf16") && !dtype.equals("f32")) {
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--dtype must be bf16 or f32, got '" + dtype + "'");
+        }
+        if (!java.util.List.of("auto", "compact", "padded").contains(layout)) {
             throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--layout must be auto, compact or padded, got '" + layout + "'");
         }
-        var r = moe4j.kernels.cuda.CudaMoEBenchmark.run(c, precision, tokens, Math.max(warmup, 3), Math.max(iters, 10), gpu, rowLayout);
-        System.out.print(moe4j.kernels.cuda.CudaMoEBenchmark.report(r));
-        if (json) {
-            Map<String, Object> o = new LinkedHashMap<>();
-            o.put("benchmark", "moe-layer");
-            o.put("device", device);
-            o.put("dtype", dtype);
-            o.put("dim", dim);
-            o.put("hidden", hidden);
-            o.put("experts", experts);
-            o.put("topK", topK);
-            o.put("tokens", tokens);
-            o.put("medianStepSeconds", r.medianStepSeconds());
-            o.put("tflopsPerGpu", r.tflops());
-            o.put("expertGemmForwardTflops", r.expertGemmForwardTflops());
-            o.put("phaseSeconds", r.phaseSeconds());
-            o.put("gemmStrategies", r.gemmStrategies());
-            o.put("gpu", r.gpu());
-            o.put("paddedRowsPerExpert", r.paddedRows());
-            System.out.println(new GsonBuilder().serializeSpecialFloatingPointValues().create().toJson(o));
-        }
+        MoEConfig config = MoEConfig.builder(dim, hidden, experts, topK).activation(activation).router(router).packed(true).build();
+        moe4j.bench.CudaLayerCheck.BenchOutput r = moe4j.bench.CudaLayerCheck.bench(config, dtype, layout, tokens, Math.max(warmup, 3),
+                Math.max(iters, 10), gpu);
+        System.out.print(r.report());
+        if (json) System.out.println(new GsonBuilder().serializeSpecialFloatingPointValues().create().toJson(r.json()));
         return 0;
     }
 

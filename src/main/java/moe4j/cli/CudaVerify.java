@@ -1,9 +1,7 @@
 package moe4j.cli;
 
 import java.io.PrintWriter;
-import java.util.Locale;
-import moe4j.devicecheck.CudaLayerComparison;
-import moe4j.kernels.cuda.CudaMoELayer;
+import moe4j.bench.CudaLayerCheck;
 import moe4j.nn.MoEConfig;
 import picocli.CommandLine;
 import picocli.CommandLine.ParameterException;
@@ -15,9 +13,6 @@ import picocli.CommandLine.ParameterException;
  * same bf16-rounded values), each over the softmax and the sigmoid router.
  */
 final class CudaVerify {
-    static final double F32_TOLERANCE = 1e-5;
-    static final double BF16_TOLERANCE = 2e-2;
-
     private CudaVerify() {}
 
     /** The GPU ordinal of "cuda" or "cuda:N"; anything else is a usage error. */
@@ -51,16 +46,7 @@ final class CudaVerify {
             MoEConfig config = MoEConfig.builder(d, h, e, k).activation(act).router(router).gradientScale(o.gradientScale)
                     .sequenceAuxLossWeight(router.equals(MoEConfig.SIGMOID_TOPK) ? 0.01 : 0).initStd(o.initStd)
                     .seed(o.seed).packed(true).build();
-            for (CudaMoELayer.Precision p : CudaMoELayer.Precision.values()) {
-                CudaLayerComparison.Result r = CudaLayerComparison.compare(config, t, o.seed + 100, p, 0.01, 0.001, gpu);
-                double tol = p == CudaMoELayer.Precision.F32 ? F32_TOLERANCE : BF16_TOLERANCE;
-                boolean ok = r.max() <= tol;
-                pass &= ok;
-                out.printf(Locale.ROOT, "cuda:%d %s %s D=%d H=%d E=%d K=%d T=%d %s: max error %.2e (tolerance %.0e) %s%n", gpu,
-                        router, act, d, h, e, k, t, p.name().toLowerCase(Locale.ROOT), r.max(), tol, ok ? "PASS" : "FAIL");
-                r.errors().forEach((name, v) -> out.printf(Locale.ROOT, "    %-12s %.2e%n", name, v));
-                out.printf("    routing    %s%n", r.sameRouting() ? "same experts as the CPU" : "differs from the CPU on some tokens");
-            }
+            pass &= CudaLayerCheck.verify(out, config, t, o.seed + 100, gpu);
         }
         out.println(pass ? "verify --device cuda: PASS" : "verify --device cuda: FAIL");
         out.flush();

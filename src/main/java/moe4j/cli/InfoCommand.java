@@ -96,7 +96,7 @@ public final class InfoCommand implements Callable<Integer> {
             }
             backends.put(b.name(), entry);
         }
-        report.add("gpus", gpus(out));
+        report.add("gpus", moe4j.bench.CudaInfo.gpus(out));
 
         JsonObject backendsJson = new JsonObject();
         backends.forEach(backendsJson::add);
@@ -105,45 +105,6 @@ public final class InfoCommand implements Callable<Integer> {
         if (json) out.println(new GsonBuilder().disableHtmlEscaping().create().toJson(report));
         out.flush();
         return 0;
-    }
-
-    /** The CUDA GPUs through the driver API (name, memory, compute capability, driver, cuBLAS and NVRTC versions). */
-    private static com.google.gson.JsonArray gpus(PrintWriter out) {
-        com.google.gson.JsonArray list = new com.google.gson.JsonArray();
-        out.println("gpus");
-        try {
-            moe4j.kernels.cuda.CudaDriver driver = moe4j.kernels.cuda.CudaDriver.get();
-            int v = driver.driverVersion();
-            String cublas = version(() -> moe4j.kernels.cuda.Cublas.get().version());
-            String nvrtc = version(() -> moe4j.kernels.cuda.Nvrtc.get().version());
-            out.printf("  driver API %d.%d, cuBLAS %s, NVRTC %s%n", v / 1000, v % 1000 / 10, cublas, nvrtc);
-            for (int i = 0; i < driver.deviceCount(); i++) {
-                JsonObject g = new JsonObject();
-                int cc = driver.computeCapability(i);
-                g.addProperty("device", "cuda:" + i);
-                g.addProperty("name", driver.deviceName(i));
-                g.addProperty("memoryBytes", driver.totalMemory(i));
-                g.addProperty("computeCapability", cc / 10 + "." + cc % 10);
-                g.addProperty("multiprocessors", driver.multiprocessors(i));
-                g.addProperty("driver", v);
-                g.addProperty("cublas", cublas);
-                g.addProperty("nvrtc", nvrtc);
-                out.printf("  cuda:%d  %s, %.1f GiB, compute capability %d.%d, %d SMs%n", i, driver.deviceName(i),
-                        driver.totalMemory(i) / (double) (1L << 30), cc / 10, cc % 10, driver.multiprocessors(i));
-                list.add(g);
-            }
-        } catch (moe4j.kernels.cuda.CudaException e) {
-            out.println("  none: " + e.getMessage());
-        }
-        return list;
-    }
-
-    private static String version(java.util.function.Supplier<String> v) {
-        try {
-            return v.get();
-        } catch (moe4j.kernels.cuda.CudaException e) {
-            return "not available (" + e.getMessage() + ")";
-        }
     }
 
     /** Kept apart so that a JVM without the incubator module fails only here, where it is caught. */

@@ -49,7 +49,7 @@ public final class Main implements Runnable {
         err.flush();
         // no GPU, driver or CUDA library: a usage error of this machine, like a bad option
         for (Throwable t = e; t != null; t = t.getCause()) {
-            if (t instanceof moe4j.kernels.cuda.CudaException c && c.unavailable()) return 2;
+            if (t instanceof moe4j.kernels.DeviceUnavailableException) return 2;
         }
         return 1;
     }

@@ -121,7 +121,7 @@ public final class CudaDriver {
                 }
                 h.put(e.name(), lib.function(address, e.descriptor()));
             }
-        } catch (CudaException e) {
+        } catch (CudaException | moe4j.kernels.DeviceUnavailableException e) {
             throw e;
         } catch (Throwable t) {
             throw CudaException.unavailable("the CUDA driver's entry points could not be resolved: " + t, t);
@@ -190,7 +190,7 @@ public final class CudaDriver {
         try {
             get();
             return true;
-        } catch (CudaException | LinkageError e) {
+        } catch (CudaException | moe4j.kernels.DeviceUnavailableException | LinkageError e) {
             return false;
         }
     }

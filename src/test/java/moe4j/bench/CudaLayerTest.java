@@ -1,4 +1,4 @@
-package moe4j.devicecheck;
+package moe4j.bench;
 
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;

@@ -1,4 +1,4 @@
-package moe4j.devicecheck;
+package moe4j.bench;
 
 import java.util.LinkedHashMap;
 import java.util.Map;
