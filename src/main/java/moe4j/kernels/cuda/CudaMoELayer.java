@@ -391,7 +391,7 @@ public final class CudaMoELayer implements AutoCloseable {
         long expertScale = pool.allocate(4L * E, "expert gradient scale");
         long entryRow = pool.allocate(4L * n, "entry to row map");
         s.launch(KernelSource.PERMUTE, "perm_block_histogram").grid(blocks).block(256).shared(4 * E)
-                .ptr(idx).i32(n).i32(E).ptr(blockCounts).run();
+                .ptr(idx).i32(n).i32(E).i32(-1).ptr(blockCounts).run();
         s.launch(KernelSource.PERMUTE, "perm_scan").grid(1).block(1024)
                 .ptr(blockCounts).i32(blocks).i32(E).ptr(counts).ptr(offsets).ptr(blockBase).ptr(expertScale).run();
         // router losses need the counts: computed here, off the critical path of the experts
@@ -414,7 +414,7 @@ public final class CudaMoELayer implements AutoCloseable {
             s.memset(rowToken, (byte) 0xff, 4L * rows);
         }
         s.launch(KernelSource.PERMUTE, "perm_scatter").grid(blocks).block(256)
-                .ptr(idx).i32(n).i32(K).i32(E).ptr(blockBase).ptr(offsets).i32(cap).ptr(rowEntry).ptr(rowToken).ptr(entryRow).run();
+                .ptr(idx).i32(n).i32(K).i32(E).i32(-1).ptr(blockBase).ptr(offsets).i32(cap).ptr(rowEntry).ptr(rowToken).ptr(entryRow).run();
         long rowScale = 0;
         if (c.gradientScale() && rows > 0) {
             rowScale = pool.allocate(4L * rows, "expert row scale");

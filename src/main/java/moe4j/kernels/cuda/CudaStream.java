@@ -30,6 +30,7 @@ public final class CudaStream {
     final DevicePool pool;
     final Thread owner = Thread.currentThread();
     private final Arena arena = Arena.ofShared();
+    private final java.util.concurrent.ConcurrentLinkedQueue<Long> deferredFrees = new java.util.concurrent.ConcurrentLinkedQueue<>();
     final MemorySegment argValues = arena.allocate(8L * MAX_KERNEL_ARGS, 16);
     final MemorySegment argPointers = arena.allocate(ADDRESS, MAX_KERNEL_ARGS);
     final MemorySegment alphaBeta = arena.allocate(16, 16);
@@ -66,6 +67,17 @@ public final class CudaStream {
 
     public DevicePool pool() {
         return pool;
+    }
+
+    /** Frees {@code address} now on the owning thread, else queues it for that thread's next allocation. */
+    void freeFromAnyThread(long address) {
+        if (Thread.currentThread() == owner) pool.free(address);
+        else deferredFrees.add(address);
+    }
+
+    /** Frees what other threads queued (called by the owning thread). */
+    void freeDeferred() {
+        for (Long a; (a = deferredFrees.poll()) != null; ) pool.free(a);
     }
 
     /** Waits until everything queued on this stream has run. */

@@ -24,7 +24,8 @@ import java.util.function.Supplier;
 public enum KernelSource {
     ROUTER("router.cu"),
     PERMUTE("permute.cu"),
-    ELEMENTWISE("elementwise.cu");
+    ELEMENTWISE("elementwise.cu"),
+    OPS("ops.cu");
 
     static final String RESOURCE_DIR = "/moe4j/kernels/cuda/";
     static final String PRELUDE = "prelude.cuh";

@@ -92,6 +92,11 @@ final class Launch {
         return this;
     }
 
+    Launch f64(double v) {
+        stream.argValues.set(java.lang.foreign.ValueLayout.JAVA_DOUBLE, slot(), v);
+        return this;
+    }
+
     Launch f32(float v) {
         stream.argValues.set(JAVA_FLOAT, slot(), v);
         return this;

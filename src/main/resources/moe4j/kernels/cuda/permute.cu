@@ -5,13 +5,14 @@
 
 #define PERM_BLOCK 256
 
-// blockCounts[b][e] = entries of block b (PERM_BLOCK entries of idx) routed to expert e.
-extern "C" __global__ void perm_block_histogram(const int* __restrict__ idx, int n, int E, int* __restrict__ blockCounts) {
+// blockCounts[b][e] = entries of block b (PERM_BLOCK entries of idx) routed to expert e. With
+// droppedBin >= 0, entries of expert -1 count as expert droppedBin (so that they sort last).
+extern "C" __global__ void perm_block_histogram(const int* __restrict__ idx, int n, int E, int droppedBin, int* __restrict__ blockCounts) {
     extern __shared__ int hist[];
     for (int e = threadIdx.x; e < E; e += blockDim.x) hist[e] = 0;
     __syncthreads();
     int i = blockIdx.x * PERM_BLOCK + threadIdx.x;
-    if (i < n) { int e = idx[i]; if (e >= 0) atomicAdd(&hist[e], 1); }
+    if (i < n) { int e = idx[i]; if (e < 0) e = droppedBin; if (e >= 0) atomicAdd(&hist[e], 1); }
     __syncthreads();
     for (int e = threadIdx.x; e < E; e += blockDim.x) blockCounts[(long long) blockIdx.x * E + e] = hist[e];
 }
@@ -49,14 +50,17 @@ extern "C" __global__ void perm_scan(const int* __restrict__ blockCounts, int bl
     if (e == 0) offsets[E] = scan[1023];
 }
 
-// rowEntry[row] = flat entry (t·K + k), rowToken[row] = t, entryRow[entry] = row (or -1 if dropped).
+// rowEntry[row] = flat entry (t·K + k), rowToken[row] = t, entryRow[entry] = row (or -1 if dropped and
+// droppedBin < 0; with droppedBin >= 0 dropped entries get rows in that bin, after every expert).
 // cap = 0: rows packed expert after expert (offsets). cap > 0: expert e's rows start at e·cap (the
 // padded layout of batched products); the rows past an expert's count keep the -1 the caller wrote.
-extern "C" __global__ void perm_scatter(const int* __restrict__ idx, int n, int K, int E, const int* __restrict__ blockBase,
-        const int* __restrict__ offsets, int cap, int* __restrict__ rowEntry, int* __restrict__ rowToken, int* __restrict__ entryRow) {
+extern "C" __global__ void perm_scatter(const int* __restrict__ idx, int n, int K, int E, int droppedBin,
+        const int* __restrict__ blockBase, const int* __restrict__ offsets, int cap, int* __restrict__ rowEntry,
+        int* __restrict__ rowToken, int* __restrict__ entryRow) {
     __shared__ int chunk[PERM_BLOCK];
     int i = blockIdx.x * PERM_BLOCK + threadIdx.x;
     int e = i < n ? idx[i] : -1;
+    if (i < n && e < 0) e = droppedBin;
     chunk[threadIdx.x] = e;
     __syncthreads();
     if (i >= n) return;

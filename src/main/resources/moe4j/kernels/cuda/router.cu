@@ -195,3 +195,18 @@ extern "C" __global__ void router_backward(int sigmoid, const float* __restrict_
         }
     }
 }
+
+// idx[i, s] = column of the s-th largest value of row i of a (N, D), ties to the lower column, NaN last
+// (the CPU's topK); one warp per row, D <= MAX_E.
+extern "C" __global__ void topk_rows(const float* __restrict__ a, int N, int D, int K, int* __restrict__ idx) {
+    __shared__ float rows[ROUTER_WARPS][MAX_E];
+    __shared__ unsigned char taken[ROUTER_WARPS][MAX_E];
+    __shared__ int sel[ROUTER_WARPS][32];
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int t = blockIdx.x * ROUTER_WARPS + warp;
+    if (t >= N) return;
+    for (int e = lane; e < D; e += 32) rows[warp][e] = a[(long long) t * D + e];
+    __syncwarp();
+    warp_topk(rows[warp], taken[warp], D, K, sel[warp]);
+    if (lane < K) idx[(long long) t * K + lane] = sel[warp][lane];
+}

@@ -119,9 +119,9 @@ class CudaKernelsGpuTest {
             long counts = s.pool().allocate(4L * e, "counts"), offsets = s.pool().allocate(4L * (e + 1), "offsets");
             long scale = s.pool().allocate(4L * e, "scale");
             long entryRow = s.pool().allocate(4L * n, "er"), rowEntry = s.pool().allocate(4L * n, "re"), rowToken = s.pool().allocate(4L * n, "rt");
-            s.launch(KernelSource.PERMUTE, "perm_block_histogram").grid(blocks).block(256).shared(4 * e).ptr(didx).i32(n).i32(e).ptr(bc).run();
+            s.launch(KernelSource.PERMUTE, "perm_block_histogram").grid(blocks).block(256).shared(4 * e).ptr(didx).i32(n).i32(e).i32(-1).ptr(bc).run();
             s.launch(KernelSource.PERMUTE, "perm_scan").grid(1).block(1024).ptr(bc).i32(blocks).i32(e).ptr(counts).ptr(offsets).ptr(bb).ptr(scale).run();
-            s.launch(KernelSource.PERMUTE, "perm_scatter").grid(blocks).block(256).ptr(didx).i32(n).i32(k).i32(e).ptr(bb)
+            s.launch(KernelSource.PERMUTE, "perm_scatter").grid(blocks).block(256).ptr(didx).i32(n).i32(k).i32(e).i32(-1).ptr(bb)
                     .ptr(offsets).i32(0).ptr(rowEntry).ptr(rowToken).ptr(entryRow).run();
             int rows = ref.rowCount();
             assertArrayEquals(ref.rowsPerExpert(), s.readInts(counts, e));
