@@ -33,4 +33,5 @@ rm -rf "$DEST/peer" && mkdir -p "$DEST/peer"
 cp "$PEER"/*.py "$DEST/peer/"
 tar -C "$DEST/peer" -xzf "$PEER"/kempnerforge-*.tar.gz
 cp scripts/gpu-tests.sh "$DEST/gpu-tests.sh"
+cp scripts/peer-groups.py "$DEST/peer-groups.py"
 du -sh "$DEST"

@@ -4,6 +4,7 @@
 #   bash .gpu/gpu-tests.sh probe   # GPU, libraries, moe4j info, kernel compile + binding tests
 #   bash .gpu/gpu-tests.sh all     # all GPU tests, verify, then moe4j's and the peer's benchmarks
 #   bash .gpu/gpu-tests.sh bench   # only the benchmarks
+#   bash .gpu/gpu-tests.sh grouped # the expert products alone on the peer's ragged groups, beside its ceiling
 set -u
 MODE=${1:-all}
 B=$(cd "$(dirname "$0")" && pwd)
@@ -40,6 +41,16 @@ if [ "$MODE" = all ]; then
   junit --include-tag gpu --scan-class-path "$B/app/test-classes" 2>&1 > "$OUT/gpu-tests.log"
   grep -E "tests (successful|failed|skipped|found)|✘" "$OUT/gpu-tests.log" | head -30
   moe4j verify --device cuda 2>&1 | tee "$OUT/verify.log" | grep -E "PASS|FAIL"
+fi
+
+if [ "$MODE" = grouped ]; then
+  # the groups grouped_mm_ceiling.py draws (same seed, same order), then moe4j and the peer on them
+  python3 "$B/peer-groups.py" > "$OUT/peer-groups.txt"
+  while read -r D H E K T COUNTS; do
+    moe4j bench moe-layer --device cuda --dtype bf16 --dim $D --hidden $H --experts $E --top-k $K --tokens $T --expert-counts "$COUNTS"
+  done < "$OUT/peer-groups.txt" 2>&1 | tee "$OUT/grouped-moe4j.log" | grep -E "MOE4J_CUDA|error"
+  python3 "$B/peer/grouped_mm_ceiling.py" 2>&1 | tee "$OUT/grouped-mm-ceiling.log"
+  exit 0
 fi
 
 # benchmarks: moe4j (bf16, then f32 on the first shape) beside the peer, in the same call

@@ -41,6 +41,17 @@ public final class CudaLayerCheck {
     /** What the benchmark printed and its figures for --json. */
     public record BenchOutput(String report, Map<String, Object> json) {}
 
+    /** The forward expert products alone over given group sizes, in the compact and the padded layout. */
+    public static String groupedOnly(MoEConfig config, String dtype, int[] rowsPerExpert, int gpu) {
+        CudaMoELayer.Precision precision = dtype.equals("f32") ? CudaMoELayer.Precision.F32 : CudaMoELayer.Precision.BF16;
+        StringBuilder sb = new StringBuilder();
+        for (CudaMoELayer.RowLayout layout : new CudaMoELayer.RowLayout[] {CudaMoELayer.RowLayout.COMPACT, CudaMoELayer.RowLayout.PADDED}) {
+            sb.append(CudaMoEBenchmark.report(CudaMoEBenchmark.groupedOnly(CudaLayerComparison.cudaConfig(config), precision,
+                    rowsPerExpert, layout, gpu)));
+        }
+        return sb.toString();
+    }
+
     /** Forward + backward of the layer on GPU {@code gpu}; dtype bf16 or f32, layout auto, compact or padded. */
     public static BenchOutput bench(MoEConfig config, String dtype, String layout, int tokens, int warmup, int iterations, int gpu) {
         CudaMoELayer.Precision precision = switch (dtype) {

@@ -30,6 +30,9 @@ public final class BenchMoeLayerCommand implements Callable<Integer> {
     @Option(names = "--layout", description = "cuda only: auto, compact (ragged products) or padded (one batched product per "
             + "projection) (default ${DEFAULT-VALUE})") String layout = "auto";
 
+    @Option(names = "--expert-counts", split = ",", paramLabel = "N", description = "cuda only: time the forward expert products "
+            + "alone over these rows per expert (E comma-separated counts), compact and padded") int[] expertCounts;
+
     @picocli.CommandLine.Spec
     picocli.CommandLine.Model.CommandSpec spec;
 
@@ -69,6 +72,17 @@ public final class BenchMoeLayerCommand implements Callable<Integer> {
             throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--layout must be auto, compact or padded, got '" + layout + "'");
         }
         MoEConfig config = MoEConfig.builder(dim, hidden, experts, topK).activation(activation).router(router).packed(true).build();
+        if (expertCounts != null) {
+            if (expertCounts.length != experts) {
+                throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--expert-counts needs " + experts + " counts (one per"
+                        + " expert), got " + expertCounts.length);
+            }
+            for (int c : expertCounts) {
+                if (c < 0) throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--expert-counts: " + c + " is negative");
+            }
+            System.out.print(moe4j.bench.CudaLayerCheck.groupedOnly(config, dtype, expertCounts, gpu));
+            return 0;
+        }
         moe4j.bench.CudaLayerCheck.BenchOutput r = moe4j.bench.CudaLayerCheck.bench(config, dtype, layout, tokens, Math.max(warmup, 3),
                 Math.max(iters, 10), gpu);
         System.out.print(r.report());

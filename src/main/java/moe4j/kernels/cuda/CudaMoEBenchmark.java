@@ -84,6 +84,54 @@ public final class CudaMoEBenchmark {
         }
     }
 
+    /** The forward expert products alone on given groups: TFLOP/s (actual rows only) and how they ran. */
+    public record GroupedResult(CudaMoELayer.Config config, int[] rowsPerExpert, double tflops, double millis, int paddedRows,
+                                Map<String, String> strategies) {}
+
+    /**
+     * Times the two forward expert products ({@code x·W_in}, {@code h·W_out}) over {@code rowsPerExpert}
+     * (the groups of the peer's {@code torch._grouped_mm} ceiling, say), in the given layout.
+     */
+    public static GroupedResult groupedOnly(CudaMoELayer.Config config, CudaMoELayer.Precision precision, int[] rowsPerExpert,
+                                            CudaMoELayer.RowLayout layout, int gpuOrdinal) {
+        CudaStream stream = CudaStream.of(CudaGpu.of(gpuOrdinal));
+        try (CudaMoELayer layer = new CudaMoELayer(stream, config, precision);
+             DevicePool.Scope scope = stream.pool().openScope()) {
+            layer.randomizeWeights(11, 0.02);
+            layer.rowLayout(layout);
+            CudaMoELayer.Step f = layer.syntheticStep(rowsPerExpert, 5);
+            double seconds = expertForwardSeconds(layer, stream, f);
+            long rows = 0;
+            for (int r : rowsPerExpert) rows += r;
+            int width = config.activation() == CudaMoELayer.ExpertActivation.SWIGLU ? 3 : 2;
+            double flops = 2.0 * rows * config.dim() * config.hidden() * width;
+            Map<String, String> strategies = new LinkedHashMap<>();
+            RaggedGemm rg = layer.raggedGemm();
+            rg.chosen().forEach((k, v) -> {
+                Map<RaggedGemm.Strategy, Double> t = rg.trials().get(k);
+                strategies.put(k, v + (t == null ? "" : " " + formatTrials(t)));
+            });
+            return new GroupedResult(config, rowsPerExpert, flops / seconds / 1e12, seconds * 1e3, f.paddedRows(), strategies);
+        }
+    }
+
+    public static String report(GroupedResult r) {
+        CudaMoELayer.Config c = r.config();
+        int min = Integer.MAX_VALUE, max = 0;
+        long rows = 0;
+        for (int x : r.rowsPerExpert()) {
+            min = Math.min(min, x);
+            max = Math.max(max, x);
+            rows += x;
+        }
+        StringBuilder sb = new StringBuilder(String.format(Locale.ROOT,
+                "MOE4J_CUDA grouped-gemm D=%d H=%d E=%d rows=%d (per expert %d..%d) layout=%s fwd_TFLOPs=%.1f ms=%.3f%n",
+                c.dim(), c.hidden(), c.experts(), rows, min, max, r.paddedRows() > 0 ? "padded(" + r.paddedRows() + ")" : "compact",
+                r.tflops(), r.millis()));
+        r.strategies().forEach((k, v) -> sb.append("  ragged GEMM ").append(k).append(": ").append(v).append('\n'));
+        return sb.toString();
+    }
+
     /** Median over repeats of the forward expert products alone, device time from events. */
     private static double expertForwardSeconds(CudaMoELayer layer, CudaStream stream, CudaMoELayer.Step f) {
         MemorySegment start = stream.newEvent();

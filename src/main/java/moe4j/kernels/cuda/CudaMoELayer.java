@@ -306,6 +306,29 @@ public final class CudaMoELayer implements AutoCloseable {
         return s.pool.allocate(n * p.bytes, what);
     }
 
+    /**
+     * A step whose rows follow {@code rowsPerExpert} with random expert inputs and activations, for timing
+     * the expert products alone on given groups ({@link #expertProductsOnly}); routing is not run.
+     */
+    public Step syntheticStep(int[] rowsPerExpert, long seed) {
+        if (rowsPerExpert.length != c.experts()) {
+            throw new IllegalArgumentException(rowsPerExpert.length + " group sizes for " + c.experts() + " experts");
+        }
+        int cap = paddedRows(layout, rowsPerExpert);
+        int rows = 0;
+        for (int r : rowsPerExpert) rows += r;
+        if (cap > 0) rows = cap * c.experts();
+        long es = p.bytes;
+        DevicePool pool = s.pool;
+        long xs = pool.allocate((long) rows * c.dim() * es, "expert input rows");
+        long h1 = pool.allocate((long) rows * c.inWidth() * es, "expert hidden pre-activation");
+        long act = pool.allocate((long) rows * c.hidden() * es, "expert hidden activation");
+        long y = pool.allocate((long) rows * c.dim() * es, "expert output rows");
+        fillRandom(xs, (long) rows * c.dim(), seed, 1.0);
+        fillRandom(act, (long) rows * c.hidden(), seed + 1, 1.0);
+        return new Step(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, xs, h1, act, y, 0, rowsPerExpert.clone(), rows, cap);
+    }
+
     /** The forward expert products alone (both ragged GEMMs) over a step's rows: the grouped-GEMM ceiling check. */
     public void expertProductsOnly(Step f) {
         expertProducts("fwd-in", f.rowsPerExpert, f.cap, false, f.xs, c.dim(), w1, c.inWidth(), f.h1, c.inWidth(), c.dim());
