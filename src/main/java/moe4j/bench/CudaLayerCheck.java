@@ -41,11 +41,12 @@ public final class CudaLayerCheck {
     /** What the benchmark printed and its figures for --json. */
     public record BenchOutput(String report, Map<String, Object> json) {}
 
-    /** The forward expert products alone over given group sizes, in the compact and the padded layout. */
+    /** The forward expert products alone over given group sizes, in each row layout. */
     public static String groupedOnly(MoEConfig config, String dtype, int[] rowsPerExpert, int gpu) {
         CudaMoELayer.Precision precision = dtype.equals("f32") ? CudaMoELayer.Precision.F32 : CudaMoELayer.Precision.BF16;
         StringBuilder sb = new StringBuilder();
-        for (CudaMoELayer.RowLayout layout : new CudaMoELayer.RowLayout[] {CudaMoELayer.RowLayout.COMPACT, CudaMoELayer.RowLayout.PADDED}) {
+        for (CudaMoELayer.RowLayout layout : new CudaMoELayer.RowLayout[] {CudaMoELayer.RowLayout.COMPACT, CudaMoELayer.RowLayout.PADDED,
+                CudaMoELayer.RowLayout.BUCKETED, CudaMoELayer.RowLayout.AUTO}) {
             sb.append(CudaMoEBenchmark.report(CudaMoEBenchmark.groupedOnly(CudaLayerComparison.cudaConfig(config), precision,
                     rowsPerExpert, layout, gpu)));
         }
@@ -63,7 +64,7 @@ public final class CudaLayerCheck {
         try {
             rowLayout = CudaMoELayer.RowLayout.valueOf(layout.toUpperCase(Locale.ROOT));
         } catch (IllegalArgumentException e) {
-            throw new IllegalArgumentException("--layout must be auto, compact or padded, got '" + layout + "'", e);
+            throw new IllegalArgumentException("--layout must be auto, compact, padded or bucketed, got '" + layout + "'", e);
         }
         CudaMoEBenchmark.Result r = CudaMoEBenchmark.run(CudaLayerComparison.cudaConfig(config), precision, tokens, warmup, iterations,
                 gpu, rowLayout);
@@ -81,7 +82,7 @@ public final class CudaLayerCheck {
         o.put("expertGemmForwardTflops", r.expertGemmForwardTflops());
         o.put("phaseSeconds", r.phaseSeconds());
         o.put("gemmStrategies", r.gemmStrategies());
-        o.put("paddedRowsPerExpert", r.paddedRows());
+        o.put("rowLayout", r.layout());
         o.put("gpu", r.gpu());
         return new BenchOutput(CudaMoEBenchmark.report(r), o);
     }

@@ -27,11 +27,11 @@ public final class BenchMoeLayerCommand implements Callable<Integer> {
     @Option(names = "--dtype", description = "cuda only: bf16 (fp32 accumulation) or f32 (TF32 off) (default ${DEFAULT-VALUE})")
     String dtype = "bf16";
     @Option(names = "--router", description = "softmax_topk or sigmoid_topk (default ${DEFAULT-VALUE})") String router = "softmax_topk";
-    @Option(names = "--layout", description = "cuda only: auto, compact (ragged products) or padded (one batched product per "
-            + "projection) (default ${DEFAULT-VALUE})") String layout = "auto";
+    @Option(names = "--layout", description = "cuda only: auto, compact (ragged products), padded (one batched product per "
+            + "projection) or bucketed (experts of similar size batched together) (default ${DEFAULT-VALUE})") String layout = "auto";
 
     @Option(names = "--expert-counts", split = ",", paramLabel = "N", description = "cuda only: time the forward expert products "
-            + "alone over these rows per expert (E comma-separated counts), compact and padded") int[] expertCounts;
+            + "alone over these rows per expert (E comma-separated counts), in each row layout") int[] expertCounts;
 
     @picocli.CommandLine.Spec
     picocli.CommandLine.Model.CommandSpec spec;
@@ -68,8 +68,9 @@ public final class BenchMoeLayerCommand implements Callable<Integer> {
         if (!dtype.equals("bf16") && !dtype.equals("f32")) {
             throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--dtype must be bf16 or f32, got '" + dtype + "'");
         }
-        if (!java.util.List.of("auto", "compact", "padded").contains(layout)) {
-            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--layout must be auto, compact or padded, got '" + layout + "'");
+        if (!java.util.List.of("auto", "compact", "padded", "bucketed").contains(layout)) {
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--layout must be auto, compact, padded or bucketed, got '"
+                    + layout + "'");
         }
         MoEConfig config = MoEConfig.builder(dim, hidden, experts, topK).activation(activation).router(router).packed(true).build();
         if (expertCounts != null) {

@@ -49,6 +49,11 @@ public final class Cublas {
             new Entry("cublasGemmStridedBatchedEx", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT,
                     JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_LONG, ADDRESS,
                     JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_INT)),
+            // handle, transa, transb, m, n, k, alpha, Aarray, Atype, lda, Barray, Btype, ldb, beta, Carray, Ctype, ldc,
+            // batchCount, computeType, algo (pointer arrays on the device)
+            new Entry("cublasGemmBatchedEx", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT,
+                    JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT,
+                    JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT)),
             // handle, transa[], transb[], m[], n[], k[], alpha[], Aarray, Atype, lda[], Barray, Btype, ldb[], beta[], Carray,
             // Ctype, ldc[], group_count, group_size[], computeType (arrays on the host, pointer arrays on the device)
             new Entry("cublasGemmGroupedBatchedEx", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS, ADDRESS, ADDRESS,
@@ -58,7 +63,7 @@ public final class Cublas {
     private static volatile Cublas instance;
 
     private final MethodHandle create, destroy, setStream, setWorkspace, getProperty, statusName, statusString, gemmEx,
-            gemmStridedBatched, gemmGroupedBatched;
+            gemmStridedBatched, gemmBatched, gemmGroupedBatched;
     private final String version;
 
     private Cublas() {
@@ -79,7 +84,8 @@ public final class Cublas {
         statusString = h[6];
         gemmEx = h[7];
         gemmStridedBatched = h[8];
-        gemmGroupedBatched = h[9];
+        gemmBatched = h[9];
+        gemmGroupedBatched = h[10];
         version = property(0) + "." + property(1) + "." + property(2);
     }
 
@@ -196,6 +202,24 @@ public final class Cublas {
             throw NativeLibrary.wrap(LIBRARY, "cublasGemmStridedBatchedEx", t);
         }
         if (rc != 0) check(rc, "cublasGemmStridedBatchedEx(m=" + m + ", n=" + n + ", k=" + k + ", batch=" + batch + ")");
+    }
+
+    /**
+     * {@code batch} row-major products of one shape whose operands are listed in device arrays of
+     * pointers ({@code aPointers[i]} etc.), as {@link #gemmRowMajor}.
+     */
+    void gemmBatchedRowMajor(MemorySegment handle, boolean transA, boolean transB, int m, int n, int k, MemorySegment alphaBeta,
+                             long aPointers, int abType, int lda, long bPointers, int ldb, long cPointers, int cType, int ldc, int batch) {
+        checkGemmArguments(transA, transB, m, n, k, lda, ldb, ldc);
+        int rc;
+        try {
+            rc = (int) gemmBatched.invokeExact(handle, transB ? CUBLAS_OP_T : CUBLAS_OP_N, transA ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k,
+                    alphaBeta, bPointers, abType, ldb, aPointers, abType, lda, alphaBeta.asSlice(4), cPointers, cType, ldc, batch,
+                    computeType(abType), CUBLAS_GEMM_DEFAULT);
+        } catch (Throwable t) {
+            throw NativeLibrary.wrap(LIBRARY, "cublasGemmBatchedEx", t);
+        }
+        if (rc != 0) check(rc, "cublasGemmBatchedEx(m=" + m + ", n=" + n + ", k=" + k + ", batch=" + batch + ")");
     }
 
     /**

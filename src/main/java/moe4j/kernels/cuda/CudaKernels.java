@@ -433,7 +433,7 @@ final class CudaKernels implements Kernels {
                 s.launch(KernelSource.PERMUTE, "perm_scan").grid(1).block(1024)
                         .ptr(blockCounts).i32(blocks).i32(bins).ptr(binCounts).ptr(offsets).ptr(blockBase).ptr(scale).run();
                 s.launch(KernelSource.PERMUTE, "perm_scatter").grid(blocks).block(256).ptr(at(keys)).i32(n).i32(k).i32(bins).i32(dropped)
-                        .ptr(blockBase).ptr(offsets).i32(0).ptr(at(rowEntry)).ptr(tokens).ptr(entryRow).run();
+                        .ptr(blockBase).ptr(offsets).ptr(0L).ptr(at(rowEntry)).ptr(tokens).ptr(entryRow).run();
                 if (counts != null) s.copyOnDevice(at(counts), binCounts, 4L * bound);
             }
         }

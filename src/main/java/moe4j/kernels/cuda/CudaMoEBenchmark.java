@@ -22,7 +22,7 @@ public final class CudaMoEBenchmark {
 
     public record Result(CudaMoELayer.Config config, CudaMoELayer.Precision precision, int tokens, int iterations,
                          double medianStepSeconds, double tflops, Map<String, Double> phaseSeconds, double expertGemmForwardTflops,
-                         Map<String, String> gemmStrategies, String gpu, int paddedRows) {}
+                         Map<String, String> gemmStrategies, String gpu, String layout) {}
 
     public static Result run(CudaMoELayer.Config config, CudaMoELayer.Precision precision, int tokens, int warmup, int iterations,
                              int gpuOrdinal, CudaMoELayer.RowLayout layout) {
@@ -33,7 +33,7 @@ public final class CudaMoEBenchmark {
             layer.randomizeWeights(11, 0.02);
             layer.lossWeights(0.01, 0.001);
             layer.rowLayout(layout);
-            int padded = 0;
+            String rowLayout = "";
             long x = layer.allocate((long) tokens * d, "benchmark input");
             long g = layer.allocate((long) tokens * d, "benchmark output gradient");
             layer.fillRandom(x, (long) tokens * d, 1, 1.0);
@@ -63,7 +63,7 @@ public final class CudaMoEBenchmark {
                     timer.collect();
                     if (i == timed - 1) {
                         expertSeconds = expertForwardSeconds(layer, stream, f);
-                        padded = f.paddedRows();
+                        rowLayout = f.layout();
                     }
                 }
             }
@@ -80,12 +80,12 @@ public final class CudaMoEBenchmark {
                 strategies.put(k, v + (t == null ? "" : " " + formatTrials(t)));
             });
             return new Result(config, precision, tokens, iterations, median, flopsPerToken * tokens / median / 1e12, phases,
-                    fwdFlops / expertSeconds / 1e12, strategies, gpu.describe(), padded);
+                    fwdFlops / expertSeconds / 1e12, strategies, gpu.describe(), rowLayout);
         }
     }
 
     /** The forward expert products alone on given groups: TFLOP/s (actual rows only) and how they ran. */
-    public record GroupedResult(CudaMoELayer.Config config, int[] rowsPerExpert, double tflops, double millis, int paddedRows,
+    public record GroupedResult(CudaMoELayer.Config config, int[] rowsPerExpert, double tflops, double millis, String layout,
                                 Map<String, String> strategies) {}
 
     /**
@@ -111,7 +111,7 @@ public final class CudaMoEBenchmark {
                 Map<RaggedGemm.Strategy, Double> t = rg.trials().get(k);
                 strategies.put(k, v + (t == null ? "" : " " + formatTrials(t)));
             });
-            return new GroupedResult(config, rowsPerExpert, flops / seconds / 1e12, seconds * 1e3, f.paddedRows(), strategies);
+            return new GroupedResult(config, rowsPerExpert, flops / seconds / 1e12, seconds * 1e3, f.layout(), strategies);
         }
     }
 
@@ -125,9 +125,8 @@ public final class CudaMoEBenchmark {
             rows += x;
         }
         StringBuilder sb = new StringBuilder(String.format(Locale.ROOT,
-                "MOE4J_CUDA grouped-gemm D=%d H=%d E=%d rows=%d (per expert %d..%d) layout=%s fwd_TFLOPs=%.1f ms=%.3f%n",
-                c.dim(), c.hidden(), c.experts(), rows, min, max, r.paddedRows() > 0 ? "padded(" + r.paddedRows() + ")" : "compact",
-                r.tflops(), r.millis()));
+                "MOE4J_CUDA grouped-gemm D=%d H=%d E=%d rows=%d (per expert %d..%d) fwd_TFLOPs=%.1f ms=%.3f: %s%n",
+                c.dim(), c.hidden(), c.experts(), rows, min, max, r.tflops(), r.millis(), r.layout()));
         r.strategies().forEach((k, v) -> sb.append("  ragged GEMM ").append(k).append(": ").append(v).append('\n'));
         return sb.toString();
     }
@@ -167,8 +166,7 @@ public final class CudaMoEBenchmark {
                 c.dim(), c.hidden(), c.experts(), c.topK(), r.tokens(), r.precision().name().toLowerCase(Locale.ROOT),
                 r.medianStepSeconds() * 1e3, r.tflops(), r.expertGemmForwardTflops(), r.gpu()));
         double sum = r.phaseSeconds().values().stream().mapToDouble(Double::doubleValue).sum();
-        sb.append(r.paddedRows() > 0 ? "  rows padded to " + r.paddedRows() + " per expert, one batched product per projection\n"
-                : "  rows packed, ragged products\n");
+        sb.append("  ").append(r.layout()).append('\n');
         sb.append("  device time per phase (forward + backward):");
         r.phaseSeconds().forEach((k, v) -> sb.append(String.format(Locale.ROOT, " %s %.3f ms (%.0f%%);", k, v * 1e3, 100 * v / sum)));
         sb.append(String.format(Locale.ROOT, " total %.3f ms%n", sum * 1e3));

@@ -45,16 +45,14 @@ public final class CudaMoELayer implements AutoCloseable {
     public enum ExpertActivation { SWIGLU, GELU, RELU }
 
     /**
-     * How the grouped rows are laid out for the expert products. COMPACT: expert after expert, ragged
-     * products (see {@link RaggedGemm}). PADDED: every expert's rows padded with zero rows to the largest
-     * count (rounded up to {@link #PAD_ROWS}), so that all experts run as one strided batched product that
-     * fills the GPU even when each expert is small; padding costs its share of arithmetic. AUTO: padded
-     * when the padding adds at most a quarter to the rows, else compact.
+     * How the grouped rows are laid out for the expert products (see {@link RowPlan}). COMPACT: expert
+     * after expert, ragged products ({@link RaggedGemm}). PADDED: every expert padded with zero rows to
+     * the largest count, one strided batched product for all. BUCKETED: experts of similar size share a
+     * padded bucket, one batched product per bucket. AUTO: padded when that adds at most a quarter to the
+     * rows, else bucketed. Padding costs its share of arithmetic; small experts run together instead of
+     * one at a time.
      */
-    public enum RowLayout { AUTO, COMPACT, PADDED }
-
-    static final int PAD_ROWS = 64;
-    static final double MAX_PADDING = 1.25;
+    public enum RowLayout { AUTO, COMPACT, PADDED, BUCKETED }
 
     /** Shape and options of the layer; {@code auxScale} is 1 for softmax routing and the sequence aux weight for sigmoid. */
     public record Config(int dim, int hidden, int experts, int topK, boolean sigmoid, ExpertActivation activation,
@@ -101,11 +99,11 @@ public final class CudaMoELayer implements AutoCloseable {
         public final long out;
         final int[] rowsPerExpert;
         final int rows;
-        final int cap;
+        final RowPlan plan;
 
         private Step(int tokens, long x, long logits, long probs, long lse, long idx, long w, long counts, long offsets, long entryRow,
                      long rowEntry, long rowToken, long rowScale, long auxGrad, long losses, long xs, long h1, long act, long y, long out,
-                     int[] rowsPerExpert, int rows, int cap) {
+                     int[] rowsPerExpert, RowPlan plan) {
             this.tokens = tokens;
             this.x = x;
             this.logits = logits;
@@ -127,13 +125,13 @@ public final class CudaMoELayer implements AutoCloseable {
             this.y = y;
             this.out = out;
             this.rowsPerExpert = rowsPerExpert;
-            this.rows = rows;
-            this.cap = cap;
+            this.rows = plan.rows();
+            this.plan = plan;
         }
 
-        /** Rows per expert in the padded layout, 0 when compact. */
-        public int paddedRows() {
-            return cap;
+        /** How the rows were laid out, in words. */
+        public String layout() {
+            return plan.describe(c.experts());
         }
 
         /** Rows routed to each expert (the counts read back by the forward). */
@@ -197,24 +195,6 @@ public final class CudaMoELayer implements AutoCloseable {
     /** The row layout of the expert products from now on (AUTO by default). */
     public void rowLayout(RowLayout l) {
         this.layout = l;
-    }
-
-    /**
-     * Rows per expert of the padded layout for these counts, or 0 for the compact one: the largest count
-     * rounded up to {@link #PAD_ROWS}; AUTO pads when that adds at most {@link #MAX_PADDING} − 1 of the rows.
-     */
-    static int paddedRows(RowLayout layout, int[] rowsPerExpert) {
-        if (layout == RowLayout.COMPACT) return 0;
-        long total = 0;
-        int max = 0;
-        for (int r : rowsPerExpert) {
-            total += r;
-            max = Math.max(max, r);
-        }
-        if (total == 0) return 0;
-        int cap = (max + PAD_ROWS - 1) / PAD_ROWS * PAD_ROWS;
-        if (layout == RowLayout.PADDED) return cap;
-        return (double) cap * rowsPerExpert.length <= MAX_PADDING * total ? cap : 0;
     }
 
     /** Strategy per ragged shape: null lets each shape be timed once and the fastest kept. */
@@ -314,25 +294,38 @@ public final class CudaMoELayer implements AutoCloseable {
         if (rowsPerExpert.length != c.experts()) {
             throw new IllegalArgumentException(rowsPerExpert.length + " group sizes for " + c.experts() + " experts");
         }
-        int cap = paddedRows(layout, rowsPerExpert);
-        int rows = 0;
-        for (int r : rowsPerExpert) rows += r;
-        if (cap > 0) rows = cap * c.experts();
+        RowPlan plan = RowPlan.of(layout, rowsPerExpert);
+        int rows = plan.rows();
         long es = p.bytes;
         DevicePool pool = s.pool;
         long xs = pool.allocate((long) rows * c.dim() * es, "expert input rows");
         long h1 = pool.allocate((long) rows * c.inWidth() * es, "expert hidden pre-activation");
         long act = pool.allocate((long) rows * c.hidden() * es, "expert hidden activation");
         long y = pool.allocate((long) rows * c.dim() * es, "expert output rows");
-        fillRandom(xs, (long) rows * c.dim(), seed, 1.0);
-        fillRandom(act, (long) rows * c.hidden(), seed + 1, 1.0);
-        return new Step(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, xs, h1, act, y, 0, rowsPerExpert.clone(), rows, cap);
+        if (!plan.compact()) {
+            s.zero(xs, (long) rows * c.dim() * es); // padding rows are zero, as the gather leaves them
+            s.zero(act, (long) rows * c.hidden() * es);
+            fillRows(plan, rowsPerExpert, xs, c.dim(), seed);
+            fillRows(plan, rowsPerExpert, act, c.hidden(), seed + 1);
+        } else {
+            fillRandom(xs, (long) rows * c.dim(), seed, 1.0);
+            fillRandom(act, (long) rows * c.hidden(), seed + 1, 1.0);
+        }
+        return new Step(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, xs, h1, act, y, 0, rowsPerExpert.clone(), plan);
+    }
+
+    private void fillRows(RowPlan plan, int[] rowsPerExpert, long base, int width, long seed) {
+        for (int e = 0; e < rowsPerExpert.length; e++) {
+            if (rowsPerExpert[e] > 0) {
+                fillRandom(base + (long) plan.expertBase()[e] * width * p.bytes, (long) rowsPerExpert[e] * width, seed + 7L * e, 1.0);
+            }
+        }
     }
 
     /** The forward expert products alone (both ragged GEMMs) over a step's rows: the grouped-GEMM ceiling check. */
     public void expertProductsOnly(Step f) {
-        expertProducts("fwd-in", f.rowsPerExpert, f.cap, false, f.xs, c.dim(), w1, c.inWidth(), f.h1, c.inWidth(), c.dim());
-        expertProducts("fwd-out", f.rowsPerExpert, f.cap, false, f.act, c.hidden(), w2, c.dim(), f.y, c.dim(), c.hidden());
+        expertProducts("fwd-in", f.rowsPerExpert, f.plan, false, f.xs, c.dim(), w1, c.inWidth(), f.h1, c.inWidth(), c.dim());
+        expertProducts("fwd-out", f.rowsPerExpert, f.plan, false, f.act, c.hidden(), w2, c.dim(), f.y, c.dim(), c.hidden());
     }
 
     /** A device copy of host floats in this layer's precision, in the caller's pool scope. */
@@ -426,28 +419,32 @@ public final class CudaMoELayer implements AutoCloseable {
         s.launch(KernelSource.ROUTER, "router_losses").grid(1).block(1024).ptr(partial).i32(chunks).ptr(counts).i32(T).i32(E).i32(K)
                 .f32((float) c.auxScale()).f32(auxWeight).ptr(losses).ptr(auxGrad).run();
         int[] rowsPerExpert = s.readInts(counts, E);
-        int cap = paddedRows(layout, rowsPerExpert);
-        int rows = 0;
-        for (int r : rowsPerExpert) rows += r;
-        if (cap > 0) rows = cap * E;
+        RowPlan plan = RowPlan.of(layout, rowsPerExpert);
+        int rows = plan.rows();
         long rowEntry = pool.allocate(4L * rows, "row to entry map");
         long rowToken = pool.allocate(4L * rows, "row to token map");
-        if (cap > 0) {
+        long expertBase = 0;
+        if (!plan.compact()) {
             s.memset(rowEntry, (byte) 0xff, 4L * rows); // -1: padding rows
             s.memset(rowToken, (byte) 0xff, 4L * rows);
+            expertBase = pool.allocate(4L * E, "expert base rows");
+            try (java.lang.foreign.Arena a = java.lang.foreign.Arena.ofConfined()) {
+                // pageable source: staged by the driver before the call returns
+                s.copyToDevice(expertBase, a.allocateFrom(java.lang.foreign.ValueLayout.JAVA_INT, plan.expertBase()), 4L * E);
+            }
         }
         s.launch(KernelSource.PERMUTE, "perm_scatter").grid(blocks).block(256)
-                .ptr(idx).i32(n).i32(K).i32(E).i32(-1).ptr(blockBase).ptr(offsets).i32(cap).ptr(rowEntry).ptr(rowToken).ptr(entryRow).run();
+                .ptr(idx).i32(n).i32(K).i32(E).i32(-1).ptr(blockBase).ptr(offsets).ptr(expertBase).ptr(rowEntry).ptr(rowToken).ptr(entryRow).run();
         long rowScale = 0;
         if (c.gradientScale() && rows > 0) {
             rowScale = pool.allocate(4L * rows, "expert row scale");
-            s.launch(KernelSource.PERMUTE, "expand_expert_scale").grid(E).block(256).ptr(offsets).i32(cap).ptr(expertScale).ptr(rowScale).run();
+            s.launch(KernelSource.PERMUTE, "expand_expert_scale").grid(E).block(256).ptr(offsets).ptr(expertBase).ptr(expertScale).ptr(rowScale).run();
         }
         long xs = pool.allocate((long) rows * D * es, "expert input rows");
         gatherRows(x, rowToken, xs, rows, (long) D * es);
         phase(PHASE_GEMM);
         long h1 = pool.allocate((long) rows * W * es, "expert hidden pre-activation");
-        expertProducts("fwd-in", rowsPerExpert, cap, false, xs, D, w1, W, h1, W, D);
+        expertProducts("fwd-in", rowsPerExpert, plan, false, xs, D, w1, W, h1, W, D);
         phase(PHASE_ACTIVATION);
         long act = h1;
         if (c.activation() == ExpertActivation.SWIGLU) {
@@ -460,7 +457,7 @@ public final class CudaMoELayer implements AutoCloseable {
         }
         phase(PHASE_GEMM);
         long y = pool.allocate((long) rows * D * es, "expert output rows");
-        expertProducts("fwd-out", rowsPerExpert, cap, false, act, H, w2, D, y, D, H);
+        expertProducts("fwd-out", rowsPerExpert, plan, false, act, H, w2, D, y, D, H);
         phase(PHASE_COMBINE);
         long out = pool.allocate((long) T * D * es, "layer output");
         if (T > 0) {
@@ -468,7 +465,7 @@ public final class CudaMoELayer implements AutoCloseable {
                     .ptr(y).ptr(entryRow).ptr(w).ptr(rowScale).ptr(out).i32(T).i32(K).i32(D).i32(0).run();
         }
         return new Step(T, x, logits, probs, lse, idx, w, counts, offsets, entryRow, rowEntry, rowToken, rowScale, auxGrad, losses,
-                xs, h1, act, y, out, rowsPerExpert, rows, cap);
+                xs, h1, act, y, out, rowsPerExpert, plan);
     }
 
     private void gatherRows(long src, long index, long dst, int rows, long rowBytes) {
@@ -488,28 +485,50 @@ public final class CudaMoELayer implements AutoCloseable {
     }
 
     /**
-     * Per expert e with rows [o, o + n): {@code C[o..] (n × cols) = A[o..] (n × inner) · op(B_e)}, B_e the
-     * expert's (inner × cols) slice, or transposed ({@code transB}: B_e stored (cols × inner)). Padded
-     * layout ({@code cap} > 0): one batched product over all experts' {@code cap} rows.
+     * Per expert e: {@code C_e (n × cols) = A_e (n × inner) · op(B_e)}, B_e the expert's (inner × cols)
+     * slice, or transposed ({@code transB}: B_e stored (cols × inner)); A_e and C_e are the expert's rows
+     * in the layout of {@code plan} (ragged products when compact, one batched product per bucket else).
      */
-    private void expertProducts(String what, int[] rowsPerExpert, int cap, boolean transB, long a, int lda, long b, int ldb,
+    private void expertProducts(String what, int[] rowsPerExpert, RowPlan plan, boolean transB, long a, int lda, long b, int ldb,
                                 long cOut, int cols, int inner) {
         long es = p.bytes;
         int experts = rowsPerExpert.length;
-        if (cap > 0) {
+        if (plan.compact()) {
+            List<RaggedGemm.Product> list = new ArrayList<>(experts);
+            long o = 0;
+            for (int e = 0; e < experts; e++) {
+                int n = rowsPerExpert[e];
+                long bSlice = b + (long) e * inner * cols * es;
+                list.add(new RaggedGemm.Product(false, transB, n, cols, inner, a + o * lda * es, lda, bSlice, ldb, cOut + o * cols * es, cols));
+                o += n;
+            }
+            ragged.run(what + " " + shapeKey(rowsPerExpert), list, p.cublasType, p.cublasType);
+            return;
+        }
+        if (plan.strided(experts)) {
+            int cap = plan.buckets().get(0).cap();
             s.gemmBatched(false, transB, cap, cols, inner, a, lda, (long) cap * lda, b, ldb, (long) inner * cols, cOut, cols,
                     (long) cap * cols, experts, p.cublasType, p.cublasType);
             return;
         }
-        List<RaggedGemm.Product> list = new ArrayList<>(experts);
-        long o = 0;
-        for (int e = 0; e < experts; e++) {
-            int n = rowsPerExpert[e];
-            long bSlice = b + (long) e * inner * cols * es;
-            list.add(new RaggedGemm.Product(false, transB, n, cols, inner, a + o * lda * es, lda, bSlice, ldb, cOut + o * cols * es, cols));
-            o += n;
+        for (RowPlan.Bucket bucket : plan.buckets()) {
+            int[] members = bucket.experts();
+            int cap = bucket.cap();
+            if (members.length == 1) {
+                int e = members[0];
+                s.gemm(false, transB, cap, cols, inner, 1f, a + (long) plan.expertBase()[e] * lda * es, lda, b + (long) e * inner * cols * es,
+                        ldb, 0f, cOut + (long) plan.expertBase()[e] * cols * es, cols, p.cublasType, p.cublasType);
+                continue;
+            }
+            long[] ptrs = new long[3 * members.length];
+            for (int j = 0; j < members.length; j++) {
+                int e = members[j];
+                ptrs[j] = a + (long) plan.expertBase()[e] * lda * es;
+                ptrs[members.length + j] = b + (long) e * inner * cols * es;
+                ptrs[2 * members.length + j] = cOut + (long) plan.expertBase()[e] * cols * es;
+            }
+            s.gemmBatched(false, transB, cap, cols, inner, ptrs, lda, ldb, cols, p.cublasType, p.cublasType);
         }
-        ragged.run(what + " " + shapeKey(rowsPerExpert), list, p.cublasType, p.cublasType);
     }
 
     // ---------------------------------------------------------------- backward
@@ -533,7 +552,7 @@ public final class CudaMoELayer implements AutoCloseable {
         }
         phase(PHASE_GEMM);
         long dact = pool.allocate((long) rows * H * es, "expert hidden gradient");
-        expertProducts("bwd-out-data", f.rowsPerExpert, f.cap, true, dy, D, w2, D, dact, H, D);
+        expertProducts("bwd-out-data", f.rowsPerExpert, f.plan, true, dy, D, w2, D, dact, H, D);
         weightProducts("bwd-out-weight", f, f.act, H, dy, D, dw2);
         phase(PHASE_ACTIVATION);
         long dh1 = pool.allocate((long) rows * W * es, "expert pre-activation gradient");
@@ -547,7 +566,7 @@ public final class CudaMoELayer implements AutoCloseable {
         }
         phase(PHASE_GEMM);
         long dxs = pool.allocate((long) rows * D * es, "expert input gradient");
-        expertProducts("bwd-in-data", f.rowsPerExpert, f.cap, true, dh1, W, w1, W, dxs, D, W);
+        expertProducts("bwd-in-data", f.rowsPerExpert, f.plan, true, dh1, W, w1, W, dxs, D, W);
         weightProducts("bwd-in-weight", f, f.xs, D, dh1, W, dw1);
         phase(PHASE_PERMUTE);
         long dx = pool.allocate((long) T * D * es, "input gradient");
@@ -574,25 +593,47 @@ public final class CudaMoELayer implements AutoCloseable {
         return dx;
     }
 
-    /** Per expert: dW_e (inner × cols) = A_eᵀ (inner × n) · G_e (n × cols); experts with no rows get zeros. */
+    /**
+     * Per expert: dW_e (inner × cols) = A_eᵀ (inner × n) · G_e (n × cols); experts with no rows get zeros.
+     * In a padded or bucketed layout the padding rows of A and G are zero, so they add nothing.
+     */
     private void weightProducts(String what, Step f, long a, int inner, long g, int cols, long dW) {
         long es = p.bytes;
         int experts = f.rowsPerExpert.length;
-        if (f.cap > 0) {
-            // padding rows are zero in A and G, so they add nothing
-            s.gemmBatched(true, false, inner, cols, f.cap, a, inner, (long) f.cap * inner, g, cols, (long) f.cap * cols, dW, cols,
+        RowPlan plan = f.plan;
+        if (plan.compact()) {
+            List<RaggedGemm.Product> list = new ArrayList<>(experts);
+            long o = 0;
+            for (int e = 0; e < experts; e++) {
+                int n = f.rowsPerExpert[e];
+                list.add(new RaggedGemm.Product(true, false, inner, cols, n, a + o * inner * es, inner, g + o * cols * es, cols,
+                        dW + (long) e * inner * cols * es, cols));
+                o += n;
+            }
+            ragged.run(what + " " + shapeKey(f.rowsPerExpert), list, p.cublasType, p.cublasType);
+        } else if (plan.strided(experts)) {
+            int cap = plan.buckets().get(0).cap();
+            s.gemmBatched(true, false, inner, cols, cap, a, inner, (long) cap * inner, g, cols, (long) cap * cols, dW, cols,
                     (long) inner * cols, experts, p.cublasType, p.cublasType);
             return;
+        } else {
+            for (RowPlan.Bucket bucket : plan.buckets()) {
+                int[] members = bucket.experts();
+                int cap = bucket.cap();
+                long[] ptrs = new long[3 * members.length];
+                for (int j = 0; j < members.length; j++) {
+                    int e = members[j];
+                    ptrs[j] = a + (long) plan.expertBase()[e] * inner * es;
+                    ptrs[members.length + j] = g + (long) plan.expertBase()[e] * cols * es;
+                    ptrs[2 * members.length + j] = dW + (long) e * inner * cols * es;
+                }
+                if (members.length == 1) {
+                    s.gemm(true, false, inner, cols, cap, 1f, ptrs[0], inner, ptrs[1], cols, 0f, ptrs[2], cols, p.cublasType, p.cublasType);
+                } else {
+                    s.gemmBatched(true, false, inner, cols, cap, ptrs, inner, cols, cols, p.cublasType, p.cublasType);
+                }
+            }
         }
-        List<RaggedGemm.Product> list = new ArrayList<>(experts);
-        long o = 0;
-        for (int e = 0; e < experts; e++) {
-            int n = f.rowsPerExpert[e];
-            list.add(new RaggedGemm.Product(true, false, inner, cols, n, a + o * inner * es, inner, g + o * cols * es, cols,
-                    dW + (long) e * inner * cols * es, cols));
-            o += n;
-        }
-        ragged.run(what + " " + shapeKey(f.rowsPerExpert), list, p.cublasType, p.cublasType);
         zeroEmptyExperts(f.rowsPerExpert, dW, (long) inner * cols);
     }
 

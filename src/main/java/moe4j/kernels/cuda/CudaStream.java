@@ -154,6 +154,25 @@ public final class CudaStream {
                 c, cType, ldc, strideC, batch);
     }
 
+    /**
+     * {@code pointers.length / 3} products of one shape whose A, B and C are listed in {@code pointers}
+     * (all A first, then all B, then all C), one cuBLAS call.
+     */
+    void gemmBatched(boolean transA, boolean transB, int m, int n, int k, long[] pointers, int lda, int ldb, int ldc, int abType,
+                     int cType) {
+        int batch = pointers.length / 3;
+        long dev = pool.allocate(8L * pointers.length, "batched GEMM pointer arrays");
+        try (Arena a = Arena.ofConfined()) {
+            // pageable source: the driver stages it before returning, so the arena may close after the call
+            copyToDevice(dev, a.allocateFrom(java.lang.foreign.ValueLayout.JAVA_LONG, pointers), 8L * pointers.length);
+        }
+        alphaBeta.set(JAVA_FLOAT, 0, 1f);
+        alphaBeta.set(JAVA_FLOAT, 4, 0f);
+        Cublas.get().gemmBatchedRowMajor(cublas, transA, transB, m, n, k, alphaBeta, dev, abType, lda, dev + 8L * batch, ldb,
+                dev + 16L * batch, cType, ldc, batch);
+        pool.free(dev);
+    }
+
     void gemm(MemorySegment handle, boolean transA, boolean transB, int m, int n, int k, float alpha, long a, int lda, long b,
               int ldb, float beta, long c, int ldc, int abType, int cType) {
         alphaBeta.set(JAVA_FLOAT, 0, alpha);

@@ -52,10 +52,11 @@ extern "C" __global__ void perm_scan(const int* __restrict__ blockCounts, int bl
 
 // rowEntry[row] = flat entry (t·K + k), rowToken[row] = t, entryRow[entry] = row (or -1 if dropped and
 // droppedBin < 0; with droppedBin >= 0 dropped entries get rows in that bin, after every expert).
-// cap = 0: rows packed expert after expert (offsets). cap > 0: expert e's rows start at e·cap (the
-// padded layout of batched products); the rows past an expert's count keep the -1 the caller wrote.
+// expertBase null: rows packed expert after expert (offsets). Otherwise expert e's rows start at
+// expertBase[e] (padded or bucketed layouts of batched products); rows past an expert's count keep the
+// -1 the caller wrote.
 extern "C" __global__ void perm_scatter(const int* __restrict__ idx, int n, int K, int E, int droppedBin,
-        const int* __restrict__ blockBase, const int* __restrict__ offsets, int cap, int* __restrict__ rowEntry,
+        const int* __restrict__ blockBase, const int* __restrict__ offsets, const int* __restrict__ expertBase, int* __restrict__ rowEntry,
         int* __restrict__ rowToken, int* __restrict__ entryRow) {
     __shared__ int chunk[PERM_BLOCK];
     int i = blockIdx.x * PERM_BLOCK + threadIdx.x;
@@ -68,19 +69,19 @@ extern "C" __global__ void perm_scatter(const int* __restrict__ idx, int n, int 
     int rank = 0;
     for (int j = 0; j < (int) threadIdx.x; j++) rank += chunk[j] == e;
     int row = blockBase[(long long) blockIdx.x * E + e] + rank;
-    if (cap > 0) row += e * cap - offsets[e];
+    if (expertBase) row += expertBase[e] - offsets[e];
     rowEntry[row] = i;
     rowToken[row] = i / K;
     entryRow[i] = row;
 }
 
-// rowScale[row] = expertScale[expert of row], over the grouped layout (one block per expert; cap as
-// in perm_scatter).
-extern "C" __global__ void expand_expert_scale(const int* __restrict__ offsets, int cap, const float* __restrict__ expertScale,
-        float* __restrict__ rowScale) {
+// rowScale[row] = expertScale[expert of row], over the grouped layout (one block per expert;
+// expertBase as in perm_scatter).
+extern "C" __global__ void expand_expert_scale(const int* __restrict__ offsets, const int* __restrict__ expertBase,
+        const float* __restrict__ expertScale, float* __restrict__ rowScale) {
     int e = blockIdx.x;
     float s = expertScale[e];
-    int start = cap > 0 ? e * cap : offsets[e];
+    int start = expertBase ? expertBase[e] : offsets[e];
     int end = start + offsets[e + 1] - offsets[e];
     for (int r = start + threadIdx.x; r < end; r += blockDim.x) rowScale[r] = s;
 }

@@ -1,6 +1,8 @@
 package moe4j.kernels.cuda;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -142,12 +144,50 @@ class CudaHostTest {
     @Test
     void paddedLayoutOnlyWhenPaddingIsCheap() {
         int[] even = {1000, 1010, 990, 1020};
-        assertEquals(1024, CudaMoELayer.paddedRows(CudaMoELayer.RowLayout.AUTO, even));
+        RowPlan auto = RowPlan.of(CudaMoELayer.RowLayout.AUTO, even);
+        assertTrue(auto.strided(4));
+        assertEquals(4096, auto.rows());
+        assertArrayEquals(new int[] {0, 1024, 2048, 3072}, auto.expertBase());
         int[] skewed = {3000, 10, 10, 10};
-        assertEquals(0, CudaMoELayer.paddedRows(CudaMoELayer.RowLayout.AUTO, skewed));
-        assertEquals(3008, CudaMoELayer.paddedRows(CudaMoELayer.RowLayout.PADDED, skewed));
-        assertEquals(0, CudaMoELayer.paddedRows(CudaMoELayer.RowLayout.COMPACT, even));
-        assertEquals(0, CudaMoELayer.paddedRows(CudaMoELayer.RowLayout.PADDED, new int[] {0, 0}));
+        assertTrue(RowPlan.of(CudaMoELayer.RowLayout.PADDED, skewed).strided(4));
+        assertEquals(4 * 3008, RowPlan.of(CudaMoELayer.RowLayout.PADDED, skewed).rows());
+        assertFalse(RowPlan.of(CudaMoELayer.RowLayout.AUTO, skewed).strided(4), "skewed counts take buckets");
+        RowPlan compact = RowPlan.of(CudaMoELayer.RowLayout.COMPACT, even);
+        assertTrue(compact.compact());
+        assertEquals(4020, compact.rows());
+        assertTrue(RowPlan.of(CudaMoELayer.RowLayout.PADDED, new int[] {0, 0}).compact(), "no rows: nothing to pad");
+    }
+
+    /** Buckets: every non-empty expert in exactly one, rows disjoint and large enough, padding bounded. */
+    @Test
+    void bucketsHoldEveryExpertOnceWithBoundedPadding() {
+        int[] counts = {777, 189, 875, 1580, 0, 65, 663, 1335, 14, 2145, 91, 576, 3, 1763, 1761, 580};
+        RowPlan plan = RowPlan.of(CudaMoELayer.RowLayout.BUCKETED, counts);
+        assertFalse(plan.compact());
+        boolean[] seen = new boolean[counts.length];
+        java.util.List<int[]> ranges = new ArrayList<>();
+        long used = 0;
+        for (RowPlan.Bucket b : plan.buckets()) {
+            int largest = 0;
+            for (int e : b.experts()) largest = Math.max(largest, counts[e]);
+            assertEquals(RowPlan.roundUp(largest), b.cap());
+            for (int e : b.experts()) {
+                assertFalse(seen[e], "expert " + e + " twice");
+                seen[e] = true;
+                assertTrue(counts[e] <= b.cap());
+                assertTrue(RowPlan.roundUp(counts[e]) >= RowPlan.BUCKET_FILL * b.cap(), "expert " + e + " padded too much");
+                ranges.add(new int[] {plan.expertBase()[e], plan.expertBase()[e] + b.cap()});
+                used += counts[e];
+            }
+        }
+        for (int e = 0; e < counts.length; e++) assertEquals(counts[e] > 0, seen[e], "expert " + e);
+        ranges.sort((x, y) -> Integer.compare(x[0], y[0]));
+        for (int i = 1; i < ranges.size(); i++) assertTrue(ranges.get(i)[0] >= ranges.get(i - 1)[1], "overlapping experts");
+        assertTrue(ranges.get(ranges.size() - 1)[1] <= plan.rows());
+        long total = 0;
+        for (int c : counts) total += c;
+        assertEquals(total, used);
+        assertTrue(plan.rows() < 1.5 * total, "padding " + plan.rows() + " rows for " + total);
     }
 
     // ---------------------------------------------------------------- pool

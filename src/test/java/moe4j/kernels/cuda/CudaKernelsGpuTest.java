@@ -122,7 +122,7 @@ class CudaKernelsGpuTest {
             s.launch(KernelSource.PERMUTE, "perm_block_histogram").grid(blocks).block(256).shared(4 * e).ptr(didx).i32(n).i32(e).i32(-1).ptr(bc).run();
             s.launch(KernelSource.PERMUTE, "perm_scan").grid(1).block(1024).ptr(bc).i32(blocks).i32(e).ptr(counts).ptr(offsets).ptr(bb).ptr(scale).run();
             s.launch(KernelSource.PERMUTE, "perm_scatter").grid(blocks).block(256).ptr(didx).i32(n).i32(k).i32(e).i32(-1).ptr(bb)
-                    .ptr(offsets).i32(0).ptr(rowEntry).ptr(rowToken).ptr(entryRow).run();
+                    .ptr(offsets).ptr(0L).ptr(rowEntry).ptr(rowToken).ptr(entryRow).run();
             int rows = ref.rowCount();
             assertArrayEquals(ref.rowsPerExpert(), s.readInts(counts, e));
             assertArrayEquals(ref.entryOfRow().toIntArray(), s.readInts(rowEntry, rows));
