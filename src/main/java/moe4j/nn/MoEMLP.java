@@ -29,6 +29,7 @@ public final class MoEMLP extends Module {
     private final Router router;
     private final Module expertList;
     private final Expert sharedExpert;
+    private final Linear sharedExpertGate;
     private TokenDispatcher dispatcher = LocalDispatcher.INSTANCE;
 
     private int epWorldSize = 1;
@@ -44,7 +45,7 @@ public final class MoEMLP extends Module {
         int h = config.hidden();
         int e = config.numExperts();
         this.router = registerModule("router", config.router().equals(MoEConfig.SOFTMAX_TOPK)
-                ? new SoftmaxTopKRouter(d, e, config.topK())
+                ? new SoftmaxTopKRouter(d, e, config.topK(), config.normalizeTopK())
                 : new SigmoidTopKRouter(d, e, config.topK(), config.biasUpdateRate(), config.biasEmaDecay(),
                         config.biasSchedule(), config.sequenceAuxLossWeight()));
         if (config.packed()) {
@@ -56,7 +57,9 @@ public final class MoEMLP extends Module {
             this.expertList = registerModule("experts", new ExpertList());
             for (int g = 0; g < e; g++) expertList.registerModule(Integer.toString(g), new Expert(d, h, config.activation()));
         }
-        this.sharedExpert = config.sharedExperts() > 0 ? registerModule("shared_expert", new Expert(d, h, config.activation())) : null;
+        this.sharedExpert = config.sharedExperts() > 0
+                ? registerModule("shared_expert", new Expert(d, config.sharedExpertHidden(), config.activation())) : null;
+        this.sharedExpertGate = config.sharedExpertGate() ? registerModule("shared_expert_gate", new Linear(d, 1)) : null;
     }
 
     /** A layer initialised from {@code config.seed()}: expert g from its own stream, whatever the layout or EP size. */
@@ -71,6 +74,7 @@ public final class MoEMLP extends Module {
         double downStd = std / Math.sqrt(2.0 * config.numLayers());
         router.init(Rng.forStream(config.seed(), -1), std);
         if (sharedExpert != null) sharedExpert.init(Rng.forStream(config.seed(), -2), std, downStd);
+        if (sharedExpertGate != null) sharedExpertGate.init(Rng.forStream(config.seed(), -3), std);
         int d = config.dim();
         int h = config.hidden();
         for (int g = 0; g < config.numExperts(); g++) {
@@ -171,7 +175,9 @@ public final class MoEMLP extends Module {
                 config.gradientScale() && isTraining());
         if (sharedExpert != null) {
             try (var p = Profiler.phase("shared expert")) {
-                out = Ops.add(out, sharedExpert.forward(flat));
+                Tensor shared = sharedExpert.forward(flat);
+                if (sharedExpertGate != null) shared = Ops.mulRows(shared, Ops.sigmoid(sharedExpertGate.forward(flat)));
+                out = Ops.add(out, shared);
             }
         }
         return out;
@@ -324,6 +330,11 @@ public final class MoEMLP extends Module {
 
     public Expert sharedExpert() {
         return sharedExpert;
+    }
+
+    /** The shared expert's sigmoid gate (1, D), or null when its output is added ungated. */
+    public Linear sharedExpertGate() {
+        return sharedExpertGate;
     }
 
     public TokenDispatcher dispatcher() {

@@ -26,6 +26,7 @@ import moe4j.tensor.Tensor;
  */
 public final class MoETransformer extends Module {
     private final ModelConfig config;
+    private final TransformerOptions options;
     private final Embedding tokEmbeddings;
     private final List<TransformerBlock> layers;
     private final RMSNorm norm;
@@ -35,12 +36,18 @@ public final class MoETransformer extends Module {
     public record Loss(Tensor total, Tensor crossEntropy, Tensor auxLoss, Tensor zLoss) {}
 
     public MoETransformer(ModelConfig config) {
+        this(config, TransformerOptions.DEFAULT);
+    }
+
+    /** The model of {@code config} with a published family's changes ({@link TransformerOptions}). */
+    public MoETransformer(ModelConfig config, TransformerOptions options) {
         this.config = config;
+        this.options = options;
         this.tokEmbeddings = registerModule("tok_embeddings", new Embedding(config.vocabSize(), config.dim()));
         Module layerList = registerModule("layers", new LayerList());
         List<TransformerBlock> blocks = new ArrayList<>();
         for (int i = 0; i < config.nLayers(); i++) {
-            blocks.add(layerList.registerModule(Integer.toString(i), new TransformerBlock(config, i)));
+            blocks.add(layerList.registerModule(Integer.toString(i), new TransformerBlock(config, options, i)));
         }
         this.layers = Collections.unmodifiableList(blocks);
         this.norm = registerModule("norm", new RMSNorm(config.dim(), config.normEps()));
@@ -92,6 +99,23 @@ public final class MoETransformer extends Module {
     }
 
     /**
+     * Decoding step: int32 {@code tokens} (n), the next n tokens of one sequence after the {@code cache.length()}
+     * cached ones → logits (n, V). Appends the tokens' keys and values to {@code cache}. Call without gradients.
+     */
+    public Tensor forwardCached(Tensor tokens, KvCache cache) {
+        tokens.requireDType(DType.I32, "MoETransformer.forwardCached");
+        int n = Math.toIntExact(tokens.numel());
+        if (cache.length() + n > config.maxSeqLen()) {
+            throw new IllegalArgumentException("MoETransformer.forwardCached: " + (cache.length() + n) + " tokens exceed max_seq_len "
+                    + config.maxSeqLen());
+        }
+        Tensor h = tokEmbeddings.forward(tokens.view(n));
+        for (int i = 0; i < layers.size(); i++) h = layers.get(i).forwardCached(h, cache.layer(i));
+        Tensor normed = norm.forward(h);
+        return output != null ? output.forward(normed) : Ops.matmul(normed, false, tokEmbeddings.weight(), true);
+    }
+
+    /**
      * Next-token loss: mean cross-entropy of the logits of {@code tokens} against int32 {@code targets}
      * (the same (B, S) shape, or (B·S); −1 marks a position to ignore), plus the weighted router losses
      * of this forward pass.
@@ -137,6 +161,10 @@ public final class MoETransformer extends Module {
 
     public ModelConfig config() {
         return config;
+    }
+
+    public TransformerOptions options() {
+        return options;
     }
 
     public Embedding tokEmbeddings() {

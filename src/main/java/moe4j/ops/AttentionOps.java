@@ -31,14 +31,26 @@ public final class AttentionOps {
      * positions running 0..S−1 along dimension 1. {@code x} is (B, S, H, hd) with an even hd.
      */
     public static Tensor rope(Tensor x, double theta) {
+        return rope(x, theta, 1.0, 0);
+    }
+
+    /**
+     * {@link #rope(Tensor, double)} with linear position scaling and an offset: the token at row s is at
+     * position {@code start + s}, and angles are {@code (start + s) / scale · θ^(−2i/hd)} (scale 1 is plain
+     * RoPE; a scale above 1 stretches the positions, "linear" RoPE scaling). The offset serves decoding
+     * with a key/value cache, where new tokens follow the cached ones.
+     */
+    public static Tensor rope(Tensor x, double theta, double scale, int start) {
         requireRank4(x, "rope", "x");
+        if (!(scale > 0)) throw new IllegalArgumentException("rope: scale must be > 0, got " + scale);
+        if (start < 0) throw new IllegalArgumentException("rope: start position must be >= 0, got " + start);
         int hd = x.dim(3);
         if (hd % 2 != 0) throw new IllegalArgumentException("rope: head dimension must be even, got " + hd + " in " + x.shapeString());
         if (!(theta > 0)) throw new IllegalArgumentException("rope: theta must be > 0, got " + theta);
         int b = x.dim(0);
         int s = x.dim(1);
         int h = x.dim(2);
-        RopeTable table = new RopeTable(s, hd, theta);
+        RopeTable table = new RopeTable(start, s, hd, theta, scale);
         Tensor out = Tensor.zeros(x.shape());
         rotate(x.data(), out.data(), b, s, h, hd, table, 1f);
         return record(out, "rope", new Tensor[] {x}, g -> {
@@ -49,13 +61,13 @@ public final class AttentionOps {
         });
     }
 
-    /** cos and sin of {@code s · θ^(−2i/hd)} for every position s and pair i, computed in float64. */
+    /** cos and sin of {@code (start + s) / scale · θ^(−2i/hd)} for every row s and pair i, computed in float64. */
     private record RopeTable(float[] cos, float[] sin, int pairs) {
-        RopeTable(int seq, int hd, double theta) {
+        RopeTable(int start, int seq, int hd, double theta, double scale) {
             this(new float[seq * (hd / 2)], new float[seq * (hd / 2)], hd / 2);
             for (int p = 0; p < seq; p++) {
                 for (int i = 0; i < pairs; i++) {
-                    double angle = p * Math.pow(theta, -2.0 * i / hd);
+                    double angle = (start + p) / scale * Math.pow(theta, -2.0 * i / hd);
                     cos[p * pairs + i] = (float) Math.cos(angle);
                     sin[p * pairs + i] = (float) Math.sin(angle);
                 }
@@ -101,6 +113,15 @@ public final class AttentionOps {
     }
 
     /**
+     * {@link #causalAttention(Tensor, Tensor, Tensor)} where position i attends only to the last {@code window}
+     * positions {@code max(0, i − window + 1) .. i} (sliding-window attention, as Mistral-family models use).
+     */
+    public static Tensor slidingWindowAttention(Tensor q, Tensor k, Tensor v, int window) {
+        if (window < 1) throw new IllegalArgumentException("slidingWindowAttention: window must be >= 1, got " + window);
+        return attention(q, k, v, ROW_BLOCK, window);
+    }
+
+    /**
      * Query rows are processed in blocks of this many: block [i0, i1) needs keys 0..i1−1 only, so the GEMMs
      * skip most of the masked upper triangle (with S = 128, 75% of the full products' work remains).
      */
@@ -108,6 +129,11 @@ public final class AttentionOps {
 
     /** {@link #causalAttention(Tensor, Tensor, Tensor)} with query rows in blocks of {@code rowBlock}. */
     static Tensor causalAttention(Tensor q, Tensor k, Tensor v, int rowBlock) {
+        return attention(q, k, v, rowBlock, 0);
+    }
+
+    /** The causal attention with query rows in blocks of {@code rowBlock}, over the last {@code window} keys (0: all). */
+    private static Tensor attention(Tensor q, Tensor k, Tensor v, int rowBlock, int window) {
         if (rowBlock < 1) throw new IllegalArgumentException("causalAttention: row block " + rowBlock + " must be >= 1");
         requireRank4(q, "causalAttention", "q");
         requireRank4(k, "causalAttention", "k");
@@ -146,17 +172,28 @@ public final class AttentionOps {
                 // scores[i0:i1, 0:i1] = Q[i0:i1]·K[0:i1]ᵀ/√hd; the masked part inside the block is overwritten next
                 Gemm.sgemm(false, true, m, i1, hd, scale, q.data(), qBlock, geo.qStride(), k.data(), kvOff, geo.kvStride(),
                         0f, probs.data(), pBlock, s);
-                for (int i = i0; i < i1; i++) SoftmaxRows.softmaxPrefix(probs.data(), pOff + (long) i * s, i + 1, s);
+                for (int i = i0; i < i1; i++) {
+                    // keys before the window get probability 0; the softmax runs over [lo, i]
+                    int lo = windowStart(i, window);
+                    long row = pOff + (long) i * s;
+                    if (lo > 0) probs.data().asSlice(row * 4, (long) lo * 4).fill((byte) 0);
+                    SoftmaxRows.softmaxPrefix(probs.data(), row + lo, i + 1 - lo, s - lo);
+                }
                 // out[i0:i1] = P[i0:i1, 0:i1]·V[0:i1]
                 Gemm.sgemm(false, false, m, hd, i1, 1f, probs.data(), pBlock, s, v.data(), kvOff, geo.kvStride(),
                         0f, out.data(), qBlock, geo.qStride());
             }
         });
-        return record(out, "causalAttention", new Tensor[] {q, k, v}, g -> backward(g, q, k, v, probs, geo, scale, rowBlock));
+        return record(out, "causalAttention", new Tensor[] {q, k, v}, g -> backward(g, q, k, v, probs, geo, scale, rowBlock, window));
+    }
+
+    /** The first key row i attends to: 0 without a window, else {@code max(0, i − window + 1)}. */
+    private static int windowStart(int i, int window) {
+        return window > 0 ? Math.max(0, i - window + 1) : 0;
     }
 
     private static Tensor[] backward(Tensor gOut, Tensor q, Tensor k, Tensor v, Tensor probs, Geometry geo, float scale,
-                                    int rowBlock) {
+                                    int rowBlock, int window) {
         int s = geo.s;
         int hd = geo.hd;
         Tensor gq = Tensor.zeros(q.shape());
@@ -187,7 +224,10 @@ public final class AttentionOps {
                     Gemm.sgemm(false, true, m, i1, hd, 1f, gOut.data(), qBlock, geo.qStride(), v.data(), kvOff, geo.kvStride(),
                             0f, scratch.data(), dBlock, s);
                     for (int i = i0; i < i1; i++) {
-                        SoftmaxRows.softmaxPrefixBackward(probs.data(), pOff + (long) i * s, scratch.data(), dOff + (long) i * s, i + 1, s);
+                        int lo = windowStart(i, window);
+                        long dRow = dOff + (long) i * s;
+                        if (lo > 0) scratch.data().asSlice(dRow * 4, (long) lo * 4).fill((byte) 0);
+                        SoftmaxRows.softmaxPrefixBackward(probs.data(), pOff + (long) i * s + lo, scratch.data(), dRow + lo, i + 1 - lo, s - lo);
                     }
                     // dQ[i0:i1] = dS·K[0:i1]/√hd ; dK[0:i1] += dSᵀ·Q[i0:i1]/√hd
                     Gemm.sgemm(false, false, m, hd, i1, scale, scratch.data(), dBlock, s, k.data(), kvOff, geo.kvStride(),
@@ -198,6 +238,68 @@ public final class AttentionOps {
             }
         });
         return new Tensor[] {gq, gk, gv};
+    }
+
+    // ================================================================ decoding with a key/value cache
+
+    /**
+     * Attention of {@code n} new query rows against a key/value cache, for decoding (no gradient):
+     * q (n, Hq, hd) holds the tokens at positions {@code start .. start + n − 1}, whose keys and values are
+     * already in rows {@code start ..} of kCache and vCache (capacity, Hkv, hd). Query j attends to cache rows
+     * {@code max(0, start + j − window + 1) .. start + j} ({@code window} 0: from row 0), as
+     * {@link #causalAttention} does over a whole sequence. Returns (n, Hq, hd).
+     */
+    public static Tensor cachedAttention(Tensor q, Tensor kCache, Tensor vCache, int start, int window) {
+        q.requireDType(DType.F32, "cachedAttention");
+        if (q.rank() != 3 || kCache.rank() != 3 || !kCache.sameShape(vCache) || kCache.dim(2) != q.dim(2)
+                || q.dim(1) % kCache.dim(1) != 0) {
+            throw new IllegalArgumentException("cachedAttention: q must be (n, Hq, hd) and the caches (capacity, Hkv, hd) with Hkv dividing Hq, got q "
+                    + q.shapeString() + ", k " + kCache.shapeString() + ", v " + vCache.shapeString());
+        }
+        int n = q.dim(0);
+        int hq = q.dim(1);
+        int hd = q.dim(2);
+        int hkv = kCache.dim(1);
+        if (start < 0 || start + n > kCache.dim(0)) {
+            throw new IllegalArgumentException("cachedAttention: positions [" + start + ", " + (start + n) + ") exceed the cache capacity "
+                    + kCache.dim(0));
+        }
+        double scale = 1 / Math.sqrt(hd);
+        Tensor out = Tensor.zeros(n, hq, hd);
+        MemorySegment qd = q.data();
+        MemorySegment kd = kCache.data();
+        MemorySegment vd = vCache.data();
+        MemorySegment od = out.data();
+        int group = hq / hkv;
+        parallelFor(n * hq, task -> {
+            int j = task / hq;
+            int h = task % hq;
+            int pos = start + j;
+            int lo = windowStart(pos, window);
+            long qOff = ((long) j * hq + h) * hd;
+            int kvHead = h / group;
+            double[] scores = new double[pos + 1 - lo];
+            double max = Double.NEGATIVE_INFINITY;
+            for (int t = lo; t <= pos; t++) {
+                long kOff = ((long) t * hkv + kvHead) * hd;
+                double dot = 0;
+                for (int c = 0; c < hd; c++) dot += qd.getAtIndex(F, qOff + c) * kd.getAtIndex(F, kOff + c);
+                scores[t - lo] = dot * scale;
+                max = Math.max(max, scores[t - lo]);
+            }
+            double sum = 0;
+            for (int t = 0; t < scores.length; t++) {
+                scores[t] = Math.exp(scores[t] - max);
+                sum += scores[t];
+            }
+            long oOff = ((long) j * hq + h) * hd;
+            for (int c = 0; c < hd; c++) {
+                double acc = 0;
+                for (int t = lo; t <= pos; t++) acc += scores[t - lo] * vd.getAtIndex(F, ((long) t * hkv + kvHead) * hd + c);
+                od.setAtIndex(F, oOff + c, (float) (acc / sum));
+            }
+        });
+        return out;
     }
 
     // ================================================================ threads
