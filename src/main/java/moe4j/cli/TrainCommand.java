@@ -45,6 +45,7 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--data", description = "synthetic | text:PATH | tokens:PATH[:u16|:u32]") String data;
     @Option(names = "--checkpoint-dir", description = "write checkpoints here") Path checkpointDir;
     @Option(names = "--checkpoint-every", description = "steps between checkpoints (0: at the end only)") Long checkpointEvery;
+    @Option(names = "--init-from", description = "start from a Hugging Face model folder (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE): its config.json is the model; the result is also saved in its layout, under OUTPUT_DIR/hf and with each checkpoint") Path initFrom;
     @Option(names = "--resume", description = "continue from the latest checkpoint in --checkpoint-dir") boolean resume;
     @Option(names = "--output-dir", description = "metrics.jsonl and training.png go here (default runs/latest)") Path outputDir;
     @Option(names = "--log-every", description = "steps between log lines") Long logEvery;
@@ -118,6 +119,7 @@ public final class TrainCommand implements Callable<Integer> {
         if (checkpointEvery != null) b.checkpointEvery(checkpointEvery);
         if (outputDir != null) b.outputDir(outputDir);
         if (logEvery != null) b.logEvery(logEvery);
+        if (initFrom != null) b.initFrom(initFrom);
         try {
             return b.build();
         } catch (IllegalArgumentException e) {

@@ -16,6 +16,9 @@ import moe4j.distributed.DeviceMesh;
 import moe4j.distributed.ProcessGroup;
 import moe4j.distributed.ReduceOp;
 import moe4j.nn.MoEMLP;
+import moe4j.hf.HfCheckpoint;
+import moe4j.hf.HfConfig;
+import moe4j.hf.HfWeightFiles;
 import moe4j.nn.MoETransformer;
 import moe4j.nn.SigmoidTopKRouter;
 import moe4j.parallel.GradientSync;
@@ -59,9 +62,16 @@ public final class Trainer {
         }
         DeviceMesh mesh = world.size() == 1 ? null
                 : DeviceMesh.create(world, 1, config.dpReplicate(), config.dpShard(), 1, 1, config.ep());
-        MoETransformer model = new MoETransformer(config.model());
+        HfConfig hf = config.initFrom() == null ? null : HfConfig.read(config.initFrom());
+        MoETransformer model = hf == null ? new MoETransformer(config.model()) : new MoETransformer(config.model(), hf.options());
         long parameters = model.parameterCount(); // before expert parallelism keeps this rank's share
         GradientSync sync = Parallelize.apply(model, mesh);
+        if (hf != null && !resume) {
+            // after expert parallelism: each rank reads only the experts it keeps
+            try (HfWeightFiles files = new HfWeightFiles(config.initFrom())) {
+                HfCheckpoint.loadWeights(model, hf.family(), files);
+            }
+        }
         AdamW optimizer = new AdamW(model.namedParameters(), normWeights(model), config.beta1(), config.beta2(), config.eps(),
                 config.weightDecay());
 
@@ -132,7 +142,11 @@ public final class Trainer {
                         new Checkpoint.TrainState(step, loader.position(), config.seed(), GSON.toJson(config.resumeIdentity()), routers[0], routers[1]),
                         world);
                 listener.onCheckpoint(world.rank(), lastCheckpoint);
+                if (hf != null) {
+                    HfCheckpoint.save(model, hf, config.checkpointDir().resolve(String.format("hf-step-%06d", step)), config.initFrom(), world);
+                }
             }
+            if (last && hf != null) HfCheckpoint.save(model, hf, config.outputDir().resolve("hf"), config.initFrom(), world);
         }
         double tokensPerSecond = history.isEmpty() ? 0
                 : tokensPerStep * history.size() / history.stream().mapToDouble(StepMetrics::seconds).sum();
