@@ -2,7 +2,7 @@
 """Builds the tiny Hugging Face reference models moe4j's HF tests compare against.
 
 Run once where PyTorch, transformers and tokenizers are installed (no network needed):
-    python3 scripts/hf-fixtures.py OUT_DIR
+    python3 scripts/hf-fixtures.py OUT_DIR [FAMILY ...]
 It writes OUT_DIR/fixtures.tar.gz, holding one folder per model family
 (config.json, safetensors, tokenizer.json, expected.safetensors with input ids, fp32 logits and greedy
 continuations), the tokenizer reference ids (tokenizer-cases.json) and a DeepSeek-V3 MoE block case;
@@ -166,9 +166,14 @@ def build_family(family, tok, style):
     os.makedirs(d, exist_ok=True)
     bf16 = family.endswith("bf16")
     if bf16:
-        model = model.to(torch.bfloat16)
-        model.save_pretrained(d, max_shard_size="60KB")
-        model = model.float()  # the reference computes in fp32 from the bf16-rounded weights
+        # The reference computes in fp32 from the bf16-rounded weights. Casting the model itself to bf16 and
+        # back would also round the RoPE inverse frequencies (a buffer), which no loaded model has: round
+        # the parameters only, and save a bf16 copy.
+        import copy
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(p.to(torch.bfloat16).float())
+        copy.deepcopy(model).to(torch.bfloat16).save_pretrained(d, max_shard_size="60KB")
     else:
         model.save_pretrained(d)
     tok.save(os.path.join(d, "tokenizer.json"))
@@ -256,6 +261,7 @@ def speed_reference():
     torch.set_num_threads(4)
 
 
+ONLY = sys.argv[2:]  # optional family names: rebuild just those (and the tokenizers they need)
 toks = {}
 try:
     toks["gpt2"] = train_tokenizer("gpt2", 400)
@@ -274,11 +280,15 @@ except Exception:
 
 for family, style in [("mixtral", "gpt2"), ("mixtral-bf16", "gpt2"), ("qwen2_moe", "qwen"), ("qwen3_moe", "qwen"),
                       ("olmoe", "gpt2")]:
+    if ONLY and family not in ONLY:
+        continue
     try:
         build_family(family, toks[style], style)
     except Exception:
         log("FAMILY FAILED", family, traceback.format_exc())
 for step in (deepseek_block, speed_reference):
+    if ONLY and step.__name__ not in ONLY:
+        continue
     try:
         step()
     except Exception:
@@ -287,6 +297,8 @@ for step in (deepseek_block, speed_reference):
 with tarfile.open(os.path.join(out_dir, "fixtures.tar.gz"), "w:gz") as t:
     t.add(fix, arcname="hf")
 try:
+    if ONLY:
+        raise SystemExit(0)
     import transformers.models.mixtral.modeling_mixtral as a
     import transformers.models.qwen2_moe.modeling_qwen2_moe as b
     import transformers.models.qwen3_moe.modeling_qwen3_moe as c
@@ -306,6 +318,8 @@ try:
     with tarfile.open(os.path.join(out_dir, "sources.tar.gz"), "w:gz") as t:
         for m in mods:
             t.add(inspect.getsourcefile(m), arcname=m.__name__ + ".py")
+except SystemExit:
+    pass
 except Exception:
     log("SOURCES FAILED", traceback.format_exc())
 with open(os.path.join(out_dir, "log.txt"), "w") as f:
