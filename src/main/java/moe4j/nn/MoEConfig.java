@@ -24,12 +24,16 @@ package moe4j.nn;
  * @param sharedHidden the shared expert's hidden size, 0 for H
  * @param sharedExpertGate the shared expert's output is scaled per token by {@code sigmoid(x · w)}, w (1, D)
  * @param normalizeTopK the selected weights are renormalised to sum to 1 (else they are the raw scores)
+ * @param routerGroups sigmoid router: experts form this many groups for group-limited selection (1: none)
+ * @param routerTopKGroups sigmoid router: tokens choose among the experts of this many best groups
+ * @param routedScale sigmoid router: the routing weights are multiplied by this (DeepSeek-V3's routed_scaling_factor)
  */
 public record MoEConfig(int dim, int hidden, int numExperts, int topK, Activation activation, String router,
                         int sharedExperts, double capacityFactor, boolean gradientScale, double sequenceAuxLossWeight,
                         BiasSchedule biasSchedule, double biasUpdateRate, double biasEmaDecay, boolean packed,
                         double initStd, int numLayers, long seed, boolean checkFinite, int sharedHidden,
-                        boolean sharedExpertGate, boolean normalizeTopK) {
+                        boolean sharedExpertGate, boolean normalizeTopK, int routerGroups, int routerTopKGroups,
+                        double routedScale) {
 
     public static final String SOFTMAX_TOPK = "softmax_topk";
     public static final String SIGMOID_TOPK = "sigmoid_topk";
@@ -83,6 +87,9 @@ public record MoEConfig(int dim, int hidden, int numExperts, int topK, Activatio
         b.sharedHidden = sharedHidden;
         b.sharedExpertGate = sharedExpertGate;
         b.normalizeTopK = normalizeTopK;
+        b.routerGroups = routerGroups;
+        b.routerTopKGroups = routerTopKGroups;
+        b.routedScale = routedScale;
         return b;
     }
 
@@ -109,6 +116,9 @@ public record MoEConfig(int dim, int hidden, int numExperts, int topK, Activatio
         private int sharedHidden;
         private boolean sharedExpertGate;
         private boolean normalizeTopK = true;
+        private int routerGroups = 1;
+        private int routerTopKGroups = 1;
+        private double routedScale = 1.0;
 
         private Builder(int dim, int hidden, int numExperts, int topK) {
             this.dim = dim;
@@ -138,11 +148,16 @@ public record MoEConfig(int dim, int hidden, int numExperts, int topK, Activatio
         public Builder sharedExpertGate(boolean on) { this.sharedExpertGate = on; return this; }
         /** Renormalises the selected top-K weights to sum to 1 (the default); off, they stay the router's scores. */
         public Builder normalizeTopK(boolean on) { this.normalizeTopK = on; return this; }
+        /** Group-limited routing for the sigmoid router: {@code groups} groups, tokens keep the best {@code topKGroups}. */
+        public Builder routerGroups(int groups, int topKGroups) { this.routerGroups = groups; this.routerTopKGroups = topKGroups; return this; }
+        /** The sigmoid router's weight scale (DeepSeek-V3's routed_scaling_factor). */
+        public Builder routedScale(double s) { this.routedScale = s; return this; }
 
         public MoEConfig build() {
             return new MoEConfig(dim, hidden, numExperts, topK, activation, router, sharedExperts, capacityFactor,
                     gradientScale, sequenceAuxLossWeight, biasSchedule, biasUpdateRate, biasEmaDecay, packed,
-                    initStd, numLayers, seed, checkFinite, sharedHidden, sharedExpertGate, normalizeTopK);
+                    initStd, numLayers, seed, checkFinite, sharedHidden, sharedExpertGate, normalizeTopK, routerGroups, routerTopKGroups,
+                    routedScale);
         }
     }
 }

@@ -47,7 +47,8 @@ public final class MoEMLP extends Module {
         this.router = registerModule("router", config.router().equals(MoEConfig.SOFTMAX_TOPK)
                 ? new SoftmaxTopKRouter(d, e, config.topK(), config.normalizeTopK())
                 : new SigmoidTopKRouter(d, e, config.topK(), config.biasUpdateRate(), config.biasEmaDecay(),
-                        config.biasSchedule(), config.sequenceAuxLossWeight()));
+                        config.biasSchedule(), config.sequenceAuxLossWeight(), config.routerGroups(), config.routerTopKGroups(),
+                        config.normalizeTopK(), config.routedScale()));
         if (config.packed()) {
             this.expertList = null;
             registerParameter("up_w", persistentZeros(e, d, h));

@@ -7,9 +7,14 @@ import moe4j.tensor.Tensor;
 
 /**
  * DeepSeek-V3 routing with aux-loss-free balancing: {@code s = sigmoid(logits)}; experts are selected by
- * the top K of {@code s + bias}; the weights are the selected {@code s} renormalised. The bias is state,
- * not a parameter: it never enters the weights and is moved once per optimizer step by
- * {@link #updateBias}, towards experts that received less than their share.
+ * the top K of {@code s + bias}; the weights are the selected {@code s} renormalised (unless normalisation
+ * is off) and multiplied by the routed scaling factor. The bias is state, not a parameter: it never enters
+ * the weights and is moved once per optimizer step by {@link #updateBias}, towards experts that received
+ * less than their share.
+ *
+ * <p>Group-limited routing (DeepSeek-V3's {@code n_group}, {@code topk_group}): the experts form G equal
+ * groups, each scored by the sum of its two best {@code s + bias}; only experts of the best
+ * {@code topKGroups} groups can be selected.
  */
 public final class SigmoidTopKRouter extends Router {
     private final double rate;
@@ -19,10 +24,36 @@ public final class SigmoidTopKRouter extends Router {
     private final Tensor bias;
     private final Tensor ema;
     private final long[] pendingCounts;
+    private final int groups;
+    private final int topKGroups;
+    private final boolean normalize;
+    private final double routedScale;
 
     public SigmoidTopKRouter(int dim, int numExperts, int topK, double rate, double decay, BiasSchedule schedule,
                              double sequenceAuxLossWeight) {
+        this(dim, numExperts, topK, rate, decay, schedule, sequenceAuxLossWeight, 1, 1, true, 1.0);
+    }
+
+    /** With group-limited selection over {@code groups} groups (1: none), optional normalisation and a weight scale. */
+    public SigmoidTopKRouter(int dim, int numExperts, int topK, double rate, double decay, BiasSchedule schedule,
+                             double sequenceAuxLossWeight, int groups, int topKGroups, boolean normalize, double routedScale) {
         super(dim, numExperts, topK);
+        if (groups < 1 || numExperts % groups != 0) {
+            throw new IllegalArgumentException("router groups (" + groups + ") must divide num_experts (" + numExperts + ")");
+        }
+        if (topKGroups < 1 || topKGroups > groups || (long) topKGroups * (numExperts / groups) < topK) {
+            throw new IllegalArgumentException("router top-k groups (" + topKGroups + ") must be in [1, " + groups
+                    + "] and hold at least moe_top_k (" + topK + ") experts");
+        }
+        if (groups > 1 && numExperts / groups < 2) {
+            throw new IllegalArgumentException("group-limited routing scores a group by its two best experts: groups need >= 2 experts, got "
+                    + numExperts / groups);
+        }
+        if (!(routedScale > 0)) throw new IllegalArgumentException("routed scaling factor must be > 0, got " + routedScale);
+        this.groups = groups;
+        this.topKGroups = topKGroups;
+        this.normalize = normalize;
+        this.routedScale = routedScale;
         if (rate < 0) throw new IllegalArgumentException("bias update rate must be >= 0, got " + rate);
         if (decay < 0 || decay >= 1) throw new IllegalArgumentException("bias EMA decay must be in [0, 1), got " + decay);
         if (sequenceAuxLossWeight < 0) throw new IllegalArgumentException("sequence aux-loss weight must be >= 0, got " + sequenceAuxLossWeight);
@@ -44,14 +75,51 @@ public final class SigmoidTopKRouter extends Router {
             for (int i = 0; i < t; i++) {
                 for (int e = 0; e < numExperts; e++) biased.set((long) i * numExperts + e, biased.get((long) i * numExperts + e) + bias.get(e));
             }
+            if (groups > 1) maskGroups(biased);
             return Ops.topK(biased, topK).indices();
         });
-        Tensor weights = normalizeRows(Ops.gatherColumns(scores, selection));
+        Tensor selected = Ops.gatherColumns(scores, selection);
+        Tensor weights = normalize ? normalizeRows(selected) : selected;
+        if (routedScale != 1.0) weights = Ops.scale(weights, routedScale);
         int[] counts = countExperts(selection);
         if (isTraining()) {
             for (int e = 0; e < numExperts; e++) pendingCounts[e] += counts[e];
         }
         return new RouterOutput(weights, selection, balanceLoss(scores, counts, sequenceAuxLossWeight), zLoss(logits), counts);
+    }
+
+    /** Sets every expert outside each token's best {@code topKGroups} groups to −∞ in the biased scores (T, E). */
+    private void maskGroups(Tensor biased) {
+        int t = biased.dim(0);
+        int size = numExperts / groups;
+        for (int i = 0; i < t; i++) {
+            long row = (long) i * numExperts;
+            double[] groupScore = new double[groups];
+            for (int g = 0; g < groups; g++) {
+                float first = Float.NEGATIVE_INFINITY;
+                float second = Float.NEGATIVE_INFINITY;
+                for (int e = g * size; e < (g + 1) * size; e++) {
+                    float v = biased.get(row + e);
+                    if (v > first) {
+                        second = first;
+                        first = v;
+                    } else if (v > second) {
+                        second = v;
+                    }
+                }
+                groupScore[g] = (double) first + second;
+            }
+            boolean[] keep = new boolean[groups];
+            for (int n = 0; n < topKGroups; n++) {
+                int best = -1;
+                for (int g = 0; g < groups; g++) if (!keep[g] && (best < 0 || groupScore[g] > groupScore[best])) best = g;
+                keep[best] = true;
+            }
+            for (int g = 0; g < groups; g++) {
+                if (keep[g]) continue;
+                for (int e = g * size; e < (g + 1) * size; e++) biased.set(row + e, Float.NEGATIVE_INFINITY);
+            }
+        }
     }
 
     /** The routed (token, slot) counts accumulated by training forwards since the last update. */
