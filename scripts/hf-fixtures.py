@@ -7,7 +7,8 @@ It writes OUT_DIR/fixtures.tar.gz, holding one folder per model family
 (config.json, safetensors, tokenizer.json, expected.safetensors with input ids, fp32 logits and greedy
 continuations), the tokenizer reference ids (tokenizer-cases.json) and a DeepSeek-V3 MoE block case;
 OUT_DIR/sources.tar.gz with the transformers modeling sources used (for reading conventions), and
-OUT_DIR/log.txt. Every family is built in its own try block, so one failure does not lose the others.
+OUT_DIR/log.txt (plus speed-config.json and speed.json: transformers' decoding speed on a mid-size Mixtral
+shape, kept in bench/hf/). Every family is built in its own try block, so one failure does not lose the others.
 """
 import io, json, os, sys, tarfile, time, traceback, inspect
 
