@@ -22,6 +22,7 @@ public final class HfWeightFiles implements AutoCloseable {
     private final Path dir;
     private final Map<String, String> fileOf = new HashMap<>();
     private final Map<String, SafeTensors.Loaded> open = new LinkedHashMap<>();
+    private final java.util.Set<String> read = java.util.concurrent.ConcurrentHashMap.newKeySet();
 
     public HfWeightFiles(Path dir) {
         this.dir = dir;
@@ -60,12 +61,19 @@ public final class HfWeightFiles implements AutoCloseable {
 
     /** Tensor {@code name} over the mapped bytes, in its stored dtype (valid until {@link #close()}). */
     public Tensor stored(String name) {
+        read.add(name);
         return file(name).tensor(name);
     }
 
     /** Tensor {@code name} as float32, a copy in the current memory scope. */
     public Tensor f32(String name) {
+        read.add(name);
         return file(name).tensorAs(name, DType.F32);
+    }
+
+    /** The names of the tensors whose data has been asked for so far (shapes do not count). */
+    public TreeSet<String> namesRead() {
+        return new TreeSet<>(read);
     }
 
     private synchronized SafeTensors.Loaded file(String name) {

@@ -60,4 +60,25 @@ class HfForwardTest {
             }
         }
     }
+
+    @org.junit.jupiter.api.Test
+    void eachExpertParallelRankReadsOnlyItsExperts() {
+        java.nio.file.Path dir = HfFixtures.dir("mixtral");
+        HfConfig config = HfConfig.read(dir);
+        List<java.util.TreeSet<String>> reads = Distributed.run(4, Duration.ofSeconds(60), world -> {
+            try (HfWeightFiles files = new HfWeightFiles(dir)) {
+                HfCheckpoint.load(config, files, DeviceMesh.create(world, 1, 1, -1, 1, 1, 4));
+                return files.namesRead();
+            }
+        });
+        for (int r = 0; r < 4; r++) {
+            java.util.Set<Integer> experts = new java.util.TreeSet<>();
+            for (String name : reads.get(r)) {
+                var m = java.util.regex.Pattern.compile("\\.experts\\.(\\d+)\\.").matcher(name);
+                if (m.find()) experts.add(Integer.parseInt(m.group(1)));
+            }
+            assertEquals(java.util.Set.of(2 * r, 2 * r + 1), experts, "rank " + r + " read experts " + experts);
+            assertTrue(reads.get(r).contains("model.embed_tokens.weight"), "replicated tensors are read by every rank");
+        }
+    }
 }
