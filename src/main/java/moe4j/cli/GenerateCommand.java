@@ -90,8 +90,6 @@ public final class GenerateCommand implements Callable<Integer> {
         out.printf(Locale.ROOT, "moe4j generate: %s (%s, %d layers, %d experts top-%d) | ep %d | %s%n", model.getFileName(),
                 config.family().modelType(), config.model().nLayers(), config.model().numExperts(), config.model().moeTopK(), ep,
                 topP == null ? "greedy" : String.format(Locale.ROOT, "top-p %.3g, temperature %.3g, seed %d", topP, temperature, seed));
-        out.print(prompt);
-        out.flush();
         StreamingText stream = new StreamingText(tokenizer, out);
         long loadStart = System.nanoTime();
         Generator.Result result;
@@ -100,6 +98,12 @@ public final class GenerateCommand implements Callable<Integer> {
                 DeviceMesh mesh = ep > 1 ? DeviceMesh.create(world, 1, 1, -1, 1, 1, ep) : null;
                 MoETransformer m = HfCheckpoint.load(config, files, mesh);
                 boolean printer = world.rank() == 0;
+                // every rank has loaded (and logged) before the text starts
+                world.barrier();
+                if (printer) {
+                    out.print(prompt);
+                    out.flush();
+                }
                 return Generator.generate(m, ids, maxNew, sampling, stop, printer ? stream::accept : t -> { });
             });
             result = ranks.get(0);
