@@ -45,7 +45,7 @@ public final class HfCheckpoint {
      * rank's parameters read from {@code files}. Ranks of one JVM may share {@code files}.
      */
     public static MoETransformer load(HfConfig config, HfWeightFiles files, DeviceMesh mesh) {
-        MoETransformer model = new MoETransformer(config.model(), config.options());
+        MoETransformer model = MoETransformer.uninitialized(config.model(), config.options());
         model.train(false);
         ExpertParallel.apply(model, mesh);
         loadWeights(model, config.family(), files);

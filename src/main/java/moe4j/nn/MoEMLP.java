@@ -70,6 +70,11 @@ public final class MoEMLP extends Module {
         return layer;
     }
 
+    /** A layer with zero weights, to be filled from a checkpoint. */
+    public static MoEMLP uninitialized(MoEConfig config) {
+        return new MoEMLP(config);
+    }
+
     private void initialize() {
         double std = config.initStd();
         double downStd = std / Math.sqrt(2.0 * config.numLayers());

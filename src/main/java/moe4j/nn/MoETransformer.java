@@ -41,18 +41,30 @@ public final class MoETransformer extends Module {
 
     /** The model of {@code config} with a published family's changes ({@link TransformerOptions}). */
     public MoETransformer(ModelConfig config, TransformerOptions options) {
+        this(config, options, true);
+    }
+
+    /**
+     * The model with its weights left at zero (norm weights at one), for filling from a checkpoint: drawing
+     * billions of random numbers only to overwrite them would dominate loading a published model.
+     */
+    public static MoETransformer uninitialized(ModelConfig config, TransformerOptions options) {
+        return new MoETransformer(config, options, false);
+    }
+
+    private MoETransformer(ModelConfig config, TransformerOptions options, boolean initialize) {
         this.config = config;
         this.options = options;
         this.tokEmbeddings = registerModule("tok_embeddings", new Embedding(config.vocabSize(), config.dim()));
         Module layerList = registerModule("layers", new LayerList());
         List<TransformerBlock> blocks = new ArrayList<>();
         for (int i = 0; i < config.nLayers(); i++) {
-            blocks.add(layerList.registerModule(Integer.toString(i), new TransformerBlock(config, options, i)));
+            blocks.add(layerList.registerModule(Integer.toString(i), new TransformerBlock(config, options, i, initialize)));
         }
         this.layers = Collections.unmodifiableList(blocks);
         this.norm = registerModule("norm", new RMSNorm(config.dim(), config.normEps()));
         this.output = config.tieEmbeddings() ? null : registerModule("output", new Linear(config.dim(), config.vocabSize()));
-        initialize();
+        if (initialize) initialize();
     }
 
     private void initialize() {

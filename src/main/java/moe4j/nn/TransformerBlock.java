@@ -20,13 +20,14 @@ public final class TransformerBlock extends Module {
     private final MoEMLP moe;
     private final Expert mlp;
 
-    /** Block {@code layerIndex} of a model with {@code config}; weights are zero until initialised. */
-    TransformerBlock(ModelConfig config, TransformerOptions options, int layerIndex) {
+    /** Block {@code layerIndex} of a model with {@code config}; weights are zero until initialised (the MoE layer initialises itself when {@code initializeMoe}). */
+    TransformerBlock(ModelConfig config, TransformerOptions options, int layerIndex, boolean initializeMoe) {
         this.attentionNorm = registerModule("attention_norm", new RMSNorm(config.dim(), config.normEps()));
         this.attention = registerModule("attention", new Attention(config.dim(), options.attention(config)));
         this.ffnNorm = registerModule("ffn_norm", new RMSNorm(config.dim(), config.normEps()));
         if (options.isMoeLayer(config, layerIndex)) {
-            this.moe = registerModule("moe", MoEMLP.build(options.moeConfig(config, layerIndex)));
+            MoEConfig moeConfig = options.moeConfig(config, layerIndex);
+            this.moe = registerModule("moe", initializeMoe ? MoEMLP.build(moeConfig) : MoEMLP.uninitialized(moeConfig));
             this.mlp = null;
         } else {
             this.moe = null;

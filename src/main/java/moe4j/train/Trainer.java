@@ -63,7 +63,8 @@ public final class Trainer {
         DeviceMesh mesh = world.size() == 1 ? null
                 : DeviceMesh.create(world, 1, config.dpReplicate(), config.dpShard(), 1, 1, config.ep());
         HfConfig hf = config.initFrom() == null ? null : HfConfig.read(config.initFrom());
-        MoETransformer model = hf == null ? new MoETransformer(config.model()) : new MoETransformer(config.model(), hf.options());
+        // a model from a folder is filled from its weights (or from moe4j's checkpoint on resume): no random draws
+        MoETransformer model = hf == null ? new MoETransformer(config.model()) : MoETransformer.uninitialized(config.model(), hf.options());
         long parameters = model.parameterCount(); // before expert parallelism keeps this rank's share
         GradientSync sync = Parallelize.apply(model, mesh);
         if (hf != null && !resume) {

@@ -126,4 +126,19 @@ class FamilyVariantsTest {
         assertThrows(IllegalArgumentException.class, () -> MoEConfig.builder(6, 4, 4, 2).sharedExpertGate(true).build(),
                 "a gate needs a shared expert");
     }
+
+    @Test
+    void uninitializedModelHasZeroWeightsAndUnitNorms() {
+        ModelConfig c = ModelConfig.builder().dim(16).nLayers(2).nHeads(2).nKvHeads(1).vocabSize(11).ffnHidden(8).numExperts(4).build();
+        TransformerOptions o = new TransformerOptions(0, 1.0, true, QkNorm.PER_HEAD, 0, java.util.Set.of(1), 0, 0, false, true);
+        MoETransformer m = MoETransformer.uninitialized(c, o);
+        m.namedParameters().forEach((name, p) -> {
+            float want = name.endsWith("norm.weight") ? 1f : 0f;
+            for (long i = 0; i < p.numel(); i++) assertEquals(want, p.get(i), 0f, name);
+        });
+        assertNotNull(m.layers().get(0).moe());
+        assertNull(m.layers().get(1).moe(), "layer 1 is dense by the options");
+        // the initialised model of the same shape draws its weights
+        assertNotEquals(0f, new MoETransformer(c, o).layers().get(0).moe().localExperts().get(0).upProj().weight().get(0));
+    }
 }
