@@ -7,7 +7,7 @@ import java.util.IdentityHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.function.Function;
-import moe4j.kernels.cpu.Elementwise;
+import moe4j.kernels.Kernels;
 import moe4j.tensor.GradFn;
 import moe4j.tensor.MemoryScope;
 import moe4j.tensor.Tensor;
@@ -119,7 +119,9 @@ public final class Autograd {
             throw new IllegalArgumentException("backward: root of shape " + root.shapeString()
                     + " is not a scalar; pass its gradient explicitly");
         }
-        backward(root, Tensor.full(1f, root.shape()));
+        Tensor seed = Tensor.zerosLike(root); // on the root's device
+        seed.fill(1f);
+        backward(root, seed);
     }
 
     /** Back-propagates {@code seed}, the gradient of some loss with respect to {@code root}. */
@@ -213,7 +215,7 @@ public final class Autograd {
     }
 
     private static void addInto(Tensor acc, Tensor g) {
-        Elementwise.axpy(acc.numel(), 1f, g.data(), 0, acc.data(), 0);
+        Kernels.on("backward", acc, g).elementwise().axpy(1f, g, acc);
     }
 
     private static Tensor sum(Tensor a, Tensor b) {

@@ -4,8 +4,8 @@ import com.google.gson.GsonBuilder;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.concurrent.Callable;
+import moe4j.bench.ExpertParallelBenchmark;
 import moe4j.nn.MoEConfig;
-import moe4j.parallel.ExpertParallelBenchmark;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 

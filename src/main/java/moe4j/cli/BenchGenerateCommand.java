@@ -2,13 +2,12 @@ package moe4j.cli;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.Callable;
+import moe4j.bench.GenerateBenchmark;
 import moe4j.hf.HfConfig;
-import moe4j.kernels.cpu.Gemm;
 import moe4j.nn.Generator;
-import moe4j.nn.MoETransformer;
-import moe4j.tensor.Rng;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
@@ -44,16 +43,11 @@ public final class BenchGenerateCommand implements Callable<Integer> {
         } catch (IllegalArgumentException | IllegalStateException e) {
             throw new CommandLine.ParameterException(spec.commandLine(), e.getMessage());
         }
-        Gemm.setThreads(threads);
-        MoETransformer model = new MoETransformer(hf.model(), hf.options());
-        Rng rng = new Rng(1);
-        int[] prompt = new int[promptTokens];
-        for (int i = 0; i < prompt.length; i++) prompt[i] = rng.nextInt(hf.model().vocabSize());
         var out = spec.commandLine().getOut();
-        Generator.generate(model, prompt, newTokens, Generator.Sampling.GREEDY, -1, t -> { });
         double best = 0;
-        for (int r = 0; r < repeats; r++) {
-            Generator.Result res = Generator.generate(model, prompt, newTokens, Generator.Sampling.GREEDY, -1, t -> { });
+        List<Generator.Result> runs = GenerateBenchmark.run(hf.model(), hf.options(), promptTokens, newTokens, threads, repeats);
+        for (int r = 0; r < runs.size(); r++) {
+            Generator.Result res = runs.get(r);
             best = Math.max(best, res.decodeTokensPerSecond());
             out.printf(Locale.ROOT, "run %d: prefill %d tokens %.1f ms, decode %.1f tokens/s%n", r + 1, promptTokens, res.prefillNanos() / 1e6,
                     res.decodeTokensPerSecond());

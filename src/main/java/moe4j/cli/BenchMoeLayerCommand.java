@@ -4,8 +4,8 @@ import com.google.gson.GsonBuilder;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.concurrent.Callable;
+import moe4j.bench.MoELayerBenchmark;
 import moe4j.nn.MoEConfig;
-import moe4j.nn.MoELayerBenchmark;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 

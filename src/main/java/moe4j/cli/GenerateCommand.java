@@ -10,12 +10,14 @@ import java.util.Locale;
 import java.util.concurrent.Callable;
 import moe4j.distributed.DeviceMesh;
 import moe4j.distributed.Distributed;
+import moe4j.distributed.MeshSizes;
 import moe4j.hf.HfCheckpoint;
 import moe4j.hf.HfConfig;
 import moe4j.hf.HfWeightFiles;
-import moe4j.kernels.cpu.Gemm;
+import moe4j.kernels.ExecutionContext;
 import moe4j.nn.Generator;
 import moe4j.nn.MoETransformer;
+import moe4j.tensor.Device;
 import moe4j.text.BpeTokenizer;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -85,7 +87,7 @@ public final class GenerateCommand implements Callable<Integer> {
         if (ids.length == 0) throw bad("--prompt gives no tokens");
         int stop = ignoreEos ? -1 : eosToken(config);
         Generator.Sampling sampling = topP == null ? Generator.Sampling.GREEDY : new Generator.Sampling(temperature, topP, seed);
-        Gemm.setThreads(threads != null ? Math.max(1, threads) : Math.max(1, Runtime.getRuntime().availableProcessors() / ep));
+        int gemmThreads = threads != null ? Math.max(1, threads) : Math.max(1, Runtime.getRuntime().availableProcessors() / ep);
 
         out.printf(Locale.ROOT, "moe4j generate: %s (%s, %d layers, %d experts top-%d) | ep %d | %s%n", model.getFileName(),
                 config.family().modelType(), config.model().nLayers(), config.model().numExperts(), config.model().moeTopK(), ep,
@@ -95,16 +97,19 @@ public final class GenerateCommand implements Callable<Integer> {
         Generator.Result result;
         try (HfWeightFiles files = new HfWeightFiles(model)) {
             List<Generator.Result> ranks = Distributed.run(ep, Duration.ofMinutes(10), world -> {
-                DeviceMesh mesh = ep > 1 ? DeviceMesh.create(world, 1, 1, -1, 1, 1, ep) : null;
-                MoETransformer m = HfCheckpoint.load(config, files, mesh);
-                boolean printer = world.rank() == 0;
-                // every rank has loaded (and logged) before the text starts
-                world.barrier();
-                if (printer) {
-                    out.print(prompt);
-                    out.flush();
+                // each rank thread computes in its own context: its GEMM threads belong to it
+                try (ExecutionContext ignored = ExecutionContext.enter(Device.CPU, gemmThreads)) {
+                    DeviceMesh mesh = ep > 1 ? DeviceMesh.create(world, MeshSizes.defaults().ep(ep)) : null;
+                    MoETransformer m = HfCheckpoint.load(config, files, mesh);
+                    boolean printer = world.rank() == 0;
+                    // every rank has loaded (and logged) before the text starts
+                    world.barrier();
+                    if (printer) {
+                        out.print(prompt);
+                        out.flush();
+                    }
+                    return Generator.generate(m, ids, maxNew, sampling, stop, printer ? stream::accept : t -> { });
                 }
-                return Generator.generate(m, ids, maxNew, sampling, stop, printer ? stream::accept : t -> { });
             });
             result = ranks.get(0);
         }

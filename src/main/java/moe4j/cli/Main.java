@@ -2,9 +2,14 @@ package moe4j.cli;
 
 import java.io.IOException;
 import java.io.InputStream;
+import java.io.PrintWriter;
 import java.util.Properties;
+import moe4j.distributed.AgreedFailure;
+import moe4j.distributed.launch.Backend;
+import moe4j.distributed.mpi.MpiRuntime;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.ParameterException;
 import picocli.CommandLine.Spec;
@@ -20,34 +25,81 @@ public final class Main implements Runnable {
     @Spec
     CommandSpec spec;
 
+    /** Exit code of a successful command. */
+    public static final int EXIT_OK = 0;
+    /** Exit code of a run that failed (a check failed, training diverged, a write failed mid-run). */
+    public static final int EXIT_FAILED = 1;
+    /** Exit code of a mistake in what was asked: options, config files, data, checkpoints, folders. */
+    public static final int EXIT_USAGE = CommandLine.ExitCode.USAGE;
+
+    @Option(names = "--debug", scope = CommandLine.ScopeType.INHERIT,
+            description = "print the stack trace of a failure (also MOE4J_DEBUG=1)")
+    boolean debug;
+
     public static void main(String[] args) {
-        System.exit(commandLine().execute(args));
+        // the MPI runtime reports a rank's failure itself, outside picocli
+        if (java.util.Arrays.asList(args).contains("--debug")) System.setProperty("moe4j.debug", "true");
+        int code;
+        try {
+            code = commandLine().execute(args);
+        } catch (OutOfMemoryError e) {
+            // the train command sizes a step before allocating it; this catches what that estimate missed
+            System.err.println("moe4j: error: out of memory (" + e.getMessage() + "): lower --batch-size or --seq-len,"
+                    + " or give the JVM more memory with MOE4J_JAVA_OPTS=-Xmx...");
+            code = EXIT_FAILED;
+        }
+        System.exit(code);
     }
 
     /** The configured command line, for {@link #main} and for tests that run commands in-process. */
     public static CommandLine commandLine() {
-        return new CommandLine(new Main()).setExecutionExceptionHandler(Main::reportFailure);
+        return new CommandLine(new Main()).setExecutionExceptionHandler(Main::reportFailure)
+                .setParameterExceptionHandler(Main::reportUsageError);
+    }
+
+    /** Whether {@code --debug} was given anywhere on the command line, or MOE4J_DEBUG=1 is set. */
+    private static boolean debug(CommandLine.ParseResult parsed) {
+        for (CommandLine.ParseResult p = parsed; p != null; p = p.subcommand()) {
+            if (p.hasMatchedOption("--debug")) return true;
+        }
+        return "1".equals(System.getenv("MOE4J_DEBUG"));
     }
 
     /**
-     * A failed run ends with what went wrong, not a stack trace: bad input, configs, data and checkpoints
-     * raise exceptions whose messages say what was expected. MOE4J_DEBUG=1 adds the stack trace.
+     * A wrong option or value: one sentence naming it, exit code 2. Only a command that was given without
+     * its subcommand ({@code moe4j}, {@code moe4j bench}) also prints its usage: the list to choose from.
+     */
+    private static int reportUsageError(ParameterException e, String[] args) {
+        CommandLine cmd = e.getCommandLine();
+        PrintWriter err = cmd.getErr();
+        // every process of an MPI job got the same arguments and the same mistake: rank 0 alone says it
+        if (Backend.launcherRank() > 0) return EXIT_USAGE;
+        String name = cmd.getCommandSpec().qualifiedName(" ");
+        boolean chooseSubcommand = !cmd.getSubcommands().isEmpty();
+        err.println(name + ": error: " + AgreedFailure.messageOf(e) + (chooseSubcommand ? "" : " (see " + name + " --help)"));
+        if (chooseSubcommand) cmd.usage(err);
+        if (java.util.Arrays.asList(args).contains("--debug") || "1".equals(System.getenv("MOE4J_DEBUG"))) e.printStackTrace(err);
+        err.flush();
+        return EXIT_USAGE;
+    }
+
+    /**
+     * A failed run ends with what went wrong on one line, not a stack trace: bad input, configs, data and
+     * checkpoints raise exceptions whose messages say what was expected (exit code 2); a run that failed
+     * by itself exits with 1. {@code --debug} or MOE4J_DEBUG=1 adds the stack trace.
      */
     private static int reportFailure(Exception e, CommandLine cmd, CommandLine.ParseResult parsed) {
-        java.io.PrintWriter err = cmd.getErr();
-        StringBuilder what = new StringBuilder();
-        java.util.Set<String> seen = new java.util.HashSet<>();
-        for (Throwable t = e; t != null; t = t.getCause()) {
-            String m = t.getMessage();
-            if (m != null && seen.add(m) && (what.isEmpty() || !what.toString().contains(m))) {
-                if (!what.isEmpty()) what.append("\n  caused by: ");
-                what.append(m);
-            }
-        }
-        err.println("moe4j " + cmd.getCommandName() + ": error: " + (what.isEmpty() ? e.toString() : what));
-        if ("1".equals(System.getenv("MOE4J_DEBUG"))) e.printStackTrace(err);
+        boolean userError = e instanceof IllegalArgumentException || (e instanceof AgreedFailure a && a.userError());
+        int code = userError ? EXIT_USAGE : EXIT_FAILED;
+        // under MPI every rank of the job got the same agreed failure: rank 0 alone says it
+        if (e instanceof AgreedFailure && MpiRuntime.worldRank() > 0) return code;
+        // a mistake in the arguments or files, found before MPI started, is the same on every process
+        if (e instanceof IllegalArgumentException && MpiRuntime.worldRank() < 0 && Backend.launcherRank() > 0) return code;
+        PrintWriter err = cmd.getErr();
+        err.println(cmd.getCommandSpec().qualifiedName(" ") + ": error: " + AgreedFailure.messageOf(e));
+        if (debug(parsed)) e.printStackTrace(err);
         err.flush();
-        return 1;
+        return code;
     }
 
     @Override

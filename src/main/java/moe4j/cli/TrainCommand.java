@@ -11,7 +11,12 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.Callable;
-import moe4j.distributed.Backend;
+import moe4j.distributed.launch.Backend;
+import moe4j.kernels.ExecutionContext;
+import moe4j.tensor.Device;
+import moe4j.distributed.Distributed;
+import moe4j.distributed.ProcessGroup;
+import moe4j.distributed.mpi.MpiRuntime;
 import moe4j.train.MetricsLog;
 import moe4j.train.StepMetrics;
 import moe4j.train.TrainConfig;
@@ -46,7 +51,11 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--checkpoint-dir", description = "write checkpoints here") Path checkpointDir;
     @Option(names = "--checkpoint-every", description = "steps between checkpoints (0: at the end only)") Long checkpointEvery;
     @Option(names = "--init-from", description = "start from a Hugging Face model folder (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE): its config.json is the model; the result is also saved in its layout, under OUTPUT_DIR/hf and with each checkpoint") Path initFrom;
-    @Option(names = "--resume", description = "continue from the latest checkpoint in --checkpoint-dir") boolean resume;
+    @Option(names = "--keep-last", paramLabel = "N", description = "checkpoints to keep: the newest N and always the one 'latest' names (default "
+            + TrainConfig.DEFAULT_KEEP_LAST + "; 0 keeps all)") Integer keepLast;
+    @Option(names = "--resume", description = "continue from the latest intact checkpoint in --checkpoint-dir") boolean resume;
+    @Option(names = "--overwrite", description = "replace what another run left: its checkpoints in --checkpoint-dir (fresh run), "
+            + "its metrics in --output-dir (--resume)") boolean overwrite;
     @Option(names = "--output-dir", description = "metrics.jsonl and training.png go here (default runs/latest)") Path outputDir;
     @Option(names = "--log-every", description = "steps between log lines") Long logEvery;
     @Option(names = "--threads", description = "GEMM threads per rank (default: the cores divided among this JVM's ranks, at least 1)") Integer threads;
@@ -57,17 +66,34 @@ public final class TrainCommand implements Callable<Integer> {
         TrainConfig cfg = buildConfig();
         PrintStream out = System.out;
         Backend be = Backend.parse(cfg.backend());
+        Duration deadline = Distributed.configuredTimeout(); // the same setting as every other command, on every backend
         // one process holds all ranks (local) or one (mpi); either way the cores are shared among them
         int ranksHere = be == Backend.LOCAL ? cfg.worldSize() : 1;
+        String refusal = memoryRefusal(cfg, ranksHere);
+        if (be == Backend.MPI) {
+            ProcessGroup world = MpiRuntime.init(deadline);
+            if (refusal == null && world.size() != cfg.worldSize()) refusal = jobSizeRefusal(cfg, world.size());
+            if (refusal != null) {
+                // every process has the same arguments and ends here alike: leave MPI cleanly, rank 0 says why
+                int rank = world.rank();
+                MpiRuntime.finish();
+                if (rank != 0) return Main.EXIT_USAGE;
+            }
+        }
+        if (refusal != null) throw new CommandLine.ParameterException(spec.commandLine(), refusal);
         int gemmThreads = threads != null ? threads : Math.max(1, Runtime.getRuntime().availableProcessors() / ranksHere);
         if (gemmThreads < 1) throw new CommandLine.ParameterException(spec.commandLine(), "--threads must be >= 1, got " + gemmThreads);
-        moe4j.kernels.cpu.Gemm.setThreads(gemmThreads);
         Reporter reporter = new Reporter(cfg, out);
         long started = System.nanoTime();
         Trainer.Summary summary;
         try {
             // local: all ranks are threads here; mpi: this process is one rank of the mpirun/srun job
-            summary = be.run(cfg.worldSize(), Duration.ofMinutes(5), world -> Trainer.run(cfg, world, resume, reporter)).get(0);
+            // each rank thread computes in its own context: its GEMM threads belong to it, not to the process
+            summary = be.run(cfg.worldSize(), deadline, world -> {
+                try (ExecutionContext ignored = ExecutionContext.enter(Device.CPU, gemmThreads)) {
+                    return Trainer.run(cfg, world, resume, overwrite, reporter);
+                }
+            }).get(0);
         } finally {
             reporter.close();
         }
@@ -100,6 +126,47 @@ public final class TrainCommand implements Callable<Integer> {
         return 0;
     }
 
+    /**
+     * Why one step of {@code cfg} cannot fit this machine, or null: a lower bound of the activations the
+     * forward pass keeps for the backward pass on {@code ranksHere} ranks, against the physical memory, so
+     * that a huge batch is a sentence before anything is allocated instead of an OutOfMemoryError later.
+     */
+    static String memoryRefusal(TrainConfig cfg, int ranksHere) {
+        double need = stepActivationBytes(cfg) * ranksHere;
+        long total = ((com.sun.management.OperatingSystemMXBean) java.lang.management.ManagementFactory.getOperatingSystemMXBean())
+                .getTotalMemorySize();
+        if (need <= total) return null;
+        return String.format(Locale.ROOT, "batch_size %d × seq_len %d needs at least %,.1f GiB of memory for one step's activations"
+                        + " (%d rank%s in this process), more than this machine's %,.1f GiB: lower --batch-size or --seq-len, or"
+                        + " spread the batch over more processes", cfg.globalBatch(), cfg.seqLen(), need / (1L << 30), ranksHere,
+                ranksHere == 1 ? "" : "s", total / (double) (1L << 30));
+    }
+
+    /**
+     * Bytes of FP32 activations one rank keeps for the backward pass of one step (a lower bound: gradients,
+     * temporaries and the weights come on top): per token and layer, the attention's inputs and outputs and
+     * its score and probability rows, the routed copies and expert hidden states; the logits at the end.
+     */
+    static double stepActivationBytes(TrainConfig cfg) {
+        var m = cfg.model();
+        double tokens = (double) cfg.globalBatch() * cfg.seqLen() / cfg.worldSize();
+        double kv = (double) m.dim() / m.nHeads() * m.nKvHeads();
+        double attention = 4.0 * m.dim() + 2 * kv + 2.0 * m.nHeads() * cfg.seqLen();
+        double ffn = m.numExperts() > 0
+                ? m.dim() + m.numExperts() + (double) m.moeTopK() * (2.0 * m.dim() + 3.0 * m.expertHidden())
+                : m.dim() + 3.0 * m.ffnHidden();
+        double perToken = m.nLayers() * (attention + ffn) + m.dim() + 2.0 * m.vocabSize();
+        return 4 * tokens * perToken;
+    }
+
+    /** What to do when an MPI job's process count is not the config's world size. */
+    static String jobSizeRefusal(TrainConfig cfg, int processes) {
+        int dp = cfg.dpShard() * cfg.dpReplicate();
+        String fix = processes % dp == 0 ? " or pass --ep " + processes / dp : "";
+        return "the MPI job has " + processes + " processes but dp_replicate × dp_shard × ep = " + cfg.dpReplicate() + " × "
+                + cfg.dpShard() + " × " + cfg.ep() + " = " + cfg.worldSize() + " ranks: start mpirun -np " + cfg.worldSize() + fix;
+    }
+
     TrainConfig buildConfig() {
         TrainConfig.Builder b = config != null ? TrainConfig.fromToml(config) : TrainConfig.defaults();
         if (ep != null) b.ep(ep);
@@ -117,6 +184,7 @@ public final class TrainCommand implements Callable<Integer> {
         if (data != null) b.data(data);
         if (checkpointDir != null) b.checkpointDir(checkpointDir);
         if (checkpointEvery != null) b.checkpointEvery(checkpointEvery);
+        if (keepLast != null) b.keepLast(keepLast);
         if (outputDir != null) b.outputDir(outputDir);
         if (logEvery != null) b.logEvery(logEvery);
         if (initFrom != null) b.initFrom(initFrom);
@@ -158,10 +226,10 @@ public final class TrainCommand implements Callable<Integer> {
         }
 
         @Override
-        public void onStart(TrainConfig config, int rank, long first, long parameters, double unigram) {
+        public void onStart(TrainConfig config, int rank, long first, long parameters, double unigram, Trainer.Start start) {
             if (rank != 0) return;
             unigramEntropy = unigram;
-            metrics = new MetricsLog(metricsFile(), first);
+            metrics = new MetricsLog(metricsFile(), first, start.run(), start.overwrite());
             history.addAll(metrics.earlierSteps()); // the plot and the table cover the whole run
             firstStep = first;
             var m = config.model();
@@ -171,7 +239,7 @@ public final class TrainCommand implements Callable<Integer> {
                     config.worldSize(), Backend.parse(config.backend()).name().toLowerCase(Locale.ROOT), config.dpReplicate(), config.dpShard(), config.ep(), config.globalBatch(),
                     config.seqLen(), (long) config.globalBatch() * config.seqLen(), config.steps(),
                     first > 1 ? " (resuming at step " + first + ")" : "");
-            out.printf(Locale.ROOT, "  GEMM threads per rank: %d | data: %s%s | output: %s%n", moe4j.kernels.cpu.Gemm.threads(), config.data(),
+            out.printf(Locale.ROOT, "  GEMM threads per rank: %d | data: %s%s | output: %s%n", ExecutionContext.current().cpuThreads(), config.data(),
                     Double.isFinite(unigramEntropy) ? String.format(Locale.ROOT, " (unigram entropy %.3f nats)", unigramEntropy) : "",
                     config.outputDir());
             out.println();
@@ -193,6 +261,13 @@ public final class TrainCommand implements Callable<Integer> {
             } else if (log) {
                 out.println(line(m));
             }
+        }
+
+        @Override
+        public void onWarning(int rank, String message) {
+            if (rank != 0) return;
+            clearBar();
+            System.err.println("moe4j train: warning: " + message);
         }
 
         @Override

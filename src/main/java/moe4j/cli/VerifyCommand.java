@@ -10,15 +10,16 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.Callable;
-import moe4j.distributed.Backend;
 import moe4j.distributed.ProcessGroup;
+import moe4j.distributed.launch.Backend;
 import moe4j.distributed.mpi.MpiRuntime;
 import moe4j.nn.MoEConfig;
+import moe4j.nn.RouterKind;
 import moe4j.parallel.EpLayerFile;
-import moe4j.parallel.EpVerifier;
 import moe4j.parallel.EpVerifier.Category;
 import moe4j.parallel.EpVerifier.OracleResult;
 import moe4j.parallel.EpVerifier.RankRun;
+import moe4j.parallel.EpVerifier;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
@@ -137,13 +138,23 @@ public final class VerifyCommand implements Callable<Integer> {
      */
     private EpVerifier.Problem problem(int defaultEp) throws IOException {
         try {
+            if (dump != null) checkDumpTarget();
+            if (topK != null && topK < 1) throw new IllegalArgumentException("--top-k must be >= 1, got " + topK);
+            if (experts != null && experts < 1) throw new IllegalArgumentException("--experts must be >= 1, got " + experts);
+            if (topK != null && experts != null && topK > experts) {
+                throw new IllegalArgumentException("--top-k (" + topK + ") must be <= --experts (" + experts + ")");
+            }
+            if (load == null && topK != null && experts == null && topK > 8) {
+                throw new IllegalArgumentException("--top-k (" + topK + ") must be <= the number of experts (8 unless --experts is given)");
+            }
             if (gradientScale && capacity > 0) {
                 throw new IllegalArgumentException("--gradient-scale with --capacity leaves no oracle to check: the per-rank "
                         + "oracle needs no gradient scaling, the global one no capacity limit");
             }
+            RouterKind routerKind = router == null ? RouterKind.SOFTMAX_TOPK : RouterKind.parse(router);
             if (load != null) {
                 if (tokens != null) throw new IllegalArgumentException("--tokens does not go with --load: the token counts come from x.{r}");
-                EpLayerFile.Loaded loaded = EpLayerFile.load(load, new EpLayerFile.Options(ep, topK, activation, router, capacity,
+                EpLayerFile.Loaded loaded = EpLayerFile.load(load, new EpLayerFile.Options(ep, topK, activation, routerKind, capacity,
                         gradientScale, experts, dim, hidden, packed, shared));
                 EpVerifier.Problem p = loaded.problem();
                 source = "file " + load + (p.fixedRouting() ? " (fixed routing)" : "") + ", upstream gradient "
@@ -159,7 +170,7 @@ public final class VerifyCommand implements Callable<Integer> {
                             topK == null ? 2 : topK)
                     .packed(Boolean.TRUE.equals(packed)).activation(activation == null ? "silu" : activation)
                     .sharedExperts(Boolean.TRUE.equals(shared) ? 1 : 0).capacityFactor(capacity).gradientScale(gradientScale)
-                    .router(router == null ? MoEConfig.SOFTMAX_TOPK : router).initStd(initStd).seed(seed).build();
+                    .router(routerKind).initStd(initStd).seed(seed).build();
             int[] perRank = new int[p];
             for (int r = 0; r < p; r++) perRank[r] = t + r;
             source = "random (seed " + seed + ", init std " + initStd + "), random upstream gradient";
@@ -171,6 +182,26 @@ public final class VerifyCommand implements Callable<Integer> {
         }
     }
 
+    /**
+     * {@code --dump} must not replace the {@code --load} input, and its folder must exist: found before the
+     * run, not as a failed write of a temporary file afterwards.
+     */
+    private void checkDumpTarget() throws IOException {
+        Path target = dump.toAbsolutePath().normalize();
+        if (load != null && (target.equals(load.toAbsolutePath().normalize())
+                || (java.nio.file.Files.exists(dump) && java.nio.file.Files.exists(load) && java.nio.file.Files.isSameFile(dump, load)))) {
+            throw new IllegalArgumentException("--dump " + dump + " is the --load input: it would be overwritten; choose another file");
+        }
+        Path folder = target.getParent();
+        if (folder != null && !java.nio.file.Files.isDirectory(folder)) {
+            throw new IllegalArgumentException("--dump " + dump + ": folder " + folder + " does not exist");
+        }
+        if (java.nio.file.Files.isDirectory(target)) throw new IllegalArgumentException("--dump " + dump + " is a folder, expected a file");
+        if (folder != null && !java.nio.file.Files.isWritable(folder)) {
+            throw new IllegalArgumentException("--dump " + dump + ": folder " + folder + " is not writable");
+        }
+    }
+
     // ------------------------------------------------------------------ report
 
     private void print(PrintWriter out, EpVerifier.Report report) {
@@ -179,7 +210,7 @@ public final class VerifyCommand implements Callable<Integer> {
         out.println("moe4j verify: expert parallelism against its oracles");
         out.printf("layer    E=%d K=%d D=%d H=%d activation=%s layout=%s router=%s shared=%s capacity=%s gradient-scale=%s%n",
                 c.numExperts(), c.topK(), c.dim(), c.hidden(), c.activation().configName(), c.packed() ? "packed" : "list",
-                c.router(), c.sharedExperts() > 0 ? "yes" : "no", c.capacityFactor() > 0 ? c.capacityFactor() : "off",
+                c.router().configName(), c.sharedExperts() > 0 ? "yes" : "no", c.capacityFactor() > 0 ? c.capacityFactor() : "off",
                 c.gradientScale() ? "on" : "off");
         out.printf("inputs   %s%n", source);
         if (!ignored.isEmpty()) out.printf("ignored  tensors not used: %s%n", ignored);
@@ -242,7 +273,7 @@ public final class VerifyCommand implements Callable<Integer> {
         layer.put("hidden", c.hidden());
         layer.put("activation", c.activation().configName());
         layer.put("packed", c.packed());
-        layer.put("router", c.router());
+        layer.put("router", c.router().configName());
         layer.put("shared", c.sharedExperts() > 0);
         layer.put("capacityFactor", c.capacityFactor());
         layer.put("gradientScale", c.gradientScale());

@@ -66,11 +66,11 @@ public final class DeviceMesh {
     }
 
     /**
-     * The mesh for these parallelism sizes over {@code world} (a collective over {@code world});
-     * {@code dpShard = -1} takes the ranks that remain. Throws the {@link MeshShape} validation errors.
+     * The mesh for these parallelism sizes over {@code world} (a collective over {@code world}).
+     * Throws the {@link MeshShape} validation errors.
      */
-    public static DeviceMesh create(ProcessGroup world, int pp, int dpReplicate, int dpShard, int cp, int tp, int ep) {
-        return create(world, MeshShape.of(world.size(), pp, dpReplicate, dpShard, cp, tp, ep));
+    public static DeviceMesh create(ProcessGroup world, MeshSizes sizes) {
+        return create(world, MeshShape.of(world.size(), sizes));
     }
 
     /** The mesh of {@code shape} over {@code world} (a collective over {@code world}). */

@@ -18,6 +18,31 @@ public final class Distributed {
     /** The default deadline of each collective. */
     public static final Duration DEFAULT_TIMEOUT = Duration.ofSeconds(300);
 
+    /**
+     * The collective deadline every command uses: {@code -Dmoe4j.collective.timeout} or the environment
+     * variable {@code MOE4J_COLLECTIVE_TIMEOUT} (seconds, or an ISO-8601 duration such as {@code PT30S}),
+     * else {@link #DEFAULT_TIMEOUT}. The same on every backend, so that a stalled rank ends a job at the
+     * same moment whether its ranks are threads or processes.
+     */
+    public static Duration configuredTimeout() {
+        String s = System.getProperty("moe4j.collective.timeout");
+        if (s == null || s.isBlank()) s = System.getenv("MOE4J_COLLECTIVE_TIMEOUT");
+        if (s == null || s.isBlank()) return DEFAULT_TIMEOUT;
+        Duration d;
+        try {
+            d = s.trim().toUpperCase(java.util.Locale.ROOT).startsWith("P") ? Duration.parse(s.trim())
+                    : Duration.ofMillis(Math.round(Double.parseDouble(s.trim()) * 1000));
+        } catch (RuntimeException e) {
+            throw new IllegalArgumentException("collective timeout '" + s + "' (MOE4J_COLLECTIVE_TIMEOUT or -Dmoe4j.collective.timeout)"
+                    + " is neither seconds nor an ISO-8601 duration such as PT30S", e);
+        }
+        if (d.isNegative() || d.isZero()) {
+            throw new IllegalArgumentException("collective timeout (MOE4J_COLLECTIVE_TIMEOUT or -Dmoe4j.collective.timeout) must be"
+                    + " positive, got " + s);
+        }
+        return d;
+    }
+
     /** After a failure, how long ranks that are not inside a collective get to end before being interrupted. */
     private static final long GRACE_MILLIS = 2_000;
 

@@ -28,19 +28,25 @@ public final class MeshShape {
     }
 
     /**
-     * The mesh of {@code worldSize} ranks for the given parallelism sizes; {@code dpShard = -1} means
-     * "the ranks that remain". Errors use the texts users of the reference framework know.
+     * The mesh of {@code worldSize} ranks for the given parallelism sizes ({@link MeshSizes#REST} for
+     * dp_shard: the ranks that remain). Errors use the texts users of the reference framework know.
      */
-    public static MeshShape of(int worldSize, int pp, int dpReplicate, int dpShard, int cp, int tp, int ep) {
+    public static MeshShape of(int worldSize, MeshSizes sizes) {
+        int pp = sizes.pp();
+        int dpReplicate = sizes.dpReplicate();
+        int dpShard = sizes.dpShard();
+        int cp = sizes.cp();
+        int tp = sizes.tp();
+        int ep = sizes.ep();
         if (worldSize < 1) throw new IllegalArgumentException("world_size must be >= 1, got " + worldSize);
-        if (dpShard == 0 || dpShard < -1) throw new IllegalArgumentException("dp_shard must be -1 (auto) or positive");
+        if (dpShard == 0 || dpShard < MeshSizes.REST) throw new IllegalArgumentException("dp_shard must be -1 (auto) or positive");
         String[] names = {"dp_replicate", "tp", "pp", "cp", "ep"};
         int[] values = {dpReplicate, tp, pp, cp, ep};
         for (int i = 0; i < names.length; i++) {
             if (values[i] < 1) throw new IllegalArgumentException(names[i] + " must be >= 1");
         }
         int shard = dpShard;
-        if (shard == -1) {
+        if (shard == MeshSizes.REST) {
             long other = (long) dpReplicate * tp * pp * cp * ep;
             if (worldSize % other != 0) {
                 throw new IllegalArgumentException("world_size (" + worldSize + ") not divisible by dp_replicate*tp*pp*cp*ep ("

@@ -5,6 +5,7 @@ import java.util.function.Function;
 import java.util.function.Predicate;
 import moe4j.nn.Expert;
 import moe4j.nn.MoEConfig;
+import moe4j.nn.RouterKind;
 import moe4j.nn.MoEMLP;
 import moe4j.nn.SigmoidTopKRouter;
 import moe4j.tensor.MemoryScope;
@@ -35,7 +36,7 @@ public final class DeepSeekV3Moe {
         MoEConfig.Builder b = MoEConfig.builder(required(json, "hidden_size", source), hidden,
                         json.has("n_routed_experts") ? required(json, "n_routed_experts", source) : required(json, "num_local_experts", source),
                         required(json, "num_experts_per_tok", source))
-                .router(MoEConfig.SIGMOID_TOPK)
+                .router(RouterKind.SIGMOID_TOPK)
                 .routerGroups(required(json, "n_group", source), required(json, "topk_group", source))
                 .normalizeTopK(json.has("norm_topk_prob") && json.get("norm_topk_prob").getAsBoolean())
                 .routedScale(json.has("routed_scaling_factor") ? json.get("routed_scaling_factor").getAsDouble() : 1.0)

@@ -9,7 +9,7 @@ import java.nio.file.Path;
 import java.util.HashSet;
 import java.util.Set;
 import moe4j.nn.ModelConfig;
-import moe4j.nn.MoEConfig;
+import moe4j.nn.RouterKind;
 import moe4j.nn.QkNorm;
 import moe4j.nn.TransformerOptions;
 
@@ -55,7 +55,7 @@ public record HfConfig(HfFamily family, ModelConfig model, TransformerOptions op
                 .maxSeqLen(k.has("max_position_embeddings") ? k.integer("max_position_embeddings") : 4096)
                 .ffnHidden(k.integer("intermediate_size"))
                 .normEps(k.number("rms_norm_eps", 1e-6))
-                .moeRouter(MoEConfig.SOFTMAX_TOPK)
+                .moeRouter(RouterKind.SOFTMAX_TOPK)
                 .moeTopK(k.integer("num_experts_per_tok"))
                 .moeAuxLossWeight(k.number("router_aux_loss_coef", 0.01))
                 .moeRouterZLossWeight(0)

@@ -17,9 +17,9 @@ public final class Expert extends Module {
 
     public Expert(int dim, int hidden, Activation activation) {
         this.activation = activation;
-        this.gate = activation.gated() ? registerModule("gate_proj", new Linear(dim, hidden)) : null;
-        this.up = registerModule("up_proj", new Linear(dim, hidden));
-        this.down = registerModule("down_proj", new Linear(hidden, dim));
+        this.gate = activation.gated() ? registerModule(ExpertProjection.GATE.moduleName(), new Linear(dim, hidden)) : null;
+        this.up = registerModule(ExpertProjection.UP.moduleName(), new Linear(dim, hidden));
+        this.down = registerModule(ExpertProjection.DOWN.moduleName(), new Linear(hidden, dim));
     }
 
     /** Initialises the weights from {@code rng} in the fixed order gate, up, down; see {@link ExpertInit}. */

@@ -3,6 +3,7 @@ package moe4j.nn;
 import java.util.Arrays;
 import java.util.function.IntConsumer;
 import moe4j.autograd.Autograd;
+import moe4j.tensor.Device;
 import moe4j.tensor.MemoryScope;
 import moe4j.tensor.Rng;
 import moe4j.tensor.Tensor;
@@ -81,18 +82,20 @@ public final class Generator {
     /** The next token from the last row of {@code logits} (n, V). */
     static int choose(Tensor logits, Sampling sampling, Rng rng) {
         int v = logits.dim(1);
-        long base = (long) (logits.dim(0) - 1) * v;
+        // choosing runs on the host: an explicit copy of the one row of V logits it needs
+        Tensor last = logits.rows(logits.dim(0) - 1, logits.dim(0)).to(Device.CPU);
+        long base = 0;
         if (sampling.greedy()) {
             int best = 0;
-            for (int i = 1; i < v; i++) if (logits.get(base + i) > logits.get(base + best)) best = i;
+            for (int i = 1; i < v; i++) if (last.get(base + i) > last.get(base + best)) best = i;
             return best;
         }
         double max = Double.NEGATIVE_INFINITY;
-        for (int i = 0; i < v; i++) max = Math.max(max, logits.get(base + i));
+        for (int i = 0; i < v; i++) max = Math.max(max, last.get(base + i));
         double[] p = new double[v];
         double sum = 0;
         for (int i = 0; i < v; i++) {
-            p[i] = Math.exp((logits.get(base + i) - max) / sampling.temperature());
+            p[i] = Math.exp((last.get(base + i) - max) / sampling.temperature());
             sum += p[i];
         }
         Integer[] order = new Integer[v];

@@ -2,13 +2,14 @@ package moe4j.nn;
 
 import java.util.ArrayList;
 import java.util.List;
+import moe4j.tensor.Device;
 import moe4j.tensor.MemoryScope;
 import moe4j.tensor.Tensor;
 
 /**
  * The keys and values of one sequence's tokens so far, per attention layer, for decoding one token at a
  * time without recomputing the prefix. Each layer holds (capacity, Hkv, hd) keys and values, already
- * rotated, in persistent memory; {@link Layer#append} adds rows after the last.
+ * rotated, in persistent memory on the model's device; {@link Layer#append} adds rows after the last.
  */
 public final class KvCache {
     private final List<Layer> layers = new ArrayList<>();
@@ -18,9 +19,10 @@ public final class KvCache {
     public KvCache(MoETransformer model, int capacity) {
         if (capacity < 1) throw new IllegalArgumentException("KvCache: capacity must be >= 1, got " + capacity);
         this.capacity = capacity;
+        Device device = model.parameters().getFirst().device();
         for (TransformerBlock block : model.layers()) {
             Attention a = block.attention();
-            layers.add(new Layer(capacity, a.options().nKvHeads(), a.headDim()));
+            layers.add(new Layer(device, capacity, a.options().nKvHeads(), a.headDim()));
         }
     }
 
@@ -44,9 +46,9 @@ public final class KvCache {
         private final int rowWidth;
         private int length;
 
-        Layer(int capacity, int kvHeads, int headDim) {
-            this.keys = MemoryScope.persistent(() -> Tensor.zeros(capacity, kvHeads, headDim));
-            this.values = MemoryScope.persistent(() -> Tensor.zeros(capacity, kvHeads, headDim));
+        Layer(Device device, int capacity, int kvHeads, int headDim) {
+            this.keys = MemoryScope.persistent(() -> Tensor.zeros(device, capacity, kvHeads, headDim));
+            this.values = MemoryScope.persistent(() -> Tensor.zeros(device, capacity, kvHeads, headDim));
             this.rowWidth = kvHeads * headDim;
         }
 
@@ -59,10 +61,8 @@ public final class KvCache {
             if (length + n > keys.dim(0)) {
                 throw new IllegalStateException("KvCache: " + (length + n) + " tokens exceed the capacity " + keys.dim(0));
             }
-            long at = (long) length * rowWidth * 4;
-            long bytes = (long) n * rowWidth * 4;
-            keys.data().asSlice(at, bytes).copyFrom(k.data().asSlice(0, bytes));
-            values.data().asSlice(at, bytes).copyFrom(v.data().asSlice(0, bytes));
+            keys.rows(length, length + n).copyFrom(k);
+            values.rows(length, length + n).copyFrom(v);
             length += n;
         }
 

@@ -5,31 +5,33 @@ import moe4j.ops.Ops;
 import moe4j.tensor.Tensor;
 
 /**
- * All experts on this rank: group the (token, slot) entries by expert (stable, so token order is kept
- * within an expert), run the experts as one ragged grouped GEMM, weight each row and scatter-add rows
- * back by token.
+ * Every expert on this rank: dispatch sorts the kept (token, slot) entries by expert (stable, so token
+ * order is kept within an expert) and gathers their rows; combine weights each result row and
+ * scatter-adds it into its token. Nothing leaves the rank.
  */
-public final class LocalDispatcher implements TokenDispatcher {
-    public static final LocalDispatcher INSTANCE = new LocalDispatcher();
+public final class LocalDispatcher implements TokenDispatcher<Routing> {
+    private final int numExperts;
 
-    private LocalDispatcher() {}
+    public LocalDispatcher(int numExperts) {
+        if (numExperts < 1) throw new IllegalArgumentException("LocalDispatcher: numExperts must be >= 1, got " + numExperts);
+        this.numExperts = numExperts;
+    }
 
     @Override
-    public Tensor dispatchAndCompute(Tensor x, Tensor weights, Tensor indices, MoEMLP moe, boolean gradientScale) {
-        moe.checkRoutingInputs("LocalDispatcher.dispatchAndCompute", x, weights, indices);
-        Routing routing;
-        Tensor rows;
+    public Dispatched<Routing> dispatch(Tensor x_TD, Tensor indices_TK) {
+        TokenDispatcher.checkDispatchInputs("LocalDispatcher.dispatch", x_TD, indices_TK);
         try (var p = Profiler.phase("permute")) {
-            routing = Routing.sortByExpert(indices, moe.numExperts());
-            rows = Ops.indexSelect(x, routing.tokenOfRow());
+            Routing routing = Routing.sortByExpert(indices_TK, numExperts);
+            Tensor rows_RD = Ops.indexSelect(x_TD, routing.tokenOfRow());
+            // all the entries of the group are this rank's: the local expert j is global expert j
+            return new Dispatched<>(rows_RD, routing.rowsPerExpert(), routing.rowCount(), routing);
         }
-        Tensor expertOut = moe.computeLocalExperts(rows, routing.rowsPerExpert());
+    }
+
+    @Override
+    public Tensor combine(Tensor expertOut_RD, Dispatched<Routing> dispatched, Tensor weights_TK) {
         try (var p = Profiler.phase("unpermute")) {
-            if (gradientScale) {
-                expertOut = Ops.mulRows(expertOut,
-                        MoEMLP.gradientScaleRows(routing.rowsPerExpert(), routing.rowCount(), moe.numExperts()));
-            }
-            return routing.weightAndCombine(expertOut, weights, x.dim(0));
+            return dispatched.combineState().weightAndCombine(expertOut_RD, weights_TK, weights_TK.dim(0));
         }
     }
 }

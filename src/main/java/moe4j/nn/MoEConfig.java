@@ -1,5 +1,6 @@
 package moe4j.nn;
 
+
 /**
  * Everything that defines one MoE feed-forward layer, with the reference framework's defaults.
  *
@@ -8,7 +9,7 @@ package moe4j.nn;
  * @param numExperts global number of experts E
  * @param topK experts per token K
  * @param activation silu (SwiGLU), gelu or relu
- * @param router "softmax_topk" or "sigmoid_topk"
+ * @param router softmax_topk or sigmoid_topk
  * @param sharedExperts 0 or 1 shared expert
  * @param capacityFactor 0 for no capacity limit, else the factor cf of {@code ceil(T·K/E·cf)}
  * @param gradientScale scale expert outputs by avg/n_e in training
@@ -28,15 +29,12 @@ package moe4j.nn;
  * @param routerTopKGroups sigmoid router: tokens choose among the experts of this many best groups
  * @param routedScale sigmoid router: the routing weights are multiplied by this (DeepSeek-V3's routed_scaling_factor)
  */
-public record MoEConfig(int dim, int hidden, int numExperts, int topK, Activation activation, String router,
+public record MoEConfig(int dim, int hidden, int numExperts, int topK, Activation activation, RouterKind router,
                         int sharedExperts, double capacityFactor, boolean gradientScale, double sequenceAuxLossWeight,
                         BiasSchedule biasSchedule, double biasUpdateRate, double biasEmaDecay, boolean packed,
                         double initStd, int numLayers, long seed, boolean checkFinite, int sharedHidden,
                         boolean sharedExpertGate, boolean normalizeTopK, int routerGroups, int routerTopKGroups,
                         double routedScale) {
-
-    public static final String SOFTMAX_TOPK = "softmax_topk";
-    public static final String SIGMOID_TOPK = "sigmoid_topk";
 
     public MoEConfig {
         if (dim <= 0) throw new IllegalArgumentException("dim must be > 0, got " + dim);
@@ -44,9 +42,7 @@ public record MoEConfig(int dim, int hidden, int numExperts, int topK, Activatio
         if (numExperts <= 0) throw new IllegalArgumentException("num_experts must be > 0, got " + numExperts);
         if (topK < 1) throw new IllegalArgumentException("moe_top_k must be >= 1, got " + topK);
         if (topK > numExperts) throw new IllegalArgumentException("moe_top_k (" + topK + ") must be <= num_experts (" + numExperts + ")");
-        if (!router.equals(SOFTMAX_TOPK) && !router.equals(SIGMOID_TOPK)) {
-            throw new IllegalArgumentException("unknown router '" + router + "': valid routers are [softmax_topk, sigmoid_topk]");
-        }
+        if (router == null) throw new IllegalArgumentException("router must be set (softmax_topk or sigmoid_topk)");
         if (sharedExperts < 0 || sharedExperts > 1) throw new IllegalArgumentException("moe_shared_experts must be 0 or 1, got " + sharedExperts);
         if (capacityFactor < 0 || Double.isNaN(capacityFactor)) {
             throw new IllegalArgumentException("moe_capacity_factor must be >= 0 (0 = no limit), got " + capacityFactor);
@@ -100,7 +96,7 @@ public record MoEConfig(int dim, int hidden, int numExperts, int topK, Activatio
         private final int numExperts;
         private final int topK;
         private Activation activation = Activation.SILU;
-        private String router = SOFTMAX_TOPK;
+        private RouterKind router = RouterKind.SOFTMAX_TOPK;
         private int sharedExperts;
         private double capacityFactor;
         private boolean gradientScale;
@@ -129,7 +125,8 @@ public record MoEConfig(int dim, int hidden, int numExperts, int topK, Activatio
 
         public Builder activation(String name) { this.activation = Activation.parse(name); return this; }
         public Builder activation(Activation a) { this.activation = a; return this; }
-        public Builder router(String name) { this.router = name; return this; }
+        public Builder router(String name) { this.router = RouterKind.parse(name); return this; }
+        public Builder router(RouterKind kind) { this.router = kind; return this; }
         public Builder sharedExperts(int n) { this.sharedExperts = n; return this; }
         public Builder capacityFactor(double cf) { this.capacityFactor = cf; return this; }
         public Builder gradientScale(boolean on) { this.gradientScale = on; return this; }

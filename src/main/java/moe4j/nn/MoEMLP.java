@@ -2,11 +2,15 @@ package moe4j.nn;
 
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Objects;
 import moe4j.autograd.Autograd;
 import moe4j.autograd.Profiler;
 import moe4j.distributed.ProcessGroup;
+import moe4j.kernels.Kernels;
 import moe4j.ops.GroupedMatmul;
 import moe4j.ops.Ops;
+import moe4j.tensor.DType;
+import moe4j.tensor.Device;
 import moe4j.tensor.MemoryScope;
 import moe4j.tensor.Rng;
 import moe4j.tensor.Tensor;
@@ -14,15 +18,18 @@ import moe4j.tensor.Tensor;
 /**
  * The Mixture-of-Experts feed-forward layer:
  * <pre>
- *   x_TD → router → (weights_TK, indices_TK) → capacity (drop overflow) → dispatcher → out_TD (+ shared(x))
+ *   x_TD → router → (weights_TK, indices_TK) → capacity (drop overflow)
+ *        → dispatcher.dispatch → this layer's experts (+ gradient scaling) → dispatcher.combine → out_TD (+ shared(x))
  * </pre>
  * Experts are stored either as a list of {@link Expert} modules (named by <em>global</em> index,
  * {@code experts.{g}.up_proj.weight}) or packed as {@code up_w (E, D, H)}, {@code down_w (E, H, D)},
  * {@code gate_w (E, D, H)}; both run through the same ragged grouped GEMM.
  *
- * <p>The expert-parallel metadata ({@link #epWorldSize()}, {@link #localExpertStart()},
- * {@link #numLocalExperts()}) are plain fields: without expert parallelism this rank holds all
- * experts. {@code ExpertParallel.apply} keeps a slice of them and installs its dispatcher.
+ * <p>The expert-parallel metadata ({@link #epSize()}, {@link #epRank()}, {@link #epGroup()},
+ * {@link #numLocalExperts()}, {@link #localExpertStart()}) are plain fields: without expert parallelism
+ * this rank holds all experts and its dispatcher is a {@link LocalDispatcher}.
+ * {@code ExpertParallel.apply} keeps this rank's block ({@link #partitionExperts}) and installs an
+ * all-to-all dispatcher ({@link #setDispatcher}); the layer's forward is the same either way.
  */
 public final class MoEMLP extends Module {
     private final MoEConfig config;
@@ -30,30 +37,33 @@ public final class MoEMLP extends Module {
     private final Module expertList;
     private final Expert sharedExpert;
     private final Linear sharedExpertGate;
-    private TokenDispatcher dispatcher = LocalDispatcher.INSTANCE;
+    private TokenDispatcher<?> dispatcher;
 
-    private int epWorldSize = 1;
     private ProcessGroup epGroup;
-    private int layerIndex;
+    private int epSize = 1;
+    private int epRank = 0;
     private int localExpertStart = 0;
     private int numLocalExperts;
 
     private MoEMLP(MoEConfig config) {
         this.config = config;
         this.numLocalExperts = config.numExperts();
+        this.dispatcher = new LocalDispatcher(config.numExperts());
         int d = config.dim();
         int h = config.hidden();
         int e = config.numExperts();
-        this.router = registerModule("router", config.router().equals(MoEConfig.SOFTMAX_TOPK)
-                ? new SoftmaxTopKRouter(d, e, config.topK(), config.normalizeTopK())
-                : new SigmoidTopKRouter(d, e, config.topK(), config.biasUpdateRate(), config.biasEmaDecay(),
-                        config.biasSchedule(), config.sequenceAuxLossWeight(), config.routerGroups(), config.routerTopKGroups(),
-                        config.normalizeTopK(), config.routedScale()));
+        this.router = registerModule("router", switch (config.router()) {
+            case SOFTMAX_TOPK -> new SoftmaxTopKRouter(d, e, config.topK(), config.normalizeTopK());
+            case SIGMOID_TOPK -> new SigmoidTopKRouter(d, e, config.topK(), config.biasUpdateRate(), config.biasEmaDecay(),
+                    config.biasSchedule(), config.sequenceAuxLossWeight(), config.routerGroups(), config.routerTopKGroups(),
+                    config.normalizeTopK(), config.routedScale());
+        });
         if (config.packed()) {
             this.expertList = null;
-            registerParameter("up_w", persistentZeros(e, d, h));
-            registerParameter("down_w", persistentZeros(e, h, d));
-            if (config.activation().gated()) registerParameter("gate_w", persistentZeros(e, d, h));
+            for (ExpertProjection projection : packedProjections()) {
+                registerParameter(projection.packedName(), projection == ExpertProjection.DOWN
+                        ? persistentZeros(e, h, d) : persistentZeros(e, d, h));
+            }
         } else {
             this.expertList = registerModule("experts", new ExpertList());
             for (int g = 0; g < e; g++) expertList.registerModule(Integer.toString(g), new Expert(d, h, config.activation()));
@@ -93,16 +103,22 @@ public final class MoEMLP extends Module {
     /** Copies one expert's (out, in) weights into global expert {@code g}'s storage, whatever the layout. */
     private void setExpertWeights(int g, Expert source) {
         int local = g - localExpertStart;
-        if (config.packed()) {
-            transposeInto(source.upProj().weight(), upW(), local);
-            transposeInto(source.downProj().weight(), downW(), local);
-            if (source.gateProj() != null) transposeInto(source.gateProj().weight(), gateW(), local);
-        } else {
-            Expert target = localExperts().get(local);
-            target.upProj().weight().copyFrom(source.upProj().weight());
-            target.downProj().weight().copyFrom(source.downProj().weight());
-            if (source.gateProj() != null) target.gateProj().weight().copyFrom(source.gateProj().weight());
+        Expert target = config.packed() ? null : localExperts().get(local);
+        for (ExpertProjection projection : ExpertProjection.forActivation(config.activation())) {
+            Tensor weight = projection.in(source).weight();
+            if (target == null) transposeInto(weight, parameter(projection.packedName()), local);
+            else projection.in(target).weight().copyFrom(weight);
         }
+    }
+
+    /**
+     * The packed weight tensors in the order they are registered, which is the order of the optimizer's
+     * state and of the checkpoint: up_w, down_w, then gate_w for gated experts.
+     */
+    private List<ExpertProjection> packedProjections() {
+        return config.activation().gated()
+                ? List.of(ExpertProjection.UP, ExpertProjection.DOWN, ExpertProjection.GATE)
+                : List.of(ExpertProjection.UP, ExpertProjection.DOWN);
     }
 
     /** packed[slot] (in, out) = linearᵀ where linear is (out, in). */
@@ -143,7 +159,7 @@ public final class MoEMLP extends Module {
     public Tensor forwardWithRouting(Tensor x, Tensor weights, Tensor indices) {
         int k = config.topK();
         checkRoutingInputs("MoEMLP.forwardWithRouting", x, weights, indices);
-        int[] ids = indices.toIntArray();
+        int[] ids = indices.to(Device.CPU).toIntArray(); // an explicit copy: this entry point is for verification
         for (int i = 0; i < ids.length; i++) {
             if (ids[i] < 0 || ids[i] >= config.numExperts()) {
                 throw new IllegalArgumentException("MoEMLP.forwardWithRouting: indices[" + i / k + ", " + i % k + "] = " + ids[i]
@@ -155,7 +171,8 @@ public final class MoEMLP extends Module {
     }
 
     /**
-     * Checks what a dispatcher is handed: {@code x} (T, D) float32, {@code weights} (T, K) float32 and
+     * Checks a routing handed in from outside ({@link #forwardWithRouting}, {@code ExpertParallel.dispatchAndCompute})
+     * before any of it is dispatched: {@code x} (T, D) float32, {@code weights} (T, K) float32 and
      * {@code indices} (T, K) int32 with this layer's D and K. Expert ids are checked where they are read.
      */
     public void checkRoutingInputs(String op, Tensor x, Tensor weights, Tensor indices) {
@@ -176,29 +193,33 @@ public final class MoEMLP extends Module {
     }
 
     /** The routed experts through the dispatcher, plus the shared expert. */
-    private Tensor routedAndShared(Tensor flat, Tensor weights, Tensor indices) {
-        Tensor out = dispatcher.dispatchAndCompute(flat, weights, indices, this,
-                config.gradientScale() && isTraining());
+    private Tensor routedAndShared(Tensor x_TD, Tensor weights_TK, Tensor indices_TK) {
+        Tensor out_TD = dispatchComputeCombine(dispatcher, x_TD, weights_TK, indices_TK, config.gradientScale() && isTraining());
         if (sharedExpert != null) {
             try (var p = Profiler.phase("shared expert")) {
-                Tensor shared = sharedExpert.forward(flat);
-                if (sharedExpertGate != null) shared = Ops.mulRows(shared, Ops.sigmoid(sharedExpertGate.forward(flat)));
-                out = Ops.add(out, shared);
+                Tensor shared_TD = sharedExpert.forward(x_TD);
+                if (sharedExpertGate != null) shared_TD = Ops.mulRows(shared_TD, Ops.sigmoid(sharedExpertGate.forward(x_TD)));
+                out_TD = Ops.add(out_TD, shared_TD);
             }
         }
-        return out;
+        return out_TD;
+    }
+
+    /** Route → dispatch → this layer's experts → combine, whichever dispatcher is installed. */
+    private <M> Tensor dispatchComputeCombine(TokenDispatcher<M> dispatcher, Tensor x_TD, Tensor weights_TK, Tensor indices_TK,
+                                              boolean gradientScale) {
+        Dispatched<M> dispatched = dispatcher.dispatch(x_TD, indices_TK);
+        Tensor expertOut_RD = computeExperts(dispatched, gradientScale);
+        return dispatcher.combine(expertOut_RD, dispatched, weights_TK);
     }
 
     private static void checkFinite(Tensor x) {
-        int w = x.rowWidth();
-        for (int r = 0; r < x.rowCount(); r++) {
-            for (int c = 0; c < w; c++) {
-                float v = x.get((long) r * w + c);
-                if (!Float.isFinite(v)) {
-                    throw new IllegalArgumentException("MoEMLP: input row " + r + " column " + c + " is " + v
-                            + " (finite values expected; the check is on)");
-                }
-            }
+        long at = Kernels.of(x.device()).reductions().firstNonFinite(x);
+        if (at >= 0) {
+            int w = x.rowWidth();
+            float v = x.rows((int) (at / w), (int) (at / w) + 1).to(Device.CPU).get(at % w);
+            throw new IllegalArgumentException("MoEMLP: input row " + at / w + " column " + at % w + " is " + v
+                    + " (finite values expected; the check is on)");
         }
     }
 
@@ -214,57 +235,53 @@ public final class MoEMLP extends Module {
     public Tensor dropOverflow(Tensor indices) {
         int t = indices.dim(0);
         int k = indices.dim(1);
-        int cap = capacity(t);
-        int[] idx = indices.toIntArray();
-        int[][] used = new int[k][config.numExperts()];
-        for (int i = 0; i < t; i++) {
-            for (int s = 0; s < k; s++) {
-                int e = idx[i * k + s];
-                if (used[s][e]++ >= cap) idx[i * k + s] = -1;
-            }
-        }
-        return Tensor.ofInts(idx, t, k);
+        Tensor kept = Tensor.zeros(indices.device(), DType.I32, t, k);
+        Kernels.of(indices.device()).routing().dropOverCapacity(indices, config.numExperts(), capacity(t), kept);
+        return kept;
     }
 
     /**
-     * Runs this rank's experts over {@code rows} grouped by local expert ({@code rowsPerLocalExpert[j]}
-     * consecutive rows for local expert j) as ragged grouped GEMMs; the result keeps the row order.
+     * This rank's experts on dispatched rows: ragged grouped GEMMs over {@code dispatched.rows_RD()} grouped
+     * by local expert, the result in the same row order, each row scaled by {@code avg / n_e} when
+     * {@code gradientScale} is on (docs/EXPERT_PARALLELISM.md, step 6: {@code n_e} and {@code avg} count the entries of every rank
+     * that shares these experts, so expert parallelism does not change the model).
      */
-    public Tensor computeLocalExperts(Tensor rows, int[] rowsPerLocalExpert) {
+    public Tensor computeExperts(Dispatched<?> dispatched, boolean gradientScale) {
+        int[] rowsPerLocalExpert = dispatched.rowsPerLocalExpert();
         if (rowsPerLocalExpert.length != numLocalExperts) {
-            throw new IllegalArgumentException("computeLocalExperts: " + rowsPerLocalExpert.length + " group sizes for "
+            throw new IllegalArgumentException("computeExperts: " + rowsPerLocalExpert.length + " group sizes for "
                     + numLocalExperts + " local experts");
         }
+        Tensor rows_RD = dispatched.rows_RD();
         Activation act = config.activation();
         Tensor up;
         Tensor gate = null;
         try (var p = Profiler.phase(GROUPED_GEMM_PHASE)) {
-            up = expertProduct(rows, rowsPerLocalExpert, "up");
-            if (act.gated()) gate = expertProduct(rows, rowsPerLocalExpert, "gate");
+            up = expertProduct(rows_RD, rowsPerLocalExpert, ExpertProjection.UP);
+            if (act.gated()) gate = expertProduct(rows_RD, rowsPerLocalExpert, ExpertProjection.GATE);
         }
         Tensor hidden;
         try (var p = Profiler.phase("activation")) {
             hidden = act.gated() ? Ops.swiglu(gate, up) : act.apply(up);
         }
+        Tensor out_RD;
         try (var p = Profiler.phase(GROUPED_GEMM_PHASE)) {
-            return expertProduct(hidden, rowsPerLocalExpert, "down");
+            out_RD = expertProduct(hidden, rowsPerLocalExpert, ExpertProjection.DOWN);
+        }
+        if (!gradientScale) return out_RD;
+        try (var p = Profiler.phase("gradient scale")) {
+            return Ops.mulRows(out_RD, gradientScaleRows(rowsPerLocalExpert, dispatched.groupEntries(), config.numExperts()));
         }
     }
 
     /** The profiler phase of the experts' grouped products, forward and backward. */
     public static final String GROUPED_GEMM_PHASE = "grouped gemm";
 
-    /** One of the three expert projections ("gate", "up", "down") of the local experts, over grouped rows. */
-    private Tensor expertProduct(Tensor rows, int[] rowsPerLocalExpert, String projection) {
-        if (config.packed()) return GroupedMatmul.packed(rows, rowsPerLocalExpert, parameter(projection + "_w"));
+    /** One projection of the local experts over rows grouped by local expert. */
+    private Tensor expertProduct(Tensor rows, int[] rowsPerLocalExpert, ExpertProjection projection) {
+        if (config.packed()) return GroupedMatmul.packed(rows, rowsPerLocalExpert, parameter(projection.packedName()));
         List<Tensor> weights = new ArrayList<>();
-        for (Expert e : localExperts()) {
-            weights.add(switch (projection) {
-                case "gate" -> e.gateProj().weight();
-                case "up" -> e.upProj().weight();
-                default -> e.downProj().weight();
-            });
-        }
+        for (Expert e : localExperts()) weights.add(projection.in(e).weight());
         return GroupedMatmul.list(rows, rowsPerLocalExpert, weights);
     }
 
@@ -272,7 +289,7 @@ public final class MoEMLP extends Module {
      * Gradient scaling factors, one per row of the grouped layout: {@code avg / n_e} with
      * {@code n_e = rowsPerGroup[e]} and {@code avg = totalEntries / numExperts}.
      */
-    public static Tensor gradientScaleRows(int[] rowsPerGroup, long totalEntries, int numExperts) {
+    private static Tensor gradientScaleRows(int[] rowsPerGroup, long totalEntries, int numExperts) {
         int n = 0;
         for (int c : rowsPerGroup) n += c;
         Tensor factors = Tensor.zeros(n);
@@ -287,17 +304,34 @@ public final class MoEMLP extends Module {
     // ---------------------------------------------------------------- expert parallelism hooks
 
     /**
-     * Keeps only global experts {@code [start, start + count)}: list experts keep their objects, packed
-     * weights become new parameters holding the slice. Called by {@code ExpertParallel.apply}.
+     * Splits the experts over {@code epGroup}: rank r keeps global experts
+     * {@code [r·E_l, (r+1)·E_l)}, {@code E_l = E / P}; list experts keep their objects, packed weights
+     * become new parameters holding the slice. The layer still dispatches locally until a dispatcher
+     * that reaches the other ranks is installed ({@link #setDispatcher}). Called by {@code ExpertParallel.apply}.
      */
-    public void keepExperts(int start, int count) {
+    public void partitionExperts(ProcessGroup epGroup) {
+        int p = epGroup.size();
+        if (epSize != 1) throw new IllegalStateException("partitionExperts: the experts are already split over " + epSize + " ranks");
+        if (config.numExperts() % p != 0) {
+            throw new IllegalArgumentException("num_experts (" + config.numExperts() + ") must be divisible by ep (" + p + ")");
+        }
+        int count = config.numExperts() / p;
+        keepExperts(epGroup.rank() * count, count);
+        this.epGroup = epGroup;
+        this.epSize = p;
+        this.epRank = epGroup.rank();
+    }
+
+    /** Keeps only global experts {@code [start, start + count)}. */
+    private void keepExperts(int start, int count) {
         if (start < localExpertStart || count < 0 || start + count > localExpertStart + numLocalExperts) {
             throw new IllegalArgumentException("keepExperts: [" + start + ", " + (start + count) + ") is not within this rank's experts ["
                     + localExpertStart + ", " + (localExpertStart + numLocalExperts) + ")");
         }
         int from = start - localExpertStart;
         if (config.packed()) {
-            for (String name : config.activation().gated() ? new String[] {"up_w", "down_w", "gate_w"} : new String[] {"up_w", "down_w"}) {
+            for (ExpertProjection projection : packedProjections()) {
+                String name = projection.packedName();
                 Tensor full = parameter(name);
                 Tensor slice = MemoryScope.persistent(() -> full.rows(from, from + count).copy());
                 replaceParameter(name, slice);
@@ -311,17 +345,12 @@ public final class MoEMLP extends Module {
         numLocalExperts = count;
     }
 
-    /** Installs a dispatcher together with the expert-parallel metadata it works with. */
-    public void setExpertParallel(TokenDispatcher dispatcher, ProcessGroup group, int worldSize, int layerIndex) {
-        this.dispatcher = dispatcher;
-        this.epGroup = group;
-        this.epWorldSize = worldSize;
-        this.layerIndex = layerIndex;
-    }
-
-    /** This layer's position among the model's MoE layers (set by expert parallelism; ranks check they agree). */
-    public int layerIndex() {
-        return layerIndex;
+    /**
+     * Installs the dispatcher that moves this layer's tokens to its experts; it must group rows by this
+     * rank's local experts ({@link #numLocalExperts()} groups).
+     */
+    public void setDispatcher(TokenDispatcher<?> dispatcher) {
+        this.dispatcher = Objects.requireNonNull(dispatcher, "dispatcher");
     }
 
     // ---------------------------------------------------------------- accessors
@@ -343,7 +372,7 @@ public final class MoEMLP extends Module {
         return sharedExpertGate;
     }
 
-    public TokenDispatcher dispatcher() {
+    public TokenDispatcher<?> dispatcher() {
         return dispatcher;
     }
 
@@ -351,18 +380,27 @@ public final class MoEMLP extends Module {
         return config.numExperts();
     }
 
+    /** {@code num_local_experts}: how many experts this rank holds, {@code E / ep_size}. */
     public int numLocalExperts() {
         return numLocalExperts;
     }
 
+    /** {@code local_expert_start}: the global index of this rank's first expert, {@code ep_rank · E_l}. */
     public int localExpertStart() {
         return localExpertStart;
     }
 
-    public int epWorldSize() {
-        return epWorldSize;
+    /** {@code ep_size}: the ranks the experts are split over (1 without expert parallelism). */
+    public int epSize() {
+        return epSize;
     }
 
+    /** {@code ep_rank}: this rank's position in {@link #epGroup()} (0 without expert parallelism). */
+    public int epRank() {
+        return epRank;
+    }
+
+    /** The expert-parallel process group, or null without expert parallelism. */
     public ProcessGroup epGroup() {
         return epGroup;
     }
@@ -393,15 +431,15 @@ public final class MoEMLP extends Module {
     }
 
     public Tensor upW() {
-        return parameter("up_w");
+        return parameter(ExpertProjection.UP.packedName());
     }
 
     public Tensor downW() {
-        return parameter("down_w");
+        return parameter(ExpertProjection.DOWN.packedName());
     }
 
     public Tensor gateW() {
-        return parameter("gate_w");
+        return parameter(ExpertProjection.GATE.packedName());
     }
 
     /** The same function in the packed layout (copied weights, same router and shared expert weights). */

@@ -22,7 +22,7 @@ import java.util.List;
  * @param moeFrequency every moeFrequency-th layer is MoE: layer i (0-based) is MoE iff
  *        {@code numExperts > 0 && i % moeFrequency == moeFrequency − 1}, i.e. {@code (i + 1) % moeFrequency == 0};
  *        1 makes every layer MoE, 2 alternates dense, MoE, dense, MoE... [moe_frequency]
- * @param moeRouter "softmax_topk" or "sigmoid_topk" [moe_router]
+ * @param moeRouter softmax_topk or sigmoid_topk [moe_router]
  * @param moeSharedExperts 0 or 1 shared expert per MoE layer [moe_shared_experts]
  * @param moeAuxLossWeight weight of the summed router auxiliary (load-balance) losses in the total loss [moe_aux_loss_weight]
  * @param moeRouterZLossWeight weight of the summed router z-losses in the total loss [moe_router_z_loss_weight]
@@ -40,7 +40,7 @@ import java.util.List;
  * @param seed initialisation seed [seed]
  */
 public record ModelConfig(int dim, int nLayers, int nHeads, int nKvHeads, int vocabSize, int maxSeqLen, int ffnHidden,
-                          double normEps, double ropeTheta, int numExperts, int moeTopK, int moeFrequency, String moeRouter,
+                          double normEps, double ropeTheta, int numExperts, int moeTopK, int moeFrequency, RouterKind moeRouter,
                           int moeSharedExperts, double moeAuxLossWeight, double moeRouterZLossWeight,
                           double moeCapacityFactor, boolean moeGradientScale, boolean moePackedExperts,
                           double moeExpertFfnMultiplier, double moeSequenceAuxLossWeight, BiasSchedule moeBiasSchedule,
@@ -92,10 +92,7 @@ public record ModelConfig(int dim, int nLayers, int nHeads, int nKvHeads, int vo
                 throw new IllegalArgumentException("expert hidden size round(ffn_hidden · moe_expert_ffn_multiplier) = round("
                         + ffnHidden + " · " + moeExpertFfnMultiplier + ") must be >= 1");
             }
-            if (!MoEConfig.SOFTMAX_TOPK.equals(moeRouter) && !MoEConfig.SIGMOID_TOPK.equals(moeRouter)) {
-                throw new IllegalArgumentException("unknown moe_router '" + moeRouter + "': valid routers are ["
-                        + MoEConfig.SOFTMAX_TOPK + ", " + MoEConfig.SIGMOID_TOPK + "]");
-            }
+            if (moeRouter == null) throw new IllegalArgumentException("moe_router must be set");
             if (moeSharedExperts < 0 || moeSharedExperts > 1) {
                 throw new IllegalArgumentException("moe_shared_experts must be 0 or 1, got " + moeSharedExperts);
             }
@@ -225,7 +222,7 @@ public record ModelConfig(int dim, int nLayers, int nHeads, int nKvHeads, int vo
         private int numExperts = 8;
         private int moeTopK = 2;
         private int moeFrequency = 1;
-        private String moeRouter = MoEConfig.SOFTMAX_TOPK;
+        private RouterKind moeRouter = RouterKind.SOFTMAX_TOPK;
         private int moeSharedExperts = 0;
         private double moeAuxLossWeight = 0.01;
         private double moeRouterZLossWeight = 0.001;
@@ -257,7 +254,8 @@ public record ModelConfig(int dim, int nLayers, int nHeads, int nKvHeads, int vo
         public Builder numExperts(int v) { numExperts = v; return this; }
         public Builder moeTopK(int v) { moeTopK = v; return this; }
         public Builder moeFrequency(int v) { moeFrequency = v; return this; }
-        public Builder moeRouter(String v) { moeRouter = v; return this; }
+        public Builder moeRouter(RouterKind v) { moeRouter = v; return this; }
+        public Builder moeRouter(String name) { moeRouter = RouterKind.parse(name, "moe_router"); return this; }
         public Builder moeSharedExperts(int v) { moeSharedExperts = v; return this; }
         public Builder moeAuxLossWeight(double v) { moeAuxLossWeight = v; return this; }
         public Builder moeRouterZLossWeight(double v) { moeRouterZLossWeight = v; return this; }
@@ -293,7 +291,7 @@ public record ModelConfig(int dim, int nLayers, int nHeads, int nKvHeads, int vo
                 case "num_experts" -> numExperts = toInt(key, value);
                 case "moe_top_k" -> moeTopK = toInt(key, value);
                 case "moe_frequency" -> moeFrequency = toInt(key, value);
-                case "moe_router" -> moeRouter = value.toString();
+                case "moe_router" -> moeRouter = value instanceof RouterKind k ? k : RouterKind.parse(value.toString(), "moe_router");
                 case "moe_shared_experts" -> moeSharedExperts = toInt(key, value);
                 case "moe_aux_loss_weight" -> moeAuxLossWeight = toDouble(key, value);
                 case "moe_router_z_loss_weight" -> moeRouterZLossWeight = toDouble(key, value);
@@ -322,34 +320,15 @@ public record ModelConfig(int dim, int nLayers, int nHeads, int nKvHeads, int vo
         }
 
         private static long toLong(String key, Object v) {
-            if (v instanceof Number n) {
-                if (n instanceof Double || n instanceof Float) {
-                    double d = n.doubleValue();
-                    if (d != Math.rint(d)) throw new IllegalArgumentException("model config: " + key + " must be an integer, got " + v);
-                    return (long) d;
-                }
-                return n.longValue();
-            }
-            try {
-                return Long.parseLong(v.toString().trim());
-            } catch (NumberFormatException e) {
-                throw new IllegalArgumentException("model config: " + key + " must be an integer, got '" + v + "'");
-            }
+            return ConfigValues.toLong("model config: " + key, v);
         }
 
         private static int toInt(String key, Object v) {
-            long l = toLong(key, v);
-            if (l != (int) l) throw new IllegalArgumentException("model config: " + key + " = " + l + " does not fit an int");
-            return (int) l;
+            return ConfigValues.toInt("model config: " + key, v);
         }
 
         private static double toDouble(String key, Object v) {
-            if (v instanceof Number n) return n.doubleValue();
-            try {
-                return Double.parseDouble(v.toString().trim());
-            } catch (NumberFormatException e) {
-                throw new IllegalArgumentException("model config: " + key + " must be a number, got '" + v + "'");
-            }
+            return ConfigValues.toDouble("model config: " + key, v);
         }
 
         private static boolean toBoolean(String key, Object v) {

@@ -3,8 +3,10 @@ package moe4j.nn;
 import moe4j.autograd.Autograd;
 import moe4j.distributed.ProcessGroup;
 import moe4j.distributed.ReduceOp;
-import moe4j.ops.IntOps;
+import moe4j.kernels.Kernels;
 import moe4j.ops.Ops;
+import moe4j.tensor.DType;
+import moe4j.tensor.Device;
 import moe4j.tensor.Rng;
 import moe4j.tensor.Tensor;
 
@@ -70,14 +72,14 @@ public abstract class Router extends Module {
 
     /** {@code mean_t (logsumexp_e logits[t, e])²}; 0 for no tokens. */
     protected static Tensor zLoss(Tensor logits) {
-        if (logits.dim(0) == 0) return Tensor.zeros();
+        if (logits.dim(0) == 0) return Tensor.zeros(logits.device());
         return Ops.mean(Ops.square(Ops.logSumExp(logits)));
     }
 
     /** {@code scale · E · Σ_e f_e · p_e} with f_e = count_e / (T·K) (constant) and p = mean over tokens of {@code scores}. */
     protected Tensor balanceLoss(Tensor scores, int[] counts, double scale) {
         int t = scores.dim(0);
-        if (scale == 0) return Tensor.zeros();
+        if (scale == 0) return Tensor.zeros(scores.device());
         // f_e = count_e / (T·K), over the whole data-parallel batch when a statistics group is set
         Tensor f = Tensor.zeros(numExperts + 1);
         for (int e = 0; e < numExperts; e++) f.set(e, counts[e]);
@@ -88,9 +90,10 @@ public abstract class Router extends Module {
             statisticsGroup.allReduce(f, ReduceOp.SUM);
         }
         double tokens = f.get(numExperts);
-        if (t == 0 || tokens == 0) return Tensor.zeros();
+        if (t == 0 || tokens == 0) return Tensor.zeros(scores.device());
         f = f.rows(0, numExperts);
         for (int e = 0; e < numExperts; e++) f.set(e, (float) (f.get(e) / (tokens * topK)));
+        f = f.to(scores.device()); // E host-computed constants, copied to where the scores are
         Tensor p = Ops.mean(scores, 0);
         return Ops.scale(Ops.sum(Ops.mul(p, f)), scale * numExperts);
     }
@@ -104,7 +107,10 @@ public abstract class Router extends Module {
         return Ops.divRows(w, Ops.addScalar(Ops.sum(w, 1), 1e-30));
     }
 
+    /** Routed (token, slot) entries per expert, counted on the device and copied to the host (E ints). */
     protected int[] countExperts(Tensor indices) {
-        return IntOps.bincount(indices.toIntArray(), numExperts);
+        Tensor counts = Tensor.zeros(indices.device(), DType.I32, numExperts);
+        Kernels.of(indices.device()).routing().bincount(indices, counts);
+        return counts.to(Device.CPU).toIntArray();
     }
 }

@@ -1,7 +1,9 @@
 package moe4j.nn;
 
-import moe4j.ops.IntOps;
+import moe4j.kernels.Kernels;
 import moe4j.ops.Ops;
+import moe4j.tensor.DType;
+import moe4j.tensor.Device;
 import moe4j.tensor.Tensor;
 
 /**
@@ -24,34 +26,21 @@ public record Routing(Tensor tokenOfRow, Tensor entryOfRow, int[] rowsPerExpert)
         return Ops.indexAdd(tokens, tokenOfRow, Ops.mulRows(rows, rowWeights));
     }
 
-    /** Stable sort of the kept entries of {@code indices_TK} by global expert id. */
+    /**
+     * Stable sort of the kept entries of {@code indices_TK} by global expert id, on the indices' device.
+     * The per-expert counts come back to the host: they size the dispatch (and its all-to-all), the one
+     * small copy a dispatch makes.
+     */
     public static Routing sortByExpert(Tensor indices, int numExperts) {
-        int k = indices.rank() == 2 ? indices.dim(1) : 1;
-        int[] flat = indices.toIntArray();
+        Device device = indices.device();
+        int n = Math.toIntExact(indices.numel());
+        Tensor entryOfRow = Tensor.zeros(device, DType.I32, n);
+        Tensor tokenOfRow = Tensor.zeros(device, DType.I32, n);
+        Tensor counts = Tensor.zeros(device, DType.I32, numExperts);
+        Kernels.of(device).routing().groupByExpert(indices, numExperts, entryOfRow, tokenOfRow, counts);
+        int[] rowsPerExpert = counts.to(Device.CPU).toIntArray();
         int kept = 0;
-        for (int v : flat) {
-            if (v >= numExperts || v < -1) {
-                throw new IllegalArgumentException("routing: expert id " + v + " outside [0, " + numExperts + ") (or -1 for a dropped entry)");
-            }
-            if (v >= 0) kept++;
-        }
-        int[] keptEntries = new int[kept];
-        int[] keptExperts = new int[kept];
-        int j = 0;
-        for (int i = 0; i < flat.length; i++) {
-            if (flat[i] >= 0) {
-                keptEntries[j] = i;
-                keptExperts[j++] = flat[i];
-            }
-        }
-        int[] order = IntOps.stableArgsort(keptExperts, numExperts);
-        int[] entryOfRow = new int[kept];
-        int[] tokenOfRow = new int[kept];
-        for (int r = 0; r < kept; r++) {
-            entryOfRow[r] = keptEntries[order[r]];
-            tokenOfRow[r] = entryOfRow[r] / k;
-        }
-        return new Routing(Tensor.ofInts(tokenOfRow, kept), Tensor.ofInts(entryOfRow, kept),
-                IntOps.bincount(keptExperts, numExperts));
+        for (int c : rowsPerExpert) kept += c;
+        return new Routing(tokenOfRow.rows(0, kept), entryOfRow.rows(0, kept), rowsPerExpert);
     }
 }

@@ -1,6 +1,7 @@
 package moe4j.nn;
 
 import moe4j.autograd.Autograd;
+import moe4j.kernels.Kernels;
 import moe4j.ops.Ops;
 import moe4j.tensor.MemoryScope;
 import moe4j.tensor.Tensor;
@@ -70,12 +71,15 @@ public final class SigmoidTopKRouter extends Router {
     protected RouterOutput computeRouting(Tensor logits) {
         Tensor scores = Ops.sigmoid(logits);
         Tensor selection = Autograd.noGrad(() -> {
-            Tensor biased = scores.detach().copy();
-            int t = biased.dim(0);
-            for (int i = 0; i < t; i++) {
-                for (int e = 0; e < numExperts; e++) biased.set((long) i * numExperts + e, biased.get((long) i * numExperts + e) + bias.get(e));
+            // the bias is host state updated once per optimizer step: E floats copied to the scores' device
+            Kernels kernels = Kernels.of(scores.device());
+            Tensor biased = Tensor.zerosLike(scores);
+            kernels.elementwise().addColumns(scores, bias.to(scores.device()), biased);
+            if (groups > 1) {
+                Tensor limited = Tensor.zerosLike(biased);
+                kernels.routing().limitToTopGroups(biased, groups, topKGroups, limited);
+                biased = limited;
             }
-            if (groups > 1) maskGroups(biased);
             return Ops.topK(biased, topK).indices();
         });
         Tensor selected = Ops.gatherColumns(scores, selection);
@@ -86,40 +90,6 @@ public final class SigmoidTopKRouter extends Router {
             for (int e = 0; e < numExperts; e++) pendingCounts[e] += counts[e];
         }
         return new RouterOutput(weights, selection, balanceLoss(scores, counts, sequenceAuxLossWeight), zLoss(logits), counts);
-    }
-
-    /** Sets every expert outside each token's best {@code topKGroups} groups to −∞ in the biased scores (T, E). */
-    private void maskGroups(Tensor biased) {
-        int t = biased.dim(0);
-        int size = numExperts / groups;
-        for (int i = 0; i < t; i++) {
-            long row = (long) i * numExperts;
-            double[] groupScore = new double[groups];
-            for (int g = 0; g < groups; g++) {
-                float first = Float.NEGATIVE_INFINITY;
-                float second = Float.NEGATIVE_INFINITY;
-                for (int e = g * size; e < (g + 1) * size; e++) {
-                    float v = biased.get(row + e);
-                    if (v > first) {
-                        second = first;
-                        first = v;
-                    } else if (v > second) {
-                        second = v;
-                    }
-                }
-                groupScore[g] = (double) first + second;
-            }
-            boolean[] keep = new boolean[groups];
-            for (int n = 0; n < topKGroups; n++) {
-                int best = -1;
-                for (int g = 0; g < groups; g++) if (!keep[g] && (best < 0 || groupScore[g] > groupScore[best])) best = g;
-                keep[best] = true;
-            }
-            for (int g = 0; g < groups; g++) {
-                if (keep[g]) continue;
-                for (int e = g * size; e < (g + 1) * size; e++) biased.set(row + e, Float.NEGATIVE_INFINITY);
-            }
-        }
     }
 
     /** The routed (token, slot) counts accumulated by training forwards since the last update. */

@@ -2,10 +2,10 @@ package moe4j.ops;
 
 import static moe4j.autograd.Autograd.record;
 
-import java.lang.foreign.MemorySegment;
 import java.util.Arrays;
 import java.util.List;
-import moe4j.kernels.cpu.GroupedGemm;
+import moe4j.kernels.Kernels;
+import moe4j.kernels.MatmulKernels;
 import moe4j.tensor.Tensor;
 
 /**
@@ -35,13 +35,13 @@ public final class GroupedMatmul {
         int k = w.dim(1);
         int n = w.dim(2);
         long wStride = (long) k * n;
-        MemorySegment[] segs = new MemorySegment[groupSizes.length];
+        Tensor[] perGroup = new Tensor[groupSizes.length];
         long[] offs = new long[groupSizes.length];
-        for (int g = 0; g < segs.length; g++) {
-            segs[g] = w.data();
+        for (int g = 0; g < perGroup.length; g++) {
+            perGroup[g] = w;
             offs[g] = g * wStride;
         }
-        return compute(x, groupSizes, k, n, new Tensor[] {w}, segs, offs, false);
+        return compute(x, groupSizes, k, n, new Tensor[] {w}, perGroup, offs, false);
     }
 
     /** {@code x (R, K)} times the transposes of G linear weights {@code (N, K)} by groups of rows → {@code (R, N)}. */
@@ -52,25 +52,29 @@ public final class GroupedMatmul {
         }
         int k = x.dim(1);
         int n = weights.isEmpty() ? 0 : weights.get(0).dim(0);
-        MemorySegment[] segs = new MemorySegment[groupSizes.length];
+        Tensor[] perGroup = new Tensor[groupSizes.length];
         long[] offs = new long[groupSizes.length];
-        for (int g = 0; g < segs.length; g++) {
+        for (int g = 0; g < perGroup.length; g++) {
             Tensor wg = weights.get(g);
             Ops.requireFloat(wg, "groupedMatmul");
             if (wg.rank() != 2 || wg.dim(0) != n || wg.dim(1) != k) {
                 throw new IllegalArgumentException("groupedMatmul: weight " + g + " is " + wg.shapeString()
                         + ", expected (" + n + ", " + k + ") for input " + x.shapeString());
             }
-            segs[g] = wg.data();
+            perGroup[g] = wg;
         }
-        return compute(x, groupSizes, k, n, weights.toArray(Tensor[]::new), segs, offs, true);
+        return compute(x, groupSizes, k, n, weights.toArray(Tensor[]::new), perGroup, offs, true);
     }
 
     private static Tensor compute(Tensor x, int[] sizes, int k, int n, Tensor[] weightTensors,
-                                  MemorySegment[] w, long[] wOff, boolean transW) {
+                                  Tensor[] w, long[] wOff, boolean transW) {
         int[] offsets = offsets(sizes, x.dim(0));
-        Tensor y = Tensor.zeros(x.dim(0), n);
-        GroupedGemm.forward(sizes.length, offsets, k, n, x.data(), 0, w, wOff, transW, y.data(), 0, 0f);
+        Tensor[] all = new Tensor[weightTensors.length + 1];
+        all[0] = x;
+        System.arraycopy(weightTensors, 0, all, 1, weightTensors.length);
+        MatmulKernels kernels = Kernels.on("groupedMatmul", all).matmul();
+        Tensor y = Tensor.zeros(x.device(), x.dim(0), n);
+        kernels.groupedGemm(offsets, k, n, x, w, wOff, transW, y, 0f);
         Tensor[] inputs = new Tensor[weightTensors.length + 1];
         inputs[0] = x;
         System.arraycopy(weightTensors, 0, inputs, 1, weightTensors.length);
@@ -78,25 +82,25 @@ public final class GroupedMatmul {
             Tensor[] grads = new Tensor[inputs.length];
             if (x.requiresGrad()) {
                 // dX_g = dY_g · op(W_g)ᵀ: the same grouped product with the other transpose
-                Tensor gx = Tensor.zeros(x.shape());
-                GroupedGemm.forward(sizes.length, offsets, n, k, g.data(), 0, w, wOff, !transW, gx.data(), 0, 0f);
+                Tensor gx = Tensor.zerosLike(x);
+                kernels.groupedGemm(offsets, n, k, g, w, wOff, !transW, gx, 0f);
                 grads[0] = gx;
             }
             boolean anyWeight = false;
             for (Tensor wt : weightTensors) anyWeight |= wt.requiresGrad();
             if (anyWeight) {
-                MemorySegment[] dw = new MemorySegment[sizes.length];
+                Tensor[] dw = new Tensor[sizes.length];
                 if (transW) {
                     // list layout, W_g (N, K): dW_g = dY_gᵀ · X_g, i.e. the weight gradient with the operands swapped
                     for (int e = 0; e < sizes.length; e++) {
-                        grads[e + 1] = Tensor.zeros(weightTensors[e].shape());
-                        dw[e] = grads[e + 1].data();
+                        grads[e + 1] = Tensor.zerosLike(weightTensors[e]);
+                        dw[e] = grads[e + 1];
                     }
-                    GroupedGemm.weightGrad(sizes.length, offsets, n, k, g.data(), 0, x.data(), 0, dw, wOff, 0f);
+                    kernels.groupedWeightGrad(offsets, n, k, g, x, dw, wOff, 0f);
                 } else {
-                    Tensor gw = Tensor.zeros(weightTensors[0].shape());
-                    Arrays.fill(dw, gw.data());
-                    GroupedGemm.weightGrad(sizes.length, offsets, k, n, x.data(), 0, g.data(), 0, dw, wOff, 0f);
+                    Tensor gw = Tensor.zerosLike(weightTensors[0]);
+                    Arrays.fill(dw, gw);
+                    kernels.groupedWeightGrad(offsets, k, n, x, g, dw, wOff, 0f);
                     grads[1] = gw;
                 }
             }

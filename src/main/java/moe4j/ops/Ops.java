@@ -2,12 +2,11 @@ package moe4j.ops;
 
 import static moe4j.autograd.Autograd.record;
 
-import java.lang.foreign.MemorySegment;
 import java.util.Arrays;
 import java.util.List;
-import moe4j.kernels.cpu.Elementwise;
-import moe4j.kernels.cpu.Gemm;
-import moe4j.kernels.cpu.RowCopy;
+import moe4j.kernels.ElementwiseKernels;
+import moe4j.kernels.Kernels;
+import moe4j.kernels.ReductionKernels;
 import moe4j.tensor.DType;
 import moe4j.tensor.Tensor;
 
@@ -16,6 +15,9 @@ import moe4j.tensor.Tensor;
  * and an input requires a gradient, records its backward rule (see {@code moe4j.autograd.Autograd}).
  * Shapes follow the row convention: a 2-D tensor is (rows, columns) and "row-wise" ops work along the
  * last dimension. Integer tensors (indices, targets) are int32 and never differentiable.
+ *
+ * <p>Every op runs on its inputs' device: results are allocated there and computed by that device's
+ * {@link Kernels}; an op never reads tensor data on the host. Inputs on different devices are an error.
  */
 public final class Ops {
     private Ops() {}
@@ -40,19 +42,20 @@ public final class Ops {
                     + " (a " + a.shapeString() + (transA ? "ᵀ" : "") + "), op(b) is " + kb + "x" + n
                     + " (b " + b.shapeString() + (transB ? "ᵀ" : "") + ")");
         }
-        Tensor c = Tensor.zeros(m, n);
+        Tensor c = Tensor.zeros(a.device(), m, n);
+        Kernels.on("matmul", a, b);
         gemm(transA, transB, m, n, k, a, b, 0f, c);
         return record(c, "matmul", new Tensor[] {a, b}, g -> {
             Tensor ga = null;
             Tensor gb = null;
             if (a.requiresGrad()) {
-                ga = Tensor.zeros(a.shape());
+                ga = Tensor.zerosLike(a);
                 // C = op(A)·op(B): dop(A) = dC·op(B)ᵀ, so dA = dC·op(B)ᵀ or (op(B)·dCᵀ) for a transposed A.
                 if (!transA) gemm(false, !transB, m, k, n, g, b, 0f, ga);
                 else gemm(transB, true, k, m, n, b, g, 0f, ga);
             }
             if (b.requiresGrad()) {
-                gb = Tensor.zeros(b.shape());
+                gb = Tensor.zerosLike(b);
                 if (!transB) gemm(!transA, false, k, n, m, a, g, 0f, gb);
                 else gemm(true, transA, n, k, m, g, a, 0f, gb);
             }
@@ -62,29 +65,29 @@ public final class Ops {
 
     /** c = op(a)·op(b) + beta·c on whole 2-D tensors. */
     static void gemm(boolean transA, boolean transB, int m, int n, int k, Tensor a, Tensor b, float beta, Tensor c) {
-        Gemm.sgemm(transA, transB, m, n, k, 1f, a.data(), 0, a.dim(1), b.data(), 0, b.dim(1), beta, c.data(), 0, n);
+        Kernels.of(c.device()).matmul().gemm(transA, transB, m, n, k, 1f, a, 0, a.dim(1), b, 0, b.dim(1), beta, c, 0, n);
     }
 
     // ================================================================ element-wise
 
     public static Tensor add(Tensor a, Tensor b) {
         requireSameShape(a, b, "add");
-        Tensor out = Tensor.zeros(a.shape());
-        Elementwise.addScaled(a.numel(), a.data(), 1f, b.data(), out.data());
+        Tensor out = Tensor.zerosLike(a);
+        elementwise("add", a, b).addScaled(a, 1f, b, out);
         return record(out, "add", new Tensor[] {a, b}, g -> new Tensor[] {g, g});
     }
 
     public static Tensor sub(Tensor a, Tensor b) {
         requireSameShape(a, b, "sub");
-        Tensor out = Tensor.zeros(a.shape());
-        Elementwise.addScaled(a.numel(), a.data(), -1f, b.data(), out.data());
+        Tensor out = Tensor.zerosLike(a);
+        elementwise("sub", a, b).addScaled(a, -1f, b, out);
         return record(out, "sub", new Tensor[] {a, b}, g -> new Tensor[] {g, b.requiresGrad() ? scaled(g, -1f) : null});
     }
 
     public static Tensor mul(Tensor a, Tensor b) {
         requireSameShape(a, b, "mul");
-        Tensor out = Tensor.zeros(a.shape());
-        Elementwise.mul(a.numel(), a.data(), b.data(), out.data());
+        Tensor out = Tensor.zerosLike(a);
+        elementwise("mul", a, b).mul(a, b, out);
         return record(out, "mul", new Tensor[] {a, b}, g -> new Tensor[] {
             a.requiresGrad() ? product(g, b) : null,
             b.requiresGrad() ? product(g, a) : null});
@@ -100,18 +103,18 @@ public final class Ops {
     /** a + c for a constant c. */
     public static Tensor addScalar(Tensor a, double c) {
         requireFloat(a, "addScalar");
-        Tensor out = Tensor.zeros(a.shape());
-        for (long i = 0; i < a.numel(); i++) out.set(i, (float) (a.get(i) + c));
+        Tensor out = Tensor.zerosLike(a);
+        elementwise(a).addScalar(a, c, out);
         return record(out, "addScalar", new Tensor[] {a}, g -> new Tensor[] {g});
     }
 
     public static Tensor silu(Tensor a) {
         requireFloat(a, "silu");
-        Tensor out = Tensor.zeros(a.shape());
-        Elementwise.silu(a.numel(), a.data(), out.data());
+        Tensor out = Tensor.zerosLike(a);
+        elementwise(a).silu(a, out);
         return record(out, "silu", new Tensor[] {a}, g -> {
-            Tensor gi = Tensor.zeros(a.shape());
-            Elementwise.siluBackward(a.numel(), a.data(), g.data(), gi.data());
+            Tensor gi = Tensor.zerosLike(a);
+            elementwise(a).siluBackward(a, g, gi);
             return new Tensor[] {gi};
         });
     }
@@ -119,12 +122,12 @@ public final class Ops {
     /** Fused {@code silu(gate) · up}, the SwiGLU gating of an expert's hidden layer. */
     public static Tensor swiglu(Tensor gate, Tensor up) {
         requireSameShape(gate, up, "swiglu");
-        Tensor out = Tensor.zeros(gate.shape());
-        Elementwise.swiglu(gate.numel(), gate.data(), up.data(), out.data());
+        Tensor out = Tensor.zerosLike(gate);
+        elementwise("swiglu", gate, up).swiglu(gate, up, out);
         return record(out, "swiglu", new Tensor[] {gate, up}, g -> {
-            Tensor gg = Tensor.zeros(gate.shape());
-            Tensor gu = Tensor.zeros(up.shape());
-            Elementwise.swigluBackward(gate.numel(), gate.data(), up.data(), g.data(), gg.data(), gu.data());
+            Tensor gg = Tensor.zerosLike(gate);
+            Tensor gu = Tensor.zerosLike(up);
+            elementwise(gate).swigluBackward(gate, up, g, gg, gu);
             return new Tensor[] {gg, gu};
         });
     }
@@ -132,43 +135,33 @@ public final class Ops {
     /** Exact GELU: x · Φ(x), Φ the standard normal CDF (through erf). */
     public static Tensor gelu(Tensor a) {
         requireFloat(a, "gelu");
-        Tensor out = Tensor.zeros(a.shape());
-        for (long i = 0; i < a.numel(); i++) {
-            double x = a.get(i);
-            out.set(i, (float) (x * normalCdf(x)));
-        }
+        Tensor out = Tensor.zerosLike(a);
+        elementwise(a).gelu(a, out);
         return record(out, "gelu", new Tensor[] {a}, g -> {
-            Tensor gi = Tensor.zeros(a.shape());
-            for (long i = 0; i < a.numel(); i++) {
-                double x = a.get(i);
-                double d = normalCdf(x) + x * Math.exp(-0.5 * x * x) / Math.sqrt(2 * Math.PI);
-                gi.set(i, (float) (g.get(i) * d));
-            }
+            Tensor gi = Tensor.zerosLike(a);
+            elementwise(a).geluBackward(a, g, gi);
             return new Tensor[] {gi};
         });
     }
 
     public static Tensor relu(Tensor a) {
         requireFloat(a, "relu");
-        Tensor out = Tensor.zeros(a.shape());
-        for (long i = 0; i < a.numel(); i++) out.set(i, Math.max(a.get(i), 0f));
+        Tensor out = Tensor.zerosLike(a);
+        elementwise(a).relu(a, out);
         return record(out, "relu", new Tensor[] {a}, g -> {
-            Tensor gi = Tensor.zeros(a.shape());
-            for (long i = 0; i < a.numel(); i++) gi.set(i, a.get(i) > 0 ? g.get(i) : 0f);
+            Tensor gi = Tensor.zerosLike(a);
+            elementwise(a).reluBackward(a, g, gi);
             return new Tensor[] {gi};
         });
     }
 
     public static Tensor sigmoid(Tensor a) {
         requireFloat(a, "sigmoid");
-        Tensor out = Tensor.zeros(a.shape());
-        for (long i = 0; i < a.numel(); i++) out.set(i, (float) (1 / (1 + Math.exp(-a.get(i)))));
+        Tensor out = Tensor.zerosLike(a);
+        elementwise(a).sigmoid(a, out);
         return record(out, "sigmoid", new Tensor[] {a}, g -> {
-            Tensor gi = Tensor.zeros(a.shape());
-            for (long i = 0; i < a.numel(); i++) {
-                float s = out.get(i);
-                gi.set(i, g.get(i) * s * (1 - s));
-            }
+            Tensor gi = Tensor.zerosLike(a);
+            elementwise(a).sigmoidBackward(out, g, gi);
             return new Tensor[] {gi};
         });
     }
@@ -176,11 +169,11 @@ public final class Ops {
     /** 1 / a. */
     public static Tensor reciprocal(Tensor a) {
         requireFloat(a, "reciprocal");
-        Tensor out = Tensor.zeros(a.shape());
-        for (long i = 0; i < a.numel(); i++) out.set(i, 1f / a.get(i));
+        Tensor out = Tensor.zerosLike(a);
+        elementwise(a).reciprocal(a, out);
         return record(out, "reciprocal", new Tensor[] {a}, g -> {
-            Tensor gi = Tensor.zeros(a.shape());
-            for (long i = 0; i < a.numel(); i++) gi.set(i, -g.get(i) * out.get(i) * out.get(i));
+            Tensor gi = Tensor.zerosLike(a);
+            elementwise(a).reciprocalBackward(out, g, gi);
             return new Tensor[] {gi};
         });
     }
@@ -191,7 +184,7 @@ public final class Ops {
         Tensor out = product(a, a);
         return record(out, "square", new Tensor[] {a}, g -> {
             Tensor gi = product(g, a);
-            Elementwise.scale(gi.numel(), 2f, gi.data(), 0, gi.data(), 0);
+            elementwise(gi).scale(2f, gi, gi);
             return new Tensor[] {gi};
         });
     }
@@ -206,22 +199,18 @@ public final class Ops {
         }
         int n = x.dim(0);
         int d = x.dim(1);
-        Tensor out = Tensor.zeros(x.shape());
-        for (int i = 0; i < n; i++) {
-            Elementwise.scale(d, c.get(i), x.data(), (long) i * d, out.data(), (long) i * d);
-        }
+        Tensor out = Tensor.zerosLike(x);
+        elementwise("mulRows", x, c).mulRows(x, c, out);
         return record(out, "mulRows", new Tensor[] {x, c}, g -> {
             Tensor gx = null;
             Tensor gc = null;
             if (x.requiresGrad()) {
-                gx = Tensor.zeros(x.shape());
-                for (int i = 0; i < n; i++) {
-                    Elementwise.scale(d, c.get(i), g.data(), (long) i * d, gx.data(), (long) i * d);
-                }
+                gx = Tensor.zerosLike(x);
+                elementwise(x).mulRows(g, c, gx);
             }
             if (c.requiresGrad()) {
-                gc = Tensor.zeros(c.shape());
-                for (int i = 0; i < n; i++) gc.set(i, (float) dot(d, g.data(), (long) i * d, x.data(), (long) i * d));
+                gc = Tensor.zerosLike(c);
+                reductions(x).rowDots(g, x, gc);
             }
             return new Tensor[] {gx, gc};
         });
@@ -235,27 +224,18 @@ public final class Ops {
             throw new IllegalArgumentException("divRows: one divisor per row expected: x " + x.shapeString()
                     + ", divisors " + c.shapeString());
         }
-        int n = x.dim(0);
-        int d = x.dim(1);
-        Tensor out = Tensor.zeros(x.shape());
-        for (int i = 0; i < n; i++) {
-            for (int j = 0; j < d; j++) out.set((long) i * d + j, x.get((long) i * d + j) / c.get(i));
-        }
+        Tensor out = Tensor.zerosLike(x);
+        elementwise("divRows", x, c).divRows(x, c, out);
         return record(out, "divRows", new Tensor[] {x, c}, g -> {
             Tensor gx = null;
             Tensor gc = null;
             if (x.requiresGrad()) {
-                gx = Tensor.zeros(x.shape());
-                for (int i = 0; i < n; i++) {
-                    for (int j = 0; j < d; j++) gx.set((long) i * d + j, g.get((long) i * d + j) / c.get(i));
-                }
+                gx = Tensor.zerosLike(x);
+                elementwise(x).divRows(g, c, gx);
             }
             if (c.requiresGrad()) {
-                gc = Tensor.zeros(c.shape());
-                for (int i = 0; i < n; i++) {
-                    double ci = c.get(i);
-                    gc.set(i, (float) (-dot(d, g.data(), (long) i * d, x.data(), (long) i * d) / (ci * ci)));
-                }
+                gc = Tensor.zerosLike(c);
+                elementwise(x).divRowsDivisorGrad(g, x, c, gc);
             }
             return new Tensor[] {gx, gc};
         });
@@ -265,32 +245,23 @@ public final class Ops {
     public static Tensor mulColumns(Tensor x, Tensor v) {
         require2d(x, "mulColumns", "x");
         requireFloat(v, "mulColumns");
-        int n = x.dim(0);
         int d = x.dim(1);
         if (v.numel() != d) {
             throw new IllegalArgumentException("mulColumns: one factor per column expected: x " + x.shapeString()
                     + ", factors " + v.shapeString());
         }
-        Tensor out = Tensor.zeros(x.shape());
-        for (int i = 0; i < n; i++) {
-            for (int j = 0; j < d; j++) out.set((long) i * d + j, x.get((long) i * d + j) * v.get(j));
-        }
+        Tensor out = Tensor.zerosLike(x);
+        elementwise("mulColumns", x, v).mulColumns(x, v, out);
         return record(out, "mulColumns", new Tensor[] {x, v}, g -> {
             Tensor gx = null;
             Tensor gv = null;
             if (x.requiresGrad()) {
-                gx = Tensor.zeros(x.shape());
-                for (int i = 0; i < n; i++) {
-                    for (int j = 0; j < d; j++) gx.set((long) i * d + j, g.get((long) i * d + j) * v.get(j));
-                }
+                gx = Tensor.zerosLike(x);
+                elementwise(x).mulColumns(g, v, gx);
             }
             if (v.requiresGrad()) {
-                double[] acc = new double[d];
-                for (int i = 0; i < n; i++) {
-                    for (int j = 0; j < d; j++) acc[j] += (double) g.get((long) i * d + j) * x.get((long) i * d + j);
-                }
-                gv = Tensor.zeros(v.shape());
-                for (int j = 0; j < d; j++) gv.set(j, (float) acc[j]);
+                gv = Tensor.zerosLike(v);
+                reductions(x).columnDots(g, x, gv);
             }
             return new Tensor[] {gx, gv};
         });
@@ -301,9 +272,13 @@ public final class Ops {
     /** Sum of all elements, a scalar (shape []). */
     public static Tensor sum(Tensor a) {
         requireFloat(a, "sum");
-        Tensor out = Tensor.zeros();
-        out.set(0, (float) Elementwise.sum(a.numel(), a.data(), 0));
-        return record(out, "sum", new Tensor[] {a}, g -> new Tensor[] {Tensor.full(g.get(0), a.shape())});
+        Tensor out = Tensor.zeros(a.device());
+        reductions(a).sum(a, out);
+        return record(out, "sum", new Tensor[] {a}, g -> {
+            Tensor gi = Tensor.zerosLike(a);
+            elementwise(a).fillWith(g, gi);
+            return new Tensor[] {gi};
+        });
     }
 
     /** Mean of all elements, a scalar. */
@@ -319,21 +294,13 @@ public final class Ops {
         requireDim01(a, dim, "sum");
         int n = a.dim(0);
         int d = a.dim(1);
-        Tensor out = Tensor.zeros(dim == 0 ? d : n);
-        if (dim == 1) {
-            for (int i = 0; i < n; i++) out.set(i, (float) Elementwise.sum(d, a.data(), (long) i * d));
-        } else {
-            double[] acc = new double[d];
-            for (int i = 0; i < n; i++) {
-                for (int j = 0; j < d; j++) acc[j] += a.get((long) i * d + j);
-            }
-            for (int j = 0; j < d; j++) out.set(j, (float) acc[j]);
-        }
+        Tensor out = Tensor.zeros(a.device(), dim == 0 ? d : n);
+        if (dim == 1) reductions(a).rowSums(a, out);
+        else reductions(a).columnSums(a, out);
         return record(out, "sum(dim=" + dim + ")", new Tensor[] {a}, g -> {
-            Tensor gi = Tensor.zeros(a.shape());
-            for (int i = 0; i < n; i++) {
-                for (int j = 0; j < d; j++) gi.set((long) i * d + j, dim == 1 ? g.get(i) : g.get(j));
-            }
+            Tensor gi = Tensor.zerosLike(a);
+            if (dim == 1) elementwise(a).broadcastRows(g, gi);
+            else elementwise(a).broadcastColumns(g, gi);
             return new Tensor[] {gi};
         });
     }
@@ -350,25 +317,13 @@ public final class Ops {
     /** Softmax along the last dimension. */
     public static Tensor softmax(Tensor a) {
         requireFloat(a, "softmax");
-        int d = lastDim(a, "softmax");
-        int n = Math.toIntExact(a.numel() / Math.max(d, 1));
-        Tensor out = Tensor.zeros(a.shape());
-        for (int i = 0; i < n; i++) {
-            long base = (long) i * d;
-            double max = Double.NEGATIVE_INFINITY;
-            for (int j = 0; j < d; j++) max = Math.max(max, a.get(base + j));
-            double z = 0;
-            for (int j = 0; j < d; j++) z += Math.exp(a.get(base + j) - max);
-            for (int j = 0; j < d; j++) out.set(base + j, (float) (Math.exp(a.get(base + j) - max) / z));
-        }
+        lastDim(a, "softmax");
+        Tensor out = Tensor.zerosLike(a);
+        reductions(a).softmax(a, out);
         return record(out, "softmax", new Tensor[] {a}, g -> {
             // dx = y ⊙ (g − Σ_j g_j y_j), row by row
-            Tensor gi = Tensor.zeros(a.shape());
-            for (int i = 0; i < n; i++) {
-                long base = (long) i * d;
-                double s = dot(d, g.data(), base, out.data(), base);
-                for (int j = 0; j < d; j++) gi.set(base + j, (float) (out.get(base + j) * (g.get(base + j) - s)));
-            }
+            Tensor gi = Tensor.zerosLike(a);
+            reductions(a).softmaxBackward(out, g, gi);
             return new Tensor[] {gi};
         });
     }
@@ -376,22 +331,13 @@ public final class Ops {
     /** Log-softmax along the last dimension. */
     public static Tensor logSoftmax(Tensor a) {
         requireFloat(a, "logSoftmax");
-        int d = lastDim(a, "logSoftmax");
-        int n = Math.toIntExact(a.numel() / Math.max(d, 1));
-        Tensor out = Tensor.zeros(a.shape());
-        for (int i = 0; i < n; i++) {
-            long base = (long) i * d;
-            double lse = rowLogSumExp(a, base, d);
-            for (int j = 0; j < d; j++) out.set(base + j, (float) (a.get(base + j) - lse));
-        }
+        lastDim(a, "logSoftmax");
+        Tensor out = Tensor.zerosLike(a);
+        reductions(a).logSoftmax(a, out);
         return record(out, "logSoftmax", new Tensor[] {a}, g -> {
             // dx = g − softmax · Σ g
-            Tensor gi = Tensor.zeros(a.shape());
-            for (int i = 0; i < n; i++) {
-                long base = (long) i * d;
-                double s = Elementwise.sum(d, g.data(), base);
-                for (int j = 0; j < d; j++) gi.set(base + j, (float) (g.get(base + j) - Math.exp(out.get(base + j)) * s));
-            }
+            Tensor gi = Tensor.zerosLike(a);
+            reductions(a).logSoftmaxBackward(out, g, gi);
             return new Tensor[] {gi};
         });
     }
@@ -401,17 +347,12 @@ public final class Ops {
         requireFloat(a, "logSumExp");
         int d = lastDim(a, "logSumExp");
         if (d == 0) throw new IllegalArgumentException("logSumExp: empty last dimension in " + a.shapeString());
-        int n = Math.toIntExact(a.numel() / d);
         int[] outShape = Arrays.copyOf(a.shape(), a.rank() - 1);
-        Tensor out = Tensor.zeros(outShape);
-        for (int i = 0; i < n; i++) out.set(i, (float) rowLogSumExp(a, (long) i * d, d));
+        Tensor out = Tensor.zeros(a.device(), outShape);
+        reductions(a).logSumExp(a, out);
         return record(out, "logSumExp", new Tensor[] {a}, g -> {
-            Tensor gi = Tensor.zeros(a.shape());
-            for (int i = 0; i < n; i++) {
-                long base = (long) i * d;
-                double lse = out.get(i);
-                for (int j = 0; j < d; j++) gi.set(base + j, (float) (g.get(i) * Math.exp(a.get(base + j) - lse)));
-            }
+            Tensor gi = Tensor.zerosLike(a);
+            reductions(a).logSumExpBackward(a, out, g, gi);
             return new Tensor[] {gi};
         });
     }
@@ -422,32 +363,10 @@ public final class Ops {
     /** Top-k over the last dimension of a 2-D tensor; values are differentiable, indices are int32. */
     public static TopK topK(Tensor a, int k) {
         require2d(a, "topK", "a");
-        int n = a.dim(0);
         int d = a.dim(1);
         if (k < 1 || k > d) throw new IllegalArgumentException("topK: k = " + k + " outside [1, " + d + "] for " + a.shapeString());
-        Tensor idx = Tensor.zeros(DType.I32, n, k);
-        int[] chosen = new int[k];
-        for (int i = 0; i < n; i++) {
-            long base = (long) i * d;
-            for (int s = 0; s < k; s++) {
-                int best = -1;
-                float bestV = 0;
-                for (int j = 0; j < d; j++) {
-                    boolean taken = false;
-                    for (int t = 0; t < s; t++) taken |= chosen[t] == j;
-                    if (taken) continue;
-                    float v = a.get(base + j);
-                    // strictly greater keeps the lower index on ties; a NaN is taken only while the
-                    // best so far is NaN too, so it never beats a number (v > NaN is always false)
-                    if (best < 0 || v > bestV || (Float.isNaN(bestV) && !Float.isNaN(v))) {
-                        best = j;
-                        bestV = v;
-                    }
-                }
-                chosen[s] = best;
-                idx.setInt((long) i * k + s, best);
-            }
-        }
+        Tensor idx = Tensor.zeros(a.device(), DType.I32, a.dim(0), k);
+        Kernels.of(a.device()).routing().topK(a, idx);
         return new TopK(gatherColumns(a, idx), idx);
     }
 
@@ -461,19 +380,13 @@ public final class Ops {
             throw new IllegalArgumentException("gatherColumns: indices " + idx.shapeString() + " must be (" + n + ", K) for a " + a.shapeString());
         }
         int k = idx.dim(1);
-        checkIndexRange(idx, d, "gatherColumns");
-        Tensor out = Tensor.zeros(n, k);
-        for (int i = 0; i < n; i++) {
-            for (int s = 0; s < k; s++) out.set((long) i * k + s, a.get((long) i * d + idx.getInt((long) i * k + s)));
-        }
+        Kernels kernels = Kernels.on("gatherColumns", a, idx);
+        kernels.indexing().checkIndices(idx, d, "gatherColumns");
+        Tensor out = Tensor.zeros(a.device(), n, k);
+        kernels.indexing().gatherColumns(a, idx, out);
         return record(out, "gatherColumns", new Tensor[] {a, idx}, g -> {
-            Tensor gi = Tensor.zeros(a.shape());
-            for (int i = 0; i < n; i++) {
-                for (int s = 0; s < k; s++) {
-                    long at = (long) i * d + idx.getInt((long) i * k + s);
-                    gi.set(at, gi.get(at) + g.get((long) i * k + s));
-                }
-            }
+            Tensor gi = Tensor.zerosLike(a);
+            kernels.indexing().scatterAddColumns(g, idx, gi);
             return new Tensor[] {gi, null};
         });
     }
@@ -490,16 +403,16 @@ public final class Ops {
         requireFloat(x, op);
         requireRows(x, op);
         requireIndexVector(idx, op);
-        checkIndexRange(idx, x.rowCount(), op);
+        Kernels kernels = Kernels.on(op, x, idx);
+        kernels.indexing().checkIndices(idx, x.rowCount(), op);
         int m = idx.dim(0);
-        int w = x.rowWidth();
         int[] shape = x.shape();
         shape[0] = m;
-        Tensor out = Tensor.zeros(shape);
-        RowCopy.gather(x.data(), w, idx.toIntArray(), out.data());
+        Tensor out = Tensor.zeros(x.device(), shape);
+        kernels.indexing().gatherRows(x, idx, out);
         return record(out, "indexSelect", new Tensor[] {x, idx}, g -> {
-            Tensor gi = Tensor.zeros(x.shape());
-            RowCopy.scatterAdd(g.data(), w, idx.toIntArray(), gi.data());
+            Tensor gi = Tensor.zerosLike(x);
+            kernels.indexing().scatterAddRows(g, idx, gi);
             return new Tensor[] {gi, null};
         });
     }
@@ -515,15 +428,15 @@ public final class Ops {
             throw new IllegalArgumentException("indexAdd: source " + src.shapeString() + " must have " + idx.dim(0)
                     + " rows (one per index) of the shape of a row of base " + base.shapeString());
         }
-        checkIndexRange(idx, base.rowCount(), "indexAdd");
-        int w = base.rowWidth();
+        Kernels kernels = Kernels.on("indexAdd", base, idx, src);
+        kernels.indexing().checkIndices(idx, base.rowCount(), "indexAdd");
         Tensor out = base.copy();
-        RowCopy.scatterAdd(src.data(), w, idx.toIntArray(), out.data());
+        kernels.indexing().scatterAddRows(src, idx, out);
         return record(out, "indexAdd", new Tensor[] {base, idx, src}, g -> {
             Tensor gs = null;
             if (src.requiresGrad()) {
-                gs = Tensor.zeros(src.shape());
-                RowCopy.gather(g.data(), w, idx.toIntArray(), gs.data());
+                gs = Tensor.zerosLike(src);
+                kernels.indexing().gatherRows(g, idx, gs);
             }
             return new Tensor[] {g, null, gs};
         });
@@ -535,7 +448,7 @@ public final class Ops {
         if (n < 0) throw new IllegalArgumentException("indexAdd: row count must be >= 0, got " + n);
         int[] shape = src.shape();
         shape[0] = n;
-        return indexAdd(Tensor.zeros(shape), idx, src);
+        return indexAdd(Tensor.zeros(src.device(), shape), idx, src);
     }
 
     /** The same elements seen with another shape (one -1 inferred). */
@@ -567,7 +480,8 @@ public final class Ops {
         }
         int[] shape = first.shape();
         shape[0] = rows;
-        Tensor out = Tensor.zeros(shape);
+        Kernels.on("concatRows", parts.toArray(Tensor[]::new));
+        Tensor out = Tensor.zeros(first.device(), shape);
         int[] starts = new int[parts.size() + 1];
         for (int i = 0; i < parts.size(); i++) {
             Tensor p = parts.get(i);
@@ -599,7 +513,7 @@ public final class Ops {
             int from = start;
             int to = start + sizes[i];
             out[i] = record(x.rows(from, to).copy(), "splitRows", new Tensor[] {x}, g -> {
-                Tensor gi = Tensor.zeros(x.shape());
+                Tensor gi = Tensor.zerosLike(x);
                 gi.rows(from, to).copyFrom(g);
                 return new Tensor[] {gi};
             });
@@ -626,31 +540,14 @@ public final class Ops {
             throw new IllegalArgumentException("rmsNorm: weight " + weight.shapeString() + " must be (" + d + ") for input " + x.shapeString());
         }
         int n = Math.toIntExact(x.numel() / Math.max(d, 1));
-        Tensor out = Tensor.zeros(x.shape());
-        float[] inv = new float[n];
-        for (int i = 0; i < n; i++) {
-            long base = (long) i * d;
-            inv[i] = (float) (1 / Math.sqrt(Elementwise.sumOfSquares(d, x.data(), base) / d + eps));
-            for (int j = 0; j < d; j++) out.set(base + j, x.get(base + j) * inv[i] * weight.get(j));
-        }
+        ReductionKernels kernels = Kernels.on("rmsNorm", x, weight).reductions();
+        Tensor out = Tensor.zerosLike(x);
+        Tensor inv = Tensor.zeros(x.device(), n);
+        kernels.rmsNorm(x, weight, eps, out, inv);
         return record(out, "rmsNorm", new Tensor[] {x, weight}, g -> {
-            Tensor gx = Tensor.zeros(x.shape());
-            double[] gw = new double[d];
-            for (int i = 0; i < n; i++) {
-                long base = (long) i * d;
-                double r = inv[i];
-                // y = x·r·w with r = (mean x² + eps)^-½: dx = r·(g⊙w) − x·r³·mean(g⊙w⊙x)
-                double s = 0;
-                for (int j = 0; j < d; j++) s += (double) g.get(base + j) * weight.get(j) * x.get(base + j);
-                s /= d;
-                for (int j = 0; j < d; j++) {
-                    double gwj = (double) g.get(base + j) * weight.get(j);
-                    gx.set(base + j, (float) (r * gwj - x.get(base + j) * r * r * r * s));
-                    gw[j] += (double) g.get(base + j) * x.get(base + j) * r;
-                }
-            }
-            Tensor gWeight = Tensor.zeros(weight.shape());
-            for (int j = 0; j < d; j++) gWeight.set(j, (float) gw[j]);
+            Tensor gx = Tensor.zerosLike(x);
+            Tensor gWeight = Tensor.zerosLike(weight);
+            kernels.rmsNormBackward(x, weight, inv, g, gx, gWeight);
             return new Tensor[] {gx, gWeight};
         });
     }
@@ -660,34 +557,15 @@ public final class Ops {
         require2d(logits, "crossEntropy", "logits");
         requireIndexVector(targets, "crossEntropy");
         int n = logits.dim(0);
-        int v = logits.dim(1);
         if (targets.dim(0) != n) {
             throw new IllegalArgumentException("crossEntropy: " + targets.dim(0) + " targets for " + n + " rows of logits");
         }
-        int counted = 0;
-        double total = 0;
-        for (int i = 0; i < n; i++) {
-            int t = targets.getInt(i);
-            if (t == -1) continue;
-            if (t < 0 || t >= v) {
-                throw new IllegalArgumentException("crossEntropy: target " + t + " at row " + i + " outside [0, " + v + ")");
-            }
-            total += rowLogSumExp(logits, (long) i * v, v) - logits.get((long) i * v + t);
-            counted++;
-        }
-        int count = Math.max(counted, 1);
-        Tensor out = Tensor.scalar((float) (total / count)).view();
+        ReductionKernels kernels = Kernels.on("crossEntropy", logits, targets).reductions();
+        Tensor out = Tensor.zeros(logits.device());
+        kernels.crossEntropy(logits, targets, out);
         return record(out, "crossEntropy", new Tensor[] {logits, targets}, g -> {
-            Tensor gi = Tensor.zeros(logits.shape());
-            double scale = g.get(0) / count;
-            for (int i = 0; i < n; i++) {
-                int t = targets.getInt(i);
-                if (t == -1) continue;
-                long base = (long) i * v;
-                double lse = rowLogSumExp(logits, base, v);
-                for (int j = 0; j < v; j++) gi.set(base + j, (float) (scale * Math.exp(logits.get(base + j) - lse)));
-                gi.set(base + t, (float) (gi.get(base + t) - scale));
-            }
+            Tensor gi = Tensor.zerosLike(logits);
+            kernels.crossEntropyBackward(logits, targets, g, gi);
             return new Tensor[] {gi, null};
         });
     }
@@ -695,38 +573,27 @@ public final class Ops {
     // ================================================================ helpers
 
     private static Tensor scaled(Tensor a, float alpha) {
-        Tensor out = Tensor.zeros(a.shape());
-        Elementwise.scale(a.numel(), alpha, a.data(), 0, out.data(), 0);
+        Tensor out = Tensor.zerosLike(a);
+        elementwise(a).scale(alpha, a, out);
         return out;
     }
 
     private static Tensor product(Tensor a, Tensor b) {
-        Tensor out = Tensor.zeros(a.shape());
-        Elementwise.mul(a.numel(), a.data(), b.data(), out.data());
+        Tensor out = Tensor.zerosLike(a);
+        elementwise("mul", a, b).mul(a, b, out);
         return out;
     }
 
-    static double dot(int n, MemorySegment a, long aOff, MemorySegment b, long bOff) {
-        double s = 0;
-        for (int j = 0; j < n; j++) {
-            s += (double) a.getAtIndex(java.lang.foreign.ValueLayout.JAVA_FLOAT, aOff + j)
-                    * b.getAtIndex(java.lang.foreign.ValueLayout.JAVA_FLOAT, bOff + j);
-        }
-        return s;
+    private static ElementwiseKernels elementwise(Tensor a) {
+        return Kernels.of(a.device()).elementwise();
     }
 
-    private static double rowLogSumExp(Tensor a, long base, int d) {
-        double max = Double.NEGATIVE_INFINITY;
-        for (int j = 0; j < d; j++) max = Math.max(max, a.get(base + j));
-        if (max == Double.NEGATIVE_INFINITY) return max;
-        double z = 0;
-        for (int j = 0; j < d; j++) z += Math.exp(a.get(base + j) - max);
-        return max + Math.log(z);
+    private static ElementwiseKernels elementwise(String op, Tensor a, Tensor b) {
+        return Kernels.on(op, a, b).elementwise();
     }
 
-    /** Φ(x) = (1 + erf(x/√2)) / 2. */
-    static double normalCdf(double x) {
-        return 0.5 * (1 + Erf.erf(x / Math.sqrt(2)));
+    private static ReductionKernels reductions(Tensor a) {
+        return Kernels.of(a.device()).reductions();
     }
 
     private static int lastDim(Tensor a, String op) {
@@ -772,14 +639,5 @@ public final class Ops {
     static void requireIndexVector(Tensor idx, String op) {
         idx.requireDType(DType.I32, op);
         if (idx.rank() != 1) throw new IllegalArgumentException(op + ": indices must be 1-D, got " + idx.shapeString());
-    }
-
-    static void checkIndexRange(Tensor idx, int bound, String op) {
-        for (long i = 0; i < idx.numel(); i++) {
-            int v = idx.getInt(i);
-            if (v < 0 || v >= bound) {
-                throw new IllegalArgumentException(op + ": index " + v + " at position " + i + " outside [0, " + bound + ")");
-            }
-        }
     }
 }

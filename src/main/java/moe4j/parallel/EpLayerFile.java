@@ -10,6 +10,7 @@ import java.util.Map;
 import java.util.TreeSet;
 import moe4j.nn.Activation;
 import moe4j.nn.MoEConfig;
+import moe4j.nn.RouterKind;
 import moe4j.tensor.DType;
 import moe4j.tensor.SafeTensors;
 import moe4j.tensor.Tensor;
@@ -36,7 +37,7 @@ public final class EpLayerFile {
      * What the user chose on the command line; null where the file decides. Values given for what the
      * file also fixes (experts, dim, hidden, layout, shared expert) must agree with it.
      */
-    public record Options(Integer ep, Integer topK, String activation, String router, double capacityFactor,
+    public record Options(Integer ep, Integer topK, String activation, RouterKind router, double capacityFactor,
                           boolean gradientScale, Integer experts, Integer dim, Integer hidden, Boolean packed, Boolean shared) {}
 
     /** The problem the file describes, whether it gave the upstream gradients, and the tensors in it that play no part. */
@@ -110,7 +111,7 @@ public final class EpLayerFile {
             if (p != ranks) throw bad("has inputs x.0 .. x." + (ranks - 1) + " for " + ranks + " ranks, but --ep is " + p);
             boolean fixed = f.contains("indices.0") || f.contains("weights.0");
             int k = opt.topK() != null ? opt.topK() : fixed && f.contains("indices.0") ? shape("indices.0", 2)[1] : 2;
-            if (k > e) throw new IllegalArgumentException("moe_top_k (" + k + ") must be <= num_experts (" + e + ")");
+            if (k > e) throw new IllegalArgumentException("--top-k (" + k + ") must be <= the number of experts in the file (" + e + ")");
             if (e % p != 0) throw new IllegalArgumentException("num_experts (" + e + ") must be divisible by ep (" + p + ")");
             boolean hasGradOut = f.contains("grad_out.0");
 
@@ -139,7 +140,7 @@ public final class EpLayerFile {
                 }
             }
             MoEConfig config = MoEConfig.builder(d, h, e, k).packed(packed).activation(act).sharedExperts(shared ? 1 : 0)
-                    .router(opt.router() == null ? MoEConfig.SOFTMAX_TOPK : opt.router()).capacityFactor(opt.capacityFactor())
+                    .router(opt.router()).capacityFactor(opt.capacityFactor())
                     .gradientScale(opt.gradientScale()).build();
             EpVerifier.Problem problem = new EpVerifier.Problem(config, p, x, gradOut, weights, indices, params);
             return new Loaded(problem, hasGradOut, List.copyOf(unused));
@@ -206,7 +207,26 @@ public final class EpLayerFile {
             DType t = f.dtype(name);
             if (!t.isFloating()) throw bad("tensor '" + name + "' is " + t + ", expected a floating type (F32, BF16, F16)");
             unused.remove(name);
-            return f.tensorAs(name, DType.F32);
+            Tensor v = f.tensorAs(name, DType.F32);
+            // a NaN or infinity would make every check fail without saying why: name it instead
+            for (long i = 0; i < v.numel(); i++) {
+                float x = v.get(i);
+                if (!Float.isFinite(x)) {
+                    throw bad("tensor '" + name + "' holds " + x + " at element " + i + " " + Arrays.toString(index(v.shape(), i))
+                            + ": every input must be finite");
+                }
+            }
+            return v;
+        }
+
+        /** The multi-index of flat element {@code flat} in a row-major tensor of {@code shape}. */
+        private static long[] index(int[] shape, long flat) {
+            long[] at = new long[shape.length];
+            for (int d = shape.length - 1; d >= 0; d--) {
+                at[d] = flat % shape[d];
+                flat /= shape[d];
+            }
+            return at;
         }
 
         private Tensor expertIds(String name, int e) {

@@ -8,6 +8,7 @@ import java.util.List;
 import java.util.Map;
 import moe4j.autograd.Autograd;
 import moe4j.distributed.DeviceMesh;
+import moe4j.distributed.MeshSizes;
 import moe4j.distributed.Distributed;
 import moe4j.distributed.ProcessGroup;
 import moe4j.nn.MoEConfig;
@@ -230,12 +231,8 @@ public final class EpVerifier {
     /** This rank's share of the EP layer, {@code world} being the EP group ({@code problem.ep()} ranks). */
     private static RankRun runRank(Problem problem, ProcessGroup world) {
         MoEMLP moe = problem.newLayer();
-        ExpertParallel.apply(moe, DeviceMesh.create(world, 1, 1, -1, 1, 1, problem.ep()));
-        TrafficCountingGroup traffic = null;
-        if (moe.epGroup() != null) {
-            traffic = new TrafficCountingGroup(moe.epGroup());
-            moe.setExpertParallel(moe.dispatcher(), traffic, moe.epWorldSize(), moe.layerIndex());
-        }
+        ExpertParallel.apply(moe, DeviceMesh.create(world, MeshSizes.defaults().ep(problem.ep())));
+        TrafficCountingGroup traffic = ExpertParallel.countTraffic(moe);
         int r = world.rank();
         TrafficCountingGroup counted = traffic;
         long[] forwardBytes = new long[1];

@@ -7,6 +7,7 @@ import moe4j.autograd.Autograd;
 import moe4j.autograd.Profiler;
 import moe4j.distributed.DeviceMesh;
 import moe4j.distributed.ProcessGroup;
+import moe4j.nn.Dispatched;
 import moe4j.nn.MoEMLP;
 import moe4j.nn.Module;
 import moe4j.nn.Routing;
@@ -20,6 +21,13 @@ import moe4j.tensor.Tensor;
  *
  * <p>Rank r of an EP group of size P owns the contiguous block of global experts
  * {@code [r·E_l, (r+1)·E_l)}, {@code E_l = E / P}; the owner of expert g is {@code g / E_l}.
+ *
+ * <p>{@link #dispatchAndCompute} is the whole algorithm, dispatch → the layer's experts → combine, with
+ * its steps numbered as in docs/EXPERT_PARALLELISM.md: steps 1–5a are {@link AllToAllDispatcher#dispatch},
+ * steps 5b–6 the layer's own {@link MoEMLP#computeExperts}, steps 5c–8 {@link AllToAllDispatcher#combine}.
+ * The layer runs the same three calls in its forward once {@link #apply} has installed the dispatcher.
+ * Tensor names carry their shapes: T tokens, K slots per token, D model dim, S the rows this rank sends
+ * (its kept entries, sorted by expert), R the rows it receives and its experts compute.
  *
  * <p>The collective contract: every rank of the group issues the same collectives in the same order,
  * forward and backward, whatever its counts (splits of 0 are legal, a rank with no tokens still takes
@@ -47,7 +55,6 @@ public final class ExpertParallel {
         ParallelPlan.of(model).require(ParallelPlan.Stage.EXPERT_PARALLEL);
         DeviceMesh ep = mesh.get("ep");
         int p = ep.size();
-        int r = ep.localRank();
         List<MoEMLP> layers = new ArrayList<>();
         for (Module m : model.namedModules().values()) {
             if (m instanceof MoEMLP moe) layers.add(moe);
@@ -58,152 +65,220 @@ public final class ExpertParallel {
         }
         for (int i = 0; i < layers.size(); i++) {
             MoEMLP moe = layers.get(i);
-            int local = moe.numExperts() / p;
-            moe.keepExperts(r * local, local);
-            moe.setExpertParallel(DISPATCHER, ep.group(), p, i);
+            moe.partitionExperts(ep.group());
+            moe.setDispatcher(new AllToAllDispatcher(ep.group(), moe.numExperts(), moe.localExpertStart(), moe.numLocalExperts(),
+                    moe.epSize(), i));
         }
         ParallelPlan.of(model).mark(ParallelPlan.Stage.EXPERT_PARALLEL);
-        LOG.log(System.Logger.Level.INFO, "Applied expert parallelism: ep_size={0}, ep_rank={1}, layers={2}", p, r, layers.size());
+        LOG.log(System.Logger.Level.INFO, "Applied expert parallelism: ep_size={0}, ep_rank={1}, layers={2}", p, ep.localRank(),
+                layers.size());
     }
-
-    /** The dispatcher {@link #apply} installs: the layer's EP metadata feed {@link #dispatchAndCompute}. */
-    private static final TokenDispatcher DISPATCHER = (x, weights, indices, moe, gradientScale) ->
-            dispatchAndCompute(x, weights, indices, moe, moe.epGroup(), moe.localExpertStart(), moe.numLocalExperts(),
-                    moe.epWorldSize(), gradientScale);
 
     /**
      * The expert-parallel MoE computation for this rank's tokens {@code x_TD}, routed by
      * {@code weights_TK} and global expert {@code indices_TK} (−1 = dropped by capacity: never sent).
      * Returns {@code out_TD}, each token's weighted sum of its experts' outputs, wherever they ran.
+     * The exchange carries the layer's position among its model's MoE layers when {@link #apply} set one
+     * up (0 for a layer on its own), so that ranks running different layers fail instead of mixing them.
      */
-    public static Tensor dispatchAndCompute(Tensor x, Tensor weights, Tensor indices, MoEMLP moe, ProcessGroup epGroup,
+    public static Tensor dispatchAndCompute(Tensor x_TD, Tensor weights_TK, Tensor indices_TK, MoEMLP moe, ProcessGroup epGroup,
                                             int localExpertStart, int numLocalExperts, int epWorldSize, boolean gradientScale) {
         // Checked before the first collective: a bad input fails here and breaks the group, so the peers
         // fail too instead of waiting for a count exchange that never comes.
-        moe.checkRoutingInputs("ExpertParallel.dispatchAndCompute", x, weights, indices);
-        int numExperts = moe.numExperts();
-        int d = x.dim(1);
-        int k = indices.dim(1);
-        if (epGroup.size() != epWorldSize || numLocalExperts * epWorldSize != numExperts
-                || localExpertStart != epGroup.rank() * numLocalExperts) {
-            throw new IllegalArgumentException("dispatchAndCompute: inconsistent EP metadata: group of " + epGroup.size()
-                    + " ranks (this is rank " + epGroup.rank() + "), epWorldSize=" + epWorldSize + ", experts ["
-                    + localExpertStart + ", " + (localExpertStart + numLocalExperts) + ") of " + numExperts);
+        moe.checkRoutingInputs("ExpertParallel.dispatchAndCompute", x_TD, weights_TK, indices_TK);
+        int layer = moe.dispatcher() instanceof AllToAllDispatcher installed ? installed.layer : 0;
+        AllToAllDispatcher dispatcher = new AllToAllDispatcher(epGroup, moe.numExperts(), localExpertStart, numLocalExperts,
+                epWorldSize, layer);
+
+        // 1-5a. Sort the kept entries by expert, exchange counts and rows, regroup by local expert.
+        Dispatched<AllToAllDispatcher.Exchange> dispatched = dispatcher.dispatch(x_TD, indices_TK);
+        // 5b-6. This rank's experts on the rows it received, scaled by the group-wide load when enabled.
+        Tensor expertOut_RD = moe.computeExperts(dispatched, gradientScale);
+        // 5c-8. Send every result row home, weight it and sum it into its token.
+        return dispatcher.combine(expertOut_RD, dispatched, weights_TK);
+    }
+
+    /**
+     * The dispatcher {@link #apply} installs: one per MoE layer, over the EP group, for the block of
+     * experts this rank owns. {@code layer} is the layer's position among the model's MoE layers; ranks
+     * check they agree on it (and on E, D, K) in every count exchange.
+     */
+    public static final class AllToAllDispatcher implements TokenDispatcher<AllToAllDispatcher.Exchange> {
+        private final ProcessGroup group;
+        private final int numExperts;
+        private final int localExpertStart;
+        private final int numLocalExperts;
+        private final int epSize;
+        private final int layer;
+
+        /**
+         * What combine needs to send the rows home: the local sort of this rank's entries, the row counts
+         * sent to and received from each peer, and the order that regrouped the received rows by expert
+         * (null with one rank, where they arrive grouped).
+         */
+        public record Exchange(Routing routing, int[] sendSplits, int[] recvSplits, Tensor regroup) {}
+
+        public AllToAllDispatcher(ProcessGroup group, int numExperts, int localExpertStart, int numLocalExperts, int epSize,
+                                  int layer) {
+            if (group.size() != epSize || numLocalExperts * epSize != numExperts || localExpertStart != group.rank() * numLocalExperts) {
+                throw new IllegalArgumentException("dispatchAndCompute: inconsistent EP metadata: group of " + group.size()
+                        + " ranks (this is rank " + group.rank() + "), epWorldSize=" + epSize + ", experts ["
+                        + localExpertStart + ", " + (localExpertStart + numLocalExperts) + ") of " + numExperts);
+            }
+            this.group = group;
+            this.numExperts = numExperts;
+            this.localExpertStart = localExpertStart;
+            this.numLocalExperts = numLocalExperts;
+            this.epSize = epSize;
+            this.layer = layer;
         }
 
-        // 1-2. Expand the kept (token, slot) entries and sort them stably by global expert id, which also
-        //      groups them by destination rank (the owner of expert g is g / E_l).
-        Routing routing;
-        Tensor sendRows;
-        int[] sendSplits = new int[epWorldSize];
-        try (var p = Profiler.phase("permute")) {
-            routing = Routing.sortByExpert(indices, numExperts);
-            for (int g = 0; g < numExperts; g++) sendSplits[g / numLocalExperts] += routing.rowsPerExpert()[g];
-            sendRows = Ops.indexSelect(x, routing.tokenOfRow());
+        /** The same dispatcher over another view of the same group (one that counts its traffic, say). */
+        AllToAllDispatcher over(ProcessGroup sameRanks) {
+            return new AllToAllDispatcher(sameRanks, numExperts, localExpertStart, numLocalExperts, epSize, layer);
         }
 
-        // 3. Exchange counts: to every peer, how many rows of each of its experts follow, then my total of
-        //    kept entries and this layer's shape, which every receiver checks. No expert id travels.
-        int chunk = numLocalExperts + TRAILER;
-        int[] send = new int[epWorldSize * chunk];
-        for (int peer = 0; peer < epWorldSize; peer++) {
-            System.arraycopy(routing.rowsPerExpert(), peer * numLocalExperts, send, peer * chunk, numLocalExperts);
-            int t = peer * chunk + numLocalExperts;
-            send[t] = routing.rowCount();
-            send[t + 1] = numExperts;
-            send[t + 2] = d;
-            send[t + 3] = k;
-            send[t + 4] = moe.layerIndex();
+        ProcessGroup group() {
+            return group;
         }
-        int[] received;
-        try (var p = Profiler.phase("count exchange")) {
-            received = epGroup.allToAll(send, chunk);
+
+        @Override
+        public Dispatched<Exchange> dispatch(Tensor x_TD, Tensor indices_TK) {
+            TokenDispatcher.checkDispatchInputs("ExpertParallel.dispatch", x_TD, indices_TK);
+            int d = x_TD.dim(1);
+            int k = indices_TK.dim(1);
+
+            // 1-2. Expand the kept (token, slot) entries and sort them stably by global expert id, which also
+            //      groups them by destination rank (the owner of expert g is g / E_l).
+            Routing routing;
+            Tensor send_SD;
+            int[] sendSplits = new int[epSize];
+            try (var p = Profiler.phase("permute")) {
+                routing = Routing.sortByExpert(indices_TK, numExperts);
+                for (int g = 0; g < numExperts; g++) sendSplits[g / numLocalExperts] += routing.rowsPerExpert()[g];
+                send_SD = Ops.indexSelect(x_TD, routing.tokenOfRow());
+            }
+
+            // 3. Exchange counts: to every peer, how many rows of each of its experts follow, then my total of
+            //    kept entries and this layer's shape, which every receiver checks. No expert id travels.
+            int chunk = numLocalExperts + TRAILER;
+            int[] send = new int[epSize * chunk];
+            for (int peer = 0; peer < epSize; peer++) {
+                System.arraycopy(routing.rowsPerExpert(), peer * numLocalExperts, send, peer * chunk, numLocalExperts);
+                int t = peer * chunk + numLocalExperts;
+                send[t] = routing.rowCount();
+                send[t + 1] = numExperts;
+                send[t + 2] = d;
+                send[t + 3] = k;
+                send[t + 4] = layer;
+            }
+            int[] received;
+            try (var p = Profiler.phase("count exchange")) {
+                received = group.allToAll(send, chunk);
+            }
+            int[] recvSplits = new int[epSize];
+            int[] rowsPerLocalExpert = new int[numLocalExperts];
+            long groupEntries = 0;
+            for (int src = 0; src < epSize; src++) {
+                int t = src * chunk + numLocalExperts;
+                checkSameLayer(received, t, src, d, k);
+                groupEntries += received[t];
+                for (int j = 0; j < numLocalExperts; j++) {
+                    recvSplits[src] += received[src * chunk + j];
+                    rowsPerLocalExpert[j] += received[src * chunk + j];
+                }
+            }
+
+            // 4. Dispatch: each row to the rank that owns its expert.
+            Tensor recv_RD;
+            try (var p = Profiler.phase("dispatch all-to-all")) {
+                recv_RD = allToAll(send_SD, recvSplits, sendSplits, group, "dispatch");
+            }
+
+            // 5a. Regroup the received rows by local expert: they arrive by source rank, then expert, and the
+            //     grouped GEMM wants each expert's rows from every source together.
+            Tensor rows_RD;
+            Tensor regroup = null;
+            try (var p = Profiler.phase("permute")) {
+                if (epSize > 1) {
+                    regroup = regroupByExpert(received, chunk);
+                    rows_RD = Ops.indexSelect(recv_RD, regroup);
+                } else {
+                    rows_RD = recv_RD;
+                }
+            }
+            // 5b-6 happen in the layer: its grouped GEMM over rows_RD, then gradient scaling, where n_e counts the
+            // whole group's entries for expert e (what its owner received) and avg is groupEntries / E, so P
+            // ranks compute what one rank would on all their tokens.
+            return new Dispatched<>(rows_RD, rowsPerLocalExpert, groupEntries, new Exchange(routing, sendSplits, recvSplits, regroup));
         }
-        int[] recvSplits = new int[epWorldSize];
-        int[] rowsPerLocalExpert = new int[numLocalExperts];
-        long globalEntries = 0;
-        for (int src = 0; src < epWorldSize; src++) {
-            int t = src * chunk + numLocalExperts;
-            checkSameLayer(received, t, src, epGroup, numExperts, d, k, moe.layerIndex());
-            globalEntries += received[t];
+
+        @Override
+        public Tensor combine(Tensor expertOut_RD, Dispatched<Exchange> dispatched, Tensor weights_TK) {
+            Exchange exchange = dispatched.combineState();
+            // 5c. Restore the received order, so the rows go back in the runs they came in.
+            Tensor back_RD = expertOut_RD;
+            if (exchange.regroup() != null) {
+                try (var p = Profiler.phase("unpermute")) {
+                    back_RD = Ops.indexAdd(expertOut_RD.dim(0), exchange.regroup(), expertOut_RD);
+                }
+            }
+
+            // 7. Combine: the reverse all-to-all returns every row to the rank it came from.
+            Tensor home_SD;
+            try (var p = Profiler.phase("combine all-to-all")) {
+                home_SD = allToAll(back_RD, exchange.sendSplits(), exchange.recvSplits(), group, "combine");
+            }
+
+            // 8. Un-sort, weight and scatter-add by token. Routing weights never travel: the router's gradient stays local.
+            try (var p = Profiler.phase("unpermute")) {
+                return exchange.routing().weightAndCombine(home_SD, weights_TK, weights_TK.dim(0));
+            }
+        }
+
+        /** The received rows' indices in (local expert, source rank) order: row i of the grouped layout is received row regroup[i]. */
+        private Tensor regroupByExpert(int[] received, int chunk) {
+            int[] blockStart = new int[epSize * numLocalExperts];
+            int total = 0;
+            for (int src = 0; src < epSize; src++) {
+                for (int j = 0; j < numLocalExperts; j++) {
+                    blockStart[src * numLocalExperts + j] = total;
+                    total += received[src * chunk + j];
+                }
+            }
+            int[] order = new int[total];
+            int i = 0;
             for (int j = 0; j < numLocalExperts; j++) {
-                recvSplits[src] += received[src * chunk + j];
-                rowsPerLocalExpert[j] += received[src * chunk + j];
+                for (int src = 0; src < epSize; src++) {
+                    int start = blockStart[src * numLocalExperts + j];
+                    int n = received[src * chunk + j];
+                    for (int r = 0; r < n; r++) order[i++] = start + r;
+                }
             }
+            return Tensor.ofInts(order, total);
         }
 
-        // 4. Dispatch: each row to the rank that owns its expert.
-        Tensor recvRows;
-        try (var p = Profiler.phase("dispatch all-to-all")) {
-            recvRows = allToAll(sendRows, recvSplits, sendSplits, epGroup, "dispatch");
-        }
-
-        // 5. Local compute: regroup the received rows by local expert (they arrive by source rank, then
-        //    expert), run the ragged grouped GEMM, restore the received order.
-        Tensor byExpert;
-        Tensor regroup = null;
-        try (var p = Profiler.phase("permute")) {
-            if (epWorldSize > 1) {
-                regroup = regroupByExpert(received, chunk, epWorldSize, numLocalExperts);
-                byExpert = Ops.indexSelect(recvRows, regroup);
-            } else {
-                byExpert = recvRows;
+        private void checkSameLayer(int[] received, int at, int src, int d, int k) {
+            int[] mine = {numExperts, d, k, layer};
+            int[] theirs = Arrays.copyOfRange(received, at + 1, at + 5);
+            if (!Arrays.equals(mine, theirs)) {
+                throw new IllegalStateException("expert parallelism: rank " + group.rank() + " of group '" + group.name()
+                        + "' runs MoE layer " + layer + " with E=" + numExperts + ", D=" + d + ", K=" + k + " but rank " + src
+                        + " runs layer " + theirs[3] + " with E=" + theirs[0] + ", D=" + theirs[1] + ", K=" + theirs[2]
+                        + ": every EP rank must run the same layers in the same order");
             }
-        }
-        Tensor expertOut = moe.computeLocalExperts(byExpert, rowsPerLocalExpert);
-
-        // 6. Gradient scaling: n_e counts the whole group's entries for expert e (what its owner received),
-        //    avg is the group's total over E, so P ranks compute what one rank would on all their tokens.
-        try (var p = Profiler.phase("unpermute")) {
-            if (gradientScale) {
-                expertOut = Ops.mulRows(expertOut, MoEMLP.gradientScaleRows(rowsPerLocalExpert, globalEntries, numExperts));
-            }
-            if (regroup != null) expertOut = Ops.indexAdd(expertOut.dim(0), regroup, expertOut);
-        }
-
-        // 7. Combine: the reverse all-to-all returns every row to the rank it came from.
-        Tensor back;
-        try (var p = Profiler.phase("combine all-to-all")) {
-            back = allToAll(expertOut, sendSplits, recvSplits, epGroup, "combine");
-        }
-
-        // 8. Un-sort, weight and scatter-add by token. Routing weights never travel: the router's gradient stays local.
-        try (var p = Profiler.phase("unpermute")) {
-            return routing.weightAndCombine(back, weights, x.dim(0));
         }
     }
 
-    /** The received rows' indices in (local expert, source rank) order: row i of the grouped layout is received row regroup[i]. */
-    private static Tensor regroupByExpert(int[] received, int chunk, int sources, int localExperts) {
-        int[] blockStart = new int[sources * localExperts];
-        int total = 0;
-        for (int src = 0; src < sources; src++) {
-            for (int j = 0; j < localExperts; j++) {
-                blockStart[src * localExperts + j] = total;
-                total += received[src * chunk + j];
-            }
-        }
-        int[] order = new int[total];
-        int i = 0;
-        for (int j = 0; j < localExperts; j++) {
-            for (int src = 0; src < sources; src++) {
-                int start = blockStart[src * localExperts + j];
-                int n = received[src * chunk + j];
-                for (int r = 0; r < n; r++) order[i++] = start + r;
-            }
-        }
-        return Tensor.ofInts(order, total);
-    }
-
-    private static void checkSameLayer(int[] received, int at, int src, ProcessGroup group, int e, int d, int k, int layer) {
-        int[] mine = {e, d, k, layer};
-        int[] theirs = Arrays.copyOfRange(received, at + 1, at + 5);
-        if (!Arrays.equals(mine, theirs)) {
-            throw new IllegalStateException("expert parallelism: rank " + group.rank() + " of group '" + group.name()
-                    + "' runs MoE layer " + layer + " with E=" + e + ", D=" + d + ", K=" + k + " but rank " + src
-                    + " runs layer " + theirs[3] + " with E=" + theirs[0] + ", D=" + theirs[1] + ", K=" + theirs[2]
-                    + ": every EP rank must run the same layers in the same order");
-        }
+    /**
+     * Counts the all-to-all traffic of {@code moe}'s dispatcher from now on: reinstalls it over a counting
+     * view of its group. Null (nothing to count) when the layer dispatches locally.
+     */
+    public static TrafficCountingGroup countTraffic(MoEMLP moe) {
+        if (!(moe.dispatcher() instanceof AllToAllDispatcher installed)) return null;
+        TrafficCountingGroup traffic = new TrafficCountingGroup(installed.group());
+        moe.setDispatcher(installed.over(traffic));
+        return traffic;
     }
 
     /**

@@ -3,6 +3,7 @@ package moe4j.parallel;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import moe4j.distributed.ProcessGroup;
+import moe4j.nn.ExpertProjection;
 import moe4j.nn.MoEMLP;
 import moe4j.nn.Module;
 import moe4j.tensor.MemoryScope;
@@ -36,7 +37,7 @@ public final class GlobalStateDict {
         Map<String, MoEMLP> layers = moeLayers(model);
         for (var entry : local.entrySet()) {
             MoEMLP owner = ownerOfExpertTensor(layers, entry.getKey());
-            if (owner == null || owner.epWorldSize() == 1) continue;
+            if (owner == null || owner.epSize() == 1) continue;
             try (MemoryScope scope = MemoryScope.open()) {
                 Tensor value = entry.getValue();
                 int[] shape = value.shape();
@@ -54,7 +55,7 @@ public final class GlobalStateDict {
             String name = entry.getKey();
             Tensor value = entry.getValue();
             MoEMLP owner = ownerOfExpertTensor(layers, name);
-            if (owner == null || owner.epWorldSize() == 1) {
+            if (owner == null || owner.epSize() == 1) {
                 out.put(name, value);
                 continue;
             }
@@ -108,7 +109,7 @@ public final class GlobalStateDict {
             Tensor src = global.get(name);
             if (src == null) throw new IllegalArgumentException(source + ": missing tensor '" + name + "'");
             MoEMLP owner = ownerOfExpertTensor(layers, name);
-            if (owner != null && owner.packed() && owner.epWorldSize() > 1) {
+            if (owner != null && owner.packed() && owner.epSize() > 1) {
                 if (src.dim(0) != owner.numExperts()) {
                     throw new IllegalArgumentException(source + ": tensor '" + name + "' has " + src.dim(0)
                             + " experts, the model has " + owner.numExperts());
@@ -132,7 +133,7 @@ public final class GlobalStateDict {
         java.util.Set<String> out = new java.util.LinkedHashSet<>();
         for (String name : model.namedParameters().keySet()) {
             MoEMLP owner = ownerOfExpertTensor(layers, name);
-            if (owner == null || owner.packed() || owner.epWorldSize() == 1) {
+            if (owner == null || owner.packed() || owner.epSize() == 1) {
                 out.add(name);
                 continue;
             }
@@ -140,7 +141,7 @@ public final class GlobalStateDict {
             String rest = name.substring(prefix.length() + "experts.".length());
             int j = Integer.parseInt(rest.substring(0, rest.indexOf('.'))) - owner.localExpertStart();
             String suffix = rest.substring(rest.indexOf('.'));
-            for (int r = 0; r < owner.epWorldSize(); r++) out.add(prefix + "experts." + (r * owner.numLocalExperts() + j) + suffix);
+            for (int r = 0; r < owner.epSize(); r++) out.add(prefix + "experts." + (r * owner.numLocalExperts() + j) + suffix);
         }
         return out;
     }
@@ -173,8 +174,9 @@ public final class GlobalStateDict {
             String prefix = e.getKey();
             if (!name.startsWith(prefix)) continue;
             String rest = name.substring(prefix.length());
-            if (rest.startsWith("experts.") || rest.equals("up_w") || rest.equals("down_w") || rest.equals("gate_w")) {
-                return e.getValue();
+            if (rest.startsWith("experts.")) return e.getValue();
+            for (ExpertProjection projection : ExpertProjection.values()) {
+                if (rest.equals(projection.packedName())) return e.getValue();
             }
         }
         return null;

@@ -6,6 +6,7 @@ import java.util.Set;
 import moe4j.distributed.DeviceMesh;
 import moe4j.distributed.ProcessGroup;
 import moe4j.distributed.ReduceOp;
+import moe4j.kernels.Kernels;
 import moe4j.nn.MoEMLP;
 import moe4j.nn.Module;
 import moe4j.tensor.Tensor;
@@ -67,7 +68,7 @@ public final class GradientSync {
             Tensor g = p.grad();
             if (expertParameters.contains(p)) {
                 if (expertReplicaGroup.size() > 1) expertReplicaGroup.allReduce(g, ReduceOp.SUM);
-                moe4j.kernels.cpu.Elementwise.scale(g.numel(), inverseDataRanks, g.data(), 0, g.data(), 0);
+                Kernels.of(g.device()).elementwise().scale(inverseDataRanks, g, g);
             } else {
                 dataGroup.allReduce(g, ReduceOp.AVG);
             }

@@ -10,22 +10,23 @@ import moe4j.tensor.Tensor;
  * A process group that forwards every collective to another and counts the bytes this rank sends to
  * <em>other</em> ranks through all-to-alls (what goes to itself never leaves the rank): token rows
  * ({@link #rowBytes()}) and the small per-expert count exchanges ({@link #countBytes()}) separately.
- * Used by {@link EpVerifier} to report each rank's traffic without touching the EP code path.
+ * Used by {@link EpVerifier} and the EP benchmark to report each rank's traffic without touching the
+ * EP code path.
  */
-final class TrafficCountingGroup implements ProcessGroup {
+public final class TrafficCountingGroup implements ProcessGroup {
     private final ProcessGroup inner;
     private long rowBytes;
     private long countBytes;
 
-    TrafficCountingGroup(ProcessGroup inner) {
+    public TrafficCountingGroup(ProcessGroup inner) {
         this.inner = inner;
     }
 
-    long rowBytes() {
+    public long rowBytes() {
         return rowBytes;
     }
 
-    long countBytes() {
+    public long countBytes() {
         return countBytes;
     }
 

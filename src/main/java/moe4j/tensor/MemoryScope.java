@@ -78,6 +78,17 @@ public final class MemoryScope implements AutoCloseable {
         return PERSISTENT;
     }
 
+    /**
+     * Hands {@code release} to the scope open on this thread, to run when it closes (device memory of
+     * the scope's tensors); false, with nothing registered, when no scope is open or allocations
+     * currently go to the persistent arena.
+     */
+    static boolean releaseWithCurrentScope(Runnable release) {
+        if (!(current() instanceof PooledArena scoped)) return false;
+        scoped.releaseOnClose(release);
+        return true;
+    }
+
     /** Runs {@code body} with allocations going to the persistent arena, whatever scope is open. */
     public static <T> T persistent(java.util.function.Supplier<T> body) {
         Deque<Arena> stack = STACK.get();
@@ -130,7 +141,13 @@ public final class MemoryScope implements AutoCloseable {
 
         private final Arena inner;
         private final java.util.List<Block> blocks = new java.util.ArrayList<>();
+        /** Device memory of this scope, freed with it (in allocation order). */
+        private final java.util.List<Runnable> releases = new java.util.ArrayList<>();
         private long bytes;
+
+        synchronized void releaseOnClose(Runnable release) {
+            releases.add(release);
+        }
 
         PooledArena(Arena inner) {
             this.inner = inner;
@@ -177,6 +194,12 @@ public final class MemoryScope implements AutoCloseable {
 
         @Override
         public void close() {
+            java.util.List<Runnable> deviceBlocks;
+            synchronized (this) {
+                deviceBlocks = new java.util.ArrayList<>(releases);
+                releases.clear();
+            }
+            for (Runnable release : deviceBlocks) release.run();
             inner.close(); // every view dies first; only then may the blocks serve another scope
             synchronized (this) {
                 for (Block block : blocks) {

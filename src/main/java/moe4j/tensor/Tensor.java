@@ -3,10 +3,17 @@ package moe4j.tensor;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.lang.ref.Cleaner;
 import java.util.Arrays;
 
 /**
- * A dense, contiguous, row-major tensor in off-heap memory.
+ * A dense, contiguous, row-major tensor on a {@link Device}: off-heap host memory on the CPU, device
+ * memory from the device's {@link DeviceAllocator} elsewhere.
+ *
+ * <p>Only a CPU tensor's elements can be read or written from Java ({@link #get}, {@link #set},
+ * {@link #data()}, ...); on any other device those throw {@link IllegalStateException}, because the
+ * device may still be computing them. Data crosses between devices only by an explicit copy:
+ * {@link #to(Device)}, or {@link #item()} for one scalar.
  *
  * <p>Compute is float32; int32 tensors carry indices; bf16/f16/i64 are storage and wire types
  * ({@link #to(DType)} converts). Memory comes from the current {@link MemoryScope}. Views
@@ -21,7 +28,16 @@ public final class Tensor {
     static final ValueLayout.OfShort I16 = ValueLayout.JAVA_SHORT;
     static final ValueLayout.OfLong I64 = ValueLayout.JAVA_LONG;
 
+    /** Host memory of a CPU tensor; null on other devices. */
     private final MemorySegment data;
+    /** Device memory of a non-CPU tensor; null on the CPU. */
+    private final DeviceMemory memory;
+    private final Device device;
+    /**
+     * For persistent device memory: the object whose unreachability frees the block (shared by all
+     * views of it, so a view keeps its storage alive). Null otherwise.
+     */
+    private final Object storageOwner;
     private final DType dtype;
     private final int[] shape;
     private final long numel;
@@ -32,6 +48,9 @@ public final class Tensor {
 
     private Tensor(MemorySegment data, DType dtype, int[] shape) {
         this.data = data;
+        this.memory = null;
+        this.device = Device.CPU;
+        this.storageOwner = null;
         this.dtype = dtype;
         this.shape = shape;
         this.numel = checkedNumel(shape);
@@ -40,6 +59,23 @@ public final class Tensor {
                     + dtype + " tensor of shape " + Arrays.toString(shape) + " (" + numel * dtype.byteSize + " bytes)");
         }
     }
+
+    private Tensor(DeviceMemory memory, Object storageOwner, DType dtype, int[] shape) {
+        this.data = null;
+        this.memory = memory;
+        this.device = memory.device();
+        this.storageOwner = storageOwner;
+        this.dtype = dtype;
+        this.shape = shape;
+        this.numel = checkedNumel(shape);
+        if (memory.byteSize() != numel * dtype.byteSize) {
+            throw new IllegalArgumentException("device block of " + memory.byteSize() + " bytes does not hold a "
+                    + dtype + " tensor of shape " + Arrays.toString(shape) + " (" + numel * dtype.byteSize + " bytes)");
+        }
+    }
+
+    /** Frees persistent device memory once no tensor refers to its storage any more. */
+    private static final Cleaner DEVICE_MEMORY_CLEANER = Cleaner.create();
 
     private static long checkedNumel(int[] shape) {
         long n = 1;
@@ -73,8 +109,32 @@ public final class Tensor {
         return allocate(MemoryScope.current(), dtype, shape);
     }
 
+    /**
+     * A zero-filled tensor on {@code device}. Its memory lives in the current {@link MemoryScope} (freed
+     * when it closes) or, outside any scope, as long as the tensor or a view of it is reachable.
+     */
+    public static Tensor zeros(Device device, DType dtype, int... shape) {
+        if (device.isCpu()) return zeros(dtype, shape);
+        int[] s = shape.clone();
+        long bytes = checkedNumel(s) * dtype.byteSize;
+        DeviceAllocator allocator = DeviceAllocator.of(device);
+        DeviceMemory block = allocator.allocate(bytes);
+        if (MemoryScope.releaseWithCurrentScope(() -> allocator.free(block))) {
+            return new Tensor(block, null, dtype, s);
+        }
+        Object owner = new Object();
+        DEVICE_MEMORY_CLEANER.register(owner, () -> allocator.free(block));
+        return new Tensor(block, owner, dtype, s);
+    }
+
+    /** A zero-filled float32 tensor on {@code device} (see {@link #zeros(Device, DType, int...)}). */
+    public static Tensor zeros(Device device, int... shape) {
+        return zeros(device, DType.F32, shape);
+    }
+
+    /** Zeros of {@code t}'s type and shape on {@code t}'s device. */
     public static Tensor zerosLike(Tensor t) {
-        return zeros(t.dtype, t.shape);
+        return zeros(t.device, t.dtype, t.shape);
     }
 
     public static Tensor full(float value, int... shape) {
@@ -156,9 +216,35 @@ public final class Tensor {
         return dtype;
     }
 
-    /** The storage, exactly this tensor's bytes. */
+    /** The device this tensor's memory is on. */
+    public Device device() {
+        return device;
+    }
+
+    /** The host storage of a CPU tensor, exactly its bytes. */
     public MemorySegment data() {
+        return host("data");
+    }
+
+    /** The device storage of a non-CPU tensor, exactly its bytes: for that device's kernels. */
+    public DeviceMemory memory() {
+        if (memory == null) {
+            throw new IllegalStateException("memory: " + describe() + " is on the cpu; its storage is data()");
+        }
+        return memory;
+    }
+
+    /** The host segment, or a clear error for a tensor whose bytes are on another device. */
+    private MemorySegment host(String op) {
+        if (data == null) {
+            throw new IllegalStateException(op + ": " + describe() + " is on " + device
+                    + ", whose memory the host cannot read; copy it with .to(Device.CPU) first");
+        }
         return data;
+    }
+
+    private String describe() {
+        return "tensor " + dtype + shapeString();
     }
 
     /** Number of rows: the first dimension (1 for a scalar). */
@@ -206,7 +292,7 @@ public final class Tensor {
             throw new IllegalArgumentException("view: shape " + Arrays.toString(newShape) + " does not hold the "
                     + numel + " elements of shape " + shapeString());
         }
-        return new Tensor(data, dtype, s);
+        return data != null ? new Tensor(data, dtype, s) : new Tensor(memory, storageOwner, dtype, s);
     }
 
     /** Rows {@code [start, end)} of the first dimension, sharing storage. Not differentiable. */
@@ -219,45 +305,52 @@ public final class Tensor {
         long rowBytes = (long) rowWidth() * dtype.byteSize;
         int[] s = shape.clone();
         s[0] = end - start;
-        return new Tensor(data.asSlice(start * rowBytes, (end - start) * rowBytes), dtype, s);
+        long offset = start * rowBytes;
+        long length = (end - start) * rowBytes;
+        return data != null ? new Tensor(data.asSlice(offset, length), dtype, s)
+                : new Tensor(memory.slice(offset, length), storageOwner, dtype, s);
     }
 
     // ---------------------------------------------------------------- element access
 
     public float get(long i) {
-        return data.getAtIndex(F32, i);
+        return host("get").getAtIndex(F32, i);
     }
 
     public void set(long i, float v) {
-        data.setAtIndex(F32, i, v);
+        host("set").setAtIndex(F32, i, v);
     }
 
     public float get(int row, int col) {
-        return data.getAtIndex(F32, (long) row * rowWidth() + col);
+        return host("get").getAtIndex(F32, (long) row * rowWidth() + col);
     }
 
     public void set(int row, int col, float v) {
-        data.setAtIndex(F32, (long) row * rowWidth() + col, v);
+        host("set").setAtIndex(F32, (long) row * rowWidth() + col, v);
     }
 
     public int getInt(long i) {
-        return data.getAtIndex(I32, i);
+        return host("getInt").getAtIndex(I32, i);
     }
 
     public void setInt(long i, int v) {
-        data.setAtIndex(I32, i, v);
+        host("setInt").setAtIndex(I32, i, v);
     }
 
-    /** The single value of a one-element float tensor. */
+    /**
+     * The single value of a one-element float tensor. On a non-CPU device this is an explicit copy to the
+     * host that waits for the device's pending work (a loss, a norm): the one sanctioned scalar read.
+     */
     public float item() {
         if (numel != 1) throw new IllegalArgumentException("item: tensor of shape " + shapeString() + " is not one element");
         requireDType(DType.F32, "item");
+        if (data == null) return to(Device.CPU).get(0);
         return get(0);
     }
 
     public float[] toFloatArray() {
         requireDType(DType.F32, "toFloatArray");
-        return data.toArray(F32);
+        return host("toFloatArray").toArray(F32);
     }
 
     public double[] toDoubleArray() {
@@ -269,29 +362,67 @@ public final class Tensor {
 
     public int[] toIntArray() {
         requireDType(DType.I32, "toIntArray");
-        return data.toArray(I32);
+        return host("toIntArray").toArray(I32);
     }
 
+    /** Sets every element to {@code v}; on a non-CPU device a non-zero value is copied from the host. */
     public void fill(float v) {
         requireDType(DType.F32, "fill");
-        if (v == 0f) {
+        if (data == null) {
+            DeviceAllocator allocator = DeviceAllocator.of(device);
+            if (v == 0f) {
+                allocator.zero(memory);
+            } else {
+                Tensor values = MemoryScope.persistent(() -> Tensor.zeros(DType.F32, shape));
+                values.fill(v);
+                allocator.copyFromHost(values.data, memory);
+            }
+        } else if (v == 0f) {
             data.fill((byte) 0);
         } else {
             for (long i = 0; i < numel; i++) set(i, v);
         }
     }
 
-    /** Copies {@code src}'s elements into this tensor (same dtype and element count). */
+    /**
+     * Copies {@code src}'s elements into this tensor (same dtype and element count), between any two
+     * devices: this is also the explicit host ↔ device copy.
+     */
     public void copyFrom(Tensor src) {
         if (src.dtype != dtype || src.numel != numel) {
             throw new IllegalArgumentException("copyFrom: " + src.dtype + src.shapeString() + " into " + dtype + shapeString());
         }
-        MemorySegment.copy(src.data, 0, data, 0, data.byteSize());
+        if (data != null && src.data != null) {
+            MemorySegment.copy(src.data, 0, data, 0, data.byteSize());
+        } else if (src.data != null) {
+            DeviceAllocator.of(device).copyFromHost(src.data, memory);
+        } else if (data != null) {
+            DeviceAllocator.of(src.device).copyToHost(src.memory, data);
+        } else if (src.device.equals(device)) {
+            DeviceAllocator.of(device).copy(src.memory, memory);
+        } else {
+            // between two accelerators: through the host, which is correct everywhere (a backend with
+            // peer access can offer a direct path later)
+            Tensor staging = MemoryScope.persistent(() -> Tensor.zeros(dtype, shape));
+            staging.copyFrom(src);
+            copyFrom(staging);
+        }
+    }
+
+    /**
+     * This tensor on {@code target}: itself when it is already there, else a copy in the current scope
+     * (without autograd history). The explicit way data moves between host and device.
+     */
+    public Tensor to(Device target) {
+        if (target.equals(device)) return this;
+        Tensor out = zeros(target, dtype, shape);
+        out.copyFrom(this);
+        return out;
     }
 
     /** A copy in the current scope, without autograd history. */
     public Tensor copy() {
-        Tensor t = zeros(dtype, shape);
+        Tensor t = zeros(device, dtype, shape);
         t.copyFrom(this);
         return t;
     }
@@ -305,6 +436,7 @@ public final class Tensor {
     /** This tensor converted to {@code target} (a new tensor; the same one if the type already matches). */
     public Tensor to(DType target) {
         if (target == dtype) return this;
+        host("to(" + target + ")");
         Tensor out = zeros(target, shape);
         DTypeConversion.convert(this, out);
         return out;
@@ -353,16 +485,17 @@ public final class Tensor {
 
     /** The same storage without autograd history. */
     public Tensor detach() {
-        return new Tensor(data, dtype, shape);
+        return data != null ? new Tensor(data, dtype, shape) : new Tensor(memory, storageOwner, dtype, shape);
     }
 
     @Override
     public String toString() {
         StringBuilder sb = new StringBuilder("Tensor(").append(dtype).append(shapeString());
+        if (data == null) sb.append(", device=").append(device);
         if (gradFn != null) sb.append(", grad_fn=").append(gradFn.name());
         else if (requiresGrad) sb.append(", requires_grad");
-        if (numel <= 16 && dtype == DType.F32) sb.append(", ").append(Arrays.toString(toFloatArray()));
-        if (numel <= 16 && dtype == DType.I32) sb.append(", ").append(Arrays.toString(toIntArray()));
+        if (data != null && numel <= 16 && dtype == DType.F32) sb.append(", ").append(Arrays.toString(toFloatArray()));
+        if (data != null && numel <= 16 && dtype == DType.I32) sb.append(", ").append(Arrays.toString(toIntArray()));
         return sb.append(')').toString();
     }
 }

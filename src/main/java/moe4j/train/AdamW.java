@@ -5,7 +5,7 @@ import java.util.IdentityHashMap;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.Set;
-import moe4j.kernels.cpu.Elementwise;
+import moe4j.kernels.Kernels;
 import moe4j.tensor.MemoryScope;
 import moe4j.tensor.Tensor;
 
@@ -53,7 +53,7 @@ public final class AdamW {
             Tensor g = p.grad();
             if (g == null) return;
             double decay = noDecay.contains(p) ? 0 : weightDecay;
-            Elementwise.adamW(p.numel(), p.data(), g.data(), expAvg.get(name).data(), expAvgSq.get(name).data(),
+            Kernels.on("AdamW", p, g).optimizer().adamW(p, g, expAvg.get(name), expAvgSq.get(name),
                     (float) lr, (float) beta1, (float) beta2, (float) eps, (float) decay, (float) c1, (float) c2);
         });
     }

@@ -21,6 +21,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.stream.Stream;
+import moe4j.distributed.AgreedFailure;
 import moe4j.distributed.ProcessGroup;
 import moe4j.nn.MoEMLP;
 import moe4j.nn.Module;
@@ -55,19 +56,21 @@ public final class Checkpoint {
     private static final Gson GSON = new GsonBuilder().setPrettyPrinting().serializeSpecialFloatingPointValues().create();
 
     /** Everything besides tensors that a resumed run needs to continue exactly. */
-    public record TrainState(long step, long dataPosition, long rngState, String config,
+    public record TrainState(long step, long dataPosition, long rngState, String run, String config,
                              Map<String, float[]> routerBias, Map<String, float[]> routerEma) {}
 
     /** What state.json holds. */
-    private record StateFile(int format, long step, long dataPosition, long rngState, String config,
+    private record StateFile(int format, long step, long dataPosition, long rngState, String run, String config,
                              Map<String, float[]> routerBias, Map<String, float[]> routerEma,
                              Map<String, String> sha256, int modelTensors, int optimizerTensors) {}
 
     /**
      * Saves a checkpoint of step {@code state.step()} under {@code dir} (a collective over {@code world}
-     * and the model's EP groups); returns its directory.
+     * and the model's EP groups); returns its directory. Then keeps the newest {@code keepLast} checkpoints
+     * (0: all), never removing the one {@code latest} names. If the write fails, every rank throws the same
+     * {@link AgreedFailure} with the writer's reason.
      */
-    public static Path save(Path dir, Module model, AdamW optimizer, TrainState state, ProcessGroup world) {
+    public static Path save(Path dir, Module model, AdamW optimizer, TrainState state, ProcessGroup world, int keepLast) {
         // only the writing rank keeps the gathered experts: the others lend theirs one tensor at a time
         boolean writer = world == null || world.rank() == 0;
         Map<String, Tensor> weights = GlobalStateDict.gather(model, model.namedParameters(), writer);
@@ -75,22 +78,92 @@ public final class Checkpoint {
         GlobalStateDict.gather(model, optimizer.expAvg(), writer).forEach((n, t) -> moments.put("exp_avg." + n, t));
         GlobalStateDict.gather(model, optimizer.expAvgSq(), writer).forEach((n, t) -> moments.put("exp_avg_sq." + n, t));
         Path target = dir.resolve(String.format("step-%08d", state.step()));
-        String failure = null;
-        if (writer) {
+        // every rank learns whether (and why) rank 0's write failed, so none carries on past a lost checkpoint
+        AgreedFailure.agree(world, () -> {
+            if (!writer) return;
             try {
                 write(dir, target, weights, moments, state);
+                if (keepLast > 0) prune(dir, keepLast);
             } catch (IOException | RuntimeException e) {
-                failure = "writing checkpoint " + target + " failed: " + e;
+                throw new IllegalStateException("writing checkpoint " + target + " failed: " + e, e);
             }
-        }
-        if (world != null && world.size() > 1) {
-            // every rank learns whether rank 0's write succeeded, so none carries on past a lost checkpoint
-            Tensor ok = Tensor.ofInts(new int[] {failure == null ? 1 : 0}, 1);
-            world.broadcast(ok, 0);
-            if (ok.getInt(0) == 0 && failure == null) failure = "rank 0 failed to write checkpoint " + target;
-        }
-        if (failure != null) throw new IllegalStateException(failure);
+        });
         return target;
+    }
+
+    /**
+     * Removes all but the newest {@code keepLast} checkpoints up to the one {@code latest} names (which is
+     * always kept). Checkpoints of later steps, left by a run that was resumed from an earlier one, are
+     * left alone: the resumed run replaces them as it reaches their steps.
+     */
+    static void prune(Path dir, int keepLast) throws IOException {
+        Path latest = latest(dir);
+        long latestStep = stepOf(latest);
+        List<Path> older = checkpointDirs(dir).stream().filter(p -> stepOf(p) <= latestStep)
+                .sorted(Comparator.comparingLong(Checkpoint::stepOf).reversed()).toList();
+        for (int i = keepLast; i < older.size(); i++) {
+            if (!older.get(i).equals(latest)) deleteRecursively(older.get(i));
+        }
+    }
+
+    /** The {@code step-NNNNNNNN} directories in {@code dir}, in no particular order (none if it does not exist). */
+    static List<Path> checkpointDirs(Path dir) throws IOException {
+        if (!Files.isDirectory(dir)) return List.of();
+        try (Stream<Path> entries = Files.list(dir)) {
+            return entries.filter(p -> p.getFileName().toString().matches("step-\\d{8}") && Files.isDirectory(p)).toList();
+        }
+    }
+
+    static long stepOf(Path checkpoint) {
+        return Long.parseLong(checkpoint.getFileName().toString().substring("step-".length()));
+    }
+
+    /**
+     * Before a fresh run writes anything into {@code dir}: refuses a folder that already holds checkpoints
+     * (they belong to another run, which a fresh run would mix with and whose {@code latest} it would move),
+     * unless {@code overwrite}, which removes them; then checks that the folder can be written.
+     */
+    public static void prepareFreshRun(Path dir, boolean overwrite) {
+        try {
+            List<Path> existing = checkpointDirs(dir);
+            boolean pointer = Files.exists(dir.resolve(LATEST));
+            if ((!existing.isEmpty() || pointer) && !overwrite) {
+                Path latest = pointer ? dir.resolve(LATEST) : null;
+                String which = latest != null ? Files.readString(latest, StandardCharsets.UTF_8).strip() : existing.size() + " checkpoints";
+                throw new IllegalArgumentException("checkpoint folder " + dir + " already holds another run's checkpoints (latest "
+                        + which + "): pass --resume to continue that run, --overwrite to replace it, or another --checkpoint-dir");
+            }
+            if (overwrite) {
+                Files.deleteIfExists(dir.resolve(LATEST));
+                for (Path p : existing) deleteRecursively(p);
+            }
+        } catch (IOException e) {
+            throw new IllegalArgumentException("cannot read checkpoint folder " + dir + ": " + e.getMessage(), e);
+        }
+        requireWritable(dir, "checkpoint folder");
+    }
+
+    /**
+     * Creates {@code dir} if needed and writes and removes a probe file in it, so that a folder that cannot
+     * take a checkpoint (or metrics) is found before step 1, not after the whole run.
+     */
+    public static void requireWritable(Path dir, String what) {
+        try {
+            Files.createDirectories(dir);
+            Path probe = Files.createTempFile(dir, ".moe4j-write-check-", ".tmp");
+            Files.delete(probe);
+        } catch (IOException e) {
+            throw new IllegalArgumentException("cannot write to " + what + " " + dir + " (" + reason(e) + ")", e);
+        }
+    }
+
+    /** What went wrong with a file, in words: the operating system's reason rather than an exception's name. */
+    static String reason(IOException e) {
+        if (e instanceof java.nio.file.AccessDeniedException) return "permission denied";
+        if (e instanceof java.nio.file.FileAlreadyExistsException) return "a file of that name is in the way";
+        if (e instanceof NoSuchFileException) return "no such file or folder";
+        if (e instanceof java.nio.file.FileSystemException fs && fs.getReason() != null) return fs.getReason();
+        return e.getMessage() != null ? e.getMessage() : e.toString();
     }
 
     private static void write(Path dir, Path target, Map<String, Tensor> weights, Map<String, Tensor> moments,
@@ -106,10 +179,22 @@ public final class Checkpoint {
         Map<String, String> sums = new LinkedHashMap<>();
         sums.put(MODEL_FILE, sha256(tmp.resolve(MODEL_FILE)));
         sums.put(OPTIMIZER_FILE, sha256(tmp.resolve(OPTIMIZER_FILE)));
-        StateFile file = new StateFile(FORMAT, state.step(), state.dataPosition(), state.rngState(), state.config(),
+        StateFile file = new StateFile(FORMAT, state.step(), state.dataPosition(), state.rngState(), state.run(), state.config(),
                 state.routerBias(), state.routerEma(), sums, weights.size(), moments.size());
         writeDurably(tmp.resolve(STATE_FILE), GSON.toJson(file));
         fsync(tmp);
+        if (Files.exists(target)) {
+            String existing;
+            try {
+                existing = readState(target).run();
+            } catch (IllegalArgumentException damaged) {
+                existing = state.run(); // a damaged checkpoint of this step: replacing it is what the save is for
+            }
+            if (!java.util.Objects.equals(existing, state.run())) {
+                throw new IllegalStateException(target + " belongs to another run (" + existing + ", this run is " + state.run()
+                        + "): not replaced");
+            }
+        }
         // An existing checkpoint of the same step (a rerun) is moved aside, not deleted first: at every
         // moment, `latest` names a complete checkpoint.
         Path old = Files.exists(target) ? dir.resolve(target.getFileName() + ".old" + suffix) : null;
@@ -165,11 +250,59 @@ public final class Checkpoint {
     }
 
     /**
-     * Loads checkpoint {@code checkpoint} into {@code model} and {@code optimizer} (either may have been
-     * partitioned at a different EP size than the one that wrote it). Verifies the checksums, the names
-     * and the shapes before changing anything; returns the training state.
+     * The checkpoints a resume may start from, best first: the one {@code latest} names, then the older
+     * ones, newest first ({@link #resumeFrom} picks the first intact one).
      */
-    public static TrainState load(Path checkpoint, Module model, AdamW optimizer) {
+    static List<Path> resumeCandidates(Path dir) throws IOException {
+        List<Path> all = checkpointDirs(dir);
+        Path pointed = null;
+        try {
+            pointed = latest(dir);
+        } catch (IllegalArgumentException unreadable) {
+            // the pointer itself is damaged: every checkpoint is a candidate
+        }
+        long below = pointed == null ? Long.MAX_VALUE : stepOf(pointed);
+        List<Path> out = new java.util.ArrayList<>();
+        if (pointed != null) out.add(pointed);
+        all.stream().filter(p -> stepOf(p) < below).sorted(Comparator.comparingLong(Checkpoint::stepOf).reversed()).forEach(out::add);
+        return out;
+    }
+
+    /** A checkpoint a resume starts from, and why newer ones were passed over (empty when latest was intact). */
+    public record ResumePoint(Path checkpoint, long step, String run, List<String> skipped) {}
+
+    /**
+     * The newest intact checkpoint in {@code dir}: the one {@code latest} names, or, if that one is damaged
+     * (a checksum, a missing file, unreadable state), the newest older one that is intact, with the reasons
+     * the newer ones were passed over.
+     */
+    public static ResumePoint resumeFrom(Path dir) {
+        List<Path> candidates;
+        try {
+            candidates = resumeCandidates(dir);
+        } catch (IOException e) {
+            throw new IllegalArgumentException("--resume: cannot read checkpoint folder " + dir + ": " + e.getMessage(), e);
+        }
+        if (candidates.isEmpty()) throw new IllegalArgumentException("--resume: no checkpoint found in " + dir);
+        List<String> skipped = new java.util.ArrayList<>();
+        try {
+            latest(dir);
+        } catch (IllegalArgumentException e) {
+            skipped.add(e.getMessage());
+        }
+        for (Path c : candidates) {
+            try {
+                StateFile state = verify(c);
+                return new ResumePoint(c, state.step(), state.run(), skipped);
+            } catch (IllegalArgumentException damaged) {
+                skipped.add(damaged.getMessage());
+            }
+        }
+        throw new IllegalArgumentException("--resume: no intact checkpoint in " + dir + ": " + String.join("; ", skipped));
+    }
+
+    /** Reads {@code checkpoint}'s state and checks its files against the recorded checksums. */
+    private static StateFile verify(Path checkpoint) {
         StateFile state = readState(checkpoint);
         for (var sum : state.sha256().entrySet()) {
             String actual;
@@ -185,6 +318,16 @@ public final class Checkpoint {
                         + " is corrupt: SHA-256 " + actual + ", state.json recorded " + sum.getValue());
             }
         }
+        return state;
+    }
+
+    /**
+     * Loads checkpoint {@code checkpoint} into {@code model} and {@code optimizer} (either may have been
+     * partitioned at a different EP size than the one that wrote it). Verifies the checksums, the names
+     * and the shapes before changing anything; returns the training state.
+     */
+    public static TrainState load(Path checkpoint, Module model, AdamW optimizer) {
+        StateFile state = verify(checkpoint);
         try (SafeTensors.Loaded weights = SafeTensors.read(checkpoint.resolve(MODEL_FILE));
              SafeTensors.Loaded moments = optimizer == null ? null : SafeTensors.read(checkpoint.resolve(OPTIMIZER_FILE))) {
             Set<String> expected = GlobalStateDict.globalNames(model);
@@ -219,7 +362,7 @@ public final class Checkpoint {
         } catch (IOException e) {
             throw new IllegalArgumentException("cannot read checkpoint " + checkpoint + ": " + e.getMessage(), e);
         }
-        return new TrainState(state.step(), state.dataPosition(), state.rngState(), state.config(),
+        return new TrainState(state.step(), state.dataPosition(), state.rngState(), state.run(), state.config(),
                 state.routerBias(), state.routerEma());
     }
 
@@ -305,7 +448,7 @@ public final class Checkpoint {
         }
     }
 
-    private static void deleteRecursively(Path p) throws IOException {
+    static void deleteRecursively(Path p) throws IOException {
         if (!Files.exists(p)) return;
         try (Stream<Path> walk = Files.walk(p)) {
             List<Path> all = walk.sorted(Comparator.reverseOrder()).toList();

@@ -2,7 +2,7 @@ package moe4j.train;
 
 import moe4j.distributed.ProcessGroup;
 import moe4j.distributed.ReduceOp;
-import moe4j.kernels.cpu.Elementwise;
+import moe4j.kernels.Kernels;
 import moe4j.nn.Module;
 import moe4j.parallel.GradientSync;
 import moe4j.tensor.Tensor;
@@ -23,7 +23,7 @@ public final class GradClip {
         for (Tensor p : model.parameters()) {
             Tensor g = p.grad();
             if (g == null) continue;
-            double sq = Elementwise.sumOfSquares(g.numel(), g.data(), 0);
+            double sq = Kernels.of(g.device()).reductions().sumOfSquares(g); // one scalar copied to the host
             if (sync.isExpertParameter(p)) expert += sq;
             else dense += sq;
         }
@@ -31,7 +31,7 @@ public final class GradClip {
         if (data != null && data.size() > 1) {
             Tensor t = Tensor.of(new float[] {(float) expert});
             data.allReduce(t, ReduceOp.SUM);
-            expert = t.get(0) / sync.expertReplicaGroup().size();
+            expert = t.item() / sync.expertReplicaGroup().size();
             // the dense part is the same everywhere; the norm is computed in float to stay identical across ranks
         }
         return Math.sqrt((float) dense + (float) expert);
@@ -44,7 +44,7 @@ public final class GradClip {
             float scale = (float) (maxNorm / (norm + 1e-6));
             for (Tensor p : model.parameters()) {
                 Tensor g = p.grad();
-                if (g != null) Elementwise.scale(g.numel(), scale, g.data(), 0, g.data(), 0);
+                if (g != null) Kernels.of(g.device()).elementwise().scale(scale, g, g);
             }
         }
         return norm;

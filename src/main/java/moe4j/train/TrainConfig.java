@@ -21,17 +21,21 @@ import moe4j.nn.ModelConfig;
  * @param initFrom a Hugging Face model folder the run starts from (its config.json is the model; checkpoints are
  *        also written in its layout), or null
  * @param checkpointEvery steps between checkpoints (0: only at the end)
+ * @param keepLast checkpoints kept in {@code checkpointDir} (the newest ones and always the one
+ *     {@code latest} names); 0 keeps all
  */
 public record TrainConfig(ModelConfig model, long steps, int globalBatch, int seqLen, double lr, double minLr,
                           long warmupSteps, double weightDecay, double beta1, double beta2, double eps, double gradClip,
                           long seed, String data, int ep, int dpShard, int dpReplicate, String backend,
-                          Path checkpointDir, long checkpointEvery, Path outputDir, long logEvery, Path initFrom) {
+                          Path checkpointDir, long checkpointEvery, int keepLast, Path outputDir, long logEvery, Path initFrom) {
 
     public static final List<String> TRAIN_KEYS = List.of("steps", "batch_size", "seq_len", "lr", "min_lr", "warmup_steps",
             "weight_decay", "beta1", "beta2", "eps", "grad_clip", "seed", "log_every", "output_dir");
     public static final List<String> PARALLEL_KEYS = List.of("ep", "dp_shard", "dp_replicate", "backend");
     public static final List<String> DATA_KEYS = List.of("source");
-    public static final List<String> CHECKPOINT_KEYS = List.of("dir", "every");
+    public static final List<String> CHECKPOINT_KEYS = List.of("dir", "every", "keep_last");
+    /** Checkpoints kept by default: enough to fall back from a damaged latest one, few enough not to fill a disk. */
+    public static final int DEFAULT_KEEP_LAST = 3;
 
     public TrainConfig {
         if (steps < 1) throw new IllegalArgumentException("steps must be >= 1, got " + steps);
@@ -40,9 +44,16 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
         if (seqLen > model.maxSeqLen()) {
             throw new IllegalArgumentException("seq_len (" + seqLen + ") must be <= max_seq_len (" + model.maxSeqLen() + ")");
         }
-        if (ep < 1) throw new IllegalArgumentException("ep must be >= 1");
-        if (dpReplicate < 1) throw new IllegalArgumentException("dp_replicate must be >= 1");
-        if (dpShard < 1) throw new IllegalArgumentException("dp_shard must be >= 1");
+        if (ep < 1) throw new IllegalArgumentException("ep must be >= 1, got " + ep);
+        if (dpReplicate < 1) throw new IllegalArgumentException("dp_replicate must be >= 1, got " + dpReplicate);
+        if (dpShard < 1) throw new IllegalArgumentException("dp_shard must be >= 1, got " + dpShard);
+        requireFinite("lr", lr);
+        requireFinite("min_lr", minLr);
+        requireFinite("weight_decay", weightDecay);
+        requireFinite("beta1", beta1);
+        requireFinite("beta2", beta2);
+        requireFinite("eps", eps);
+        requireFinite("grad_clip", gradClip);
         if (ep > 1 && model.numExperts() == 0) throw new IllegalArgumentException("ep > 1 requires an MoE model (num_experts > 0)");
         if (ep > 1 && model.numExperts() % ep != 0) {
             throw new IllegalArgumentException("num_experts (" + model.numExperts() + ") must be divisible by ep (" + ep + ")");
@@ -58,7 +69,12 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
         if (gradClip < 0) throw new IllegalArgumentException("grad_clip must be >= 0 (0 = off), got " + gradClip);
         if (logEvery < 1) throw new IllegalArgumentException("log_every must be >= 1, got " + logEvery);
         if (checkpointEvery < 0) throw new IllegalArgumentException("checkpoint every must be >= 0, got " + checkpointEvery);
+        if (keepLast < 0) throw new IllegalArgumentException("keep_last must be >= 0 (0 keeps every checkpoint), got " + keepLast);
         new LrSchedule(lr, minLr, warmupSteps, steps); // validates the schedule
+    }
+
+    private static void requireFinite(String key, double v) {
+        if (!Double.isFinite(v)) throw new IllegalArgumentException(key + " must be a finite number, got " + v);
     }
 
     /** Ranks the run needs: dp_replicate × dp_shard × ep (tensor and pipeline parallelism are 1). */
@@ -142,6 +158,7 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
         String backend = "auto";
         Path checkpointDir;
         long checkpointEvery = 0;
+        int keepLast = DEFAULT_KEEP_LAST;
         Path outputDir = Path.of("runs", "latest");
         Path initFrom;
         long logEvery = 10;
@@ -168,6 +185,7 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
         public Builder backend(String v) { backend = v; return this; }
         public Builder checkpointDir(Path v) { checkpointDir = v; return this; }
         public Builder checkpointEvery(long v) { checkpointEvery = v; return this; }
+        public Builder keepLast(int v) { keepLast = v; return this; }
         public Builder outputDir(Path v) { outputDir = v; return this; }
         /** Start from a Hugging Face model folder: its config.json replaces the model settings. */
         public Builder initFrom(Path v) { initFrom = v; return this; }
@@ -176,8 +194,8 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
         void set(String section, String key, Object v) {
             switch (section + "." + key) {
                 case "train.steps" -> steps = toLong(key, v);
-                case "train.batch_size" -> globalBatch = Math.toIntExact(toLong(key, v));
-                case "train.seq_len" -> seqLen = Math.toIntExact(toLong(key, v));
+                case "train.batch_size" -> globalBatch = toInt(key, v);
+                case "train.seq_len" -> seqLen = toInt(key, v);
                 case "train.lr" -> lr = toDouble(key, v);
                 case "train.min_lr" -> minLr = toDouble(key, v);
                 case "train.warmup_steps" -> warmupSteps = toLong(key, v);
@@ -190,12 +208,13 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
                 case "train.log_every" -> logEvery = toLong(key, v);
                 case "train.output_dir" -> outputDir = Path.of(v.toString());
                 case "data.source" -> data = v.toString();
-                case "parallel.ep" -> ep = Math.toIntExact(toLong(key, v));
-                case "parallel.dp_shard" -> dpShard = Math.toIntExact(toLong(key, v));
-                case "parallel.dp_replicate" -> dpReplicate = Math.toIntExact(toLong(key, v));
+                case "parallel.ep" -> ep = toInt(key, v);
+                case "parallel.dp_shard" -> dpShard = toInt(key, v);
+                case "parallel.dp_replicate" -> dpReplicate = toInt(key, v);
                 case "parallel.backend" -> backend = v.toString();
                 case "checkpoint.dir" -> checkpointDir = Path.of(v.toString());
                 case "checkpoint.every" -> checkpointEvery = toLong(key, v);
+                case "checkpoint.keep_last" -> keepLast = toInt(key, v);
                 default -> throw new IllegalArgumentException("unknown key '" + key + "' in [" + section + "]: valid keys are "
                         + switch (section) {
                             case "train" -> TRAIN_KEYS;
@@ -209,13 +228,16 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
         public TrainConfig build() {
             ModelConfig m = initFrom != null ? moe4j.hf.HfConfig.read(initFrom).model() : model.build();
             return new TrainConfig(m, steps, globalBatch, seqLen, lr, minLr, warmupSteps, weightDecay, beta1, beta2, eps,
-                    gradClip, seed, data, ep, dpShard, dpReplicate, backend, checkpointDir, checkpointEvery, outputDir, logEvery,
+                    gradClip, seed, data, ep, dpShard, dpReplicate, backend, checkpointDir, checkpointEvery, keepLast, outputDir, logEvery,
                     initFrom);
         }
 
         private static long toLong(String key, Object v) {
-            if (v instanceof Number n && n.doubleValue() == Math.rint(n.doubleValue())) return n.longValue();
-            throw new IllegalArgumentException(key + " must be an integer, got " + v);
+            return moe4j.nn.ConfigValues.toLong(key, v);
+        }
+
+        private static int toInt(String key, Object v) {
+            return moe4j.nn.ConfigValues.toInt(key, v);
         }
 
         private static double toDouble(String key, Object v) {

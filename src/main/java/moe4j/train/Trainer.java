@@ -1,8 +1,15 @@
 package moe4j.train;
 
 import com.google.gson.Gson;
+import com.google.gson.GsonBuilder;
+import com.google.gson.JsonPrimitive;
+import com.google.gson.JsonSerializer;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.HashSet;
 import java.util.IdentityHashMap;
 import java.util.List;
 import java.util.Set;
@@ -12,14 +19,17 @@ import moe4j.data.DataLoader;
 import moe4j.data.Datasets;
 import moe4j.data.SyntheticTasks;
 import moe4j.data.TokenSource;
+import moe4j.distributed.AgreedFailure;
 import moe4j.distributed.DeviceMesh;
+import moe4j.distributed.MeshSizes;
 import moe4j.distributed.ProcessGroup;
 import moe4j.distributed.ReduceOp;
-import moe4j.nn.MoEMLP;
 import moe4j.hf.HfCheckpoint;
 import moe4j.hf.HfConfig;
 import moe4j.hf.HfWeightFiles;
+import moe4j.nn.MoEMLP;
 import moe4j.nn.MoETransformer;
+import moe4j.nn.RouterKind;
 import moe4j.nn.SigmoidTopKRouter;
 import moe4j.parallel.GradientSync;
 import moe4j.parallel.Parallelize;
@@ -46,68 +56,150 @@ public final class Trainer {
          * @param unigramEntropy the data's unigram entropy in nats where the source knows it (synthetic
          *     tasks), else NaN: the loss a model that learned nothing would stay at
          */
-        default void onStart(TrainConfig config, int rank, long firstStep, long parameters, double unigramEntropy) {}
+        default void onStart(TrainConfig config, int rank, long firstStep, long parameters, double unigramEntropy, Start start) {}
+
+        /** Something the user should know that does not stop the run (e.g. a damaged checkpoint passed over). */
+        default void onWarning(int rank, String message) {}
 
         default void onStep(int rank, StepMetrics metrics) {}
 
         default void onCheckpoint(int rank, Path checkpoint) {}
     }
 
-    private static final Gson GSON = new Gson();
+    /**
+     * How a run begins: its identity (recorded in every checkpoint and metrics line), and whether it may
+     * replace what another run left in its folders ({@code --overwrite}).
+     */
+    public record Start(String run, boolean overwrite) {}
 
+    /** Writes the run identity a checkpoint stores; the router by its config spelling, as the TOML gives it. */
+    private static final Gson GSON = new GsonBuilder()
+            .registerTypeAdapter(RouterKind.class, (JsonSerializer<RouterKind>) (kind, type, context) -> new JsonPrimitive(kind.configName()))
+            .create();
+
+    /** The prefix of the Hugging Face copy of a checkpoint, {@code hf-step-NNNNNN} beside {@code step-NNNNNNNN}. */
+    private static final String HF_COPY = "hf-step-";
+
+    /**
+     * Removes the Hugging Face copies whose checkpoint of the same step is gone (pruned by
+     * {@code keep_last}, or another run's replaced by {@code --overwrite}): the copies are kept as long as
+     * the checkpoints are.
+     */
+    private static void pruneHfCopies(Path dir) {
+        try {
+            Set<Long> kept = new HashSet<>();
+            for (Path c : Checkpoint.checkpointDirs(dir)) kept.add(Checkpoint.stepOf(c));
+            List<Path> copies;
+            try (var entries = Files.list(dir)) {
+                copies = entries.filter(p -> p.getFileName().toString().matches(HF_COPY + "\\d+")).toList();
+            }
+            for (Path copy : copies) {
+                if (!kept.contains(Long.parseLong(copy.getFileName().toString().substring(HF_COPY.length())))) {
+                    Checkpoint.deleteRecursively(copy);
+                }
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException("pruning the Hugging Face copies in " + dir, e);
+        }
+    }
+
+    /** {@link #run(TrainConfig, ProcessGroup, boolean, boolean, Listener)} that replaces nothing of another run. */
     public static Summary run(TrainConfig config, ProcessGroup world, boolean resume, Listener listener) {
+        return run(config, world, resume, false, listener);
+    }
+
+    /**
+     * Trains {@code config} on this rank of {@code world}. Before step 1 every rank agrees that the run may
+     * go ahead, so that a refusal ends all ranks with the same sentence and nothing written: a resume
+     * picks the newest intact checkpoint and must be the same, unfinished run; a fresh run needs an unused
+     * (or, with {@code overwrite}, a replaceable) writable checkpoint folder; the listener's
+     * {@link Listener#onStart} (the metrics file) may refuse too.
+     */
+    public static Summary run(TrainConfig config, ProcessGroup world, boolean resume, boolean overwrite, Listener listener) {
         if (world.size() != config.worldSize()) {
             throw new IllegalArgumentException("Parallelism dimensions (" + config.dpReplicate() + " × " + config.dpShard()
                     + " × 1 × 1 × 1 × " + config.ep() + " = " + config.worldSize() + ") do not match world_size (" + world.size() + ")");
         }
         DeviceMesh mesh = world.size() == 1 ? null
-                : DeviceMesh.create(world, 1, config.dpReplicate(), config.dpShard(), 1, 1, config.ep());
+                : DeviceMesh.create(world, MeshSizes.defaults().dpReplicate(config.dpReplicate()).dpShard(config.dpShard()).ep(config.ep()));
         HfConfig hf = config.initFrom() == null ? null : HfConfig.read(config.initFrom());
         // a model from a folder is filled from its weights (or from moe4j's checkpoint on resume): no random draws
         MoETransformer model = hf == null ? new MoETransformer(config.model()) : MoETransformer.uninitialized(config.model(), hf.options());
         long parameters = model.parameterCount(); // before expert parallelism keeps this rank's share
         GradientSync sync = Parallelize.apply(model, mesh);
         if (hf != null && !resume) {
-            // after expert parallelism: each rank reads only the experts it keeps
-            try (HfWeightFiles files = new HfWeightFiles(config.initFrom())) {
-                HfCheckpoint.loadWeights(model, hf.family(), files);
-            }
+            // after expert parallelism: each rank reads only the experts it keeps, so a missing or damaged
+            // file may fail on some ranks only; they agree, and every rank ends with the same sentence
+            AgreedFailure.agree(world, () -> {
+                try (HfWeightFiles files = new HfWeightFiles(config.initFrom())) {
+                    HfCheckpoint.loadWeights(model, hf.family(), files);
+                }
+            });
         }
         AdamW optimizer = new AdamW(model.namedParameters(), normWeights(model), config.beta1(), config.beta2(), config.eps(),
                 config.weightDecay());
 
-        TokenSource source = Datasets.open(config.data(), config.seed());
-        if (source.vocabSize() > config.model().vocabSize()) {
-            throw new IllegalArgumentException("data '" + config.data() + "' has token ids up to " + (source.vocabSize() - 1)
-                    + ", which is >= vocab_size (" + config.model().vocabSize() + ")");
-        }
+        TokenSource[] opened = new TokenSource[1];
+        // every rank opens the same data: a missing or unfitting file ends them all with one sentence
+        AgreedFailure.agree(world, () -> {
+            opened[0] = Datasets.open(config.data(), config.seed());
+            if (opened[0].vocabSize() > config.model().vocabSize()) {
+                throw new IllegalArgumentException("data '" + config.data() + "' has token ids up to " + (opened[0].vocabSize() - 1)
+                        + ", which is >= vocab_size (" + config.model().vocabSize() + ")");
+            }
+        });
+        TokenSource source = opened[0];
         ProcessGroup data = sync.dataGroup();
         DataLoader loader = new DataLoader(source, config.globalBatch(), config.seqLen(),
                 data == null ? 0 : data.rank(), data == null ? 1 : data.size());
 
-        long firstStep = 1;
+        long[] firstStep = {1};
+        // a fresh run's identity: rank 0's start time is the one its checkpoints and metrics record
+        String[] run = {RunId.start(config, java.time.Instant.now()).toString()};
         if (resume) {
-            if (config.checkpointDir() == null) {
-                throw new IllegalArgumentException("--resume needs --checkpoint-dir (or [checkpoint] dir): where to resume from");
+            Checkpoint.ResumePoint[] from = new Checkpoint.ResumePoint[1];
+            // every rank reads the same files, so every rank picks the same checkpoint
+            AgreedFailure.agree(world, () -> {
+                if (config.checkpointDir() == null) {
+                    throw new IllegalArgumentException("--resume needs --checkpoint-dir (or [checkpoint] dir): where to resume from");
+                }
+                from[0] = Checkpoint.resumeFrom(config.checkpointDir());
+                requireSameRun(config, from[0].checkpoint());
+                if (from[0].step() >= config.steps()) {
+                    throw new IllegalArgumentException("--resume: the run in " + config.checkpointDir() + " already finished: its "
+                            + "checkpoint is of step " + from[0].step() + " and steps is " + config.steps() + "; pass --steps N with N > "
+                            + from[0].step() + " to train it further");
+                }
+                Checkpoint.TrainState state = Checkpoint.load(from[0].checkpoint(), model, optimizer);
+                loader.seek(state.dataPosition());
+                firstStep[0] = state.step() + 1;
+            });
+            for (String skipped : from[0].skipped()) {
+                listener.onWarning(world.rank(), "passed over a damaged checkpoint: " + skipped);
             }
-            Path latest = Checkpoint.latest(config.checkpointDir());
-            if (latest == null) {
-                throw new IllegalArgumentException("--resume: no checkpoint found in " + config.checkpointDir());
+            if (!from[0].skipped().isEmpty()) {
+                listener.onWarning(world.rank(), "resuming from the newest intact checkpoint, " + from[0].checkpoint());
             }
-            requireSameRun(config, latest);
-            Checkpoint.TrainState state = Checkpoint.load(latest, model, optimizer);
-            loader.seek(state.dataPosition());
-            firstStep = state.step() + 1;
+            // the identity of the run the checkpoint belongs to (checkpoints written before run identities: a new one)
+            if (from[0].run() != null) run[0] = from[0].run();
         }
         double unigram = source instanceof SyntheticTasks synthetic ? synthetic.unigramEntropy(config.seqLen()) : Double.NaN;
-        listener.onStart(config, world.rank(), firstStep, parameters, unigram);
+        Start launch = new Start(run[0], overwrite);
+        AgreedFailure.agree(world, () -> {
+            // rank 0 writes checkpoints: it checks their folder before anything is written
+            if (world.rank() == 0 && config.checkpointDir() != null) {
+                if (resume) Checkpoint.requireWritable(config.checkpointDir(), "checkpoint folder");
+                else Checkpoint.prepareFreshRun(config.checkpointDir(), overwrite);
+            }
+            listener.onStart(config, world.rank(), firstStep[0], parameters, unigram, launch);
+        });
 
         List<MoEMLP> moeLayers = model.moeLayers();
         LrSchedule schedule = config.schedule();
         List<StepMetrics> history = new ArrayList<>();
         Path lastCheckpoint = null;
         long tokensPerStep = (long) config.globalBatch() * config.seqLen();
-        for (long step = firstStep; step <= config.steps(); step++) {
+        for (long step = firstStep[0]; step <= config.steps(); step++) {
             long start = System.nanoTime();
             float[] losses;
             double norm;
@@ -124,9 +216,13 @@ public final class Trainer {
                 // loss and norm are the same on every rank, so every rank stops here together, before a
                 // non-finite update reaches the weights (and, through them, the next checkpoint)
                 if (!Float.isFinite(losses[0]) || !Double.isFinite(norm)) {
+                    String kept = lastCheckpoint != null ? "the last checkpoint, " + lastCheckpoint + ", is intact"
+                            : resume ? "the checkpoint this run resumed from is intact"
+                            : config.checkpointDir() == null ? "no checkpoints were written (no --checkpoint-dir)"
+                            : "no checkpoint was written yet";
                     throw new IllegalStateException("training diverged at step " + step + ": loss " + losses[0]
                             + ", gradient norm " + norm + "; the update was not applied (lower lr = " + config.lr()
-                            + " or set grad_clip; the last checkpoint is intact)");
+                            + " or set grad_clip; " + kept + ")");
                 }
                 optimizer.step(lr);
                 load = expertLoad(moeLayers, data, step, config.steps());
@@ -140,11 +236,13 @@ public final class Trainer {
             if (config.checkpointDir() != null && ((config.checkpointEvery() > 0 && step % config.checkpointEvery() == 0) || last)) {
                 var routers = Checkpoint.routerState(model);
                 lastCheckpoint = Checkpoint.save(config.checkpointDir(), model, optimizer,
-                        new Checkpoint.TrainState(step, loader.position(), config.seed(), GSON.toJson(config.resumeIdentity()), routers[0], routers[1]),
-                        world);
+                        new Checkpoint.TrainState(step, loader.position(), config.seed(), launch.run(),
+                                GSON.toJson(config.resumeIdentity()), routers[0], routers[1]),
+                        world, config.keepLast());
                 listener.onCheckpoint(world.rank(), lastCheckpoint);
                 if (hf != null) {
-                    HfCheckpoint.save(model, hf, config.checkpointDir().resolve(String.format("hf-step-%06d", step)), config.initFrom(), world);
+                    HfCheckpoint.save(model, hf, config.checkpointDir().resolve(String.format(HF_COPY + "%06d", step)), config.initFrom(), world);
+                    if (world.rank() == 0) pruneHfCopies(config.checkpointDir());
                 }
             }
             if (last && hf != null) HfCheckpoint.save(model, hf, config.outputDir().resolve("hf"), config.initFrom(), world);
@@ -152,7 +250,7 @@ public final class Trainer {
         double tokensPerSecond = history.isEmpty() ? 0
                 : tokensPerStep * history.size() / history.stream().mapToDouble(StepMetrics::seconds).sum();
         StepMetrics end = history.isEmpty() ? null : history.get(history.size() - 1);
-        return new Summary(firstStep, config.steps(), end == null ? Double.NaN : end.loss(),
+        return new Summary(firstStep[0], config.steps(), end == null ? Double.NaN : end.loss(),
                 end == null ? Double.NaN : end.crossEntropy(), tokensPerSecond, parameters,
                 activeParameters(config.model(), parameters), history, lastCheckpoint);
     }

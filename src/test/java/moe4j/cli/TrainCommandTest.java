@@ -54,7 +54,7 @@ class TrainCommandTest {
         String[] other = java.util.stream.Stream.concat(java.util.Arrays.stream(resume), java.util.stream.Stream.of("--batch-size", "4"))
                 .toArray(String[]::new);
         Object[] refused = run(other);
-        assertEquals(1, refused[0], (String) refused[1]);
+        assertEquals(2, refused[0], (String) refused[1]);
         assertTrue(((String) refused[1]).contains("globalBatch: checkpoint 8, now 4"), (String) refused[1]);
     }
 

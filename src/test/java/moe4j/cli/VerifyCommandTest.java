@@ -1,5 +1,6 @@
 package moe4j.cli;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -103,7 +104,8 @@ class VerifyCommandTest {
         assertTrue(r.err().contains("num_experts (8) must be divisible by ep (3)"), r.err());
         r = run("--experts", "4", "--top-k", "5", "--ep", "1");
         assertEquals(CommandLine.ExitCode.USAGE, r.exitCode());
-        assertTrue(r.err().contains("moe_top_k (5) must be <= num_experts (4)"), r.err());
+        // the options' names, not the config keys behind them
+        assertTrue(r.err().contains("--top-k (5) must be <= --experts (4)"), r.err());
         r = run("--activation", "tanh");
         assertEquals(CommandLine.ExitCode.USAGE, r.exitCode());
         assertTrue(r.err().contains("unknown activation 'tanh'"), r.err());
@@ -292,15 +294,34 @@ class VerifyCommandTest {
     }
 
     @Test
-    void nanWeightsFail(@TempDir Path dir) throws IOException {
+    void nonFiniteTensorsAreNamedInsteadOfFailingEveryCheck(@TempDir Path dir) throws IOException {
         Map<String, Tensor> layer = layerFile(false, false, false);
+        layer.get("x.1").set(7, Float.POSITIVE_INFINITY);
+        assertLoadError(dir, layer, "tensor 'x.1' holds Infinity at element 7 [1, 1]: every input must be finite");
+        layer = layerFile(false, false, false);
         layer.get("experts.1.down_proj.weight").set(0, Float.NaN);
-        Path in = dir.resolve("nan.safetensors");
-        SafeTensors.write(in, layer);
-        Run r = run("--load", in.toString(), "--json");
-        assertEquals(1, r.exitCode(), r.out() + r.err());
-        assertTrue(r.out().contains("FAIL"), r.out());
-        assertFalse(r.json().get("pass").getAsBoolean());
+        assertLoadError(dir, layer, "tensor 'experts.1.down_proj.weight' holds NaN at element 0 [0, 0]");
+    }
+
+    @Test
+    void dumpNeverOverwritesTheInputAndNamesAMissingFolder(@TempDir Path dir) throws IOException {
+        Path in = dir.resolve("layer.safetensors");
+        SafeTensors.write(in, layerFile(false, true, false));
+        byte[] before = java.nio.file.Files.readAllBytes(in);
+        Run r = run("--load", in.toString(), "--dump", in.toString());
+        assertEquals(CommandLine.ExitCode.USAGE, r.exitCode(), r.out() + r.err());
+        assertTrue(r.err().contains("--dump " + in + " is the --load input: it would be overwritten"), r.err());
+        // the same file under another name
+        r = run("--load", in.toString(), "--dump", dir.resolve(".").resolve("layer.safetensors").toString());
+        assertEquals(CommandLine.ExitCode.USAGE, r.exitCode(), r.out() + r.err());
+        assertTrue(r.err().contains("is the --load input"), r.err());
+        assertArrayEquals(before, java.nio.file.Files.readAllBytes(in), "the input file is unchanged");
+
+        Path missing = dir.resolve("no-such-folder/out.safetensors");
+        r = run("--ep", "2", "--dump", missing.toString());
+        assertEquals(CommandLine.ExitCode.USAGE, r.exitCode(), r.out() + r.err());
+        assertEquals("moe4j verify: error: --dump " + missing + ": folder " + missing.getParent() + " does not exist"
+                + " (see moe4j verify --help)", r.err().strip());
     }
 
     @Test

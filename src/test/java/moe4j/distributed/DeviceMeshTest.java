@@ -24,23 +24,22 @@ class DeviceMeshTest {
 
     @Test
     void keepsDimensionsLargerThanOneInTheFixedOrder() {
-        // arguments: worldSize, pp, dpReplicate, dpShard, cp, tp, ep
-        assertDims(MeshShape.of(4, 1, 1, -1, 1, 1, 2), List.of("dp_shard", "ep"), 2, 2);
-        assertDims(MeshShape.of(8, 1, 1, -1, 1, 2, 2), List.of("dp_shard", "ep", "tp"), 2, 2, 2);
-        assertDims(MeshShape.of(8, 2, 2, 2, 1, 1, 1), List.of("pp", "dp_replicate", "dp_shard"), 2, 2, 2);
-        assertDims(MeshShape.of(4, 1, 1, -1, 1, 1, 1), List.of("dp_shard"), 4);
-        assertDims(MeshShape.of(1, 1, 1, -1, 1, 1, 1), List.of());
+        assertDims(MeshShape.of(4, MeshSizes.defaults().ep(2)), List.of("dp_shard", "ep"), 2, 2);
+        assertDims(MeshShape.of(8, MeshSizes.defaults().tp(2).ep(2)), List.of("dp_shard", "ep", "tp"), 2, 2, 2);
+        assertDims(MeshShape.of(8, MeshSizes.defaults().pp(2).dpReplicate(2).dpShard(2)), List.of("pp", "dp_replicate", "dp_shard"), 2, 2, 2);
+        assertDims(MeshShape.of(4, MeshSizes.defaults()), List.of("dp_shard"), 4);
+        assertDims(MeshShape.of(1, MeshSizes.defaults()), List.of());
         // dp_shard of size 1 is kept in front of ep or tp
-        assertDims(MeshShape.of(2, 1, 1, -1, 1, 1, 2), List.of("dp_shard", "ep"), 1, 2);
-        assertDims(MeshShape.of(2, 1, 1, -1, 1, 2, 1), List.of("dp_shard", "tp"), 1, 2);
-        assertDims(MeshShape.of(4, 1, 2, -1, 1, 1, 2), List.of("dp_replicate", "dp_shard", "ep"), 2, 1, 2);
-        assertDims(MeshShape.of(4, 1, 2, 2, 1, 1, 1), List.of("dp_replicate", "dp_shard"), 2, 2);
-        assertDims(MeshShape.of(2, 1, 2, -1, 1, 1, 1), List.of("dp_replicate"), 2);
+        assertDims(MeshShape.of(2, MeshSizes.defaults().ep(2)), List.of("dp_shard", "ep"), 1, 2);
+        assertDims(MeshShape.of(2, MeshSizes.defaults().tp(2)), List.of("dp_shard", "tp"), 1, 2);
+        assertDims(MeshShape.of(4, MeshSizes.defaults().dpReplicate(2).ep(2)), List.of("dp_replicate", "dp_shard", "ep"), 2, 1, 2);
+        assertDims(MeshShape.of(4, MeshSizes.defaults().dpReplicate(2).dpShard(2)), List.of("dp_replicate", "dp_shard"), 2, 2);
+        assertDims(MeshShape.of(2, MeshSizes.defaults().dpReplicate(2)), List.of("dp_replicate"), 2);
     }
 
     @Test
     void laysRanksOutRowMajor() {
-        MeshShape s = MeshShape.of(8, 1, 1, -1, 1, 2, 2); // (dp_shard S=2, ep P=2, tp TP=2)
+        MeshShape s = MeshShape.of(8, MeshSizes.defaults().tp(2).ep(2)); // (dp_shard S=2, ep P=2, tp TP=2)
         for (int sh = 0; sh < 2; sh++) {
             for (int e = 0; e < 2; e++) {
                 for (int t = 0; t < 2; t++) {
@@ -54,17 +53,17 @@ class DeviceMeshTest {
 
     @Test
     void rejectsSizesThatDoNotFitTheWorldWithTheReferenceTexts() {
-        assertMessage("ep must be >= 1", () -> MeshShape.of(4, 1, 1, -1, 1, 1, 0));
-        assertMessage("tp must be >= 1", () -> MeshShape.of(4, 1, 1, -1, 1, -2, 1));
-        assertMessage("pp must be >= 1", () -> MeshShape.of(4, 0, 1, -1, 1, 1, 1));
-        assertMessage("cp must be >= 1", () -> MeshShape.of(4, 1, 1, -1, 0, 1, 1));
-        assertMessage("dp_replicate must be >= 1", () -> MeshShape.of(4, 1, 0, -1, 1, 1, 1));
-        assertMessage("dp_shard must be -1 (auto) or positive", () -> MeshShape.of(4, 1, 1, 0, 1, 1, 1));
-        assertMessage("world_size (6) not divisible by dp_replicate*tp*pp*cp*ep (4)", () -> MeshShape.of(6, 1, 1, -1, 1, 2, 2));
+        assertMessage("ep must be >= 1", () -> MeshShape.of(4, MeshSizes.defaults().ep(0)));
+        assertMessage("tp must be >= 1", () -> MeshShape.of(4, MeshSizes.defaults().tp(-2)));
+        assertMessage("pp must be >= 1", () -> MeshShape.of(4, MeshSizes.defaults().pp(0)));
+        assertMessage("cp must be >= 1", () -> MeshShape.of(4, MeshSizes.defaults().cp(0)));
+        assertMessage("dp_replicate must be >= 1", () -> MeshShape.of(4, MeshSizes.defaults().dpReplicate(0)));
+        assertMessage("dp_shard must be -1 (auto) or positive", () -> MeshShape.of(4, MeshSizes.defaults().dpShard(0)));
+        assertMessage("world_size (6) not divisible by dp_replicate*tp*pp*cp*ep (4)", () -> MeshShape.of(6, MeshSizes.defaults().tp(2).ep(2)));
         assertMessage("Parallelism dimensions (1 × 2 × 1 × 1 × 1 × 4 = 8) do not match world_size (4)",
-                () -> MeshShape.of(4, 1, 1, 2, 1, 1, 4));
+                () -> MeshShape.of(4, MeshSizes.defaults().dpShard(2).ep(4)));
         assertMessage("Parallelism dimensions (2 × 3 × 1 × 1 × 1 × 1 = 6) do not match world_size (8)",
-                () -> MeshShape.of(8, 1, 2, 3, 1, 1, 1));
+                () -> MeshShape.of(8, MeshSizes.defaults().dpReplicate(2).dpShard(3)));
     }
 
     private static void assertMessage(String expected, Runnable r) {
@@ -79,7 +78,7 @@ class DeviceMeshTest {
     @Test
     void subGroupsOfATwoByTwoMesh() {
         List<Membership> got = Distributed.run(4, TIMEOUT, g -> {
-            DeviceMesh mesh = DeviceMesh.create(g, 1, 1, -1, 1, 1, 2);
+            DeviceMesh mesh = DeviceMesh.create(g, MeshSizes.defaults().ep(2));
             assertEquals(List.of("dp_shard", "ep"), mesh.dimNames());
             assertTrue(mesh.hasDim("ep"));
             assertFalse(mesh.hasDim("tp"));
@@ -107,7 +106,7 @@ class DeviceMeshTest {
     @Test
     void subGroupsOfATwoByTwoByTwoMeshWithTensorParallel() {
         List<int[][]> got = Distributed.run(8, TIMEOUT, g -> {
-            DeviceMesh mesh = DeviceMesh.create(g, 1, 1, -1, 1, 2, 2);
+            DeviceMesh mesh = DeviceMesh.create(g, MeshSizes.defaults().tp(2).ep(2));
             assertEquals(List.of("dp_shard", "ep", "tp"), mesh.dimNames());
             return new int[][] {mesh.get("dp_shard").group().globalRanks(), mesh.get("ep").group().globalRanks(),
                     mesh.get("tp").group().globalRanks(), mesh.flatten("dp", "dp_replicate", "dp_shard", "ep").group().globalRanks(),
@@ -127,7 +126,7 @@ class DeviceMeshTest {
     @Test
     void subGroupsRunIndependentCollectivesConcurrently() {
         List<float[]> got = Distributed.run(8, TIMEOUT, g -> {
-            DeviceMesh mesh = DeviceMesh.create(g, 1, 1, -1, 1, 2, 2);
+            DeviceMesh mesh = DeviceMesh.create(g, MeshSizes.defaults().tp(2).ep(2));
             ProcessGroup ep = mesh.get("ep").group();
             ProcessGroup tp = mesh.get("tp").group();
             ProcessGroup shard = mesh.get("dp_shard").group();
@@ -166,7 +165,7 @@ class DeviceMeshTest {
     void meshOfTheWrongSizeIsRejected() {
         Distributed.run(2, TIMEOUT, g -> {
             IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                    () -> DeviceMesh.create(g, MeshShape.of(4, 1, 1, -1, 1, 1, 2)));
+                    () -> DeviceMesh.create(g, MeshShape.of(4, MeshSizes.defaults().ep(2))));
             assertEquals("mesh MeshShape(dp_shard=2, ep=2) is for 4 ranks but group 'world' has 2", e.getMessage());
             return null;
         });
@@ -175,7 +174,7 @@ class DeviceMeshTest {
     @Test
     void flattenRefusesRepeatedDimensionsAndANameReusedForOtherDimensions() {
         Distributed.run(4, TIMEOUT, g -> {
-            DeviceMesh mesh = DeviceMesh.create(g, 1, 1, -1, 1, 1, 2);
+            DeviceMesh mesh = DeviceMesh.create(g, MeshSizes.defaults().ep(2));
             var twice = assertThrows(IllegalArgumentException.class, () -> mesh.flatten("x", "ep", "ep"));
             assertTrue(twice.getMessage().contains("listed twice"), twice.getMessage());
             DeviceMesh data = mesh.flatten("data", "dp_shard", "ep");

@@ -10,6 +10,7 @@ import java.time.Duration;
 import java.util.List;
 import moe4j.autograd.Autograd;
 import moe4j.distributed.DeviceMesh;
+import moe4j.distributed.MeshSizes;
 import moe4j.distributed.Distributed;
 import moe4j.nn.MoEMLP;
 import moe4j.parallel.ExpertParallel;
@@ -49,7 +50,7 @@ class DeepSeekV3MoeTest {
             assertTrue(diff <= 1e-4, "one rank: max diff " + diff);
             List<float[]> ranks = Distributed.run(4, Duration.ofSeconds(60), world -> {
                 MoEMLP layer = MoEMLP.build(config);
-                ExpertParallel.apply(layer, DeviceMesh.create(world, 1, 1, -1, 1, 1, 4));
+                ExpertParallel.apply(layer, DeviceMesh.create(world, MeshSizes.defaults().ep(4)));
                 assertEquals(2, layer.numLocalExperts());
                 return run(layer, block, x);
             });

@@ -6,6 +6,7 @@ import java.time.Duration;
 import java.util.List;
 import moe4j.autograd.Autograd;
 import moe4j.distributed.DeviceMesh;
+import moe4j.distributed.MeshSizes;
 import moe4j.distributed.Distributed;
 import moe4j.nn.MoETransformer;
 import moe4j.tensor.MemoryScope;
@@ -48,7 +49,7 @@ class HfForwardTest {
         float[] expected = HfFixtures.expected(family, "logits").toFloatArray();
         try (HfWeightFiles files = new HfWeightFiles(HfFixtures.dir(family))) {
             List<float[]> ranks = Distributed.run(4, Duration.ofSeconds(60), world -> {
-                DeviceMesh mesh = DeviceMesh.create(world, 1, 1, -1, 1, 1, 4);
+                DeviceMesh mesh = DeviceMesh.create(world, MeshSizes.defaults().ep(4));
                 MoETransformer model = HfCheckpoint.load(config, files, mesh);
                 int experts = model.moeLayers().get(0).numLocalExperts();
                 assertEquals(config.model().numExperts() / 4, experts, "each rank holds a quarter of the experts");
@@ -67,7 +68,7 @@ class HfForwardTest {
         HfConfig config = HfConfig.read(dir);
         List<java.util.TreeSet<String>> reads = Distributed.run(4, Duration.ofSeconds(60), world -> {
             try (HfWeightFiles files = new HfWeightFiles(dir)) {
-                HfCheckpoint.load(config, files, DeviceMesh.create(world, 1, 1, -1, 1, 1, 4));
+                HfCheckpoint.load(config, files, DeviceMesh.create(world, MeshSizes.defaults().ep(4)));
                 return files.namesRead();
             }
         });

@@ -6,6 +6,7 @@ import java.time.Duration;
 import java.util.List;
 import moe4j.autograd.Autograd;
 import moe4j.distributed.DeviceMesh;
+import moe4j.distributed.MeshSizes;
 import moe4j.distributed.Distributed;
 import moe4j.nn.Generator;
 import moe4j.nn.KvCache;
@@ -44,7 +45,7 @@ class HfGenerateTest {
         int[] expected = ints(HfFixtures.expected(family, "greedy_ids"));
         try (HfWeightFiles files = new HfWeightFiles(HfFixtures.dir(family))) {
             List<int[]> ranks = Distributed.run(4, Duration.ofSeconds(60), world -> {
-                MoETransformer model = HfCheckpoint.load(config, files, DeviceMesh.create(world, 1, 1, -1, 1, 1, 4));
+                MoETransformer model = HfCheckpoint.load(config, files, DeviceMesh.create(world, MeshSizes.defaults().ep(4)));
                 return Generator.generate(model, prompt, expected.length, Generator.Sampling.GREEDY, -1, t -> { }).tokens();
             });
             for (int r = 0; r < 4; r++) assertArrayEquals(expected, ranks.get(r), "rank " + r);

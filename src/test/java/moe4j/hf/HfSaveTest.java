@@ -11,6 +11,7 @@ import moe4j.data.Batch;
 import moe4j.data.DataLoader;
 import moe4j.data.Datasets;
 import moe4j.distributed.DeviceMesh;
+import moe4j.distributed.MeshSizes;
 import moe4j.distributed.Distributed;
 import moe4j.nn.MoETransformer;
 import moe4j.tensor.MemoryScope;
@@ -59,7 +60,7 @@ class HfSaveTest {
         HfConfig config = HfConfig.read(src);
         try (HfWeightFiles files = new HfWeightFiles(src)) {
             Distributed.run(4, Duration.ofSeconds(60), world -> {
-                MoETransformer model = HfCheckpoint.load(config, files, DeviceMesh.create(world, 1, 1, -1, 1, 1, 4));
+                MoETransformer model = HfCheckpoint.load(config, files, DeviceMesh.create(world, MeshSizes.defaults().ep(4)));
                 HfCheckpoint.save(model, config, dir, src, world);
                 return null;
             });
@@ -73,9 +74,9 @@ class HfSaveTest {
     @Test
     void trainInitFromStartsAtTheFolderAndSavesTheResult(@TempDir Path dir) {
         Path src = HfFixtures.dir("qwen2_moe");
-        TrainConfig cfg = TrainConfig.defaults().initFrom(src).ep(2).dpShard(1).steps(3).batchSize(4).seqLen(16)
+        TrainConfig cfg = TrainConfig.defaults().initFrom(src).ep(2).dpShard(1).steps(5).batchSize(4).seqLen(16)
                 .lr(1e-3).data("synthetic").seed(3).outputDir(dir.resolve("out")).checkpointDir(dir.resolve("ck")).checkpointEvery(2)
-                .build();
+                .keepLast(2).build();
         List<Trainer.Summary> ranks = Distributed.run(2, Duration.ofSeconds(120), world -> Trainer.run(cfg, world, false, new Trainer.Listener() {}));
         double firstCe = ranks.get(0).history().get(0).crossEntropy();
 
@@ -91,7 +92,11 @@ class HfSaveTest {
 
         Path saved = dir.resolve("out").resolve("hf");
         assertTrue(Files.isRegularFile(saved.resolve("model.safetensors")));
-        assertTrue(Files.isDirectory(dir.resolve("ck").resolve("hf-step-000002")));
+        // checkpoints of steps 2, 4 and 5, the newest two kept: the Hugging Face copies follow them
+        assertTrue(Files.isDirectory(dir.resolve("ck").resolve("hf-step-000004")));
+        assertTrue(Files.isDirectory(dir.resolve("ck").resolve("hf-step-000005")));
+        assertFalse(Files.exists(dir.resolve("ck").resolve("step-00000002")));
+        assertFalse(Files.exists(dir.resolve("ck").resolve("hf-step-000002")), "the copy of a pruned checkpoint is pruned with it");
         MoETransformer trained = HfCheckpoint.load(saved);
         Tensor ids = HfFixtures.expected("qwen2_moe", "input_ids");
         double moved = HfFixtures.maxAbsDiff(HfForwardTest.logits(trained, ids), HfForwardTest.logits(loaded, ids));

@@ -42,7 +42,7 @@ class MoEMLPTest {
         return out.stream();
     }
 
-    static MoEMLP layer(boolean packed, Activation act, int k, boolean shared, double cf, boolean gradScale, String router) {
+    static MoEMLP layer(boolean packed, Activation act, int k, boolean shared, double cf, boolean gradScale, RouterKind router) {
         return MoEMLP.build(MoEConfig.builder(D, H, E, k).packed(packed).activation(act).sharedExperts(shared ? 1 : 0)
                 .capacityFactor(cf).gradientScale(gradScale).router(router).initStd(0.5).seed(42).build());
     }
@@ -50,7 +50,7 @@ class MoEMLPTest {
     @ParameterizedTest(name = "packed={0} act={1} K={2} shared={3} cf={4} gradScale={5}")
     @MethodSource("configurations")
     void matchesFloat64ReferenceWithGradients(boolean packed, Activation act, int k, boolean shared, double cf, boolean gradScale) {
-        for (String router : new String[] {MoEConfig.SOFTMAX_TOPK, MoEConfig.SIGMOID_TOPK}) {
+        for (RouterKind router : RouterKind.values()) {
             MoEMLP moe = layer(packed, act, k, shared, cf, gradScale, router);
             checkAgainstReference(moe, Tensor.randn(new Rng(7), 1.0, T, D), gradScale);
         }
@@ -91,7 +91,7 @@ class MoEMLPTest {
     @Test
     void packedAndListLayersAgree() {
         for (Activation act : Activation.values()) {
-            MoEMLP list = layer(false, act, 2, true, 0, false, MoEConfig.SOFTMAX_TOPK);
+            MoEMLP list = layer(false, act, 2, true, 0, false, RouterKind.SOFTMAX_TOPK);
             MoEMLP packed = list.toPacked();
             // up_w[e][i][o] is up_proj.weight[o][i]
             assertEquals(list.localExperts().get(3).upProj().weight().get(1, 2),
@@ -197,8 +197,8 @@ class MoEMLPTest {
 
     @Test
     void gradientScalingOnlyInTraining() {
-        MoEMLP scaled = layer(true, Activation.SILU, 2, false, 0, true, MoEConfig.SOFTMAX_TOPK);
-        MoEMLP plain = layer(true, Activation.SILU, 2, false, 0, false, MoEConfig.SOFTMAX_TOPK);
+        MoEMLP scaled = layer(true, Activation.SILU, 2, false, 0, true, RouterKind.SOFTMAX_TOPK);
+        MoEMLP plain = layer(true, Activation.SILU, 2, false, 0, false, RouterKind.SOFTMAX_TOPK);
         Tensor x = Tensor.randn(new Rng(2), 1, T, D);
         scaled.train(false);
         plain.train(false);
@@ -209,7 +209,7 @@ class MoEMLPTest {
 
     @Test
     void badInputIsAClearError() {
-        MoEMLP moe = layer(false, Activation.SILU, 2, false, 0, false, MoEConfig.SOFTMAX_TOPK);
+        MoEMLP moe = layer(false, Activation.SILU, 2, false, 0, false, RouterKind.SOFTMAX_TOPK);
         var e1 = assertThrows(IllegalArgumentException.class, () -> moe.forward(Tensor.zeros(3, D + 1)));
         assertTrue(e1.getMessage().contains("(..., 8)") && e1.getMessage().contains("[3, 9]"), e1.getMessage());
         var e2 = assertThrows(IllegalArgumentException.class, () -> MoEConfig.builder(D, H, 4, 5).build());

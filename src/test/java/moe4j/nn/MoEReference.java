@@ -33,7 +33,7 @@ final class MoEReference {
         this.k = c.topK();
         this.act = c.activation();
         this.packed = c.packed();
-        this.sigmoidRouter = c.router().equals(MoEConfig.SIGMOID_TOPK);
+        this.sigmoidRouter = c.router().equals(RouterKind.SIGMOID_TOPK);
         this.shared = c.sharedExperts() > 0;
         this.gradientScale = gradientScale;
         this.routerIndices = routerIndices.toIntArray();

@@ -57,7 +57,7 @@ class ModelConfigTest {
         ModelConfig c = ModelConfig.builder().nLayers(3).seed(7).moeRouter("sigmoid_topk").moeSharedExperts(1).build();
         MoEConfig m0 = c.moeConfig(0);
         assertEquals(3, m0.numLayers());
-        assertEquals(MoEConfig.SIGMOID_TOPK, m0.router());
+        assertEquals(RouterKind.SIGMOID_TOPK, m0.router());
         assertEquals(1, m0.sharedExperts());
         assertNotEquals(m0.seed(), c.moeConfig(1).seed());
         assertEquals(m0.seed(), ModelConfig.builder().nLayers(3).seed(7).build().moeConfig(0).seed());
@@ -96,7 +96,8 @@ class ModelConfigTest {
         assertInvalid(b -> b.dim(24).nHeads(8).nKvHeads(4), "must be even");
         assertInvalid(b -> b.numExperts(2).moeTopK(3), "moe_top_k (3) must be <= num_experts (2)");
         assertInvalid(b -> b.moeTopK(0), "moe_top_k must be >= 1");
-        assertInvalid(b -> b.moeRouter("hash"), "unknown moe_router 'hash'");
+        var unknownRouter = assertThrows(IllegalArgumentException.class, () -> ModelConfig.builder().moeRouter("hash"));
+        assertEquals("unknown moe_router 'hash': valid routers are [softmax_topk, sigmoid_topk]", unknownRouter.getMessage());
         assertInvalid(b -> b.moeFrequency(0), "moe_frequency must be >= 1");
         assertInvalid(b -> b.numExperts(-1), "num_experts must be >= 0");
         assertInvalid(b -> b.moeSharedExperts(2), "moe_shared_experts must be 0 or 1");

@@ -5,6 +5,8 @@ import static org.junit.jupiter.api.Assertions.*;
 import java.util.function.Function;
 import moe4j.autograd.Autograd;
 import moe4j.autograd.GradCheck;
+import moe4j.kernels.ExecutionContext;
+import moe4j.tensor.Device;
 import moe4j.tensor.Rng;
 import moe4j.tensor.Tensor;
 import org.junit.jupiter.api.Test;
@@ -209,17 +211,13 @@ class AttentionOpsTest {
     }
 
     static float[][] runWithGrads(Tensor q0, Tensor k0, Tensor v0, Tensor r, int threads) {
-        int before = moe4j.kernels.cpu.Gemm.threads();
-        moe4j.kernels.cpu.Gemm.setThreads(threads);
-        try {
+        try (ExecutionContext ctx = ExecutionContext.enter(Device.CPU, threads)) {
             Tensor q = q0.copy().requiresGrad(true);
             Tensor k = k0.copy().requiresGrad(true);
             Tensor v = v0.copy().requiresGrad(true);
             Tensor out = AttentionOps.causalAttention(q, k, v);
             Autograd.backward(out, r);
             return new float[][] {out.toFloatArray(), q.grad().toFloatArray(), k.grad().toFloatArray(), v.grad().toFloatArray()};
-        } finally {
-            moe4j.kernels.cpu.Gemm.setThreads(before);
         }
     }
 

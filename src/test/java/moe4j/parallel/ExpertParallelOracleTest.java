@@ -12,6 +12,7 @@ import moe4j.autograd.Autograd;
 import moe4j.autograd.GradCheck;
 import moe4j.distributed.DeviceMesh;
 import moe4j.distributed.Distributed;
+import moe4j.distributed.MeshSizes;
 import moe4j.nn.Activation;
 import moe4j.nn.MoEConfig;
 import moe4j.nn.MoEMLP;
@@ -93,7 +94,7 @@ class ExpertParallelOracleTest {
         int p = in.x().size();
         return Distributed.run(p, Duration.ofSeconds(20), world -> {
             MoEMLP moe = MoEMLP.build(config);
-            DeviceMesh mesh = DeviceMesh.create(world, 1, 1, -1, 1, 1, p);
+            DeviceMesh mesh = DeviceMesh.create(world, MeshSizes.defaults().ep(p));
             ExpertParallel.apply(moe, mesh);
             Tensor x = in.x().get(world.rank()).copy().requiresGrad(true);
             Tensor out = moe.forward(x);

@@ -8,6 +8,7 @@ import java.util.List;
 import java.util.concurrent.atomic.AtomicReferenceArray;
 import moe4j.distributed.DeviceMesh;
 import moe4j.distributed.Distributed;
+import moe4j.distributed.MeshSizes;
 import moe4j.nn.Expert;
 import moe4j.nn.MoEConfig;
 import moe4j.nn.MoEMLP;
@@ -35,7 +36,7 @@ class ExpertParallelTest {
             List<RankResult> ep = Distributed.run(p, Duration.ofSeconds(20), world -> {
                 MoEMLP moe = MoEMLP.build(config);
                 forceExperts01(moe);
-                ExpertParallel.apply(moe, DeviceMesh.create(world, 1, 1, -1, 1, 1, p));
+                ExpertParallel.apply(moe, DeviceMesh.create(world, MeshSizes.defaults().ep(p)));
                 return runRank(moe, in, world.rank());
             });
             // check the forced routing really starves ranks 1..3 of work
@@ -84,9 +85,11 @@ class ExpertParallelTest {
             MoEMLP full = MoEMLP.build(config);
             Distributed.run(4, world -> {
                 MoEMLP moe = MoEMLP.build(config);
-                ExpertParallel.apply(moe, DeviceMesh.create(world, 1, 1, -1, 1, 1, 4));
+                ExpertParallel.apply(moe, DeviceMesh.create(world, MeshSizes.defaults().ep(4)));
                 int r = world.rank();
-                assertEquals(4, moe.epWorldSize());
+                assertEquals(4, moe.epSize());
+                assertEquals(r, moe.epRank());
+                assertInstanceOf(ExpertParallel.AllToAllDispatcher.class, moe.dispatcher());
                 assertEquals(2, moe.numLocalExperts());
                 assertEquals(2 * r, moe.localExpertStart());
                 assertEquals(8, moe.numExperts());
@@ -123,9 +126,9 @@ class ExpertParallelTest {
         assertEquals(8, a.numLocalExperts());
         Distributed.run(2, world -> {
             MoEMLP b = MoEMLP.build(config);
-            ExpertParallel.apply(b, DeviceMesh.create(world, 1, 1, -1, 1, 1, 1)); // dp_shard = 2, no ep
+            ExpertParallel.apply(b, DeviceMesh.create(world, MeshSizes.defaults())); // dp_shard = 2, no ep
             assertEquals(8, b.numLocalExperts());
-            assertEquals(1, b.epWorldSize());
+            assertEquals(1, b.epSize());
             return null;
         });
     }
@@ -133,7 +136,7 @@ class ExpertParallelTest {
     @Test
     void applyRejectsIndivisibleExpertsAndWrongOrder() {
         Distributed.run(4, world -> {
-            DeviceMesh mesh = DeviceMesh.create(world, 1, 1, -1, 1, 1, 4);
+            DeviceMesh mesh = DeviceMesh.create(world, MeshSizes.defaults().ep(4));
             MoEMLP six = MoEMLP.build(MoEConfig.builder(D, H, 6, 2).build());
             var e = assertThrows(IllegalArgumentException.class, () -> ExpertParallel.apply(six, mesh));
             assertEquals("num_experts (6) must be divisible by ep (4)", e.getMessage());
@@ -155,7 +158,7 @@ class ExpertParallelTest {
     void applyPartitionsEveryMoeLayerOfAModel() {
         Distributed.run(2, world -> {
             Module model = new TwoLayers(MoEConfig.builder(D, H, 4, 2).build());
-            ExpertParallel.apply(model, DeviceMesh.create(world, 1, 1, -1, 1, 1, 2));
+            ExpertParallel.apply(model, DeviceMesh.create(world, MeshSizes.defaults().ep(2)));
             long experts = model.namedParameters().keySet().stream().filter(n -> n.contains(".experts.")).count();
             assertEquals(2 * 2 * 3, experts, "2 layers × 2 local experts × 3 matrices");
             return null;
@@ -180,7 +183,7 @@ class ExpertParallelTest {
         RuntimeException e = assertThrows(RuntimeException.class, () -> Distributed.run(4, Duration.ofSeconds(2), world -> {
             try {
                 MoEMLP moe = MoEMLP.build(config);
-                ExpertParallel.apply(moe, DeviceMesh.create(world, 1, 1, -1, 1, 1, 4));
+                ExpertParallel.apply(moe, DeviceMesh.create(world, MeshSizes.defaults().ep(4)));
                 if (world.rank() == 2) throw new IllegalStateException("rank 2 fails in forward");
                 moe.forward(Tensor.full(1f, 4, D));
                 return null;
@@ -200,7 +203,7 @@ class ExpertParallelTest {
         assertThrows(RuntimeException.class, () -> Distributed.run(4, Duration.ofSeconds(2), world -> {
             try {
                 MoEMLP moe = MoEMLP.build(MoEConfig.builder(D, H, 8, world.rank() == 1 ? 1 : 2).build());
-                ExpertParallel.apply(moe, DeviceMesh.create(world, 1, 1, -1, 1, 1, 4));
+                ExpertParallel.apply(moe, DeviceMesh.create(world, MeshSizes.defaults().ep(4)));
                 moe.forward(Tensor.full(1f, 4, D));
                 return null;
             } catch (Throwable t) {

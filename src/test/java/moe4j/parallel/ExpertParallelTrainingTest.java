@@ -10,6 +10,7 @@ import moe4j.autograd.Autograd;
 import moe4j.autograd.GradCheck;
 import moe4j.distributed.DeviceMesh;
 import moe4j.distributed.Distributed;
+import moe4j.distributed.MeshSizes;
 import moe4j.nn.MoEConfig;
 import moe4j.nn.MoEMLP;
 import moe4j.nn.Module;
@@ -73,7 +74,7 @@ class ExpertParallelTrainingTest {
             Map<String, double[]> reference = train(single, GradientSync.create(single, null), 0, TOKENS);
             List<Map<String, double[]>> ranks = Distributed.run(4, Duration.ofSeconds(30), world -> {
                 Stack model = new Stack(packed);
-                DeviceMesh mesh = DeviceMesh.create(world, 1, 1, -1, 1, 1, 4);
+                DeviceMesh mesh = DeviceMesh.create(world, MeshSizes.defaults().ep(4));
                 ExpertParallel.apply(model, mesh);
                 int shard = TOKENS / 4;
                 return train(model, GradientSync.create(model, mesh), world.rank() * shard, (world.rank() + 1) * shard);

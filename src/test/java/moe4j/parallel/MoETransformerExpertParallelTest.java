@@ -10,6 +10,7 @@ import moe4j.autograd.Autograd;
 import moe4j.autograd.GradCheck;
 import moe4j.distributed.DeviceMesh;
 import moe4j.distributed.Distributed;
+import moe4j.distributed.MeshSizes;
 import moe4j.nn.ModelConfig;
 import moe4j.nn.MoETransformer;
 import moe4j.tensor.MemoryScope;
@@ -63,7 +64,7 @@ class MoETransformerExpertParallelTest {
         StepResult reference = step(single, GradientSync.create(single, null), 0, B);
         List<StepResult> ranks = Distributed.run(2, Duration.ofSeconds(30), world -> {
             MoETransformer model = new MoETransformer(config());
-            DeviceMesh mesh = DeviceMesh.create(world, 1, 1, -1, 1, 1, 2);
+            DeviceMesh mesh = DeviceMesh.create(world, MeshSizes.defaults().ep(2));
             ExpertParallel.apply(model, mesh);
             int half = B / 2;
             return step(model, GradientSync.create(model, mesh), world.rank() * half, (world.rank() + 1) * half);

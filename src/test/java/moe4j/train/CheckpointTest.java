@@ -10,9 +10,11 @@ import java.util.Set;
 import java.util.TreeMap;
 import moe4j.distributed.DeviceMesh;
 import moe4j.distributed.Distributed;
+import moe4j.distributed.MeshSizes;
 import moe4j.nn.MoEConfig;
 import moe4j.nn.MoEMLP;
 import moe4j.nn.Module;
+import moe4j.nn.RouterKind;
 import moe4j.parallel.ExpertParallel;
 import moe4j.tensor.Rng;
 import moe4j.tensor.SafeTensors;
@@ -23,7 +25,7 @@ import org.junit.jupiter.api.io.TempDir;
 class CheckpointTest {
     static final class Stack extends Module {
         Stack(boolean packed) {
-            MoEConfig c = MoEConfig.builder(6, 5, 8, 2).packed(packed).router(MoEConfig.SIGMOID_TOPK).seed(1).build();
+            MoEConfig c = MoEConfig.builder(6, 5, 8, 2).packed(packed).router(RouterKind.SIGMOID_TOPK).seed(1).build();
             registerModule("layers.0.moe", MoEMLP.build(c));
             registerModule("layers.1.moe", MoEMLP.build(c.toBuilder().seed(2).build()));
         }
@@ -53,7 +55,7 @@ class CheckpointTest {
             AdamW fullOpt = adam(full);
             Distributed.run(4, world -> {
                 Stack model = new Stack(packed);
-                ExpertParallel.apply(model, DeviceMesh.create(world, 1, 1, -1, 1, 1, 4));
+                ExpertParallel.apply(model, DeviceMesh.create(world, MeshSizes.defaults().ep(4)));
                 AdamW opt = adam(model);
                 // contents: copy the full model's values into this rank's slice via a global dict
                 Map<String, Tensor> global = new TreeMap<>(full.namedParameters());
@@ -61,7 +63,7 @@ class CheckpointTest {
                 for (var e : opt.expAvg().entrySet()) e.getValue().fill(0.5f);
                 for (var e : opt.expAvgSq().entrySet()) e.getValue().fill(0.25f);
                 var routers = Checkpoint.routerState(model);
-                Checkpoint.save(ckDir, model, opt, new Checkpoint.TrainState(7, 7, 42, "{}", routers[0], routers[1]), world);
+                Checkpoint.save(ckDir, model, opt, new Checkpoint.TrainState(7, 7, 42, "run-a", "{}", routers[0], routers[1]), world, 0);
                 return null;
             });
             Path latest = Checkpoint.latest(ckDir);
@@ -76,7 +78,7 @@ class CheckpointTest {
             for (int p : new int[] {2, 1}) {
                 List<Boolean> ok = Distributed.run(p, world -> {
                     Stack model = new Stack(packed);
-                    if (p > 1) ExpertParallel.apply(model, DeviceMesh.create(world, 1, 1, -1, 1, 1, p));
+                    if (p > 1) ExpertParallel.apply(model, DeviceMesh.create(world, MeshSizes.defaults().ep(p)));
                     for (Tensor t : model.parameters()) t.fill(0f);
                     AdamW opt = adam(model);
                     Checkpoint.TrainState s = Checkpoint.load(latest, model, opt);
@@ -105,7 +107,7 @@ class CheckpointTest {
         AdamW opt = adam(model);
         fill(model, opt);
         var routers = Checkpoint.routerState(model);
-        Path ck = Checkpoint.save(dir, model, opt, new Checkpoint.TrainState(3, 3, 1, "{}", routers[0], routers[1]), null);
+        Path ck = Checkpoint.save(dir, model, opt, new Checkpoint.TrainState(3, 3, 1, "run-a", "{}", routers[0], routers[1]), null, 0);
         assertFalse(Files.list(dir).anyMatch(p -> p.getFileName().toString().contains(".tmp")), "no temporary files left");
 
         // a flipped byte in the weights
@@ -117,7 +119,7 @@ class CheckpointTest {
         assertTrue(e.getMessage().contains("corrupt") && e.getMessage().contains("model.safetensors"), e.getMessage());
 
         // a model that does not match (list layout instead of packed)
-        Path ck2 = Checkpoint.save(dir.resolve("b"), model, opt, new Checkpoint.TrainState(4, 4, 1, "{}", routers[0], routers[1]), null);
+        Path ck2 = Checkpoint.save(dir.resolve("b"), model, opt, new Checkpoint.TrainState(4, 4, 1, "run-a", "{}", routers[0], routers[1]), null, 0);
         var e2 = assertThrows(IllegalArgumentException.class, () -> Checkpoint.load(ck2, new Stack(false), null));
         assertTrue(e2.getMessage().contains("does not match the model"), e2.getMessage());
 
@@ -130,5 +132,87 @@ class CheckpointTest {
         float before = fresh.parameters().get(0).get(0);
         assertThrows(IllegalArgumentException.class, () -> Checkpoint.load(ck, fresh, null));
         assertEquals(before, fresh.parameters().get(0).get(0));
+    }
+
+    static Checkpoint.TrainState state(long step, String run, Module model) {
+        var routers = Checkpoint.routerState(model);
+        return new Checkpoint.TrainState(step, step, 1, run, "{}", routers[0], routers[1]);
+    }
+
+    @Test
+    void aFailedWriteEndsEveryRankWithTheWritersReason(@TempDir Path dir) throws Exception {
+        Files.writeString(dir.resolve("file"), "in the way");
+        Path ckDir = dir.resolve("file/ck");
+        List<String> messages = Distributed.run(2, world -> {
+            Stack model = new Stack(false);
+            ExpertParallel.apply(model, DeviceMesh.create(world, MeshSizes.defaults().ep(2)));
+            var e = assertThrows(moe4j.distributed.AgreedFailure.class,
+                    () -> Checkpoint.save(ckDir, model, adam(model), state(1, "run-a", model), world, 0));
+            assertFalse(e.userError());
+            return e.getMessage(); // kept, not thrown: a rank that throws would break the other's groups
+        });
+        // rank 1 did not write, yet reports rank 0's reason, not a bare "rank 0 failed"
+        String expected = "writing checkpoint " + ckDir.resolve("step-00000001") + " failed: ";
+        for (String m : messages) assertTrue(m.startsWith(expected) && m.endsWith("Not a directory"), m);
+        assertEquals(messages.get(0), messages.get(1));
+    }
+
+    @Test
+    void aCheckpointOfAnotherRunIsNeverReplaced(@TempDir Path dir) throws Exception {
+        Stack model = new Stack(false);
+        AdamW opt = adam(model);
+        Path ck = Checkpoint.save(dir, model, opt, state(3, "run-a", model), null, 0);
+        byte[] before = Files.readAllBytes(ck.resolve("state.json"));
+        var e = assertThrows(RuntimeException.class, () -> Checkpoint.save(dir, model, opt, state(3, "run-b", model), null, 0));
+        assertTrue(e.getMessage().contains("belongs to another run (run-a, this run is run-b)"), e.getMessage());
+        assertArrayEquals(before, Files.readAllBytes(ck.resolve("state.json")));
+        // the same run may replace its own checkpoint of a step (a resumed run passing it again)
+        Checkpoint.save(dir, model, opt, state(3, "run-a", model), null, 0);
+    }
+
+    @Test
+    void pruningKeepsTheNewestUpToLatestAndLeavesLaterStepsAlone(@TempDir Path dir) throws Exception {
+        for (int s = 1; s <= 6; s++) Files.createDirectories(dir.resolve(String.format("step-%08d", s)));
+        Files.createDirectories(dir.resolve("step-00000007.tmp-1")); // not a checkpoint: untouched by pruning
+        Files.writeString(dir.resolve("latest"), "step-00000003\n");
+        Checkpoint.prune(dir, 2);
+        assertEquals(List.of("latest", "step-00000002", "step-00000003", "step-00000004", "step-00000005", "step-00000006",
+                "step-00000007.tmp-1"), names(dir));
+        Checkpoint.prune(dir, 1);
+        assertEquals(List.of("latest", "step-00000003", "step-00000004", "step-00000005", "step-00000006", "step-00000007.tmp-1"),
+                names(dir));
+    }
+
+    static List<String> names(Path dir) throws Exception {
+        try (var s = Files.list(dir)) {
+            return s.map(p -> p.getFileName().toString()).sorted().toList();
+        }
+    }
+
+    @Test
+    void resumeFallsBackToTheNewestIntactCheckpoint(@TempDir Path dir) throws Exception {
+        Stack model = new Stack(false);
+        AdamW opt = adam(model);
+        for (int s = 1; s <= 3; s++) Checkpoint.save(dir, model, opt, state(s, "run-a", model), null, 0);
+        assertEquals(new Checkpoint.ResumePoint(dir.resolve("step-00000003"), 3, "run-a", List.of()), Checkpoint.resumeFrom(dir));
+
+        Files.write(dir.resolve("step-00000003/optimizer.safetensors"), new byte[] {0});
+        Checkpoint.ResumePoint p = Checkpoint.resumeFrom(dir);
+        assertEquals(dir.resolve("step-00000002"), p.checkpoint());
+        assertEquals(1, p.skipped().size(), p.skipped().toString());
+        assertTrue(p.skipped().get(0).contains("step-00000003/optimizer.safetensors is corrupt"), p.skipped().toString());
+
+        // a pointer to a checkpoint that is gone
+        Files.writeString(dir.resolve("latest"), "step-00000009\n");
+        p = Checkpoint.resumeFrom(dir);
+        assertEquals(dir.resolve("step-00000002"), p.checkpoint());
+        assertTrue(p.skipped().get(0).contains("names " + dir.resolve("step-00000009") + ", which does not exist"), p.skipped().toString());
+
+        Files.delete(dir.resolve("step-00000001/state.json"));
+        Files.delete(dir.resolve("step-00000002/model.safetensors"));
+        var none = assertThrows(IllegalArgumentException.class, () -> Checkpoint.resumeFrom(dir));
+        assertTrue(none.getMessage().startsWith("--resume: no intact checkpoint in " + dir), none.getMessage());
+        assertTrue(none.getMessage().contains("is missing model.safetensors") && none.getMessage().contains("not a checkpoint"),
+                none.getMessage());
     }
 }

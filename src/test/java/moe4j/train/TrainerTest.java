@@ -64,7 +64,7 @@ class TrainerTest {
         TrainConfig full = first.build();
         TrainConfig prefix = new TrainConfig(full.model(), 6, full.globalBatch(), full.seqLen(), full.lr(), full.minLr(),
                 full.warmupSteps(), full.weightDecay(), full.beta1(), full.beta2(), full.eps(), full.gradClip(), full.seed(),
-                full.data(), full.ep(), full.dpShard(), full.dpReplicate(), full.backend(), full.checkpointDir(), 3,
+                full.data(), full.ep(), full.dpShard(), full.dpReplicate(), full.backend(), full.checkpointDir(), 3, full.keepLast(),
                 full.outputDir(), full.logEvery(), full.initFrom());
         StopAt3.run(prefix);
         Trainer.Summary resumed = train(full, true);
@@ -88,6 +88,16 @@ class TrainerTest {
                     })));
             assertTrue(String.valueOf(stop.getMessage()).contains("simulated crash") || stop.getCause() != null, stop.toString());
         }
+    }
+
+    @Test
+    void checkpointsStoreTheRouterByItsConfigSpelling(@TempDir Path dir) {
+        // checkpoints written while the router kind was a plain string hold "sigmoid_topk": they must still resume
+        TrainConfig.Builder b = tiny(dir).steps(1);
+        b.model().moeRouter("sigmoid_topk");
+        Path ck = train(b.build(), false).lastCheckpoint();
+        var stored = com.google.gson.JsonParser.parseString(Checkpoint.storedConfig(ck)).getAsJsonObject();
+        assertEquals("sigmoid_topk", stored.getAsJsonObject("model").get("moeRouter").getAsString());
     }
 
     @Test

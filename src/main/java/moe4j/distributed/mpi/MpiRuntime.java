@@ -3,9 +3,11 @@ package moe4j.distributed.mpi;
 import java.io.PrintWriter;
 import java.io.StringWriter;
 import java.time.Duration;
+import java.util.List;
+import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.IntStream;
-import moe4j.distributed.Backend;
+import moe4j.distributed.AgreedFailure;
 import moe4j.distributed.Distributed;
 import moe4j.distributed.ProcessGroup;
 import moe4j.distributed.RankFunction;
@@ -20,13 +22,13 @@ import moe4j.distributed.RankFunction;
  * int result = MpiRuntime.run(world -> train(world));
  * }</pre>
  *
- * <p>The collective deadline comes from {@code -Dmoe4j.collective.timeout} or the environment
- * variable {@code MOE4J_COLLECTIVE_TIMEOUT} (seconds, or an ISO-8601 duration such as
- * {@code PT30S}), defaulting to {@link Distributed#DEFAULT_TIMEOUT}.
+ * <p>The collective deadline is {@link Distributed#configuredTimeout()}, as on the local backend.
  */
 public final class MpiRuntime {
     /** Exit code when a rank's work threw. */
     public static final int EXIT_FAILURE = 1;
+    /** Exit code when a rank's input was wrong (an {@link IllegalArgumentException}): the command line's usage code. */
+    public static final int EXIT_USAGE = 2;
     /** Exit code when a collective missed its deadline. */
     public static final int EXIT_TIMEOUT = 3;
 
@@ -39,23 +41,22 @@ public final class MpiRuntime {
 
     /** Whether this process looks started by an MPI launcher (Open MPI's mpirun, or PMI / SLURM's srun). */
     public static boolean launchedByMpi() {
-        return Backend.detect() == Backend.MPI;
+        return launchedByMpi(System.getenv());
     }
 
-    /** The configured collective deadline (see the class comment). */
+    /** Environment variables that MPI launchers set in every process they start. */
+    private static final List<String> LAUNCHER_VARIABLES = List.of("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK");
+
+    /** {@link #launchedByMpi()} judged from the given environment. */
+    public static boolean launchedByMpi(Map<String, String> env) {
+        for (String v : LAUNCHER_VARIABLES) if (env.containsKey(v)) return true;
+        // srun sets both for every task; SLURM_NTASKS alone is also set inside a batch script's shell
+        return env.containsKey("SLURM_PROCID") && env.containsKey("SLURM_STEP_ID");
+    }
+
+    /** The configured collective deadline ({@link Distributed#configuredTimeout()}). */
     public static Duration configuredTimeout() {
-        String s = System.getProperty("moe4j.collective.timeout");
-        if (s == null || s.isBlank()) s = System.getenv("MOE4J_COLLECTIVE_TIMEOUT");
-        if (s == null || s.isBlank()) return Distributed.DEFAULT_TIMEOUT;
-        Duration d;
-        try {
-            d = s.trim().toUpperCase().startsWith("P") ? Duration.parse(s.trim())
-                    : Duration.ofMillis(Math.round(Double.parseDouble(s.trim()) * 1000));
-        } catch (RuntimeException e) {
-            throw new IllegalArgumentException("collective timeout '" + s + "' is neither seconds nor an ISO-8601 duration (PT30S)", e);
-        }
-        if (d.isNegative() || d.isZero()) throw new IllegalArgumentException("collective timeout must be positive, got " + s);
-        return d;
+        return Distributed.configuredTimeout();
     }
 
     /** {@link #init(Duration)} with the configured deadline. */
@@ -103,10 +104,18 @@ public final class MpiRuntime {
         T result;
         try {
             result = fn.run(g);
+        } catch (AgreedFailure agreed) {
+            finish(); // every rank failed here together: none waits for another, so the job ends cleanly
+            throw agreed;
         } catch (Throwable t) {
-            StringWriter trace = new StringWriter();
-            t.printStackTrace(new PrintWriter(trace));
-            abortJob("world rank " + g.rank() + " of " + g.size() + " failed: " + trace, EXIT_FAILURE);
+            String what = t.toString();
+            if (debug()) {
+                StringWriter trace = new StringWriter();
+                t.printStackTrace(new PrintWriter(trace));
+                what = trace.toString();
+            }
+            abortJob("world rank " + g.rank() + " of " + g.size() + " failed: " + what,
+                    t instanceof IllegalArgumentException ? EXIT_USAGE : EXIT_FAILURE);
             throw new AssertionError("unreachable");
         }
         finish();
@@ -135,8 +144,13 @@ public final class MpiRuntime {
         world = null;
     }
 
+    /** Whether failures print their stack trace: {@code --debug} (the property moe4j.debug) or MOE4J_DEBUG=1. */
+    public static boolean debug() {
+        return Boolean.getBoolean("moe4j.debug") || "1".equals(System.getenv("MOE4J_DEBUG"));
+    }
+
     /** This process's rank in the world group, or -1 before {@link #init}. */
-    static int worldRank() {
+    public static int worldRank() {
         return worldRank;
     }
 

@@ -8,6 +8,8 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.ThreadPoolExecutor;
+import moe4j.kernels.ExecutionContext;
 
 /**
  * Single-precision GEMM on off-heap row-major matrices:
@@ -18,11 +20,11 @@ import java.util.concurrent.RejectedExecutionException;
  * {@code lda}; B is stored k×n (n×k when {@code transB}) with row stride {@code ldb}. When beta is 0,
  * C's old contents are never read (NaN there does not leak into the result).
  *
- * <p>The work is a packed, register-blocked Vector API kernel ({@link GemmBlocked}). With
- * {@link #setThreads(int)} above 1, large products are split by columns (or rows) of C over a small
- * fixed pool; every element of C is computed by one thread in the same order whatever the thread count,
- * so results are bitwise identical for any setting. Segments of a confined arena cannot be read by
- * the pool's threads; calls on them run on the calling thread alone.
+ * <p>The work is a packed, register-blocked Vector API kernel ({@link GemmBlocked}). When the calling
+ * thread's {@link ExecutionContext} allows more than one CPU thread, large products are split by columns
+ * (or rows) of C over that context's own worker pool; every element of C is computed by one thread in
+ * the same order whatever the thread count, so results are bitwise identical for any setting. Segments of
+ * a confined arena cannot be read by the pool's threads; calls on them run on the calling thread alone.
  */
 public final class Gemm {
     private Gemm() {}
@@ -30,31 +32,34 @@ public final class Gemm {
     /** Below this many multiply-adds, threads cost more than they save. */
     private static final long PARALLEL_MIN_WORK = 1L << 21;
 
-    private static volatile int threads = 1;
-    private static ExecutorService pool;
-    /** One of the pool's threads: asks whether a segment (e.g. of a confined arena) may be used there. */
-    private static volatile Thread aWorker;
+    /** The extra threads of one execution context (its thread count minus the caller), made on first use. */
+    private static final class Workers implements AutoCloseable {
+        final ExecutorService pool;
+        /** One of the pool's threads: asks whether a segment (e.g. of a confined arena) may be used there. */
+        final Thread aWorker;
 
-    /**
-     * Sets how many threads (the caller included) one sgemm call may use; default 1. Products under about
-     * two million multiply-adds always run on the caller. Meant to be set once at startup.
-     */
-    public static synchronized void setThreads(int n) {
-        if (n < 1) throw new IllegalArgumentException("Gemm.setThreads: thread count " + n + ", expected >= 1");
-        if (n == threads) return;
-        if (pool != null) pool.shutdown();
-        pool = n > 1 ? Executors.newFixedThreadPool(n - 1, r -> {
-            Thread t = new Thread(r, "moe4j-gemm");
-            t.setDaemon(true);
-            aWorker = t;
-            return t;
-        }) : null;
-        threads = n;
+        Workers(int count) {
+            Thread[] made = new Thread[1];
+            ThreadPoolExecutor executor = (ThreadPoolExecutor) Executors.newFixedThreadPool(count, r -> {
+                Thread t = new Thread(r, "moe4j-gemm");
+                t.setDaemon(true);
+                made[0] = t;
+                return t;
+            });
+            executor.prestartAllCoreThreads(); // on this thread, so aWorker is a real worker
+            pool = executor;
+            aWorker = made[0];
+        }
+
+        @Override
+        public void close() {
+            pool.shutdown();
+        }
     }
 
-    /** How many threads one sgemm call may use. */
+    /** How many threads one sgemm call on this thread may use: its execution context's CPU threads. */
     public static int threads() {
-        return threads;
+        return ExecutionContext.current().cpuThreads();
     }
 
     /**
@@ -79,11 +84,12 @@ public final class Gemm {
             scale(m, n, beta, c, cOff, ldc);
             return;
         }
-        int t = threads;
+        ExecutionContext ctx = ExecutionContext.current();
+        int t = ctx.cpuThreads();
         if (t == 1 || (long) m * n * k < PARALLEL_MIN_WORK) {
             GemmBlocked.compute(transA, transB, 0, m, 0, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
         } else {
-            parallel(t, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
+            parallel(ctx, t, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
         }
     }
 
@@ -106,7 +112,7 @@ public final class Gemm {
      * Splits C into contiguous column ranges (whole NR strips) or, when C is too narrow, row ranges
      * (whole MR strips); the caller computes the first part itself.
      */
-    private static void parallel(int t, boolean transA, boolean transB, int m, int n, int k, float alpha,
+    private static void parallel(ExecutionContext ctx, int t, boolean transA, boolean transB, int m, int n, int k, float alpha,
                                  MemorySegment a, long aOff, int lda, MemorySegment b, long bOff, int ldb,
                                  float beta, MemorySegment c, long cOff, int ldc) {
         int colStrips = (n + GemmBlocked.NR - 1) / GemmBlocked.NR;
@@ -116,11 +122,12 @@ public final class Gemm {
         int unit = byCols ? GemmBlocked.NR : GemmBlocked.MR;
         int extent = byCols ? n : m;
         int parts = Math.min(t, strips);
-        ExecutorService p;
-        synchronized (Gemm.class) {
-            p = pool;
+        if (parts == 1) {
+            GemmBlocked.compute(transA, transB, 0, m, 0, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
+            return;
         }
-        if (p == null || parts == 1 || !sharedWithWorkers(a, b, c)) {
+        Workers workers = ctx.resource(Workers.class, () -> new Workers(t - 1));
+        if (!sharedWithWorkers(workers.aWorker, a, b, c)) {
             GemmBlocked.compute(transA, transB, 0, m, 0, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
             return;
         }
@@ -135,9 +142,9 @@ public final class Gemm {
             Runnable part = () -> computePart(byCols, lo, hi, m, n, transA, transB, k, alpha,
                     a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
             try {
-                pending.add(p.submit(part));
-            } catch (RejectedExecutionException poolReplaced) {
-                part.run(); // setThreads shut this pool down meanwhile: same result, computed here
+                pending.add(workers.pool.submit(part));
+            } catch (RejectedExecutionException contextClosed) {
+                part.run(); // the context was closed meanwhile: same result, computed here
             }
         }
         computePart(byCols, bounds[0], bounds[1], m, n, transA, transB, k, alpha, a, aOff, lda, b, bOff, ldb,
@@ -155,11 +162,7 @@ public final class Gemm {
     }
 
     /** Segments of a confined arena can only be read by their owner: such calls stay on one thread. */
-    private static boolean sharedWithWorkers(MemorySegment a, MemorySegment b, MemorySegment c) {
-        Thread w = aWorker;
-        if (w == null) {
-            w = new Thread(() -> {}); // not started: stands for "some other thread"
-        }
+    private static boolean sharedWithWorkers(Thread w, MemorySegment a, MemorySegment b, MemorySegment c) {
         return a.isAccessibleBy(w) && b.isAccessibleBy(w) && c.isAccessibleBy(w);
     }
 

@@ -9,6 +9,8 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
+import moe4j.kernels.ExecutionContext;
+import moe4j.tensor.Device;
 import moe4j.tensor.Rng;
 
 /**
@@ -72,11 +74,9 @@ public final class GemmBenchmark {
         int warmups = quick ? 2 : 4, reps = quick ? 3 : 8;
         threadCpuClock = threads == 1 && THREADS.isCurrentThreadCpuTimeSupported();
         if (threadCpuClock && !THREADS.isThreadCpuTimeEnabled()) THREADS.setThreadCpuTimeEnabled(true);
-        int oldThreads = Gemm.threads();
-        Gemm.setThreads(threads);
         boolean blas = OpenBlas.isAvailable();
         if (blas) OpenBlas.setThreads(threads);
-        try (Arena arena = Arena.ofShared()) {
+        try (ExecutionContext ctx = ExecutionContext.enter(Device.CPU, threads); Arena arena = Arena.ofShared()) {
             List<GemmResult> gemm = new ArrayList<>();
             for (int[] s : SHAPES) {
                 for (int layout = 0; layout < LAYOUTS.length; layout++) {
@@ -86,7 +86,6 @@ public final class GemmBenchmark {
             List<GroupedResult> grouped = runGrouped(arena, blas, warmups, reps);
             return new Report(threads, threadCpuClock ? "thread CPU time" : "wall time", blas, blas ? null : OpenBlas.unavailableReason(), gemm, grouped);
         } finally {
-            Gemm.setThreads(oldThreads);
             if (blas) OpenBlas.setThreads(1);
         }
     }

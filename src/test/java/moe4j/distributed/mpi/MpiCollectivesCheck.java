@@ -12,6 +12,7 @@ import moe4j.distributed.DeviceMesh;
 import moe4j.distributed.ProcessGroup;
 import moe4j.distributed.ReduceOp;
 import moe4j.distributed.Work;
+import moe4j.distributed.MeshSizes;
 import moe4j.nn.MoEConfig;
 import moe4j.nn.MoEMLP;
 import moe4j.parallel.EpVerifier;
@@ -330,7 +331,7 @@ public final class MpiCollectivesCheck {
     }
 
     private void mesh(ProcessGroup g) {
-        DeviceMesh mesh = DeviceMesh.create(g, 1, 1, -1, 1, 1, 2);
+        DeviceMesh mesh = DeviceMesh.create(g, MeshSizes.defaults().ep(2));
         ProcessGroup ep = mesh.get("ep").group();
         int expectedFirst = g.rank() / 2 * 2;
         record("mesh ep group of rank " + g.rank(), Arrays.equals(ep.globalRanks(), new int[] {expectedFirst, expectedFirst + 1}),
@@ -343,7 +344,7 @@ public final class MpiCollectivesCheck {
         int p = g.size();
         int r = g.rank();
         MoEMLP moe = MoEMLP.build(config);
-        ExpertParallel.apply(moe, DeviceMesh.create(g, 1, 1, -1, 1, 1, p));
+        ExpertParallel.apply(moe, DeviceMesh.create(g, MeshSizes.defaults().ep(p)));
         int tokens = 6 + 3 * r; // uneven
         Tensor x = Tensor.randn(Rng.forStream(seed, r), 1.0, tokens, config.dim()).requiresGrad(true);
         Tensor gradOut = Tensor.randn(Rng.forStream(seed + 1, r), 1.0, tokens, config.dim());

@@ -1,6 +1,7 @@
 package moe4j.distributed.mpi;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -106,6 +107,28 @@ class MpiCollectivesTest {
         assertEquals(2, job.exitCode(), job.output());
         assertEquals(1, count(job.output(), "verify --backend mpi: the job has 4 processes but ep is 2: start one process per "
                 + "EP rank (mpirun -np 2)"), "rank 0 alone says why:\n" + job.output());
+    }
+
+    @Test
+    void trainWithAnEpThatDoesNotFillTheJobIsOneSentenceFromRankZero() throws Exception {
+        Job job = runCommand("train", "--backend", "mpi", "--ep", "2");
+        assertEquals(2, job.exitCode(), job.output());
+        assertEquals(1, count(job.output(), "moe4j train: error: the MPI job has 4 processes but dp_replicate × dp_shard × ep = "
+                + "1 × 1 × 2 = 2 ranks: start mpirun -np 2 or pass --ep 4"), "rank 0 alone says why:\n" + job.output());
+        assertFalse(job.output().contains("Exception") || job.output().contains("\tat "), "no stack trace:\n" + job.output());
+
+        // a mistake found before MPI starts (the same on every process), and one every rank agrees on after
+        Path dir = Files.createTempDirectory("moe4j-mpi-train");
+        Path config = dir.resolve("tiny.toml");
+        Files.writeString(config, MpiTrainingTest.config());
+        job = runCommand("train", "--backend", "mpi", "--config", config.toString(), "--lr", "Infinity");
+        assertEquals(2, job.exitCode(), job.output());
+        assertEquals(1, count(job.output(), "moe4j train: error: lr must be a finite number, got Infinity"), job.output());
+        job = runCommand("train", "--backend", "mpi", "--config", config.toString(), "--resume", "--checkpoint-dir",
+                dir.resolve("empty").toString(), "--output-dir", dir.resolve("out").toString());
+        assertEquals(2, job.exitCode(), job.output());
+        assertEquals(1, count(job.output(), "moe4j train: error: --resume: no checkpoint found in " + dir.resolve("empty")), job.output());
+        assertFalse(job.output().contains("ABORTING"), "every rank ends cleanly:\n" + job.output());
     }
 
     private static int count(String text, String what) {

@@ -7,8 +7,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import moe4j.kernels.ExecutionContext;
+import moe4j.tensor.Device;
 import moe4j.tensor.Rng;
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 
 class GemmTest {
@@ -17,11 +18,6 @@ class GemmTest {
             {1, 1, 1}, {1, 3, 7}, {3, 1, 17}, {7, 17, 1}, {17, 33, 7}, {33, 65, 17}, {65, 129, 33},
             {129, 33, 65}, {8, 48, 256}, {9, 49, 257}, {130, 97, 300}, {5, 800, 3}, {521, 9, 11}, {1, 129, 520},
     };
-
-    @AfterEach
-    void singleThread() {
-        Gemm.setThreads(1);
-    }
 
     @Test
     void allLayoutsMatchFloat64Reference() {
@@ -93,10 +89,10 @@ class GemmTest {
                     MemorySegment c0 = GemmReference.random(arena, rng, (long) m * n);
                     MemorySegment c1 = GemmReference.copy(arena, c0), c2 = GemmReference.copy(arena, c0);
                     int ldb = tb ? k : n;
-                    Gemm.setThreads(1);
                     Gemm.sgemm(false, tb, m, n, k, 0.7f, a, 0, k, b, 0, ldb, 0.3f, c1, 0, n);
-                    Gemm.setThreads(2);
-                    Gemm.sgemm(false, tb, m, n, k, 0.7f, a, 0, k, b, 0, ldb, 0.3f, c2, 0, n);
+                    try (ExecutionContext two = ExecutionContext.enter(Device.CPU, 2)) {
+                        Gemm.sgemm(false, tb, m, n, k, 0.7f, a, 0, k, b, 0, ldb, 0.3f, c2, 0, n);
+                    }
                     assertEquals(-1L, c1.mismatch(c2), "thread count changed the bits for " + m + "x" + n + "x" + k);
                 }
             }
@@ -121,8 +117,8 @@ class GemmTest {
     }
 
     @Test
-    void concurrentCallersShareThePool() throws Exception {
-        // in-JVM ranks call sgemm from their own threads at the same time
+    void concurrentRanksEachUseTheirOwnThreads() throws Exception {
+        // in-JVM ranks call sgemm from their own threads at the same time, each in its own context
         try (Arena arena = Arena.ofShared()) {
             Rng rng = new Rng(19);
             int m = 90, n = 200, k = 120; // just above the size that goes parallel
@@ -130,13 +126,15 @@ class GemmTest {
             MemorySegment b = GemmReference.random(arena, rng, (long) k * n);
             MemorySegment expected = arena.allocate((long) m * n * Float.BYTES);
             Gemm.sgemm(false, false, m, n, k, 1f, a, 0, k, b, 0, n, 0f, expected, 0, n);
-            Gemm.setThreads(2);
             MemorySegment[] out = new MemorySegment[4];
             Thread[] callers = new Thread[out.length];
             for (int t = 0; t < out.length; t++) {
                 MemorySegment c = out[t] = arena.allocate((long) m * n * Float.BYTES);
+                int threads = 2 + t % 2;
                 callers[t] = new Thread(() -> {
-                    for (int rep = 0; rep < 3; rep++) Gemm.sgemm(false, false, m, n, k, 1f, a, 0, k, b, 0, n, 0f, c, 0, n);
+                    try (ExecutionContext ctx = ExecutionContext.enter(Device.CPU, threads)) {
+                        for (int rep = 0; rep < 3; rep++) Gemm.sgemm(false, false, m, n, k, 1f, a, 0, k, b, 0, n, 0f, c, 0, n);
+                    }
                 });
                 callers[t].start();
             }
@@ -147,8 +145,9 @@ class GemmTest {
 
     @Test
     void confinedSegmentsWorkWithThreads() {
-        Gemm.setThreads(2);
-        run(new Rng(13), false, true, 100, 400, 150, 1f, 0f, 0, 0, 0, 0);
+        try (ExecutionContext two = ExecutionContext.enter(Device.CPU, 2)) {
+            run(new Rng(13), false, true, 100, 400, 150, 1f, 0f, 0, 0, 0, 0);
+        }
     }
 
     @Test
@@ -161,7 +160,7 @@ class GemmTest {
             e = assertThrows(IllegalArgumentException.class,
                     () -> Gemm.sgemm(false, false, 4, 4, 4, 1f, s, 1, 4, s, 0, 4, 0f, s, 0, 4));
             assertTrue(e.getMessage().contains("needs 17 floats"), e.getMessage());
-            assertThrows(IllegalArgumentException.class, () -> Gemm.setThreads(0));
+            assertThrows(IllegalArgumentException.class, () -> ExecutionContext.enter(Device.CPU, 0));
         }
     }
 

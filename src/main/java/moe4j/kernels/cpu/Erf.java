@@ -1,4 +1,4 @@
-package moe4j.ops;
+package moe4j.kernels.cpu;
 
 /**
  * The error function in double precision, for the exact (erf-based) GELU. The JDK has none.

@@ -1,22 +1,24 @@
-package moe4j.distributed;
+package moe4j.distributed.launch;
 
 import java.time.Duration;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import moe4j.distributed.Distributed;
+import moe4j.distributed.RankFunction;
 import moe4j.distributed.mpi.MpiRuntime;
 
 /**
  * Where a job's ranks live: {@link #LOCAL} threads of this JVM ({@link Distributed#run}), or
  * {@link #MPI} processes started by {@code mpirun} / {@code srun}, one rank each
  * ({@link MpiRuntime}). The MPI library is loaded only when {@link #MPI} runs.
+ *
+ * <p>It sits above both kinds of process group, in its own package, so that {@code moe4j.distributed}
+ * never names its MPI implementation.
  */
 public enum Backend {
     LOCAL,
     MPI;
-
-    /** Environment variables that MPI launchers set in every process they start. */
-    private static final List<String> LAUNCHER_VARIABLES = List.of("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK");
 
     /** {@link #MPI} when this process was started by an MPI launcher, else {@link #LOCAL}. */
     public static Backend detect() {
@@ -25,10 +27,26 @@ public enum Backend {
 
     /** {@link #detect()} from the given environment. */
     public static Backend detect(Map<String, String> env) {
-        for (String v : LAUNCHER_VARIABLES) if (env.containsKey(v)) return MPI;
-        // srun sets both for every task; SLURM_NTASKS alone is also set inside a batch script's shell
-        if (env.containsKey("SLURM_PROCID") && env.containsKey("SLURM_STEP_ID")) return MPI;
-        return LOCAL;
+        return MpiRuntime.launchedByMpi(env) ? MPI : LOCAL;
+    }
+
+    /**
+     * This process's rank as its MPI launcher numbered it (Open MPI, PMIx, PMI or srun), or -1 when no
+     * launcher started it: known before MPI is initialised, e.g. to let one process report a mistake
+     * in arguments that every process of the job shares.
+     */
+    public static int launcherRank() {
+        for (String v : List.of("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID")) {
+            String r = System.getenv(v);
+            if (r != null) {
+                try {
+                    return Integer.parseInt(r.trim());
+                } catch (NumberFormatException e) {
+                    // not a number: try the next launcher's variable
+                }
+            }
+        }
+        return -1;
     }
 
     /** {@code local}, {@code mpi}, or {@code auto} ({@link #detect()}); case does not matter. */

@@ -1,11 +1,11 @@
-package moe4j.distributed.mpi;
+package moe4j.bench;
 
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
-import moe4j.distributed.AllToAllBenchmark;
 import moe4j.distributed.ProcessGroup;
 import moe4j.distributed.ReduceOp;
+import moe4j.distributed.mpi.MpiRuntime;
 import moe4j.tensor.DType;
 import moe4j.tensor.MemoryScope;
 import moe4j.tensor.Tensor;

@@ -1,10 +1,11 @@
-package moe4j.ops;
+package moe4j.bench;
 
 import java.lang.management.BufferPoolMXBean;
 import java.lang.management.ManagementFactory;
 import java.util.ArrayList;
 import java.util.List;
 import moe4j.autograd.Autograd;
+import moe4j.ops.Ops;
 import moe4j.tensor.MemoryScope;
 import moe4j.tensor.ProcessMemory;
 import moe4j.tensor.Rng;

@@ -1,8 +1,10 @@
-package moe4j.distributed;
+package moe4j.bench;
 
 import java.lang.foreign.MemorySegment;
 import java.time.Duration;
 import java.util.Arrays;
+import moe4j.distributed.Distributed;
+import moe4j.distributed.ProcessGroup;
 import moe4j.tensor.DType;
 import moe4j.tensor.MemoryScope;
 import moe4j.tensor.Tensor;

@@ -1,4 +1,4 @@
-package moe4j.ops;
+package moe4j.bench;
 
 import static org.junit.jupiter.api.Assertions.*;
 

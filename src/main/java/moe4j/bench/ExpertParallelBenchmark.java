@@ -1,4 +1,4 @@
-package moe4j.parallel;
+package moe4j.bench;
 
 import java.time.Duration;
 import java.util.LinkedHashMap;
@@ -9,8 +9,11 @@ import moe4j.autograd.Autograd;
 import moe4j.autograd.Profiler;
 import moe4j.distributed.DeviceMesh;
 import moe4j.distributed.Distributed;
+import moe4j.distributed.MeshSizes;
 import moe4j.nn.MoEConfig;
 import moe4j.nn.MoEMLP;
+import moe4j.parallel.ExpertParallel;
+import moe4j.parallel.TrafficCountingGroup;
 import moe4j.tensor.MemoryScope;
 import moe4j.tensor.Rng;
 import moe4j.tensor.Tensor;
@@ -31,9 +34,9 @@ public final class ExpertParallelBenchmark {
         record RankTiming(double seconds, Map<String, Double> phases, long bytes) {}
         List<RankTiming> timings = Distributed.run(ranks, Duration.ofMinutes(10), world -> {
             MoEMLP moe = MoEMLP.build(config);
-            ExpertParallel.apply(moe, DeviceMesh.create(world, 1, 1, -1, 1, 1, ranks));
-            TrafficCountingGroup traffic = new TrafficCountingGroup(moe.epGroup() != null ? moe.epGroup() : world);
-            if (moe.epGroup() != null) moe.setExpertParallel(moe.dispatcher(), traffic, moe.epWorldSize(), moe.layerIndex());
+            ExpertParallel.apply(moe, DeviceMesh.create(world, MeshSizes.defaults().ep(ranks)));
+            TrafficCountingGroup counted = ExpertParallel.countTraffic(moe);
+            TrafficCountingGroup traffic = counted != null ? counted : new TrafficCountingGroup(world);
             // the input needs a gradient, as inside a model: backward then computes all nine expert products
             Tensor x = Tensor.randn(Rng.forStream(1, world.rank()), 1.0, tokensPerRank, config.dim()).requiresGrad(true);
             Tensor grad = Tensor.randn(Rng.forStream(2, world.rank()), 1.0, tokensPerRank, config.dim());

@@ -1,4 +1,4 @@
-package moe4j.distributed;
+package moe4j.distributed.launch;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import java.time.Duration;
 import java.util.List;
 import java.util.Map;
+import moe4j.distributed.ProcessGroup;
 import org.junit.jupiter.api.Test;
 
 class BackendTest {

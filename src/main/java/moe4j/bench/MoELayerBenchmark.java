@@ -1,11 +1,14 @@
-package moe4j.nn;
+package moe4j.bench;
 
 import java.util.LinkedHashMap;
 import java.util.Locale;
 import java.util.Map;
 import moe4j.autograd.Autograd;
 import moe4j.autograd.Profiler;
-import moe4j.kernels.cpu.Gemm;
+import moe4j.kernels.Kernels;
+import moe4j.nn.MoEConfig;
+import moe4j.nn.MoEMLP;
+import moe4j.tensor.Device;
 import moe4j.tensor.MemoryScope;
 import moe4j.tensor.Rng;
 import moe4j.tensor.Tensor;
@@ -63,7 +66,7 @@ public final class MoELayerBenchmark {
             double best = 0;
             for (int i = 0; i < 4; i++) {
                 long t0 = System.nanoTime();
-                Gemm.sgemm(false, false, rows, hidden, dim, 1f, a.data(), 0, dim, b.data(), 0, hidden, 0f, c.data(), 0, hidden);
+                Kernels.of(Device.CPU).matmul().gemm(false, false, rows, hidden, dim, 1f, a, 0, dim, b, 0, hidden, 0f, c, 0, hidden);
                 double s = (System.nanoTime() - t0) / 1e9;
                 best = Math.max(best, 2.0 * rows * dim * hidden / s / 1e9);
             }

@@ -1,10 +1,14 @@
-package moe4j.nn;
+package moe4j.bench;
 
 import java.util.LinkedHashMap;
 import java.util.Locale;
 import java.util.Map;
 import moe4j.autograd.Autograd;
 import moe4j.autograd.Profiler;
+import moe4j.kernels.ExecutionContext;
+import moe4j.nn.MoETransformer;
+import moe4j.nn.ModelConfig;
+import moe4j.tensor.Device;
 import moe4j.tensor.MemoryScope;
 import moe4j.tensor.Rng;
 import moe4j.tensor.Tensor;
@@ -74,8 +78,10 @@ public final class ModelBenchmark {
         int batch = args.length > 0 ? Integer.parseInt(args[0]) : 8;
         int seq = args.length > 1 ? Integer.parseInt(args[1]) : 128;
         int iterations = args.length > 2 ? Integer.parseInt(args[2]) : 5;
-        moe4j.kernels.cpu.Gemm.setThreads(args.length > 3 ? Integer.parseInt(args[3]) : 1);
-        System.out.println("threads: " + moe4j.kernels.cpu.Gemm.threads());
-        System.out.print(table(run(ModelConfig.defaults(), batch, seq, 2, iterations)));
+        int threads = args.length > 3 ? Integer.parseInt(args[3]) : 1;
+        try (ExecutionContext ctx = ExecutionContext.enter(Device.CPU, threads)) {
+            System.out.println("threads: " + ctx.cpuThreads());
+            System.out.print(table(run(ModelConfig.defaults(), batch, seq, 2, iterations)));
+        }
     }
 }

@@ -1,0 +1,34 @@
+package moe4j.kernels;
+
+import moe4j.tensor.Tensor;
+
+/**
+ * Matrix products on float32 tensors of one device. Offsets and leading dimensions are in elements, so
+ * a call may address a sub-matrix of a tensor (one head of an attention activation, say); the tensors'
+ * shapes are not consulted beyond their sizes.
+ */
+public interface MatmulKernels {
+    /**
+     * {@code C = alpha·op(A)·op(B) + beta·C}, op(X) = X or Xᵀ; op(A) is m×k, op(B) k×n, C m×n, row-major
+     * with row strides lda, ldb, ldc. beta = 0 never reads C. Results do not depend on how many threads
+     * or blocks compute them.
+     */
+    void gemm(boolean transA, boolean transB, int m, int n, int k, float alpha,
+              Tensor a, long aOff, int lda, Tensor b, long bOff, int ldb,
+              float beta, Tensor c, long cOff, int ldc);
+
+    /**
+     * Ragged grouped product: group g is rows {@code [offsets[g], offsets[g+1])} of X (width k) and of
+     * Y (width n); {@code Y_g = X_g·op(W_g) + beta·Y_g}, W_g at element {@code wOff[g]} of {@code w[g]},
+     * stored (k, n), or (n, k) and used transposed when {@code transW}. Empty groups cost nothing. The
+     * offsets are host values: the group sizes are known on the host before the product is issued.
+     */
+    void groupedGemm(int[] offsets, int k, int n, Tensor x, Tensor[] w, long[] wOff, boolean transW,
+                     Tensor y, float beta);
+
+    /**
+     * Weight gradients of a grouped product: {@code dW_g = beta·dW_g + X_gᵀ·dY_g} (k×n at element
+     * {@code dwOff[g]} of {@code dw[g]}); an empty group only scales its dW_g by beta.
+     */
+    void groupedWeightGrad(int[] offsets, int k, int n, Tensor x, Tensor dy, Tensor[] dw, long[] dwOff, float beta);
+}
