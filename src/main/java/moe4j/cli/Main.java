@@ -20,7 +20,7 @@ import picocli.CommandLine.Spec;
         mixinStandardHelpOptions = true,
         versionProvider = Main.Version.class,
         description = "Mixture-of-Experts models with expert parallelism on the JVM.",
-        subcommands = {TrainCommand.class, VerifyCommand.class, BenchCommand.class, InfoCommand.class})
+        subcommands = {TrainCommand.class, GenerateCommand.class, VerifyCommand.class, BenchCommand.class, InfoCommand.class})
 public final class Main implements Runnable {
     @Spec
     CommandSpec spec;

@@ -65,7 +65,7 @@ class TrainerTest {
         TrainConfig prefix = new TrainConfig(full.model(), 6, full.globalBatch(), full.seqLen(), full.lr(), full.minLr(),
                 full.warmupSteps(), full.weightDecay(), full.beta1(), full.beta2(), full.eps(), full.gradClip(), full.seed(),
                 full.data(), full.ep(), full.dpShard(), full.dpReplicate(), full.backend(), full.checkpointDir(), 3, full.keepLast(),
-                full.outputDir(), full.logEvery());
+                full.outputDir(), full.logEvery(), full.initFrom());
         StopAt3.run(prefix);
         Trainer.Summary resumed = train(full, true);
         assertEquals(4, resumed.firstStep());

@@ -403,6 +403,11 @@ final class CudaKernels implements Kernels {
             throw missing("dropOverCapacity (capacity factor > 0)");
         }
 
+        @Override
+        public void limitToTopGroups(Tensor scores, int groups, int topKGroups, Tensor out) {
+            throw missing("limitToTopGroups (group-limited routing)");
+        }
+
         /**
          * Stable grouping of the flat keys by value through the permutation kernels; {@code droppedLast}: keys
          * of -1 go after every group, in their order.
