@@ -11,13 +11,22 @@ public interface AttentionKernels {
     void rope(Tensor x, double theta, float sign, Tensor out);
 
     /**
-     * out = softmax(Q·Kᵀ/√hd + causal mask)·V for q (B, S, Hq, hd), k and v (B, S, Hkv, hd); keeps the
-     * probabilities in {@code probs} (B, Hq, S, S) for the backward. Query rows go in blocks of
-     * {@code rowBlock}.
+     * The shape of the float32 tensor {@link #causalAttention} fills for its backward ({@code saved}):
+     * here the attention probabilities (B, Hq, S, S); a device that recomputes them keeps less (the
+     * cuda device: each query row's log-sum-exp, (B, Hq, S)).
      */
-    void causalAttention(Tensor q, Tensor k, Tensor v, int rowBlock, Tensor probs, Tensor out);
+    default int[] savedShape(int b, int hq, int s) {
+        return new int[] {b, hq, s, s};
+    }
 
-    /** Gradients of {@link #causalAttention}; gq, gk, gv zero on entry. */
-    void causalAttentionBackward(Tensor gOut, Tensor q, Tensor k, Tensor v, Tensor probs, int rowBlock,
+    /**
+     * out = softmax(Q·Kᵀ/√hd + causal mask)·V for q (B, S, Hq, hd), k and v (B, S, Hkv, hd); keeps what the
+     * backward needs in {@code saved} (of {@link #savedShape}). Query rows go in blocks of {@code rowBlock}
+     * where the device blocks them.
+     */
+    void causalAttention(Tensor q, Tensor k, Tensor v, int rowBlock, Tensor saved, Tensor out);
+
+    /** Gradients of {@link #causalAttention} from its {@code saved}; gq, gk, gv zero on entry. */
+    void causalAttentionBackward(Tensor gOut, Tensor q, Tensor k, Tensor v, Tensor saved, int rowBlock,
                                  Tensor gq, Tensor gk, Tensor gv);
 }
