@@ -10,6 +10,7 @@ import moe4j.tensor.Tensor;
  * forward keeps only each query row's log-sum-exp (B, Hq, S) for the backward, never the (B, Hq, S, S)
  * probabilities: the backward recomputes them. One warp per row, {@link #WARPS} rows per block; the
  * {@code rowBlock} of the interface (the CPU's GEMM blocking) has no meaning here.
+ * The backward's scratch is taken outside the pool's scopes and freed before it returns.
  */
 final class CudaAttention implements AttentionKernels {
     /** Largest head dimension the kernels hold in registers (8 elements per lane). */
@@ -75,7 +76,7 @@ final class CudaAttention implements AttentionKernels {
         checkHeadDim(hd);
         if (q.numel() == 0) return;
         CudaStream st = stream();
-        long delta = st.pool.allocate(4L * b * hq * s, "attention backward row sums");
+        long delta = st.pool.allocatePersistent(4L * b * hq * s, "attention backward row sums");
         try {
             int[] qGrid = grid(s, b * hq);
             st.launch(KernelSource.ATTENTION, "attention_backward_q").grid(qGrid[0], qGrid[1]).block(32 * WARPS).ptr(at(gOut)).ptr(at(q))

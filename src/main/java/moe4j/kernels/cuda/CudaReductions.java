@@ -12,6 +12,8 @@ import moe4j.tensor.Tensor;
  * Row kernels run one block of {@link #THREADS} threads per row. {@link #sumOfSquares} and
  * {@link #firstNonFinite} return host values through one small copy into the stream's pinned buffer;
  * {@link #crossEntropy} reads back the first invalid target's row (one such copy per call) to throw.
+ * Scratch memory is taken outside the pool's scopes and freed (stream-ordered) before a method returns,
+ * so no enclosing scope ever owns an address that a later allocation may reuse.
  */
 final class CudaReductions implements ReductionKernels {
     /** Threads per block of the row and sum kernels (a multiple of 32: the block trees go warp by warp). */
@@ -53,7 +55,7 @@ final class CudaReductions implements ReductionKernels {
         CudaStream s = stream();
         long n = a.numel();
         int blocks = partialBlocks(n);
-        long partial = s.pool.allocate(8L * blocks, "sum partials");
+        long partial = s.pool.allocatePersistent(8L * blocks, "sum partials");
         try {
             s.launch(KernelSource.REDUCE, "sum_partial").grid(blocks).block(THREADS).ptr(at(a)).i64(n).i32(squares ? 1 : 0)
                     .ptr(partial).run();
@@ -67,7 +69,7 @@ final class CudaReductions implements ReductionKernels {
     public void sum(Tensor a, Tensor out) {
         requireF32("sum", a, out);
         CudaStream s = stream();
-        long result = s.pool.allocate(8, "sum result");
+        long result = s.pool.allocatePersistent(8, "sum result");
         try {
             total(a, false, result, at(out));
         } finally {
@@ -79,7 +81,7 @@ final class CudaReductions implements ReductionKernels {
     public double sumOfSquares(Tensor a) {
         requireF32("sumOfSquares", a);
         CudaStream s = stream();
-        long result = s.pool.allocate(8, "sum of squares");
+        long result = s.pool.allocatePersistent(8, "sum of squares");
         try {
             total(a, true, result, 0L);
             return s.readDouble(result);
@@ -94,7 +96,7 @@ final class CudaReductions implements ReductionKernels {
         long n = a.numel();
         if (n == 0) return -1;
         CudaStream s = stream();
-        long first = s.pool.allocate(8, "first non-finite position");
+        long first = s.pool.allocatePersistent(8, "first non-finite position");
         try {
             s.memset(first, (byte) 0xff, 8);
             s.launch(KernelSource.REDUCE, "first_non_finite").over(n).ptr(at(a)).i64(n).ptr(first).run();
@@ -217,9 +219,9 @@ final class CudaReductions implements ReductionKernels {
             s.zero(at(loss), 4);
             return;
         }
-        long rowLoss = s.pool.allocate(8L * n, "cross-entropy row losses");
-        long badRow = s.pool.allocate(8, "first invalid target row");
-        long counted = s.pool.allocate(4, "counted rows");
+        long rowLoss = s.pool.allocatePersistent(8L * n, "cross-entropy row losses");
+        long badRow = s.pool.allocatePersistent(8, "first invalid target row");
+        long counted = s.pool.allocatePersistent(4, "counted rows");
         try {
             s.memset(badRow, (byte) 0xff, 8);
             s.launch(KernelSource.REDUCE, "cross_entropy_rows").grid(n).block(THREADS).ptr(at(logits)).ptr(at(targets)).i32(v)
@@ -245,8 +247,8 @@ final class CudaReductions implements ReductionKernels {
         int n = logits.dim(0), v = logits.dim(1);
         if (n == 0) return;
         CudaStream s = stream();
-        long rowLoss = s.pool.allocate(8L * n, "unused row losses");
-        long counted = s.pool.allocate(4, "counted rows");
+        long rowLoss = s.pool.allocatePersistent(8L * n, "unused row losses");
+        long counted = s.pool.allocatePersistent(4, "counted rows");
         try {
             s.zero(rowLoss, 8L * n);
             s.launch(KernelSource.REDUCE, "cross_entropy_mean").grid(1).block(THREADS).ptr(rowLoss).ptr(at(targets)).i32(n)

@@ -5,7 +5,9 @@
 //
 // One warp per row (a query row in the forward and for dQ, a key row for dK and dV), the head
 // dimension spread over the lanes (element d on lane d mod 32, up to HD_MAX), dot products summed by a
-// warp tree: fixed order, no atomics, the same bits on every run. Every gradient is written by the one
+// warp tree: fixed order, no atomics, the same bits on every run. A score is rounded before the
+// log-sum-exp is subtracted (no fused multiply-add), so the backward's P is exp(0) = 1 exactly where the
+// forward saw a single key. Every gradient is written by the one
 // warp that owns its row, so dK and dV sum the query heads of their group in order inside the warp.
 
 #define GRID_STRIDE(i, n) for (long long i = blockIdx.x * (long long) blockDim.x + threadIdx.x; i < (n); \
@@ -71,7 +73,7 @@ extern "C" __global__ void attention_forward(const float* q, const float* k, con
     float m = NEG_INF, l = 0.f;
     for (int j = 0; j <= i; j++) {
         long long kv = row_at(b, j, S, Hkv, g, hd);
-        float s = dot_row(qr, k + kv, hd, lane) * scale;
+        float s = __fmul_rn(dot_row(qr, k + kv, hd, lane), scale);
         float mNew = fmaxf(m, s);
         float correction = expf(m - mNew);  // 0 at the first key (m = −inf)
         float p = expf(s - mNew);
@@ -110,7 +112,7 @@ extern "C" __global__ void attention_backward_q(const float* gout, const float* 
     double dsum = 0;
     for (int j = 0; j <= i; j++) {
         long long kv = row_at(b, j, S, Hkv, g, hd);
-        float p = expf(dot_row(qr, k + kv, hd, lane) * scale - L);
+        float p = expf(__fmul_rn(dot_row(qr, k + kv, hd, lane), scale) - L);
         dsum += (double) p * dot_row(dor, v + kv, hd, lane);
     }
     float D = (float) dsum;
@@ -118,7 +120,7 @@ extern "C" __global__ void attention_backward_q(const float* gout, const float* 
     for (int c = 0; c < PER_LANE; c++) acc[c] = 0.f;
     for (int j = 0; j <= i; j++) {
         long long kv = row_at(b, j, S, Hkv, g, hd);
-        float p = expf(dot_row(qr, k + kv, hd, lane) * scale - L);
+        float p = expf(__fmul_rn(dot_row(qr, k + kv, hd, lane), scale) - L);
         float ds = p * (dot_row(dor, v + kv, hd, lane) - D);
 #pragma unroll
         for (int c = 0; c < PER_LANE; c++) {
@@ -153,7 +155,7 @@ extern "C" __global__ void attention_backward_kv(const float* gout, const float*
         for (int i = j; i < S; i++) {
             long long o = row_at(b, i, S, Hq, h, hd);
             long long stat = ((long long) b * Hq + h) * S + i;
-            float p = expf(dot_row(kr, q + o, hd, lane) * scale - lse[stat]);
+            float p = expf(__fmul_rn(dot_row(kr, q + o, hd, lane), scale) - lse[stat]);
             float ds = p * (dot_row(vr, gout + o, hd, lane) - delta[stat]);
 #pragma unroll
             for (int c = 0; c < PER_LANE; c++) {

@@ -406,7 +406,7 @@ class CudaDeviceKernelsTest {
 
     @Test
     void causalAttentionForwardAndBackward() {
-        attentionCase(1, 1, 1, 1, 8);
+        attentionCase(1, 2, 1, 1, 8);
         attentionCase(2, 37, 4, 2, 24);
         attentionCase(1, 64, 4, 1, 64);
         attentionCase(2, 19, 2, 2, 160);
