@@ -48,6 +48,14 @@ final class CudaAttention implements AttentionKernels {
         }
     }
 
+    /** {@code saved} holds one log-sum-exp per (batch, query head, position), else an error naming its shape. */
+    static void checkSaved(Tensor saved, int b, int hq, int s) {
+        if (saved.numel() != (long) b * hq * s) {
+            throw new IllegalArgumentException("cuda attention: saved " + saved.shapeString() + " must hold (" + b + ", " + hq + ", " + s
+                    + ") row log-sum-exps (see savedShape)");
+        }
+    }
+
     @Override
     public void rope(Tensor x, double theta, float sign, Tensor out) {
         CudaReductions.requireF32("rope", x, out);
@@ -62,6 +70,7 @@ final class CudaAttention implements AttentionKernels {
         CudaReductions.requireF32("causalAttention", q, k, v, saved, out);
         int b = q.dim(0), s = q.dim(1), hq = q.dim(2), hd = q.dim(3), hkv = k.dim(2);
         checkHeadDim(hd);
+        checkSaved(saved, b, hq, s);
         if (q.numel() == 0) return;
         int[] grid = grid(s, b * hq);
         stream().launch(KernelSource.ATTENTION, "attention_forward").grid(grid[0], grid[1]).block(32 * WARPS).ptr(at(q)).ptr(at(k))
@@ -74,6 +83,7 @@ final class CudaAttention implements AttentionKernels {
         CudaReductions.requireF32("causalAttentionBackward", gOut, q, k, v, saved, gq, gk, gv);
         int b = q.dim(0), s = q.dim(1), hq = q.dim(2), hd = q.dim(3), hkv = k.dim(2);
         checkHeadDim(hd);
+        checkSaved(saved, b, hq, s);
         if (q.numel() == 0) return;
         CudaStream st = stream();
         long delta = st.pool.allocatePersistent(4L * b * hq * s, "attention backward row sums");

@@ -67,6 +67,14 @@ class CudaTrainingKernelsHostTest {
     }
 
     @Test
+    void theSavedTensorMustHoldOneValuePerQueryRow() {
+        CudaAttention.checkSaved(Tensor.zeros(2, 4, 37), 2, 4, 37);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> CudaAttention.checkSaved(Tensor.zeros(2, 4, 37, 37), 2, 4, 37));
+        assertTrue(e.getMessage().contains("[2, 4, 37, 37]") && e.getMessage().contains("savedShape"), e.getMessage());
+    }
+
+    @Test
     void nonFloatTensorsAreRejectedByName() {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> CudaReductions.requireF32("softmax", Tensor.zeros(2), Tensor.zeros(DType.I32, 2)));
