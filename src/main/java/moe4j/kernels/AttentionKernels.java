@@ -15,15 +15,24 @@ public interface AttentionKernels {
     void rope(Tensor x, double theta, double scale, int start, float sign, Tensor out);
 
     /**
-     * out = softmax(Q·Kᵀ/√hd + causal mask)·V for q (B, S, Hq, hd), k and v (B, S, Hkv, hd); keeps the
-     * probabilities in {@code probs} (B, Hq, S, S) for the backward. Query rows go in blocks of
-     * {@code rowBlock}. Row i attends to keys {@code max(0, i − window + 1) .. i} ({@code window} 0: all of
-     * 0..i); the probabilities of keys before the window are 0.
+     * The shape of the float32 tensor {@link #causalAttention} fills for its backward ({@code saved}):
+     * here the attention probabilities (B, Hq, S, S); a device that recomputes them keeps less (the
+     * cuda device: each query row's log-sum-exp, (B, Hq, S)).
      */
-    void causalAttention(Tensor q, Tensor k, Tensor v, int rowBlock, int window, Tensor probs, Tensor out);
+    default int[] savedShape(int b, int hq, int s) {
+        return new int[] {b, hq, s, s};
+    }
 
-    /** Gradients of {@link #causalAttention} with the same {@code rowBlock} and {@code window}; gq, gk, gv zero on entry. */
-    void causalAttentionBackward(Tensor gOut, Tensor q, Tensor k, Tensor v, Tensor probs, int rowBlock, int window,
+    /**
+     * out = softmax(Q·Kᵀ/√hd + causal mask)·V for q (B, S, Hq, hd), k and v (B, S, Hkv, hd); keeps what the
+     * backward needs in {@code saved} (of {@link #savedShape}). Query rows go in blocks of {@code rowBlock}
+     * where the device blocks them. Row i attends to keys {@code max(0, i − window + 1) .. i}
+     * ({@code window} 0: all of 0..i); keys before the window get probability 0.
+     */
+    void causalAttention(Tensor q, Tensor k, Tensor v, int rowBlock, int window, Tensor saved, Tensor out);
+
+    /** Gradients of {@link #causalAttention} from its {@code saved}, same {@code rowBlock} and {@code window}; gq, gk, gv zero on entry. */
+    void causalAttentionBackward(Tensor gOut, Tensor q, Tensor k, Tensor v, Tensor saved, int rowBlock, int window,
                                  Tensor gq, Tensor gk, Tensor gv);
 
     /**

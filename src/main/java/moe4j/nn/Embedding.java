@@ -7,17 +7,16 @@ import moe4j.tensor.Tensor;
 public final class Embedding extends Module {
     private final int vocab;
     private final int dim;
-    private final Tensor weight;
 
     public Embedding(int vocab, int dim) {
         if (vocab <= 0 || dim <= 0) throw new IllegalArgumentException("Embedding: sizes must be > 0, got vocab=" + vocab + ", dim=" + dim);
         this.vocab = vocab;
         this.dim = dim;
-        this.weight = registerParameter("weight", persistentZeros(vocab, dim));
+        registerParameter("weight", persistentZeros(vocab, dim));
     }
 
     public Tensor weight() {
-        return weight;
+        return parameter("weight");
     }
 
     public int vocabSize() {
@@ -30,6 +29,6 @@ public final class Embedding extends Module {
 
     /** int32 ids (T) → (T, D); every id must lie in [0, V). */
     public Tensor forward(Tensor ids) {
-        return Ops.embedding(weight, ids);
+        return Ops.embedding(weight(), ids);
     }
 }

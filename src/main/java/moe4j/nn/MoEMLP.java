@@ -270,7 +270,9 @@ public final class MoEMLP extends Module {
         }
         if (!gradientScale) return out_RD;
         try (var p = Profiler.phase("gradient scale")) {
-            return Ops.mulRows(out_RD, gradientScaleRows(rowsPerLocalExpert, dispatched.groupEntries(), config.numExperts()));
+            // host-computed constants, copied to where the rows are
+            return Ops.mulRows(out_RD, gradientScaleRows(rowsPerLocalExpert, dispatched.groupEntries(), config.numExperts())
+                    .to(out_RD.device()));
         }
     }
 

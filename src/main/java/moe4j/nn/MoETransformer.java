@@ -166,7 +166,7 @@ public final class MoETransformer extends Module {
             Tensor part = aux ? last.auxLoss() : last.zLoss();
             sum = sum == null ? part : Ops.add(sum, part);
         }
-        return sum == null ? Tensor.zeros() : sum;
+        return sum == null ? Tensor.zeros(tokEmbeddings.weight().device()) : sum;
     }
 
     // ---------------------------------------------------------------- structure

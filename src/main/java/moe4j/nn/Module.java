@@ -5,6 +5,7 @@ import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import moe4j.tensor.Device;
 import moe4j.tensor.MemoryScope;
 import moe4j.tensor.Tensor;
 
@@ -90,6 +91,23 @@ public abstract class Module {
     /** Training or evaluation mode, for this module and all descendants. */
     public void train(boolean on) {
         for (Module m : namedModules().values()) m.training = on;
+    }
+
+    /**
+     * Moves every parameter of this module and its descendants to {@code device}: each is replaced (under
+     * its name, in its place) by a copy there that outlives any step scope and requires a gradient; a
+     * parameter already there is kept. Gradients are not carried over (move a model before training it).
+     * Returns this module.
+     */
+    public Module to(Device device) {
+        for (Module m : namedModules().values()) {
+            for (Map.Entry<String, Tensor> e : new ArrayList<>(m.parameters.entrySet())) {
+                Tensor t = e.getValue();
+                if (t.device().equals(device)) continue;
+                m.replaceParameter(e.getKey(), MemoryScope.persistent(() -> t.to(device)));
+            }
+        }
+        return this;
     }
 
     public void zeroGrad() {

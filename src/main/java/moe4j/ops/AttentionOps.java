@@ -58,7 +58,8 @@ public final class AttentionOps {
      * Grouped-query: query head h reads kv head {@code h / (Hq/Hkv)}, so Hkv = Hq is ordinary multi-head
      * attention and Hkv = 1 multi-query. Position i attends to positions 0..i of its own sequence.
      *
-     * <p>The forward keeps the attention probabilities P (B, Hq, S, S) for the exact backward:
+     * <p>The forward keeps the attention probabilities P (B, Hq, S, S) for the exact backward (a device
+     * may keep less and recompute them, see {@link AttentionKernels#savedShape}):
      * with dP = dO·Vᵀ, dS = P ⊙ (dP − rowsum(dP ⊙ P)), one gets dQ = dS·K/√hd, dK = dSᵀ·Q/√hd, dV = Pᵀ·dO,
      * the kv gradients summed over the query heads of a group.
      */
@@ -108,14 +109,14 @@ public final class AttentionOps {
             throw new IllegalArgumentException("causalAttention: query heads (" + hq + ") must be a multiple of kv heads (" + hkv + ")");
         }
         AttentionKernels kernels = Kernels.on("causalAttention", q, k, v).attention();
-        Tensor probs = Tensor.zeros(q.device(), b, hq, s, s);
+        Tensor saved = Tensor.zeros(q.device(), kernels.savedShape(b, hq, s));
         Tensor out = Tensor.zerosLike(q);
-        kernels.causalAttention(q, k, v, rowBlock, window, probs, out);
+        kernels.causalAttention(q, k, v, rowBlock, window, saved, out);
         return record(out, "causalAttention", new Tensor[] {q, k, v}, g -> {
             Tensor gq = Tensor.zerosLike(q);
             Tensor gk = Tensor.zerosLike(k);
             Tensor gv = Tensor.zerosLike(v);
-            kernels.causalAttentionBackward(g, q, k, v, probs, rowBlock, window, gq, gk, gv);
+            kernels.causalAttentionBackward(g, q, k, v, saved, rowBlock, window, gq, gk, gv);
             return new Tensor[] {gq, gk, gv};
         });
     }

@@ -14,10 +14,11 @@ import moe4j.tensor.Tensor;
 
 /**
  * The kernels of one GPU behind the device-neutral interfaces, float32 (TF32 off) like the CPU's, issued
- * on the calling thread's stream. Implemented: matrix products (cuBLAS), the element-wise group, row and
- * column indexing, and the routing group except the capacity drop. Reductions, attention and the
- * optimizer have no CUDA kernels yet: their methods throw {@link UnsupportedOperationException} naming the
- * operation. The MoE layer runs whole on the GPU through {@link CudaMoELayer}.
+ * on the calling thread's stream: matrix products (cuBLAS), the element-wise group, row and column
+ * indexing, the routing group, the reductions ({@link CudaReductions}), attention ({@link CudaAttention})
+ * and the AdamW update. Where a kernel has a limit (top-k over at most 1024 columns, a head dimension
+ * of at most 256) it throws {@link UnsupportedOperationException} naming it. The MoE layer also runs
+ * whole on the GPU through {@link CudaMoELayer}.
  */
 final class CudaKernels implements Kernels {
     private final Device device;
@@ -26,10 +27,15 @@ final class CudaKernels implements Kernels {
     private final Elementwise elementwise = new Elementwise();
     private final Index index = new Index();
     private final Routing routing = new Routing();
+    private final CudaReductions reductions;
+    private final CudaAttention attention;
+    private final Optimizer optimizer = new Optimizer();
 
     CudaKernels(Device device) {
         this.device = device;
         this.gpu = CudaGpu.of(device.index());
+        this.reductions = new CudaReductions(gpu);
+        this.attention = new CudaAttention(gpu);
     }
 
     CudaStream stream() {
@@ -45,8 +51,7 @@ final class CudaKernels implements Kernels {
     }
 
     static UnsupportedOperationException missing(String op) {
-        return new UnsupportedOperationException("cuda: " + op + " has no CUDA kernel yet; the MoE layer runs on the GPU as a whole"
-                + " (moe4j bench moe-layer --device cuda), other operations on the cpu device");
+        return new UnsupportedOperationException("cuda: " + op + " has no CUDA kernel yet; run it on the cpu device");
     }
 
     private Launch op(String kernel) {
@@ -80,17 +85,17 @@ final class CudaKernels implements Kernels {
 
     @Override
     public ReductionKernels reductions() {
-        throw missing("the reductions group (sum, softmax, RMSNorm, cross-entropy)");
+        return reductions;
     }
 
     @Override
     public AttentionKernels attention() {
-        throw missing("attention");
+        return attention;
     }
 
     @Override
     public OptimizerKernels optimizer() {
-        throw missing("the optimizer (AdamW)");
+        return optimizer;
     }
 
     // ---------------------------------------------------------------- matmul
@@ -362,7 +367,42 @@ final class CudaKernels implements Kernels {
         }
     }
 
+    // ---------------------------------------------------------------- optimizer
+
+    /** All four tensors float32 with the same number of elements, else an error naming them. */
+    static void checkAdamW(Tensor p, Tensor g, Tensor m, Tensor v) {
+        CudaReductions.requireF32("adamW", p, g, m, v);
+        long n = p.numel();
+        if (g.numel() != n || m.numel() != n || v.numel() != n) {
+            throw new IllegalArgumentException("cuda adamW: parameter " + p.shapeString() + ", gradient " + g.shapeString() + ", moments "
+                    + m.shapeString() + " and " + v.shapeString() + " must have the same number of elements");
+        }
+    }
+
+    private final class Optimizer implements OptimizerKernels {
+        @Override
+        public void adamW(Tensor p, Tensor g, Tensor m, Tensor v, float lr, float beta1, float beta2, float eps, float decay, float c1,
+                          float c2) {
+            checkAdamW(p, g, m, v);
+            long n = p.numel();
+            if (n > 0) stream().launch(KernelSource.REDUCE, "adamw").over(n).ptr(at(p)).ptr(at(g)).ptr(at(m)).ptr(at(v)).i64(n).f32(lr)
+                    .f32(beta1).f32(beta2).f32(eps).f32(decay).f32(c1).f32(c2).run();
+        }
+    }
+
     // ---------------------------------------------------------------- routing
+
+    /** int32 (T, K) ids and output of the same shape, at least one expert, a capacity ≥ 0, else an error naming the value. */
+    static void checkDropOverCapacity(Tensor indices, int numExperts, int capacity, Tensor out) {
+        if (indices.dtype() != DType.I32 || out.dtype() != DType.I32 || indices.rank() != 2 || !indices.sameShape(out)) {
+            throw new IllegalArgumentException("cuda dropOverCapacity: needs int32 (T, K) ids and an output of their shape, got "
+                    + indices.dtype() + " " + indices.shapeString() + " and " + out.dtype() + " " + out.shapeString());
+        }
+        if (numExperts < 1) throw new IllegalArgumentException("cuda dropOverCapacity: " + numExperts + " experts, expected at least 1");
+        if (capacity < 0) throw new IllegalArgumentException("cuda dropOverCapacity: capacity " + capacity + " must be >= 0");
+    }
+
+    // ---------------------------------------------------------------- routing kernels
 
     private final class Routing implements RoutingKernels {
         @Override
@@ -400,7 +440,12 @@ final class CudaKernels implements Kernels {
 
         @Override
         public void dropOverCapacity(Tensor indices, int numExperts, int capacity, Tensor out) {
-            throw missing("dropOverCapacity (capacity factor > 0)");
+            checkDropOverCapacity(indices, numExperts, capacity, out);
+            int t = indices.dim(0), k = indices.dim(1);
+            if (indices.numel() == 0) return;
+            index.checkIndices(indices, numExperts, "dropOverCapacity");
+            stream().launch(KernelSource.REDUCE, "drop_over_capacity").over((long) k * numExperts).ptr(at(indices)).i32(t).i32(k)
+                    .i32(numExperts).i32(capacity).ptr(at(out)).run();
         }
 
         @Override

@@ -128,6 +128,18 @@ public final class CudaStream {
         return pinned.asSlice(0, bytes).toArray(JAVA_INT);
     }
 
+    /** Copies one 8-byte value from the device into the pinned buffer and waits (a scalar the host acts on). */
+    long readLong(long src) {
+        driver.copyToHost(pinned, src, 8, stream);
+        synchronize();
+        return pinned.get(JAVA_LONG, 0);
+    }
+
+    /** {@link #readLong} for a double. */
+    double readDouble(long src) {
+        return Double.longBitsToDouble(readLong(src));
+    }
+
     float[] readFloats(long src, int count) {
         try (Arena a = Arena.ofConfined()) {
             MemorySegment host = a.allocate(4L * count);

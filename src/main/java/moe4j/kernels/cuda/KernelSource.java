@@ -25,7 +25,9 @@ public enum KernelSource {
     ROUTER("router.cu"),
     PERMUTE("permute.cu"),
     ELEMENTWISE("elementwise.cu"),
-    OPS("ops.cu");
+    OPS("ops.cu"),
+    REDUCE("reduce.cu"),
+    ATTENTION("attention.cu");
 
     static final String RESOURCE_DIR = "/moe4j/kernels/cuda/";
     static final String PRELUDE = "prelude.cuh";

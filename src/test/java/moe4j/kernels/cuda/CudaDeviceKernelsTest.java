@@ -1,6 +1,7 @@
 package moe4j.kernels.cuda;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
@@ -17,9 +18,9 @@ import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 
 /**
- * The cuda device behind the kernel interfaces: every implemented kernel on the GPU against the same
- * kernel on the CPU, same inputs, f32 results within 1e-5 norm-wise, integer results equal. Skipped
- * without a GPU.
+ * The cuda device behind the kernel interfaces: every kernel on the GPU against the same kernel on the
+ * CPU, same inputs, f32 results within 1e-5 norm-wise (forward and backward), integer results equal,
+ * the deterministic ones the same bits on a second run. Skipped without a GPU.
  */
 @Tag("gpu")
 class CudaDeviceKernelsTest {
@@ -216,8 +217,209 @@ class CudaDeviceKernelsTest {
     }
 
     @Test
-    void missingKernelsSaySo() {
-        UnsupportedOperationException e = assertThrows(UnsupportedOperationException.class, () -> gpu.reductions());
-        assertTrue(e.getMessage().startsWith("cuda: "), e.getMessage());
+    void wholeTensorSums() {
+        for (int n : new int[] {1, 255, 1000, 1_000_003}) {
+            Tensor a = rand(n);
+            same("sum n=" + n, new Tensor[] {a}, new int[][] {{1}}, (k, t) -> k.reductions().sum(t[0], t[1]));
+            double expected = cpu.reductions().sumOfSquares(a);
+            double actual = gpu.reductions().sumOfSquares(a.to(GPU));
+            assertTrue(Math.abs(actual - expected) <= 1e-10 * expected, "sumOfSquares n=" + n + ": " + actual + " vs " + expected);
+        }
+        Tensor big = rand(1_000_003).to(GPU);
+        assertEquals(gpu.reductions().sumOfSquares(big), gpu.reductions().sumOfSquares(big), "same bits on every run");
+    }
+
+    @Test
+    void firstNonFiniteFindsTheSmallestPosition() {
+        Tensor a = rand(300_001);
+        assertEquals(-1, gpu.reductions().firstNonFinite(a.to(GPU)));
+        a.set(299_999, Float.NaN);
+        assertEquals(299_999, gpu.reductions().firstNonFinite(a.to(GPU)));
+        a.set(70_000, Float.NEGATIVE_INFINITY);
+        a.set(123_456, Float.POSITIVE_INFINITY);
+        assertEquals(cpu.reductions().firstNonFinite(a), gpu.reductions().firstNonFinite(a.to(GPU)));
+        assertEquals(70_000, gpu.reductions().firstNonFinite(a.to(GPU)));
+    }
+
+    @Test
+    void rowAndColumnReductions() {
+        for (int[] s : new int[][] {{33, 17}, {5, 1000}, {700, 3}}) {
+            Tensor a = rand(s), b = rand(s);
+            same("rowSums " + s[1], new Tensor[] {a}, new int[][] {{s[0]}}, (k, t) -> k.reductions().rowSums(t[0], t[1]));
+            same("columnSums " + s[1], new Tensor[] {a}, new int[][] {{s[1]}}, (k, t) -> k.reductions().columnSums(t[0], t[1]));
+            same("columnDots " + s[1], new Tensor[] {a, b}, new int[][] {{s[1]}}, (k, t) -> k.reductions().columnDots(t[0], t[1], t[2]));
+            same("rowDots " + s[1], new Tensor[] {a, b}, new int[][] {{s[0]}}, (k, t) -> k.reductions().rowDots(t[0], t[1], t[2]));
+        }
+    }
+
+    @Test
+    void softmaxFamilyForwardAndBackward() {
+        for (int[] s : new int[][] {{3, 11, 17}, {6, 1000}, {40, 1}}) {
+            Tensor a = rand(s), g = rand(s);
+            int[] rowsShape = java.util.Arrays.copyOf(s, s.length - 1);
+            Tensor gRows = rand(rowsShape);
+            String d = " D=" + s[s.length - 1];
+            same("softmax" + d, new Tensor[] {a}, new int[][] {s}, (k, t) -> k.reductions().softmax(t[0], t[1]));
+            same("softmaxBackward" + d, new Tensor[] {a, g}, new int[][] {s, s}, (k, t) -> {
+                k.reductions().softmax(t[0], t[2]);
+                k.reductions().softmaxBackward(t[2], t[1], t[3]);
+            });
+            same("logSoftmax" + d, new Tensor[] {a}, new int[][] {s}, (k, t) -> k.reductions().logSoftmax(t[0], t[1]));
+            same("logSoftmaxBackward" + d, new Tensor[] {a, g}, new int[][] {s, s}, (k, t) -> {
+                k.reductions().logSoftmax(t[0], t[2]);
+                k.reductions().logSoftmaxBackward(t[2], t[1], t[3]);
+            });
+            same("logSumExp" + d, new Tensor[] {a}, new int[][] {rowsShape}, (k, t) -> k.reductions().logSumExp(t[0], t[1]));
+            same("logSumExpBackward" + d, new Tensor[] {a, gRows}, new int[][] {rowsShape, s}, (k, t) -> {
+                k.reductions().logSumExp(t[0], t[2]);
+                k.reductions().logSumExpBackward(t[0], t[2], t[1], t[3]);
+            });
+        }
+        Tensor minusInf = Tensor.full(Float.NEGATIVE_INFINITY, 2, 5);
+        Tensor out = Tensor.zeros(GPU, DType.F32, 2);
+        gpu.reductions().logSumExp(minusInf.to(GPU), out);
+        assertArrayEquals(new float[] {Float.NEGATIVE_INFINITY, Float.NEGATIVE_INFINITY}, out.to(Device.CPU).toFloatArray());
+    }
+
+    @Test
+    void rmsNormForwardAndBackward() {
+        for (int[] s : new int[][] {{2, 7, 64}, {9, 1000}, {300, 5}}) {
+            int d = s[s.length - 1];
+            int n = (int) (java.util.Arrays.stream(s).asLongStream().reduce(1, (x, y) -> x * y) / d);
+            Tensor x = rand(s), w = positive(d), g = rand(s);
+            same("rmsNorm D=" + d, new Tensor[] {x, w}, new int[][] {s, {n}}, (k, t) -> k.reductions().rmsNorm(t[0], t[1], 1e-6, t[2], t[3]));
+            same("rmsNormBackward D=" + d, new Tensor[] {x, w, g}, new int[][] {s, {n}, s, {d}}, (k, t) -> {
+                k.reductions().rmsNorm(t[0], t[1], 1e-5, t[3], t[4]);
+                k.reductions().rmsNormBackward(t[0], t[1], t[4], t[2], t[5], t[6]);
+            });
+        }
+    }
+
+    @Test
+    void crossEntropyForwardAndBackward() {
+        int n = 37, v = 1000;
+        Tensor logits = rand(n, v);
+        for (long i = 0; i < logits.numel(); i++) logits.set(i, 3 * logits.get(i));
+        int[] ids = new int[n];
+        for (int i = 0; i < n; i++) ids[i] = i % 5 == 2 ? -1 : (int) (rng.nextDouble() * v);
+        Tensor targets = Tensor.ofInts(ids, n);
+        Tensor g = Tensor.full(0.7f, 1);
+        same("crossEntropy", new Tensor[] {logits, targets}, new int[][] {{1}}, (k, t) -> k.reductions().crossEntropy(t[0], t[1], t[2]));
+        same("crossEntropyBackward", new Tensor[] {logits, targets, g}, new int[][] {{n, v}}, (k, t) ->
+                k.reductions().crossEntropyBackward(t[0], t[1], t[2], t[3]));
+        Tensor ignored = Tensor.ofInts(new int[] {-1, -1, -1}, 3);
+        same("crossEntropy all ignored", new Tensor[] {rand(3, 8), ignored, g}, new int[][] {{1}, {3, 8}}, (k, t) -> {
+            k.reductions().crossEntropy(t[0], t[1], t[3]);
+            k.reductions().crossEntropyBackward(t[0], t[1], t[2], t[4]);
+        });
+        ids[11] = v;
+        ids[20] = -7;
+        Tensor bad = Tensor.ofInts(ids, n).to(GPU);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> gpu.reductions().crossEntropy(logits.to(GPU), bad, Tensor.zeros(GPU, DType.F32, 1)));
+        assertTrue(e.getMessage().contains("target " + v + " at row 11") && e.getMessage().contains("[0, " + v + ")"), e.getMessage());
+    }
+
+    static Tensor[] adamState(int n) {
+        Tensor v = positive(n);
+        for (long i = 0; i < n; i++) v.set(i, 1e-3f * v.get(i));
+        return new Tensor[] {rand(n), rand(n), rand(n), v};
+    }
+
+    static void adamTwice(Kernels k, Tensor[] t) {
+        for (int step = 1; step <= 2; step++) {
+            float c1 = (float) (1 - Math.pow(0.9, step)), c2 = (float) (1 - Math.pow(0.95, step));
+            k.optimizer().adamW(t[0], t[1], t[2], t[3], 3e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, c1, c2);
+        }
+    }
+
+    @Test
+    void adamWMatchesTheCpu() {
+        Tensor[] host = adamState(10_007);
+        Tensor[] dev = new Tensor[4];
+        for (int i = 0; i < 4; i++) dev[i] = host[i].to(GPU);
+        adamTwice(cpu, host);
+        adamTwice(gpu, dev);
+        for (int i : new int[] {0, 2, 3}) close("adamW tensor " + i, host[i], dev[i]);
+    }
+
+    /** The kernel rounds every float operation in the CPU's order, so the update is the same bits. */
+    @Test
+    void adamWIsBitIdenticalToTheCpu() {
+        Tensor[] host = adamState(4099);
+        Tensor[] dev = new Tensor[4];
+        for (int i = 0; i < 4; i++) dev[i] = host[i].to(GPU);
+        adamTwice(cpu, host);
+        adamTwice(gpu, dev);
+        for (int i : new int[] {0, 2, 3}) assertArrayEquals(host[i].toFloatArray(), dev[i].to(Device.CPU).toFloatArray(), "tensor " + i);
+    }
+
+    @Test
+    void dropOverCapacityKeepsTheFirstTokensPerSlotAndExpert() {
+        int t = 400, k = 3, e = 7;
+        int[] ids = new int[t * k];
+        for (int i = 0; i < ids.length; i++) ids[i] = (int) (rng.nextDouble() * rng.nextDouble() * e);
+        Tensor indices = Tensor.ofInts(ids, t, k);
+        for (int capacity : new int[] {0, 1, 20, 90, 1000}) {
+            Tensor co = Tensor.zeros(Device.CPU, DType.I32, t, k), go = Tensor.zeros(GPU, DType.I32, t, k);
+            cpu.routing().dropOverCapacity(indices, e, capacity, co);
+            gpu.routing().dropOverCapacity(indices.to(GPU), e, capacity, go);
+            sameInts("dropOverCapacity capacity=" + capacity, co, go);
+        }
+        IllegalArgumentException bad = assertThrows(IllegalArgumentException.class,
+                () -> gpu.routing().dropOverCapacity(indices.to(GPU), 5, 2, Tensor.zeros(GPU, DType.I32, t, k)));
+        assertTrue(bad.getMessage().contains("dropOverCapacity"), bad.getMessage());
+    }
+
+    @Test
+    void ropeForwardAndAdjoint() {
+        int[] s = {2, 9, 3, 16};
+        Tensor x = rand(s);
+        for (float sign : new float[] {1f, -1f}) {
+            same("rope sign=" + sign, new Tensor[] {x}, new int[][] {s}, (k, t) -> k.attention().rope(t[0], 10000.0, 1.0, 0, sign, t[1]));
+        }
+        same("rope theta=500", new Tensor[] {rand(1, 70, 2, 64)}, new int[][] {{1, 70, 2, 64}}, (k, t) -> k.attention().rope(t[0], 500.0, 1.0, 0, 1f, t[1]));
+        same("rope scaled and offset", new Tensor[] {rand(1, 70, 2, 64)}, new int[][] {{1, 70, 2, 64}},
+                (k, t) -> k.attention().rope(t[0], 500.0, 4.0, 37, 1f, t[1]));
+    }
+
+    /** Forward and backward of the fused attention against the CPU's blocked GEMM attention; the saved tensors differ by design. */
+    static void attentionCase(int b, int s, int hq, int hkv, int hd) {
+        Tensor q = rand(b, s, hq, hd), k = rand(b, s, hkv, hd), v = rand(b, s, hkv, hd), gOut = rand(b, s, hq, hd);
+        Tensor[] host = attention(cpu, q, k, v, gOut);
+        Tensor[] dev = attention(gpu, q.to(GPU), k.to(GPU), v.to(GPU), gOut.to(GPU));
+        String shape = " B=" + b + " S=" + s + " Hq=" + hq + " Hkv=" + hkv + " hd=" + hd;
+        String[] names = {"out", "dq", "dk", "dv"};
+        for (int i = 0; i < 4; i++) close("attention " + names[i] + shape, host[i], dev[i]);
+        Tensor[] again = attention(gpu, q.to(GPU), k.to(GPU), v.to(GPU), gOut.to(GPU));
+        for (int i = 0; i < 4; i++) {
+            assertArrayEquals(dev[i].to(Device.CPU).toFloatArray(), again[i].to(Device.CPU).toFloatArray(), "same bits on every run: " + names[i]);
+        }
+    }
+
+    static Tensor[] attention(Kernels kk, Tensor q, Tensor k, Tensor v, Tensor gOut) {
+        int b = q.dim(0), s = q.dim(1), hq = q.dim(2);
+        Tensor saved = Tensor.zeros(q.device(), kk.attention().savedShape(b, hq, s));
+        Tensor out = Tensor.zerosLike(q), gq = Tensor.zerosLike(q), gk = Tensor.zerosLike(k), gv = Tensor.zerosLike(v);
+        kk.attention().causalAttention(q, k, v, 16, 0, saved, out);
+        kk.attention().causalAttentionBackward(gOut, q, k, v, saved, 16, 0, gq, gk, gv);
+        return new Tensor[] {out, gq, gk, gv};
+    }
+
+    @Test
+    void causalAttentionForwardAndBackward() {
+        attentionCase(1, 2, 1, 1, 8);
+        attentionCase(2, 37, 4, 2, 24);
+        attentionCase(1, 64, 4, 1, 64);
+        attentionCase(2, 19, 2, 2, 160);
+        attentionCase(1, 130, 8, 8, 32);
+    }
+
+    @Test
+    void limitsSaySo() {
+        Tensor q = Tensor.zeros(GPU, DType.F32, 1, 2, 1, 300);
+        UnsupportedOperationException e = assertThrows(UnsupportedOperationException.class,
+                () -> gpu.attention().causalAttention(q, q, q, 16, 0, Tensor.zeros(GPU, DType.F32, 1, 1, 2), Tensor.zeros(GPU, DType.F32, 1, 2, 1, 300)));
+        assertTrue(e.getMessage().startsWith("cuda attention: head dimension 300"), e.getMessage());
     }
 }
