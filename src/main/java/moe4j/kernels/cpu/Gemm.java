@@ -18,7 +18,8 @@ import java.util.concurrent.RejectedExecutionException;
  * {@code lda}; B is stored k×n (n×k when {@code transB}) with row stride {@code ldb}. When beta is 0,
  * C's old contents are never read (NaN there does not leak into the result).
  *
- * <p>The work is a packed, register-blocked Vector API kernel ({@link GemmBlocked}). With
+ * <p>The work is a packed, register-blocked Vector API kernel ({@link GemmBlocked}) whose register tile
+ * and cache blocking are chosen for the CPU it runs on ({@link #tuning()}). With
  * {@link #setThreads(int)} above 1, large products are split by columns (or rows) of C over a small
  * fixed pool; every element of C is computed by one thread in the same order whatever the thread count,
  * so results are bitwise identical for any setting. Segments of a confined arena cannot be read by
@@ -50,6 +51,11 @@ public final class Gemm {
             return t;
         }) : null;
         threads = n;
+    }
+
+    /** The register tile and cache blocking chosen for this machine's CPU. */
+    public static GemmTuning tuning() {
+        return GemmBlocked.TUNING;
     }
 
     /** How many threads one sgemm call may use. */
