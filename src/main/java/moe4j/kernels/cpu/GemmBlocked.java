@@ -51,6 +51,12 @@ final class GemmBlocked {
     private static final int DIRECT_B_MAX_ROWS = TUNING.directBMaxRows();
     private static final boolean TWELVE_BY_TWO = TUNING.tile() == GemmTuning.Tile.ROWS12_BY_2_VECTORS;
 
+    static {
+        if (TWELVE_BY_TWO && DIRECT_B_MAX_ROWS > 0) {
+            throw new IllegalStateException("GemmBlocked: the 12x2 tile has no in-place-B kernel: " + TUNING.describe());
+        }
+    }
+
     /** Per-thread packing buffers, allocated once per thread and reused by every call. */
     static final class Scratch {
         final float[] packedA = new float[MC * KC];
@@ -100,13 +106,15 @@ final class GemmBlocked {
                              boolean first, float beta, MemorySegment c, long cOff, int ldc) {
         // rows outer: one A micro-panel is reused from L1 across the whole B block (in L2), and the C
         // tiles of a row strip are visited left to right, which the hardware prefetcher follows
+        float touched = 0;
         for (int ir = 0; ir < mcHere; ir += MR) {
             int rows = Math.min(MR, mcHere - ir);
             int aBase = (ir / MR) * kcHere * MR;
             for (int jr = 0; jr < ncHere; jr += NR) {
                 int cols = Math.min(NR, ncHere - jr);
-                microKernel(kcHere, pa, aBase, pb, (jr / NR) * kcHere * NR, tile);
                 long cTile = cOff + (long) ir * ldc + jr;
+                if (rows == MR && cols == NR) touched += touch(c, cTile, ldc);
+                microKernel(kcHere, pa, aBase, pb, (jr / NR) * kcHere * NR, tile);
                 if (rows == MR && cols == NR) {
                     mergeFull(tile, alpha, first, beta, c, cTile, ldc);
                 } else {
@@ -114,6 +122,24 @@ final class GemmBlocked {
                 }
             }
         }
+        touchSink = touched;
+    }
+
+    /** Keeps the loads of {@link #touch} from being optimised away. */
+    private static float touchSink;
+
+    /**
+     * Loads one float from every cache line of a full C tile before its micro-kernel runs. Java has no
+     * prefetch instruction; these loads serve as one: they miss while the FMAs run, instead of when the tile
+     * is merged, which then finds C in cache.
+     */
+    private static float touch(MemorySegment c, long cTile, int ldc) {
+        float sum = 0;
+        for (int r = 0; r < MR; r++) {
+            long row = cTile + (long) r * ldc;
+            for (int v = 0; v < NR; v += L) sum += c.getAtIndex(F, row + v);
+        }
+        return sum;
     }
 
     private static void microKernel(int kcHere, float[] pa, int aBase, float[] pb, int bBase, float[] tile) {
@@ -125,7 +151,8 @@ final class GemmBlocked {
     }
 
     /**
-     * One K slab of a product with at most {@code DIRECT_B_MAX_ROWS} rows and B not transposed: full
+     * One K slab of a product with at most {@code DIRECT_B_MAX_ROWS} rows and B not transposed (8x3 tile
+     * only; see {@link GemmTuning#directBMaxRows()}): full
      * NR-wide strips read B where it lies (for short products, packing costs as much as the arithmetic
      * it feeds; for longer ones the row-major B rows still stream well from L2); only the ragged last
      * strip is packed. The arithmetic, and so every bit of the result, is that of the packed path.
@@ -148,11 +175,7 @@ final class GemmBlocked {
                 int cols = Math.min(NR, ncHere - jr);
                 if (cols == NR) {
                     long bAt = (bOff + (long) pc * ldb + jc + jr) * Float.BYTES;
-                    if (TWELVE_BY_TWO) {
-                        MicroKernels.tile12x2Direct(kcHere, s.packedA, aBase, b, bAt, ldbBytes, s.tile);
-                    } else {
-                        MicroKernels.tile8x3Direct(kcHere, s.packedA, aBase, b, bAt, ldbBytes, s.tile);
-                    }
+                    MicroKernels.tile8x3Direct(kcHere, s.packedA, aBase, b, bAt, ldbBytes, s.tile);
                 } else {
                     microKernel(kcHere, s.packedA, aBase, s.packedB, 0, s.tile);
                 }

@@ -13,8 +13,10 @@ import java.util.Locale;
  * @param mc             row slab of packed A, a whole number of MR strips
  * @param nc             column slab: the packed KC×NC block of B, sized to three quarters of the L2 cache
  * @param directBMaxRows products with at most this many rows read an untransposed B in place instead of
- *                       packing it (measured on AMD Zen 4, M×1024·1024×2816: 1.4x faster at 16–32 rows,
- *                       about 10% at 128–256; at 512 rows packing wins again); at most {@code mc}
+ *                       packing it: 320 with the 8x3 tile (measured on AMD Zen 4, M×1024·1024×2816: 1.4x
+ *                       faster at 16–32 rows, about 10% at 128–256; at 512 rows packing wins again), 0 (never)
+ *                       with the 12x2 tile (measured on Intel Ice Lake: grouped forward 0.56 of OpenBLAS in
+ *                       place, 0.84–0.93 packed)
  * @param why            how the tile was chosen, for reports
  */
 public record GemmTuning(Tile tile, int kc, int mc, int nc, int directBMaxRows, String why) {
@@ -79,7 +81,9 @@ public record GemmTuning(Tile tile, int kc, int mc, int nc, int directBMaxRows, 
         long l2 = l2Bytes > 0 ? l2Bytes : DEFAULT_L2;
         long stripBytes = (long) KC * nr * Float.BYTES;
         int strips = (int) Math.clamp(l2 * 3 / 4 / stripBytes, 4, 64);
-        return new GemmTuning(tile, KC, mc, strips * nr, Math.min(320, mc), why);
+        // reading B in place pays only with the 8x3 tile (see MicroKernels)
+        int directBMaxRows = tile == Tile.ROWS8_BY_3_VECTORS ? Math.min(320, mc) : 0;
+        return new GemmTuning(tile, KC, mc, strips * nr, directBMaxRows, why);
     }
 
     public int mr() {
