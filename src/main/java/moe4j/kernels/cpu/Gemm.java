@@ -8,6 +8,7 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.Semaphore;
 
 /**
  * Single-precision GEMM on off-heap row-major matrices:
@@ -32,6 +33,21 @@ public final class Gemm {
     private static final long PARALLEL_MIN_WORK = 1L << 21;
 
     private static volatile int threads = 1;
+
+    /**
+     * One permit per core: at most that many threads run a large GEMM at once. Rank threads beyond the core
+     * count (P = 4 ranks on 2 cores) would otherwise be time-sliced in the middle of their products, each
+     * slice evicting the others' packed blocks from the shared caches; waiting in line, each product runs
+     * start to finish with the caches to itself. Not fair on purpose: a rank that releases its permit and
+     * starts its next product may take the permit straight back, so a rank runs its whole compute phase
+     * (e.g. all the groups of a grouped GEMM) in one stretch rather than taking turns product by product;
+     * it cannot run ahead for long, since the next all-to-all waits for the ranks still in line. Products
+     * under {@link #PARALLEL_MIN_WORK} pass without a permit; {@code -Dmoe4j.gemm.ungated=true} turns the
+     * gate off, for comparison.
+     */
+    private static final int CORES_TOTAL = Runtime.getRuntime().availableProcessors();
+    private static final Semaphore CORES = new Semaphore(CORES_TOTAL, false);
+    private static final boolean GATED = !Boolean.getBoolean("moe4j.gemm.ungated");
     private static ExecutorService pool;
     /** One of the pool's threads: asks whether a segment (e.g. of a confined arena) may be used there. */
     private static volatile Thread aWorker;
@@ -86,10 +102,20 @@ public final class Gemm {
             return;
         }
         int t = threads;
-        if (t == 1 || (long) m * n * k < PARALLEL_MIN_WORK) {
+        if ((long) m * n * k < PARALLEL_MIN_WORK) {
             GemmBlocked.compute(transA, transB, 0, m, 0, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
-        } else {
-            parallel(t, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
+            return;
+        }
+        int permits = GATED ? Math.min(t, CORES_TOTAL) : 0;
+        if (permits > 0) CORES.acquireUninterruptibly(permits);
+        try {
+            if (t == 1) {
+                GemmBlocked.compute(transA, transB, 0, m, 0, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
+            } else {
+                parallel(t, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
+            }
+        } finally {
+            if (permits > 0) CORES.release(permits);
         }
     }
 
