@@ -60,7 +60,8 @@ final class GemmBlocked {
     /** Per-thread packing buffers, allocated once per thread and reused by every call. */
     static final class Scratch {
         final float[] packedA = new float[MC * KC];
-        final float[] packedB = new float[KC * NC];
+        /** A block of B, with room for a slab stretched by a quarter (see {@link #compute}). */
+        final float[] packedB = new float[KC * (NC + NC / 4 + NR)];
         final float[] tile = new float[MR * NR];
         /** L steps of MR rows of A, row-major: the staging area of {@link #packA}. */
         final float[] aSteps = new float[MR * L];
@@ -79,8 +80,11 @@ final class GemmBlocked {
         // a short reduction (e.g. a weight gradient over a few tokens) leaves the B block small: widen it
         // to the same L2 budget, so A is packed fewer times
         int ncMax = Math.max(NC, (KC * NC / Math.min(k, KC)) / NR * NR);
-        for (int jc = j0; jc < j1; jc += ncMax) {
-            int ncHere = Math.min(ncMax, j1 - jc);
+        for (int jc = j0, ncHere; jc < j1; jc += ncHere) {
+            ncHere = Math.min(ncMax, j1 - jc);
+            // a last slab under a quarter of the others joins this one: A would be packed again for a
+            // sliver of C (1024 columns in slabs of 960 leave 64)
+            if (j1 - jc - ncHere < ncMax / 4) ncHere = j1 - jc;
             for (int pc = 0; pc < k; pc += KC) {
                 int kcHere = Math.min(KC, k - pc);
                 if (!transB && i1 - i0 <= DIRECT_B_MAX_ROWS && ncHere >= NR) {
@@ -89,7 +93,7 @@ final class GemmBlocked {
                             pc == 0, beta, c, cOff, ldc);
                     continue;
                 }
-                packB(transB, b, bOff, ldb, pc, kcHere, jc, ncHere, s.packedB); // ncHere·kcHere <= NC·KC
+                packB(transB, b, bOff, ldb, pc, kcHere, jc, ncHere, s.packedB);
                 // the first K slab applies beta; later slabs accumulate onto the partial result
                 boolean first = pc == 0;
                 for (int ic = i0; ic < i1; ic += MC) {
