@@ -122,8 +122,11 @@ final class MicroKernels {
         FloatVector c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z;
         FloatVector c40 = z, c41 = z, c50 = z, c51 = z, c60 = z, c61 = z, c70 = z, c71 = z;
         FloatVector c80 = z, c81 = z, c90 = z, c91 = z, ca0 = z, ca1 = z, cb0 = z, cb1 = z;
-        int ai = aBase, bi = bBase;
-        for (int p = 0; p < kc; p++, ai += 12, bi += 2 * L) {
+        // two steps per iteration, their indices computed from the iteration count: the loop stays a
+        // counted loop (C2 then drops the array bounds checks) with half the index arithmetic per FMA
+        int pairs = kc >> 1;
+        for (int q = 0; q < pairs; q++) {
+            int ai = aBase + 24 * q, bi = bBase + 4 * L * q;
             FloatVector b0 = FloatVector.fromArray(S, pb, bi);
             FloatVector b1 = FloatVector.fromArray(S, pb, bi + L);
             FloatVector av = FloatVector.broadcast(S, pa[ai]);
@@ -150,6 +153,61 @@ final class MicroKernels {
             ca0 = av.fma(b0, ca0); ca1 = av.fma(b1, ca1);
             av = FloatVector.broadcast(S, pa[ai + 11]);
             cb0 = av.fma(b0, cb0); cb1 = av.fma(b1, cb1);
+            b0 = FloatVector.fromArray(S, pb, bi + 2 * L);
+            b1 = FloatVector.fromArray(S, pb, bi + 2 * L + L);
+            av = FloatVector.broadcast(S, pa[ai + 12]);
+            c00 = av.fma(b0, c00); c01 = av.fma(b1, c01);
+            av = FloatVector.broadcast(S, pa[ai + 13]);
+            c10 = av.fma(b0, c10); c11 = av.fma(b1, c11);
+            av = FloatVector.broadcast(S, pa[ai + 14]);
+            c20 = av.fma(b0, c20); c21 = av.fma(b1, c21);
+            av = FloatVector.broadcast(S, pa[ai + 15]);
+            c30 = av.fma(b0, c30); c31 = av.fma(b1, c31);
+            av = FloatVector.broadcast(S, pa[ai + 16]);
+            c40 = av.fma(b0, c40); c41 = av.fma(b1, c41);
+            av = FloatVector.broadcast(S, pa[ai + 17]);
+            c50 = av.fma(b0, c50); c51 = av.fma(b1, c51);
+            av = FloatVector.broadcast(S, pa[ai + 18]);
+            c60 = av.fma(b0, c60); c61 = av.fma(b1, c61);
+            av = FloatVector.broadcast(S, pa[ai + 19]);
+            c70 = av.fma(b0, c70); c71 = av.fma(b1, c71);
+            av = FloatVector.broadcast(S, pa[ai + 20]);
+            c80 = av.fma(b0, c80); c81 = av.fma(b1, c81);
+            av = FloatVector.broadcast(S, pa[ai + 21]);
+            c90 = av.fma(b0, c90); c91 = av.fma(b1, c91);
+            av = FloatVector.broadcast(S, pa[ai + 22]);
+            ca0 = av.fma(b0, ca0); ca1 = av.fma(b1, ca1);
+            av = FloatVector.broadcast(S, pa[ai + 23]);
+            cb0 = av.fma(b0, cb0); cb1 = av.fma(b1, cb1);
+        }
+        if ((kc & 1) != 0) {
+            int ai = aBase + 24 * pairs, bi = bBase + 4 * L * pairs;
+                FloatVector b0 = FloatVector.fromArray(S, pb, bi);
+                FloatVector b1 = FloatVector.fromArray(S, pb, bi + L);
+                FloatVector av = FloatVector.broadcast(S, pa[ai]);
+                c00 = av.fma(b0, c00); c01 = av.fma(b1, c01);
+                av = FloatVector.broadcast(S, pa[ai + 1]);
+                c10 = av.fma(b0, c10); c11 = av.fma(b1, c11);
+                av = FloatVector.broadcast(S, pa[ai + 2]);
+                c20 = av.fma(b0, c20); c21 = av.fma(b1, c21);
+                av = FloatVector.broadcast(S, pa[ai + 3]);
+                c30 = av.fma(b0, c30); c31 = av.fma(b1, c31);
+                av = FloatVector.broadcast(S, pa[ai + 4]);
+                c40 = av.fma(b0, c40); c41 = av.fma(b1, c41);
+                av = FloatVector.broadcast(S, pa[ai + 5]);
+                c50 = av.fma(b0, c50); c51 = av.fma(b1, c51);
+                av = FloatVector.broadcast(S, pa[ai + 6]);
+                c60 = av.fma(b0, c60); c61 = av.fma(b1, c61);
+                av = FloatVector.broadcast(S, pa[ai + 7]);
+                c70 = av.fma(b0, c70); c71 = av.fma(b1, c71);
+                av = FloatVector.broadcast(S, pa[ai + 8]);
+                c80 = av.fma(b0, c80); c81 = av.fma(b1, c81);
+                av = FloatVector.broadcast(S, pa[ai + 9]);
+                c90 = av.fma(b0, c90); c91 = av.fma(b1, c91);
+                av = FloatVector.broadcast(S, pa[ai + 10]);
+                ca0 = av.fma(b0, ca0); ca1 = av.fma(b1, ca1);
+                av = FloatVector.broadcast(S, pa[ai + 11]);
+                cb0 = av.fma(b0, cb0); cb1 = av.fma(b1, cb1);
         }
         int nr = 2 * L;
         c00.intoArray(tile, 0); c01.intoArray(tile, L);
