@@ -70,6 +70,7 @@ public final class BenchGemmCommand implements Callable<Integer> {
         root.put("heldBackSettings", r.heldBackSettings());
         if (!r.heldBackSettings().isEmpty()) root.put("heldBackCore", r.heldBackCore());
         root.put("gemmTuning", r.gemmTuning());
+        root.put("peakGflops", finite(r.peakGflops()));
         root.put("shapeConvention", "MxK·KxN");
         List<Map<String, Object>> gemm = new ArrayList<>();
         for (GemmBenchmark.GemmResult g : r.gemm()) {

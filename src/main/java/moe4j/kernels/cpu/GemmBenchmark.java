@@ -73,16 +73,20 @@ public final class GemmBenchmark {
      *                         none were set (the column is then absent)
      * @param heldBackCore     the kernel OpenBLAS used under those overrides
      * @param gemmTuning       moe4j's tile and blocking on this CPU
+     * @param peakGflops       the FP32 peak of the cores the benchmark used ({@link Fp32Peak}, × threads)
      */
     public record Report(int threads, String clock, boolean openblasAvailable, String openblasNote,
                          String openblasCore, String openblasConfig, List<String> heldBackSettings,
-                         String heldBackCore, String gemmTuning, List<GemmResult> gemm, List<GroupedResult> grouped) {
+                         String heldBackCore, String gemmTuning, double peakGflops, List<GemmResult> gemm,
+                         List<GroupedResult> grouped) {
         /** The moe4j speed of the 1024×4096·4096×1024 A·B product, the JIT-health number. */
         public double headlineGflops() {
             return gemm.stream().filter(r -> r.m() == 1024 && r.layout().equals("A·B"))
                     .mapToDouble(GemmResult::moe4jGflops).findFirst().orElse(Double.NaN);
         }
     }
+
+    private static final String HEADLINE_SHAPE = "1024x4096·4096x1024";
 
     /** The plain GEMM shapes as {M, K, N}. */
     public static final int[][] SHAPES = {{1024, 4096, 1024}, {512, 1024, 2816}, {512, 2816, 1024}};
@@ -123,7 +127,7 @@ public final class GemmBenchmark {
         }
         return new Report(child.threads(), child.clock(), child.openblasAvailable(), child.openblasNote(),
                 child.openblasCore(), child.openblasConfig(), overrides, OpenBlas.coreName(), child.gemmTuning(),
-                gemm, grouped);
+                child.peakGflops(), gemm, grouped);
     }
 
     /** Marks the child's result line among whatever else the JVM prints. */
@@ -192,7 +196,8 @@ public final class GemmBenchmark {
             List<GroupedResult> grouped = runGrouped(arena, withMoe4j, blas, warmups, reps);
             return new Report(threads, threadCpuClock ? "thread CPU time" : "wall time", blas,
                     blas ? null : OpenBlas.unavailableReason(), OpenBlas.coreName(), OpenBlas.config(),
-                    List.of(), null, Gemm.tuning().describe(), gemm, grouped);
+                    List.of(), null, Gemm.tuning().describe(), threads * Fp32Peak.thisMachine().gflopsPerCore(), gemm,
+                    grouped);
         } finally {
             Gemm.setThreads(oldThreads);
             if (blas) OpenBlas.setThreads(1);
@@ -309,6 +314,9 @@ public final class GemmBenchmark {
         sb.append(String.format(Locale.ROOT, "GEMM, %d thread(s), GFLOP/s (shape M×K·K×N, best of runs by %s)%n",
                 r.threads(), r.clock()));
         sb.append("moe4j:    ").append(r.gemmTuning()).append(System.lineSeparator());
+        sb.append(String.format(Locale.ROOT, "FP32 peak of %d core(s): %.0f GFLOP/s (measured by an FMA probe); "
+                + "moe4j's %s A·B runs at %.0f%% of it%n", r.threads(), r.peakGflops(), HEADLINE_SHAPE,
+                100 * r.headlineGflops() / r.peakGflops()));
         if (!r.openblasAvailable()) {
             sb.append("OpenBLAS: ").append(r.openblasNote()).append(System.lineSeparator());
         } else {
