@@ -69,6 +69,8 @@ public record GemmTuning(Tile tile, int kc, int mc, int nc, int directBMaxRows, 
             // accumulator hides behind the FMAs, and 8x3 is the tile measured best there
             return of(Tile.ROWS8_BY_3_VECTORS, cpu.l2Bytes(), "AMD family 25 (Zen 4): 512-bit FMA on 256-bit units");
         }
+        // two 512-bit FMAs per cycle (Intel with AVX-512, AMD Zen 5): the tile with no spilled accumulator
+        // (measured on Intel Ice Lake; Zen 5 by the same reasoning, not measured)
         return of(Tile.ROWS12_BY_2_VECTORS, cpu.l2Bytes(),
                 (cpu.vendor().isEmpty() ? "unknown CPU" : cpu.vendor() + " family " + cpu.family())
                         + ": full-width 512-bit FMA, a tile with no spilled accumulator");
