@@ -18,8 +18,8 @@ import jdk.incubator.vector.VectorSpecies;
  *       per call and shared by all the group's rows); it is sized for L2. Short products (at most
  *       {@code DIRECT_B_MAX_ROWS} rows) with an untransposed B skip this packing and read B in place;</li>
  *   <li>{@code ic}: rows of C in slabs of MC; the MC×KC block of op(A) is packed;</li>
- *   <li>{@code ir}, {@code jr}: MR-high strips of A and NR-wide strips of B, one
- *       micro-kernel call each ({@link MicroKernels}), which keeps an MR×NR tile of C in 24 vector registers.</li>
+ *   <li>{@code ir}, {@code jr}: MR-high strips of A and NR-wide strips of B, one micro-kernel call each
+ *       ({@link MicroKernels}), which keeps an MR×NR tile of C in 24 vector registers.</li>
  * </ol>
  * Packing turns every layout (A or Aᵀ, B or Bᵀ) into the same contiguous panels, so one micro-kernel
  * serves all four; panels are zero-padded to full MR/NR so edge tiles need no special kernel.
@@ -106,8 +106,8 @@ final class GemmBlocked {
         }
     }
 
-    private static void macroKernel(float[] pa, float[] pb, float[] tile, int mcHere, int ncHere, int kcHere, float alpha,
-                             boolean first, float beta, MemorySegment c, long cOff, int ldc) {
+    private static void macroKernel(float[] pa, float[] pb, float[] tile, int mcHere, int ncHere, int kcHere,
+                                    float alpha, boolean first, float beta, MemorySegment c, long cOff, int ldc) {
         // rows outer: one A micro-panel is reused from L1 across the whole B block (in L2), and the C
         // tiles of a row strip are visited left to right, which the hardware prefetcher follows
         float touched = 0;
@@ -162,8 +162,8 @@ final class GemmBlocked {
      * strip is packed. The arithmetic, and so every bit of the result, is that of the packed path.
      */
     private static void directB(Scratch s, boolean transA, MemorySegment a, long aOff, int lda, int i0, int mcHere,
-                         MemorySegment b, long bOff, int ldb, int pc, int kcHere, int jc, int ncHere,
-                         float alpha, boolean first, float beta, MemorySegment c, long cOff, int ldc) {
+                                MemorySegment b, long bOff, int ldb, int pc, int kcHere, int jc, int ncHere,
+                                float alpha, boolean first, float beta, MemorySegment c, long cOff, int ldc) {
         packA(s, transA, a, aOff, lda, i0, mcHere, pc, kcHere);
         int fullCols = ncHere / NR * NR;
         if (fullCols < ncHere) {
