@@ -18,7 +18,7 @@ public final class GemmBench {
     public record Outcome(String table, double headlineGflops, Map<String, Object> json) {}
 
     public static Outcome run(int threads, boolean quick) {
-        GemmBenchmark.Report report = GemmBenchmark.run(threads, quick);
+        GemmBenchmark.Report report = GemmBenchmark.runAgainstNative(threads, quick);
         return new Outcome(GemmBenchmark.table(report), report.headlineGflops(), toJson(report));
     }
 
@@ -29,6 +29,12 @@ public final class GemmBench {
         root.put("clock", r.clock());
         root.put("openblas", r.openblasAvailable());
         if (r.openblasNote() != null) root.put("openblasNote", r.openblasNote());
+        root.put("openblasCore", r.openblasCore());
+        root.put("openblasConfig", r.openblasConfig());
+        root.put("heldBackSettings", r.heldBackSettings());
+        if (!r.heldBackSettings().isEmpty()) root.put("heldBackCore", r.heldBackCore());
+        root.put("gemmTuning", r.gemmTuning());
+        root.put("peakGflops", finite(r.peakGflops()));
         root.put("shapeConvention", "MxK·KxN");
         List<Map<String, Object>> gemm = new ArrayList<>();
         for (GemmBenchmark.GemmResult g : r.gemm()) {
@@ -41,6 +47,7 @@ public final class GemmBench {
             m.put("moe4jGflops", finite(g.moe4jGflops()));
             m.put("openblasGflops", finite(g.openblasGflops()));
             m.put("ratio", finite(g.ratio()));
+            m.put("openblasHeldBackGflops", finite(g.openblasHeldBackGflops()));
             gemm.add(m);
         }
         root.put("gemm", gemm);
@@ -54,6 +61,7 @@ public final class GemmBench {
             m.put("moe4jGflops", finite(g.moe4jGflops()));
             m.put("openblasGflops", finite(g.openblasGflops()));
             m.put("ratio", finite(g.ratio()));
+            m.put("openblasHeldBackGflops", finite(g.openblasHeldBackGflops()));
             grouped.add(m);
         }
         root.put("grouped", grouped);

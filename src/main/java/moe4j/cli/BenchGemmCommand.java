@@ -14,10 +14,11 @@ import picocli.CommandLine.Spec;
 
 /**
  * {@code moe4j bench gemm}: GFLOP/s of moe4j's GEMM and ragged grouped GEMM next to OpenBLAS, in one run
- * (see {@code moe4j.kernels.cpu.GemmBenchmark} for shapes and method). With {@code --min-gflops} it
- * doubles as a check that the JIT compiled the kernel properly: a Vector API kernel stuck in the C1
- * compiler runs tens of times slower, and the command then exits with status 3 (2 is picocli's usage
- * error).
+ * (see {@code moe4j.kernels.cpu.GemmBenchmark} for shapes and method), against the kernel OpenBLAS picks for
+ * this CPU even where the environment holds it back (that figure is then a second column). With
+ * {@code --min-gflops} it doubles as a check that the JIT compiled the kernel properly: a Vector API
+ * kernel stuck in the C1 compiler runs tens of times slower, and the command then exits with status 3
+ * (2 is picocli's usage error).
  */
 @Command(name = "gemm", mixinStandardHelpOptions = true,
         description = "Benchmark moe4j GEMM and grouped GEMM against OpenBLAS (GFLOP/s).")

@@ -55,6 +55,9 @@ public final class InfoCommand implements Callable<Integer> {
         java.addProperty("home", System.getProperty("java.home"));
         report.add("java", java);
 
+        moe4j.kernels.cpu.CpuFacts cpu = moe4j.kernels.cpu.CpuFacts.thisMachine();
+        out.printf("cpu       %s%n", cpu.describe());
+        report.addProperty("cpu", cpu.describe());
         JsonObject vector = new JsonObject();
         try {
             int bits = VectorWidth.bits();
@@ -63,6 +66,7 @@ public final class InfoCommand implements Callable<Integer> {
             vector.addProperty("available", true);
             vector.addProperty("bits", bits);
             vector.addProperty("floatLanes", lanes);
+            Kernels.report(out, report);
         } catch (NoClassDefFoundError e) {
             out.println("vector    not available: start the JVM with --add-modules jdk.incubator.vector (bin/moe4j does)");
             vector.addProperty("available", false);
@@ -105,6 +109,23 @@ public final class InfoCommand implements Callable<Integer> {
         if (json) out.println(new GsonBuilder().disableHtmlEscaping().create().toJson(report));
         out.flush();
         return 0;
+    }
+
+    /** The CPU kernels' choices and yardstick; they need the vector module, like {@link VectorWidth}. */
+    private static final class Kernels {
+        static void report(PrintWriter out, JsonObject report) {
+            moe4j.kernels.cpu.GemmTuning tuning = moe4j.kernels.cpu.Gemm.tuning();
+            out.printf("gemm      %s%n", tuning.describe());
+            report.addProperty("gemmTuning", tuning.describe());
+            moe4j.kernels.cpu.Fp32Peak.Peak peak = moe4j.kernels.cpu.Fp32Peak.remeasure();
+            out.printf("fp32 peak %s%n", peak.describe());
+            JsonObject p = new JsonObject();
+            p.addProperty("gflopsPerCore", peak.gflopsPerCore());
+            p.addProperty("cores", peak.cores());
+            p.addProperty("gflops", peak.gflops());
+            p.addProperty("source", peak.source());
+            report.add("fp32Peak", p);
+        }
     }
 
     /** Kept apart so that a JVM without the incubator module fails only here, where it is caught. */

@@ -1,5 +1,6 @@
 package moe4j.cli;
 
+import moe4j.kernels.cpu.Fp32Peak;
 import moe4j.nn.ModelConfig;
 import moe4j.train.TrainConfig;
 
@@ -7,11 +8,10 @@ import moe4j.train.TrainConfig;
 final class Throughput {
     private Throughput() {}
 
-    /**
-     * FP32 peak of one core of the reference machine (AMD Zen 4, AVX-512: 2 FMA pipes × 16 lanes × 2 flops
-     * at ~3.6 GHz ≈ 116 GFLOP/s), overridable with -Dmoe4j.peakGflopsPerCore.
-     */
-    static final double PEAK_GFLOPS_PER_CORE = Double.parseDouble(System.getProperty("moe4j.peakGflopsPerCore", "116"));
+    /** This machine's FP32 peak, measured by a short FMA probe (cached per CPU): the MFU denominator. */
+    static Fp32Peak.Peak peak() {
+        return Fp32Peak.thisMachine();
+    }
 
     /**
      * Training FLOPs per token: 6 × the parameters one token uses (forward 2, backward 4), plus the
@@ -36,6 +36,6 @@ final class Throughput {
     }
 
     static double mfu(TrainConfig cfg, double tokensPerSecond) {
-        return tokensPerSecond * flopsPerToken(cfg) / (Runtime.getRuntime().availableProcessors() * PEAK_GFLOPS_PER_CORE * 1e9);
+        return tokensPerSecond * flopsPerToken(cfg) / (peak().gflops() * 1e9);
     }
 }

@@ -118,6 +118,8 @@ public final class TrainCommand implements Callable<Integer> {
             o.put("peak_rss_bytes", moe4j.tensor.ProcessMemory.peakResidentBytes());
             o.put("model_flops_per_token", Throughput.flopsPerToken(cfg));
             o.put("mfu", Throughput.mfu(cfg, summary.tokensPerSecond()));
+            o.put("peak_gflops_per_core", Throughput.peak().gflopsPerCore());
+            o.put("peak_source", Throughput.peak().source());
             o.put("metrics", reporter.metricsFile().toString());
             o.put("plot", reporter.plotFile().toString());
             if (summary.lastCheckpoint() != null) o.put("checkpoint", summary.lastCheckpoint().toString());
@@ -329,9 +331,9 @@ public final class TrainCommand implements Callable<Integer> {
             out.printf(Locale.ROOT, "final loss %.4f (cross-entropy %.4f) after step %d; mean of the last %d steps %.4f (cross-entropy %.4f)%s%n",
                     s.finalLoss(), s.finalCrossEntropy(), s.lastStep(), recent(), recentMean(false), recentMean(true),
                     Double.isFinite(unigramEntropy) ? String.format(Locale.ROOT, "; unigram entropy of the data %.3f", unigramEntropy) : "");
-            out.printf(Locale.ROOT, "%.0f tokens/s | MFU %.1f%% of %d cores × %.0f GFLOP/s FP32 | peak memory %.0f MiB | %.1f s wall%n",
-                    s.tokensPerSecond(), 100 * Throughput.mfu(cfg, s.tokensPerSecond()), Runtime.getRuntime().availableProcessors(),
-                    Throughput.PEAK_GFLOPS_PER_CORE, moe4j.tensor.ProcessMemory.peakResidentBytes() / 1048576.0, wall);
+            out.printf(Locale.ROOT, "%.0f tokens/s | MFU %.1f%% of %d cores × %.0f GFLOP/s FP32 (measured peak) | peak memory %.0f MiB | %.1f s wall%n",
+                    s.tokensPerSecond(), 100 * Throughput.mfu(cfg, s.tokensPerSecond()), Throughput.peak().cores(),
+                    Throughput.peak().gflopsPerCore(), moe4j.tensor.ProcessMemory.peakResidentBytes() / 1048576.0, wall);
             TrainingPlot.write(plotFile(), history, unigramEntropy, "unigram entropy", String.format(Locale.ROOT,
                     "moe4j: %d layers, %d experts top-%d, ep=%d, %d ranks", cfg.model().nLayers(), cfg.model().numExperts(),
                     cfg.model().moeTopK(), cfg.ep(), cfg.worldSize()));

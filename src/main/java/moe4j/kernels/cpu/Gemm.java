@@ -10,6 +10,7 @@ import java.util.concurrent.Future;
 import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ThreadPoolExecutor;
 import moe4j.kernels.ExecutionContext;
+import java.util.concurrent.Semaphore;
 
 /**
  * Single-precision GEMM on off-heap row-major matrices:
@@ -20,17 +21,33 @@ import moe4j.kernels.ExecutionContext;
  * {@code lda}; B is stored k×n (n×k when {@code transB}) with row stride {@code ldb}. When beta is 0,
  * C's old contents are never read (NaN there does not leak into the result).
  *
- * <p>The work is a packed, register-blocked Vector API kernel ({@link GemmBlocked}). When the calling
- * thread's {@link ExecutionContext} allows more than one CPU thread, large products are split by columns
- * (or rows) of C over that context's own worker pool; every element of C is computed by one thread in
- * the same order whatever the thread count, so results are bitwise identical for any setting. Segments of
- * a confined arena cannot be read by the pool's threads; calls on them run on the calling thread alone.
+ * <p>The work is a packed, register-blocked Vector API kernel ({@link GemmBlocked}) whose register tile
+ * and cache blocking are chosen for the CPU it runs on ({@link #tuning()}). When the calling thread's
+ * {@link ExecutionContext} allows more than one CPU thread, large products are split by columns (or rows)
+ * of C over that context's own worker pool; every element of C is computed by one thread in the same
+ * order whatever the thread count, so results are bitwise identical for any setting. Segments of a
+ * confined arena cannot be read by the pool's threads; calls on them run on the calling thread alone.
  */
 public final class Gemm {
     private Gemm() {}
 
     /** Below this many multiply-adds, threads cost more than they save. */
     private static final long PARALLEL_MIN_WORK = 1L << 21;
+
+    /**
+     * One permit per core: at most that many threads run a large GEMM at once. Rank threads beyond the core
+     * count (P = 4 ranks on 2 cores) would otherwise be time-sliced in the middle of their products, each
+     * slice evicting the others' packed blocks from the shared caches; waiting in line, each product runs
+     * start to finish with the caches to itself. Not fair on purpose: a rank that releases its permit and
+     * starts its next product may take the permit straight back, so a rank runs its whole compute phase
+     * (e.g. all the groups of a grouped GEMM) in one stretch rather than taking turns product by product;
+     * it cannot run ahead for long, since the next all-to-all waits for the ranks still in line. Products
+     * under {@link #PARALLEL_MIN_WORK} pass without a permit; {@code -Dmoe4j.gemm.ungated=true} turns the
+     * gate off, for comparison.
+     */
+    private static final int CORES_TOTAL = Runtime.getRuntime().availableProcessors();
+    private static final Semaphore CORES = new Semaphore(CORES_TOTAL, false);
+    private static final boolean GATED = !Boolean.getBoolean("moe4j.gemm.ungated");
 
     /** The extra threads of one execution context (its thread count minus the caller), made on first use. */
     private static final class Workers implements AutoCloseable {
@@ -55,6 +72,11 @@ public final class Gemm {
         public void close() {
             pool.shutdown();
         }
+    }
+
+    /** The register tile and cache blocking chosen for this machine's CPU. */
+    public static GemmTuning tuning() {
+        return GemmBlocked.TUNING;
     }
 
     /** How many threads one sgemm call on this thread may use: its execution context's CPU threads. */
@@ -86,10 +108,20 @@ public final class Gemm {
         }
         ExecutionContext ctx = ExecutionContext.current();
         int t = ctx.cpuThreads();
-        if (t == 1 || (long) m * n * k < PARALLEL_MIN_WORK) {
+        if ((long) m * n * k < PARALLEL_MIN_WORK) {
             GemmBlocked.compute(transA, transB, 0, m, 0, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
-        } else {
-            parallel(ctx, t, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
+            return;
+        }
+        int permits = GATED ? Math.min(t, CORES_TOTAL) : 0;
+        if (permits > 0) CORES.acquireUninterruptibly(permits);
+        try {
+            if (t == 1) {
+                GemmBlocked.compute(transA, transB, 0, m, 0, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
+            } else {
+                parallel(ctx, t, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
+            }
+        } finally {
+            if (permits > 0) CORES.release(permits);
         }
     }
 

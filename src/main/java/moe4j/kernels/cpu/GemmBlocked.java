@@ -8,55 +8,63 @@ import jdk.incubator.vector.VectorSpecies;
 
 /**
  * The cache-blocked, packed GEMM behind {@link Gemm#sgemm}: computes one rectangular block of C on the
- * calling thread.
+ * calling thread, with the register tile and blocking {@link GemmTuning} chose for this machine.
  *
  * <p>Loop nest (outermost first), as in the usual Goto/BLIS scheme:
  * <ol>
- *   <li>{@code jc}: columns of C in slabs of {@link #NC} (wider when K is short, same L2 budget);</li>
- *   <li>{@code pc}: the reduction dimension in slabs of {@link #KC}; the KC×NC block of op(B) is packed
+ *   <li>{@code jc}: columns of C in slabs of NC (wider when K is short, same L2 budget);</li>
+ *   <li>{@code pc}: the reduction dimension in slabs of KC; the KC×NC block of op(B) is packed
  *       once here and reused by every row of C (for a grouped GEMM: each expert's weight is packed once
  *       per call and shared by all the group's rows); it is sized for L2. Short products (at most
- *       {@link #DIRECT_B_MAX_ROWS} rows) with an untransposed B skip this packing and read B in place;</li>
- *   <li>{@code ic}: rows of C in slabs of {@link #MC}; the MC×KC block of op(A) is packed;</li>
- *   <li>{@code ir}, {@code jr}: {@link #MR}-high strips of A and {@link #NR}-wide strips of B, one
- *       micro-kernel call each, which keeps an MR×NR tile of C in 24 vector registers.</li>
+ *       {@code DIRECT_B_MAX_ROWS} rows) with an untransposed B skip this packing and read B in place;</li>
+ *   <li>{@code ic}: rows of C in slabs of MC; the MC×KC block of op(A) is packed;</li>
+ *   <li>{@code ir}, {@code jr}: MR-high strips of A and NR-wide strips of B, one micro-kernel call each
+ *       ({@link MicroKernels}), which keeps an MR×NR tile of C in 24 vector registers.</li>
  * </ol>
  * Packing turns every layout (A or Aᵀ, B or Bᵀ) into the same contiguous panels, so one micro-kernel
  * serves all four; panels are zero-padded to full MR/NR so edge tiles need no special kernel.
  *
  * <p>Determinism: the value of C[i][j] depends only on K's slab boundaries and the order of the p loop,
- * never on which rows or columns a block covers, so any split of C across threads gives identical bits.
+ * never on which rows or columns a block covers, so any split of C across threads gives identical bits. The
+ * tile shape does not change the order of the sum either, but KC does; every tuning uses the same KC.
  */
 final class GemmBlocked {
-    private GemmBlocked() {}
-
     static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
     static final int L = S.length();
-    /** Rows of the register tile. */
-    static final int MR = 8;
-    /** Columns of the register tile: three vectors. */
-    static final int NR = 3 * L;
-    /** Reduction slab: the MR×KC A micro-panel (8 KiB) stays in L1 while B panels stream past it. */
-    static final int KC = 256;
-    /** Row slab of packed A (512 KiB); it is walked one micro-panel at a time, so L3 is enough. */
-    static final int MC = 512;
-    /** Column slab: the packed KC×NC block of B (768 KiB with 512-bit vectors) stays in the 1 MiB L2. */
-    static final int NC = NR * 16;
-    /**
-     * Products with at most this many rows read an untransposed B where it lies instead of packing it.
-     * Measured on the Zen 4 dev machine (M×1024·1024×2816): 1.4x faster at 16–32 rows, about 10% at
-     * 128–256; at 512 rows packing wins again (fewer L2 misses over 64 row strips). Must not exceed MC.
-     */
-    static final int DIRECT_B_MAX_ROWS = 320;
 
     static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
     private static final ByteOrder NATIVE = ByteOrder.nativeOrder();
 
+    /**
+     * The tuning for this machine, fixed when the class loads: C2 then compiles every loop below with the
+     * tile and block sizes as constants (read from instance fields, the packing and merging loops ran
+     * several times slower).
+     */
+    static final GemmTuning TUNING = GemmTuning.forThisMachine();
+    /** Rows of the register tile. */
+    static final int MR = TUNING.mr();
+    /** Columns of the register tile: whole vectors. */
+    static final int NR = TUNING.nr();
+    static final int KC = TUNING.kc();
+    static final int MC = TUNING.mc();
+    static final int NC = TUNING.nc();
+    private static final int DIRECT_B_MAX_ROWS = TUNING.directBMaxRows();
+    private static final boolean TWELVE_BY_TWO = TUNING.tile() == GemmTuning.Tile.ROWS12_BY_2_VECTORS;
+
+    static {
+        if (TWELVE_BY_TWO && DIRECT_B_MAX_ROWS > 0) {
+            throw new IllegalStateException("GemmBlocked: the 12x2 tile has no in-place-B kernel: " + TUNING.describe());
+        }
+    }
+
     /** Per-thread packing buffers, allocated once per thread and reused by every call. */
     static final class Scratch {
         final float[] packedA = new float[MC * KC];
-        final float[] packedB = new float[KC * NC];
+        /** A block of B, with room for a slab stretched by a quarter (see {@link #compute}). */
+        final float[] packedB = new float[KC * (NC + NC / 4 + NR)];
         final float[] tile = new float[MR * NR];
+        /** L steps of MR rows of A, row-major: the staging area of {@link #packA}. */
+        final float[] aSteps = new float[MR * L];
     }
 
     private static final ThreadLocal<Scratch> SCRATCH = ThreadLocal.withInitial(Scratch::new);
@@ -72,40 +80,45 @@ final class GemmBlocked {
         // a short reduction (e.g. a weight gradient over a few tokens) leaves the B block small: widen it
         // to the same L2 budget, so A is packed fewer times
         int ncMax = Math.max(NC, (KC * NC / Math.min(k, KC)) / NR * NR);
-        for (int jc = j0; jc < j1; jc += ncMax) {
-            int nc = Math.min(ncMax, j1 - jc);
+        for (int jc = j0, ncHere; jc < j1; jc += ncHere) {
+            ncHere = Math.min(ncMax, j1 - jc);
+            // a last slab under a quarter of the others joins this one: A would be packed again for a
+            // sliver of C (1024 columns in slabs of 960 leave 64)
+            if (j1 - jc - ncHere < ncMax / 4) ncHere = j1 - jc;
             for (int pc = 0; pc < k; pc += KC) {
-                int kc = Math.min(KC, k - pc);
-                if (!transB && i1 - i0 <= DIRECT_B_MAX_ROWS && nc >= NR) {
+                int kcHere = Math.min(KC, k - pc);
+                if (!transB && i1 - i0 <= DIRECT_B_MAX_ROWS && ncHere >= NR) {
                     // few enough rows that packing B costs more than it saves
-                    directB(s, transA, a, aOff, lda, i0, i1 - i0, b, bOff, ldb, pc, kc, jc, nc, alpha,
+                    directB(s, transA, a, aOff, lda, i0, i1 - i0, b, bOff, ldb, pc, kcHere, jc, ncHere, alpha,
                             pc == 0, beta, c, cOff, ldc);
                     continue;
                 }
-                packB(transB, b, bOff, ldb, pc, kc, jc, nc, s.packedB);
+                packB(transB, b, bOff, ldb, pc, kcHere, jc, ncHere, s.packedB);
                 // the first K slab applies beta; later slabs accumulate onto the partial result
                 boolean first = pc == 0;
                 for (int ic = i0; ic < i1; ic += MC) {
-                    int mc = Math.min(MC, i1 - ic);
-                    packA(transA, a, aOff, lda, ic, mc, pc, kc, s.packedA);
-                    macroKernel(s, mc, nc, kc, alpha, first, beta, c, cOff + (long) ic * ldc + jc, ldc);
+                    int mcHere = Math.min(MC, i1 - ic);
+                    packA(s, transA, a, aOff, lda, ic, mcHere, pc, kcHere);
+                    macroKernel(s.packedA, s.packedB, s.tile, mcHere, ncHere, kcHere, alpha, first, beta, c,
+                            cOff + (long) ic * ldc + jc, ldc);
                 }
             }
         }
     }
 
-    private static void macroKernel(Scratch s, int mc, int nc, int kc, float alpha, boolean first, float beta,
-                                    MemorySegment c, long cOff, int ldc) {
-        float[] pa = s.packedA, pb = s.packedB, tile = s.tile;
+    private static void macroKernel(float[] pa, float[] pb, float[] tile, int mcHere, int ncHere, int kcHere,
+                                    float alpha, boolean first, float beta, MemorySegment c, long cOff, int ldc) {
         // rows outer: one A micro-panel is reused from L1 across the whole B block (in L2), and the C
         // tiles of a row strip are visited left to right, which the hardware prefetcher follows
-        for (int ir = 0; ir < mc; ir += MR) {
-            int rows = Math.min(MR, mc - ir);
-            int aBase = (ir / MR) * kc * MR;
-            for (int jr = 0; jr < nc; jr += NR) {
-                int cols = Math.min(NR, nc - jr);
-                microKernel(kc, pa, aBase, pb, (jr / NR) * kc * NR, tile);
+        float touched = 0;
+        for (int ir = 0; ir < mcHere; ir += MR) {
+            int rows = Math.min(MR, mcHere - ir);
+            int aBase = (ir / MR) * kcHere * MR;
+            for (int jr = 0; jr < ncHere; jr += NR) {
+                int cols = Math.min(NR, ncHere - jr);
                 long cTile = cOff + (long) ir * ldc + jr;
+                if (rows == MR && cols == NR) touched += touch(c, cTile, ldc);
+                microKernel(kcHere, pa, aBase, pb, (jr / NR) * kcHere * NR, tile);
                 if (rows == MR && cols == NR) {
                     mergeFull(tile, alpha, first, beta, c, cTile, ldc);
                 } else {
@@ -113,35 +126,62 @@ final class GemmBlocked {
                 }
             }
         }
+        touchSink = touched;
+    }
+
+    /** Keeps the loads of {@link #touch} from being optimised away. */
+    private static float touchSink;
+
+    /**
+     * Loads one float from every cache line of a full C tile before its micro-kernel runs. Java has no
+     * prefetch instruction; these loads serve as one: they miss while the FMAs run, instead of when the tile
+     * is merged, which then finds C in cache.
+     */
+    private static float touch(MemorySegment c, long cTile, int ldc) {
+        float sum = 0;
+        for (int r = 0; r < MR; r++) {
+            long row = cTile + (long) r * ldc;
+            for (int v = 0; v < NR; v += L) sum += c.getAtIndex(F, row + v);
+        }
+        return sum;
+    }
+
+    private static void microKernel(int kcHere, float[] pa, int aBase, float[] pb, int bBase, float[] tile) {
+        if (TWELVE_BY_TWO) {
+            MicroKernels.tile12x2(kcHere, pa, aBase, pb, bBase, tile);
+        } else {
+            MicroKernels.tile8x3(kcHere, pa, aBase, pb, bBase, tile);
+        }
     }
 
     /**
-     * One K slab of a product with at most {@link #DIRECT_B_MAX_ROWS} rows and B not transposed: full
+     * One K slab of a product with at most {@code DIRECT_B_MAX_ROWS} rows and B not transposed (8x3 tile
+     * only; see {@link GemmTuning#directBMaxRows()}): full
      * NR-wide strips read B where it lies (for short products, packing costs as much as the arithmetic
      * it feeds; for longer ones the row-major B rows still stream well from L2); only the ragged last
      * strip is packed. The arithmetic, and so every bit of the result, is that of the packed path.
      */
-    private static void directB(Scratch s, boolean transA, MemorySegment a, long aOff, int lda, int i0, int mc,
-                                MemorySegment b, long bOff, int ldb, int pc, int kc, int jc, int nc,
+    private static void directB(Scratch s, boolean transA, MemorySegment a, long aOff, int lda, int i0, int mcHere,
+                                MemorySegment b, long bOff, int ldb, int pc, int kcHere, int jc, int ncHere,
                                 float alpha, boolean first, float beta, MemorySegment c, long cOff, int ldc) {
-        packA(transA, a, aOff, lda, i0, mc, pc, kc, s.packedA);
-        int fullCols = nc / NR * NR;
-        if (fullCols < nc) {
+        packA(s, transA, a, aOff, lda, i0, mcHere, pc, kcHere);
+        int fullCols = ncHere / NR * NR;
+        if (fullCols < ncHere) {
             // the ragged strip, packed on its own at the start of packedB
-            packB(false, b, bOff, ldb, pc, kc, jc + fullCols, nc - fullCols, s.packedB);
+            packB(false, b, bOff, ldb, pc, kcHere, jc + fullCols, ncHere - fullCols, s.packedB);
         }
         long ldbBytes = (long) ldb * Float.BYTES;
-        for (int ir = 0; ir < mc; ir += MR) {
-            int rows = Math.min(MR, mc - ir);
-            int aBase = (ir / MR) * kc * MR;
+        for (int ir = 0; ir < mcHere; ir += MR) {
+            int rows = Math.min(MR, mcHere - ir);
+            int aBase = (ir / MR) * kcHere * MR;
             long cRow = cOff + (long) (i0 + ir) * ldc + jc;
-            for (int jr = 0; jr < nc; jr += NR) {
-                int cols = Math.min(NR, nc - jr);
+            for (int jr = 0; jr < ncHere; jr += NR) {
+                int cols = Math.min(NR, ncHere - jr);
                 if (cols == NR) {
                     long bAt = (bOff + (long) pc * ldb + jc + jr) * Float.BYTES;
-                    microKernelDirect(kc, s.packedA, aBase, b, bAt, ldbBytes, s.tile);
+                    MicroKernels.tile8x3Direct(kcHere, s.packedA, aBase, b, bAt, ldbBytes, s.tile);
                 } else {
-                    microKernel(kc, s.packedA, aBase, s.packedB, 0, s.tile);
+                    microKernel(kcHere, s.packedA, aBase, s.packedB, 0, s.tile);
                 }
                 if (rows == MR && cols == NR) {
                     mergeFull(s.tile, alpha, first, beta, c, cRow + jr, ldc);
@@ -150,87 +190,6 @@ final class GemmBlocked {
                 }
             }
         }
-    }
-
-    /** {@link #microKernel} with B read from its row-major home, row p at {@code bAt + p·ldbBytes}. */
-    static void microKernelDirect(int kc, float[] pa, int aBase, MemorySegment b, long bAt, long ldbBytes,
-                                  float[] tile) {
-        FloatVector z = FloatVector.zero(S);
-        FloatVector c00 = z, c01 = z, c02 = z, c10 = z, c11 = z, c12 = z, c20 = z, c21 = z, c22 = z;
-        FloatVector c30 = z, c31 = z, c32 = z, c40 = z, c41 = z, c42 = z, c50 = z, c51 = z, c52 = z;
-        FloatVector c60 = z, c61 = z, c62 = z, c70 = z, c71 = z, c72 = z;
-        long vb = (long) L * Float.BYTES;
-        int ai = aBase;
-        for (int p = 0; p < kc; p++, ai += MR, bAt += ldbBytes) {
-            FloatVector b0 = FloatVector.fromMemorySegment(S, b, bAt, NATIVE);
-            FloatVector b1 = FloatVector.fromMemorySegment(S, b, bAt + vb, NATIVE);
-            FloatVector b2 = FloatVector.fromMemorySegment(S, b, bAt + 2 * vb, NATIVE);
-            FloatVector av = FloatVector.broadcast(S, pa[ai]);
-            c00 = av.fma(b0, c00); c01 = av.fma(b1, c01); c02 = av.fma(b2, c02);
-            av = FloatVector.broadcast(S, pa[ai + 1]);
-            c10 = av.fma(b0, c10); c11 = av.fma(b1, c11); c12 = av.fma(b2, c12);
-            av = FloatVector.broadcast(S, pa[ai + 2]);
-            c20 = av.fma(b0, c20); c21 = av.fma(b1, c21); c22 = av.fma(b2, c22);
-            av = FloatVector.broadcast(S, pa[ai + 3]);
-            c30 = av.fma(b0, c30); c31 = av.fma(b1, c31); c32 = av.fma(b2, c32);
-            av = FloatVector.broadcast(S, pa[ai + 4]);
-            c40 = av.fma(b0, c40); c41 = av.fma(b1, c41); c42 = av.fma(b2, c42);
-            av = FloatVector.broadcast(S, pa[ai + 5]);
-            c50 = av.fma(b0, c50); c51 = av.fma(b1, c51); c52 = av.fma(b2, c52);
-            av = FloatVector.broadcast(S, pa[ai + 6]);
-            c60 = av.fma(b0, c60); c61 = av.fma(b1, c61); c62 = av.fma(b2, c62);
-            av = FloatVector.broadcast(S, pa[ai + 7]);
-            c70 = av.fma(b0, c70); c71 = av.fma(b1, c71); c72 = av.fma(b2, c72);
-        }
-        c00.intoArray(tile, 0); c01.intoArray(tile, L); c02.intoArray(tile, 2 * L);
-        c10.intoArray(tile, NR); c11.intoArray(tile, NR + L); c12.intoArray(tile, NR + 2 * L);
-        c20.intoArray(tile, 2 * NR); c21.intoArray(tile, 2 * NR + L); c22.intoArray(tile, 2 * NR + 2 * L);
-        c30.intoArray(tile, 3 * NR); c31.intoArray(tile, 3 * NR + L); c32.intoArray(tile, 3 * NR + 2 * L);
-        c40.intoArray(tile, 4 * NR); c41.intoArray(tile, 4 * NR + L); c42.intoArray(tile, 4 * NR + 2 * L);
-        c50.intoArray(tile, 5 * NR); c51.intoArray(tile, 5 * NR + L); c52.intoArray(tile, 5 * NR + 2 * L);
-        c60.intoArray(tile, 6 * NR); c61.intoArray(tile, 6 * NR + L); c62.intoArray(tile, 6 * NR + 2 * L);
-        c70.intoArray(tile, 7 * NR); c71.intoArray(tile, 7 * NR + L); c72.intoArray(tile, 7 * NR + 2 * L);
-    }
-
-    /**
-     * tile[MR][NR] = Σ_p A[p][0..MR) ⊗ B[p][0..NR) over one K slab. Twenty-four named accumulators so
-     * that C2 keeps the whole tile in registers.
-     */
-    static void microKernel(int kc, float[] pa, int aBase, float[] pb, int bBase, float[] tile) {
-        FloatVector z = FloatVector.zero(S);
-        FloatVector c00 = z, c01 = z, c02 = z, c10 = z, c11 = z, c12 = z, c20 = z, c21 = z, c22 = z;
-        FloatVector c30 = z, c31 = z, c32 = z, c40 = z, c41 = z, c42 = z, c50 = z, c51 = z, c52 = z;
-        FloatVector c60 = z, c61 = z, c62 = z, c70 = z, c71 = z, c72 = z;
-        int ai = aBase, bi = bBase;
-        for (int p = 0; p < kc; p++, ai += MR, bi += NR) {
-            FloatVector b0 = FloatVector.fromArray(S, pb, bi);
-            FloatVector b1 = FloatVector.fromArray(S, pb, bi + L);
-            FloatVector b2 = FloatVector.fromArray(S, pb, bi + 2 * L);
-            FloatVector av = FloatVector.broadcast(S, pa[ai]);
-            c00 = av.fma(b0, c00); c01 = av.fma(b1, c01); c02 = av.fma(b2, c02);
-            av = FloatVector.broadcast(S, pa[ai + 1]);
-            c10 = av.fma(b0, c10); c11 = av.fma(b1, c11); c12 = av.fma(b2, c12);
-            av = FloatVector.broadcast(S, pa[ai + 2]);
-            c20 = av.fma(b0, c20); c21 = av.fma(b1, c21); c22 = av.fma(b2, c22);
-            av = FloatVector.broadcast(S, pa[ai + 3]);
-            c30 = av.fma(b0, c30); c31 = av.fma(b1, c31); c32 = av.fma(b2, c32);
-            av = FloatVector.broadcast(S, pa[ai + 4]);
-            c40 = av.fma(b0, c40); c41 = av.fma(b1, c41); c42 = av.fma(b2, c42);
-            av = FloatVector.broadcast(S, pa[ai + 5]);
-            c50 = av.fma(b0, c50); c51 = av.fma(b1, c51); c52 = av.fma(b2, c52);
-            av = FloatVector.broadcast(S, pa[ai + 6]);
-            c60 = av.fma(b0, c60); c61 = av.fma(b1, c61); c62 = av.fma(b2, c62);
-            av = FloatVector.broadcast(S, pa[ai + 7]);
-            c70 = av.fma(b0, c70); c71 = av.fma(b1, c71); c72 = av.fma(b2, c72);
-        }
-        c00.intoArray(tile, 0); c01.intoArray(tile, L); c02.intoArray(tile, 2 * L);
-        c10.intoArray(tile, NR); c11.intoArray(tile, NR + L); c12.intoArray(tile, NR + 2 * L);
-        c20.intoArray(tile, 2 * NR); c21.intoArray(tile, 2 * NR + L); c22.intoArray(tile, 2 * NR + 2 * L);
-        c30.intoArray(tile, 3 * NR); c31.intoArray(tile, 3 * NR + L); c32.intoArray(tile, 3 * NR + 2 * L);
-        c40.intoArray(tile, 4 * NR); c41.intoArray(tile, 4 * NR + L); c42.intoArray(tile, 4 * NR + 2 * L);
-        c50.intoArray(tile, 5 * NR); c51.intoArray(tile, 5 * NR + L); c52.intoArray(tile, 5 * NR + 2 * L);
-        c60.intoArray(tile, 6 * NR); c61.intoArray(tile, 6 * NR + L); c62.intoArray(tile, 6 * NR + 2 * L);
-        c70.intoArray(tile, 7 * NR); c71.intoArray(tile, 7 * NR + L); c72.intoArray(tile, 7 * NR + 2 * L);
     }
 
     /*
@@ -281,8 +240,9 @@ final class GemmBlocked {
      * Packs op(A)[ic..ic+mc)[pc..pc+kc) as MR-row strips: strip s, step p holds rows s·MR..s·MR+MR at
      * {@code dst[s·kc·MR + p·MR + r]}; rows past mc are zero.
      */
-    static void packA(boolean transA, MemorySegment a, long aOff, int lda, int ic, int mc, int pc, int kc,
-                      float[] dst) {
+    private static void packA(Scratch scratch, boolean transA, MemorySegment a, long aOff, int lda, int ic, int mc,
+                              int pc, int kc) {
+        float[] dst = scratch.packedA;
         int fullStrips = mc / MR;
         if (transA) {
             // Aᵀ: row p of A holds op(A)[ic..ic+mc)[p] contiguously; walk it once, MR floats per strip
@@ -294,14 +254,25 @@ final class GemmBlocked {
                 }
             }
         } else {
-            // A row i is contiguous along p: read MR rows side by side, write each step's MR values together
+            // A row i is contiguous along p: read L steps of the MR rows as one vector per row into a small
+            // array, then write them out step by step (single floats read from a segment cost a bounds and
+            // liveness check each, which made this loop several times slower than plain array reads)
+            float[] steps = scratch.aSteps;
+            int vectorSteps = kc / L * L;
             for (int s = 0; s < fullStrips; s++) {
                 long r0 = aOff + (long) (ic + s * MR) * lda + pc;
                 int d = s * kc * MR;
-                for (int p = 0; p < kc; p++, d += MR) {
+                for (int p0 = 0; p0 < vectorSteps; p0 += L) {
                     for (int r = 0; r < MR; r++) {
-                        dst[d + r] = a.getAtIndex(F, r0 + (long) r * lda + p);
+                        FloatVector.fromMemorySegment(S, a, (r0 + (long) r * lda + p0) * Float.BYTES, NATIVE)
+                                .intoArray(steps, r * L);
                     }
+                    for (int q = 0; q < L; q++, d += MR) {
+                        for (int r = 0; r < MR; r++) dst[d + r] = steps[r * L + q];
+                    }
+                }
+                for (int p = vectorSteps; p < kc; p++, d += MR) {
+                    for (int r = 0; r < MR; r++) dst[d + r] = a.getAtIndex(F, r0 + (long) r * lda + p);
                 }
             }
         }
@@ -323,8 +294,7 @@ final class GemmBlocked {
      * Packs op(B)[pc..pc+kc)[jc..jc+nc) as NR-column strips: strip t, step p holds columns
      * t·NR..t·NR+NR at {@code dst[t·kc·NR + p·NR + j]}; columns past nc are zero.
      */
-    static void packB(boolean transB, MemorySegment b, long bOff, int ldb, int pc, int kc, int jc, int nc,
-                      float[] dst) {
+    static void packB(boolean transB, MemorySegment b, long bOff, int ldb, int pc, int kc, int jc, int nc, float[] dst) {
         for (int t = 0; t * NR < nc; t++) {
             int base = t * kc * NR;
             int cols = Math.min(NR, nc - t * NR);

@@ -7,6 +7,8 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.SymbolLookup;
 import java.lang.foreign.ValueLayout;
 import java.lang.invoke.MethodHandle;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Optional;
 
 /**
@@ -17,6 +19,11 @@ import java.util.Optional;
  * locations); when it is absent {@link #isAvailable()} is false and {@link #unavailableReason()} says why.
  * On load it is set to one thread, so a comparison with single-threaded {@link Gemm} is fair;
  * {@link #setThreads(int)} changes that.
+ *
+ * <p>OpenBLAS picks its kernel for the CPU when it loads, unless the environment overrides it:
+ * {@code OPENBLAS_CORETYPE} forces a kernel (e.g. Haswell, an AVX2 kernel, on an AVX-512 machine) and
+ * {@code OPENBLAS_L2_SIZE} its blocking. {@link #environmentOverrides()} lists those set in this process
+ * and {@link #coreName()} names the kernel in use; a fair reference runs with neither set.
  */
 public final class OpenBlas {
     private OpenBlas() {}
@@ -32,10 +39,13 @@ public final class OpenBlas {
     private static final MethodHandle SGEMM;
     private static final MethodHandle SET_THREADS;
     private static final String REASON;
+    private static final String CORE_NAME, CONFIG;
+    /** Environment variables that steer OpenBLAS's choice of kernel and blocking. */
+    public static final List<String> KERNEL_VARIABLES = List.of("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE");
 
     static {
         MethodHandle sgemm = null, setThreads = null;
-        String reason = null;
+        String reason = null, coreName = null, config = null;
         try {
             SymbolLookup lib = load();
             if (lib == null) {
@@ -58,6 +68,8 @@ public final class OpenBlas {
                     if (st.isPresent()) {
                         setThreads = linker.downcallHandle(st.get(), FunctionDescriptor.ofVoid(i));
                     }
+                    coreName = callString(linker, lib, "openblas_get_corename");
+                    config = callString(linker, lib, "openblas_get_config");
                 }
             }
         } catch (Throwable t) {
@@ -67,6 +79,8 @@ public final class OpenBlas {
         SGEMM = sgemm;
         SET_THREADS = setThreads;
         REASON = reason;
+        CORE_NAME = coreName;
+        CONFIG = config;
         if (SGEMM != null) setThreads(1);
     }
 
@@ -79,6 +93,38 @@ public final class OpenBlas {
             }
         }
         return null;
+    }
+
+    /** Calls a {@code char *f(void)} of the library; null when it lacks the function. */
+    private static String callString(Linker linker, SymbolLookup lib, String name) throws Throwable {
+        Optional<MemorySegment> fn = lib.find(name);
+        if (fn.isEmpty()) return null;
+        MethodHandle h = linker.downcallHandle(fn.get(), FunctionDescriptor.of(ValueLayout.ADDRESS));
+        MemorySegment text = (MemorySegment) h.invokeExact();
+        return text.equals(MemorySegment.NULL) ? null : text.reinterpret(4096).getString(0).trim();
+    }
+
+    /** The kernel OpenBLAS chose (or was told to use) when it loaded, e.g. SkylakeX or Haswell; null if unknown. */
+    public static String coreName() {
+        return CORE_NAME;
+    }
+
+    /** OpenBLAS's build description ({@code openblas_get_config}), e.g. its version; null if unknown. */
+    public static String config() {
+        return CONFIG;
+    }
+
+    /**
+     * The kernel-steering variables set in this process's environment, as NAME=value, empty when OpenBLAS
+     * chose its own kernel.
+     */
+    public static List<String> environmentOverrides() {
+        List<String> set = new ArrayList<>();
+        for (String name : KERNEL_VARIABLES) {
+            String v = System.getenv(name);
+            if (v != null) set.add(name + "=" + v);
+        }
+        return set;
     }
 
     /** Whether OpenBLAS was found and its cblas_sgemm bound. */

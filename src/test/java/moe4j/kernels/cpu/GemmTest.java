@@ -13,11 +13,25 @@ import moe4j.tensor.Rng;
 import org.junit.jupiter.api.Test;
 
 class GemmTest {
-    /** m, n, k triples: odd sizes, tile and block edges (MR = 8, NR = 48, KC = 256, MC = 512, NC = 768). */
+    /**
+     * m, n, k triples: odd sizes, tile and block edges of both tiles (8x3: MR = 8, NR = 48, MC = 512; 12x2:
+     * MR = 12, NR = 32, MC = 504; KC = 256; NC from the L2 size, 768 or 960 on the machines measured).
+     */
     private static final int[][] SHAPES = {
             {1, 1, 1}, {1, 3, 7}, {3, 1, 17}, {7, 17, 1}, {17, 33, 7}, {33, 65, 17}, {65, 129, 33},
             {129, 33, 65}, {8, 48, 256}, {9, 49, 257}, {130, 97, 300}, {5, 800, 3}, {521, 9, 11}, {1, 129, 520},
+            {12, 32, 256}, {13, 33, 257}, {505, 31, 20}, {25, 961, 9}, {11, 1000, 40},
     };
+
+    @Test
+    void theTileAskedForIsTheOneInUse() {
+        // the build runs these tests once per tile (-Dmoe4j.gemm.tile): each run must really use its tile
+        String asked = System.getProperty("moe4j.gemm.tile");
+        String inUse = Gemm.tuning().tile().label();
+        if (asked != null) assertEquals(asked, inUse);
+        assertEquals(Gemm.tuning().mr() * Gemm.tuning().nr(), Gemm.tuning().tile().label().equals("8x3")
+                ? 8 * 3 * GemmBlocked.L : 12 * 2 * GemmBlocked.L);
+    }
 
     @Test
     void allLayoutsMatchFloat64Reference() {
