@@ -7,6 +7,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
+import moe4j.bench.CpuYardstick;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
@@ -55,9 +56,9 @@ public final class InfoCommand implements Callable<Integer> {
         java.addProperty("home", System.getProperty("java.home"));
         report.add("java", java);
 
-        moe4j.kernels.cpu.CpuFacts cpu = moe4j.kernels.cpu.CpuFacts.thisMachine();
-        out.printf("cpu       %s%n", cpu.describe());
-        report.addProperty("cpu", cpu.describe());
+        String cpu = CpuYardstick.cpu();
+        out.printf("cpu       %s%n", cpu);
+        report.addProperty("cpu", cpu);
         JsonObject vector = new JsonObject();
         try {
             int bits = VectorWidth.bits();
@@ -114,10 +115,10 @@ public final class InfoCommand implements Callable<Integer> {
     /** The CPU kernels' choices and yardstick; they need the vector module, like {@link VectorWidth}. */
     private static final class Kernels {
         static void report(PrintWriter out, JsonObject report) {
-            moe4j.kernels.cpu.GemmTuning tuning = moe4j.kernels.cpu.Gemm.tuning();
-            out.printf("gemm      %s%n", tuning.describe());
-            report.addProperty("gemmTuning", tuning.describe());
-            moe4j.kernels.cpu.Fp32Peak.Peak peak = moe4j.kernels.cpu.Fp32Peak.remeasure();
+            String tuning = CpuYardstick.gemmTuning();
+            out.printf("gemm      %s%n", tuning);
+            report.addProperty("gemmTuning", tuning);
+            CpuYardstick.Peak peak = CpuYardstick.remeasurePeak();
             out.printf("fp32 peak %s%n", peak.describe());
             JsonObject p = new JsonObject();
             p.addProperty("gflopsPerCore", peak.gflopsPerCore());

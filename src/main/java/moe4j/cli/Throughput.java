@@ -1,6 +1,6 @@
 package moe4j.cli;
 
-import moe4j.kernels.cpu.Fp32Peak;
+import moe4j.bench.CpuYardstick;
 import moe4j.nn.ModelConfig;
 import moe4j.train.TrainConfig;
 
@@ -9,8 +9,8 @@ final class Throughput {
     private Throughput() {}
 
     /** This machine's FP32 peak, measured by a short FMA probe (cached per CPU): the MFU denominator. */
-    static Fp32Peak.Peak peak() {
-        return Fp32Peak.thisMachine();
+    static CpuYardstick.Peak peak() {
+        return CpuYardstick.peak();
     }
 
     /**
