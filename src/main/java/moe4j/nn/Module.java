@@ -63,6 +63,21 @@ public abstract class Module {
         children.forEach((n, m) -> m.collect(prefix + n + ".", out));
     }
 
+    /**
+     * Moves every parameter of this module and its descendants to {@code device}: each becomes a
+     * persistent copy there (without gradient), under the same name and in the same place.
+     */
+    public void to(moe4j.tensor.Device device) {
+        for (Module m : namedModules().values()) {
+            m.parameters.replaceAll((name, t) -> {
+                if (t.device().equals(device)) return t;
+                Tensor moved = MemoryScope.persistent(() -> t.to(device));
+                moved.requiresGrad(true);
+                return moved;
+            });
+        }
+    }
+
     public List<Tensor> parameters() {
         return new ArrayList<>(namedParameters().values());
     }

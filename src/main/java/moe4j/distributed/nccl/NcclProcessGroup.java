@@ -91,7 +91,23 @@ public final class NcclProcessGroup implements ProcessGroup, AutoCloseable {
         host.broadcast(id, 0);
         byte[] uniqueId = id.data().toArray(java.lang.foreign.ValueLayout.JAVA_BYTE);
         long comm = nccl.commInitRank(host.size(), uniqueId, host.rank());
-        return new NcclProcessGroup(host, device, nccl, streams, host.name() + "#" + java.util.HexFormat.of().formatHex(uniqueId, 0, 32), comm);
+        NcclProcessGroup group = new NcclProcessGroup(host, device, nccl, streams,
+                host.name() + "#" + java.util.HexFormat.of().formatHex(uniqueId, 0, 32), comm);
+        group.connect();
+        return group;
+    }
+
+    /**
+     * One int to every rank and back: NCCL connects peers lazily, at their first exchange, and that
+     * setup blocks the enqueuing thread until the peer takes part. Doing it here, under the deadline,
+     * keeps later collectives from blocking on the host.
+     */
+    private void connect() {
+        int n = size();
+        int[] ones = filled(n, 1);
+        Tensor in = Tensor.zeros(device, DType.I32, n, 1);
+        Tensor out = Tensor.zeros(device, DType.I32, n, 1);
+        allToAllSingle(out, in, ones, ones);
     }
 
     /** The GPU this rank's tensors live on. */
@@ -287,7 +303,9 @@ public final class NcclProcessGroup implements ProcessGroup, AutoCloseable {
         if (child[0] == 0) {
             throw fail("split", call, "ncclCommSplit gave no communicator for color " + color);
         }
-        return new NcclProcessGroup(hostChild, device, nccl, streams, cliqueKey + "/" + serial + ":" + color, child[0]);
+        NcclProcessGroup group = new NcclProcessGroup(hostChild, device, nccl, streams, cliqueKey + "/" + serial + ":" + color, child[0]);
+        group.connect();
+        return group;
     }
 
     @Override
@@ -296,17 +314,30 @@ public final class NcclProcessGroup implements ProcessGroup, AutoCloseable {
         host.abort(reason);
     }
 
-    /** Frees the communicator once this rank's queued work has run (or at once when the group is broken). */
+    /**
+     * Frees the communicator once this rank's queued work has run; a broken group's communicator is
+     * aborted instead (if no one has yet), so that nothing stays queued on the GPU.
+     */
     @Override
     public void close() {
         NcclWatchdog.get().forget(this);
+        String reason = clique.broken;
+        if (reason != null) {
+            breakGroup(reason);
+            return;
+        }
         synchronized (callLock) {
             if (freed) return;
             freed = true;
         }
-        if (clique.broken != null) return; // aborted: NCCL freed it
         long deadline = System.nanoTime() + timeout().toNanos();
-        while (!streams.idle(device) && System.nanoTime() - deadline < 0) LockSupport.parkNanos(100_000);
+        while (!streams.idle(device)) {
+            if (System.nanoTime() - deadline > 0) {
+                nccl.commAbort(comm); // work still queued at the deadline: end it rather than wait on it
+                return;
+            }
+            LockSupport.parkNanos(100_000);
+        }
         nccl.commDestroy(comm);
         CLIQUES.remove(cliqueKey);
     }
