@@ -72,14 +72,14 @@ public abstract class Router extends Module {
 
     /** {@code mean_t (logsumexp_e logits[t, e])²}; 0 for no tokens. */
     protected static Tensor zLoss(Tensor logits) {
-        if (logits.dim(0) == 0) return Tensor.zeros();
+        if (logits.dim(0) == 0) return Tensor.zeros(logits.device());
         return Ops.mean(Ops.square(Ops.logSumExp(logits)));
     }
 
     /** {@code scale · E · Σ_e f_e · p_e} with f_e = count_e / (T·K) (constant) and p = mean over tokens of {@code scores}. */
     protected Tensor balanceLoss(Tensor scores, int[] counts, double scale) {
         int t = scores.dim(0);
-        if (scale == 0) return Tensor.zeros();
+        if (scale == 0) return Tensor.zeros(scores.device());
         // f_e = count_e / (T·K), over the whole data-parallel batch when a statistics group is set
         Tensor f = Tensor.zeros(numExperts + 1);
         for (int e = 0; e < numExperts; e++) f.set(e, counts[e]);
@@ -90,7 +90,7 @@ public abstract class Router extends Module {
             statisticsGroup.allReduce(f, ReduceOp.SUM);
         }
         double tokens = f.get(numExperts);
-        if (t == 0 || tokens == 0) return Tensor.zeros();
+        if (t == 0 || tokens == 0) return Tensor.zeros(scores.device());
         f = f.rows(0, numExperts);
         for (int e = 0; e < numExperts; e++) f.set(e, (float) (f.get(e) / (tokens * topK)));
         f = f.to(scores.device()); // E host-computed constants, copied to where the scores are

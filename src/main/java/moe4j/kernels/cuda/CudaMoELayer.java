@@ -48,8 +48,8 @@ public final class CudaMoELayer implements AutoCloseable {
      * How the grouped rows are laid out for the expert products (see {@link RowPlan}). COMPACT: expert
      * after expert, ragged products ({@link RaggedGemm}). PADDED: every expert padded with zero rows to
      * the largest count, one strided batched product for all. BUCKETED: experts of similar size share a
-     * padded bucket, one batched product per bucket. AUTO: padded when that adds at most a quarter to the
-     * rows, else bucketed. Padding costs its share of arithmetic; small experts run together instead of
+     * padded bucket, one batched product per bucket. AUTO: compact when every expert's product fills the
+     * GPU by itself, else padded when that adds at most a quarter to the rows, else bucketed. Padding costs its share of arithmetic; small experts run together instead of
      * one at a time.
      */
     public enum RowLayout { AUTO, COMPACT, PADDED, BUCKETED }
@@ -294,7 +294,7 @@ public final class CudaMoELayer implements AutoCloseable {
         if (rowsPerExpert.length != c.experts()) {
             throw new IllegalArgumentException(rowsPerExpert.length + " group sizes for " + c.experts() + " experts");
         }
-        RowPlan plan = RowPlan.of(layout, rowsPerExpert);
+        RowPlan plan = RowPlan.of(layout, rowsPerExpert, c.inWidth(), s.gpu.multiprocessors);
         int rows = plan.rows();
         long es = p.bytes;
         DevicePool pool = s.pool;
@@ -419,7 +419,7 @@ public final class CudaMoELayer implements AutoCloseable {
         s.launch(KernelSource.ROUTER, "router_losses").grid(1).block(1024).ptr(partial).i32(chunks).ptr(counts).i32(T).i32(E).i32(K)
                 .f32((float) c.auxScale()).f32(auxWeight).ptr(losses).ptr(auxGrad).run();
         int[] rowsPerExpert = s.readInts(counts, E);
-        RowPlan plan = RowPlan.of(layout, rowsPerExpert);
+        RowPlan plan = RowPlan.of(layout, rowsPerExpert, c.inWidth(), s.gpu.multiprocessors);
         int rows = plan.rows();
         long rowEntry = pool.allocate(4L * rows, "row to entry map");
         long rowToken = pool.allocate(4L * rows, "row to token map");

@@ -158,6 +158,17 @@ class CudaHostTest {
         assertTrue(RowPlan.of(CudaMoELayer.RowLayout.PADDED, new int[] {0, 0}).compact(), "no rows: nothing to pad");
     }
 
+    @Test
+    void autoStaysCompactWhenEveryExpertFillsTheGpu() {
+        int[] large = {2045, 3316, 348, 570, 1285, 2785, 2154, 3881}; // D=2048 H=7168 E=8: 2H = 14336 columns
+        assertTrue(RowPlan.expertsFillTheGpu(large, 14336, 132));
+        assertTrue(RowPlan.of(CudaMoELayer.RowLayout.AUTO, large, 14336, 132).compact());
+        int[] small = {1000, 1010, 990, 1020}; // 2H = 2048: 8 x 8 tiles per expert, not 132
+        assertFalse(RowPlan.expertsFillTheGpu(small, 2048, 132));
+        assertTrue(RowPlan.of(CudaMoELayer.RowLayout.AUTO, small, 2048, 132).strided(4));
+        assertFalse(RowPlan.expertsFillTheGpu(new int[] {0, 0}, 2048, 132));
+    }
+
     /** Buckets: every non-empty expert in exactly one, rows disjoint and large enough, padding bounded. */
     @Test
     void bucketsHoldEveryExpertOnceWithBoundedPadding() {
