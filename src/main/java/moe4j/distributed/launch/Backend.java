@@ -92,7 +92,13 @@ public enum Backend {
 
     private static <T> T onGpu(ProcessGroup host, Device gpu, RankFunction<T> fn) throws Exception {
         try (NcclProcessGroup group = NcclProcessGroup.create(host, gpu)) {
-            return fn.run(group);
+            try {
+                return fn.run(group);
+            } catch (Throwable t) {
+                // the peers may be waiting on this rank inside a collective on the GPU: end theirs now
+                group.abort("rank " + host.rank() + " failed: " + t);
+                throw t;
+            }
         }
     }
 

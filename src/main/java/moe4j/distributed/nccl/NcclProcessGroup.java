@@ -407,7 +407,7 @@ public final class NcclProcessGroup implements ProcessGroup, AutoCloseable {
             String reason = clique.broken;
             if (reason != null) throw new CollectiveException(collective, name(), rank(), size(), call, reason);
             if (streams.idle(device)) {
-                int state = nccl.asyncError(comm);
+                int state = asyncError();
                 if (state != NcclLibrary.SUCCESS && state != NcclLibrary.IN_PROGRESS) {
                     throw fail(collective, call, NcclException.message("the communicator", state, nccl.errorString(state), ""));
                 }
@@ -457,8 +457,14 @@ public final class NcclProcessGroup implements ProcessGroup, AutoCloseable {
         }
     }
 
-    long comm() {
-        return comm;
+    /**
+     * The communicator's asynchronous state, or {@link NcclLibrary#SUCCESS} once it is freed: asked under
+     * the lock that freeing takes, so no thread queries a communicator that another has just destroyed.
+     */
+    int asyncError() {
+        synchronized (callLock) {
+            return freed ? NcclLibrary.SUCCESS : nccl.asyncError(comm);
+        }
     }
 
     NcclLibrary library() {

@@ -68,7 +68,7 @@ final class NcclWatchdog {
             groups.remove(g);
             return;
         }
-        int state = g.library().asyncError(g.comm());
+        int state = g.asyncError();
         if (state != NcclLibrary.SUCCESS && state != NcclLibrary.IN_PROGRESS) {
             g.expire(p.collective() + " #" + p.call() + " on group '" + g.name() + "' (rank " + g.rank() + " of " + g.size()
                     + ", ranks " + java.util.Arrays.toString(g.globalRanks()) + "): NCCL reported "
