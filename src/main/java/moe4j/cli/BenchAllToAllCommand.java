@@ -85,6 +85,8 @@ public final class BenchAllToAllCommand implements Callable<Integer> {
     /** The NCCL backend: --ranks GPUs of this machine; sizes as the peer's nccl_a2a.py (16, 64, 256 MiB per rank). */
     private int callNccl() {
         List<moe4j.bench.NcclAllToAllBenchmark.Result> results = moe4j.bench.NcclAllToAllBenchmark.measure(ranks, List.of(16, 64, 256));
+        System.out.printf("nccl         %s, %d GPUs of this machine, one rank thread each%n",
+                moe4j.distributed.nccl.NcclProcessGroup.ncclVersion(), ranks);
         for (moe4j.bench.NcclAllToAllBenchmark.Result r : results) {
             System.out.printf("MOE4J_NCCL_A2A ranks=%d MiB_per_rank=%d ms=%.3f GBps_per_rank_sent=%.1f%n", r.ranks(), r.mibPerRank(),
                     r.millis(), r.gibPerSecondSentPerRank());
