@@ -64,8 +64,9 @@ public final class BenchEpCommand implements Callable<Integer> {
     private int callOnGpus(MoEConfig config) {
         ExpertParallelBenchmark.GpuResult r = ExpertParallelBenchmark.runOnGpus(config, ranks, tokens, warmup, iters);
         System.out.printf(java.util.Locale.ROOT, "MOE4J_EP_GPU ranks=%d D=%d H=%d E=%d K=%d tokens_per_rank=%d dtype=f32 median_step_ms=%.2f "
-                        + "total_tokens_per_s=%.0f TFLOPs_per_gpu=%.1f sent_MiB_per_rank=%.1f%n", r.ranks(), dim, hidden, experts, topK,
-                tokens, r.medianSecondsPerStep() * 1e3, r.tokensPerSecond(), r.tflopsPerGpu(), r.bytesSentPerRank() / 1048576.0);
+                        + "total_tokens_per_s=%.0f TFLOPs_per_gpu=%.1f sent_MiB_per_rank=%.1f dispatch_rows_to_peers=%d deduplicated=%d%n",
+                r.ranks(), dim, hidden, experts, topK, tokens, r.medianSecondsPerStep() * 1e3, r.tokensPerSecond(), r.tflopsPerGpu(),
+                r.bytesSentPerRank() / 1048576.0, r.dispatchRowsToPeers()[0], r.dispatchRowsToPeers()[1]);
         if (json) System.out.println(new GsonBuilder().serializeSpecialFloatingPointValues().create().toJson(r));
         return 0;
     }
