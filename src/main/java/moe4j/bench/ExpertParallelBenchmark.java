@@ -68,6 +68,95 @@ public final class ExpertParallelBenchmark {
                 bytes, commAndPermute / step);
     }
 
+    /** One EP layer step on GPUs: median seconds, tokens per second over all ranks, TFLOP/s per GPU as the peer counts them. */
+    public record GpuResult(int ranks, MoEConfig config, int tokensPerRank, int iterations, double medianSecondsPerStep,
+                            double tokensPerSecond, double tflopsPerGpu, long bytesSentPerRank, long[] dispatchRowsToPeers) {}
+
+    /**
+     * Rows rank {@code rank} sends to other ranks in one dispatch, as moe4j sends them (one per kept
+     * (token, expert) entry) and as a deduplicating dispatch would (one per token and destination rank),
+     * from the routing {@code indices_TK} over {@code numExperts} experts on {@code ranks} ranks.
+     */
+    static long[] dispatchRowsToPeers(int[] indices, int k, int numExperts, int ranks, int rank) {
+        int perRank = numExperts / ranks;
+        long plain = 0;
+        long dedup = 0;
+        boolean[] seen = new boolean[ranks];
+        for (int t = 0; t < indices.length / k; t++) {
+            java.util.Arrays.fill(seen, false);
+            for (int j = 0; j < k; j++) {
+                int g = indices[t * k + j];
+                if (g < 0) continue;
+                int owner = g / perRank;
+                if (owner == rank) continue;
+                plain++;
+                if (!seen[owner]) {
+                    seen[owner] = true;
+                    dedup++;
+                }
+            }
+        }
+        return new long[] {plain, dedup};
+    }
+
+    /**
+     * The EP layer forward and backward on {@code ranks} GPUs of this machine, one rank thread each, rows
+     * moving by NCCL. The routing is drawn once by the CPU router on each rank's tokens and fixed (the
+     * router's softmax has no CUDA kernel yet), so a step is the dispatch, the expert products, the combine
+     * and their backward. Timed as the peer's {@code bench_ep_gpu.py} times its layer: every step between
+     * two barriers that wait for the GPUs, the median of the measured steps, and
+     * {@code 18·D·H·K·T} FLOPs per rank per step.
+     */
+    public static GpuResult runOnGpus(MoEConfig config, int ranks, int tokensPerRank, int warmup, int iterations) {
+        record RankTiming(double[] seconds, long bytes, long[] rows) {}
+        List<RankTiming> timings = moe4j.distributed.launch.Backend.NCCL.run(ranks, Duration.ofMinutes(10), world -> {
+            moe4j.tensor.Device gpu = moe4j.tensor.Device.cuda(world.rank());
+            MoEMLP moe = MoEMLP.build(config);
+            ExpertParallel.apply(moe, DeviceMesh.create(world, MeshSizes.defaults().ep(ranks)));
+            TrafficCountingGroup counted = ExpertParallel.countTraffic(moe);
+            TrafficCountingGroup traffic = counted != null ? counted : new TrafficCountingGroup(world);
+            Tensor xHost = Tensor.randn(Rng.forStream(1, world.rank()), 1.0, tokensPerRank, config.dim());
+            moe4j.nn.RouterOutput routing = moe.router().route(xHost);
+            long[] rows = dispatchRowsToPeers(routing.indices().toIntArray(), config.topK(), config.numExperts(), ranks, world.rank());
+            moe.to(gpu);
+            Tensor x = xHost.to(gpu).requiresGrad(true);
+            Tensor weights = routing.weights().detach().to(gpu);
+            Tensor indices = routing.indices().to(gpu);
+            Tensor grad = Tensor.randn(Rng.forStream(2, world.rank()), 1.0, tokensPerRank, config.dim()).to(gpu);
+            for (int i = 0; i < warmup; i++) gpuStep(moe, x, weights, indices, grad);
+            long bytesBefore = traffic.rowBytes();
+            double[] seconds = new double[iterations];
+            for (int i = 0; i < iterations; i++) {
+                world.barrier(); // waits for this rank's stream, then for every rank
+                long start = System.nanoTime();
+                gpuStep(moe, x, weights, indices, grad);
+                world.barrier();
+                seconds[i] = (System.nanoTime() - start) / 1e9;
+            }
+            return new RankTiming(seconds, (traffic.rowBytes() - bytesBefore) / Math.max(1, iterations), rows);
+        });
+        double[] steps = timings.get(0).seconds().clone();
+        java.util.Arrays.sort(steps);
+        double median = steps[steps.length / 2];
+        double flops = 18.0 * config.dim() * config.hidden() * config.topK() * tokensPerRank;
+        long bytes = (long) timings.stream().mapToLong(RankTiming::bytes).average().orElse(0);
+        long[] rows = new long[2];
+        for (RankTiming t : timings) {
+            rows[0] += t.rows()[0] / ranks;
+            rows[1] += t.rows()[1] / ranks;
+        }
+        return new GpuResult(ranks, config, tokensPerRank, iterations, median, (double) ranks * tokensPerRank / median,
+                flops / median / 1e12, bytes, rows);
+    }
+
+    private static void gpuStep(MoEMLP moe, Tensor x, Tensor weights, Tensor indices, Tensor grad) {
+        try (MemoryScope scope = MemoryScope.open()) {
+            Autograd.backward(moe.forwardWithRouting(x, weights, indices), grad);
+        }
+        moe.zeroGrad();
+        if (x.grad() != null) x.grad().fill(0f);
+    }
+
     private static void step(MoEMLP moe, Tensor x, Tensor grad) {
         try (MemoryScope scope = MemoryScope.open()) {
             Autograd.backward(moe.forward(x), grad);

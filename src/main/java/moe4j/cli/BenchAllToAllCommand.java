@@ -39,13 +39,20 @@ public final class BenchAllToAllCommand implements Callable<Integer> {
     boolean json;
 
     @Option(names = "--backend", defaultValue = "local",
-            description = "local (ranks are threads of this JVM), mpi (run under mpirun/srun: one rank per process) or auto"
-                    + " (default ${DEFAULT-VALUE})")
+            description = "local (ranks are threads of this JVM), mpi (run under mpirun/srun: one rank per process), nccl"
+                    + " (--ranks GPUs of this machine, one rank thread each) or auto (default ${DEFAULT-VALUE})")
     String backend;
 
     @Override
     public Integer call() {
-        if (Backend.parse(backend) == Backend.MPI) return callMpi();
+        Backend chosen;
+        try {
+            chosen = Backend.parse(backend);
+        } catch (IllegalArgumentException e) {
+            throw new picocli.CommandLine.ParameterException(new picocli.CommandLine(this), "bench alltoall --backend: " + e.getMessage(), e);
+        }
+        if (chosen == Backend.MPI) return callMpi();
+        if (chosen == Backend.NCCL) return callNccl();
         // on a shared machine the numbers mean little without the load they were taken under
         double load = ManagementFactory.getOperatingSystemMXBean().getSystemLoadAverage();
         int cpus = Runtime.getRuntime().availableProcessors();
@@ -70,6 +77,24 @@ public final class BenchAllToAllCommand implements Callable<Integer> {
             all.put("latency", latencies);
             all.put("cpus", cpus);
             all.put("loadAverage", load);
+            System.out.println(new GsonBuilder().disableHtmlEscaping().create().toJson(all));
+        }
+        return 0;
+    }
+
+    /** The NCCL backend: --ranks GPUs of this machine; sizes as the peer's nccl_a2a.py (16, 64, 256 MiB per rank). */
+    private int callNccl() {
+        List<moe4j.bench.NcclAllToAllBenchmark.Result> results = moe4j.bench.NcclAllToAllBenchmark.measure(ranks, List.of(16, 64, 256));
+        System.out.printf("nccl         %s, %d GPUs of this machine, one rank thread each%n",
+                moe4j.distributed.nccl.NcclProcessGroup.ncclVersion(), ranks);
+        for (moe4j.bench.NcclAllToAllBenchmark.Result r : results) {
+            System.out.printf("MOE4J_NCCL_A2A ranks=%d MiB_per_rank=%d ms=%.3f GBps_per_rank_sent=%.1f%n", r.ranks(), r.mibPerRank(),
+                    r.millis(), r.gibPerSecondSentPerRank());
+        }
+        if (json) {
+            Map<String, Object> all = new LinkedHashMap<>();
+            all.put("backend", "nccl");
+            all.put("throughput", results);
             System.out.println(new GsonBuilder().disableHtmlEscaping().create().toJson(all));
         }
         return 0;

@@ -26,6 +26,8 @@ public final class BenchEpCommand implements Callable<Integer> {
     @Option(names = "--warmup", description = "warm-up steps (default ${DEFAULT-VALUE})") int warmup = 1;
     @Option(names = "--iters", description = "measured steps (default ${DEFAULT-VALUE})") int iters = 3;
     @Option(names = "--json", description = "end with one line holding the results as a JSON object") boolean json;
+    @Option(names = "--device", description = "cpu (ranks are threads sharing the cores) or cuda (rank r on GPU r, rows moved "
+            + "by NCCL; routing fixed by the CPU router) (default ${DEFAULT-VALUE})") String device = "cpu";
 
     @Override
     public Integer call() {
@@ -33,6 +35,10 @@ public final class BenchEpCommand implements Callable<Integer> {
         if (experts % ranks != 0) {
             throw new picocli.CommandLine.ParameterException(spec.commandLine(),
                     "num_experts (" + experts + ") must be divisible by ep (" + ranks + ")");
+        }
+        if (device.equals("cuda")) return callOnGpus(config);
+        if (!device.equals("cpu")) {
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--device must be cpu or cuda, got '" + device + "'");
         }
         ExpertParallelBenchmark.Result r = ExpertParallelBenchmark.run(config, ranks, tokens, warmup, iters);
         System.out.print(ExpertParallelBenchmark.table(r));
@@ -52,6 +58,16 @@ public final class BenchEpCommand implements Callable<Integer> {
             o.put("commAndPermuteShare", r.commAndPermuteShare());
             System.out.println(new GsonBuilder().serializeSpecialFloatingPointValues().create().toJson(o));
         }
+        return 0;
+    }
+
+    private int callOnGpus(MoEConfig config) {
+        ExpertParallelBenchmark.GpuResult r = ExpertParallelBenchmark.runOnGpus(config, ranks, tokens, warmup, iters);
+        System.out.printf(java.util.Locale.ROOT, "MOE4J_EP_GPU ranks=%d D=%d H=%d E=%d K=%d tokens_per_rank=%d dtype=f32 median_step_ms=%.2f "
+                        + "total_tokens_per_s=%.0f TFLOPs_per_gpu=%.1f sent_MiB_per_rank=%.1f dispatch_rows_to_peers=%d deduplicated=%d%n",
+                r.ranks(), dim, hidden, experts, topK, tokens, r.medianSecondsPerStep() * 1e3, r.tokensPerSecond(), r.tflopsPerGpu(),
+                r.bytesSentPerRank() / 1048576.0, r.dispatchRowsToPeers()[0], r.dispatchRowsToPeers()[1]);
+        if (json) System.out.println(new GsonBuilder().serializeSpecialFloatingPointValues().create().toJson(r));
         return 0;
     }
 }

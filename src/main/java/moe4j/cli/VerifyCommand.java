@@ -63,12 +63,15 @@ public final class VerifyCommand implements Callable<Integer> {
     @Option(names = "--dump", paramLabel = "FILE", description = "write every rank's output and gradients to a safetensors file")
     Path dump;
     @Option(names = "--json", description = "end with one line holding the results as a JSON object") boolean json;
-    @Option(names = "--backend", defaultValue = "local", description = "local (ranks are threads of this JVM), mpi (run under "
-            + "mpirun/srun with one process per EP rank; --ep defaults to the number of processes, rank 0 prints and dumps) "
-            + "or auto (mpi when an MPI launcher started this process) (default ${DEFAULT-VALUE})") String backend;
+    @Option(names = "--backend", description = "local (ranks are threads of this JVM), mpi (run under "
+            + "mpirun/srun with one process per EP rank; --ep defaults to the number of processes, rank 0 prints and dumps), "
+            + "nccl (with --device cuda: one rank thread per GPU, rows moved by NCCL) "
+            + "or auto (nccl with --device cuda, else mpi when an MPI launcher started this process) (default: local, or nccl "
+            + "with --device cuda)") String backend;
 
-    @Option(names = "--device", description = "cpu (the expert-parallel check) or cuda[:N] (the layer on one GPU against the "
-            + "CPU layer, f32 and bf16) (default ${DEFAULT-VALUE})") String device = "cpu";
+    @Option(names = "--device", description = "cpu (the expert-parallel check), cuda[:N] (the layer on one GPU against the "
+            + "CPU layer, f32 and bf16) or cuda with --ep P (expert parallelism on P GPUs over NCCL against its oracles) "
+            + "(default ${DEFAULT-VALUE})") String device = "cpu";
 
     @Spec
     CommandSpec spec;
@@ -80,15 +83,37 @@ public final class VerifyCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
+        boolean gpus = !device.equals("cpu");
         try {
-            parsedBackend = Backend.parse(backend);
+            parsedBackend = backend == null ? (gpus ? Backend.NCCL : Backend.LOCAL) : Backend.parse(backend, gpus);
         } catch (IllegalArgumentException e) {
             throw new ParameterException(spec.commandLine(), "verify --backend: " + e.getMessage(), e);
         }
-        if (!device.equals("cpu")) return CudaVerify.run(spec.commandLine(), device, this);
+        if (gpus && ep != null) return callOnGpus();
+        if (parsedBackend == Backend.NCCL) {
+            throw new ParameterException(spec.commandLine(), "verify --backend nccl: NCCL moves GPU memory; add --device cuda --ep P");
+        }
+        if (gpus) return CudaVerify.run(spec.commandLine(), device, this);
         if (parsedBackend == Backend.MPI) return callMpi();
         EpVerifier.Problem problem = problem(2);
         EpVerifier.Report report = EpVerifier.verify(problem);
+        if (dump != null) EpLayerFile.dump(dump, report);
+        report(report);
+        return report.pass() ? 0 : 1;
+    }
+
+    /** Expert parallelism on P GPUs of this machine, one rank thread each, over NCCL; the oracles on the CPU. */
+    private int callOnGpus() throws IOException {
+        if (!device.equals("cuda")) {
+            throw new ParameterException(spec.commandLine(), "verify --ep on GPUs: --device must be cuda (rank r runs on GPU r), got '"
+                    + device + "'");
+        }
+        if (parsedBackend != Backend.NCCL || Backend.NCCL.oneRankPerProcess()) {
+            throw new ParameterException(spec.commandLine(), "verify --device cuda --ep: runs with --backend nccl in one JVM "
+                    + "(one rank thread per GPU); one process per GPU under mpirun is not supported by verify yet");
+        }
+        EpVerifier.Problem problem = problem(2);
+        EpVerifier.Report report = EpVerifier.verifyOnGpus(problem);
         if (dump != null) EpLayerFile.dump(dump, report);
         report(report);
         return report.pass() ? 0 : 1;
@@ -219,10 +244,17 @@ public final class VerifyCommand implements Callable<Integer> {
         out.printf("inputs   %s%n", source);
         if (!ignored.isEmpty()) out.printf("ignored  tensors not used: %s%n", ignored);
         boolean mpi = parsedBackend == Backend.MPI;
+        boolean nccl = parsedBackend == Backend.NCCL;
         out.printf("ranks    P=%d %s, %d experts each, tokens per rank %s%n", p.ep(),
-                mpi ? "MPI processes (one rank each)" : "in-JVM ranks (threads)", c.numExperts() / p.ep(), tokensPerRank(p));
-        out.printf("device   cpu, float32, %s process group (Java %s, %d cores%s)%n", mpi ? "MPI" : "in-JVM", Runtime.version(),
-                Runtime.getRuntime().availableProcessors(), mpi ? " on rank 0's node" : "");
+                mpi ? "MPI processes (one rank each)" : nccl ? "in-JVM ranks (threads), one GPU each" : "in-JVM ranks (threads)",
+                c.numExperts() / p.ep(), tokensPerRank(p));
+        if (nccl) {
+            out.printf("device   cuda:0..%d, float32, NCCL process group; routing fixed by the CPU router; oracles on the cpu%n",
+                    p.ep() - 1);
+        } else {
+            out.printf("device   cpu, float32, %s process group (Java %s, %d cores%s)%n", mpi ? "MPI" : "in-JVM", Runtime.version(),
+                    Runtime.getRuntime().availableProcessors(), mpi ? " on rank 0's node" : "");
+        }
         out.println();
         out.println("bytes each rank sent to other ranks (token rows forward / backward, per-expert counts)");
         out.printf("%-6s %7s %10s %12s %12s %8s %12s%n", "rank", "tokens", "experts", "forward", "backward", "counts", "total");

@@ -22,6 +22,11 @@ public interface DeviceBackend {
 
     Kernels kernels(Device device);
 
+    /** Native handles of this kind's memory and streams, for a collective library working beside the kernels. */
+    default DeviceStreams streams() {
+        throw new UnsupportedOperationException("devices of kind '" + kind() + "' have no native streams");
+    }
+
     /** Makes {@code backend} the one for its kind, for memory and kernels (replacing an earlier one). */
     static void install(DeviceBackend backend) {
         String kind = backend.kind();

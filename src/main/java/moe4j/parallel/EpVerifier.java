@@ -14,6 +14,8 @@ import moe4j.distributed.ProcessGroup;
 import moe4j.nn.MoEConfig;
 import moe4j.nn.MoEMLP;
 import moe4j.ops.Ops;
+import moe4j.distributed.launch.Backend;
+import moe4j.tensor.Device;
 import moe4j.tensor.Rng;
 import moe4j.tensor.Tensor;
 
@@ -107,6 +109,36 @@ public final class EpVerifier {
             return new Problem(config, ep, x, g, null, null, null);
         }
 
+        /** This problem with the routing its CPU router picks on each rank's tokens, fixed. */
+        Problem routedOnCpu() {
+            MoEMLP layer = newLayer();
+            List<Tensor> weights = new ArrayList<>();
+            List<Tensor> indices = new ArrayList<>();
+            for (Tensor xr : x) {
+                moe4j.nn.RouterOutput out = layer.router().route(xr);
+                weights.add(out.weights().detach());
+                indices.add(out.indices());
+            }
+            return new Problem(config, ep, x, gradOut, weights, indices, parameters);
+        }
+
+        /** This problem with rank {@code r}'s inputs, upstream gradient and routing on {@code device} (the others as they are). */
+        Problem on(int r, Device device) {
+            List<Tensor> xs = new ArrayList<>(x);
+            List<Tensor> gs = new ArrayList<>(gradOut);
+            xs.set(r, x.get(r).to(device));
+            gs.set(r, gradOut.get(r).to(device));
+            List<Tensor> ws = null;
+            List<Tensor> is = null;
+            if (fixedRouting()) {
+                ws = new ArrayList<>(routingWeights);
+                is = new ArrayList<>(routingIndices);
+                ws.set(r, routingWeights.get(r).to(device));
+                is.set(r, routingIndices.get(r).to(device));
+            }
+            return new Problem(config, ep, xs, gs, ws, is, parameters);
+        }
+
         public boolean fixedRouting() {
             return routingIndices != null;
         }
@@ -133,10 +165,10 @@ public final class EpVerifier {
         }
     }
 
-    /** Values with their shape, copied out of a rank's tensors so they outlive its memory scopes. */
+    /** Values with their shape, copied out of a rank's tensors (to the host) so they outlive its memory scopes. */
     public record Values(int[] shape, double[] data) {
         static Values of(Tensor t) {
-            return new Values(t.shape(), t.toDoubleArray());
+            return new Values(t.shape(), t.to(moe4j.tensor.Device.CPU).toDoubleArray());
         }
 
         public Tensor toTensor() {
@@ -222,6 +254,20 @@ public final class EpVerifier {
         return new Report(problem, ranks, oracles);
     }
 
+    /**
+     * Runs the EP layer on {@code problem.ep()} GPUs of this machine, one rank thread each, the rows moving
+     * GPU to GPU by NCCL, and both oracles on the CPU (the non-EP layer in float64-checked float32 there).
+     * The routing is fixed beforehand by the CPU router on each rank's tokens (the router's softmax has no
+     * CUDA kernel yet), so the GPUs run the dispatch, the experts, the combine and their backward, and the
+     * router takes no part on either side.
+     */
+    public static Report verifyOnGpus(Problem problem) {
+        Problem routed = problem.fixedRouting() ? problem : problem.routedOnCpu();
+        List<RankRun> ranks = Backend.NCCL.run(routed.ep(), COLLECTIVE_TIMEOUT,
+                world -> runRank(routed, world, Device.cuda(world.rank())));
+        return check(routed, ranks);
+    }
+
     // ------------------------------------------------------------------ running
 
     static List<RankRun> runExpertParallel(Problem problem) {
@@ -230,13 +276,23 @@ public final class EpVerifier {
 
     /** This rank's share of the EP layer, {@code world} being the EP group ({@code problem.ep()} ranks). */
     private static RankRun runRank(Problem problem, ProcessGroup world) {
+        return runRank(problem, world, Device.CPU);
+    }
+
+    /** As above, with the layer's parameters and the rank's inputs on {@code device}. */
+    private static RankRun runRank(Problem problem, ProcessGroup world, Device device) {
         MoEMLP moe = problem.newLayer();
         ExpertParallel.apply(moe, DeviceMesh.create(world, MeshSizes.defaults().ep(problem.ep())));
+        if (!device.isCpu()) {
+            moe.to(device);
+            problem = problem.on(world.rank(), device);
+        }
         TrafficCountingGroup traffic = ExpertParallel.countTraffic(moe);
         int r = world.rank();
         TrafficCountingGroup counted = traffic;
         long[] forwardBytes = new long[1];
-        Forward f = run(moe, problem, r, () -> forwardBytes[0] = counted == null ? 0 : counted.rowBytes());
+        Problem mine = problem;
+        Forward f = run(moe, mine, r, () -> forwardBytes[0] = counted == null ? 0 : counted.rowBytes());
         long rowBytes = traffic == null ? 0 : traffic.rowBytes();
         return new RankRun(r, moe.localExpertStart(), moe.numLocalExperts(), f.out, f.gradX, f.grads, forwardBytes[0],
                 rowBytes - forwardBytes[0], traffic == null ? 0 : traffic.countBytes());

@@ -201,7 +201,8 @@ public final class ExpertParallel {
             Tensor regroup = null;
             try (var p = Profiler.phase("permute")) {
                 if (epSize > 1) {
-                    regroup = regroupByExpert(received, chunk);
+                    // built from the host counts, then copied once to the rows' device
+                    regroup = regroupByExpert(received, chunk).to(recv_RD.device());
                     rows_RD = Ops.indexSelect(recv_RD, regroup);
                 } else {
                     rows_RD = recv_RD;
@@ -285,16 +286,17 @@ public final class ExpertParallel {
      * The differentiable variable-split all-to-all of rows: {@code in}'s rows go out in consecutive runs of
      * {@code inSplits[peer]}, {@code outSplits[src]} rows arrive from each source in rank order. Its backward
      * is the same exchange with the splits swapped, and it is recorded whenever recording is on, so every
-     * rank takes part in it whatever its own inputs.
+     * rank takes part in it whatever its own inputs. The rows stay on their device (a GPU's rows go
+     * GPU to GPU when the group is an NCCL one).
      */
     static Tensor allToAll(Tensor in, int[] outSplits, int[] inSplits, ProcessGroup group, String what) {
         int rows = 0;
         for (int s : outSplits) rows += s;
-        Tensor out = Tensor.zeros(rows, in.dim(1));
+        Tensor out = Tensor.zeros(in.device(), in.dtype(), rows, in.dim(1));
         group.allToAllSingle(out, in, outSplits, inSplits);
         // the backward rule is charged to the phase open now (the caller's) by the profiler
         return Autograd.recordAlways(out, what + " all-to-all", new Tensor[] {in}, g -> {
-            Tensor gin = Tensor.zeros(in.shape());
+            Tensor gin = Tensor.zeros(in.device(), in.dtype(), in.shape());
             group.allToAllSingle(gin, g, inSplits, outSplits);
             return new Tensor[] {gin};
         });

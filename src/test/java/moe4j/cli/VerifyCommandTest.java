@@ -371,4 +371,20 @@ class VerifyCommandTest {
         assertEquals(CommandLine.ExitCode.USAGE, r.exitCode(), r.out() + r.err());
         assertTrue(r.err().contains(expected), "expected '" + expected + "' in: " + r.err());
     }
+
+    @Test
+    void ncclChoicesThatCannotRunAreUsageErrors() {
+        Run r = run("--backend", "nccl");
+        assertEquals(CommandLine.ExitCode.USAGE, r.exitCode());
+        assertTrue(r.err().contains("add --device cuda --ep P"), r.err());
+        r = run("--device", "cuda:1", "--ep", "2");
+        assertEquals(CommandLine.ExitCode.USAGE, r.exitCode());
+        assertTrue(r.err().contains("--device must be cuda (rank r runs on GPU r)"), r.err());
+        r = run("--device", "cuda", "--ep", "2", "--backend", "local");
+        assertEquals(CommandLine.ExitCode.USAGE, r.exitCode());
+        assertTrue(r.err().contains("--backend nccl in one JVM"), r.err());
+        r = run("--backend", "gloo");
+        assertEquals(CommandLine.ExitCode.USAGE, r.exitCode());
+        assertTrue(r.err().contains("local, mpi, nccl or auto"), r.err());
+    }
 }

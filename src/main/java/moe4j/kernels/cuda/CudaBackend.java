@@ -1,9 +1,11 @@
 package moe4j.kernels.cuda;
 
 import moe4j.kernels.DeviceBackend;
+import moe4j.kernels.DeviceStreams;
 import moe4j.kernels.Kernels;
 import moe4j.tensor.Device;
 import moe4j.tensor.DeviceAllocator;
+import moe4j.tensor.DeviceMemory;
 
 /**
  * The {@code cuda} device kind: memory from each thread's stream-ordered pool, kernels from
@@ -25,4 +27,31 @@ public final class CudaBackend implements DeviceBackend {
     public Kernels kernels(Device device) {
         return new CudaKernels(device);
     }
+
+    @Override
+    public DeviceStreams streams() {
+        return STREAMS;
+    }
+
+    /** Device pointers and the calling thread's {@link CudaStream}, for NCCL. */
+    private static final DeviceStreams STREAMS = new DeviceStreams() {
+        @Override
+        public long address(DeviceMemory memory) {
+            return CudaAllocator.cuda(memory).address();
+        }
+
+        @Override
+        public long stream(Device device) {
+            CudaGpu gpu = CudaGpu.of(device.index());
+            CudaStream s = CudaStream.of(gpu);
+            gpu.makeCurrent();
+            return s.stream.address();
+        }
+
+        @Override
+        public boolean idle(Device device) {
+            CudaStream s = CudaStream.of(CudaGpu.of(device.index()));
+            return s.driver.query(s.stream);
+        }
+    };
 }

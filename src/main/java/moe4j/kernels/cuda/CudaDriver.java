@@ -39,6 +39,7 @@ public final class CudaDriver {
     static final int CU_MEMPOOL_ATTR_USED_MEM_CURRENT = 7;
     static final int CUDA_ERROR_NO_DEVICE = 100;
     static final int CUDA_ERROR_OUT_OF_MEMORY = 2;
+    static final int CUDA_ERROR_NOT_READY = 600;
 
     /**
      * Every entry point moe4j uses: name as in cuda.h (without the ABI suffix), the CUDA version of the
@@ -64,6 +65,7 @@ public final class CudaDriver {
             new Entry("cuMemGetInfo", 3020, FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS)),
             new Entry("cuStreamCreate", 2000, FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT)),
             new Entry("cuStreamSynchronize", 2000, R_ADDR),
+            new Entry("cuStreamQuery", 2000, R_ADDR),
             new Entry("cuStreamDestroy", 4000, R_ADDR),
             new Entry("cuStreamWaitEvent", 3020, FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, JAVA_INT)),
             new Entry("cuEventCreate", 2000, FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT)),
@@ -93,7 +95,7 @@ public final class CudaDriver {
 
     private final MethodHandle init, driverGetVersion, getErrorName, getErrorString, deviceGetCount, deviceGet, deviceGetName,
             deviceTotalMem, deviceGetAttribute, primaryCtxRetain, ctxSetCurrent, ctxSynchronize, memGetInfo, streamCreate,
-            streamSynchronize, streamDestroy, streamWaitEvent, eventCreate, eventRecord, eventSynchronize, eventElapsedTime,
+            streamSynchronize, streamQuery, streamDestroy, streamWaitEvent, eventCreate, eventRecord, eventSynchronize, eventElapsedTime,
             eventDestroy, deviceGetDefaultMemPool, memPoolSetAttribute, memPoolGetAttribute, memAllocAsync, memFreeAsync,
             memHostAlloc, memFreeHost, memcpyHtoDAsync, memcpyDtoHAsync, memcpyDtoDAsync, memsetD8Async, libraryLoadData,
             libraryGetKernel, launchKernel;
@@ -141,6 +143,7 @@ public final class CudaDriver {
         memGetInfo = h.get("cuMemGetInfo");
         streamCreate = h.get("cuStreamCreate");
         streamSynchronize = h.get("cuStreamSynchronize");
+        streamQuery = h.get("cuStreamQuery");
         streamDestroy = h.get("cuStreamDestroy");
         streamWaitEvent = h.get("cuStreamWaitEvent");
         eventCreate = h.get("cuEventCreate");
@@ -356,6 +359,19 @@ public final class CudaDriver {
         } catch (Throwable t) {
             throw NativeLibrary.wrap(LIBRARY, "cuStreamSynchronize", t);
         }
+    }
+
+    /** Whether all work queued on {@code stream} has completed (cuStreamQuery: CUDA_ERROR_NOT_READY means not yet). */
+    boolean query(MemorySegment stream) {
+        int rc;
+        try {
+            rc = (int) streamQuery.invokeExact(stream);
+        } catch (Throwable t) {
+            throw NativeLibrary.wrap(LIBRARY, "cuStreamQuery", t);
+        }
+        if (rc == CUDA_ERROR_NOT_READY) return false;
+        call("cuStreamQuery", rc);
+        return true;
     }
 
     void destroyStream(MemorySegment stream) {

@@ -23,12 +23,29 @@ class BackendTest {
     }
 
     @Test
-    void parseAcceptsTheThreeNamesInAnyCase() {
+    void parseAcceptsTheFourNamesInAnyCase() {
         assertEquals(Backend.MPI, Backend.parse("MPI"));
         assertEquals(Backend.LOCAL, Backend.parse(" local "));
+        assertEquals(Backend.NCCL, Backend.parse("Nccl"));
         assertEquals(Backend.detect(), Backend.parse("auto"));
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Backend.parse("nccl"));
-        assertTrue(e.getMessage().contains("'nccl'") && e.getMessage().contains("local, mpi or auto"), e.getMessage());
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Backend.parse("gloo"));
+        assertTrue(e.getMessage().contains("'gloo'") && e.getMessage().contains("local, mpi, nccl or auto"), e.getMessage());
+    }
+
+    @Test
+    void autoChoosesNcclWhenTheRanksComputeOnGpus() {
+        assertEquals(Backend.NCCL, Backend.parse("auto", true));
+        assertEquals(Backend.detect(), Backend.parse("auto", false));
+        assertEquals(Backend.MPI, Backend.parse("mpi", true)); // an explicit choice stands
+    }
+
+    @Test
+    void theNodeLocalRankComesFromTheLaunchersVariables() {
+        assertEquals(1, Backend.localRank(Map.of("OMPI_COMM_WORLD_LOCAL_RANK", "1")));
+        assertEquals(3, Backend.localRank(Map.of("SLURM_LOCALID", " 3 ")));
+        assertEquals(-1, Backend.localRank(Map.of("OMPI_COMM_WORLD_RANK", "5")));
+        IllegalStateException e = assertThrows(IllegalStateException.class, () -> Backend.localRank(Map.of("MPI_LOCALRANKID", "x")));
+        assertTrue(e.getMessage().contains("MPI_LOCALRANKID='x'"), e.getMessage());
     }
 
     @Test
