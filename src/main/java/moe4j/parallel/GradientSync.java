@@ -2,6 +2,7 @@ package moe4j.parallel;
 
 import java.util.Collections;
 import java.util.IdentityHashMap;
+import java.util.Map;
 import java.util.Set;
 import moe4j.distributed.DeviceMesh;
 import moe4j.distributed.ProcessGroup;
@@ -22,12 +23,18 @@ import moe4j.tensor.Tensor;
  *       that hold the same experts and divided by the number of data ranks.</li>
  * </ul>
  * Every rank issues the same reductions in the same order (parameters in registration order).
+ *
+ * <p>With {@code dp_shard > 1} the gradients, the optimizer state and the updates are sharded
+ * ({@link ParameterShards}): the same averages are reduce-scattered instead of all-reduced, the optimizer
+ * steps only this rank's pieces ({@link #optimizerParameters()}), and {@link #afterOptimizerStep()}
+ * all-gathers the updated pieces back into the model's parameters.
  */
 public final class GradientSync {
     private final Module model;
     private final ProcessGroup dataGroup;
     private final ProcessGroup expertReplicaGroup;
     private final Set<Tensor> expertParameters = Collections.newSetFromMap(new IdentityHashMap<>());
+    private ParameterShards shards;
 
     private GradientSync(Module model, ProcessGroup dataGroup, ProcessGroup expertReplicaGroup) {
         this.model = model;
@@ -43,7 +50,81 @@ public final class GradientSync {
         if (mesh == null) return new GradientSync(model, null, null);
         DeviceMesh data = mesh.flatten("data", "dp_replicate", "dp_shard", "ep");
         DeviceMesh replicas = mesh.flatten("expert_replicas", "dp_replicate", "dp_shard");
-        return new GradientSync(model, data.group(), replicas.group());
+        GradientSync sync = new GradientSync(model, data.group(), replicas.group());
+        if (mesh.hasDim("dp_shard") && mesh.size("dp_shard") > 1) {
+            ProcessGroup denseShards = mesh.flatten("dense_shards", "dp_shard", "ep").group();
+            ProcessGroup expertShards = mesh.get("dp_shard").group();
+            ProcessGroup replicate = mesh.hasDim("dp_replicate") ? mesh.get("dp_replicate").group() : null;
+            sync.shards = new ParameterShards(model.namedParameters(), sync.expertParameters, denseShards, expertShards, replicate,
+                    data.size());
+        }
+        return sync;
+    }
+
+    /** Whether gradients, optimizer state and updates are sharded over {@code dp_shard}. */
+    public boolean isSharded() {
+        return shards != null;
+    }
+
+    /**
+     * What the optimizer updates, by parameter name: the parameters themselves, or (sharded) this rank's
+     * piece of each, a flat view into the parameter that carries the piece's gradient.
+     */
+    public Map<String, Tensor> optimizerParameters() {
+        return shards == null ? model.namedParameters() : shards.pieces();
+    }
+
+    /** Call after every optimizer step: sharded, brings every rank's updated pieces to every rank. */
+    public void afterOptimizerStep() {
+        if (shards != null) shards.gatherParameters();
+    }
+
+    /** The global gradient norm of a sharded run, from the pieces (use {@link #isSharded()} first). */
+    public double shardedGradientNorm() {
+        return requireSharded().gradientNorm();
+    }
+
+    /** Scales the gradient pieces of a sharded run. */
+    public void scaleShardedGradients(float scale) {
+        requireSharded().scaleGradients(scale);
+    }
+
+    /**
+     * Full (EP-local) tensors from per-piece values keyed like {@link #optimizerParameters()} (optimizer
+     * moments, say); unsharded, the map itself. A collective over the shard groups.
+     */
+    public Map<String, Tensor> unshard(Map<String, Tensor> byPiece) {
+        return shards == null ? byPiece : shards.unshard(byPiece);
+    }
+
+    /** Tensors with the parameters' full (EP-local) shapes to load into; unsharded, {@code byPiece} itself. */
+    public Map<String, Tensor> fullSized(Map<String, Tensor> byPiece) {
+        return shards == null ? byPiece : shards.fullSized();
+    }
+
+    /** Copies this rank's pieces of {@code full} (from {@link #fullSized}) into {@code byPiece}; unsharded, nothing to do. */
+    public void reshard(Map<String, Tensor> full, Map<String, Tensor> byPiece) {
+        if (shards != null) shards.reshard(full, byPiece);
+    }
+
+    /** Bytes this rank sends per step for the sharded gradient reduce-scatter and parameter all-gather (0 unsharded). */
+    public long shardingBytesPerStep() {
+        return shards == null ? 0 : shards.bytesSentPerStep();
+    }
+
+    /**
+     * Bytes this rank keeps between steps for parameters, gradients and the two AdamW moments (float32):
+     * sharded, the full parameters plus its pieces' gradients and moments.
+     */
+    public long trainingStateBytes() {
+        long parameters = 0;
+        for (Tensor p : model.parameters()) parameters += p.numel() * Float.BYTES;
+        return shards == null ? 4 * parameters : parameters + shards.shardedStateBytes();
+    }
+
+    private ParameterShards requireSharded() {
+        if (shards == null) throw new IllegalStateException("this run's gradients are not sharded (dp_shard = 1)");
+        return shards;
     }
 
     /** The group over which a global quantity (loss, token count, gradient norm of dense parts) is reduced. */
@@ -61,6 +142,10 @@ public final class GradientSync {
 
     /** Reduces every parameter's gradient in place (see the class comment). Parameters without a gradient get zeros. */
     public void synchronize() {
+        if (shards != null) {
+            shards.reduceScatterGradients();
+            return;
+        }
         if (dataGroup == null || dataGroup.size() == 1) return;
         float inverseDataRanks = 1f / dataGroup.size();
         for (Tensor p : model.parameters()) {

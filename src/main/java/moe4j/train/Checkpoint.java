@@ -27,6 +27,7 @@ import moe4j.nn.MoEMLP;
 import moe4j.nn.Module;
 import moe4j.nn.SigmoidTopKRouter;
 import moe4j.parallel.GlobalStateDict;
+import moe4j.parallel.GradientSync;
 import moe4j.tensor.DType;
 import moe4j.tensor.SafeTensors;
 import moe4j.tensor.Tensor;
@@ -71,12 +72,24 @@ public final class Checkpoint {
      * {@link AgreedFailure} with the writer's reason.
      */
     public static Path save(Path dir, Module model, AdamW optimizer, TrainState state, ProcessGroup world, int keepLast) {
+        return save(dir, model, optimizer, state, world, keepLast, null);
+    }
+
+    /**
+     * {@link #save(Path, Module, AdamW, TrainState, ProcessGroup, int)} of a run whose optimizer state may be
+     * sharded by {@code sync} (null: not sharded): the file holds the same global tensors either way, so
+     * it loads at any mesh.
+     */
+    public static Path save(Path dir, Module model, AdamW optimizer, TrainState state, ProcessGroup world, int keepLast,
+                            GradientSync sync) {
         // only the writing rank keeps the gathered experts: the others lend theirs one tensor at a time
         boolean writer = world == null || world.rank() == 0;
         Map<String, Tensor> weights = GlobalStateDict.gather(model, model.namedParameters(), writer);
         Map<String, Tensor> moments = new LinkedHashMap<>();
-        GlobalStateDict.gather(model, optimizer.expAvg(), writer).forEach((n, t) -> moments.put("exp_avg." + n, t));
-        GlobalStateDict.gather(model, optimizer.expAvgSq(), writer).forEach((n, t) -> moments.put("exp_avg_sq." + n, t));
+        Map<String, Tensor> expAvg = sync == null ? optimizer.expAvg() : sync.unshard(optimizer.expAvg());
+        Map<String, Tensor> expAvgSq = sync == null ? optimizer.expAvgSq() : sync.unshard(optimizer.expAvgSq());
+        GlobalStateDict.gather(model, expAvg, writer).forEach((n, t) -> moments.put("exp_avg." + n, t));
+        GlobalStateDict.gather(model, expAvgSq, writer).forEach((n, t) -> moments.put("exp_avg_sq." + n, t));
         Path target = dir.resolve(String.format("step-%08d", state.step()));
         // every rank learns whether (and why) rank 0's write failed, so none carries on past a lost checkpoint
         AgreedFailure.agree(world, () -> {
@@ -327,6 +340,14 @@ public final class Checkpoint {
      * and the shapes before changing anything; returns the training state.
      */
     public static TrainState load(Path checkpoint, Module model, AdamW optimizer) {
+        return load(checkpoint, model, optimizer, null);
+    }
+
+    /**
+     * {@link #load(Path, Module, AdamW)} into an optimizer whose state is sharded by {@code sync} (null: not
+     * sharded): each rank keeps its pieces of the stored moments.
+     */
+    public static TrainState load(Path checkpoint, Module model, AdamW optimizer, GradientSync sync) {
         StateFile state = verify(checkpoint);
         try (SafeTensors.Loaded weights = SafeTensors.read(checkpoint.resolve(MODEL_FILE));
              SafeTensors.Loaded moments = optimizer == null ? null : SafeTensors.read(checkpoint.resolve(OPTIMIZER_FILE))) {
@@ -353,8 +374,16 @@ public final class Checkpoint {
                     else if (n.startsWith("exp_avg.")) avg.put(n.substring("exp_avg.".length()), moments.tensorAs(n, DType.F32));
                 }
                 String source = checkpoint.resolve(OPTIMIZER_FILE).toString();
-                copies.add(GlobalStateDict.prepareScatter(model, avg, optimizer.expAvg(), source));
-                copies.add(GlobalStateDict.prepareScatter(model, avgSq, optimizer.expAvgSq(), source));
+                Map<String, Tensor> avgTarget = sync == null ? optimizer.expAvg() : sync.fullSized(optimizer.expAvg());
+                Map<String, Tensor> avgSqTarget = sync == null ? optimizer.expAvgSq() : sync.fullSized(optimizer.expAvgSq());
+                copies.add(GlobalStateDict.prepareScatter(model, avg, avgTarget, source));
+                copies.add(GlobalStateDict.prepareScatter(model, avgSq, avgSqTarget, source));
+                if (sync != null) {
+                    copies.add(() -> {
+                        sync.reshard(avgTarget, optimizer.expAvg());
+                        sync.reshard(avgSqTarget, optimizer.expAvgSq());
+                    });
+                }
                 copies.add(() -> optimizer.setStepCount(state.step()));
             }
             copies.add(prepareRouters(model, state.routerBias(), state.routerEma()));

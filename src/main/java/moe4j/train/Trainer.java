@@ -92,7 +92,7 @@ public final class Trainer {
         MoETransformer model = new MoETransformer(config.model());
         long parameters = model.parameterCount(); // before expert parallelism keeps this rank's share
         GradientSync sync = Parallelize.apply(model, mesh);
-        AdamW optimizer = new AdamW(model.namedParameters(), normWeights(model), config.beta1(), config.beta2(), config.eps(),
+        AdamW optimizer = new AdamW(sync.optimizerParameters(), normWeights(model, sync), config.beta1(), config.beta2(), config.eps(),
                 config.weightDecay());
 
         TokenSource[] opened = new TokenSource[1];
@@ -126,7 +126,7 @@ public final class Trainer {
                             + "checkpoint is of step " + from[0].step() + " and steps is " + config.steps() + "; pass --steps N with N > "
                             + from[0].step() + " to train it further");
                 }
-                Checkpoint.TrainState state = Checkpoint.load(from[0].checkpoint(), model, optimizer);
+                Checkpoint.TrainState state = Checkpoint.load(from[0].checkpoint(), model, optimizer, sync);
                 loader.seek(state.dataPosition());
                 firstStep[0] = state.step() + 1;
             });
@@ -181,6 +181,7 @@ public final class Trainer {
                             + " or set grad_clip; " + kept + ")");
                 }
                 optimizer.step(lr);
+                sync.afterOptimizerStep();
                 load = expertLoad(moeLayers, data, step, config.steps());
             }
             double seconds = (System.nanoTime() - start) / 1e9;
@@ -194,7 +195,7 @@ public final class Trainer {
                 lastCheckpoint = Checkpoint.save(config.checkpointDir(), model, optimizer,
                         new Checkpoint.TrainState(step, loader.position(), config.seed(), launch.run(),
                                 GSON.toJson(config.resumeIdentity()), routers[0], routers[1]),
-                        world, config.keepLast());
+                        world, config.keepLast(), sync);
                 listener.onCheckpoint(world.rank(), lastCheckpoint);
             }
         }
@@ -206,12 +207,13 @@ public final class Trainer {
                 activeParameters(config.model(), parameters), history, lastCheckpoint);
     }
 
-    /** Norm weights (1-D parameters) take no weight decay. */
-    private static Set<Tensor> normWeights(MoETransformer model) {
+    /** Norm weights (1-D parameters) take no weight decay: what the optimizer updates of them (their pieces, sharded). */
+    private static Set<Tensor> normWeights(MoETransformer model, GradientSync sync) {
         Set<Tensor> out = java.util.Collections.newSetFromMap(new IdentityHashMap<>());
-        for (Tensor p : model.parameters()) {
-            if (p.rank() == 1) out.add(p);
-        }
+        var updated = sync.optimizerParameters();
+        model.namedParameters().forEach((name, p) -> {
+            if (p.rank() == 1) out.add(updated.get(name));
+        });
         return out;
     }
 

@@ -1,0 +1,180 @@
+package moe4j.parallel;
+
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import moe4j.distributed.ProcessGroup;
+import moe4j.distributed.ReduceOp;
+import moe4j.kernels.Kernels;
+import moe4j.tensor.MemoryScope;
+import moe4j.tensor.Tensor;
+
+/**
+ * FSDP-style sharding over {@code dp_shard}: each parameter, seen as a flat vector of {@code n} elements,
+ * is cut into {@code N} equal pieces of {@code L = ceil(n / N)} elements (the last one padded) over the
+ * ranks that hold a replica of it, its <em>shard group</em>. Rank r owns elements {@code [r·L, min(n, (r+1)·L))}:
+ * only its piece has a gradient and optimizer state there, and only its piece is updated there.
+ * <ul>
+ *   <li>after backward, the full gradient is reduce-scattered over the shard group (then all-reduced over
+ *       {@code dp_replicate}, hybrid sharding) into the owned piece, and the full gradient is dropped;</li>
+ *   <li>after the optimizer step, the owned pieces are all-gathered, so that every rank's module holds the
+ *       whole, current parameter again before it is next used.</li>
+ * </ul>
+ * Dense parameters are sharded over {@code dp_shard × ep} (every one of those ranks holds a replica);
+ * expert parameters over {@code dp_shard} only (the ranks of one EP coordinate hold the same experts).
+ * Each rank's piece is a view of the module's parameter, so the update needs no copy.
+ */
+final class ParameterShards {
+    /** One parameter's sharding on this rank. */
+    record Shard(String name, Tensor full, ProcessGroup group, boolean expert, int pieceLength, int start, int end, Tensor piece,
+                 Tensor gradient) {
+        long numel() {
+            return full.numel();
+        }
+    }
+
+    private final List<Shard> shards = new ArrayList<>();
+    private final Map<String, Tensor> pieces = new LinkedHashMap<>();
+    private final ProcessGroup replicaGroup;
+    private final ProcessGroup normGroup;
+    private final float inverseDataRanks;
+
+    /**
+     * @param denseGroup the ranks a dense parameter is sharded over ({@code dp_shard × ep})
+     * @param expertGroup the ranks an expert parameter is sharded over ({@code dp_shard})
+     * @param replicaGroup {@code dp_replicate}: the copies of each shard (null or size 1: none)
+     * @param dataRanks all ranks that see their own data; gradients are averaged over them
+     */
+    ParameterShards(Map<String, Tensor> parameters, Set<Tensor> expertParameters, ProcessGroup denseGroup, ProcessGroup expertGroup,
+                    ProcessGroup replicaGroup, int dataRanks) {
+        this.replicaGroup = replicaGroup;
+        this.normGroup = denseGroup;
+        this.inverseDataRanks = 1f / dataRanks;
+        parameters.forEach((name, p) -> {
+            boolean expert = expertParameters.contains(p);
+            ProcessGroup group = expert ? expertGroup : denseGroup;
+            int n = Math.toIntExact(p.numel());
+            int length = (n + group.size() - 1) / group.size();
+            int start = Math.min(n, group.rank() * length);
+            int end = Math.min(n, start + length);
+            Tensor piece = p.view(n).rows(start, end);
+            // the padded gradient piece: reduce-scatter needs equal pieces on every rank
+            Tensor gradient = MemoryScope.persistent(() -> Tensor.zeros(length));
+            shards.add(new Shard(name, p, group, expert, length, start, end, piece, gradient));
+            pieces.put(name, piece);
+        });
+    }
+
+    /** This rank's piece of every parameter, by parameter name: what the optimizer updates. */
+    Map<String, Tensor> pieces() {
+        return Collections.unmodifiableMap(pieces);
+    }
+
+    /**
+     * Reduce-scatters every parameter's gradient into its owned piece (averaged over the data ranks); the
+     * full gradients are released. A missing gradient counts as zeros. Same collectives, same order, on
+     * every rank.
+     */
+    void reduceScatterGradients() {
+        for (Shard s : shards) {
+            Tensor owned = s.gradient();
+            try (MemoryScope scope = MemoryScope.open()) {
+                Tensor padded = Tensor.zeros(s.pieceLength() * s.group().size());
+                Tensor grad = s.full().grad();
+                if (grad != null) padded.rows(0, Math.toIntExact(s.numel())).copyFrom(grad.view(Math.toIntExact(s.numel())));
+                s.group().reduceScatter(owned, padded, ReduceOp.SUM);
+            }
+            if (replicaGroup != null && replicaGroup.size() > 1) replicaGroup.allReduce(owned, ReduceOp.SUM);
+            Kernels.of(owned.device()).elementwise().scale(inverseDataRanks, owned, owned);
+            s.full().setGrad(null); // the full gradient lives only from backward to here
+            s.piece().setGrad(owned.rows(0, s.end() - s.start()));
+        }
+    }
+
+    /** All-gathers every parameter's pieces into the module's full parameter, on every rank. */
+    void gatherParameters() {
+        for (Shard s : shards) {
+            try (MemoryScope scope = MemoryScope.open()) {
+                Tensor mine = s.piece().copy(); // a collective's input and output may not overlap
+                s.group().allGather(s.full().view(Math.toIntExact(s.numel())), mine);
+            }
+        }
+    }
+
+    /** The L2 norm of the whole (averaged) gradient, from the owned pieces: the same value on every rank. */
+    double gradientNorm() {
+        double sq = 0;
+        for (Shard s : shards) {
+            Tensor g = s.piece().grad();
+            if (g != null && g.numel() > 0) sq += Kernels.of(g.device()).reductions().sumOfSquares(g);
+        }
+        // the pieces of dp_shard × ep together are every gradient element once; dp_replicate holds copies
+        Tensor t = Tensor.of(new float[] {(float) sq});
+        if (normGroup.size() > 1) normGroup.allReduce(t, ReduceOp.SUM);
+        return Math.sqrt(t.item());
+    }
+
+    /** Scales every owned gradient piece. */
+    void scaleGradients(float scale) {
+        for (Shard s : shards) {
+            Tensor g = s.piece().grad();
+            if (g != null && g.numel() > 0) Kernels.of(g.device()).elementwise().scale(scale, g, g);
+        }
+    }
+
+    /**
+     * Full (unsharded, EP-local) tensors from per-piece values such as optimizer moments, by name: a
+     * collective over each parameter's shard group.
+     */
+    Map<String, Tensor> unshard(Map<String, Tensor> byPiece) {
+        Map<String, Tensor> out = new LinkedHashMap<>();
+        for (Shard s : shards) {
+            Tensor value = byPiece.get(s.name());
+            Tensor full = Tensor.zeros(s.full().shape());
+            try (MemoryScope scope = MemoryScope.open()) {
+                Tensor mine = value.copy();
+                s.group().allGather(full.view(Math.toIntExact(s.numel())), mine);
+            }
+            out.put(s.name(), full);
+        }
+        return out;
+    }
+
+    /** Zero full-size tensors, by name, to load into before {@link #reshard}. */
+    Map<String, Tensor> fullSized() {
+        Map<String, Tensor> out = new LinkedHashMap<>();
+        for (Shard s : shards) out.put(s.name(), Tensor.zeros(s.full().shape()));
+        return out;
+    }
+
+    /** Copies this rank's piece of each full tensor into the per-piece value of the same name. */
+    void reshard(Map<String, Tensor> full, Map<String, Tensor> byPiece) {
+        for (Shard s : shards) {
+            byPiece.get(s.name()).copyFrom(full.get(s.name()).view(Math.toIntExact(s.numel())).rows(s.start(), s.end()));
+        }
+    }
+
+    /**
+     * Bytes this rank sends to other ranks for one step's reduce-scatter and all-gather (float32), not
+     * counting the all-reduce over {@code dp_replicate}, whose traffic depends on the backend's algorithm.
+     */
+    long bytesSentPerStep() {
+        long bytes = 0;
+        for (Shard s : shards) {
+            long others = s.group().size() - 1;
+            bytes += others * s.pieceLength() * Float.BYTES; // reduce-scatter: one padded piece to each other rank
+            bytes += others * (s.end() - s.start()) * Float.BYTES; // all-gather: my piece to each other rank
+        }
+        return bytes;
+    }
+
+    /** Bytes this rank keeps for gradients and optimizer moments (two per parameter element it owns), float32. */
+    long shardedStateBytes() {
+        long elements = 0;
+        for (Shard s : shards) elements += s.pieceLength() + 2L * (s.end() - s.start());
+        return elements * Float.BYTES;
+    }
+}
