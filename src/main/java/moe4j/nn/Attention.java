@@ -55,15 +55,32 @@ public final class Attention extends Module {
         return wo;
     }
 
+    public int nHeads() {
+        return nHeads;
+    }
+
+    public int nKvHeads() {
+        return nKvHeads;
+    }
+
     public int headDim() {
         return headDim;
     }
 
-    /** {@code x} (B, S, D) → (B, S, D); position s attends to positions 0..s of its own sequence. */
+    /**
+     * {@code x} (B, S, D) → (B, S, D); position s attends to positions 0..s of its own sequence. The heads
+     * computed are those whose projections this module holds (all, unless tensor parallelism split them).
+     */
     public Tensor forward(Tensor x) {
         if (x.rank() != 3 || x.dim(2) != dim) {
             throw new IllegalArgumentException("Attention: input must be (B, S, " + dim + "), got " + x.shapeString());
         }
+        return wrapped(x, this::attend);
+    }
+
+    private Tensor attend(Tensor x) {
+        int nHeads = wq.outFeatures() / headDim;
+        int nKvHeads = wk.outFeatures() / headDim;
         int b = x.dim(0);
         int s = x.dim(1);
         Tensor x2 = Ops.reshape(x, b * s, dim);

@@ -17,6 +17,30 @@ public abstract class Module {
     private final Map<String, Tensor> parameters = new LinkedHashMap<>();
     private final Map<String, Module> children = new LinkedHashMap<>();
     private boolean training = true;
+    private ForwardWrapper forwardWrapper;
+
+    /**
+     * What a parallelism puts around a module's forward (collectives before and after it, a different way
+     * to look up ids) without the module knowing: {@code body} is the module's own computation.
+     */
+    @FunctionalInterface
+    public interface ForwardWrapper {
+        Tensor apply(Tensor input, java.util.function.UnaryOperator<Tensor> body);
+    }
+
+    /**
+     * Puts {@code wrapper} around this module's forward (modules that take one tensor and support it say
+     * so: {@link Linear}, {@link Embedding}, {@link Attention}, {@link Expert}); at most one wrapper.
+     */
+    public void wrapForward(ForwardWrapper wrapper) {
+        if (forwardWrapper != null) throw new IllegalStateException(getClass().getSimpleName() + ": forward is already wrapped");
+        this.forwardWrapper = wrapper;
+    }
+
+    /** {@code body(input)}, through the forward wrapper when one is set. */
+    protected final Tensor wrapped(Tensor input, java.util.function.UnaryOperator<Tensor> body) {
+        return forwardWrapper == null ? body.apply(input) : forwardWrapper.apply(input, body);
+    }
 
     /** Registers a trainable parameter: moved to persistent memory's lifetime by the caller, marked requiresGrad. */
     protected Tensor registerParameter(String name, Tensor value) {
@@ -101,6 +125,11 @@ public abstract class Module {
     /** A zero tensor shaped like {@code t} that outlives any step scope (e.g. a gradient). */
     public static Tensor persistentZerosLike(Tensor t) {
         return MemoryScope.persistent(() -> Tensor.zerosLike(t));
+    }
+
+    /** A persistent copy of {@code t} (e.g. the block of a parameter a rank keeps). */
+    protected static Tensor persistentCopy(Tensor t) {
+        return MemoryScope.persistent(t::copy);
     }
 
     /** A parameter tensor that outlives any step scope. */

@@ -35,6 +35,8 @@ public final class GradientSync {
     private final ProcessGroup expertReplicaGroup;
     private final Set<Tensor> expertParameters = Collections.newSetFromMap(new IdentityHashMap<>());
     private ParameterShards shards;
+    private ProcessGroup tpGroup;
+    private final Set<Tensor> tpSplit = Collections.newSetFromMap(new IdentityHashMap<>());
 
     private GradientSync(Module model, ProcessGroup dataGroup, ProcessGroup expertReplicaGroup) {
         this.model = model;
@@ -49,16 +51,56 @@ public final class GradientSync {
     public static GradientSync create(Module model, DeviceMesh mesh) {
         if (mesh == null) return new GradientSync(model, null, null);
         DeviceMesh data = mesh.flatten("data", "dp_replicate", "dp_shard", "ep");
-        DeviceMesh replicas = mesh.flatten("expert_replicas", "dp_replicate", "dp_shard");
+        // under tensor parallelism each tp rank's experts saw only its slice of the tokens: sum over tp too
+        DeviceMesh replicas = mesh.flatten("expert_replicas", "dp_replicate", "dp_shard", "tp");
         GradientSync sync = new GradientSync(model, data.group(), replicas.group());
+        TensorParallel.Layout tp = TensorParallel.layoutOf(model);
+        if (tp != null) {
+            sync.tpGroup = tp.group();
+            sync.tpSplit.addAll(tp.splits().keySet());
+        }
         if (mesh.hasDim("dp_shard") && mesh.size("dp_shard") > 1) {
             ProcessGroup denseShards = mesh.flatten("dense_shards", "dp_shard", "ep").group();
             ProcessGroup expertShards = mesh.get("dp_shard").group();
             ProcessGroup replicate = mesh.hasDim("dp_replicate") ? mesh.get("dp_replicate").group() : null;
+            ProcessGroup expertReplicas = mesh.flatten("expert_piece_replicas", "dp_replicate", "tp").group();
             sync.shards = new ParameterShards(model.namedParameters(), sync.expertParameters, denseShards, expertShards, replicate,
-                    data.size());
+                    expertReplicas, sync.tpGroup, sync.tpSplit, data.size());
         }
         return sync;
+    }
+
+    /**
+     * The global gradient norm when tensor parallelism split some parameters (unsharded run): their squares
+     * are summed over tp, the rest counted as {@code GradClip} counts them. The same value on every rank.
+     */
+    public double tensorParallelGradientNorm() {
+        double split = 0;
+        double dense = 0;
+        double expert = 0;
+        for (Tensor p : model.parameters()) {
+            Tensor g = p.grad();
+            if (g == null) continue;
+            double sq = Kernels.of(g.device()).reductions().sumOfSquares(g);
+            if (tpSplit.contains(p)) split += sq;
+            else if (expertParameters.contains(p)) expert += sq;
+            else dense += sq;
+        }
+        Tensor t = Tensor.of(new float[] {(float) split});
+        tpGroup.allReduce(t, ReduceOp.SUM);
+        split = t.item();
+        if (dataGroup != null && dataGroup.size() > 1) {
+            Tensor e = Tensor.of(new float[] {(float) expert});
+            dataGroup.allReduce(e, ReduceOp.SUM);
+            // the expert replicas of the data ranks (dp_replicate × dp_shard) hold the same gradients
+            expert = e.item() / (expertReplicaGroup.size() / tpGroup.size());
+        }
+        return Math.sqrt((float) split + (float) dense + (float) expert);
+    }
+
+    /** Whether tensor parallelism split some of the model's parameters. */
+    public boolean hasTensorParallel() {
+        return tpGroup != null;
     }
 
     /** Whether gradients, optimizer state and updates are sharded over {@code dp_shard}. */
@@ -105,6 +147,24 @@ public final class GradientSync {
     /** Copies this rank's pieces of {@code full} (from {@link #fullSized}) into {@code byPiece}; unsharded, nothing to do. */
     public void reshard(Map<String, Tensor> full, Map<String, Tensor> byPiece) {
         if (shards != null) shards.reshard(full, byPiece);
+    }
+
+    /**
+     * The values of {@code local} (keyed by parameter name: parameters, or full-size optimizer moments) with
+     * what tensor parallelism split made whole again; without it, {@code local}. A collective over tp.
+     */
+    public Map<String, Tensor> unsplitTensorParallel(Map<String, Tensor> local) {
+        return TensorParallel.unsplit(model, local);
+    }
+
+    /** Whole-shaped tensors to load {@code local}'s tensor-parallel entries into; without tensor parallelism, {@code local}. */
+    public Map<String, Tensor> tensorParallelTargets(Map<String, Tensor> local) {
+        return TensorParallel.wholeSized(model, local);
+    }
+
+    /** Copies this tp rank's block of each whole tensor in {@code whole} (from {@link #tensorParallelTargets}) into {@code local}. */
+    public void splitTensorParallel(Map<String, Tensor> whole, Map<String, Tensor> local) {
+        TensorParallel.splitInto(model, whole, local);
     }
 
     /** Bytes this rank sends per step for the sharded gradient reduce-scatter and parameter all-gather (0 unsharded). */

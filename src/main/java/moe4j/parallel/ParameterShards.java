@@ -39,18 +39,28 @@ final class ParameterShards {
     private final List<Shard> shards = new ArrayList<>();
     private final Map<String, Tensor> pieces = new LinkedHashMap<>();
     private final ProcessGroup replicaGroup;
+    private final ProcessGroup expertReplicaGroup;
     private final ProcessGroup normGroup;
+    private final ProcessGroup tpGroup;
+    private final Set<Tensor> tpSplit;
     private final float inverseDataRanks;
 
     /**
      * @param denseGroup the ranks a dense parameter is sharded over ({@code dp_shard × ep})
      * @param expertGroup the ranks an expert parameter is sharded over ({@code dp_shard})
-     * @param replicaGroup {@code dp_replicate}: the copies of each shard (null or size 1: none)
+     * @param replicaGroup {@code dp_replicate}: the copies of each dense shard (null or size 1: none)
+     * @param expertReplicaGroup {@code dp_replicate × tp}: the ranks whose expert gradient pieces are summed
+     *     (each tp rank computed its own tokens' share); null or size 1: none
+     * @param tpGroup the tp group (null: tp = 1); {@code tpSplit} the parameters tensor parallelism split
      * @param dataRanks all ranks that see their own data; gradients are averaged over them
      */
     ParameterShards(Map<String, Tensor> parameters, Set<Tensor> expertParameters, ProcessGroup denseGroup, ProcessGroup expertGroup,
-                    ProcessGroup replicaGroup, int dataRanks) {
+                    ProcessGroup replicaGroup, ProcessGroup expertReplicaGroup, ProcessGroup tpGroup, Set<Tensor> tpSplit,
+                    int dataRanks) {
         this.replicaGroup = replicaGroup;
+        this.expertReplicaGroup = expertReplicaGroup;
+        this.tpGroup = tpGroup;
+        this.tpSplit = tpSplit;
         this.normGroup = denseGroup;
         this.inverseDataRanks = 1f / dataRanks;
         parameters.forEach((name, p) -> {
@@ -87,7 +97,8 @@ final class ParameterShards {
                 if (grad != null) padded.rows(0, Math.toIntExact(s.numel())).copyFrom(grad.view(Math.toIntExact(s.numel())));
                 s.group().reduceScatter(owned, padded, ReduceOp.SUM);
             }
-            if (replicaGroup != null && replicaGroup.size() > 1) replicaGroup.allReduce(owned, ReduceOp.SUM);
+            ProcessGroup replicas = s.expert() ? expertReplicaGroup : replicaGroup;
+            if (replicas != null && replicas.size() > 1) replicas.allReduce(owned, ReduceOp.SUM);
             Kernels.of(owned.device()).elementwise().scale(inverseDataRanks, owned, owned);
             s.full().setGrad(null); // the full gradient lives only from backward to here
             s.piece().setGrad(owned.rows(0, s.end() - s.start()));
@@ -106,15 +117,22 @@ final class ParameterShards {
 
     /** The L2 norm of the whole (averaged) gradient, from the owned pieces: the same value on every rank. */
     double gradientNorm() {
-        double sq = 0;
+        double split = 0;
+        double whole = 0;
         for (Shard s : shards) {
             Tensor g = s.piece().grad();
-            if (g != null && g.numel() > 0) sq += Kernels.of(g.device()).reductions().sumOfSquares(g);
+            if (g == null || g.numel() == 0) continue;
+            double sq = Kernels.of(g.device()).reductions().sumOfSquares(g);
+            if (tpSplit.contains(s.full())) split += sq;
+            else whole += sq;
         }
-        // the pieces of dp_shard × ep together are every gradient element once; dp_replicate holds copies
-        Tensor t = Tensor.of(new float[] {(float) sq});
+        // the pieces of dp_shard × ep together are every gradient element once; dp_replicate holds copies,
+        // and tp ranks hold copies of what tensor parallelism did not split
+        Tensor t = Tensor.of(new float[] {(float) split, (float) whole}, 2);
         if (normGroup.size() > 1) normGroup.allReduce(t, ReduceOp.SUM);
-        return Math.sqrt(t.item());
+        Tensor splitSum = t.rows(0, 1).copy();
+        if (tpGroup != null && tpGroup.size() > 1) tpGroup.allReduce(splitSum, ReduceOp.SUM);
+        return Math.sqrt(splitSum.item() + t.get(1));
     }
 
     /** Scales every owned gradient piece. */

@@ -84,10 +84,12 @@ public final class Checkpoint {
                             GradientSync sync) {
         // only the writing rank keeps the gathered experts: the others lend theirs one tensor at a time
         boolean writer = world == null || world.rank() == 0;
-        Map<String, Tensor> weights = GlobalStateDict.gather(model, model.namedParameters(), writer);
+        Map<String, Tensor> params = sync == null ? model.namedParameters() : sync.unsplitTensorParallel(model.namedParameters());
+        Map<String, Tensor> weights = GlobalStateDict.gather(model, params, writer);
         Map<String, Tensor> moments = new LinkedHashMap<>();
-        Map<String, Tensor> expAvg = sync == null ? optimizer.expAvg() : sync.unshard(optimizer.expAvg());
-        Map<String, Tensor> expAvgSq = sync == null ? optimizer.expAvgSq() : sync.unshard(optimizer.expAvgSq());
+        Map<String, Tensor> expAvg = sync == null ? optimizer.expAvg() : sync.unsplitTensorParallel(sync.unshard(optimizer.expAvg()));
+        Map<String, Tensor> expAvgSq = sync == null ? optimizer.expAvgSq()
+                : sync.unsplitTensorParallel(sync.unshard(optimizer.expAvgSq()));
         GlobalStateDict.gather(model, expAvg, writer).forEach((n, t) -> moments.put("exp_avg." + n, t));
         GlobalStateDict.gather(model, expAvgSq, writer).forEach((n, t) -> moments.put("exp_avg_sq." + n, t));
         Path target = dir.resolve(String.format("step-%08d", state.step()));
@@ -365,7 +367,9 @@ public final class Checkpoint {
             Map<String, Tensor> stored = new LinkedHashMap<>();
             for (String n : weights.names()) stored.put(n, weights.tensorAs(n, DType.F32));
             List<Runnable> copies = new java.util.ArrayList<>();
-            copies.add(GlobalStateDict.prepareScatter(model, stored, model.namedParameters(), checkpoint.resolve(MODEL_FILE).toString()));
+            Map<String, Tensor> paramTargets = sync == null ? model.namedParameters() : sync.tensorParallelTargets(model.namedParameters());
+            copies.add(GlobalStateDict.prepareScatter(model, stored, paramTargets, checkpoint.resolve(MODEL_FILE).toString()));
+            if (sync != null) copies.add(() -> sync.splitTensorParallel(paramTargets, model.namedParameters()));
             if (optimizer != null) {
                 Map<String, Tensor> avg = new LinkedHashMap<>();
                 Map<String, Tensor> avgSq = new LinkedHashMap<>();
@@ -374,14 +378,19 @@ public final class Checkpoint {
                     else if (n.startsWith("exp_avg.")) avg.put(n.substring("exp_avg.".length()), moments.tensorAs(n, DType.F32));
                 }
                 String source = checkpoint.resolve(OPTIMIZER_FILE).toString();
-                Map<String, Tensor> avgTarget = sync == null ? optimizer.expAvg() : sync.fullSized(optimizer.expAvg());
-                Map<String, Tensor> avgSqTarget = sync == null ? optimizer.expAvgSq() : sync.fullSized(optimizer.expAvgSq());
+                // moments: whole tensors → this rank's tp block → this rank's dp_shard piece
+                Map<String, Tensor> avgLocal = sync == null ? optimizer.expAvg() : sync.fullSized(optimizer.expAvg());
+                Map<String, Tensor> avgSqLocal = sync == null ? optimizer.expAvgSq() : sync.fullSized(optimizer.expAvgSq());
+                Map<String, Tensor> avgTarget = sync == null ? avgLocal : sync.tensorParallelTargets(avgLocal);
+                Map<String, Tensor> avgSqTarget = sync == null ? avgSqLocal : sync.tensorParallelTargets(avgSqLocal);
                 copies.add(GlobalStateDict.prepareScatter(model, avg, avgTarget, source));
                 copies.add(GlobalStateDict.prepareScatter(model, avgSq, avgSqTarget, source));
                 if (sync != null) {
                     copies.add(() -> {
-                        sync.reshard(avgTarget, optimizer.expAvg());
-                        sync.reshard(avgSqTarget, optimizer.expAvgSq());
+                        sync.splitTensorParallel(avgTarget, avgLocal);
+                        sync.splitTensorParallel(avgSqTarget, avgSqLocal);
+                        sync.reshard(avgLocal, optimizer.expAvg());
+                        sync.reshard(avgSqLocal, optimizer.expAvgSq());
                     });
                 }
                 copies.add(() -> optimizer.setStepCount(state.step()));

@@ -19,6 +19,7 @@ public final class GradClip {
     /** The global L2 norm of all gradients (call after {@link GradientSync#synchronize()}). */
     public static double globalNorm(Module model, GradientSync sync) {
         if (sync.isSharded()) return sync.shardedGradientNorm();
+        if (sync.hasTensorParallel()) return sync.tensorParallelGradientNorm();
         double dense = 0;
         double expert = 0;
         for (Tensor p : model.parameters()) {

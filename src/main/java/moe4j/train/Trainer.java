@@ -85,10 +85,11 @@ public final class Trainer {
     public static Summary run(TrainConfig config, ProcessGroup world, boolean resume, boolean overwrite, Listener listener) {
         if (world.size() != config.worldSize()) {
             throw new IllegalArgumentException("Parallelism dimensions (" + config.dpReplicate() + " × " + config.dpShard()
-                    + " × 1 × 1 × 1 × " + config.ep() + " = " + config.worldSize() + ") do not match world_size (" + world.size() + ")");
+                    + " × " + config.tp() + " × 1 × 1 × " + config.ep() + " = " + config.worldSize() + ") do not match world_size (" + world.size() + ")");
         }
         DeviceMesh mesh = world.size() == 1 ? null
-                : DeviceMesh.create(world, MeshSizes.defaults().dpReplicate(config.dpReplicate()).dpShard(config.dpShard()).ep(config.ep()));
+                : DeviceMesh.create(world, MeshSizes.defaults().dpReplicate(config.dpReplicate()).dpShard(config.dpShard()).ep(config.ep())
+                        .tp(config.tp()));
         MoETransformer model = new MoETransformer(config.model());
         long parameters = model.parameterCount(); // before expert parallelism keeps this rank's share
         GradientSync sync = Parallelize.apply(model, mesh);
