@@ -56,4 +56,26 @@ class ParallelMeshTrainingTest {
             }
         }
     }
+
+    @Test
+    void aCheckpointWrittenOnOneMeshResumesOnAnother(@TempDir Path dir) throws Exception {
+        Trainer.Summary straight = TrainerTest.train(tiny(dir.resolve("straight"), true).ep(1).steps(6).build(), false);
+        Mesh[][] moves = {
+            {new Mesh(1, 2, 2, 2), new Mesh(1, 2, 1, 1)},
+            {new Mesh(1, 1, 2, 2), new Mesh(2, 2, 1, 1)},
+        };
+        for (Mesh[] move : moves) {
+            Path run = dir.resolve("moved-" + move[0].dpShard() + move[0].tp());
+            // stops (like a crash) right after the checkpoint of step 3
+            TrainerTest.StopAt3.run(move[0].on(tiny(run, true)).steps(6).checkpointEvery(3).build());
+            Trainer.Summary resumed = TrainerTest.train(move[1].on(tiny(run, true)).steps(6).checkpointEvery(3).build(), true);
+            assertEquals(4, resumed.firstStep(), move[0] + " → " + move[1]);
+            assertTrue(Files.exists(resumed.lastCheckpoint().resolve("optimizer.safetensors")));
+            try {
+                TrainerTest.assertSameWeights(straight.lastCheckpoint(), resumed.lastCheckpoint(), 1e-4);
+            } catch (AssertionError e) {
+                throw new AssertionError(move[0] + " → " + move[1] + ": " + e.getMessage(), e);
+            }
+        }
+    }
 }
