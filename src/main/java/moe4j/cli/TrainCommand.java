@@ -241,6 +241,12 @@ public final class TrainCommand implements Callable<Integer> {
                     config.tp(), config.dpShard() > 1 ? " (parameters, gradients and optimizer state sharded over dp_shard)" : "", config.globalBatch(),
                     config.seqLen(), (long) config.globalBatch() * config.seqLen(), config.steps(),
                     first > 1 ? " (resuming at step " + first + ")" : "");
+            Trainer.Footprint footprint = start.footprint();
+            if (config.dpShard() > 1) {
+                out.printf(Locale.ROOT, "  per rank: parameters + gradients + AdamW state %.2f MiB (%.3f of unsharded %.2f MiB) | sharding sends %.2f MiB/step%n",
+                        footprint.stateBytes() / 1048576.0, (double) footprint.stateBytes() / footprint.unshardedStateBytes(),
+                        footprint.unshardedStateBytes() / 1048576.0, footprint.shardingBytesPerStep() / 1048576.0);
+            }
             out.printf(Locale.ROOT, "  GEMM threads per rank: %d | data: %s%s | output: %s%n", ExecutionContext.current().cpuThreads(), config.data(),
                     Double.isFinite(unigramEntropy) ? String.format(Locale.ROOT, " (unigram entropy %.3f nats)", unigramEntropy) : "",
                     config.outputDir());

@@ -63,7 +63,14 @@ public final class Trainer {
      * How a run begins: its identity (recorded in every checkpoint and metrics line), and whether it may
      * replace what another run left in its folders ({@code --overwrite}).
      */
-    public record Start(String run, boolean overwrite) {}
+    public record Start(String run, boolean overwrite, Footprint footprint) {}
+
+    /**
+     * What this rank keeps and sends for its parameters: float32 bytes of parameters + gradients + AdamW
+     * moments kept between steps, the same without sharding, and bytes sent per step by the sharded
+     * gradient reduce-scatter and parameter all-gather (0 without sharding).
+     */
+    public record Footprint(long stateBytes, long unshardedStateBytes, long shardingBytesPerStep) {}
 
     /** Writes the run identity a checkpoint stores; the router by its config spelling, as the TOML gives it. */
     private static final Gson GSON = new GsonBuilder()
@@ -141,7 +148,8 @@ public final class Trainer {
             if (from[0].run() != null) run[0] = from[0].run();
         }
         double unigram = source instanceof SyntheticTasks synthetic ? synthetic.unigramEntropy(config.seqLen()) : Double.NaN;
-        Start launch = new Start(run[0], overwrite);
+        long unsharded = 4L * Float.BYTES * model.parameterCount(); // this rank's (tp/ep-local) parameters, replicated
+        Start launch = new Start(run[0], overwrite, new Footprint(sync.trainingStateBytes(), unsharded, sync.shardingBytesPerStep()));
         AgreedFailure.agree(world, () -> {
             // rank 0 writes checkpoints: it checks their folder before anything is written
             if (world.rank() == 0 && config.checkpointDir() != null) {
