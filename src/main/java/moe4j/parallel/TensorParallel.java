@@ -14,6 +14,7 @@ import moe4j.nn.Expert;
 import moe4j.nn.Linear;
 import moe4j.nn.MoEMLP;
 import moe4j.nn.MoETransformer;
+import moe4j.nn.ModelConfig;
 import moe4j.nn.Module;
 import moe4j.nn.TransformerBlock;
 import moe4j.ops.Ops;
@@ -75,10 +76,6 @@ public final class TensorParallel {
                 }
                 case TransformerBlock block when block.mlp() != null -> splitMlp(block.mlp(), tp, splits);
                 case MoEMLP moe -> {
-                    if (moe.config().gradientScale()) {
-                        throw new IllegalArgumentException("gradient scaling (moe_gradient_scale) with tp > 1 is not supported:"
-                                + " its expert loads would count one tp rank's tokens only; use tp = 1");
-                    }
                     if (moe.sharedExpert() != null) splitMlp(moe.sharedExpert(), tp, splits);
                     moe.setDispatcher(SequenceParallelDispatcher.around(moe.dispatcher(), tp));
                 }
@@ -90,24 +87,53 @@ public final class TensorParallel {
         ParallelPlan.of(model).mark(ParallelPlan.Stage.TENSOR_PARALLEL);
     }
 
+    /**
+     * Throws, naming the setting, unless a model of {@code config} can be split over {@code tp} ranks: what a
+     * run's configuration is checked against before any rank starts.
+     */
+    public static void requireSplittable(ModelConfig config, int tp) {
+        if (tp == 1) return;
+        requireHeads(config.nHeads(), config.nKvHeads(), tp);
+        if (config.tieEmbeddings()) throw new IllegalArgumentException(TIED);
+        requireVocabulary(config.vocabSize(), tp);
+        if (config.numMoeLayers() < config.nLayers()) requireHidden(config.ffnHidden(), tp);
+        if (config.numMoeLayers() > 0 && config.moeSharedExperts() > 0) requireHidden(config.expertHidden(), tp);
+        if (config.numMoeLayers() > 0 && config.moeGradientScale()) throw new IllegalArgumentException(GRADIENT_SCALE);
+    }
+
+    private static final String TIED = "tensor parallelism needs untied embeddings (tie_embeddings = false)";
+    private static final String GRADIENT_SCALE = "gradient scaling (moe_gradient_scale) with tp > 1 is not supported:"
+            + " its expert loads would count one tp rank's tokens only; use tp = 1";
+
+    private static void requireHeads(int heads, int kvHeads, int tp) {
+        if (heads % tp != 0 || kvHeads % tp != 0) {
+            throw new IllegalArgumentException("n_heads (" + heads + ") and n_kv_heads (" + kvHeads + ") must be divisible by tp (" + tp + ")");
+        }
+    }
+
+    private static void requireHidden(int hidden, int tp) {
+        if (hidden % tp != 0) {
+            throw new IllegalArgumentException("the hidden size of a dense MLP or shared expert (" + hidden + ") must be divisible by tp ("
+                    + tp + ")");
+        }
+    }
+
+    private static void requireVocabulary(int vocab, int tp) {
+        if (vocab % tp != 0) throw new IllegalArgumentException("vocab_size (" + vocab + ") must be divisible by tp (" + tp + ")");
+    }
+
     private static void checkDivisible(Module model, int n) {
         for (Module m : model.namedModules().values()) {
-            if (m instanceof Attention a && (a.nHeads() % n != 0 || a.nKvHeads() % n != 0)) {
-                throw new IllegalArgumentException("n_heads (" + a.nHeads() + ") and n_kv_heads (" + a.nKvHeads()
-                        + ") must be divisible by tp (" + n + ")");
-            }
-            if (m instanceof Expert e && e.upProj().outFeatures() % n != 0) {
-                throw new IllegalArgumentException("the dense MLP's hidden size (" + e.upProj().outFeatures()
-                        + ") must be divisible by tp (" + n + ")");
+            if (m instanceof Attention a) requireHeads(a.nHeads(), a.nKvHeads(), n);
+            if (m instanceof TransformerBlock block && block.mlp() != null) requireHidden(block.mlp().upProj().outFeatures(), n);
+            if (m instanceof MoEMLP moe) {
+                if (moe.sharedExpert() != null) requireHidden(moe.sharedExpert().upProj().outFeatures(), n);
+                if (moe.config().gradientScale()) throw new IllegalArgumentException(GRADIENT_SCALE);
             }
         }
         if (model instanceof MoETransformer t) {
-            if (t.output() == null) {
-                throw new IllegalArgumentException("tensor parallelism needs untied embeddings (tie_embeddings = false)");
-            }
-            if (t.config().vocabSize() % n != 0) {
-                throw new IllegalArgumentException("vocab_size (" + t.config().vocabSize() + ") must be divisible by tp (" + n + ")");
-            }
+            if (t.output() == null) throw new IllegalArgumentException(TIED);
+            requireVocabulary(t.config().vocabSize(), n);
         }
     }
 

@@ -57,6 +57,7 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
         if (ep > 1 && model.numExperts() % ep != 0) {
             throw new IllegalArgumentException("num_experts (" + model.numExperts() + ") must be divisible by ep (" + ep + ")");
         }
+        moe4j.parallel.TensorParallel.requireSplittable(model, tp);
         int dataRanks = ep * dpShard * dpReplicate;
         if (globalBatch % dataRanks != 0) {
             throw new IllegalArgumentException("batch_size (" + globalBatch + ") must be divisible by the number of data ranks"

@@ -78,4 +78,21 @@ class ParallelMeshTrainingTest {
             }
         }
     }
+
+    @Test
+    void aConfigThatCannotBeSplitOverTpIsRefusedBeforeAnyRankStarts(@TempDir Path dir) {
+        var heads = assertThrows(IllegalArgumentException.class, () -> tiny(dir, false).tp(4).ep(1).build());
+        assertEquals("n_heads (4) and n_kv_heads (2) must be divisible by tp (4)", heads.getMessage());
+        TrainConfig.Builder tied = tiny(dir, false).tp(2).ep(1);
+        tied.model().tieEmbeddings(true);
+        assertEquals("tensor parallelism needs untied embeddings (tie_embeddings = false)",
+                assertThrows(IllegalArgumentException.class, tied::build).getMessage());
+        TrainConfig.Builder vocab = tiny(dir, false).tp(2).ep(1);
+        vocab.model().vocabSize(255);
+        assertEquals("vocab_size (255) must be divisible by tp (2)", assertThrows(IllegalArgumentException.class, vocab::build).getMessage());
+        TrainConfig.Builder scaled = tiny(dir, false).tp(2).ep(1);
+        scaled.model().moeGradientScale(true);
+        assertTrue(assertThrows(IllegalArgumentException.class, scaled::build).getMessage().startsWith("gradient scaling (moe_gradient_scale)"));
+        assertEquals("tp must be >= 1, got 0", assertThrows(IllegalArgumentException.class, () -> tiny(dir, false).tp(0).build()).getMessage());
+    }
 }
