@@ -95,4 +95,18 @@ class ParallelMeshTrainingTest {
         assertTrue(assertThrows(IllegalArgumentException.class, scaled::build).getMessage().startsWith("gradient scaling (moe_gradient_scale)"));
         assertEquals("tp must be >= 1, got 0", assertThrows(IllegalArgumentException.class, () -> tiny(dir, false).tp(0).build()).getMessage());
     }
+
+    @Test
+    void aShardedTensorParallelRunResumesBitForBit(@TempDir Path dir) throws Exception {
+        Mesh mesh = new Mesh(1, 2, 1, 2);
+        Path end = TrainerTest.train(mesh.on(tiny(dir.resolve("straight"), false)).steps(6).build(), false).lastCheckpoint();
+        Path run = dir.resolve("resumed");
+        TrainerTest.StopAt3.run(mesh.on(tiny(run, false)).steps(6).checkpointEvery(3).build());
+        Trainer.Summary resumed = TrainerTest.train(mesh.on(tiny(run, false)).steps(6).checkpointEvery(3).build(), true);
+        assertEquals(4, resumed.firstStep());
+        for (String file : new String[] {"model.safetensors", "optimizer.safetensors"}) {
+            assertArrayEquals(Files.readAllBytes(end.resolve(file)), Files.readAllBytes(resumed.lastCheckpoint().resolve(file)),
+                    file + " after resume differs from an uninterrupted run");
+        }
+    }
 }
