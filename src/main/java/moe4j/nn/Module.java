@@ -57,6 +57,31 @@ public abstract class Module {
         return value;
     }
 
+    /**
+     * Replaces the parameter of qualified name {@code name} ({@code layers.0.attention.wq.weight}) by
+     * {@code value}, keeping its place: for a parallelism that keeps a parameter elsewhere between uses
+     * (sharding) and hands the module a whole one when it is needed. Modules read their parameters at each
+     * use, never keep them.
+     */
+    public void setParameter(String name, Tensor value) {
+        if (!trySetParameter(name, value)) {
+            throw new IllegalArgumentException("no parameter named '" + name + "' in " + getClass().getSimpleName());
+        }
+    }
+
+    private boolean trySetParameter(String name, Tensor value) {
+        if (parameters.containsKey(name)) {
+            replaceParameter(name, value);
+            return true;
+        }
+        for (var child : children.entrySet()) {
+            if (name.startsWith(child.getKey() + ".") && child.getValue().trySetParameter(name.substring(child.getKey().length() + 1), value)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
     /** This module's own parameter {@code name} (not a descendant's), or null. */
     protected Tensor parameter(String name) {
         return parameters.get(name);

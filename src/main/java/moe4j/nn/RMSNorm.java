@@ -7,19 +7,17 @@ import moe4j.tensor.Tensor;
 public final class RMSNorm extends Module {
     private final int dim;
     private final double eps;
-    private final Tensor weight;
 
     public RMSNorm(int dim, double eps) {
         if (dim <= 0) throw new IllegalArgumentException("RMSNorm: dim must be > 0, got " + dim);
         if (!(eps > 0)) throw new IllegalArgumentException("RMSNorm: eps must be > 0, got " + eps);
         this.dim = dim;
         this.eps = eps;
-        this.weight = registerParameter("weight", persistentZeros(dim));
-        weight.fill(1f);
+        registerParameter("weight", persistentZeros(dim)).fill(1f);
     }
 
     public Tensor weight() {
-        return weight;
+        return parameter("weight");
     }
 
     public int dim() {
@@ -28,6 +26,6 @@ public final class RMSNorm extends Module {
 
     /** {@code x} (..., dim) → the same shape. */
     public Tensor forward(Tensor x) {
-        return Ops.rmsNorm(x, weight, eps);
+        return Ops.rmsNorm(x, weight(), eps);
     }
 }

@@ -22,12 +22,16 @@ import moe4j.tensor.Tensor;
  *       contribution (the all-to-all's backward brought them home), so they are summed over the ranks
  *       that hold the same experts and divided by the number of data ranks.</li>
  * </ul>
+ * Under tensor parallelism the tp ranks of a data rank share its batch: split parameters have their own
+ * complete gradients and the rest is replicated over tp, except the experts, whose tp ranks each computed
+ * a slice of the tokens: they are summed over tp too ({@link TensorParallel}).
  * Every rank issues the same reductions in the same order (parameters in registration order).
  *
- * <p>With {@code dp_shard > 1} the gradients, the optimizer state and the updates are sharded
- * ({@link ParameterShards}): the same averages are reduce-scattered instead of all-reduced, the optimizer
- * steps only this rank's pieces ({@link #optimizerParameters()}), and {@link #afterOptimizerStep()}
- * all-gathers the updated pieces back into the model's parameters.
+ * <p>With {@code dp_shard > 1} the parameters, gradients and optimizer state are sharded
+ * ({@link ParameterShards}): between steps a rank keeps only its pieces; {@link #gatherParameters()}
+ * all-gathers whole parameters before the forward, the same averages are reduce-scattered instead of
+ * all-reduced (and the whole parameters released), and the optimizer steps only this rank's pieces
+ * ({@link #optimizerParameters()}).
  */
 public final class GradientSync {
     private final Module model;
@@ -36,7 +40,7 @@ public final class GradientSync {
     private final Set<Tensor> expertParameters = Collections.newSetFromMap(new IdentityHashMap<>());
     private ParameterShards shards;
     private ProcessGroup tpGroup;
-    private final Set<Tensor> tpSplit = Collections.newSetFromMap(new IdentityHashMap<>());
+    private final Set<String> tpSplit = new java.util.HashSet<>();
 
     private GradientSync(Module model, ProcessGroup dataGroup, ProcessGroup expertReplicaGroup) {
         this.model = model;
@@ -64,8 +68,12 @@ public final class GradientSync {
             ProcessGroup expertShards = mesh.get("dp_shard").group();
             ProcessGroup replicate = mesh.hasDim("dp_replicate") ? mesh.get("dp_replicate").group() : null;
             ProcessGroup expertReplicas = mesh.flatten("expert_piece_replicas", "dp_replicate", "tp").group();
-            sync.shards = new ParameterShards(model.namedParameters(), sync.expertParameters, denseShards, expertShards, replicate,
-                    expertReplicas, sync.tpGroup, sync.tpSplit, data.size());
+            Set<String> expertNames = new java.util.HashSet<>();
+            model.namedParameters().forEach((name, p) -> {
+                if (sync.expertParameters.contains(p)) expertNames.add(name);
+            });
+            sync.shards = new ParameterShards(model, expertNames, denseShards, expertShards, replicate, expertReplicas, sync.tpGroup,
+                    sync.tpSplit, data.size());
         }
         return sync;
     }
@@ -78,11 +86,12 @@ public final class GradientSync {
         double split = 0;
         double dense = 0;
         double expert = 0;
-        for (Tensor p : model.parameters()) {
+        for (var entry : model.namedParameters().entrySet()) {
+            Tensor p = entry.getValue();
             Tensor g = p.grad();
             if (g == null) continue;
             double sq = Kernels.of(g.device()).reductions().sumOfSquares(g);
-            if (tpSplit.contains(p)) split += sq;
+            if (tpSplit.contains(entry.getKey())) split += sq;
             else if (expertParameters.contains(p)) expert += sq;
             else dense += sq;
         }
@@ -116,9 +125,23 @@ public final class GradientSync {
         return shards == null ? model.namedParameters() : shards.pieces();
     }
 
-    /** Call after every optimizer step: sharded, brings every rank's updated pieces to every rank. */
-    public void afterOptimizerStep() {
-        if (shards != null) shards.gatherParameters();
+    /**
+     * Sharded: all-gathers every rank's pieces into whole parameters for the model to use (before each
+     * forward, and before a checkpoint is written or read); they are released again by
+     * {@link #synchronize()} or {@link #releaseParameters()}. Unsharded (or already gathered): nothing to do.
+     */
+    public void gatherParameters() {
+        if (shards != null) shards.gather();
+    }
+
+    /** Sharded: drops the whole parameters, keeping only this rank's pieces. */
+    public void releaseParameters() {
+        if (shards != null) shards.release();
+    }
+
+    /** Sharded: takes this rank's pieces from the whole parameters (after a checkpoint was loaded into them). */
+    public void takePiecesFromParameters() {
+        if (shards != null) shards.takePiecesFromWhole();
     }
 
     /** The global gradient norm of a sharded run, from the pieces (use {@link #isSharded()} first). */
@@ -174,12 +197,19 @@ public final class GradientSync {
 
     /**
      * Bytes this rank keeps between steps for parameters, gradients and the two AdamW moments (float32):
-     * sharded, the full parameters plus its pieces' gradients and moments.
+     * sharded, its pieces of each.
      */
     public long trainingStateBytes() {
+        if (shards != null) return shards.stateBytes();
         long parameters = 0;
         for (Tensor p : model.parameters()) parameters += p.numel() * Float.BYTES;
-        return shards == null ? 4 * parameters : parameters + shards.shardedStateBytes();
+        return 4 * parameters;
+    }
+
+    /** {@link #trainingStateBytes()} of the same (tp/ep-local) parameters without sharding. */
+    public long unshardedTrainingStateBytes() {
+        if (shards != null) return shards.unshardedStateBytes();
+        return trainingStateBytes();
     }
 
     private ParameterShards requireSharded() {

@@ -43,8 +43,8 @@ public final class TensorParallel {
     /** How one parameter is split: along dim 0 (rows) or dim 1 (columns), and its full shape. */
     record Split(int dim, int[] fullShape) {}
 
-    /** The tp group and the split parameters of a model that tensor parallelism was applied to. */
-    record Layout(ProcessGroup group, Map<Tensor, Split> splits) {}
+    /** The tp group and the split parameters (by qualified name) of a model that tensor parallelism was applied to. */
+    record Layout(ProcessGroup group, Map<String, Split> splits) {}
 
     private static final Map<Module, Layout> LAYOUTS = Collections.synchronizedMap(new WeakHashMap<>());
 
@@ -63,26 +63,30 @@ public final class TensorParallel {
         ProcessGroup tp = mesh.get("tp").group();
         int n = tp.size();
         int r = tp.rank();
-        Map<Tensor, Split> splits = new IdentityHashMap<>();
+        Map<Tensor, Split> byTensor = new IdentityHashMap<>();
         checkDivisible(model, n);
         for (Module m : model.namedModules().values()) {
             switch (m) {
                 case Attention a -> {
-                    columnParallel(a.wq(), n, r, splits);
-                    columnParallel(a.wk(), n, r, splits);
-                    columnParallel(a.wv(), n, r, splits);
-                    rowParallel(a.wo(), n, r, splits);
+                    columnParallel(a.wq(), n, r, byTensor);
+                    columnParallel(a.wk(), n, r, byTensor);
+                    columnParallel(a.wv(), n, r, byTensor);
+                    rowParallel(a.wo(), n, r, byTensor);
                     a.wrapForward((x, body) -> reduceFromTp(body.apply(copyToTp(x, tp)), tp));
                 }
-                case TransformerBlock block when block.mlp() != null -> splitMlp(block.mlp(), tp, splits);
+                case TransformerBlock block when block.mlp() != null -> splitMlp(block.mlp(), tp, byTensor);
                 case MoEMLP moe -> {
-                    if (moe.sharedExpert() != null) splitMlp(moe.sharedExpert(), tp, splits);
+                    if (moe.sharedExpert() != null) splitMlp(moe.sharedExpert(), tp, byTensor);
                     moe.setDispatcher(SequenceParallelDispatcher.around(moe.dispatcher(), tp));
                 }
                 default -> {}
             }
         }
-        if (model instanceof MoETransformer transformer) splitVocabulary(transformer, tp, splits);
+        if (model instanceof MoETransformer transformer) splitVocabulary(transformer, tp, byTensor);
+        Map<String, Split> splits = new java.util.LinkedHashMap<>();
+        model.namedParameters().forEach((name, p) -> {
+            if (byTensor.containsKey(p)) splits.put(name, byTensor.get(p));
+        });
         LAYOUTS.put(model, new Layout(tp, splits));
         ParallelPlan.of(model).mark(ParallelPlan.Stage.TENSOR_PARALLEL);
     }
@@ -236,11 +240,10 @@ public final class TensorParallel {
     static Map<String, Tensor> unsplit(Module model, Map<String, Tensor> local) {
         Layout layout = layoutOf(model);
         if (layout == null) return local;
-        Map<String, Tensor> params = model.namedParameters();
         Map<String, Tensor> out = new java.util.LinkedHashMap<>();
         ProcessGroup tp = layout.group();
         local.forEach((name, value) -> {
-            Split split = layout.splits().get(params.get(name));
+            Split split = layout.splits().get(name);
             if (split == null) {
                 out.put(name, value);
                 return;
@@ -271,10 +274,9 @@ public final class TensorParallel {
     static Map<String, Tensor> wholeSized(Module model, Map<String, Tensor> local) {
         Layout layout = layoutOf(model);
         if (layout == null) return local;
-        Map<String, Tensor> params = model.namedParameters();
         Map<String, Tensor> out = new java.util.LinkedHashMap<>();
         local.forEach((name, value) -> {
-            Split split = layout.splits().get(params.get(name));
+            Split split = layout.splits().get(name);
             out.put(name, split == null ? value : Tensor.zeros(value.device(), value.dtype(), split.fullShape()));
         });
         return out;
@@ -284,11 +286,10 @@ public final class TensorParallel {
     static void splitInto(Module model, Map<String, Tensor> whole, Map<String, Tensor> local) {
         Layout layout = layoutOf(model);
         if (layout == null) return;
-        Map<String, Tensor> params = model.namedParameters();
         int n = layout.group().size();
         int rank = layout.group().rank();
         local.forEach((name, target) -> {
-            Split split = layout.splits().get(params.get(name));
+            Split split = layout.splits().get(name);
             if (split == null) return;
             int[] full = split.fullShape();
             Tensor src = whole.get(name);

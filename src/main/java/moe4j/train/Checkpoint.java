@@ -84,6 +84,7 @@ public final class Checkpoint {
                             GradientSync sync) {
         // only the writing rank keeps the gathered experts: the others lend theirs one tensor at a time
         boolean writer = world == null || world.rank() == 0;
+        if (sync != null) sync.gatherParameters();
         Map<String, Tensor> params = sync == null ? model.namedParameters() : sync.unsplitTensorParallel(model.namedParameters());
         Map<String, Tensor> weights = GlobalStateDict.gather(model, params, writer);
         Map<String, Tensor> moments = new LinkedHashMap<>();
@@ -92,6 +93,7 @@ public final class Checkpoint {
                 : sync.unsplitTensorParallel(sync.unshard(optimizer.expAvgSq()));
         GlobalStateDict.gather(model, expAvg, writer).forEach((n, t) -> moments.put("exp_avg." + n, t));
         GlobalStateDict.gather(model, expAvgSq, writer).forEach((n, t) -> moments.put("exp_avg_sq." + n, t));
+        if (sync != null) sync.releaseParameters(); // the writer keeps its gathered copies until written
         Path target = dir.resolve(String.format("step-%08d", state.step()));
         // every rank learns whether (and why) rank 0's write failed, so none carries on past a lost checkpoint
         AgreedFailure.agree(world, () -> {
@@ -350,6 +352,15 @@ public final class Checkpoint {
      * sharded): each rank keeps its pieces of the stored moments.
      */
     public static TrainState load(Path checkpoint, Module model, AdamW optimizer, GradientSync sync) {
+        if (sync != null) sync.gatherParameters(); // whole parameters to load into; this rank's pieces are taken after
+        try {
+            return loadGathered(checkpoint, model, optimizer, sync);
+        } finally {
+            if (sync != null) sync.releaseParameters();
+        }
+    }
+
+    private static TrainState loadGathered(Path checkpoint, Module model, AdamW optimizer, GradientSync sync) {
         StateFile state = verify(checkpoint);
         try (SafeTensors.Loaded weights = SafeTensors.read(checkpoint.resolve(MODEL_FILE));
              SafeTensors.Loaded moments = optimizer == null ? null : SafeTensors.read(checkpoint.resolve(OPTIMIZER_FILE))) {
@@ -369,7 +380,12 @@ public final class Checkpoint {
             List<Runnable> copies = new java.util.ArrayList<>();
             Map<String, Tensor> paramTargets = sync == null ? model.namedParameters() : sync.tensorParallelTargets(model.namedParameters());
             copies.add(GlobalStateDict.prepareScatter(model, stored, paramTargets, checkpoint.resolve(MODEL_FILE).toString()));
-            if (sync != null) copies.add(() -> sync.splitTensorParallel(paramTargets, model.namedParameters()));
+            if (sync != null) {
+                copies.add(() -> {
+                    sync.splitTensorParallel(paramTargets, model.namedParameters());
+                    sync.takePiecesFromParameters();
+                });
+            }
             if (optimizer != null) {
                 Map<String, Tensor> avg = new LinkedHashMap<>();
                 Map<String, Tensor> avgSq = new LinkedHashMap<>();

@@ -31,7 +31,8 @@ import moe4j.tensor.Tensor;
 
 /**
  * The training loop of one rank. Every rank runs it with the same config: the mesh lays the ranks out,
- * the data is sharded over all data ranks ({@code dp_replicate × dp_shard × ep}), and after each
+ * the data is sharded over all data ranks ({@code dp_replicate × dp_shard × ep}; the tp ranks of a data
+ * rank share its batch), and after each
  * backward pass the gradients are synchronised so that the run equals one rank on the global batch.
  * Everything reported (loss, norm, expert load) is reduced over the data ranks, so it is the same on
  * every rank; {@code listener} is called on every rank and usually ignores all but rank 0.
@@ -99,8 +100,11 @@ public final class Trainer {
                         .tp(config.tp()));
         MoETransformer model = new MoETransformer(config.model());
         long parameters = model.parameterCount(); // before expert parallelism keeps this rank's share
+        Set<String> norms = normWeights(model); // before sharding leaves only this rank's pieces
         GradientSync sync = Parallelize.apply(model, mesh);
-        AdamW optimizer = new AdamW(sync.optimizerParameters(), normWeights(model, sync), config.beta1(), config.beta2(), config.eps(),
+        Set<Tensor> noDecay = java.util.Collections.newSetFromMap(new IdentityHashMap<>());
+        norms.forEach(name -> noDecay.add(sync.optimizerParameters().get(name)));
+        AdamW optimizer = new AdamW(sync.optimizerParameters(), noDecay, config.beta1(), config.beta2(), config.eps(),
                 config.weightDecay());
 
         TokenSource[] opened = new TokenSource[1];
@@ -148,8 +152,8 @@ public final class Trainer {
             if (from[0].run() != null) run[0] = from[0].run();
         }
         double unigram = source instanceof SyntheticTasks synthetic ? synthetic.unigramEntropy(config.seqLen()) : Double.NaN;
-        long unsharded = 4L * Float.BYTES * model.parameterCount(); // this rank's (tp/ep-local) parameters, replicated
-        Start launch = new Start(run[0], overwrite, new Footprint(sync.trainingStateBytes(), unsharded, sync.shardingBytesPerStep()));
+        Start launch = new Start(run[0], overwrite,
+                new Footprint(sync.trainingStateBytes(), sync.unshardedTrainingStateBytes(), sync.shardingBytesPerStep()));
         AgreedFailure.agree(world, () -> {
             // rank 0 writes checkpoints: it checks their folder before anything is written
             if (world.rank() == 0 && config.checkpointDir() != null) {
@@ -172,6 +176,7 @@ public final class Trainer {
             double[][] load;
             try (MemoryScope scope = MemoryScope.open()) {
                 Batch batch = loader.next();
+                sync.gatherParameters(); // sharded: the whole parameters, for this step only
                 MoETransformer.Loss loss = model.loss(batch.inputs(), batch.targets());
                 model.zeroGrad();
                 Autograd.backward(loss.total());
@@ -190,7 +195,6 @@ public final class Trainer {
                             + " or set grad_clip; " + kept + ")");
                 }
                 optimizer.step(lr);
-                sync.afterOptimizerStep();
                 load = expertLoad(moeLayers, data, step, config.steps());
             }
             double seconds = (System.nanoTime() - start) / 1e9;
@@ -216,12 +220,11 @@ public final class Trainer {
                 activeParameters(config.model(), parameters), history, lastCheckpoint);
     }
 
-    /** Norm weights (1-D parameters) take no weight decay: what the optimizer updates of them (their pieces, sharded). */
-    private static Set<Tensor> normWeights(MoETransformer model, GradientSync sync) {
-        Set<Tensor> out = java.util.Collections.newSetFromMap(new IdentityHashMap<>());
-        var updated = sync.optimizerParameters();
+    /** The names of the norm weights (1-D parameters), which take no weight decay. */
+    private static Set<String> normWeights(MoETransformer model) {
+        Set<String> out = new java.util.HashSet<>();
         model.namedParameters().forEach((name, p) -> {
-            if (p.rank() == 1) out.add(updated.get(name));
+            if (p.rank() == 1) out.add(name);
         });
         return out;
     }

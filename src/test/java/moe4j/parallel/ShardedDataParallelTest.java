@@ -51,7 +51,7 @@ class ShardedDataParallelTest {
             for (var moe : plain.moeLayers()) moe.router().setStatisticsGroup(world); // load statistics over the whole batch, as sharded
             assertTrue(sync.isSharded());
             long analytic = 0;
-            for (Tensor p : model.parameters()) {
+            for (Tensor p : plain.parameters()) { // the same shapes as the sharded model's whole parameters
                 long piece = (p.numel() + n - 1) / n;
                 long start = Math.min(p.numel(), world.rank() * piece);
                 long end = Math.min(p.numel(), start + piece);
@@ -60,15 +60,26 @@ class ShardedDataParallelTest {
             }
             long gather0 = counting.gatherBytes.get();
             long scatter0 = counting.reduceScatterBytes.get();
+            long stateBetweenSteps = sync.trainingStateBytes();
             Map<String, double[]> pieces = new java.util.TreeMap<>();
             Map<String, double[]> reference = new java.util.TreeMap<>();
             try (MemoryScope scope = MemoryScope.open()) {
                 Tensor tokens = ids(1 + world.rank(), 2, 23);
                 Tensor targets = ids(100 + world.rank(), 2, 23);
+                sync.gatherParameters();
                 Autograd.backward(model.loss(tokens, targets).total());
                 sync.synchronize();
                 sync.optimizerParameters().forEach((name, piece) -> pieces.put(name, piece.grad().toDoubleArray()));
-                sync.afterOptimizerStep();
+                // released again: a forward without gathering first fails on the empty parameters
+                assertEquals(0, model.parameterCount());
+                // what the rank holds, counted from the tensors themselves: whole parameters (none), pieces,
+                // their gradients, and the two AdamW moments an optimizer makes per piece
+                long held = 0;
+                for (Tensor p : model.parameters()) held += p.numel();
+                for (Tensor piece : sync.optimizerParameters().values()) held += 3 * piece.numel() + piece.grad().numel();
+                assertTrue(Math.abs(held * Float.BYTES - stateBetweenSteps) <= (long) model.parameters().size() * Float.BYTES,
+                        "held " + held * Float.BYTES + " bytes, reported " + stateBetweenSteps);
+                assertThrows(IllegalArgumentException.class, () -> model.forward(tokens));
                 Autograd.backward(plain.loss(tokens, targets).total());
                 for (var e : plain.namedParameters().entrySet()) {
                     Tensor g = e.getValue().grad();
@@ -79,7 +90,7 @@ class ShardedDataParallelTest {
             long replicated = 0;
             for (Tensor p : plain.parameters()) replicated += 4 * p.numel() * Float.BYTES;
             return new Measured(counting.gatherBytes.get() - gather0, counting.reduceScatterBytes.get() - scatter0, analytic,
-                    sync.trainingStateBytes(), replicated, pieces, reference, world.rank(), n);
+                    stateBetweenSteps, replicated, pieces, reference, world.rank(), n);
         });
         for (Measured m : results) {
             assertEquals(m.analyticBytes(), m.gatherBytes() + m.reduceScatterBytes(), "rank " + m.rank() + ": bytes moved per step");
@@ -93,13 +104,13 @@ class ShardedDataParallelTest {
                 assertTrue(GradCheck.relativeError(piece, slice) <= 1e-5, name + ": piece differs from the averaged gradient");
             });
         }
-        Measured m0 = results.get(0);
-        System.out.printf("dp_shard %d: per-rank parameter+gradient+optimizer bytes %,d sharded vs %,d replicated (%.3f); "
-                + "gradient+optimizer bytes alone %.3f of replicated; bytes sent per step %,d (analytic %,d)%n", m0.size(),
-                m0.stateBytes(), m0.replicatedStateBytes(), (double) m0.stateBytes() / m0.replicatedStateBytes(),
-                (double) (m0.stateBytes() - m0.replicatedStateBytes() / 4) / (m0.replicatedStateBytes() * 3 / 4),
-                m0.gatherBytes() + m0.reduceScatterBytes(), m0.analyticBytes());
-        double gradAndOptimizerShare = (double) (m0.stateBytes() - m0.replicatedStateBytes() / 4) / (m0.replicatedStateBytes() * 3 / 4);
-        assertTrue(gradAndOptimizerShare < 1.0 / m0.size() + 0.02, "gradient and optimizer share " + gradAndOptimizerShare);
+        for (Measured m : results) {
+            double share = (double) m.stateBytes() / m.replicatedStateBytes();
+            System.out.printf("dp_shard %d, rank %d: parameter+gradient+optimizer bytes kept between steps %,d sharded vs %,d"
+                    + " replicated (%.4f, 1/N = %.4f); bytes sent per step %,d (analytic %,d)%n", m.size(), m.rank(), m.stateBytes(),
+                    m.replicatedStateBytes(), share, 1.0 / m.size(), m.gatherBytes() + m.reduceScatterBytes(), m.analyticBytes());
+            // 1/N, plus at most one padding element per tensor in the gradient piece
+            assertTrue(share <= 1.0 / m.size() + 0.01, "rank " + m.rank() + " keeps " + share + " of the replicated state");
+        }
     }
 }
