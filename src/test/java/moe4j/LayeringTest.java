@@ -20,9 +20,14 @@ import org.junit.jupiter.api.Test;
  * checked: tests may reach into any layer to compare it with a reference.
  */
 class LayeringTest {
-    /** DESIGN.md's table, bottom up: a layer may use only the layers before it in this list. */
+    /**
+     * DESIGN.md's table, bottom up: a layer may use only the layers before it in this list. {@code text}
+     * (tokenizers) sits with the data sources; {@code hf} maps Hugging Face checkpoints onto the model,
+     * per expert-parallel rank, so it stands above {@code parallel} and below {@code train}, which starts
+     * runs from such folders and saves them back.
+     */
     static final List<String> LAYERS = List.of(
-            "tensor", "kernels", "distributed", "autograd", "ops", "nn", "parallel", "data", "train", "cli");
+            "tensor", "kernels", "distributed", "autograd", "ops", "nn", "parallel", "data", "text", "hf", "train", "cli");
 
     static JavaClasses classes;
 
@@ -73,6 +78,21 @@ class LayeringTest {
         check(noClasses().that().resideOutsideOfPackages(concat("moe4j.kernels..", TOOLS))
                 .should().dependOnClassesThat().resideInAnyPackage("moe4j.kernels.cpu..", "moe4j.kernels.cuda..")
                 .because("operations reach kernels through their tensors' device: Kernels.of(device)"));
+    }
+
+    @Test
+    void textUsesNoOtherPackage() {
+        check(noClasses().that().resideInAPackage("moe4j.text..")
+                .should().dependOnClassesThat().resideInAnyPackage(LAYERS.stream().filter(l -> !l.equals("text"))
+                        .map(l -> "moe4j." + l + "..").toArray(String[]::new))
+                .because("a tokenizer maps strings to token ids and back; it needs no tensors or models"));
+    }
+
+    @Test
+    void onlyTrainingAndTheCommandsUseTheCheckpointMapping() {
+        check(noClasses().that().resideOutsideOfPackages("moe4j.hf..", "moe4j.train..", "moe4j.cli..", "moe4j.bench..")
+                .should().dependOnClassesThat().resideInAPackage("moe4j.hf..")
+                .because("the model knows nothing of Hugging Face names and layouts; moe4j.hf maps them onto it"));
     }
 
     @Test

@@ -11,7 +11,8 @@ import picocli.CommandLine.Spec;
         mixinStandardHelpOptions = true,
         versionProvider = Main.Version.class,
         description = "Run a benchmark.",
-        subcommands = {BenchGemmCommand.class, BenchMoeLayerCommand.class, BenchEpCommand.class, BenchAllToAllCommand.class})
+        subcommands = {BenchGemmCommand.class, BenchMoeLayerCommand.class, BenchEpCommand.class, BenchAllToAllCommand.class,
+                BenchGenerateCommand.class})
 public final class BenchCommand implements Runnable {
     @Spec
     CommandSpec spec;

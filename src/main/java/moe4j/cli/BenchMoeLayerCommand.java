@@ -23,9 +23,22 @@ public final class BenchMoeLayerCommand implements Callable<Integer> {
     @Option(names = "--warmup", description = "warm-up steps (default ${DEFAULT-VALUE})") int warmup = 2;
     @Option(names = "--iters", description = "measured steps (default ${DEFAULT-VALUE})") int iters = 3;
     @Option(names = "--json", description = "end with one line holding the results as a JSON object") boolean json;
+    @Option(names = "--device", description = "cpu or cuda[:N] (default ${DEFAULT-VALUE})") String device = "cpu";
+    @Option(names = "--dtype", description = "cuda only: bf16 (fp32 accumulation) or f32 (TF32 off) (default ${DEFAULT-VALUE})")
+    String dtype = "bf16";
+    @Option(names = "--router", description = "softmax_topk or sigmoid_topk (default ${DEFAULT-VALUE})") String router = "softmax_topk";
+    @Option(names = "--layout", description = "cuda only: auto, compact (ragged products), padded (one batched product per "
+            + "projection) or bucketed (experts of similar size batched together) (default ${DEFAULT-VALUE})") String layout = "auto";
+
+    @Option(names = "--expert-counts", split = ",", paramLabel = "N", description = "cuda only: time the forward expert products "
+            + "alone over these rows per expert (E comma-separated counts), in each row layout") int[] expertCounts;
+
+    @picocli.CommandLine.Spec
+    picocli.CommandLine.Model.CommandSpec spec;
 
     @Override
     public Integer call() {
+        if (!device.equals("cpu")) return callCuda();
         MoEConfig config = MoEConfig.builder(dim, hidden, experts, topK).activation(activation).packed(!list).build();
         MoELayerBenchmark.Result r = MoELayerBenchmark.run(config, tokens, warmup, iters);
         System.out.print(MoELayerBenchmark.table(r));
@@ -46,6 +59,35 @@ public final class BenchMoeLayerCommand implements Callable<Integer> {
             o.put("nonGemmShare", r.nonGemmShare());
             System.out.println(new GsonBuilder().serializeSpecialFloatingPointValues().create().toJson(o));
         }
+        return 0;
+    }
+
+    /** The layer on one GPU: forward + backward timed like the peer's benchmark, phases from CUDA events. */
+    private int callCuda() {
+        int gpu = CudaVerify.ordinal(spec.commandLine(), device);
+        if (!dtype.equals("bf16") && !dtype.equals("f32")) {
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--dtype must be bf16 or f32, got '" + dtype + "'");
+        }
+        if (!java.util.List.of("auto", "compact", "padded", "bucketed").contains(layout)) {
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--layout must be auto, compact, padded or bucketed, got '"
+                    + layout + "'");
+        }
+        MoEConfig config = MoEConfig.builder(dim, hidden, experts, topK).activation(activation).router(router).packed(true).build();
+        if (expertCounts != null) {
+            if (expertCounts.length != experts) {
+                throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--expert-counts needs " + experts + " counts (one per"
+                        + " expert), got " + expertCounts.length);
+            }
+            for (int c : expertCounts) {
+                if (c < 0) throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--expert-counts: " + c + " is negative");
+            }
+            System.out.print(moe4j.bench.CudaLayerCheck.groupedOnly(config, dtype, expertCounts, gpu));
+            return 0;
+        }
+        moe4j.bench.CudaLayerCheck.BenchOutput r = moe4j.bench.CudaLayerCheck.bench(config, dtype, layout, tokens, Math.max(warmup, 3),
+                Math.max(iters, 10), gpu);
+        System.out.print(r.report());
+        if (json) System.out.println(new GsonBuilder().serializeSpecialFloatingPointValues().create().toJson(r.json()));
         return 0;
     }
 

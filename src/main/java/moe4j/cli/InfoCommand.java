@@ -96,6 +96,8 @@ public final class InfoCommand implements Callable<Integer> {
             }
             backends.put(b.name(), entry);
         }
+        report.add("gpus", moe4j.bench.CudaInfo.gpus(out));
+
         JsonObject backendsJson = new JsonObject();
         backends.forEach(backendsJson::add);
         report.add("backends", backendsJson);

@@ -20,7 +20,7 @@ import picocli.CommandLine.Spec;
         mixinStandardHelpOptions = true,
         versionProvider = Main.Version.class,
         description = "Mixture-of-Experts models with expert parallelism on the JVM.",
-        subcommands = {TrainCommand.class, VerifyCommand.class, BenchCommand.class, InfoCommand.class})
+        subcommands = {TrainCommand.class, GenerateCommand.class, VerifyCommand.class, BenchCommand.class, InfoCommand.class})
 public final class Main implements Runnable {
     @Spec
     CommandSpec spec;
@@ -89,7 +89,8 @@ public final class Main implements Runnable {
      * by itself exits with 1. {@code --debug} or MOE4J_DEBUG=1 adds the stack trace.
      */
     private static int reportFailure(Exception e, CommandLine cmd, CommandLine.ParseResult parsed) {
-        boolean userError = e instanceof IllegalArgumentException || (e instanceof AgreedFailure a && a.userError());
+        boolean userError = e instanceof IllegalArgumentException || (e instanceof AgreedFailure a && a.userError())
+                || deviceUnavailable(e);
         int code = userError ? EXIT_USAGE : EXIT_FAILED;
         // under MPI every rank of the job got the same agreed failure: rank 0 alone says it
         if (e instanceof AgreedFailure && MpiRuntime.worldRank() > 0) return code;
@@ -100,6 +101,14 @@ public final class Main implements Runnable {
         if (debug(parsed)) e.printStackTrace(err);
         err.flush();
         return code;
+    }
+
+    /** No GPU, driver or CUDA library for a chosen device: a mistake in what was asked of this machine, like a bad option. */
+    private static boolean deviceUnavailable(Throwable e) {
+        for (Throwable t = e; t != null; t = t.getCause()) {
+            if (t instanceof moe4j.kernels.DeviceUnavailableException) return true;
+        }
+        return false;
     }
 
     @Override

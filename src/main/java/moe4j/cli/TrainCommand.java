@@ -51,6 +51,7 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--data", description = "synthetic | text:PATH | tokens:PATH[:u16|:u32]") String data;
     @Option(names = "--checkpoint-dir", description = "write checkpoints here") Path checkpointDir;
     @Option(names = "--checkpoint-every", description = "steps between checkpoints (0: at the end only)") Long checkpointEvery;
+    @Option(names = "--init-from", description = "start from a Hugging Face model folder (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE): its config.json is the model; the result is also saved in its layout, under OUTPUT_DIR/hf and with each checkpoint") Path initFrom;
     @Option(names = "--keep-last", paramLabel = "N", description = "checkpoints to keep: the newest N and always the one 'latest' names (default "
             + TrainConfig.DEFAULT_KEEP_LAST + "; 0 keeps all)") Integer keepLast;
     @Option(names = "--resume", description = "continue from the latest intact checkpoint in --checkpoint-dir") boolean resume;
@@ -189,6 +190,7 @@ public final class TrainCommand implements Callable<Integer> {
         if (keepLast != null) b.keepLast(keepLast);
         if (outputDir != null) b.outputDir(outputDir);
         if (logEvery != null) b.logEvery(logEvery);
+        if (initFrom != null) b.initFrom(initFrom);
         try {
             return b.build();
         } catch (IllegalArgumentException e) {

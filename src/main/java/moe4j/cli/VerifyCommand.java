@@ -67,6 +67,9 @@ public final class VerifyCommand implements Callable<Integer> {
             + "mpirun/srun with one process per EP rank; --ep defaults to the number of processes, rank 0 prints and dumps) "
             + "or auto (mpi when an MPI launcher started this process) (default ${DEFAULT-VALUE})") String backend;
 
+    @Option(names = "--device", description = "cpu (the expert-parallel check) or cuda[:N] (the layer on one GPU against the "
+            + "CPU layer, f32 and bf16) (default ${DEFAULT-VALUE})") String device = "cpu";
+
     @Spec
     CommandSpec spec;
 
@@ -82,6 +85,7 @@ public final class VerifyCommand implements Callable<Integer> {
         } catch (IllegalArgumentException e) {
             throw new ParameterException(spec.commandLine(), "verify --backend: " + e.getMessage(), e);
         }
+        if (!device.equals("cpu")) return CudaVerify.run(spec.commandLine(), device, this);
         if (parsedBackend == Backend.MPI) return callMpi();
         EpVerifier.Problem problem = problem(2);
         EpVerifier.Report report = EpVerifier.verify(problem);

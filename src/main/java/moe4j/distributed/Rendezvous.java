@@ -211,7 +211,10 @@ final class Rendezvous {
                 }
                 List<Integer> missing = missing(flags, call);
                 List<Integer> gone = new ArrayList<>();
-                for (int m : missing) if (departed.get(m) == 1) gone.add(m);
+                // `missing` may be stale: a peer can post, finish and depart between that read and this one.
+                // It posts before it departs, so a departed peer whose flag is (now) below the call never posted.
+                for (int m : missing) if (departed.get(m) == 1 && flags.get(m) < call) gone.add(m);
+                if (gone.isEmpty() && allReached(flags, call)) continue;
                 if (!gone.isEmpty()) {
                     // A failing rank breaks the group before it departs: if it did, say why (read after
                     // `departed`, so a break that happened first is seen).

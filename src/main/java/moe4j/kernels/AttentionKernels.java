@@ -4,20 +4,32 @@ import moe4j.tensor.Tensor;
 
 /**
  * Rotary position embedding and fused causal grouped-query attention on (B, S, H, hd) float32
- * activations (see {@code moe4j.ops.AttentionOps} for the maths).
+ * activations, plus attention against a key/value cache for decoding (see {@code moe4j.ops.AttentionOps}
+ * for the maths).
  */
 public interface AttentionKernels {
-    /** out = x rotated pairwise by sign·(s·θ^(−2i/hd)) at position s (sign −1: the adjoint). */
-    void rope(Tensor x, double theta, float sign, Tensor out);
+    /**
+     * out = x rotated pairwise by sign·((start + s)/scale·θ^(−2i/hd)) at row s (sign −1: the adjoint;
+     * scale 1 and start 0: plain RoPE).
+     */
+    void rope(Tensor x, double theta, double scale, int start, float sign, Tensor out);
 
     /**
      * out = softmax(Q·Kᵀ/√hd + causal mask)·V for q (B, S, Hq, hd), k and v (B, S, Hkv, hd); keeps the
      * probabilities in {@code probs} (B, Hq, S, S) for the backward. Query rows go in blocks of
-     * {@code rowBlock}.
+     * {@code rowBlock}. Row i attends to keys {@code max(0, i − window + 1) .. i} ({@code window} 0: all of
+     * 0..i); the probabilities of keys before the window are 0.
      */
-    void causalAttention(Tensor q, Tensor k, Tensor v, int rowBlock, Tensor probs, Tensor out);
+    void causalAttention(Tensor q, Tensor k, Tensor v, int rowBlock, int window, Tensor probs, Tensor out);
 
-    /** Gradients of {@link #causalAttention}; gq, gk, gv zero on entry. */
-    void causalAttentionBackward(Tensor gOut, Tensor q, Tensor k, Tensor v, Tensor probs, int rowBlock,
+    /** Gradients of {@link #causalAttention} with the same {@code rowBlock} and {@code window}; gq, gk, gv zero on entry. */
+    void causalAttentionBackward(Tensor gOut, Tensor q, Tensor k, Tensor v, Tensor probs, int rowBlock, int window,
                                  Tensor gq, Tensor gk, Tensor gv);
+
+    /**
+     * out (n, Hq, hd) = attention of the queries q (n, Hq, hd) at positions {@code start .. start + n − 1}
+     * against rows of the caches kCache, vCache (capacity, Hkv, hd): query j reads rows
+     * {@code max(0, start + j − window + 1) .. start + j} ({@code window} 0: from row 0). No gradient.
+     */
+    void cachedAttention(Tensor q, Tensor kCache, Tensor vCache, int start, int window, Tensor out);
 }

@@ -11,6 +11,14 @@ public interface RoutingKernels {
     /** idx[i, s] = column of the s-th largest value of row i of a (N, D); ties go to the lower column, NaN last. */
     void topK(Tensor a, Tensor idx);
 
+    /**
+     * Group-limited selection (DeepSeek-V3's {@code n_group}, {@code topk_group}): the D columns of a (N, D)
+     * form {@code groups} equal groups, each scored per row by the sum of its two largest values; out = a with
+     * every column outside the row's best {@code topKGroups} groups set to −∞ (ties go to the lower group).
+     * Groups hold at least two columns.
+     */
+    void limitToTopGroups(Tensor a, int groups, int topKGroups, Tensor out);
+
     /** counts[v] = occurrences of v in values, for values in [0, counts.numel()). */
     void bincount(Tensor values, Tensor counts);
 

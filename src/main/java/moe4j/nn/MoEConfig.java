@@ -22,11 +22,19 @@ package moe4j.nn;
  * @param numLayers transformer depth, for the residual scaling of {@code down}: std / sqrt(2·numLayers)
  * @param seed initialisation seed of this layer
  * @param checkFinite reject NaN/Inf in the layer input, naming the row
+ * @param sharedHidden the shared expert's hidden size, 0 for H
+ * @param sharedExpertGate the shared expert's output is scaled per token by {@code sigmoid(x · w)}, w (1, D)
+ * @param normalizeTopK the selected weights are renormalised to sum to 1 (else they are the raw scores)
+ * @param routerGroups sigmoid router: experts form this many groups for group-limited selection (1: none)
+ * @param routerTopKGroups sigmoid router: tokens choose among the experts of this many best groups
+ * @param routedScale sigmoid router: the routing weights are multiplied by this (DeepSeek-V3's routed_scaling_factor)
  */
 public record MoEConfig(int dim, int hidden, int numExperts, int topK, Activation activation, RouterKind router,
                         int sharedExperts, double capacityFactor, boolean gradientScale, double sequenceAuxLossWeight,
                         BiasSchedule biasSchedule, double biasUpdateRate, double biasEmaDecay, boolean packed,
-                        double initStd, int numLayers, long seed, boolean checkFinite) {
+                        double initStd, int numLayers, long seed, boolean checkFinite, int sharedHidden,
+                        boolean sharedExpertGate, boolean normalizeTopK, int routerGroups, int routerTopKGroups,
+                        double routedScale) {
 
     public MoEConfig {
         if (dim <= 0) throw new IllegalArgumentException("dim must be > 0, got " + dim);
@@ -41,6 +49,15 @@ public record MoEConfig(int dim, int hidden, int numExperts, int topK, Activatio
         }
         if (numLayers < 1) throw new IllegalArgumentException("numLayers must be >= 1, got " + numLayers);
         if (!(initStd > 0)) throw new IllegalArgumentException("initStd must be > 0, got " + initStd);
+        if (sharedHidden < 0) throw new IllegalArgumentException("shared expert hidden size must be >= 0 (0 = the expert hidden size), got " + sharedHidden);
+        if (sharedExpertGate && sharedExperts == 0) {
+            throw new IllegalArgumentException("a shared-expert gate needs a shared expert (moe_shared_experts = 1)");
+        }
+    }
+
+    /** The shared expert's hidden size: {@code sharedHidden}, or the routed experts' H when that is 0. */
+    public int sharedExpertHidden() {
+        return sharedHidden > 0 ? sharedHidden : hidden;
     }
 
     public static Builder builder(int dim, int hidden, int numExperts, int topK) {
@@ -63,6 +80,12 @@ public record MoEConfig(int dim, int hidden, int numExperts, int topK, Activatio
         b.numLayers = numLayers;
         b.seed = seed;
         b.checkFinite = checkFinite;
+        b.sharedHidden = sharedHidden;
+        b.sharedExpertGate = sharedExpertGate;
+        b.normalizeTopK = normalizeTopK;
+        b.routerGroups = routerGroups;
+        b.routerTopKGroups = routerTopKGroups;
+        b.routedScale = routedScale;
         return b;
     }
 
@@ -86,6 +109,12 @@ public record MoEConfig(int dim, int hidden, int numExperts, int topK, Activatio
         private int numLayers = 1;
         private long seed = 0;
         private boolean checkFinite;
+        private int sharedHidden;
+        private boolean sharedExpertGate;
+        private boolean normalizeTopK = true;
+        private int routerGroups = 1;
+        private int routerTopKGroups = 1;
+        private double routedScale = 1.0;
 
         private Builder(int dim, int hidden, int numExperts, int topK) {
             this.dim = dim;
@@ -110,11 +139,22 @@ public record MoEConfig(int dim, int hidden, int numExperts, int topK, Activatio
         public Builder numLayers(int n) { this.numLayers = n; return this; }
         public Builder seed(long s) { this.seed = s; return this; }
         public Builder checkFinite(boolean on) { this.checkFinite = on; return this; }
+        /** The shared expert's hidden size (0: the routed experts'). */
+        public Builder sharedHidden(int h) { this.sharedHidden = h; return this; }
+        /** Scales the shared expert's output per token by {@code sigmoid(x · w_gate)} (Qwen2-MoE). */
+        public Builder sharedExpertGate(boolean on) { this.sharedExpertGate = on; return this; }
+        /** Renormalises the selected top-K weights to sum to 1 (the default); off, they stay the router's scores. */
+        public Builder normalizeTopK(boolean on) { this.normalizeTopK = on; return this; }
+        /** Group-limited routing for the sigmoid router: {@code groups} groups, tokens keep the best {@code topKGroups}. */
+        public Builder routerGroups(int groups, int topKGroups) { this.routerGroups = groups; this.routerTopKGroups = topKGroups; return this; }
+        /** The sigmoid router's weight scale (DeepSeek-V3's routed_scaling_factor). */
+        public Builder routedScale(double s) { this.routedScale = s; return this; }
 
         public MoEConfig build() {
             return new MoEConfig(dim, hidden, numExperts, topK, activation, router, sharedExperts, capacityFactor,
                     gradientScale, sequenceAuxLossWeight, biasSchedule, biasUpdateRate, biasEmaDecay, packed,
-                    initStd, numLayers, seed, checkFinite);
+                    initStd, numLayers, seed, checkFinite, sharedHidden, sharedExpertGate, normalizeTopK, routerGroups, routerTopKGroups,
+                    routedScale);
         }
     }
 }

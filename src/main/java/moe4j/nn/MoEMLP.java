@@ -36,6 +36,7 @@ public final class MoEMLP extends Module {
     private final Router router;
     private final Module expertList;
     private final Expert sharedExpert;
+    private final Linear sharedExpertGate;
     private TokenDispatcher<?> dispatcher;
 
     private ProcessGroup epGroup;
@@ -52,9 +53,10 @@ public final class MoEMLP extends Module {
         int h = config.hidden();
         int e = config.numExperts();
         this.router = registerModule("router", switch (config.router()) {
-            case SOFTMAX_TOPK -> new SoftmaxTopKRouter(d, e, config.topK());
+            case SOFTMAX_TOPK -> new SoftmaxTopKRouter(d, e, config.topK(), config.normalizeTopK());
             case SIGMOID_TOPK -> new SigmoidTopKRouter(d, e, config.topK(), config.biasUpdateRate(), config.biasEmaDecay(),
-                    config.biasSchedule(), config.sequenceAuxLossWeight());
+                    config.biasSchedule(), config.sequenceAuxLossWeight(), config.routerGroups(), config.routerTopKGroups(),
+                    config.normalizeTopK(), config.routedScale());
         });
         if (config.packed()) {
             this.expertList = null;
@@ -66,7 +68,9 @@ public final class MoEMLP extends Module {
             this.expertList = registerModule("experts", new ExpertList());
             for (int g = 0; g < e; g++) expertList.registerModule(Integer.toString(g), new Expert(d, h, config.activation()));
         }
-        this.sharedExpert = config.sharedExperts() > 0 ? registerModule("shared_expert", new Expert(d, h, config.activation())) : null;
+        this.sharedExpert = config.sharedExperts() > 0
+                ? registerModule("shared_expert", new Expert(d, config.sharedExpertHidden(), config.activation())) : null;
+        this.sharedExpertGate = config.sharedExpertGate() ? registerModule("shared_expert_gate", new Linear(d, 1)) : null;
     }
 
     /** A layer initialised from {@code config.seed()}: expert g from its own stream, whatever the layout or EP size. */
@@ -76,11 +80,17 @@ public final class MoEMLP extends Module {
         return layer;
     }
 
+    /** A layer with zero weights, to be filled from a checkpoint. */
+    public static MoEMLP uninitialized(MoEConfig config) {
+        return new MoEMLP(config);
+    }
+
     private void initialize() {
         double std = config.initStd();
         double downStd = std / Math.sqrt(2.0 * config.numLayers());
         router.init(Rng.forStream(config.seed(), -1), std);
         if (sharedExpert != null) sharedExpert.init(Rng.forStream(config.seed(), -2), std, downStd);
+        if (sharedExpertGate != null) sharedExpertGate.init(Rng.forStream(config.seed(), -3), std);
         int d = config.dim();
         int h = config.hidden();
         for (int g = 0; g < config.numExperts(); g++) {
@@ -187,7 +197,9 @@ public final class MoEMLP extends Module {
         Tensor out_TD = dispatchComputeCombine(dispatcher, x_TD, weights_TK, indices_TK, config.gradientScale() && isTraining());
         if (sharedExpert != null) {
             try (var p = Profiler.phase("shared expert")) {
-                out_TD = Ops.add(out_TD, sharedExpert.forward(x_TD));
+                Tensor shared_TD = sharedExpert.forward(x_TD);
+                if (sharedExpertGate != null) shared_TD = Ops.mulRows(shared_TD, Ops.sigmoid(sharedExpertGate.forward(x_TD)));
+                out_TD = Ops.add(out_TD, shared_TD);
             }
         }
         return out_TD;
@@ -353,6 +365,11 @@ public final class MoEMLP extends Module {
 
     public Expert sharedExpert() {
         return sharedExpert;
+    }
+
+    /** The shared expert's sigmoid gate (1, D), or null when its output is added ungated. */
+    public Linear sharedExpertGate() {
+        return sharedExpertGate;
     }
 
     public TokenDispatcher<?> dispatcher() {

@@ -26,6 +26,7 @@ import moe4j.tensor.Tensor;
  */
 public final class MoETransformer extends Module {
     private final ModelConfig config;
+    private final TransformerOptions options;
     private final Embedding tokEmbeddings;
     private final List<TransformerBlock> layers;
     private final RMSNorm norm;
@@ -36,17 +37,35 @@ public final class MoETransformer extends Module {
     public record Loss(Tensor total, Tensor crossEntropy, Tensor auxLoss, Tensor zLoss) {}
 
     public MoETransformer(ModelConfig config) {
+        this(config, TransformerOptions.DEFAULT);
+    }
+
+    /** The model of {@code config} with a published family's changes ({@link TransformerOptions}). */
+    public MoETransformer(ModelConfig config, TransformerOptions options) {
+        this(config, options, true);
+    }
+
+    /**
+     * The model with its weights left at zero (norm weights at one), for filling from a checkpoint: drawing
+     * billions of random numbers only to overwrite them would dominate loading a published model.
+     */
+    public static MoETransformer uninitialized(ModelConfig config, TransformerOptions options) {
+        return new MoETransformer(config, options, false);
+    }
+
+    private MoETransformer(ModelConfig config, TransformerOptions options, boolean initialize) {
         this.config = config;
+        this.options = options;
         this.tokEmbeddings = registerModule("tok_embeddings", new Embedding(config.vocabSize(), config.dim()));
         Module layerList = registerModule("layers", new LayerList());
         List<TransformerBlock> blocks = new ArrayList<>();
         for (int i = 0; i < config.nLayers(); i++) {
-            blocks.add(layerList.registerModule(Integer.toString(i), new TransformerBlock(config, i)));
+            blocks.add(layerList.registerModule(Integer.toString(i), new TransformerBlock(config, options, i, initialize)));
         }
         this.layers = Collections.unmodifiableList(blocks);
         this.norm = registerModule("norm", new RMSNorm(config.dim(), config.normEps()));
         this.output = config.tieEmbeddings() ? null : registerModule("output", new Linear(config.dim(), config.vocabSize()));
-        initialize();
+        if (initialize) initialize();
     }
 
     private void initialize() {
@@ -90,6 +109,23 @@ public final class MoETransformer extends Module {
         for (TransformerBlock block : layers) h = block.forward(h);
         Tensor flat = Ops.reshape(norm.forward(h), b * s, d);
         return output != null ? output.forward(flat) : Ops.matmul(flat, false, tokEmbeddings.weight(), true);
+    }
+
+    /**
+     * Decoding step: int32 {@code tokens} (n), the next n tokens of one sequence after the {@code cache.length()}
+     * cached ones → logits (n, V). Appends the tokens' keys and values to {@code cache}. Call without gradients.
+     */
+    public Tensor forwardCached(Tensor tokens, KvCache cache) {
+        tokens.requireDType(DType.I32, "MoETransformer.forwardCached");
+        int n = Math.toIntExact(tokens.numel());
+        if (cache.length() + n > config.maxSeqLen()) {
+            throw new IllegalArgumentException("MoETransformer.forwardCached: " + (cache.length() + n) + " tokens exceed max_seq_len "
+                    + config.maxSeqLen());
+        }
+        Tensor h = tokEmbeddings.forward(tokens.view(n));
+        for (int i = 0; i < layers.size(); i++) h = layers.get(i).forwardCached(h, cache.layer(i));
+        Tensor normed = norm.forward(h);
+        return output != null ? output.forward(normed) : Ops.matmul(normed, false, tokEmbeddings.weight(), true);
     }
 
     /**
@@ -138,6 +174,10 @@ public final class MoETransformer extends Module {
 
     public ModelConfig config() {
         return config;
+    }
+
+    public TransformerOptions options() {
+        return options;
     }
 
     public Embedding tokEmbeddings() {

@@ -8,9 +8,14 @@ import moe4j.tensor.Tensor;
 
 /**
  * DeepSeek-V3 routing with aux-loss-free balancing: {@code s = sigmoid(logits)}; experts are selected by
- * the top K of {@code s + bias}; the weights are the selected {@code s} renormalised. The bias is state,
- * not a parameter: it never enters the weights and is moved once per optimizer step by
- * {@link #updateBias}, towards experts that received less than their share.
+ * the top K of {@code s + bias}; the weights are the selected {@code s} renormalised (unless normalisation
+ * is off) and multiplied by the routed scaling factor. The bias is state, not a parameter: it never enters
+ * the weights and is moved once per optimizer step by {@link #updateBias}, towards experts that received
+ * less than their share.
+ *
+ * <p>Group-limited routing (DeepSeek-V3's {@code n_group}, {@code topk_group}): the experts form G equal
+ * groups, each scored by the sum of its two best {@code s + bias}; only experts of the best
+ * {@code topKGroups} groups can be selected.
  */
 public final class SigmoidTopKRouter extends Router {
     private final double rate;
@@ -20,10 +25,36 @@ public final class SigmoidTopKRouter extends Router {
     private final Tensor bias;
     private final Tensor ema;
     private final long[] pendingCounts;
+    private final int groups;
+    private final int topKGroups;
+    private final boolean normalize;
+    private final double routedScale;
 
     public SigmoidTopKRouter(int dim, int numExperts, int topK, double rate, double decay, BiasSchedule schedule,
                              double sequenceAuxLossWeight) {
+        this(dim, numExperts, topK, rate, decay, schedule, sequenceAuxLossWeight, 1, 1, true, 1.0);
+    }
+
+    /** With group-limited selection over {@code groups} groups (1: none), optional normalisation and a weight scale. */
+    public SigmoidTopKRouter(int dim, int numExperts, int topK, double rate, double decay, BiasSchedule schedule,
+                             double sequenceAuxLossWeight, int groups, int topKGroups, boolean normalize, double routedScale) {
         super(dim, numExperts, topK);
+        if (groups < 1 || numExperts % groups != 0) {
+            throw new IllegalArgumentException("router groups (" + groups + ") must divide num_experts (" + numExperts + ")");
+        }
+        if (topKGroups < 1 || topKGroups > groups || (long) topKGroups * (numExperts / groups) < topK) {
+            throw new IllegalArgumentException("router top-k groups (" + topKGroups + ") must be in [1, " + groups
+                    + "] and hold at least moe_top_k (" + topK + ") experts");
+        }
+        if (groups > 1 && numExperts / groups < 2) {
+            throw new IllegalArgumentException("group-limited routing scores a group by its two best experts: groups need >= 2 experts, got "
+                    + numExperts / groups);
+        }
+        if (!(routedScale > 0)) throw new IllegalArgumentException("routed scaling factor must be > 0, got " + routedScale);
+        this.groups = groups;
+        this.topKGroups = topKGroups;
+        this.normalize = normalize;
+        this.routedScale = routedScale;
         if (rate < 0) throw new IllegalArgumentException("bias update rate must be >= 0, got " + rate);
         if (decay < 0 || decay >= 1) throw new IllegalArgumentException("bias EMA decay must be in [0, 1), got " + decay);
         if (sequenceAuxLossWeight < 0) throw new IllegalArgumentException("sequence aux-loss weight must be >= 0, got " + sequenceAuxLossWeight);
@@ -41,11 +72,19 @@ public final class SigmoidTopKRouter extends Router {
         Tensor scores = Ops.sigmoid(logits);
         Tensor selection = Autograd.noGrad(() -> {
             // the bias is host state updated once per optimizer step: E floats copied to the scores' device
+            Kernels kernels = Kernels.of(scores.device());
             Tensor biased = Tensor.zerosLike(scores);
-            Kernels.of(scores.device()).elementwise().addColumns(scores, bias.to(scores.device()), biased);
+            kernels.elementwise().addColumns(scores, bias.to(scores.device()), biased);
+            if (groups > 1) {
+                Tensor limited = Tensor.zerosLike(biased);
+                kernels.routing().limitToTopGroups(biased, groups, topKGroups, limited);
+                biased = limited;
+            }
             return Ops.topK(biased, topK).indices();
         });
-        Tensor weights = normalizeRows(Ops.gatherColumns(scores, selection));
+        Tensor selected = Ops.gatherColumns(scores, selection);
+        Tensor weights = normalize ? normalizeRows(selected) : selected;
+        if (routedScale != 1.0) weights = Ops.scale(weights, routedScale);
         int[] counts = countExperts(selection);
         if (isTraining()) {
             for (int e = 0; e < numExperts; e++) pendingCounts[e] += counts[e];

@@ -20,13 +20,14 @@ public final class TransformerBlock extends Module {
     private final MoEMLP moe;
     private final Expert mlp;
 
-    /** Block {@code layerIndex} of a model with {@code config}; weights are zero until initialised. */
-    TransformerBlock(ModelConfig config, int layerIndex) {
+    /** Block {@code layerIndex} of a model with {@code config}; weights are zero until initialised (the MoE layer initialises itself when {@code initializeMoe}). */
+    TransformerBlock(ModelConfig config, TransformerOptions options, int layerIndex, boolean initializeMoe) {
         this.attentionNorm = registerModule("attention_norm", new RMSNorm(config.dim(), config.normEps()));
-        this.attention = registerModule("attention", new Attention(config.dim(), config.nHeads(), config.nKvHeads(), config.ropeTheta()));
+        this.attention = registerModule("attention", new Attention(config.dim(), options.attention(config)));
         this.ffnNorm = registerModule("ffn_norm", new RMSNorm(config.dim(), config.normEps()));
-        if (config.isMoeLayer(layerIndex)) {
-            this.moe = registerModule("moe", MoEMLP.build(config.moeConfig(layerIndex)));
+        if (options.isMoeLayer(config, layerIndex)) {
+            MoEConfig moeConfig = options.moeConfig(config, layerIndex);
+            this.moe = registerModule("moe", initializeMoe ? MoEMLP.build(moeConfig) : MoEMLP.uninitialized(moeConfig));
             this.mlp = null;
         } else {
             this.moe = null;
@@ -80,6 +81,13 @@ public final class TransformerBlock extends Module {
             }
         }
         return Ops.add(h, ffn);
+    }
+
+    /** Decoding step on {@code x} (n, D), the next n tokens of one sequence; see {@link Attention#forwardCached}. */
+    public Tensor forwardCached(Tensor x, KvCache.Layer cache) {
+        Tensor h = Ops.add(x, attention.forwardCached(attentionNorm.forward(x), cache));
+        Tensor normed = ffnNorm.forward(h);
+        return Ops.add(h, moe != null ? moe.forward(normed) : mlp.forward(normed));
     }
 
     /** Profiler phases of a block, forward and backward (the attention phase includes its input norm). */

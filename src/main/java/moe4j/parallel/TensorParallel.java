@@ -128,7 +128,13 @@ public final class TensorParallel {
 
     private static void checkDivisible(Module model, int n) {
         for (Module m : model.namedModules().values()) {
-            if (m instanceof Attention a) requireHeads(a.nHeads(), a.nKvHeads(), n);
+            if (m instanceof Attention a) {
+                requireHeads(a.nHeads(), a.nKvHeads(), n);
+                if (a.options().qkNorm() == moe4j.nn.QkNorm.ALL_HEADS) {
+                    throw new IllegalArgumentException("QK-norm over all heads (qk_norm = all_heads) with tp > 1 is not supported:"
+                            + " it normalises across the heads tp splits; use tp = 1");
+                }
+            }
             if (m instanceof TransformerBlock block && block.mlp() != null) requireHidden(block.mlp().upProj().outFeatures(), n);
             if (m instanceof MoEMLP moe) {
                 if (moe.sharedExpert() != null) requireHidden(moe.sharedExpert().upProj().outFeatures(), n);
@@ -152,9 +158,11 @@ public final class TensorParallel {
 
     private static void columnParallel(Linear linear, int n, int r, Map<Tensor, Split> splits) {
         int[] full = linear.weight().shape();
+        int[] fullBias = linear.bias() == null ? null : linear.bias().shape();
         int block = full[0] / n;
         linear.keepOutputs(r * block, (r + 1) * block);
         splits.put(linear.weight(), new Split(0, full));
+        if (fullBias != null) splits.put(linear.bias(), new Split(0, fullBias));
     }
 
     private static void rowParallel(Linear linear, int n, int r, Map<Tensor, Split> splits) {

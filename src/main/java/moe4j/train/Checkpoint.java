@@ -131,7 +131,7 @@ public final class Checkpoint {
         }
     }
 
-    private static long stepOf(Path checkpoint) {
+    static long stepOf(Path checkpoint) {
         return Long.parseLong(checkpoint.getFileName().toString().substring("step-".length()));
     }
 
@@ -502,7 +502,7 @@ public final class Checkpoint {
         }
     }
 
-    private static void deleteRecursively(Path p) throws IOException {
+    static void deleteRecursively(Path p) throws IOException {
         if (!Files.exists(p)) return;
         try (Stream<Path> walk = Files.walk(p)) {
             List<Path> all = walk.sorted(Comparator.reverseOrder()).toList();

@@ -18,6 +18,8 @@ import moe4j.nn.ModelConfig;
  * @param backend {@code local} (ranks as threads of this JVM), {@code mpi} (one rank per process of an
  *     mpirun/srun job) or {@code auto} (mpi when launched by an MPI launcher)
  * @param checkpointDir null for no checkpoints
+ * @param initFrom a Hugging Face model folder the run starts from (its config.json is the model; checkpoints are
+ *        also written in its layout), or null
  * @param checkpointEvery steps between checkpoints (0: only at the end)
  * @param keepLast checkpoints kept in {@code checkpointDir} (the newest ones and always the one
  *     {@code latest} names); 0 keeps all
@@ -25,7 +27,7 @@ import moe4j.nn.ModelConfig;
 public record TrainConfig(ModelConfig model, long steps, int globalBatch, int seqLen, double lr, double minLr,
                           long warmupSteps, double weightDecay, double beta1, double beta2, double eps, double gradClip,
                           long seed, String data, int ep, int dpShard, int dpReplicate, int tp, String backend,
-                          Path checkpointDir, long checkpointEvery, int keepLast, Path outputDir, long logEvery) {
+                          Path checkpointDir, long checkpointEvery, int keepLast, Path outputDir, long logEvery, Path initFrom) {
 
     public static final List<String> TRAIN_KEYS = List.of("steps", "batch_size", "seq_len", "lr", "min_lr", "warmup_steps",
             "weight_decay", "beta1", "beta2", "eps", "grad_clip", "seed", "log_every", "output_dir");
@@ -58,6 +60,10 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
             throw new IllegalArgumentException("num_experts (" + model.numExperts() + ") must be divisible by ep (" + ep + ")");
         }
         moe4j.parallel.TensorParallel.requireSplittable(model, tp);
+        if (tp > 1 && initFrom != null) {
+            throw new IllegalArgumentException("--init-from with tp > 1 is not supported yet (its weights and its saved copy are"
+                    + " whole tensors): use tp = 1");
+        }
         int dataRanks = ep * dpShard * dpReplicate;
         if (globalBatch % dataRanks != 0) {
             throw new IllegalArgumentException("batch_size (" + globalBatch + ") must be divisible by the number of data ranks"
@@ -161,6 +167,7 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
         long checkpointEvery = 0;
         int keepLast = DEFAULT_KEEP_LAST;
         Path outputDir = Path.of("runs", "latest");
+        Path initFrom;
         long logEvery = 10;
 
         private Builder() {}
@@ -188,6 +195,8 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
         public Builder checkpointEvery(long v) { checkpointEvery = v; return this; }
         public Builder keepLast(int v) { keepLast = v; return this; }
         public Builder outputDir(Path v) { outputDir = v; return this; }
+        /** Start from a Hugging Face model folder: its config.json replaces the model settings. */
+        public Builder initFrom(Path v) { initFrom = v; return this; }
         public Builder logEvery(long v) { logEvery = v; return this; }
 
         void set(String section, String key, Object v) {
@@ -226,9 +235,10 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
         }
 
         public TrainConfig build() {
-            ModelConfig m = model.build();
+            ModelConfig m = initFrom != null ? moe4j.hf.HfConfig.read(initFrom).model() : model.build();
             return new TrainConfig(m, steps, globalBatch, seqLen, lr, minLr, warmupSteps, weightDecay, beta1, beta2, eps,
-                    gradClip, seed, data, ep, dpShard, dpReplicate, tp, backend, checkpointDir, checkpointEvery, keepLast, outputDir, logEvery);
+                    gradClip, seed, data, ep, dpShard, dpReplicate, tp, backend, checkpointDir, checkpointEvery, keepLast, outputDir, logEvery,
+                    initFrom);
         }
 
         private static long toLong(String key, Object v) {

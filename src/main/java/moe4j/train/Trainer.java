@@ -4,8 +4,12 @@ import com.google.gson.Gson;
 import com.google.gson.GsonBuilder;
 import com.google.gson.JsonPrimitive;
 import com.google.gson.JsonSerializer;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.HashSet;
 import java.util.IdentityHashMap;
 import java.util.List;
 import java.util.Set;
@@ -20,6 +24,9 @@ import moe4j.distributed.DeviceMesh;
 import moe4j.distributed.MeshSizes;
 import moe4j.distributed.ProcessGroup;
 import moe4j.distributed.ReduceOp;
+import moe4j.hf.HfCheckpoint;
+import moe4j.hf.HfConfig;
+import moe4j.hf.HfWeightFiles;
 import moe4j.nn.MoEMLP;
 import moe4j.nn.MoETransformer;
 import moe4j.nn.RouterKind;
@@ -78,6 +85,32 @@ public final class Trainer {
             .registerTypeAdapter(RouterKind.class, (JsonSerializer<RouterKind>) (kind, type, context) -> new JsonPrimitive(kind.configName()))
             .create();
 
+    /** The prefix of the Hugging Face copy of a checkpoint, {@code hf-step-NNNNNN} beside {@code step-NNNNNNNN}. */
+    private static final String HF_COPY = "hf-step-";
+
+    /**
+     * Removes the Hugging Face copies whose checkpoint of the same step is gone (pruned by
+     * {@code keep_last}, or another run's replaced by {@code --overwrite}): the copies are kept as long as
+     * the checkpoints are.
+     */
+    private static void pruneHfCopies(Path dir) {
+        try {
+            Set<Long> kept = new HashSet<>();
+            for (Path c : Checkpoint.checkpointDirs(dir)) kept.add(Checkpoint.stepOf(c));
+            List<Path> copies;
+            try (var entries = Files.list(dir)) {
+                copies = entries.filter(p -> p.getFileName().toString().matches(HF_COPY + "\\d+")).toList();
+            }
+            for (Path copy : copies) {
+                if (!kept.contains(Long.parseLong(copy.getFileName().toString().substring(HF_COPY.length())))) {
+                    Checkpoint.deleteRecursively(copy);
+                }
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException("pruning the Hugging Face copies in " + dir, e);
+        }
+    }
+
     /** {@link #run(TrainConfig, ProcessGroup, boolean, boolean, Listener)} that replaces nothing of another run. */
     public static Summary run(TrainConfig config, ProcessGroup world, boolean resume, Listener listener) {
         return run(config, world, resume, false, listener);
@@ -98,10 +131,24 @@ public final class Trainer {
         DeviceMesh mesh = world.size() == 1 ? null
                 : DeviceMesh.create(world, MeshSizes.defaults().dpReplicate(config.dpReplicate()).dpShard(config.dpShard()).ep(config.ep())
                         .tp(config.tp()));
-        MoETransformer model = new MoETransformer(config.model());
+        HfConfig hf = config.initFrom() == null ? null : HfConfig.read(config.initFrom());
+        // a model from a folder is filled from its weights (or from moe4j's checkpoint on resume): no random draws
+        MoETransformer model = hf == null ? new MoETransformer(config.model()) : MoETransformer.uninitialized(config.model(), hf.options());
         long parameters = model.parameterCount(); // before expert parallelism keeps this rank's share
         Set<String> norms = normWeights(model); // before sharding leaves only this rank's pieces
         GradientSync sync = Parallelize.apply(model, mesh);
+        if (hf != null && !resume) {
+            // after expert parallelism: each rank reads only the experts it keeps, so a missing or damaged
+            // file may fail on some ranks only; they agree, and every rank ends with the same sentence
+            sync.gatherParameters(); // sharded: whole parameters to read into, then this rank's pieces of them
+            AgreedFailure.agree(world, () -> {
+                try (HfWeightFiles files = new HfWeightFiles(config.initFrom())) {
+                    HfCheckpoint.loadWeights(model, hf.family(), files);
+                }
+            });
+            sync.takePiecesFromParameters();
+            sync.releaseParameters();
+        }
         Set<Tensor> noDecay = java.util.Collections.newSetFromMap(new IdentityHashMap<>());
         norms.forEach(name -> noDecay.add(sync.optimizerParameters().get(name)));
         AdamW optimizer = new AdamW(sync.optimizerParameters(), noDecay, config.beta1(), config.beta2(), config.eps(),
@@ -210,6 +257,17 @@ public final class Trainer {
                                 GSON.toJson(config.resumeIdentity()), routers[0], routers[1]),
                         world, config.keepLast(), sync);
                 listener.onCheckpoint(world.rank(), lastCheckpoint);
+                if (hf != null) {
+                    sync.gatherParameters(); // sharded: the whole parameters, for the copy only
+                    HfCheckpoint.save(model, hf, config.checkpointDir().resolve(String.format(HF_COPY + "%06d", step)), config.initFrom(), world);
+                    sync.releaseParameters();
+                    if (world.rank() == 0) pruneHfCopies(config.checkpointDir());
+                }
+            }
+            if (last && hf != null) {
+                sync.gatherParameters();
+                HfCheckpoint.save(model, hf, config.outputDir().resolve("hf"), config.initFrom(), world);
+                sync.releaseParameters();
             }
         }
         double tokensPerSecond = history.isEmpty() ? 0

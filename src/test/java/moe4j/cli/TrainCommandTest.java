@@ -85,4 +85,19 @@ class TrainCommandTest {
         assertEquals(1, toml.tp());
         assertEquals(2, toml.dpShard());
     }
+
+    @Test
+    void initFromAHuggingFaceFolderOnATwoByTwoMeshSavesItsLayout(@TempDir Path dir) throws Exception {
+        Path folder = Path.of(TrainCommandTest.class.getResource("/moe4j/hf/qwen2_moe").toURI());
+        assertSucceeds("train", "--init-from", folder.toString(), "--backend", "local", "--ep", "2", "--dp-shard", "2",
+                "--steps", "2", "--batch-size", "4", "--seq-len", "16", "--output-dir", dir.resolve("out").toString());
+        Path saved = dir.resolve("out/hf");
+        for (String f : new String[] {"config.json", "model.safetensors", "tokenizer.json"}) assertTrue(Files.isRegularFile(saved.resolve(f)), f);
+        var model = moe4j.hf.HfCheckpoint.load(saved);
+        assertEquals(8, model.moeLayers().get(0).numExperts(), "every expert gathered into the saved folder");
+
+        Object[] missing = run("train", "--init-from", dir.resolve("nope").toString(), "--steps", "1");
+        assertEquals(2, missing[0], (String) missing[1]);
+        assertTrue(((String) missing[1]).contains("has no config.json"), (String) missing[1]);
+    }
 }

@@ -158,6 +158,40 @@ class DeviceSeamTest {
         return out;
     }
 
+    @Test
+    void decodingAttentionAndGroupLimitedRoutingOnTheDeviceGiveTheCpuBits() {
+        Map<String, float[]> cpu = decodingPieces(Device.CPU);
+        long calls = FakeDevice.KERNEL_CALLS.get();
+        Map<String, float[]> fake = decodingPieces(FAKE);
+        assertTrue(FakeDevice.KERNEL_CALLS.get() - calls >= 6, "the pieces ran on the fake device's kernels");
+        assertEquals(cpu.keySet(), fake.keySet());
+        for (String name : cpu.keySet()) assertArrayEquals(cpu.get(name), fake.get(name), name);
+    }
+
+    /** Scaled and offset RoPE, sliding-window attention with its gradients, cached attention, group-limited selection. */
+    private static Map<String, float[]> decodingPieces(Device device) {
+        Rng rng = new Rng(7);
+        Map<String, float[]> out = new LinkedHashMap<>();
+        try (MemoryScope scope = MemoryScope.open()) {
+            Tensor q = Tensor.randn(rng, 1, 1, 6, 4, 4).to(device).requiresGrad(true);
+            Tensor k = Tensor.randn(rng, 1, 1, 6, 2, 4).to(device).requiresGrad(true);
+            Tensor v = Tensor.randn(rng, 1, 1, 6, 2, 4).to(device).requiresGrad(true);
+            Tensor qr = AttentionOps.rope(q, 500, 2.0, 3);
+            Tensor attended = AttentionOps.slidingWindowAttention(qr, k, v, 3);
+            out.put("window", attended.to(Device.CPU).toFloatArray());
+            Autograd.backward(Ops.sum(Ops.mul(attended, attended)));
+            for (Tensor t : List.of(q, k, v)) out.put("grad " + out.size(), t.grad().to(Device.CPU).toFloatArray());
+            Tensor cached = AttentionOps.cachedAttention(Tensor.randn(rng, 1, 2, 4, 4).to(device),
+                    Tensor.randn(rng, 1, 8, 2, 4).to(device), Tensor.randn(rng, 1, 8, 2, 4).to(device), 4, 3);
+            out.put("cached", cached.to(Device.CPU).toFloatArray());
+            Tensor scores = Tensor.randn(rng, 1, 5, 8).to(device);
+            Tensor limited = Tensor.zerosLike(scores);
+            Kernels.of(device).routing().limitToTopGroups(scores, 4, 2, limited);
+            out.put("limited", limited.to(Device.CPU).toFloatArray());
+        }
+        return out;
+    }
+
     private static float[] toFloats(Tensor ints) {
         int[] v = ints.toIntArray();
         float[] f = new float[v.length];

@@ -10,28 +10,29 @@ import moe4j.kernels.ExecutionContext;
 import moe4j.tensor.Tensor;
 
 /**
- * Rotary embedding and blocked causal attention on the host. Activations are (B, S, H, hd), so one
+ * Rotary embedding, blocked causal (optionally sliding-window) attention and attention against a
+ * key/value cache on the host. Activations are (B, S, H, hd), so one
  * (batch, head) slice is an S × hd matrix with row stride H·hd and GEMM reads it in place.
  */
 final class CpuAttention implements AttentionKernels {
     private static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT;
 
     @Override
-    public void rope(Tensor x, double theta, float sign, Tensor out) {
+    public void rope(Tensor x, double theta, double scale, int start, float sign, Tensor out) {
         int b = x.dim(0);
         int s = x.dim(1);
         int h = x.dim(2);
         int hd = x.dim(3);
-        rotate(x.data(), out.data(), b, s, h, hd, new RopeTable(s, hd, theta), sign);
+        rotate(x.data(), out.data(), b, s, h, hd, new RopeTable(start, s, hd, theta, scale), sign);
     }
 
-    /** cos and sin of {@code s · θ^(−2i/hd)} for every position s and pair i, computed in float64. */
+    /** cos and sin of {@code (start + s) / scale · θ^(−2i/hd)} for every row s and pair i, computed in float64. */
     private record RopeTable(float[] cos, float[] sin, int pairs) {
-        RopeTable(int seq, int hd, double theta) {
+        RopeTable(int start, int seq, int hd, double theta, double scale) {
             this(new float[seq * (hd / 2)], new float[seq * (hd / 2)], hd / 2);
             for (int p = 0; p < seq; p++) {
                 for (int i = 0; i < pairs; i++) {
-                    double angle = p * Math.pow(theta, -2.0 * i / hd);
+                    double angle = (start + p) / scale * Math.pow(theta, -2.0 * i / hd);
                     cos[p * pairs + i] = (float) Math.cos(angle);
                     sin[p * pairs + i] = (float) Math.sin(angle);
                 }
@@ -62,7 +63,7 @@ final class CpuAttention implements AttentionKernels {
     }
 
     @Override
-    public void causalAttention(Tensor q, Tensor k, Tensor v, int rowBlock, Tensor probs, Tensor out) {
+    public void causalAttention(Tensor q, Tensor k, Tensor v, int rowBlock, int window, Tensor probs, Tensor out) {
         Geometry geo = new Geometry(q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3));
         int s = geo.s;
         int hd = geo.hd;
@@ -83,7 +84,13 @@ final class CpuAttention implements AttentionKernels {
                 // scores[i0:i1, 0:i1] = Q[i0:i1]·K[0:i1]ᵀ/√hd; the masked part inside the block is overwritten next
                 Gemm.sgemm(false, true, m, i1, hd, scale, q.data(), qBlock, geo.qStride(), k.data(), kvOff, geo.kvStride(),
                         0f, probs.data(), pBlock, s);
-                for (int i = i0; i < i1; i++) SoftmaxRows.softmaxPrefix(probs.data(), pOff + (long) i * s, i + 1, s);
+                for (int i = i0; i < i1; i++) {
+                    // keys before the window get probability 0; the softmax runs over [lo, i]
+                    int lo = windowStart(i, window);
+                    long row = pOff + (long) i * s;
+                    if (lo > 0) probs.data().asSlice(row * 4, (long) lo * 4).fill((byte) 0);
+                    SoftmaxRows.softmaxPrefix(probs.data(), row + lo, i + 1 - lo, s - lo);
+                }
                 // out[i0:i1] = P[i0:i1, 0:i1]·V[0:i1]
                 Gemm.sgemm(false, false, m, hd, i1, 1f, probs.data(), pBlock, s, v.data(), kvOff, geo.kvStride(),
                         0f, out.data(), qBlock, geo.qStride());
@@ -92,7 +99,7 @@ final class CpuAttention implements AttentionKernels {
     }
 
     @Override
-    public void causalAttentionBackward(Tensor gOut, Tensor q, Tensor k, Tensor v, Tensor probs, int rowBlock,
+    public void causalAttentionBackward(Tensor gOut, Tensor q, Tensor k, Tensor v, Tensor probs, int rowBlock, int window,
                                         Tensor gq, Tensor gk, Tensor gv) {
         Geometry geo = new Geometry(q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3));
         int s = geo.s;
@@ -123,7 +130,10 @@ final class CpuAttention implements AttentionKernels {
                     Gemm.sgemm(false, true, m, i1, hd, 1f, gOut.data(), qBlock, geo.qStride(), v.data(), kvOff, geo.kvStride(),
                             0f, scratch.data(), dBlock, s);
                     for (int i = i0; i < i1; i++) {
-                        SoftmaxRows.softmaxPrefixBackward(probs.data(), pOff + (long) i * s, scratch.data(), dOff + (long) i * s, i + 1, s);
+                        int lo = windowStart(i, window);
+                        long dRow = dOff + (long) i * s;
+                        if (lo > 0) scratch.data().asSlice(dRow * 4, (long) lo * 4).fill((byte) 0);
+                        SoftmaxRows.softmaxPrefixBackward(probs.data(), pOff + (long) i * s + lo, scratch.data(), dRow + lo, i + 1 - lo, s - lo);
                     }
                     // dQ[i0:i1] = dS·K[0:i1]/√hd ; dK[0:i1] += dSᵀ·Q[i0:i1]/√hd
                     Gemm.sgemm(false, false, m, hd, i1, scale, scratch.data(), dBlock, s, k.data(), kvOff, geo.kvStride(),
@@ -131,6 +141,54 @@ final class CpuAttention implements AttentionKernels {
                     Gemm.sgemm(true, false, i1, hd, m, scale, scratch.data(), dBlock, s, q.data(), qBlock, geo.qStride(),
                             1f, gk.data(), kvOff, geo.kvStride());
                 }
+            }
+        });
+    }
+
+    /** The first key row i attends to: 0 without a window, else {@code max(0, i − window + 1)}. */
+    private static int windowStart(int i, int window) {
+        return window > 0 ? Math.max(0, i - window + 1) : 0;
+    }
+
+    @Override
+    public void cachedAttention(Tensor q, Tensor kCache, Tensor vCache, int start, int window, Tensor out) {
+        int n = q.dim(0);
+        int hq = q.dim(1);
+        int hd = q.dim(2);
+        int hkv = kCache.dim(1);
+        double scale = 1 / Math.sqrt(hd);
+        MemorySegment qd = q.data();
+        MemorySegment kd = kCache.data();
+        MemorySegment vd = vCache.data();
+        MemorySegment od = out.data();
+        int group = hq / hkv;
+        // One task per (query row, head); a handful of rows per call, so float64 dot products cost little.
+        parallelFor(n * hq, task -> {
+            int j = task / hq;
+            int h = task % hq;
+            int pos = start + j;
+            int lo = windowStart(pos, window);
+            long qOff = ((long) j * hq + h) * hd;
+            int kvHead = h / group;
+            double[] scores = new double[pos + 1 - lo];
+            double max = Double.NEGATIVE_INFINITY;
+            for (int t = lo; t <= pos; t++) {
+                long kOff = ((long) t * hkv + kvHead) * hd;
+                double dot = 0;
+                for (int c = 0; c < hd; c++) dot += qd.getAtIndex(F, qOff + c) * kd.getAtIndex(F, kOff + c);
+                scores[t - lo] = dot * scale;
+                max = Math.max(max, scores[t - lo]);
+            }
+            double sum = 0;
+            for (int t = 0; t < scores.length; t++) {
+                scores[t] = Math.exp(scores[t] - max);
+                sum += scores[t];
+            }
+            long oOff = ((long) j * hq + h) * hd;
+            for (int c = 0; c < hd; c++) {
+                double acc = 0;
+                for (int t = lo; t <= pos; t++) acc += scores[t - lo] * vd.getAtIndex(F, ((long) t * hkv + kvHead) * hd + c);
+                od.setAtIndex(F, oOff + c, (float) (acc / sum));
             }
         });
     }

@@ -35,6 +35,41 @@ final class CpuRouting implements RoutingKernels {
     }
 
     @Override
+    public void limitToTopGroups(Tensor a, int groups, int topKGroups, Tensor out) {
+        int n = a.dim(0);
+        int d = a.dim(1);
+        int size = d / groups;
+        double[] groupScore = new double[groups];
+        boolean[] keep = new boolean[groups];
+        for (int i = 0; i < n; i++) {
+            long row = (long) i * d;
+            for (int g = 0; g < groups; g++) {
+                float first = Float.NEGATIVE_INFINITY;
+                float second = Float.NEGATIVE_INFINITY;
+                for (int e = g * size; e < (g + 1) * size; e++) {
+                    float v = a.get(row + e);
+                    if (v > first) {
+                        second = first;
+                        first = v;
+                    } else if (v > second) {
+                        second = v;
+                    }
+                }
+                groupScore[g] = (double) first + second;
+            }
+            java.util.Arrays.fill(keep, false);
+            for (int chosen = 0; chosen < topKGroups; chosen++) {
+                int best = -1;
+                for (int g = 0; g < groups; g++) if (!keep[g] && (best < 0 || groupScore[g] > groupScore[best])) best = g;
+                keep[best] = true;
+            }
+            for (int g = 0; g < groups; g++) {
+                for (int e = g * size; e < (g + 1) * size; e++) out.set(row + e, keep[g] ? a.get(row + e) : Float.NEGATIVE_INFINITY);
+            }
+        }
+    }
+
+    @Override
     public void bincount(Tensor values, Tensor counts) {
         int bound = Math.toIntExact(counts.numel());
         int[] c = new int[bound];

@@ -1,0 +1,446 @@
+package moe4j.kernels.cuda;
+
+import moe4j.kernels.AttentionKernels;
+import moe4j.kernels.ElementwiseKernels;
+import moe4j.kernels.IndexKernels;
+import moe4j.kernels.Kernels;
+import moe4j.kernels.MatmulKernels;
+import moe4j.kernels.OptimizerKernels;
+import moe4j.kernels.ReductionKernels;
+import moe4j.kernels.RoutingKernels;
+import moe4j.tensor.DType;
+import moe4j.tensor.Device;
+import moe4j.tensor.Tensor;
+
+/**
+ * The kernels of one GPU behind the device-neutral interfaces, float32 (TF32 off) like the CPU's, issued
+ * on the calling thread's stream. Implemented: matrix products (cuBLAS), the element-wise group, row and
+ * column indexing, and the routing group except the capacity drop. Reductions, attention and the
+ * optimizer have no CUDA kernels yet: their methods throw {@link UnsupportedOperationException} naming the
+ * operation. The MoE layer runs whole on the GPU through {@link CudaMoELayer}.
+ */
+final class CudaKernels implements Kernels {
+    private final Device device;
+    private final CudaGpu gpu;
+    private final Matmul matmul = new Matmul();
+    private final Elementwise elementwise = new Elementwise();
+    private final Index index = new Index();
+    private final Routing routing = new Routing();
+
+    CudaKernels(Device device) {
+        this.device = device;
+        this.gpu = CudaGpu.of(device.index());
+    }
+
+    CudaStream stream() {
+        return CudaStream.of(gpu);
+    }
+
+    static long at(Tensor t, long elementOffset) {
+        return CudaAllocator.cuda(t.memory()).at(elementOffset);
+    }
+
+    static long at(Tensor t) {
+        return at(t, 0);
+    }
+
+    static UnsupportedOperationException missing(String op) {
+        return new UnsupportedOperationException("cuda: " + op + " has no CUDA kernel yet; the MoE layer runs on the GPU as a whole"
+                + " (moe4j bench moe-layer --device cuda), other operations on the cpu device");
+    }
+
+    private Launch op(String kernel) {
+        return stream().launch(KernelSource.OPS, kernel);
+    }
+
+    @Override
+    public Device device() {
+        return device;
+    }
+
+    @Override
+    public MatmulKernels matmul() {
+        return matmul;
+    }
+
+    @Override
+    public ElementwiseKernels elementwise() {
+        return elementwise;
+    }
+
+    @Override
+    public IndexKernels indexing() {
+        return index;
+    }
+
+    @Override
+    public RoutingKernels routing() {
+        return routing;
+    }
+
+    @Override
+    public ReductionKernels reductions() {
+        throw missing("the reductions group (sum, softmax, RMSNorm, cross-entropy)");
+    }
+
+    @Override
+    public AttentionKernels attention() {
+        throw missing("attention");
+    }
+
+    @Override
+    public OptimizerKernels optimizer() {
+        throw missing("the optimizer (AdamW)");
+    }
+
+    // ---------------------------------------------------------------- matmul
+
+    private final class Matmul implements MatmulKernels {
+        @Override
+        public void gemm(boolean transA, boolean transB, int m, int n, int k, float alpha, Tensor a, long aOff, int lda, Tensor b,
+                         long bOff, int ldb, float beta, Tensor c, long cOff, int ldc) {
+            if (m == 0 || n == 0) return;
+            if (k == 0) {
+                scaleRegion(c, cOff, m, n, ldc, beta);
+                return;
+            }
+            stream().gemm(transA, transB, m, n, k, alpha, at(a, aOff), lda, at(b, bOff), ldb, beta, at(c, cOff), ldc,
+                    Cublas.CUDA_R_32F, Cublas.CUDA_R_32F);
+        }
+
+        @Override
+        public void groupedGemm(int[] offsets, int k, int n, Tensor x, Tensor[] w, long[] wOff, boolean transW, Tensor y, float beta) {
+            CudaStream s = stream();
+            for (int g = 0; g + 1 < offsets.length; g++) {
+                int rows = offsets[g + 1] - offsets[g];
+                if (rows == 0) continue;
+                s.gemm(false, transW, rows, n, k, 1f, at(x, (long) offsets[g] * k), k, at(w[g], wOff[g]), transW ? k : n, beta,
+                        at(y, (long) offsets[g] * n), n, Cublas.CUDA_R_32F, Cublas.CUDA_R_32F);
+            }
+        }
+
+        @Override
+        public void groupedWeightGrad(int[] offsets, int k, int n, Tensor x, Tensor dy, Tensor[] dw, long[] dwOff, float beta) {
+            CudaStream s = stream();
+            for (int g = 0; g + 1 < offsets.length; g++) {
+                int rows = offsets[g + 1] - offsets[g];
+                if (rows == 0) {
+                    scaleRegion(dw[g], dwOff[g], k, n, n, beta);
+                    continue;
+                }
+                s.gemm(true, false, k, n, rows, 1f, at(x, (long) offsets[g] * k), k, at(dy, (long) offsets[g] * n), n, beta,
+                        at(dw[g], dwOff[g]), n, Cublas.CUDA_R_32F, Cublas.CUDA_R_32F);
+            }
+        }
+
+        /** C (m×n at offset, row stride ld) *= beta: zero for 0, untouched for 1. */
+        private void scaleRegion(Tensor c, long off, int m, int n, int ld, float beta) {
+            if (beta == 1f) return;
+            CudaStream s = stream();
+            for (int r = 0; r < m; r++) {
+                long row = at(c, off + (long) r * ld);
+                if (beta == 0f) s.zero(row, 4L * n);
+                else s.launch(KernelSource.ELEMENTWISE, "scale_f32").over(n).ptr(row).i64(n).f32(beta).run();
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- element-wise
+
+    private final class Elementwise implements ElementwiseKernels {
+        private void unary(String kernel, Tensor a, Tensor out) {
+            long n = out.numel();
+            if (n > 0) op(kernel).over(n).ptr(at(a)).ptr(at(out)).i64(n).run();
+        }
+
+        private void binary(String kernel, Tensor a, Tensor b, Tensor out) {
+            long n = out.numel();
+            if (n > 0) op(kernel).over(n).ptr(at(a)).ptr(at(b)).ptr(at(out)).i64(n).run();
+        }
+
+        private void rows(String kernel, Tensor x, Tensor v, Tensor out) {
+            long n = out.numel();
+            if (n > 0) op(kernel).over(n).ptr(at(x)).ptr(at(v)).ptr(at(out)).i64(out.rowCount()).i32(out.rowWidth()).run();
+        }
+
+        @Override
+        public void addScaled(Tensor a, float alpha, Tensor b, Tensor out) {
+            long n = out.numel();
+            if (n > 0) op("add_scaled").over(n).ptr(at(a)).f32(alpha).ptr(at(b)).ptr(at(out)).i64(n).run();
+        }
+
+        @Override
+        public void axpy(float alpha, Tensor x, Tensor y) {
+            long n = y.numel();
+            if (n > 0) op("axpy").over(n).f32(alpha).ptr(at(x)).ptr(at(y)).i64(n).run();
+        }
+
+        @Override
+        public void mul(Tensor a, Tensor b, Tensor out) {
+            binary("mul", a, b, out);
+        }
+
+        @Override
+        public void scale(float alpha, Tensor a, Tensor out) {
+            long n = out.numel();
+            if (n > 0) op("scale").over(n).f32(alpha).ptr(at(a)).ptr(at(out)).i64(n).run();
+        }
+
+        @Override
+        public void addScalar(Tensor a, double c, Tensor out) {
+            long n = out.numel();
+            if (n > 0) op("add_scalar").over(n).ptr(at(a)).f64(c).ptr(at(out)).i64(n).run();
+        }
+
+        @Override
+        public void fillWith(Tensor scalar, Tensor out) {
+            unary("fill_with", scalar, out);
+        }
+
+        @Override
+        public void silu(Tensor a, Tensor out) {
+            unary("silu", a, out);
+        }
+
+        @Override
+        public void siluBackward(Tensor a, Tensor g, Tensor gradIn) {
+            binary("silu_backward", a, g, gradIn);
+        }
+
+        @Override
+        public void swiglu(Tensor gate, Tensor up, Tensor out) {
+            binary("swiglu_split", gate, up, out);
+        }
+
+        @Override
+        public void swigluBackward(Tensor gate, Tensor up, Tensor g, Tensor gradGate, Tensor gradUp) {
+            long n = g.numel();
+            if (n > 0) op("swiglu_split_backward").over(n).ptr(at(gate)).ptr(at(up)).ptr(at(g)).ptr(at(gradGate)).ptr(at(gradUp)).i64(n).run();
+        }
+
+        @Override
+        public void gelu(Tensor a, Tensor out) {
+            long n = out.numel();
+            if (n > 0) stream().launch(KernelSource.ELEMENTWISE, "gelu_forward_f32").over(n).ptr(at(a)).ptr(at(out)).i64(n).run();
+        }
+
+        @Override
+        public void geluBackward(Tensor a, Tensor g, Tensor gradIn) {
+            long n = g.numel();
+            if (n > 0) stream().launch(KernelSource.ELEMENTWISE, "gelu_backward_f32").over(n).ptr(at(a)).ptr(at(g)).ptr(at(gradIn)).i64(n).run();
+        }
+
+        @Override
+        public void relu(Tensor a, Tensor out) {
+            long n = out.numel();
+            if (n > 0) stream().launch(KernelSource.ELEMENTWISE, "relu_forward_f32").over(n).ptr(at(a)).ptr(at(out)).i64(n).run();
+        }
+
+        @Override
+        public void reluBackward(Tensor a, Tensor g, Tensor gradIn) {
+            long n = g.numel();
+            if (n > 0) stream().launch(KernelSource.ELEMENTWISE, "relu_backward_f32").over(n).ptr(at(a)).ptr(at(g)).ptr(at(gradIn)).i64(n).run();
+        }
+
+        @Override
+        public void sigmoid(Tensor a, Tensor out) {
+            unary("sigmoid", a, out);
+        }
+
+        @Override
+        public void sigmoidBackward(Tensor out, Tensor g, Tensor gradIn) {
+            binary("sigmoid_backward", out, g, gradIn);
+        }
+
+        @Override
+        public void reciprocal(Tensor a, Tensor out) {
+            unary("reciprocal", a, out);
+        }
+
+        @Override
+        public void reciprocalBackward(Tensor out, Tensor g, Tensor gradIn) {
+            binary("reciprocal_backward", out, g, gradIn);
+        }
+
+        @Override
+        public void mulRows(Tensor x, Tensor c, Tensor out) {
+            rows("mul_rows", x, c, out);
+        }
+
+        @Override
+        public void divRows(Tensor x, Tensor c, Tensor out) {
+            rows("div_rows", x, c, out);
+        }
+
+        @Override
+        public void divRowsDivisorGrad(Tensor g, Tensor x, Tensor c, Tensor gc) {
+            int n = g.rowCount();
+            if (n > 0) op("div_rows_divisor_grad").grid((n + 3) / 4).block(128).ptr(at(g)).ptr(at(x)).ptr(at(c)).ptr(at(gc)).i32(n)
+                    .i32(g.rowWidth()).run();
+        }
+
+        @Override
+        public void addColumns(Tensor x, Tensor v, Tensor out) {
+            rows("add_columns", x, v, out);
+        }
+
+        @Override
+        public void mulColumns(Tensor x, Tensor v, Tensor out) {
+            rows("mul_columns", x, v, out);
+        }
+
+        @Override
+        public void broadcastRows(Tensor v, Tensor out) {
+            long n = out.numel();
+            if (n > 0) op("broadcast_rows").over(n).ptr(at(v)).ptr(at(out)).i64(out.rowCount()).i32(out.rowWidth()).run();
+        }
+
+        @Override
+        public void broadcastColumns(Tensor v, Tensor out) {
+            long n = out.numel();
+            if (n > 0) op("broadcast_columns").over(n).ptr(at(v)).ptr(at(out)).i64(out.rowCount()).i32(out.rowWidth()).run();
+        }
+    }
+
+    // ---------------------------------------------------------------- indexing
+
+    private final class Index implements IndexKernels {
+        @Override
+        public void checkIndices(Tensor idx, int bound, String op) {
+            long n = idx.numel();
+            if (n == 0) return;
+            CudaStream s = stream();
+            long first = s.pool.allocate(8, "index check result");
+            try {
+                try (java.lang.foreign.Arena arena = java.lang.foreign.Arena.ofConfined()) {
+                    s.copyToDevice(first, arena.allocateFrom(java.lang.foreign.ValueLayout.JAVA_LONG, n), 8);
+                    s.synchronize();
+                }
+                op("check_indices").over(n).ptr(at(idx)).i64(n).i32(bound).ptr(first).run();
+                int[] r = s.readInts(first, 2);
+                long pos = (r[0] & 0xffffffffL) | ((long) r[1] << 32);
+                if (pos < n) {
+                    int[] v = s.readInts(at(idx, pos), 1);
+                    throw new IllegalArgumentException(op + ": index " + v[0] + " at position " + pos + " is outside [0, " + bound + ")");
+                }
+            } finally {
+                s.pool.free(first);
+            }
+        }
+
+        @Override
+        public void gatherRows(Tensor src, Tensor idx, Tensor dst) {
+            int rows = dst.rowCount();
+            if (rows == 0) return;
+            long rowBytes = 4L * dst.rowWidth();
+            int unit = rowBytes % 16 == 0 ? 16 : rowBytes % 8 == 0 ? 8 : 4;
+            stream().launch(KernelSource.PERMUTE, "gather_rows").grid(Math.min(rows, 65535 * 8)).block(128)
+                    .ptr(at(src)).ptr(at(idx)).ptr(at(dst)).i32(rows).i64(rowBytes).i32(unit).run();
+        }
+
+        @Override
+        public void scatterAddRows(Tensor src, Tensor idx, Tensor dst) {
+            int rows = src.rowCount();
+            if (rows == 0) return;
+            // float atomics: duplicates are summed in an unspecified order (not the CPU's index order)
+            stream().launch(KernelSource.PERMUTE, "scatter_add_rows_f32").grid(Math.min(rows, 65535 * 8)).block(128)
+                    .ptr(at(src)).ptr(at(idx)).ptr(at(dst)).i32(rows).i32(src.rowWidth()).run();
+        }
+
+        @Override
+        public void gatherColumns(Tensor a, Tensor idx, Tensor out) {
+            long n = out.numel();
+            if (n > 0) op("gather_columns").over(n).ptr(at(a)).ptr(at(idx)).ptr(at(out)).i64(a.rowCount()).i32(a.rowWidth())
+                    .i32(idx.rowWidth()).run();
+        }
+
+        @Override
+        public void scatterAddColumns(Tensor g, Tensor idx, Tensor gradIn) {
+            long rows = gradIn.rowCount();
+            if (rows > 0) op("scatter_add_columns").over(rows).ptr(at(g)).ptr(at(idx)).ptr(at(gradIn)).i64(rows).i32(gradIn.rowWidth())
+                    .i32(idx.rowWidth()).run();
+        }
+    }
+
+    // ---------------------------------------------------------------- routing
+
+    private final class Routing implements RoutingKernels {
+        @Override
+        public void topK(Tensor a, Tensor idx) {
+            int n = a.rowCount(), d = a.rowWidth(), k = idx.rowWidth();
+            if (d > 1024 || k > 32) throw missing("topK over more than 1024 columns or more than 32 picks");
+            if (n > 0) stream().launch(KernelSource.ROUTER, "topk_rows").grid((n + 3) / 4).block(128).ptr(at(a)).i32(n).i32(d).i32(k)
+                    .ptr(at(idx)).run();
+        }
+
+        @Override
+        public void bincount(Tensor values, Tensor counts) {
+            CudaStream s = stream();
+            s.zero(at(counts), 4L * counts.numel());
+            long n = values.numel();
+            if (n > 0) op("bincount").over(n).ptr(at(values)).i64(n).i32((int) counts.numel()).ptr(at(counts)).run();
+        }
+
+        @Override
+        public void stableArgsort(Tensor keys, int bound, Tensor order) {
+            group(keys, 1, bound, false, order, null, null);
+        }
+
+        @Override
+        public void inversePermutation(Tensor perm, Tensor inv) {
+            long n = perm.numel();
+            if (n > 0) op("inverse_permutation").over(n).ptr(at(perm)).ptr(at(inv)).i64(n).run();
+        }
+
+        @Override
+        public void groupByExpert(Tensor indices, int numExperts, Tensor entryOfRow, Tensor tokenOfRow, Tensor counts) {
+            int k = indices.rank() == 2 ? indices.dim(1) : 1;
+            group(indices, k, numExperts, true, entryOfRow, tokenOfRow, counts);
+        }
+
+        @Override
+        public void dropOverCapacity(Tensor indices, int numExperts, int capacity, Tensor out) {
+            throw missing("dropOverCapacity (capacity factor > 0)");
+        }
+
+        @Override
+        public void limitToTopGroups(Tensor scores, int groups, int topKGroups, Tensor out) {
+            throw missing("limitToTopGroups (group-limited routing)");
+        }
+
+        /**
+         * Stable grouping of the flat keys by value through the permutation kernels; {@code droppedLast}: keys
+         * of -1 go after every group, in their order.
+         */
+        private void group(Tensor keys, int k, int bound, boolean droppedLast, Tensor rowEntry, Tensor rowToken, Tensor counts) {
+            if (keys.dtype() != DType.I32) throw new IllegalArgumentException("grouping needs int32 keys, got " + keys.dtype());
+            int bins = bound + (droppedLast ? 1 : 0);
+            if (bins > 1024) throw missing("grouping by more than 1024 keys");
+            int n = Math.toIntExact(keys.numel());
+            CudaStream s = stream();
+            if (n == 0) {
+                if (counts != null) s.zero(at(counts), 4L * bound);
+                return;
+            }
+            int blocks = (n + 255) / 256;
+            DevicePool pool = s.pool;
+            try (DevicePool.Scope scope = pool.openScope()) {
+                long blockCounts = pool.allocate(4L * blocks * bins, "group block histograms");
+                long blockBase = pool.allocate(4L * blocks * bins, "group block offsets");
+                long binCounts = pool.allocate(4L * bins, "group counts");
+                long offsets = pool.allocate(4L * (bins + 1), "group offsets");
+                long scale = pool.allocate(4L * bins, "unused scale");
+                long entryRow = pool.allocate(4L * n, "entry rows");
+                long tokens = rowToken != null ? at(rowToken) : pool.allocate(4L * n, "row tokens");
+                int dropped = droppedLast ? bound : -1;
+                s.launch(KernelSource.PERMUTE, "perm_block_histogram").grid(blocks).block(256).shared(4 * bins)
+                        .ptr(at(keys)).i32(n).i32(bins).i32(dropped).ptr(blockCounts).run();
+                s.launch(KernelSource.PERMUTE, "perm_scan").grid(1).block(1024)
+                        .ptr(blockCounts).i32(blocks).i32(bins).ptr(binCounts).ptr(offsets).ptr(blockBase).ptr(scale).run();
+                s.launch(KernelSource.PERMUTE, "perm_scatter").grid(blocks).block(256).ptr(at(keys)).i32(n).i32(k).i32(bins).i32(dropped)
+                        .ptr(blockBase).ptr(offsets).ptr(0L).ptr(at(rowEntry)).ptr(tokens).ptr(entryRow).run();
+                if (counts != null) s.copyOnDevice(at(counts), binCounts, 4L * bound);
+            }
+        }
+    }
+}

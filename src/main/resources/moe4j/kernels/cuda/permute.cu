@@ -1,0 +1,188 @@
+// The permutation on the device: kept (token, slot) entries grouped by expert, stable (token order
+// within an expert, the order of the CPU's stable sort), in three passes over the flat indices:
+// per-block histograms, one scan, per-block ranking. Entries with expert -1 (dropped) are skipped.
+// Then row gathers and the weighted combine, gather-based (no atomics, deterministic).
+
+#define PERM_BLOCK 256
+
+// blockCounts[b][e] = entries of block b (PERM_BLOCK entries of idx) routed to expert e. With
+// droppedBin >= 0, entries of expert -1 count as expert droppedBin (so that they sort last).
+extern "C" __global__ void perm_block_histogram(const int* __restrict__ idx, int n, int E, int droppedBin, int* __restrict__ blockCounts) {
+    extern __shared__ int hist[];
+    for (int e = threadIdx.x; e < E; e += blockDim.x) hist[e] = 0;
+    __syncthreads();
+    int i = blockIdx.x * PERM_BLOCK + threadIdx.x;
+    if (i < n) { int e = idx[i]; if (e < 0) e = droppedBin; if (e >= 0) atomicAdd(&hist[e], 1); }
+    __syncthreads();
+    for (int e = threadIdx.x; e < E; e += blockDim.x) blockCounts[(long long) blockIdx.x * E + e] = hist[e];
+}
+
+// One block of 1024 threads (E <= 1024): counts[e], offsets[0..E] (exclusive scan, offsets[E] = kept
+// rows), blockBase[b][e] = first row of block b's entries of expert e. Row scale for gradient scaling:
+// avg / n_e with avg = kept / E, as float (written per expert into expertScale).
+extern "C" __global__ void perm_scan(const int* __restrict__ blockCounts, int blocks, int E, int* __restrict__ counts,
+        int* __restrict__ offsets, int* __restrict__ blockBase, float* __restrict__ expertScale) {
+    __shared__ int scan[1024];
+    int e = threadIdx.x;
+    int total = 0;
+    if (e < E) {
+        for (int b = 0; b < blocks; b++) {
+            blockBase[(long long) b * E + e] = total;
+            total += blockCounts[(long long) b * E + e];
+        }
+        counts[e] = total;
+    }
+    scan[e] = e < E ? total : 0;
+    __syncthreads();
+    for (int s = 1; s < 1024; s <<= 1) {  // inclusive Hillis-Steele scan
+        int v = e >= s ? scan[e - s] : 0;
+        __syncthreads();
+        scan[e] += v;
+        __syncthreads();
+    }
+    int start = scan[e] - (e < E ? total : 0);
+    if (e < E) {
+        offsets[e] = start;
+        for (int b = 0; b < blocks; b++) blockBase[(long long) b * E + e] += start;
+        double avg = (double) scan[1023] / E;
+        expertScale[e] = total > 0 ? (float) (avg / total) : 0.f;
+    }
+    if (e == 0) offsets[E] = scan[1023];
+}
+
+// rowEntry[row] = flat entry (t·K + k), rowToken[row] = t, entryRow[entry] = row (or -1 if dropped and
+// droppedBin < 0; with droppedBin >= 0 dropped entries get rows in that bin, after every expert).
+// expertBase null: rows packed expert after expert (offsets). Otherwise expert e's rows start at
+// expertBase[e] (padded or bucketed layouts of batched products); rows past an expert's count keep the
+// -1 the caller wrote.
+extern "C" __global__ void perm_scatter(const int* __restrict__ idx, int n, int K, int E, int droppedBin,
+        const int* __restrict__ blockBase, const int* __restrict__ offsets, const int* __restrict__ expertBase, int* __restrict__ rowEntry,
+        int* __restrict__ rowToken, int* __restrict__ entryRow) {
+    __shared__ int chunk[PERM_BLOCK];
+    int i = blockIdx.x * PERM_BLOCK + threadIdx.x;
+    int e = i < n ? idx[i] : -1;
+    if (i < n && e < 0) e = droppedBin;
+    chunk[threadIdx.x] = e;
+    __syncthreads();
+    if (i >= n) return;
+    if (e < 0) { entryRow[i] = -1; return; }
+    int rank = 0;
+    for (int j = 0; j < (int) threadIdx.x; j++) rank += chunk[j] == e;
+    int row = blockBase[(long long) blockIdx.x * E + e] + rank;
+    if (expertBase) row += expertBase[e] - offsets[e];
+    rowEntry[row] = i;
+    rowToken[row] = i / K;
+    entryRow[i] = row;
+}
+
+// rowScale[row] = expertScale[expert of row], over the grouped layout (one block per expert;
+// expertBase as in perm_scatter).
+extern "C" __global__ void expand_expert_scale(const int* __restrict__ offsets, const int* __restrict__ expertBase,
+        const float* __restrict__ expertScale, float* __restrict__ rowScale) {
+    int e = blockIdx.x;
+    float s = expertScale[e];
+    int start = expertBase ? expertBase[e] : offsets[e];
+    int end = start + offsets[e + 1] - offsets[e];
+    for (int r = start + threadIdx.x; r < end; r += blockDim.x) rowScale[r] = s;
+}
+
+// dst[r] = src[index[r]] for rows of rowBytes bytes, zeros where index[r] < 0 (padding rows); unit
+// (16, 8, 4 or 2) divides rowBytes and both base addresses. Blocks stride over the rows.
+extern "C" __global__ void gather_rows(const char* __restrict__ src, const int* __restrict__ index, char* __restrict__ dst,
+        int rows, long long rowBytes, int unit) {
+    for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+        char* d = dst + (long long) r * rowBytes;
+        long long n = rowBytes / unit;
+        if (index[r] < 0) {
+            for (long long j = threadIdx.x; j < rowBytes / 2; j += blockDim.x) ((unsigned short*) d)[j] = 0;
+            continue;
+        }
+        const char* s = src + (long long) index[r] * rowBytes;
+        for (long long j = threadIdx.x; j < n; j += blockDim.x) {
+            switch (unit) {
+                case 16: ((uint4*) d)[j] = ((const uint4*) s)[j]; break;
+                case 8: ((uint2*) d)[j] = ((const uint2*) s)[j]; break;
+                case 4: ((unsigned*) d)[j] = ((const unsigned*) s)[j]; break;
+                default: ((unsigned short*) d)[j] = ((const unsigned short*) s)[j]; break;
+            }
+        }
+    }
+}
+
+// out[t] = (accumulate ? out[t] : 0) + Σ_k c_tk · rows[entryRow[t·K + k]] with
+// c_tk = (w ? w[t·K + k] : 1) · (rowScale ? rowScale[row] : 1); dropped entries (row -1) add nothing.
+// Serves the weighted combine (forward) and the gather's backward (w = rowScale = null).
+template <typename T>
+__device__ void combine_rows(const T* __restrict__ rows, const int* __restrict__ entryRow, const float* __restrict__ w,
+        const float* __restrict__ rowScale, T* __restrict__ out, int tokens, int K, int D, int accumulate) {
+    __shared__ int r_k[32];
+    __shared__ float c_k[32];
+    for (int t = blockIdx.x; t < tokens; t += gridDim.x) {
+        __syncthreads();
+        if (threadIdx.x < K) {
+            int r = entryRow[(long long) t * K + threadIdx.x];
+            r_k[threadIdx.x] = r;
+            c_k[threadIdx.x] = r < 0 ? 0.f : (w ? w[(long long) t * K + threadIdx.x] : 1.f) * (rowScale ? rowScale[r] : 1.f);
+        }
+        __syncthreads();
+        for (int d = threadIdx.x; d < D; d += blockDim.x) {
+            float acc = accumulate ? ld(out, (long long) t * D + d) : 0.f;
+            for (int k = 0; k < K; k++) {
+                if (r_k[k] >= 0) acc += c_k[k] * ld(rows, (long long) r_k[k] * D + d);
+            }
+            st(out, (long long) t * D + d, acc);
+        }
+    }
+}
+#define COMBINE(T, S) extern "C" __global__ void combine_rows_##S(const T* rows, const int* entryRow, const float* w, \
+        const float* rowScale, T* out, int tokens, int K, int D, int accumulate) { \
+    combine_rows<T>(rows, entryRow, w, rowScale, out, tokens, K, D, accumulate); }
+FOR_BOTH(COMBINE)
+
+// The combine's backward, one block per grouped row r (entry i = rowEntry[r], token t = i / K):
+// dRows[r] = w[i] · s_r · dOut[t]; dw[i] = s_r · <rows[r], dOut[t]> (fp32 accumulation). Padding rows
+// (rowEntry -1) get zeros, so that they add nothing to the weight gradients.
+template <typename T>
+__device__ void combine_backward(const T* __restrict__ dOut, const T* __restrict__ rows, const int* __restrict__ rowEntry,
+        const float* __restrict__ w, const float* __restrict__ rowScale, T* __restrict__ dRows, float* __restrict__ dw,
+        int nRows, int K, int D) {
+    __shared__ float red[32];
+    for (int r = blockIdx.x; r < nRows; r += gridDim.x) {
+        int i = rowEntry[r];
+        if (i < 0) {
+            for (int d = threadIdx.x; d < D; d += blockDim.x) st(dRows, (long long) r * D + d, 0.f);
+            continue;
+        }
+        long long t = i / K;
+        float s = rowScale ? rowScale[r] : 1.f;
+        float c = w[i] * s;
+        float dot = 0.f;
+        for (int d = threadIdx.x; d < D; d += blockDim.x) {
+            float g = ld(dOut, t * D + d);
+            st(dRows, (long long) r * D + d, c * g);
+            dot += g * ld(rows, (long long) r * D + d);
+        }
+        dot = warp_sum(dot);
+        if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = dot;
+        __syncthreads();
+        if (threadIdx.x < 32) {
+            float v = threadIdx.x < (blockDim.x >> 5) ? red[threadIdx.x] : 0.f;
+            v = warp_sum(v);
+            if (threadIdx.x == 0) dw[i] = s * v;
+        }
+        __syncthreads();
+    }
+}
+#define COMBINE_BWD(T, S) extern "C" __global__ void combine_backward_##S(const T* dOut, const T* rows, const int* rowEntry, \
+        const float* w, const float* rowScale, T* dRows, float* dw, int nRows, int K, int D) { \
+    combine_backward<T>(dOut, rows, rowEntry, w, rowScale, dRows, dw, nRows, K, D); }
+FOR_BOTH(COMBINE_BWD)
+
+// dst[index[r]] += src[r] (float32, atomics): the general scatter-add of rows (index_add).
+extern "C" __global__ void scatter_add_rows_f32(const float* __restrict__ src, const int* __restrict__ index,
+        float* __restrict__ dst, int rows, int D) {
+    for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+        long long to = (long long) index[r] * D;
+        for (int d = threadIdx.x; d < D; d += blockDim.x) atomicAdd(&dst[to + d], src[(long long) r * D + d]);
+    }
+}
