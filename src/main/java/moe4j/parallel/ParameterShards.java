@@ -83,7 +83,7 @@ final class ParameterShards {
             Tensor piece = MemoryScope.persistent(() -> p.view(n).rows(start, end).copy());
             piece.requiresGrad(true);
             // the padded gradient piece: reduce-scatter needs equal pieces on every rank
-            Tensor gradient = MemoryScope.persistent(() -> Tensor.zeros(length));
+            Tensor gradient = MemoryScope.persistent(() -> Tensor.zeros(p.device(), length));
             shards.add(new Shard(name, p.shape(), group, expert, tpSplit.contains(name), length, start, end, piece, gradient));
             pieces.put(name, piece);
         });
@@ -99,7 +99,7 @@ final class ParameterShards {
     void gather() {
         if (gathered) return;
         for (Shard s : shards) {
-            Tensor whole = MemoryScope.persistent(() -> Tensor.zeros(s.shape()));
+            Tensor whole = MemoryScope.persistent(() -> Tensor.zeros(s.piece().device(), s.shape()));
             try (MemoryScope scope = MemoryScope.open()) {
                 s.group().allGather(whole.view(s.numel()), s.piece().copy()); // a collective's input and output may not overlap
             }
@@ -130,7 +130,7 @@ final class ParameterShards {
         for (Shard s : shards) {
             Tensor owned = s.gradient();
             try (MemoryScope scope = MemoryScope.open()) {
-                Tensor padded = Tensor.zeros(s.pieceLength() * s.group().size());
+                Tensor padded = Tensor.zeros(owned.device(), s.pieceLength() * s.group().size());
                 Tensor grad = gathered ? whole.get(s.name()).grad() : null;
                 if (grad != null) padded.rows(0, s.numel()).copyFrom(grad.view(s.numel()));
                 s.group().reduceScatter(owned, padded, ReduceOp.SUM);
@@ -179,7 +179,7 @@ final class ParameterShards {
         Map<String, Tensor> out = new LinkedHashMap<>();
         for (Shard s : shards) {
             Tensor value = byPiece.get(s.name());
-            Tensor full = Tensor.zeros(s.shape());
+            Tensor full = Tensor.zeros(value.device(), s.shape());
             try (MemoryScope scope = MemoryScope.open()) {
                 Tensor mine = value.copy();
                 s.group().allGather(full.view(s.numel()), mine);
@@ -192,7 +192,7 @@ final class ParameterShards {
     /** Zero whole-size tensors, by name, to load into before {@link #reshard}. */
     Map<String, Tensor> fullSized() {
         Map<String, Tensor> out = new LinkedHashMap<>();
-        for (Shard s : shards) out.put(s.name(), Tensor.zeros(s.shape()));
+        for (Shard s : shards) out.put(s.name(), Tensor.zeros(s.piece().device(), s.shape()));
         return out;
     }
 
