@@ -72,8 +72,10 @@ public final class Main implements Runnable {
     private static int reportUsageError(ParameterException e, String[] args) {
         CommandLine cmd = e.getCommandLine();
         PrintWriter err = cmd.getErr();
-        // every process of an MPI job got the same arguments and the same mistake: rank 0 alone says it
-        if (Backend.launcherRank() > 0) return EXIT_USAGE;
+        // every process of an MPI job got the same arguments and the same mistake: rank 0 alone says it, and
+        // alone exits with the usage code, which the launcher passes on; another rank exiting non-zero first
+        // would make the launcher kill rank 0 before it had said why
+        if (Backend.launcherRank() > 0) return 0;
         String name = cmd.getCommandSpec().qualifiedName(" ");
         boolean chooseSubcommand = !cmd.getSubcommands().isEmpty();
         err.println(name + ": error: " + AgreedFailure.messageOf(e) + (chooseSubcommand ? "" : " (see " + name + " --help)"));

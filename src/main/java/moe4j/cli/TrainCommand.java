@@ -41,6 +41,7 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--ep", description = "expert-parallel ranks") Integer ep;
     @Option(names = "--dp-shard", description = "data-parallel (sharded) ranks") Integer dpShard;
     @Option(names = "--dp-replicate", description = "data-parallel (replicated) ranks") Integer dpReplicate;
+    @Option(names = "--tp", description = "tensor-parallel ranks (attention heads, dense MLPs and the vocabulary split over them)") Integer tp;
     @Option(names = "--backend", description = "local (ranks are threads of this JVM), mpi (one rank per process of an mpirun/srun job) or auto (the default: mpi when started by an MPI launcher)") String backend;
     @Option(names = "--steps", description = "optimizer steps") Long steps;
     @Option(names = "--batch-size", description = "sequences per step over all ranks") Integer batchSize;
@@ -163,10 +164,11 @@ public final class TrainCommand implements Callable<Integer> {
 
     /** What to do when an MPI job's process count is not the config's world size. */
     static String jobSizeRefusal(TrainConfig cfg, int processes) {
-        int dp = cfg.dpShard() * cfg.dpReplicate();
+        int dp = cfg.dpShard() * cfg.dpReplicate() * cfg.tp();
         String fix = processes % dp == 0 ? " or pass --ep " + processes / dp : "";
-        return "the MPI job has " + processes + " processes but dp_replicate × dp_shard × ep = " + cfg.dpReplicate() + " × "
-                + cfg.dpShard() + " × " + cfg.ep() + " = " + cfg.worldSize() + " ranks: start mpirun -np " + cfg.worldSize() + fix;
+        return "the MPI job has " + processes + " processes but dp_replicate × dp_shard × ep" + (cfg.tp() > 1 ? " × tp" : "") + " = "
+                + cfg.dpReplicate() + " × " + cfg.dpShard() + " × " + cfg.ep() + (cfg.tp() > 1 ? " × " + cfg.tp() : "") + " = "
+                + cfg.worldSize() + " ranks: start mpirun -np " + cfg.worldSize() + fix;
     }
 
     TrainConfig buildConfig() {
@@ -174,6 +176,7 @@ public final class TrainCommand implements Callable<Integer> {
         if (ep != null) b.ep(ep);
         if (dpShard != null) b.dpShard(dpShard);
         if (dpReplicate != null) b.dpReplicate(dpReplicate);
+        if (tp != null) b.tp(tp);
         if (backend != null) b.backend(backend);
         if (steps != null) b.steps(steps);
         if (batchSize != null) b.batchSize(batchSize);
@@ -237,10 +240,17 @@ public final class TrainCommand implements Callable<Integer> {
             var m = config.model();
             out.printf(Locale.ROOT, "moe4j train: %s model, %,d parameters (dim %d, %d layers, %d experts top-%d, expert hidden %d)%n",
                     m.numExperts() > 0 ? "MoE" : "dense", parameters, m.dim(), m.nLayers(), m.numExperts(), m.moeTopK(), m.expertHidden());
-            out.printf(Locale.ROOT, "  ranks: %d (%s backend) = dp_replicate %d × dp_shard %d × ep %d | batch %d × seq %d = %,d tokens/step | %d steps%s%n",
-                    config.worldSize(), Backend.parse(config.backend()).name().toLowerCase(Locale.ROOT), config.dpReplicate(), config.dpShard(), config.ep(), config.globalBatch(),
+            out.printf(Locale.ROOT, "  ranks: %d (%s backend) = dp_replicate %d × dp_shard %d × ep %d × tp %d%s | batch %d × seq %d = %,d tokens/step | %d steps%s%n",
+                    config.worldSize(), Backend.parse(config.backend()).name().toLowerCase(Locale.ROOT), config.dpReplicate(), config.dpShard(), config.ep(),
+                    config.tp(), config.dpShard() > 1 ? " (parameters, gradients and optimizer state sharded over dp_shard)" : "", config.globalBatch(),
                     config.seqLen(), (long) config.globalBatch() * config.seqLen(), config.steps(),
                     first > 1 ? " (resuming at step " + first + ")" : "");
+            Trainer.Footprint footprint = start.footprint();
+            if (config.dpShard() > 1) {
+                out.printf(Locale.ROOT, "  per rank: parameters + gradients + AdamW state %.2f MiB (%.3f of unsharded %.2f MiB) | sharding sends %.2f MiB/step%n",
+                        footprint.stateBytes() / 1048576.0, (double) footprint.stateBytes() / footprint.unshardedStateBytes(),
+                        footprint.unshardedStateBytes() / 1048576.0, footprint.shardingBytesPerStep() / 1048576.0);
+            }
             out.printf(Locale.ROOT, "  GEMM threads per rank: %d | data: %s%s | output: %s%n", ExecutionContext.current().cpuThreads(), config.data(),
                     Double.isFinite(unigramEntropy) ? String.format(Locale.ROOT, " (unigram entropy %.3f nats)", unigramEntropy) : "",
                     config.outputDir());

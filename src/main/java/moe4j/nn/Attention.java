@@ -97,6 +97,14 @@ public final class Attention extends Module {
         return wo;
     }
 
+    public int nHeads() {
+        return nHeads;
+    }
+
+    public int nKvHeads() {
+        return nKvHeads;
+    }
+
     /** The query norm, or null without QK-norm. */
     public RMSNorm qNorm() {
         return qNorm;
@@ -115,11 +123,21 @@ public final class Attention extends Module {
         return options;
     }
 
-    /** {@code x} (B, S, D) → (B, S, D); position s attends to positions 0..s of its own sequence (or its window). */
+    /**
+     * {@code x} (B, S, D) → (B, S, D); position s attends to positions 0..s of its own sequence (or its
+     * window). The heads computed are those whose projections this module holds (all, unless tensor
+     * parallelism split them).
+     */
     public Tensor forward(Tensor x) {
         if (x.rank() != 3 || x.dim(2) != dim) {
             throw new IllegalArgumentException("Attention: input must be (B, S, " + dim + "), got " + x.shapeString());
         }
+        return wrapped(x, this::attend);
+    }
+
+    private Tensor attend(Tensor x) {
+        int nHeads = wq.outFeatures() / headDim;
+        int nKvHeads = wk.outFeatures() / headDim;
         int b = x.dim(0);
         int s = x.dim(1);
         Tensor x2 = Ops.reshape(x, b * s, dim);
@@ -151,11 +169,11 @@ public final class Attention extends Module {
 
     /** (B·S, D) → rotated queries (B, S, Hq, hd) for positions start.. */
     private Tensor queries(Tensor x2, int b, int s, int start) {
-        return project(wq, qNorm, x2, b, s, nHeads, start);
+        return project(wq, qNorm, x2, b, s, wq.outFeatures() / headDim, start);
     }
 
     private Tensor keys(Tensor x2, int b, int s, int start) {
-        return project(wk, kNorm, x2, b, s, nKvHeads, start);
+        return project(wk, kNorm, x2, b, s, wk.outFeatures() / headDim, start);
     }
 
     private Tensor project(Linear w, RMSNorm norm, Tensor x2, int b, int s, int heads, int start) {

@@ -3,7 +3,10 @@ package moe4j.nn;
 import moe4j.ops.Ops;
 import moe4j.tensor.Tensor;
 
-/** A lookup table {@code weight (V, D)}: token id t → row t. */
+/**
+ * A lookup table {@code weight (V, D)}: token id t → row t. Tensor parallelism may keep a block of the
+ * vocabulary's rows ({@link #keepRows}) and wrap the lookup.
+ */
 public final class Embedding extends Module {
     private final int vocab;
     private final int dim;
@@ -13,6 +16,11 @@ public final class Embedding extends Module {
         this.vocab = vocab;
         this.dim = dim;
         registerParameter("weight", persistentZeros(vocab, dim));
+    }
+
+    /** Keeps vocabulary rows {@code [start, end)} only (a vocabulary-parallel shard). */
+    public void keepRows(int start, int end) {
+        replaceParameter("weight", persistentCopy(weight().rows(start, end)));
     }
 
     public Tensor weight() {
@@ -29,6 +37,6 @@ public final class Embedding extends Module {
 
     /** int32 ids (T) → (T, D); every id must lie in [0, V). */
     public Tensor forward(Tensor ids) {
-        return Ops.embedding(weight(), ids);
+        return wrapped(ids, i -> Ops.embedding(weight(), i));
     }
 }

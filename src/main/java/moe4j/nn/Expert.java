@@ -53,6 +53,10 @@ public final class Expert extends Module {
             throw new IllegalArgumentException("Expert: input must be (..., " + dim + "), got " + x.shapeString());
         }
         if (x.rank() != 2) return Ops.reshape(forward(Ops.reshape(x, -1, dim)), x.shape());
+        return wrapped(x, this::mlp);
+    }
+
+    private Tensor mlp(Tensor x) {
         Tensor hidden = activation.gated()
                 ? Ops.swiglu(gate.forward(x), up.forward(x))
                 : activation.apply(up.forward(x));

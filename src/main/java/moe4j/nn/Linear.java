@@ -6,12 +6,11 @@ import moe4j.tensor.Tensor;
 
 /**
  * A linear map {@code y = x · Wᵀ (+ b)} with W stored (out, in), as PyTorch does; bias-free unless asked
- * for (some attention projections, e.g. Qwen2's q, k, v, carry one).
+ * for (some attention projections, e.g. Qwen2's q, k, v, carry one). Tensor parallelism may keep only a
+ * block of W's rows (column-parallel, with the bias's matching block) or columns (row-parallel); the
+ * sizes follow W.
  */
 public final class Linear extends Module {
-    private final int in;
-    private final int out;
-
     public Linear(int in, int out) {
         this(in, out, false);
     }
@@ -19,8 +18,6 @@ public final class Linear extends Module {
     /** A linear map with a bias {@code bias (out)}, starting at zero, when {@code withBias}. */
     public Linear(int in, int out, boolean withBias) {
         if (in <= 0 || out <= 0) throw new IllegalArgumentException("Linear: sizes must be > 0, got in=" + in + ", out=" + out);
-        this.in = in;
-        this.out = out;
         registerParameter("weight", persistentZeros(out, in));
         if (withBias) registerParameter("bias", persistentZeros(out));
     }
@@ -28,6 +25,29 @@ public final class Linear extends Module {
     /** The bias (out), or null for a bias-free map. */
     public Tensor bias() {
         return parameter("bias");
+    }
+
+    /** Keeps output features {@code [start, end)} only: W's rows (a column-parallel shard). */
+    public void keepOutputs(int start, int end) {
+        Tensor w = weight();
+        replaceParameter("weight", persistentCopy(w.rows(start, end)));
+        if (bias() != null) replaceParameter("bias", persistentCopy(bias().rows(start, end)));
+    }
+
+    /** Keeps input features {@code [start, end)} only: W's columns (a row-parallel shard). */
+    public void keepInputs(int start, int end) {
+        if (bias() != null) {
+            throw new IllegalArgumentException("Linear.keepInputs: a row-parallel shard of a map with a bias would add the bias once per shard");
+        }
+        Tensor w = weight();
+        if (start < 0 || end > w.dim(1) || start >= end) {
+            throw new IllegalArgumentException("Linear.keepInputs: [" + start + ", " + end + ") outside [0, " + w.dim(1) + ")");
+        }
+        Tensor kept = persistentZeros(w.dim(0), end - start);
+        for (int r = 0; r < w.dim(0); r++) {
+            kept.rows(r, r + 1).copyFrom(w.view(-1).rows(r * w.dim(1) + start, r * w.dim(1) + end));
+        }
+        replaceParameter("weight", kept);
     }
 
     /** Normal(0, std²) initialisation from {@code rng}, row by row of the (out, in) weight. */
@@ -42,14 +62,20 @@ public final class Linear extends Module {
     }
 
     public int inFeatures() {
-        return in;
+        return weight().dim(1);
     }
 
     public int outFeatures() {
-        return out;
+        return weight().dim(0);
     }
 
     public Tensor forward(Tensor x) {
+        return wrapped(x, this::project);
+    }
+
+    private Tensor project(Tensor x) {
+        int in = inFeatures();
+        int out = outFeatures();
         if (x.rank() != 2 || x.dim(1) != in) {
             throw new IllegalArgumentException("Linear(" + in + " -> " + out + "): input must be (T, " + in + "), got " + x.shapeString());
         }

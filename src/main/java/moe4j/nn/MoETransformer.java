@@ -31,6 +31,7 @@ public final class MoETransformer extends Module {
     private final List<TransformerBlock> layers;
     private final RMSNorm norm;
     private final Linear output;
+    private java.util.function.BinaryOperator<Tensor> crossEntropy = Ops::crossEntropy;
 
     /** The loss of one batch and its parts; {@code total = crossEntropy + aux_w · auxLoss + z_w · zLoss}. */
     public record Loss(Tensor total, Tensor crossEntropy, Tensor auxLoss, Tensor zLoss) {}
@@ -139,7 +140,7 @@ public final class MoETransformer extends Module {
                     + tokens.shapeString());
         }
         Tensor logits = forward(tokens);
-        Tensor ce = Ops.crossEntropy(logits, targets.view(Math.toIntExact(targets.numel())));
+        Tensor ce = crossEntropy.apply(logits, targets.view(Math.toIntExact(targets.numel())));
         Tensor aux = auxLoss();
         Tensor z = zLoss();
         Tensor total = ce;
@@ -189,6 +190,14 @@ public final class MoETransformer extends Module {
 
     public RMSNorm norm() {
         return norm;
+    }
+
+    /**
+     * Replaces the mean cross-entropy of (logits, targets) the loss uses: vocabulary-parallel logits need
+     * one that reduces over the ranks holding the other columns.
+     */
+    public void setCrossEntropy(java.util.function.BinaryOperator<Tensor> crossEntropy) {
+        this.crossEntropy = java.util.Objects.requireNonNull(crossEntropy, "crossEntropy");
     }
 
     /** The output projection, or null when it is tied to the token embeddings. */

@@ -18,6 +18,30 @@ public abstract class Module {
     private final Map<String, Tensor> parameters = new LinkedHashMap<>();
     private final Map<String, Module> children = new LinkedHashMap<>();
     private boolean training = true;
+    private ForwardWrapper forwardWrapper;
+
+    /**
+     * What a parallelism puts around a module's forward (collectives before and after it, a different way
+     * to look up ids) without the module knowing: {@code body} is the module's own computation.
+     */
+    @FunctionalInterface
+    public interface ForwardWrapper {
+        Tensor apply(Tensor input, java.util.function.UnaryOperator<Tensor> body);
+    }
+
+    /**
+     * Puts {@code wrapper} around this module's forward (modules that take one tensor and support it say
+     * so: {@link Linear}, {@link Embedding}, {@link Attention}, {@link Expert}); at most one wrapper.
+     */
+    public void wrapForward(ForwardWrapper wrapper) {
+        if (forwardWrapper != null) throw new IllegalStateException(getClass().getSimpleName() + ": forward is already wrapped");
+        this.forwardWrapper = wrapper;
+    }
+
+    /** {@code body(input)}, through the forward wrapper when one is set. */
+    protected final Tensor wrapped(Tensor input, java.util.function.UnaryOperator<Tensor> body) {
+        return forwardWrapper == null ? body.apply(input) : forwardWrapper.apply(input, body);
+    }
 
     /** Registers a trainable parameter: moved to persistent memory's lifetime by the caller, marked requiresGrad. */
     protected Tensor registerParameter(String name, Tensor value) {
@@ -32,6 +56,31 @@ public abstract class Module {
         value.requiresGrad(true);
         parameters.put(name, value);
         return value;
+    }
+
+    /**
+     * Replaces the parameter of qualified name {@code name} ({@code layers.0.attention.wq.weight}) by
+     * {@code value}, keeping its place: for a parallelism that keeps a parameter elsewhere between uses
+     * (sharding) and hands the module a whole one when it is needed. Modules read their parameters at each
+     * use, never keep them.
+     */
+    public void setParameter(String name, Tensor value) {
+        if (!trySetParameter(name, value)) {
+            throw new IllegalArgumentException("no parameter named '" + name + "' in " + getClass().getSimpleName());
+        }
+    }
+
+    private boolean trySetParameter(String name, Tensor value) {
+        if (parameters.containsKey(name)) {
+            replaceParameter(name, value);
+            return true;
+        }
+        for (var child : children.entrySet()) {
+            if (name.startsWith(child.getKey() + ".") && child.getValue().trySetParameter(name.substring(child.getKey().length() + 1), value)) {
+                return true;
+            }
+        }
+        return false;
     }
 
     /** This module's own parameter {@code name} (not a descendant's), or null. */
@@ -119,6 +168,11 @@ public abstract class Module {
     /** A zero tensor shaped like {@code t} that outlives any step scope (e.g. a gradient). */
     public static Tensor persistentZerosLike(Tensor t) {
         return MemoryScope.persistent(() -> Tensor.zerosLike(t));
+    }
+
+    /** A persistent copy of {@code t} (e.g. the block of a parameter a rank keeps). */
+    protected static Tensor persistentCopy(Tensor t) {
+        return MemoryScope.persistent(t::copy);
     }
 
     /** A parameter tensor that outlives any step scope. */

@@ -66,8 +66,10 @@ public final class ExpertParallel {
         for (int i = 0; i < layers.size(); i++) {
             MoEMLP moe = layers.get(i);
             moe.partitionExperts(ep.group());
-            moe.setDispatcher(new AllToAllDispatcher(ep.group(), moe.numExperts(), moe.localExpertStart(), moe.numLocalExperts(),
-                    moe.epSize(), i));
+            AllToAllDispatcher allToAll = new AllToAllDispatcher(ep.group(), moe.numExperts(), moe.localExpertStart(),
+                    moe.numLocalExperts(), moe.epSize(), i);
+            // under tensor parallelism each tp rank sends its slice of the tokens through the all-to-all
+            moe.setDispatcher(moe.dispatcher() instanceof SequenceParallelDispatcher<?> sp ? sp.withInner(allToAll) : allToAll);
         }
         ParallelPlan.of(model).mark(ParallelPlan.Stage.EXPERT_PARALLEL);
         LOG.log(System.Logger.Level.INFO, "Applied expert parallelism: ep_size={0}, ep_rank={1}, layers={2}", p, ep.localRank(),
@@ -276,9 +278,12 @@ public final class ExpertParallel {
      * view of its group. Null (nothing to count) when the layer dispatches locally.
      */
     public static TrafficCountingGroup countTraffic(MoEMLP moe) {
-        if (!(moe.dispatcher() instanceof AllToAllDispatcher installed)) return null;
+        var current = moe.dispatcher();
+        SequenceParallelDispatcher<?> sp = current instanceof SequenceParallelDispatcher<?> wrapper ? wrapper : null;
+        if (sp != null) current = sp.inner();
+        if (!(current instanceof AllToAllDispatcher installed)) return null;
         TrafficCountingGroup traffic = new TrafficCountingGroup(installed.group());
-        moe.setDispatcher(installed.over(traffic));
+        moe.setDispatcher(sp != null ? sp.withInner(installed.over(traffic)) : installed.over(traffic));
         return traffic;
     }
 

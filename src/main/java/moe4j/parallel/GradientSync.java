@@ -2,6 +2,7 @@ package moe4j.parallel;
 
 import java.util.Collections;
 import java.util.IdentityHashMap;
+import java.util.Map;
 import java.util.Set;
 import moe4j.distributed.DeviceMesh;
 import moe4j.distributed.ProcessGroup;
@@ -21,13 +22,25 @@ import moe4j.tensor.Tensor;
  *       contribution (the all-to-all's backward brought them home), so they are summed over the ranks
  *       that hold the same experts and divided by the number of data ranks.</li>
  * </ul>
+ * Under tensor parallelism the tp ranks of a data rank share its batch: split parameters have their own
+ * complete gradients and the rest is replicated over tp, except the experts, whose tp ranks each computed
+ * a slice of the tokens: they are summed over tp too ({@link TensorParallel}).
  * Every rank issues the same reductions in the same order (parameters in registration order).
+ *
+ * <p>With {@code dp_shard > 1} the parameters, gradients and optimizer state are sharded
+ * ({@link ParameterShards}): between steps a rank keeps only its pieces; {@link #gatherParameters()}
+ * all-gathers whole parameters before the forward, the same averages are reduce-scattered instead of
+ * all-reduced (and the whole parameters released), and the optimizer steps only this rank's pieces
+ * ({@link #optimizerParameters()}).
  */
 public final class GradientSync {
     private final Module model;
     private final ProcessGroup dataGroup;
     private final ProcessGroup expertReplicaGroup;
     private final Set<Tensor> expertParameters = Collections.newSetFromMap(new IdentityHashMap<>());
+    private ParameterShards shards;
+    private ProcessGroup tpGroup;
+    private final Set<String> tpSplit = new java.util.HashSet<>();
 
     private GradientSync(Module model, ProcessGroup dataGroup, ProcessGroup expertReplicaGroup) {
         this.model = model;
@@ -42,8 +55,166 @@ public final class GradientSync {
     public static GradientSync create(Module model, DeviceMesh mesh) {
         if (mesh == null) return new GradientSync(model, null, null);
         DeviceMesh data = mesh.flatten("data", "dp_replicate", "dp_shard", "ep");
-        DeviceMesh replicas = mesh.flatten("expert_replicas", "dp_replicate", "dp_shard");
-        return new GradientSync(model, data.group(), replicas.group());
+        // under tensor parallelism each tp rank's experts saw only its slice of the tokens: sum over tp too
+        DeviceMesh replicas = mesh.flatten("expert_replicas", "dp_replicate", "dp_shard", "tp");
+        GradientSync sync = new GradientSync(model, data.group(), replicas.group());
+        TensorParallel.Layout tp = TensorParallel.layoutOf(model);
+        if (tp != null) {
+            sync.tpGroup = tp.group();
+            sync.tpSplit.addAll(tp.splits().keySet());
+        }
+        if (mesh.hasDim("dp_shard") && mesh.size("dp_shard") > 1) {
+            ProcessGroup denseShards = mesh.flatten("dense_shards", "dp_shard", "ep").group();
+            ProcessGroup expertShards = mesh.get("dp_shard").group();
+            ProcessGroup replicate = mesh.hasDim("dp_replicate") ? mesh.get("dp_replicate").group() : null;
+            ProcessGroup expertReplicas = mesh.flatten("expert_piece_replicas", "dp_replicate", "tp").group();
+            Set<String> expertNames = new java.util.HashSet<>();
+            model.namedParameters().forEach((name, p) -> {
+                if (sync.expertParameters.contains(p)) expertNames.add(name);
+            });
+            sync.shards = new ParameterShards(model, expertNames, denseShards, expertShards, replicate, expertReplicas, sync.tpGroup,
+                    sync.tpSplit, data.size());
+        }
+        return sync;
+    }
+
+    /**
+     * The global gradient norm when tensor parallelism split some parameters (unsharded run): their squares
+     * are summed over tp, the rest counted as {@code GradClip} counts them. The same value on every rank.
+     */
+    public double tensorParallelGradientNorm() {
+        double split = 0;
+        double dense = 0;
+        double expert = 0;
+        for (var entry : model.namedParameters().entrySet()) {
+            Tensor p = entry.getValue();
+            Tensor g = p.grad();
+            if (g == null) continue;
+            double sq = Kernels.of(g.device()).reductions().sumOfSquares(g);
+            if (tpSplit.contains(entry.getKey())) split += sq;
+            else if (expertParameters.contains(p)) expert += sq;
+            else dense += sq;
+        }
+        Tensor t = Tensor.of(new float[] {(float) split});
+        tpGroup.allReduce(t, ReduceOp.SUM);
+        split = t.item();
+        if (dataGroup != null && dataGroup.size() > 1) {
+            Tensor e = Tensor.of(new float[] {(float) expert});
+            dataGroup.allReduce(e, ReduceOp.SUM);
+            // the expert replicas of the data ranks (dp_replicate × dp_shard) hold the same gradients
+            expert = e.item() / (expertReplicaGroup.size() / tpGroup.size());
+        }
+        return Math.sqrt((float) split + (float) dense + (float) expert);
+    }
+
+    /** Whether tensor parallelism split some of the model's parameters. */
+    public boolean hasTensorParallel() {
+        return tpGroup != null;
+    }
+
+    /** Whether gradients, optimizer state and updates are sharded over {@code dp_shard}. */
+    public boolean isSharded() {
+        return shards != null;
+    }
+
+    /**
+     * What the optimizer updates, by parameter name: the parameters themselves, or (sharded) this rank's
+     * piece of each, a flat view into the parameter that carries the piece's gradient.
+     */
+    public Map<String, Tensor> optimizerParameters() {
+        return shards == null ? model.namedParameters() : shards.pieces();
+    }
+
+    /**
+     * Sharded: all-gathers every rank's pieces into whole parameters for the model to use (before each
+     * forward, and before a checkpoint is written or read); they are released again by
+     * {@link #synchronize()} or {@link #releaseParameters()}. Unsharded (or already gathered): nothing to do.
+     */
+    public void gatherParameters() {
+        if (shards != null) shards.gather();
+    }
+
+    /** Sharded: drops the whole parameters, keeping only this rank's pieces. */
+    public void releaseParameters() {
+        if (shards != null) shards.release();
+    }
+
+    /** Sharded: takes this rank's pieces from the whole parameters (after a checkpoint was loaded into them). */
+    public void takePiecesFromParameters() {
+        if (shards != null) shards.takePiecesFromWhole();
+    }
+
+    /** The global gradient norm of a sharded run, from the pieces (use {@link #isSharded()} first). */
+    public double shardedGradientNorm() {
+        return requireSharded().gradientNorm();
+    }
+
+    /** Scales the gradient pieces of a sharded run. */
+    public void scaleShardedGradients(float scale) {
+        requireSharded().scaleGradients(scale);
+    }
+
+    /**
+     * Full (EP-local) tensors from per-piece values keyed like {@link #optimizerParameters()} (optimizer
+     * moments, say); unsharded, the map itself. A collective over the shard groups.
+     */
+    public Map<String, Tensor> unshard(Map<String, Tensor> byPiece) {
+        return shards == null ? byPiece : shards.unshard(byPiece);
+    }
+
+    /** Tensors with the parameters' full (EP-local) shapes to load into; unsharded, {@code byPiece} itself. */
+    public Map<String, Tensor> fullSized(Map<String, Tensor> byPiece) {
+        return shards == null ? byPiece : shards.fullSized();
+    }
+
+    /** Copies this rank's pieces of {@code full} (from {@link #fullSized}) into {@code byPiece}; unsharded, nothing to do. */
+    public void reshard(Map<String, Tensor> full, Map<String, Tensor> byPiece) {
+        if (shards != null) shards.reshard(full, byPiece);
+    }
+
+    /**
+     * The values of {@code local} (keyed by parameter name: parameters, or full-size optimizer moments) with
+     * what tensor parallelism split made whole again; without it, {@code local}. A collective over tp.
+     */
+    public Map<String, Tensor> unsplitTensorParallel(Map<String, Tensor> local) {
+        return TensorParallel.unsplit(model, local);
+    }
+
+    /** Whole-shaped tensors to load {@code local}'s tensor-parallel entries into; without tensor parallelism, {@code local}. */
+    public Map<String, Tensor> tensorParallelTargets(Map<String, Tensor> local) {
+        return TensorParallel.wholeSized(model, local);
+    }
+
+    /** Copies this tp rank's block of each whole tensor in {@code whole} (from {@link #tensorParallelTargets}) into {@code local}. */
+    public void splitTensorParallel(Map<String, Tensor> whole, Map<String, Tensor> local) {
+        TensorParallel.splitInto(model, whole, local);
+    }
+
+    /** Bytes this rank sends per step for the sharded gradient reduce-scatter and parameter all-gather (0 unsharded). */
+    public long shardingBytesPerStep() {
+        return shards == null ? 0 : shards.bytesSentPerStep();
+    }
+
+    /**
+     * Bytes this rank keeps between steps for parameters, gradients and the two AdamW moments (float32):
+     * sharded, its pieces of each.
+     */
+    public long trainingStateBytes() {
+        if (shards != null) return shards.stateBytes();
+        long parameters = 0;
+        for (Tensor p : model.parameters()) parameters += p.numel() * Float.BYTES;
+        return 4 * parameters;
+    }
+
+    /** {@link #trainingStateBytes()} of the same (tp/ep-local) parameters without sharding. */
+    public long unshardedTrainingStateBytes() {
+        if (shards != null) return shards.unshardedStateBytes();
+        return trainingStateBytes();
+    }
+
+    private ParameterShards requireSharded() {
+        if (shards == null) throw new IllegalStateException("this run's gradients are not sharded (dp_shard = 1)");
+        return shards;
     }
 
     /** The group over which a global quantity (loss, token count, gradient norm of dense parts) is reduced. */
@@ -61,6 +232,10 @@ public final class GradientSync {
 
     /** Reduces every parameter's gradient in place (see the class comment). Parameters without a gradient get zeros. */
     public void synchronize() {
+        if (shards != null) {
+            shards.reduceScatterGradients();
+            return;
+        }
         if (dataGroup == null || dataGroup.size() == 1) return;
         float inverseDataRanks = 1f / dataGroup.size();
         for (Tensor p : model.parameters()) {

@@ -7,17 +7,15 @@ import moe4j.nn.Module;
 /**
  * The one place that turns an ordinary model into a parallel one, in the only order that composes:
  * tensor parallelism → expert parallelism → (low precision) → (activation checkpointing) → data
- * parallelism. Each step is a transformation of the model built as for one rank.
+ * parallelism (sharded over {@code dp_shard} when it is > 1, see {@link GradientSync}). Each step is a
+ * transformation of the model built as for one rank.
  */
 public final class Parallelize {
     private Parallelize() {}
 
     /** Applies every parallelism {@code mesh} asks for; returns the gradient synchroniser of the data ranks. */
     public static GradientSync apply(Module model, DeviceMesh mesh) {
-        if (mesh != null && mesh.hasDim("tp")) {
-            throw new UnsupportedOperationException("tensor parallelism (tp = " + mesh.size("tp")
-                    + ") is not available yet: use tp = 1");
-        }
+        TensorParallel.apply(model, mesh);
         ExpertParallel.apply(model, mesh);
         GradientSync sync = GradientSync.create(model, mesh);
         // load-balance statistics over the whole data-parallel batch, so the aux loss matches one rank's

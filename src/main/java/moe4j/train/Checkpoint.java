@@ -27,6 +27,7 @@ import moe4j.nn.MoEMLP;
 import moe4j.nn.Module;
 import moe4j.nn.SigmoidTopKRouter;
 import moe4j.parallel.GlobalStateDict;
+import moe4j.parallel.GradientSync;
 import moe4j.tensor.DType;
 import moe4j.tensor.SafeTensors;
 import moe4j.tensor.Tensor;
@@ -71,12 +72,28 @@ public final class Checkpoint {
      * {@link AgreedFailure} with the writer's reason.
      */
     public static Path save(Path dir, Module model, AdamW optimizer, TrainState state, ProcessGroup world, int keepLast) {
+        return save(dir, model, optimizer, state, world, keepLast, null);
+    }
+
+    /**
+     * {@link #save(Path, Module, AdamW, TrainState, ProcessGroup, int)} of a run whose optimizer state may be
+     * sharded by {@code sync} (null: not sharded): the file holds the same global tensors either way, so
+     * it loads at any mesh.
+     */
+    public static Path save(Path dir, Module model, AdamW optimizer, TrainState state, ProcessGroup world, int keepLast,
+                            GradientSync sync) {
         // only the writing rank keeps the gathered experts: the others lend theirs one tensor at a time
         boolean writer = world == null || world.rank() == 0;
-        Map<String, Tensor> weights = GlobalStateDict.gather(model, model.namedParameters(), writer);
+        if (sync != null) sync.gatherParameters();
+        Map<String, Tensor> params = sync == null ? model.namedParameters() : sync.unsplitTensorParallel(model.namedParameters());
+        Map<String, Tensor> weights = GlobalStateDict.gather(model, params, writer);
         Map<String, Tensor> moments = new LinkedHashMap<>();
-        GlobalStateDict.gather(model, optimizer.expAvg(), writer).forEach((n, t) -> moments.put("exp_avg." + n, t));
-        GlobalStateDict.gather(model, optimizer.expAvgSq(), writer).forEach((n, t) -> moments.put("exp_avg_sq." + n, t));
+        Map<String, Tensor> expAvg = sync == null ? optimizer.expAvg() : sync.unsplitTensorParallel(sync.unshard(optimizer.expAvg()));
+        Map<String, Tensor> expAvgSq = sync == null ? optimizer.expAvgSq()
+                : sync.unsplitTensorParallel(sync.unshard(optimizer.expAvgSq()));
+        GlobalStateDict.gather(model, expAvg, writer).forEach((n, t) -> moments.put("exp_avg." + n, t));
+        GlobalStateDict.gather(model, expAvgSq, writer).forEach((n, t) -> moments.put("exp_avg_sq." + n, t));
+        if (sync != null) sync.releaseParameters(); // the writer keeps its gathered copies until written
         Path target = dir.resolve(String.format("step-%08d", state.step()));
         // every rank learns whether (and why) rank 0's write failed, so none carries on past a lost checkpoint
         AgreedFailure.agree(world, () -> {
@@ -327,6 +344,23 @@ public final class Checkpoint {
      * and the shapes before changing anything; returns the training state.
      */
     public static TrainState load(Path checkpoint, Module model, AdamW optimizer) {
+        return load(checkpoint, model, optimizer, null);
+    }
+
+    /**
+     * {@link #load(Path, Module, AdamW)} into an optimizer whose state is sharded by {@code sync} (null: not
+     * sharded): each rank keeps its pieces of the stored moments.
+     */
+    public static TrainState load(Path checkpoint, Module model, AdamW optimizer, GradientSync sync) {
+        if (sync != null) sync.gatherParameters(); // whole parameters to load into; this rank's pieces are taken after
+        try {
+            return loadGathered(checkpoint, model, optimizer, sync);
+        } finally {
+            if (sync != null) sync.releaseParameters();
+        }
+    }
+
+    private static TrainState loadGathered(Path checkpoint, Module model, AdamW optimizer, GradientSync sync) {
         StateFile state = verify(checkpoint);
         try (SafeTensors.Loaded weights = SafeTensors.read(checkpoint.resolve(MODEL_FILE));
              SafeTensors.Loaded moments = optimizer == null ? null : SafeTensors.read(checkpoint.resolve(OPTIMIZER_FILE))) {
@@ -344,7 +378,14 @@ public final class Checkpoint {
             Map<String, Tensor> stored = new LinkedHashMap<>();
             for (String n : weights.names()) stored.put(n, weights.tensorAs(n, DType.F32));
             List<Runnable> copies = new java.util.ArrayList<>();
-            copies.add(GlobalStateDict.prepareScatter(model, stored, model.namedParameters(), checkpoint.resolve(MODEL_FILE).toString()));
+            Map<String, Tensor> paramTargets = sync == null ? model.namedParameters() : sync.tensorParallelTargets(model.namedParameters());
+            copies.add(GlobalStateDict.prepareScatter(model, stored, paramTargets, checkpoint.resolve(MODEL_FILE).toString()));
+            if (sync != null) {
+                copies.add(() -> {
+                    sync.splitTensorParallel(paramTargets, model.namedParameters());
+                    sync.takePiecesFromParameters();
+                });
+            }
             if (optimizer != null) {
                 Map<String, Tensor> avg = new LinkedHashMap<>();
                 Map<String, Tensor> avgSq = new LinkedHashMap<>();
@@ -353,8 +394,21 @@ public final class Checkpoint {
                     else if (n.startsWith("exp_avg.")) avg.put(n.substring("exp_avg.".length()), moments.tensorAs(n, DType.F32));
                 }
                 String source = checkpoint.resolve(OPTIMIZER_FILE).toString();
-                copies.add(GlobalStateDict.prepareScatter(model, avg, optimizer.expAvg(), source));
-                copies.add(GlobalStateDict.prepareScatter(model, avgSq, optimizer.expAvgSq(), source));
+                // moments: whole tensors → this rank's tp block → this rank's dp_shard piece
+                Map<String, Tensor> avgLocal = sync == null ? optimizer.expAvg() : sync.fullSized(optimizer.expAvg());
+                Map<String, Tensor> avgSqLocal = sync == null ? optimizer.expAvgSq() : sync.fullSized(optimizer.expAvgSq());
+                Map<String, Tensor> avgTarget = sync == null ? avgLocal : sync.tensorParallelTargets(avgLocal);
+                Map<String, Tensor> avgSqTarget = sync == null ? avgSqLocal : sync.tensorParallelTargets(avgSqLocal);
+                copies.add(GlobalStateDict.prepareScatter(model, avg, avgTarget, source));
+                copies.add(GlobalStateDict.prepareScatter(model, avgSq, avgSqTarget, source));
+                if (sync != null) {
+                    copies.add(() -> {
+                        sync.splitTensorParallel(avgTarget, avgLocal);
+                        sync.splitTensorParallel(avgSqTarget, avgSqLocal);
+                        sync.reshard(avgLocal, optimizer.expAvg());
+                        sync.reshard(avgSqLocal, optimizer.expAvgSq());
+                    });
+                }
                 copies.add(() -> optimizer.setStepCount(state.step()));
             }
             copies.add(prepareRouters(model, state.routerBias(), state.routerEma()));

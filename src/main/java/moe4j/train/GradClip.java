@@ -18,6 +18,8 @@ public final class GradClip {
 
     /** The global L2 norm of all gradients (call after {@link GradientSync#synchronize()}). */
     public static double globalNorm(Module model, GradientSync sync) {
+        if (sync.isSharded()) return sync.shardedGradientNorm();
+        if (sync.hasTensorParallel()) return sync.tensorParallelGradientNorm();
         double dense = 0;
         double expert = 0;
         for (Tensor p : model.parameters()) {
@@ -42,6 +44,10 @@ public final class GradClip {
         double norm = globalNorm(model, sync);
         if (maxNorm > 0 && norm > maxNorm) {
             float scale = (float) (maxNorm / (norm + 1e-6));
+            if (sync.isSharded()) {
+                sync.scaleShardedGradients(scale);
+                return norm;
+            }
             for (Tensor p : model.parameters()) {
                 Tensor g = p.grad();
                 if (g != null) Kernels.of(g.device()).elementwise().scale(scale, g, g);

@@ -26,12 +26,12 @@ import moe4j.nn.ModelConfig;
  */
 public record TrainConfig(ModelConfig model, long steps, int globalBatch, int seqLen, double lr, double minLr,
                           long warmupSteps, double weightDecay, double beta1, double beta2, double eps, double gradClip,
-                          long seed, String data, int ep, int dpShard, int dpReplicate, String backend,
+                          long seed, String data, int ep, int dpShard, int dpReplicate, int tp, String backend,
                           Path checkpointDir, long checkpointEvery, int keepLast, Path outputDir, long logEvery, Path initFrom) {
 
     public static final List<String> TRAIN_KEYS = List.of("steps", "batch_size", "seq_len", "lr", "min_lr", "warmup_steps",
             "weight_decay", "beta1", "beta2", "eps", "grad_clip", "seed", "log_every", "output_dir");
-    public static final List<String> PARALLEL_KEYS = List.of("ep", "dp_shard", "dp_replicate", "backend");
+    public static final List<String> PARALLEL_KEYS = List.of("ep", "dp_shard", "dp_replicate", "tp", "backend");
     public static final List<String> DATA_KEYS = List.of("source");
     public static final List<String> CHECKPOINT_KEYS = List.of("dir", "every", "keep_last");
     /** Checkpoints kept by default: enough to fall back from a damaged latest one, few enough not to fill a disk. */
@@ -47,6 +47,7 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
         if (ep < 1) throw new IllegalArgumentException("ep must be >= 1, got " + ep);
         if (dpReplicate < 1) throw new IllegalArgumentException("dp_replicate must be >= 1, got " + dpReplicate);
         if (dpShard < 1) throw new IllegalArgumentException("dp_shard must be >= 1, got " + dpShard);
+        if (tp < 1) throw new IllegalArgumentException("tp must be >= 1, got " + tp);
         requireFinite("lr", lr);
         requireFinite("min_lr", minLr);
         requireFinite("weight_decay", weightDecay);
@@ -57,6 +58,11 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
         if (ep > 1 && model.numExperts() == 0) throw new IllegalArgumentException("ep > 1 requires an MoE model (num_experts > 0)");
         if (ep > 1 && model.numExperts() % ep != 0) {
             throw new IllegalArgumentException("num_experts (" + model.numExperts() + ") must be divisible by ep (" + ep + ")");
+        }
+        moe4j.parallel.TensorParallel.requireSplittable(model, tp);
+        if (tp > 1 && initFrom != null) {
+            throw new IllegalArgumentException("--init-from with tp > 1 is not supported yet (its weights and its saved copy are"
+                    + " whole tensors): use tp = 1");
         }
         int dataRanks = ep * dpShard * dpReplicate;
         if (globalBatch % dataRanks != 0) {
@@ -77,9 +83,9 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
         if (!Double.isFinite(v)) throw new IllegalArgumentException(key + " must be a finite number, got " + v);
     }
 
-    /** Ranks the run needs: dp_replicate × dp_shard × ep (tensor and pipeline parallelism are 1). */
+    /** Ranks the run needs: dp_replicate × dp_shard × ep × tp (pipeline parallelism is 1). */
     public int worldSize() {
-        return ep * dpShard * dpReplicate;
+        return ep * dpShard * dpReplicate * tp;
     }
 
     /** What makes a run the same run when it resumes: everything but the layout, the outputs and the step count. */
@@ -155,6 +161,7 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
         int ep = 4;
         int dpShard = 1;
         int dpReplicate = 1;
+        int tp = 1;
         String backend = "auto";
         Path checkpointDir;
         long checkpointEvery = 0;
@@ -182,6 +189,7 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
         public Builder ep(int v) { ep = v; return this; }
         public Builder dpShard(int v) { dpShard = v; return this; }
         public Builder dpReplicate(int v) { dpReplicate = v; return this; }
+        public Builder tp(int v) { tp = v; return this; }
         public Builder backend(String v) { backend = v; return this; }
         public Builder checkpointDir(Path v) { checkpointDir = v; return this; }
         public Builder checkpointEvery(long v) { checkpointEvery = v; return this; }
@@ -211,6 +219,7 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
                 case "parallel.ep" -> ep = toInt(key, v);
                 case "parallel.dp_shard" -> dpShard = toInt(key, v);
                 case "parallel.dp_replicate" -> dpReplicate = toInt(key, v);
+                case "parallel.tp" -> tp = toInt(key, v);
                 case "parallel.backend" -> backend = v.toString();
                 case "checkpoint.dir" -> checkpointDir = Path.of(v.toString());
                 case "checkpoint.every" -> checkpointEvery = toLong(key, v);
@@ -228,7 +237,7 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
         public TrainConfig build() {
             ModelConfig m = initFrom != null ? moe4j.hf.HfConfig.read(initFrom).model() : model.build();
             return new TrainConfig(m, steps, globalBatch, seqLen, lr, minLr, warmupSteps, weightDecay, beta1, beta2, eps,
-                    gradClip, seed, data, ep, dpShard, dpReplicate, backend, checkpointDir, checkpointEvery, keepLast, outputDir, logEvery,
+                    gradClip, seed, data, ep, dpShard, dpReplicate, tp, backend, checkpointDir, checkpointEvery, keepLast, outputDir, logEvery,
                     initFrom);
         }
 

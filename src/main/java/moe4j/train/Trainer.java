@@ -38,7 +38,8 @@ import moe4j.tensor.Tensor;
 
 /**
  * The training loop of one rank. Every rank runs it with the same config: the mesh lays the ranks out,
- * the data is sharded over all data ranks ({@code dp_replicate × dp_shard × ep}), and after each
+ * the data is sharded over all data ranks ({@code dp_replicate × dp_shard × ep}; the tp ranks of a data
+ * rank share its batch), and after each
  * backward pass the gradients are synchronised so that the run equals one rank on the global batch.
  * Everything reported (loss, norm, expert load) is reduced over the data ranks, so it is the same on
  * every rank; {@code listener} is called on every rank and usually ignores all but rank 0.
@@ -70,7 +71,14 @@ public final class Trainer {
      * How a run begins: its identity (recorded in every checkpoint and metrics line), and whether it may
      * replace what another run left in its folders ({@code --overwrite}).
      */
-    public record Start(String run, boolean overwrite) {}
+    public record Start(String run, boolean overwrite, Footprint footprint) {}
+
+    /**
+     * What this rank keeps and sends for its parameters: float32 bytes of parameters + gradients + AdamW
+     * moments kept between steps, the same without sharding, and bytes sent per step by the sharded
+     * gradient reduce-scatter and parameter all-gather (0 without sharding).
+     */
+    public record Footprint(long stateBytes, long unshardedStateBytes, long shardingBytesPerStep) {}
 
     /** Writes the run identity a checkpoint stores; the router by its config spelling, as the TOML gives it. */
     private static final Gson GSON = new GsonBuilder()
@@ -118,25 +126,32 @@ public final class Trainer {
     public static Summary run(TrainConfig config, ProcessGroup world, boolean resume, boolean overwrite, Listener listener) {
         if (world.size() != config.worldSize()) {
             throw new IllegalArgumentException("Parallelism dimensions (" + config.dpReplicate() + " × " + config.dpShard()
-                    + " × 1 × 1 × 1 × " + config.ep() + " = " + config.worldSize() + ") do not match world_size (" + world.size() + ")");
+                    + " × " + config.tp() + " × 1 × 1 × " + config.ep() + " = " + config.worldSize() + ") do not match world_size (" + world.size() + ")");
         }
         DeviceMesh mesh = world.size() == 1 ? null
-                : DeviceMesh.create(world, MeshSizes.defaults().dpReplicate(config.dpReplicate()).dpShard(config.dpShard()).ep(config.ep()));
+                : DeviceMesh.create(world, MeshSizes.defaults().dpReplicate(config.dpReplicate()).dpShard(config.dpShard()).ep(config.ep())
+                        .tp(config.tp()));
         HfConfig hf = config.initFrom() == null ? null : HfConfig.read(config.initFrom());
         // a model from a folder is filled from its weights (or from moe4j's checkpoint on resume): no random draws
         MoETransformer model = hf == null ? new MoETransformer(config.model()) : MoETransformer.uninitialized(config.model(), hf.options());
         long parameters = model.parameterCount(); // before expert parallelism keeps this rank's share
+        Set<String> norms = normWeights(model); // before sharding leaves only this rank's pieces
         GradientSync sync = Parallelize.apply(model, mesh);
         if (hf != null && !resume) {
             // after expert parallelism: each rank reads only the experts it keeps, so a missing or damaged
             // file may fail on some ranks only; they agree, and every rank ends with the same sentence
+            sync.gatherParameters(); // sharded: whole parameters to read into, then this rank's pieces of them
             AgreedFailure.agree(world, () -> {
                 try (HfWeightFiles files = new HfWeightFiles(config.initFrom())) {
                     HfCheckpoint.loadWeights(model, hf.family(), files);
                 }
             });
+            sync.takePiecesFromParameters();
+            sync.releaseParameters();
         }
-        AdamW optimizer = new AdamW(model.namedParameters(), normWeights(model), config.beta1(), config.beta2(), config.eps(),
+        Set<Tensor> noDecay = java.util.Collections.newSetFromMap(new IdentityHashMap<>());
+        norms.forEach(name -> noDecay.add(sync.optimizerParameters().get(name)));
+        AdamW optimizer = new AdamW(sync.optimizerParameters(), noDecay, config.beta1(), config.beta2(), config.eps(),
                 config.weightDecay());
 
         TokenSource[] opened = new TokenSource[1];
@@ -170,7 +185,7 @@ public final class Trainer {
                             + "checkpoint is of step " + from[0].step() + " and steps is " + config.steps() + "; pass --steps N with N > "
                             + from[0].step() + " to train it further");
                 }
-                Checkpoint.TrainState state = Checkpoint.load(from[0].checkpoint(), model, optimizer);
+                Checkpoint.TrainState state = Checkpoint.load(from[0].checkpoint(), model, optimizer, sync);
                 loader.seek(state.dataPosition());
                 firstStep[0] = state.step() + 1;
             });
@@ -184,7 +199,8 @@ public final class Trainer {
             if (from[0].run() != null) run[0] = from[0].run();
         }
         double unigram = source instanceof SyntheticTasks synthetic ? synthetic.unigramEntropy(config.seqLen()) : Double.NaN;
-        Start launch = new Start(run[0], overwrite);
+        Start launch = new Start(run[0], overwrite,
+                new Footprint(sync.trainingStateBytes(), sync.unshardedTrainingStateBytes(), sync.shardingBytesPerStep()));
         AgreedFailure.agree(world, () -> {
             // rank 0 writes checkpoints: it checks their folder before anything is written
             if (world.rank() == 0 && config.checkpointDir() != null) {
@@ -207,6 +223,7 @@ public final class Trainer {
             double[][] load;
             try (MemoryScope scope = MemoryScope.open()) {
                 Batch batch = loader.next();
+                sync.gatherParameters(); // sharded: the whole parameters, for this step only
                 MoETransformer.Loss loss = model.loss(batch.inputs(), batch.targets());
                 model.zeroGrad();
                 Autograd.backward(loss.total());
@@ -238,14 +255,20 @@ public final class Trainer {
                 lastCheckpoint = Checkpoint.save(config.checkpointDir(), model, optimizer,
                         new Checkpoint.TrainState(step, loader.position(), config.seed(), launch.run(),
                                 GSON.toJson(config.resumeIdentity()), routers[0], routers[1]),
-                        world, config.keepLast());
+                        world, config.keepLast(), sync);
                 listener.onCheckpoint(world.rank(), lastCheckpoint);
                 if (hf != null) {
+                    sync.gatherParameters(); // sharded: the whole parameters, for the copy only
                     HfCheckpoint.save(model, hf, config.checkpointDir().resolve(String.format(HF_COPY + "%06d", step)), config.initFrom(), world);
+                    sync.releaseParameters();
                     if (world.rank() == 0) pruneHfCopies(config.checkpointDir());
                 }
             }
-            if (last && hf != null) HfCheckpoint.save(model, hf, config.outputDir().resolve("hf"), config.initFrom(), world);
+            if (last && hf != null) {
+                sync.gatherParameters();
+                HfCheckpoint.save(model, hf, config.outputDir().resolve("hf"), config.initFrom(), world);
+                sync.releaseParameters();
+            }
         }
         double tokensPerSecond = history.isEmpty() ? 0
                 : tokensPerStep * history.size() / history.stream().mapToDouble(StepMetrics::seconds).sum();
@@ -255,12 +278,12 @@ public final class Trainer {
                 activeParameters(config.model(), parameters), history, lastCheckpoint);
     }
 
-    /** Norm weights (1-D parameters) take no weight decay. */
-    private static Set<Tensor> normWeights(MoETransformer model) {
-        Set<Tensor> out = java.util.Collections.newSetFromMap(new IdentityHashMap<>());
-        for (Tensor p : model.parameters()) {
-            if (p.rank() == 1) out.add(p);
-        }
+    /** The names of the norm weights (1-D parameters), which take no weight decay. */
+    private static Set<String> normWeights(MoETransformer model) {
+        Set<String> out = new java.util.HashSet<>();
+        model.namedParameters().forEach((name, p) -> {
+            if (p.rank() == 1) out.add(name);
+        });
         return out;
     }
 

@@ -59,6 +59,34 @@ class TrainCommandTest {
     }
 
     @Test
+    void tpAndDpShardFromTheCommandLineAndTheTomlShowInTheStartupLine(@TempDir Path dir) throws Exception {
+        Path config = dir.resolve("tiny.toml");
+        // the TOML asks for dp_shard 2 × ep 2; the command line adds tp 2 and keeps ep 1: dp_shard 2 × tp 2
+        Files.writeString(config, MpiTrainingTest.config().replace("steps = 4", "steps = 2").replace("ep = 2", "ep = 1\ntp = 1"));
+        var cmd = Main.commandLine();
+        java.io.StringWriter err = new java.io.StringWriter();
+        cmd.setErr(new java.io.PrintWriter(err, true));
+        PrintStream old = System.out;
+        ByteArrayOutputStream captured = new ByteArrayOutputStream();
+        System.setOut(new PrintStream(captured, true, StandardCharsets.UTF_8));
+        int code;
+        try {
+            code = cmd.execute("train", "--config", config.toString(), "--backend", "local", "--tp", "2",
+                    "--output-dir", dir.resolve("out").toString());
+        } finally {
+            System.setOut(old);
+        }
+        String out = captured.toString(StandardCharsets.UTF_8);
+        assertEquals(0, code, err.toString());
+        assertTrue(out.contains("ranks: 4 (local backend) = dp_replicate 1 × dp_shard 2 × ep 1 × tp 2 (parameters, gradients and optimizer"
+                + " state sharded over dp_shard)"), out);
+        assertTrue(out.contains("per rank: parameters + gradients + AdamW state"), out);
+        var toml = moe4j.train.TrainConfig.fromToml(config).build();
+        assertEquals(1, toml.tp());
+        assertEquals(2, toml.dpShard());
+    }
+
+    @Test
     void initFromAHuggingFaceFolderOnATwoByTwoMeshSavesItsLayout(@TempDir Path dir) throws Exception {
         Path folder = Path.of(TrainCommandTest.class.getResource("/moe4j/hf/qwen2_moe").toURI());
         assertSucceeds("train", "--init-from", folder.toString(), "--backend", "local", "--ep", "2", "--dp-shard", "2",

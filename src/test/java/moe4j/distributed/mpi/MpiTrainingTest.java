@@ -36,15 +36,26 @@ public class MpiTrainingTest {
     }
 
 
+    /** dp_shard 2 × ep 2: sharded gradients and optimizer state, and the EP all-to-alls, over MPI. */
     @Test
     void mpiTrainingMatchesTheInJvmBackend(@TempDir Path dir) throws Exception {
+        trainOnBothBackends(dir, config());
+    }
+
+    /** ep 2 × tp 2: the tensor-parallel collectives (all-reduce, uneven all-gathers) over MPI. */
+    @Test
+    void mpiTensorParallelTrainingMatchesTheInJvmBackend(@TempDir Path dir) throws Exception {
+        trainOnBothBackends(dir, config().replace("dp_shard = 2", "dp_shard = 1\ntp = 2"));
+    }
+
+    private static void trainOnBothBackends(Path dir, String toml) throws Exception {
         boolean mpirun = false;
         for (String d : System.getenv().getOrDefault("PATH", "").split(File.pathSeparator)) {
             if (!d.isEmpty() && Files.isExecutable(Path.of(d, "mpirun"))) mpirun = true;
         }
         Assumptions.assumeTrue(mpirun, "mpirun is not on the PATH: install Open MPI to test the MPI backend");
         Path config = dir.resolve("tiny.toml");
-        Files.writeString(config, config());
+        Files.writeString(config, toml);
 
         TrainConfig local = TrainConfig.fromToml(config).backend("local").outputDir(dir.resolve("local")).build();
         double localLoss = Distributed.run(local.worldSize(), Duration.ofSeconds(60),
