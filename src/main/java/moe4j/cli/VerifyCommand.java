@@ -90,10 +90,11 @@ public final class VerifyCommand implements Callable<Integer> {
             throw new ParameterException(spec.commandLine(), "verify --backend: " + e.getMessage(), e);
         }
         if (gpus && ep != null) return callOnGpus();
+        // one GPU without --ep: the layer on that GPU against the CPU layer, no process group at all
+        if (gpus) return CudaVerify.run(spec.commandLine(), device, this);
         if (parsedBackend == Backend.NCCL) {
             throw new ParameterException(spec.commandLine(), "verify --backend nccl: NCCL moves GPU memory; add --device cuda --ep P");
         }
-        if (gpus) return CudaVerify.run(spec.commandLine(), device, this);
         if (parsedBackend == Backend.MPI) return callMpi();
         EpVerifier.Problem problem = problem(2);
         EpVerifier.Report report = EpVerifier.verify(problem);

@@ -387,4 +387,13 @@ class VerifyCommandTest {
         assertEquals(CommandLine.ExitCode.USAGE, r.exitCode());
         assertTrue(r.err().contains("local, mpi, nccl or auto"), r.err());
     }
+
+    @Test
+    void oneGpuWithoutEpIsTheSingleGpuCheckNotAnNcclRun() {
+        // --device cuda alone compares the layer on one GPU with the CPU layer: no process group is involved,
+        // so it must not be refused as an NCCL run (without a GPU it ends with the one-sentence "no GPU" error)
+        Run r = run("--device", "cuda");
+        assertFalse(r.err().contains("NCCL moves GPU memory"), r.err());
+        assertTrue(r.exitCode() == 0 || r.exitCode() == CommandLine.ExitCode.USAGE, r.out() + r.err());
+    }
 }
