@@ -54,14 +54,9 @@ public final class MpiRuntime {
         return env.containsKey("SLURM_PROCID") && env.containsKey("SLURM_STEP_ID");
     }
 
-    /** The configured collective deadline ({@link Distributed#configuredTimeout()}). */
-    public static Duration configuredTimeout() {
-        return Distributed.configuredTimeout();
-    }
-
     /** {@link #init(Duration)} with the configured deadline. */
     public static ProcessGroup init() {
-        return init(configuredTimeout());
+        return init(Distributed.configuredTimeout());
     }
 
     /**
