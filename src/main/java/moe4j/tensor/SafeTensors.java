@@ -78,7 +78,7 @@ public final class SafeTensors {
         long offset = 0;
         for (Map.Entry<String, Tensor> e : ordered) {
             Tensor t = e.getValue();
-            long bytes = t.data().byteSize();
+            long bytes = t.device().isCpu() ? t.data().byteSize() : t.numel() * (long) t.dtype().byteSize;
             entries.add(new SafeTensorsHeader.Entry(e.getKey(), t.dtype(), t.shape(), offset, offset + bytes));
             offset += bytes;
         }
@@ -93,7 +93,17 @@ public final class SafeTensors {
                 ByteBuffer prefix = ByteBuffer.allocate(8 + header.length).order(ByteOrder.LITTLE_ENDIAN);
                 prefix.putLong(header.length).put(header).flip();
                 writeFully(out, prefix);
-                for (Map.Entry<String, Tensor> e : ordered) writeSegment(out, e.getValue().data());
+                for (Map.Entry<String, Tensor> e : ordered) {
+                    Tensor t = e.getValue();
+                    if (t.device().isCpu()) {
+                        writeSegment(out, t.data());
+                        continue;
+                    }
+                    // a device tensor goes through the host one at a time: the file never needs a host copy of all
+                    try (MemoryScope scope = MemoryScope.open()) {
+                        writeSegment(out, t.to(Device.CPU).data());
+                    }
+                }
                 out.force(true);
             }
             Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);

@@ -2,6 +2,7 @@ package moe4j.kernels.cuda;
 
 import moe4j.kernels.AttentionKernels;
 import moe4j.kernels.ElementwiseKernels;
+import moe4j.kernels.ExecutionContext;
 import moe4j.kernels.IndexKernels;
 import moe4j.kernels.Kernels;
 import moe4j.kernels.MatmulKernels;
@@ -64,6 +65,11 @@ final class CudaKernels implements Kernels {
     }
 
     @Override
+    public void synchronize() {
+        stream().synchronize();
+    }
+
+    @Override
     public MatmulKernels matmul() {
         return matmul;
     }
@@ -100,6 +106,12 @@ final class CudaKernels implements Kernels {
 
     // ---------------------------------------------------------------- matmul
 
+    /**
+     * cuBLAS products in float32 (TF32 off), or, when the calling thread's {@link ExecutionContext} asks
+     * for {@link DType#BF16} products, mixed precision: each float32 operand is rounded to bfloat16 into a
+     * stream-ordered scratch buffer on the way in (freed once the product is queued), the product runs on
+     * the tensor cores with float32 accumulation, and the result is stored in float32.
+     */
     private final class Matmul implements MatmulKernels {
         @Override
         public void gemm(boolean transA, boolean transB, int m, int n, int k, float alpha, Tensor a, long aOff, int lda, Tensor b,
@@ -109,33 +121,84 @@ final class CudaKernels implements Kernels {
                 scaleRegion(c, cOff, m, n, ldc, beta);
                 return;
             }
-            stream().gemm(transA, transB, m, n, k, alpha, at(a, aOff), lda, at(b, bOff), ldb, beta, at(c, cOff), ldc,
-                    Cublas.CUDA_R_32F, Cublas.CUDA_R_32F);
+            CudaStream s = stream();
+            if (!bf16Products()) {
+                s.gemm(transA, transB, m, n, k, alpha, at(a, aOff), lda, at(b, bOff), ldb, beta, at(c, cOff), ldc,
+                        Cublas.CUDA_R_32F, Cublas.CUDA_R_32F);
+                return;
+            }
+            long a16 = toBf16(s, a, aOff, transA ? k : m, transA ? m : k, lda);
+            long b16 = toBf16(s, b, bOff, transB ? n : k, transB ? k : n, ldb);
+            s.gemm(transA, transB, m, n, k, alpha, a16, lda, b16, ldb, beta, at(c, cOff), ldc, Cublas.CUDA_R_16BF, Cublas.CUDA_R_32F);
+            s.pool().free(a16);
+            s.pool().free(b16);
         }
 
         @Override
         public void groupedGemm(int[] offsets, int k, int n, Tensor x, Tensor[] w, long[] wOff, boolean transW, Tensor y, float beta) {
             CudaStream s = stream();
+            boolean bf16 = bf16Products();
+            int first = offsets[0];
+            int rowsTotal = offsets[offsets.length - 1] - first;
+            long x16 = bf16 && rowsTotal > 0 ? toBf16(s, x, (long) first * k, rowsTotal, k, k) : 0;
             for (int g = 0; g + 1 < offsets.length; g++) {
                 int rows = offsets[g + 1] - offsets[g];
                 if (rows == 0) continue;
-                s.gemm(false, transW, rows, n, k, 1f, at(x, (long) offsets[g] * k), k, at(w[g], wOff[g]), transW ? k : n, beta,
-                        at(y, (long) offsets[g] * n), n, Cublas.CUDA_R_32F, Cublas.CUDA_R_32F);
+                if (!bf16) {
+                    s.gemm(false, transW, rows, n, k, 1f, at(x, (long) offsets[g] * k), k, at(w[g], wOff[g]), transW ? k : n, beta,
+                            at(y, (long) offsets[g] * n), n, Cublas.CUDA_R_32F, Cublas.CUDA_R_32F);
+                    continue;
+                }
+                long w16 = toBf16(s, w[g], wOff[g], transW ? n : k, transW ? k : n, transW ? k : n);
+                s.gemm(false, transW, rows, n, k, 1f, x16 + 2L * (offsets[g] - first) * k, k, w16, transW ? k : n, beta,
+                        at(y, (long) offsets[g] * n), n, Cublas.CUDA_R_16BF, Cublas.CUDA_R_32F);
+                s.pool().free(w16);
             }
+            if (x16 != 0) s.pool().free(x16);
         }
 
         @Override
         public void groupedWeightGrad(int[] offsets, int k, int n, Tensor x, Tensor dy, Tensor[] dw, long[] dwOff, float beta) {
             CudaStream s = stream();
+            boolean bf16 = bf16Products();
+            int first = offsets[0];
+            int rowsTotal = offsets[offsets.length - 1] - first;
+            long x16 = bf16 && rowsTotal > 0 ? toBf16(s, x, (long) first * k, rowsTotal, k, k) : 0;
+            long dy16 = bf16 && rowsTotal > 0 ? toBf16(s, dy, (long) first * n, rowsTotal, n, n) : 0;
             for (int g = 0; g + 1 < offsets.length; g++) {
                 int rows = offsets[g + 1] - offsets[g];
                 if (rows == 0) {
                     scaleRegion(dw[g], dwOff[g], k, n, n, beta);
                     continue;
                 }
-                s.gemm(true, false, k, n, rows, 1f, at(x, (long) offsets[g] * k), k, at(dy, (long) offsets[g] * n), n, beta,
-                        at(dw[g], dwOff[g]), n, Cublas.CUDA_R_32F, Cublas.CUDA_R_32F);
+                if (bf16) {
+                    s.gemm(true, false, k, n, rows, 1f, x16 + 2L * (offsets[g] - first) * k, k, dy16 + 2L * (offsets[g] - first) * n, n,
+                            beta, at(dw[g], dwOff[g]), n, Cublas.CUDA_R_16BF, Cublas.CUDA_R_32F);
+                } else {
+                    s.gemm(true, false, k, n, rows, 1f, at(x, (long) offsets[g] * k), k, at(dy, (long) offsets[g] * n), n, beta,
+                            at(dw[g], dwOff[g]), n, Cublas.CUDA_R_32F, Cublas.CUDA_R_32F);
+                }
             }
+            if (x16 != 0) {
+                s.pool().free(x16);
+                s.pool().free(dy16);
+            }
+        }
+
+        private static boolean bf16Products() {
+            return ExecutionContext.current().productInputs() == DType.BF16;
+        }
+
+        /**
+         * A bfloat16 copy of the float32 matrix of {@code rows} stored rows of {@code cols} at element
+         * {@code off} of {@code t}, row stride {@code ld} (the gaps between rows are copied too, so the copy
+         * keeps the stride): its device address, to {@code free} on the stream once used.
+         */
+        private long toBf16(CudaStream s, Tensor t, long off, int rows, int cols, int ld) {
+            long span = (long) (rows - 1) * ld + cols;
+            long dst = s.pool().allocate(2 * span, "bf16 operand of a mixed-precision product");
+            s.launch(KernelSource.ELEMENTWISE, "cast_f32_bf16").over(span).ptr(at(t, off)).ptr(dst).i64(span).run();
+            return dst;
         }
 
         /** C (m×n at offset, row stride ld) *= beta: zero for 0, untouched for 1. */
