@@ -15,7 +15,7 @@ JUNIT_PLATFORM=1.14.1
 mkdir -p "$DEST"
 if [ ! -f "$DEST/jre.tar.xz" ]; then
   rm -rf "$DEST/jre"
-  "$JDK/bin/jlink" --add-modules java.base,jdk.incubator.vector,java.desktop,java.logging,java.management,jdk.unsupported \
+  "$JDK/bin/jlink" --add-modules java.base,jdk.incubator.vector,java.desktop,java.logging,java.management,jdk.management,jdk.unsupported \
     --strip-debug --no-man-pages --no-header-files --output "$DEST/jre"
   tar -C "$DEST" -cJf "$DEST/jre.tar.xz" jre
   rm -rf "$DEST/jre"

@@ -5,6 +5,8 @@
 #   bash .gpu/gpu-tests.sh all     # all GPU tests, verify, then moe4j's and the peer's benchmarks
 #   bash .gpu/gpu-tests.sh bench   # only the benchmarks
 #   bash .gpu/gpu-tests.sh grouped # the expert products alone on the peer's ragged groups, beside its ceiling
+#   bash .gpu/gpu-tests.sh train   # the training tests, then the GPU configs trained on 1 GPU and (if present) 2
+#                                  # (STEPS=N steps each, default 10; CONFIGS="fine coarse" picks configs/gpu-*.toml)
 set -u
 MODE=${1:-all}
 B=$(cd "$(dirname "$0")" && pwd)
@@ -41,6 +43,21 @@ if [ "$MODE" = all ]; then
   junit --include-tag gpu --scan-class-path "$B/app/test-classes" 2>&1 > "$OUT/gpu-tests.log"
   grep -E "tests (successful|failed|skipped|found)|✘" "$OUT/gpu-tests.log" | head -30
   moe4j verify --device cuda 2>&1 | tee "$OUT/verify.log" | grep -E "PASS|FAIL"
+fi
+
+if [ "$MODE" = train ]; then
+  GPUS=$(nvidia-smi -L | wc -l)
+  junit --select-class moe4j.cli.CudaTrainingTest --select-class moe4j.kernels.cuda.CudaDeviceKernelsTest 2>&1 > "$OUT/train-tests.log"
+  grep -E "tests (successful|failed|skipped|found)|✘|worst single-step" "$OUT/train-tests.log" | head -30
+  for c in ${CONFIGS:-fine coarse}; do
+    for ep in 1 2; do
+      [ "$ep" -le "$GPUS" ] || continue
+      moe4j train --config "$B/../configs/gpu-$c.toml" --ep $ep --steps "${STEPS:-10}" --output-dir "$OUT/train-$c-ep$ep" --json \
+        > "$OUT/train-$c-ep$ep.log" 2>&1
+      grep -vE '^\{' "$OUT/train-$c-ep$ep.log" | tail -32
+    done
+  done
+  exit 0
 fi
 
 if [ "$MODE" = grouped ]; then

@@ -393,7 +393,8 @@ public final class TrainCommand implements Callable<Integer> {
             TrainingPlot.write(plotFile(), history, unigramEntropy, "unigram entropy", String.format(Locale.ROOT,
                     "moe4j: %d layers, %d experts top-%d, ep=%d, %d ranks", cfg.model().nLayers(), cfg.model().numExperts(),
                     cfg.model().moeTopK(), cfg.ep(), cfg.worldSize()));
-            out.println("metrics: " + metricsFile() + " | plot: " + plotFile());
+            out.println("metrics: " + metricsFile() + " | plot: " + plotFile()
+                    + (TrainingPlot.labelsDrawn() ? "" : " (drawn without labels: this JVM finds no fonts; install fontconfig and a font)"));
         }
 
         /** Rank 0's per-phase times of the profiled step, largest first. */

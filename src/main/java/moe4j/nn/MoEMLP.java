@@ -93,11 +93,13 @@ public final class MoEMLP extends Module {
         if (sharedExpertGate != null) sharedExpertGate.init(Rng.forStream(config.seed(), -3), std);
         int d = config.dim();
         int h = config.hidden();
-        for (int g = 0; g < config.numExperts(); g++) {
+        // every expert draws from its own stream into its own storage, so the experts are drawn in parallel
+        // with the same bits as one after the other (a GPU-sized layer holds hundreds of millions of weights)
+        java.util.stream.IntStream.range(0, config.numExperts()).parallel().forEach(g -> {
             // The reference order for every layout: gate (H, D), up (H, D), down (D, H), each stored (out, in).
             Expert reference = new Expert(d, h, config.activation()).init(Rng.forStream(config.seed(), g), std, downStd);
             setExpertWeights(g, reference);
-        }
+        });
     }
 
     /** Copies one expert's (out, in) weights into global expert {@code g}'s storage, whatever the layout. */

@@ -123,6 +123,80 @@ class CudaDeviceKernelsTest {
         });
     }
 
+    /**
+     * Mixed precision: {@code op} on the GPU in a bf16-products context with the raw float32 inputs equals
+     * the CPU's float32 op on inputs whose matrix operands ({@code rounded}) were rounded to bf16 first
+     * (the products accumulate in fp32 either way, so only the summation order differs), and differs
+     * from the GPU's own float32 result by the rounding (so the bf16 path did run).
+     */
+    static void sameWithBf16Products(String what, Tensor[] inputs, java.util.Set<Integer> rounded, int[][] outShapes,
+                                     BiConsumer<Kernels, Tensor[]> op) {
+        Tensor[] c = new Tensor[inputs.length + outShapes.length];
+        Tensor[] g = new Tensor[c.length];
+        Tensor[] g32 = new Tensor[c.length];
+        for (int i = 0; i < inputs.length; i++) {
+            c[i] = rounded.contains(i) ? inputs[i].to(DType.BF16).to(DType.F32) : inputs[i];
+            g[i] = inputs[i].to(GPU);
+            g32[i] = inputs[i].to(GPU);
+        }
+        for (int j = 0; j < outShapes.length; j++) {
+            c[inputs.length + j] = Tensor.zeros(outShapes[j]);
+            g[inputs.length + j] = Tensor.zeros(GPU, DType.F32, outShapes[j]);
+            g32[inputs.length + j] = Tensor.zeros(GPU, DType.F32, outShapes[j]);
+        }
+        op.accept(cpu, c);
+        try (var ctx = moe4j.kernels.ExecutionContext.enter(GPU, 1, DType.BF16)) {
+            op.accept(gpu, g);
+        }
+        op.accept(gpu, g32);
+        for (int j = 0; j < outShapes.length; j++) {
+            Tensor out = g[inputs.length + j];
+            close(what + " output " + j, c[inputs.length + j], out);
+            double[] a = out.to(Device.CPU).toDoubleArray(), b = g32[inputs.length + j].to(Device.CPU).toDoubleArray();
+            double diff = 0, norm = 0;
+            for (int i = 0; i < b.length; i++) {
+                diff += (a[i] - b[i]) * (a[i] - b[i]);
+                norm += b[i] * b[i];
+            }
+            double rel = Math.sqrt(diff / norm);
+            assertTrue(rel > 1e-4 && rel < 2e-2, what + ": bf16 against f32 products differ by " + rel + ", expected bf16 rounding");
+        }
+    }
+
+    @Test
+    void bf16ProductsRoundTheirOperandsAndAccumulateInF32() {
+        for (boolean ta : new boolean[] {false, true}) {
+            for (boolean tb : new boolean[] {false, true}) {
+                int m = 37, n = 45, k = 64;
+                Tensor a = rand(ta ? k : m, ta ? m + 3 : k + 3);
+                Tensor b = rand(tb ? n : k, tb ? k : n);
+                Tensor c0 = rand(m, n);
+                int lda = ta ? m + 3 : k + 3, ldb = tb ? k : n;
+                sameWithBf16Products("bf16 gemm ta=" + ta + " tb=" + tb, new Tensor[] {a, b, c0}, java.util.Set.of(0, 1),
+                        new int[][] {{m, n}}, (kk, t) -> {
+                            kk.elementwise().scale(1f, t[2], t[3]);
+                            kk.matmul().gemm(ta, tb, m, n, k, 0.7f, t[0], 2, lda, t[1], 0, ldb, 0.3f, t[3], 0, n);
+                        });
+            }
+        }
+        int k = 48, n = 40;
+        int[] offsets = {3, 20, 20, 51, 60};
+        Tensor x = rand(60, k);
+        Tensor w = rand(4, k * n);
+        Tensor dy = rand(60, n);
+        for (boolean transW : new boolean[] {false, true}) {
+            sameWithBf16Products("bf16 groupedGemm transW=" + transW, new Tensor[] {x, w}, java.util.Set.of(0, 1), new int[][] {{60, n}},
+                    (kk, t) -> kk.matmul().groupedGemm(offsets, k, n, t[0], new Tensor[] {t[1], t[1], t[1], t[1]},
+                            new long[] {0, k * n, 2L * k * n, 3L * k * n}, transW, t[2], 0f));
+        }
+        Tensor dw0 = rand(4, k * n);
+        sameWithBf16Products("bf16 groupedWeightGrad", new Tensor[] {x, dy, dw0}, java.util.Set.of(0, 1), new int[][] {{4, k * n}}, (kk, t) -> {
+            kk.elementwise().scale(1f, t[2], t[3]);
+            kk.matmul().groupedWeightGrad(offsets, k, n, t[0], t[1], new Tensor[] {t[3], t[3], t[3], t[3]},
+                    new long[] {0, k * n, 2L * k * n, 3L * k * n}, 0.5f);
+        });
+    }
+
     @Test
     void elementwiseKernels() {
         int[] s = {33, 17};
