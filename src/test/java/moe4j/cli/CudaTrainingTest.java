@@ -22,8 +22,8 @@ import org.junit.jupiter.api.io.TempDir;
 /**
  * {@code moe4j train --device cuda} end to end, against the CPU run of the same config and seed: in f32
  * every step's loss and every parameter and AdamW moment of the final checkpoint within 1e-4 (norm-wise);
- * checkpoints resumed across devices; the bf16 loss curve within 2% of the f32 one; two GPUs with expert
- * (and data) parallelism equal to one GPU on the global batch. Skipped without a GPU.
+ * checkpoints resumed across devices; the bf16 loss curve within 2% of the f32 one (20-step means); two GPUs with expert
+ * parallelism, replicated or sharded data parallelism equal to one GPU on the global batch. Skipped without a GPU.
  */
 @Tag("gpu")
 class CudaTrainingTest {
@@ -144,21 +144,23 @@ class CudaTrainingTest {
 
     @Test
     void bf16LossCurveStaysWithinTwoPercentOfF32(@TempDir Path dir) throws Exception {
-        String cfg = config("softmax_topk", true).replace("steps = 20", "steps = 200").replace("dim = 64", "dim = 128");
+        // a steadier run than the other tests' (larger batch, lower rate), so that the curves compare training, not chaos
+        String cfg = config("softmax_topk", true).replace("steps = 20", "steps = 200").replace("dim = 64", "dim = 128")
+                .replace("batch_size = 8", "batch_size = 16").replace("lr = 3e-3", "lr = 1e-3").replace("min_lr = 3e-4", "min_lr = 1e-4");
         List<Double> f32 = losses(train(dir, "f32", cfg, "--device", "cuda", "--dtype", "f32"));
         List<Double> bf16 = losses(train(dir, "bf16", cfg, "--device", "cuda", "--dtype", "bf16"));
         assertEquals(200, bf16.size());
-        // single steps of a small batch are noisy: the curves are compared over windows of ten steps
+        // single steps of a small batch are noisy: the curves are compared over windows of twenty steps
         double worstStep = 0;
         for (int i = 0; i < 200; i++) worstStep = Math.max(worstStep, Math.abs(bf16.get(i) - f32.get(i)) / f32.get(i));
-        for (int w = 0; w < 200; w += 10) {
+        for (int w = 0; w < 200; w += 20) {
             double a = 0, b = 0;
-            for (int i = w; i < w + 10; i++) {
+            for (int i = w; i < w + 20; i++) {
                 a += f32.get(i);
                 b += bf16.get(i);
             }
             double rel = Math.abs(b - a) / a;
-            assertTrue(rel <= 0.02, "steps " + (w + 1) + "-" + (w + 10) + ": bf16 mean loss " + b / 10 + ", f32 " + a / 10
+            assertTrue(rel <= 0.02, "steps " + (w + 1) + "-" + (w + 20) + ": bf16 mean loss " + b / 20 + ", f32 " + a / 20
                     + " (relative " + rel + "; worst single step " + worstStep + ")");
         }
         // and bf16 is not f32 under another name: the products did round
@@ -172,7 +174,7 @@ class CudaTrainingTest {
         for (boolean packed : new boolean[] {false, true}) {
             String cfg = config("softmax_topk", packed);
             Path one = train(dir, "one-" + packed, cfg, "--device", "cuda");
-            for (String[] mesh : new String[][] {{"--ep", "2"}, {"--dp-replicate", "2"}}) {
+            for (String[] mesh : new String[][] {{"--ep", "2"}, {"--dp-replicate", "2"}, {"--dp-shard", "2"}}) {
                 Path two = train(dir, "two" + mesh[0] + "-" + packed, cfg, "--device", "cuda", mesh[0], mesh[1]);
                 assertSameLosses(losses(one), losses(two), F32_TOLERANCE);
                 assertSameState(one, two, 20, F32_TOLERANCE);

@@ -9,6 +9,10 @@ import moe4j.kernels.MatmulKernels;
 import moe4j.kernels.OptimizerKernels;
 import moe4j.kernels.ReductionKernels;
 import moe4j.kernels.RoutingKernels;
+import java.util.ArrayList;
+import java.util.IdentityHashMap;
+import java.util.List;
+import java.util.Map;
 import moe4j.tensor.DType;
 import moe4j.tensor.Device;
 import moe4j.tensor.Tensor;
@@ -137,52 +141,91 @@ final class CudaKernels implements Kernels {
         @Override
         public void groupedGemm(int[] offsets, int k, int n, Tensor x, Tensor[] w, long[] wOff, boolean transW, Tensor y, float beta) {
             CudaStream s = stream();
-            boolean bf16 = bf16Products();
+            if (!bf16Products()) {
+                for (int g = 0; g + 1 < offsets.length; g++) {
+                    int rows = offsets[g + 1] - offsets[g];
+                    if (rows == 0) continue;
+                    s.gemm(false, transW, rows, n, k, 1f, at(x, (long) offsets[g] * k), k, at(w[g], wOff[g]), transW ? k : n, beta,
+                            at(y, (long) offsets[g] * n), n, Cublas.CUDA_R_32F, Cublas.CUDA_R_32F);
+                }
+                return;
+            }
             int first = offsets[0];
             int rowsTotal = offsets[offsets.length - 1] - first;
-            long x16 = bf16 && rowsTotal > 0 ? toBf16(s, x, (long) first * k, rowsTotal, k, k) : 0;
+            if (rowsTotal == 0) return;
+            long x16 = toBf16(s, x, (long) first * k, rowsTotal, k, k);
+            Map<Tensor, Long> w16 = weightsToBf16(s, w);
+            List<RaggedGemm.Product> products = new ArrayList<>();
             for (int g = 0; g + 1 < offsets.length; g++) {
                 int rows = offsets[g + 1] - offsets[g];
                 if (rows == 0) continue;
-                if (!bf16) {
-                    s.gemm(false, transW, rows, n, k, 1f, at(x, (long) offsets[g] * k), k, at(w[g], wOff[g]), transW ? k : n, beta,
-                            at(y, (long) offsets[g] * n), n, Cublas.CUDA_R_32F, Cublas.CUDA_R_32F);
-                    continue;
-                }
-                long w16 = toBf16(s, w[g], wOff[g], transW ? n : k, transW ? k : n, transW ? k : n);
-                s.gemm(false, transW, rows, n, k, 1f, x16 + 2L * (offsets[g] - first) * k, k, w16, transW ? k : n, beta,
-                        at(y, (long) offsets[g] * n), n, Cublas.CUDA_R_16BF, Cublas.CUDA_R_32F);
-                s.pool().free(w16);
+                products.add(new RaggedGemm.Product(false, transW, rows, n, k, x16 + 2L * (offsets[g] - first) * k, k,
+                        w16.get(w[g]) + 2L * wOff[g], transW ? k : n, at(y, (long) offsets[g] * n), n));
             }
-            if (x16 != 0) s.pool().free(x16);
+            runRagged(s, "grouped product k=" + k + " n=" + n + " transW=" + transW + " groups=" + w.length + " rows~"
+                    + Integer.highestOneBit(rowsTotal), products, beta);
+            s.pool().free(x16);
+            w16.values().forEach(s.pool()::free);
         }
 
         @Override
         public void groupedWeightGrad(int[] offsets, int k, int n, Tensor x, Tensor dy, Tensor[] dw, long[] dwOff, float beta) {
             CudaStream s = stream();
-            boolean bf16 = bf16Products();
-            int first = offsets[0];
-            int rowsTotal = offsets[offsets.length - 1] - first;
-            long x16 = bf16 && rowsTotal > 0 ? toBf16(s, x, (long) first * k, rowsTotal, k, k) : 0;
-            long dy16 = bf16 && rowsTotal > 0 ? toBf16(s, dy, (long) first * n, rowsTotal, n, n) : 0;
             for (int g = 0; g + 1 < offsets.length; g++) {
-                int rows = offsets[g + 1] - offsets[g];
-                if (rows == 0) {
-                    scaleRegion(dw[g], dwOff[g], k, n, n, beta);
-                    continue;
-                }
-                if (bf16) {
-                    s.gemm(true, false, k, n, rows, 1f, x16 + 2L * (offsets[g] - first) * k, k, dy16 + 2L * (offsets[g] - first) * n, n,
-                            beta, at(dw[g], dwOff[g]), n, Cublas.CUDA_R_16BF, Cublas.CUDA_R_32F);
-                } else {
+                if (offsets[g + 1] == offsets[g]) scaleRegion(dw[g], dwOff[g], k, n, n, beta);
+            }
+            if (!bf16Products()) {
+                for (int g = 0; g + 1 < offsets.length; g++) {
+                    int rows = offsets[g + 1] - offsets[g];
+                    if (rows == 0) continue;
                     s.gemm(true, false, k, n, rows, 1f, at(x, (long) offsets[g] * k), k, at(dy, (long) offsets[g] * n), n, beta,
                             at(dw[g], dwOff[g]), n, Cublas.CUDA_R_32F, Cublas.CUDA_R_32F);
                 }
+                return;
             }
-            if (x16 != 0) {
-                s.pool().free(x16);
-                s.pool().free(dy16);
+            int first = offsets[0];
+            int rowsTotal = offsets[offsets.length - 1] - first;
+            if (rowsTotal == 0) return;
+            long x16 = toBf16(s, x, (long) first * k, rowsTotal, k, k);
+            long dy16 = toBf16(s, dy, (long) first * n, rowsTotal, n, n);
+            List<RaggedGemm.Product> products = new ArrayList<>();
+            for (int g = 0; g + 1 < offsets.length; g++) {
+                int rows = offsets[g + 1] - offsets[g];
+                if (rows == 0) continue;
+                products.add(new RaggedGemm.Product(true, false, k, n, rows, x16 + 2L * (offsets[g] - first) * k, k,
+                        dy16 + 2L * (offsets[g] - first) * n, n, at(dw[g], dwOff[g]), n));
             }
+            runRagged(s, "grouped weight gradient k=" + k + " n=" + n + " groups=" + dw.length + " rows~"
+                    + Integer.highestOneBit(rowsTotal), products, beta);
+            s.pool().free(x16);
+            s.pool().free(dy16);
+        }
+
+        /**
+         * bf16 products into fp32 outputs: the ragged strategies (timed once per shape key) write with beta
+         * 0; an accumulating call runs them one by one with its beta.
+         */
+        private void runRagged(CudaStream s, String shapeKey, List<RaggedGemm.Product> products, float beta) {
+            if (beta == 0f) {
+                s.ragged().run(shapeKey, products, Cublas.CUDA_R_16BF, Cublas.CUDA_R_32F);
+                return;
+            }
+            for (RaggedGemm.Product p : products) {
+                s.gemm(p.transA(), p.transB(), p.m(), p.n(), p.k(), 1f, p.a(), p.lda(), p.b(), p.ldb(), beta, p.c(), p.ldc(),
+                        Cublas.CUDA_R_16BF, Cublas.CUDA_R_32F);
+            }
+        }
+
+        /**
+         * bf16 copies of the distinct weight tensors among {@code w} (a packed layer passes one tensor for
+         * every group: it is converted once, not once per expert), by identity.
+         */
+        private Map<Tensor, Long> weightsToBf16(CudaStream s, Tensor[] w) {
+            Map<Tensor, Long> out = new IdentityHashMap<>();
+            for (Tensor t : w) {
+                if (!out.containsKey(t)) out.put(t, toBf16(s, t, 0, 1, Math.toIntExact(t.numel()), Math.toIntExact(t.numel())));
+            }
+            return out;
         }
 
         private static boolean bf16Products() {
@@ -201,14 +244,16 @@ final class CudaKernels implements Kernels {
             return dst;
         }
 
-        /** C (m×n at offset, row stride ld) *= beta: zero for 0, untouched for 1. */
+        /** C (m×n at offset, row stride ld) *= beta: zero for 0, untouched for 1; one call when the rows are contiguous. */
         private void scaleRegion(Tensor c, long off, int m, int n, int ld, float beta) {
-            if (beta == 1f) return;
+            if (beta == 1f || m == 0 || n == 0) return;
             CudaStream s = stream();
-            for (int r = 0; r < m; r++) {
+            int rows = ld == n ? 1 : m;
+            long width = ld == n ? (long) m * n : n;
+            for (int r = 0; r < rows; r++) {
                 long row = at(c, off + (long) r * ld);
-                if (beta == 0f) s.zero(row, 4L * n);
-                else s.launch(KernelSource.ELEMENTWISE, "scale_f32").over(n).ptr(row).i64(n).f32(beta).run();
+                if (beta == 0f) s.zero(row, 4L * width);
+                else s.launch(KernelSource.ELEMENTWISE, "scale_f32").over(width).ptr(row).i64(width).f32(beta).run();
             }
         }
     }
