@@ -558,7 +558,14 @@ final class CudaKernels implements Kernels {
 
         @Override
         public void limitToTopGroups(Tensor scores, int groups, int topKGroups, Tensor out) {
-            throw missing("limitToTopGroups (group-limited routing)");
+            int n = scores.rowCount(), d = scores.rowWidth();
+            if (groups < 1 || d % groups != 0 || d / groups < 2 || topKGroups < 1 || topKGroups > groups) {
+                throw new IllegalArgumentException("cuda limitToTopGroups: " + d + " columns in " + groups + " groups, keeping "
+                        + topKGroups + ": expected groups dividing the columns into groups of at least 2, and 1 <= kept <= groups");
+            }
+            if (groups > 64) throw missing("limitToTopGroups over more than 64 groups");
+            if (n > 0) stream().launch(KernelSource.ROUTER, "limit_to_top_groups").grid((n + 127) / 128).block(128).ptr(at(scores))
+                    .i32(n).i32(d).i32(groups).i32(topKGroups).ptr(at(out)).run();
         }
 
         /**

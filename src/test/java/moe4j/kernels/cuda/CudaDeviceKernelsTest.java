@@ -288,6 +288,18 @@ class CudaDeviceKernelsTest {
         cpu.routing().bincount(k, cb);
         gpu.routing().bincount(k.to(GPU), gb);
         sameInts("bincount", cb, gb);
+
+        // group-limited routing (64 experts in 8 groups, 3 kept): the same columns kept, the same values, bit for bit
+        Tensor wide = rand(70, 64);
+        for (int c = 0; c < 8; c++) wide.set(8 + c, wide.get(c)); // row 0: groups 0 and 1 tie (the lower one wins)
+        Tensor cl = Tensor.zeros(70, 64);
+        Tensor gl = Tensor.zeros(GPU, DType.F32, 70, 64);
+        cpu.routing().limitToTopGroups(wide, 8, 3, cl);
+        gpu.routing().limitToTopGroups(wide.to(GPU), 8, 3, gl);
+        assertArrayEquals(cl.toFloatArray(), gl.to(Device.CPU).toFloatArray(), "limitToTopGroups");
+        int kept = 0;
+        for (float v : cl.toFloatArray()) if (v != Float.NEGATIVE_INFINITY) kept++;
+        assertEquals(70 * 3 * 8, kept, "three groups of eight kept per row");
     }
 
     @Test
