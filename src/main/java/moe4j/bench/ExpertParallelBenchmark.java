@@ -6,6 +6,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.function.IntFunction;
 import moe4j.autograd.Autograd;
 import moe4j.autograd.Profiler;
 import moe4j.distributed.DeviceMesh;
@@ -144,13 +145,22 @@ public final class ExpertParallelBenchmark {
      */
     public static GpuResult runOnGpus(MoEConfig config, int ranks, int tokensPerRank, DType products, int warmup, int iterations,
                                       int profiledSteps) {
+        return runOn(Backend.NCCL, Device::cuda, config, ranks, tokensPerRank, products, warmup, iterations, profiledSteps);
+    }
+
+    /**
+     * {@link #runOnGpus} on any backend, rank r computing on {@code deviceOfRank.apply(r)}: the CPU with the
+     * in-JVM backend runs the same steps, timing and accounting where a test can check them.
+     */
+    static GpuResult runOn(Backend backend, IntFunction<Device> deviceOfRank, MoEConfig config, int ranks, int tokensPerRank,
+                           DType products, int warmup, int iterations, int profiledSteps) {
         if (config.numExperts() % ranks != 0) {
             throw new IllegalArgumentException("num_experts (" + config.numExperts() + ") must be divisible by ep (" + ranks + ")");
         }
         record RankTiming(double[] seconds, long bytes, double exchangeSeconds, Map<String, Double> phases, long[] rows,
                           double buildSeconds, DType wire) {}
-        List<RankTiming> timings = Backend.NCCL.run(ranks, Duration.ofMinutes(10), world -> {
-            Device gpu = Device.cuda(world.rank());
+        List<RankTiming> timings = backend.run(ranks, Duration.ofMinutes(10), world -> {
+            Device gpu = deviceOfRank.apply(world.rank());
             try (ExecutionContext ignored = ExecutionContext.enter(gpu, 1, products)) {
                 long buildStart = System.nanoTime();
                 int perRank = config.numExperts() / ranks;
@@ -209,9 +219,11 @@ public final class ExpertParallelBenchmark {
         for (RankTiming t : timings) t.phases().forEach((k, v) -> phases.merge(k, v / ranks, Double::sum));
         long[] rows = new long[2];
         for (RankTiming t : timings) {
-            rows[0] += t.rows()[0] / ranks;
-            rows[1] += t.rows()[1] / ranks;
+            rows[0] += t.rows()[0];
+            rows[1] += t.rows()[1];
         }
+        rows[0] /= timings.size();
+        rows[1] /= timings.size();
         double build = timings.stream().mapToDouble(RankTiming::buildSeconds).max().orElse(0);
         return new GpuResult(ranks, config, tokensPerRank, products, timings.get(0).wire(), iterations, median,
                 (double) ranks * tokensPerRank / median, flops / median / 1e12, bytes, exchange, phases, rows, build);
