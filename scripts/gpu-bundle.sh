@@ -5,7 +5,8 @@
 #   app/              moe4j's jar, its runtime dependencies and the test classes
 #   junit-console.jar JUnit's console launcher (matching the project's JUnit version)
 #   peer/             the KempnerForge peer's scripts with its package unpacked
-#   gpu-tests.sh      the script run there (scripts/gpu-tests.sh)
+#   gpu-tests.sh      the script run there (scripts/gpu-tests.sh; one GPU)
+#   gpu-tests-nccl.sh the two-GPU script (scripts/gpu-tests-nccl.sh: NCCL, expert parallelism, their benchmarks)
 # Usage: scripts/gpu-bundle.sh [DEST]   (run from the repository root; builds with ./mvnw)
 set -euo pipefail
 DEST=${1:-/work/main/.gpu}
@@ -33,5 +34,6 @@ rm -rf "$DEST/peer" && mkdir -p "$DEST/peer"
 cp "$PEER"/*.py "$DEST/peer/"
 tar -C "$DEST/peer" -xzf "$PEER"/kempnerforge-*.tar.gz
 cp scripts/gpu-tests.sh "$DEST/gpu-tests.sh"
+cp scripts/gpu-tests-nccl.sh "$DEST/gpu-tests-nccl.sh"
 cp scripts/peer-groups.py "$DEST/peer-groups.py"
 du -sh "$DEST"

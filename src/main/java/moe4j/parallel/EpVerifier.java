@@ -257,15 +257,13 @@ public final class EpVerifier {
     /**
      * Runs the EP layer on {@code problem.ep()} GPUs of this machine, one rank thread each, the rows moving
      * GPU to GPU by NCCL, and both oracles on the CPU (the non-EP layer in float64-checked float32 there).
-     * The routing is fixed beforehand by the CPU router on each rank's tokens (the router's softmax has no
-     * CUDA kernel yet), so the GPUs run the dispatch, the experts, the combine and their backward, and the
-     * router takes no part on either side.
+     * Each GPU routes its tokens with the layer's own router, as the CPU reference does, unless the problem
+     * fixes the routing (then neither side's router takes part).
      */
     public static Report verifyOnGpus(Problem problem) {
-        Problem routed = problem.fixedRouting() ? problem : problem.routedOnCpu();
-        List<RankRun> ranks = Backend.NCCL.run(routed.ep(), COLLECTIVE_TIMEOUT,
-                world -> runRank(routed, world, Device.cuda(world.rank())));
-        return check(routed, ranks);
+        List<RankRun> ranks = Backend.NCCL.run(problem.ep(), COLLECTIVE_TIMEOUT,
+                world -> runRank(problem, world, Device.cuda(world.rank())));
+        return check(problem, ranks);
     }
 
     // ------------------------------------------------------------------ running

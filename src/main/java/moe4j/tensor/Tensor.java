@@ -438,8 +438,23 @@ public final class Tensor {
         if (target == dtype) return this;
         host("to(" + target + ")");
         Tensor out = zeros(target, shape);
-        DTypeConversion.convert(this, out);
+        out.convertFrom(this);
         return out;
+    }
+
+    /**
+     * Overwrites this host tensor with {@code src}'s elements converted to this tensor's type (floating
+     * types into each other, rounding to nearest even into bf16; integer types into each other). Both
+     * must be on the CPU and hold as many elements; devices convert through their element-wise kernels.
+     */
+    public void convertFrom(Tensor src) {
+        host("convertFrom");
+        src.host("convertFrom");
+        if (src.numel != numel) {
+            throw new IllegalArgumentException("convertFrom: " + src.dtype + src.shapeString() + " into " + dtype + shapeString()
+                    + ": element counts differ");
+        }
+        DTypeConversion.convert(src, this);
     }
 
     // ---------------------------------------------------------------- autograd state

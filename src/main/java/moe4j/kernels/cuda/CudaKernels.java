@@ -277,6 +277,25 @@ final class CudaKernels implements Kernels {
         }
 
         @Override
+        public void convert(Tensor src, Tensor out) {
+            if (src.numel() != out.numel()) {
+                throw new IllegalArgumentException("convert: " + src.dtype() + src.shapeString() + " into " + out.dtype()
+                        + out.shapeString() + ": element counts differ");
+            }
+            long n = out.numel();
+            if (src.dtype() == out.dtype()) {
+                out.copyFrom(src);
+            } else if (src.dtype() == DType.F32 && out.dtype() == DType.BF16) {
+                if (n > 0) stream().launch(KernelSource.ELEMENTWISE, "cast_f32_bf16").over(n).ptr(at(src)).ptr(at(out)).i64(n).run();
+            } else if (src.dtype() == DType.BF16 && out.dtype() == DType.F32) {
+                if (n > 0) stream().launch(KernelSource.ELEMENTWISE, "cast_bf16_f32").over(n).ptr(at(src)).ptr(at(out)).i64(n).run();
+            } else {
+                throw new UnsupportedOperationException("convert on cuda: " + src.dtype() + " into " + out.dtype()
+                        + " (the cuda device converts between F32 and BF16)");
+            }
+        }
+
+        @Override
         public void addScaled(Tensor a, float alpha, Tensor b, Tensor out) {
             long n = out.numel();
             if (n > 0) op("add_scaled").over(n).ptr(at(a)).f32(alpha).ptr(at(b)).ptr(at(out)).i64(n).run();
