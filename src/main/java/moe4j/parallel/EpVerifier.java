@@ -231,11 +231,19 @@ public final class EpVerifier {
      * oracles as {@link #verify(Problem)} does and tells every rank the verdict.
      */
     public static GroupVerdict verify(Problem problem, ProcessGroup group) {
+        return verify(problem, group, Device.CPU);
+    }
+
+    /**
+     * {@link #verify(Problem, ProcessGroup)} with this rank's share of the layer on {@code device} (one
+     * process per GPU under an MPI launcher, the group moving rows by NCCL); the oracles run on rank 0's CPU.
+     */
+    public static GroupVerdict verify(Problem problem, ProcessGroup group, Device device) {
         if (group.size() != problem.ep()) {
             throw new IllegalArgumentException("verify: the process group '" + group.name() + "' has " + group.size()
                     + " ranks but the problem is for ep=" + problem.ep() + ": start one process per EP rank");
         }
-        List<RankRun> ranks = RankRunExchange.allGather(group, runRank(problem, group));
+        List<RankRun> ranks = RankRunExchange.allGather(group, runRank(problem, group, device));
         Report report = group.rank() == 0 ? check(problem, ranks) : null;
         Tensor verdict = Tensor.ofInts(new int[] {report != null && report.pass() ? 1 : 0}, 1, 1);
         group.broadcast(verdict, 0);
