@@ -442,21 +442,19 @@ final class CudaKernels implements Kernels {
             long n = idx.numel();
             if (n == 0) return;
             CudaStream s = stream();
-            long first = s.pool.allocate(8, "index check result");
+            long fromEnd = s.pool.allocate(8, "index check result");
             try {
-                try (java.lang.foreign.Arena arena = java.lang.foreign.Arena.ofConfined()) {
-                    s.copyToDevice(first, arena.allocateFrom(java.lang.foreign.ValueLayout.JAVA_LONG, n), 8);
-                    s.synchronize();
-                }
-                op("check_indices").over(n).ptr(at(idx)).i64(n).i32(bound).ptr(first).run();
-                int[] r = s.readInts(first, 2);
-                long pos = (r[0] & 0xffffffffL) | ((long) r[1] << 32);
-                if (pos < n) {
+                s.zero(fromEnd, 8);
+                op("check_indices").over(n).ptr(at(idx)).i64(n).i32(bound).ptr(fromEnd).run();
+                int[] r = s.readInts(fromEnd, 2);
+                long bad = (r[0] & 0xffffffffL) | ((long) r[1] << 32);
+                if (bad > 0) {
+                    long pos = n - bad;
                     int[] v = s.readInts(at(idx, pos), 1);
                     throw new IllegalArgumentException(op + ": index " + v[0] + " at position " + pos + " is outside [0, " + bound + ")");
                 }
             } finally {
-                s.pool.free(first);
+                s.pool.free(fromEnd);
             }
         }
 
