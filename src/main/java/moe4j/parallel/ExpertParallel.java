@@ -216,7 +216,8 @@ public final class ExpertParallel {
             try (var p = Profiler.phase("permute")) {
                 if (epSize > 1) {
                     // built from the host counts, then copied once to the rows' device
-                    regroup = regroupByExpert(received, chunk).to(recv_RD.device());
+                    // a permutation of the received rows, built here: no range check on the device
+                    regroup = regroupByExpert(received, chunk).to(recv_RD.device()).markIndicesBelow(recv_RD.dim(0));
                     rows_RD = Ops.indexSelect(recv_RD, regroup);
                 } else {
                     rows_RD = recv_RD;
