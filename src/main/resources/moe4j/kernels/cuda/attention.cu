@@ -211,8 +211,9 @@ extern "C" __global__ void attention_backward_kv(const float* gout, const float*
 //
 // Shared tiles are bf16 rows of HD + 8 elements: the row stride of HD/2 + 4 words puts the eight rows a
 // fragment load touches four banks apart, so the 32 lanes of a fragment load hit 32 different banks.
-// A B operand whose k runs along the tile's rows (V in P·V, K in dS·K, Q and dO in the key-side
-// products) is assembled from two 16-bit loads of consecutive rows.
+// B operands come from ldmatrix, four 8 × 8 matrices per instruction; those whose k runs along the tile's
+// rows (V in P·V, K in dS·K, dO and Q in dV and dK) through its transposing form. Their row addresses are
+// 16-byte aligned: (HD + 8) · 2 bytes per row, column offsets in multiples of 8 elements.
 
 #define FLASH_ROWS 64
 #define FLASH_TILE 64
@@ -244,16 +245,25 @@ __device__ __forceinline__ void flash_mma(float d[4], const unsigned a[4], unsig
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// Four 8 × 8 bf16 matrices from shared memory (ldmatrix .x4): lane l names row l % 8 of matrix l / 8 (16
+// contiguous bytes, 16-byte aligned) and receives, in r[m], elements (l / 4, 2·(l % 4)) and (l / 4, 2·(l % 4) + 1)
+// of matrix m: the B fragment layout of a matrix stored n-major (rows = n, k along the row)
+__device__ __forceinline__ void flash_ldsm_x4(unsigned r[4], const unsigned short* row) {
+    asm volatile("{\n\t.reg .u64 a;\n\tcvta.to.shared.u64 a, %4;\n\tldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [a];\n\t}"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "l"(row) : "memory");
+}
+
+// the same, transposed (.trans): r[m] gets elements (2·(l % 4), l / 4) and (2·(l % 4) + 1, l / 4) of matrix m,
+// the B fragment layout of a matrix stored k-major (rows = k, n along the row)
+__device__ __forceinline__ void flash_ldsm_x4_t(unsigned r[4], const unsigned short* row) {
+    asm volatile("{\n\t.reg .u64 a;\n\tcvta.to.shared.u64 a, %4;\n\tldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [a];\n\t}"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "l"(row) : "memory");
+}
+
 // elements (row, col) and (row, col + 1) of a shared tile (col even): one 32-bit load
 template <int HD>
 __device__ __forceinline__ unsigned flash_pair(const unsigned short* tile, int row, int col) {
     return *reinterpret_cast<const unsigned*>(tile + row * (HD + 8) + col);
-}
-
-// elements (row, col) and (row + 1, col) of a shared tile, the first in the low half
-template <int HD>
-__device__ __forceinline__ unsigned flash_column_pair(const unsigned short* tile, int row, int col) {
-    return (unsigned) tile[row * (HD + 8) + col] | ((unsigned) tile[(row + 1) * (HD + 8) + col] << 16);
 }
 
 // rows pos0 .. pos0 + 63 of head `head` of a (B, S, H, HD) tensor into a shared tile as bf16; rows at or
@@ -283,23 +293,32 @@ __device__ __forceinline__ void flash_a_fragments(const unsigned short* tile, in
     }
 }
 
-// acc (16 rows × 8 tile rows n0 .. n0 + 7) += A · tileᵀ over the head dimension: B[k][n] = tile[n0 + n][k]
+// acc (16 rows × 8 tile rows n0 .. n0 + 7) += A · tileᵀ over the head dimension: B[k][n] = tile[n0 + n][k], two
+// k-chunks per ldmatrix (matrices: chunk kc low and high 8 columns, then chunk kc + 1)
 template <int HD>
-__device__ __forceinline__ void flash_times_tile_t(const unsigned a[HD / 16][4], const unsigned short* tile, int n0, int g, int t,
+__device__ __forceinline__ void flash_times_tile_t(const unsigned a[HD / 16][4], const unsigned short* tile, int n0, int lane,
                                                    float acc[4]) {
+    int m = lane >> 3;
 #pragma unroll
-    for (int kc = 0; kc < HD / 16; kc++) {
-        flash_mma(acc, a[kc], flash_pair<HD>(tile, n0 + g, kc * 16 + 2 * t), flash_pair<HD>(tile, n0 + g, kc * 16 + 8 + 2 * t));
+    for (int kc = 0; kc < HD / 16; kc += 2) {
+        unsigned b[4];
+        flash_ldsm_x4(b, tile + (n0 + (lane & 7)) * (HD + 8) + (kc + (m >> 1)) * 16 + (m & 1) * 8);
+        flash_mma(acc, a[kc], b[0], b[1]);
+        flash_mma(acc, a[kc + 1], b[2], b[3]);
     }
 }
 
-// acc[dn] (16 rows × head dims 8·dn ..) += A (16 × 16 tile rows k0 ..) · tile[k0 .. k0 + 15][:]
+// acc[dn] (16 rows × head dims 8·dn ..) += A (16 × 16 tile rows k0 ..) · tile[k0 .. k0 + 15][:], two column
+// blocks per ldmatrix (matrices: rows k0 and k0 + 8 of columns 8·dn, then of columns 8·(dn + 1))
 template <int HD>
-__device__ __forceinline__ void flash_times_tile(const unsigned a[4], const unsigned short* tile, int k0, int g, int t,
-                                                 float acc[HD / 8][4]) {
+__device__ __forceinline__ void flash_times_tile(const unsigned a[4], const unsigned short* tile, int k0, int lane, float acc[HD / 8][4]) {
+    int m = lane >> 3;
 #pragma unroll
-    for (int dn = 0; dn < HD / 8; dn++) {
-        flash_mma(acc[dn], a, flash_column_pair<HD>(tile, k0 + 2 * t, dn * 8 + g), flash_column_pair<HD>(tile, k0 + 8 + 2 * t, dn * 8 + g));
+    for (int dn = 0; dn < HD / 8; dn += 2) {
+        unsigned b[4];
+        flash_ldsm_x4_t(b, tile + (k0 + (m & 1) * 8 + (lane & 7)) * (HD + 8) + (dn + (m >> 1)) * 8);
+        flash_mma(acc[dn], a, b[0], b[1]);
+        flash_mma(acc[dn + 1], a, b[2], b[3]);
     }
 }
 
@@ -339,7 +358,7 @@ __device__ __forceinline__ void flash_forward(const float* q, const float* k, co
 #pragma unroll
         for (int j = 0; j < FLASH_TILE / 8; j++) {
             s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-            flash_times_tile_t<HD>(qa, ks, 8 * j, g, t, s[j]);
+            flash_times_tile_t<HD>(qa, ks, 8 * j, lane, s[j]);
         }
         float tileMax[2] = {NEG_INF, NEG_INF};
 #pragma unroll
@@ -379,7 +398,7 @@ __device__ __forceinline__ void flash_forward(const float* q, const float* k, co
         for (int kc = 0; kc < FLASH_TILE / 16; kc++) {
             unsigned pa[4] = {flash_pack(s[2 * kc][0], s[2 * kc][1]), flash_pack(s[2 * kc][2], s[2 * kc][3]),
                               flash_pack(s[2 * kc + 1][0], s[2 * kc + 1][1]), flash_pack(s[2 * kc + 1][2], s[2 * kc + 1][3])};
-            flash_times_tile<HD>(pa, vs, 16 * kc, g, t, o);
+            flash_times_tile<HD>(pa, vs, 16 * kc, lane, o);
         }
         __syncthreads();  // the tiles are read before the next ones overwrite them
     }
@@ -450,15 +469,15 @@ __device__ __forceinline__ void flash_backward_dq(const float* gout, const float
         flash_load_tile<HD>(k, b, k0, S, Hkv, kvh, ks);
         flash_load_tile<HD>(v, b, k0, S, Hkv, kvh, vs);
         __syncthreads();
-#pragma unroll
+#pragma unroll 1
         for (int kc = 0; kc < FLASH_TILE / 16; kc++) {  // 16 keys at a time: scores, dP, dS, then dQ += dS·K
             float s[2][4], dp[2][4];
 #pragma unroll
             for (int jj = 0; jj < 2; jj++) {
                 s[jj][0] = s[jj][1] = s[jj][2] = s[jj][3] = 0.f;
                 dp[jj][0] = dp[jj][1] = dp[jj][2] = dp[jj][3] = 0.f;
-                flash_times_tile_t<HD>(qa, ks, 16 * kc + 8 * jj, g, t, s[jj]);
-                flash_times_tile_t<HD>(da, vs, 16 * kc + 8 * jj, g, t, dp[jj]);
+                flash_times_tile_t<HD>(qa, ks, 16 * kc + 8 * jj, lane, s[jj]);
+                flash_times_tile_t<HD>(da, vs, 16 * kc + 8 * jj, lane, dp[jj]);
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     int key = k0 + 16 * kc + 8 * jj + 2 * t + (e & 1);
@@ -469,7 +488,7 @@ __device__ __forceinline__ void flash_backward_dq(const float* gout, const float
             }
             unsigned dsa[4] = {flash_pack(s[0][0], s[0][1]), flash_pack(s[0][2], s[0][3]), flash_pack(s[1][0], s[1][1]),
                                flash_pack(s[1][2], s[1][3])};
-            flash_times_tile<HD>(dsa, ks, 16 * kc, g, t, dq);
+            flash_times_tile<HD>(dsa, ks, 16 * kc, lane, dq);
         }
         __syncthreads();
     }
@@ -525,15 +544,15 @@ __device__ __forceinline__ void flash_backward_dkdv(const float* gout, const flo
                 tileDelta[threadIdx.x] = i < S ? delta[stat] : 0.f;
             }
             __syncthreads();
-#pragma unroll
+#pragma unroll 1
             for (int qc = 0; qc < FLASH_TILE / 16; qc++) {  // 16 queries at a time
                 float st[2][4], dpt[2][4];
 #pragma unroll
                 for (int jj = 0; jj < 2; jj++) {
                     st[jj][0] = st[jj][1] = st[jj][2] = st[jj][3] = 0.f;
                     dpt[jj][0] = dpt[jj][1] = dpt[jj][2] = dpt[jj][3] = 0.f;
-                    flash_times_tile_t<HD>(ka, qs, 16 * qc + 8 * jj, g, t, st[jj]);
-                    flash_times_tile_t<HD>(va, dos, 16 * qc + 8 * jj, g, t, dpt[jj]);
+                    flash_times_tile_t<HD>(ka, qs, 16 * qc + 8 * jj, lane, st[jj]);
+                    flash_times_tile_t<HD>(va, dos, 16 * qc + 8 * jj, lane, dpt[jj]);
 #pragma unroll
                     for (int e = 0; e < 4; e++) {
                         int local = 16 * qc + 8 * jj + 2 * t + (e & 1);
@@ -547,8 +566,8 @@ __device__ __forceinline__ void flash_backward_dkdv(const float* gout, const flo
                                   flash_pack(st[1][2], st[1][3])};
                 unsigned dsa[4] = {flash_pack(dpt[0][0], dpt[0][1]), flash_pack(dpt[0][2], dpt[0][3]), flash_pack(dpt[1][0], dpt[1][1]),
                                    flash_pack(dpt[1][2], dpt[1][3])};
-                flash_times_tile<HD>(pa, dos, 16 * qc, g, t, dv);
-                flash_times_tile<HD>(dsa, qs, 16 * qc, g, t, dk);
+                flash_times_tile<HD>(pa, dos, 16 * qc, lane, dv);
+                flash_times_tile<HD>(dsa, qs, 16 * qc, lane, dk);
             }
             __syncthreads();
         }
@@ -568,30 +587,33 @@ __device__ __forceinline__ void flash_backward_dkdv(const float* gout, const flo
 }
 
 // The entry points, one per head dimension (the Java side names them flash_<pass>_hd<HD>). Blocks of
-// FLASH_THREADS threads.
-
-extern "C" __global__ void flash_forward_hd64(const float* q, const float* k, const float* v, int S, int Hq, int Hkv, int window,
+// FLASH_THREADS threads; the second launch bound (blocks per multiprocessor) caps the registers at
+// 65536 / (128 · blocks). The bounds are where ptxas (CUDA 13, sm_90a) spills nothing or a few bytes
+// (the head dimension 64 forward fits best left to ptxas):
+// 148, 168, 128, 236, 168 and 255 registers in the order below, so 3, 3, 4, 2, 3 and 2 blocks per
+// multiprocessor (shared memory allows 6 of head dimension 128, 12 of 64).
+extern "C" __global__ void __launch_bounds__(FLASH_THREADS) flash_forward_hd64(const float* q, const float* k, const float* v, int S, int Hq, int Hkv, int window,
         float scale, float* out, float* lse) {
     flash_forward<64>(q, k, v, S, Hq, Hkv, window, scale, out, lse);
 }
-extern "C" __global__ void flash_backward_dq_hd64(const float* gout, const float* q, const float* k, const float* v, const float* lse,
+extern "C" __global__ void __launch_bounds__(FLASH_THREADS, 4) flash_backward_dq_hd64(const float* gout, const float* q, const float* k, const float* v, const float* lse,
         const float* delta, int S, int Hq, int Hkv, int window, float scale, float* gq) {
     flash_backward_dq<64>(gout, q, k, v, lse, delta, S, Hq, Hkv, window, scale, gq);
 }
-extern "C" __global__ void flash_backward_dkdv_hd64(const float* gout, const float* q, const float* k, const float* v, const float* lse,
+extern "C" __global__ void __launch_bounds__(FLASH_THREADS, 3) flash_backward_dkdv_hd64(const float* gout, const float* q, const float* k, const float* v, const float* lse,
         const float* delta, int S, int Hq, int Hkv, int window, float scale, float* gk, float* gv) {
     flash_backward_dkdv<64>(gout, q, k, v, lse, delta, S, Hq, Hkv, window, scale, gk, gv);
 }
 
-extern "C" __global__ void flash_forward_hd128(const float* q, const float* k, const float* v, int S, int Hq, int Hkv, int window,
+extern "C" __global__ void __launch_bounds__(FLASH_THREADS, 3) flash_forward_hd128(const float* q, const float* k, const float* v, int S, int Hq, int Hkv, int window,
         float scale, float* out, float* lse) {
     flash_forward<128>(q, k, v, S, Hq, Hkv, window, scale, out, lse);
 }
-extern "C" __global__ void flash_backward_dq_hd128(const float* gout, const float* q, const float* k, const float* v, const float* lse,
+extern "C" __global__ void __launch_bounds__(FLASH_THREADS, 2) flash_backward_dq_hd128(const float* gout, const float* q, const float* k, const float* v, const float* lse,
         const float* delta, int S, int Hq, int Hkv, int window, float scale, float* gq) {
     flash_backward_dq<128>(gout, q, k, v, lse, delta, S, Hq, Hkv, window, scale, gq);
 }
-extern "C" __global__ void flash_backward_dkdv_hd128(const float* gout, const float* q, const float* k, const float* v, const float* lse,
+extern "C" __global__ void __launch_bounds__(FLASH_THREADS, 2) flash_backward_dkdv_hd128(const float* gout, const float* q, const float* k, const float* v, const float* lse,
         const float* delta, int S, int Hq, int Hkv, int window, float scale, float* gk, float* gv) {
     flash_backward_dkdv<128>(gout, q, k, v, lse, delta, S, Hq, Hkv, window, scale, gk, gv);
 }
