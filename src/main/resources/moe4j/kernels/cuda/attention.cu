@@ -224,6 +224,8 @@ extern "C" __global__ void attention_backward_kv(const float* gout, const float*
 struct alignas(16) flash_f4 { float x, y, z, w; };
 struct alignas(8) flash_u2 { unsigned lo, hi; };
 
+// ---- inline PTX begins (the host emulation in CudaAttentionEmulationTest stands in for this section) ----
+
 // two floats rounded to bf16 (nearest even) in one register: lo in bits 0..15, hi in bits 16..31
 __device__ __forceinline__ unsigned flash_pack(float lo, float hi) {
     unsigned r;
@@ -259,6 +261,8 @@ __device__ __forceinline__ void flash_ldsm_x4_t(unsigned r[4], const unsigned sh
     asm volatile("{\n\t.reg .u64 a;\n\tcvta.to.shared.u64 a, %4;\n\tldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [a];\n\t}"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "l"(row) : "memory");
 }
+
+// ---- inline PTX ends ----
 
 // elements (row, col) and (row, col + 1) of a shared tile (col even): one 32-bit load
 template <int HD>
@@ -325,6 +329,12 @@ __device__ __forceinline__ void flash_times_tile(const unsigned a[4], const unsi
 // query row i sees key j
 __device__ __forceinline__ bool flash_visible(int i, int j, int S, int window) {
     return j <= i && i < S && (window <= 0 || j > i - window);
+}
+
+// every row in [rowFirst, rowLast] sees every key in [keyFirst, keyLast] (and all are below S): the
+// warp's part of the tile needs no mask, as on most tiles of a long sequence
+__device__ __forceinline__ bool flash_all_visible(int rowFirst, int rowLast, int keyFirst, int keyLast, int S, int window) {
+    return keyLast <= rowFirst && rowLast < S && (window <= 0 || keyFirst > rowLast - window);
 }
 
 // Forward: grid (B·Hq, ⌈S / 64⌉), the query blocks in reverse so that the longest (last) ones start
@@ -469,6 +479,7 @@ __device__ __forceinline__ void flash_backward_dq(const float* gout, const float
         flash_load_tile<HD>(k, b, k0, S, Hkv, kvh, ks);
         flash_load_tile<HD>(v, b, k0, S, Hkv, kvh, vs);
         __syncthreads();
+        bool edge = !flash_all_visible(q0 + warp * 16, q0 + warp * 16 + 15, k0, k0 + FLASH_TILE - 1, S, window);
 #pragma unroll 1
         for (int kc = 0; kc < FLASH_TILE / 16; kc++) {  // 16 keys at a time: scores, dP, dS, then dQ += dS·K
             float s[2][4], dp[2][4];
@@ -481,7 +492,7 @@ __device__ __forceinline__ void flash_backward_dq(const float* gout, const float
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     int key = k0 + 16 * kc + 8 * jj + 2 * t + (e & 1);
-                    float p = flash_visible(rows[e >> 1], key, S, window) && key < S
+                    float p = !edge || (flash_visible(rows[e >> 1], key, S, window) && key < S)
                             ? flash_exp2(s[jj][e] * scaleLog2 - rowLse[e >> 1]) : 0.f;
                     s[jj][e] = p * (dp[jj][e] - rowDelta[e >> 1]);
                 }
@@ -544,6 +555,7 @@ __device__ __forceinline__ void flash_backward_dkdv(const float* gout, const flo
                 tileDelta[threadIdx.x] = i < S ? delta[stat] : 0.f;
             }
             __syncthreads();
+            bool edge = !flash_all_visible(q0, q0 + FLASH_TILE - 1, k0 + warp * 16, k0 + warp * 16 + 15, S, window);
 #pragma unroll 1
             for (int qc = 0; qc < FLASH_TILE / 16; qc++) {  // 16 queries at a time
                 float st[2][4], dpt[2][4];
@@ -556,7 +568,7 @@ __device__ __forceinline__ void flash_backward_dkdv(const float* gout, const flo
 #pragma unroll
                     for (int e = 0; e < 4; e++) {
                         int local = 16 * qc + 8 * jj + 2 * t + (e & 1);
-                        float p = flash_visible(q0 + local, keys[e >> 1], S, window)
+                        float p = !edge || flash_visible(q0 + local, keys[e >> 1], S, window)
                                 ? flash_exp2(st[jj][e] * scaleLog2 - tileLse[local]) : 0.f;
                         st[jj][e] = p;
                         dpt[jj][e] = p * (dpt[jj][e] - tileDelta[local]);
@@ -589,9 +601,9 @@ __device__ __forceinline__ void flash_backward_dkdv(const float* gout, const flo
 // The entry points, one per head dimension (the Java side names them flash_<pass>_hd<HD>). Blocks of
 // FLASH_THREADS threads; the second launch bound (blocks per multiprocessor) caps the registers at
 // 65536 / (128 · blocks). The bounds are where ptxas (CUDA 13, sm_90a) spills nothing or a few bytes
-// (the head dimension 64 forward fits best left to ptxas):
-// 148, 168, 128, 236, 168 and 255 registers in the order below, so 3, 3, 4, 2, 3 and 2 blocks per
-// multiprocessor (shared memory allows 6 of head dimension 128, 12 of 64).
+// (the head dimension 64 forward fits best left to ptxas): 148, 128, 168, 168, 217 and 255 registers in
+// the order below, so 3, 4, 3, 3, 2 and 2 blocks per multiprocessor (shared memory allows 6 blocks at
+// head dimension 128, 12 at 64).
 extern "C" __global__ void __launch_bounds__(FLASH_THREADS) flash_forward_hd64(const float* q, const float* k, const float* v, int S, int Hq, int Hkv, int window,
         float scale, float* out, float* lse) {
     flash_forward<64>(q, k, v, S, Hq, Hkv, window, scale, out, lse);
