@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.util.function.BiConsumer;
 import moe4j.kernels.DeviceBackend;
+import moe4j.kernels.ExecutionContext;
 import moe4j.kernels.Kernels;
 import moe4j.tensor.DType;
 import moe4j.tensor.Device;
@@ -500,35 +501,155 @@ class CudaDeviceKernelsTest {
     }
 
     /** Forward and backward of the fused attention against the CPU's blocked GEMM attention; the saved tensors differ by design. */
-    static void attentionCase(int b, int s, int hq, int hkv, int hd) {
+    static void attentionCase(int b, int s, int hq, int hkv, int hd, int window) {
         Tensor q = rand(b, s, hq, hd), k = rand(b, s, hkv, hd), v = rand(b, s, hkv, hd), gOut = rand(b, s, hq, hd);
-        Tensor[] host = attention(cpu, q, k, v, gOut);
-        Tensor[] dev = attention(gpu, q.to(GPU), k.to(GPU), v.to(GPU), gOut.to(GPU));
-        String shape = " B=" + b + " S=" + s + " Hq=" + hq + " Hkv=" + hkv + " hd=" + hd;
+        Tensor[] host = attention(cpu, q, k, v, gOut, window);
+        Tensor[] dev = attention(gpu, q.to(GPU), k.to(GPU), v.to(GPU), gOut.to(GPU), window);
+        String shape = " B=" + b + " S=" + s + " Hq=" + hq + " Hkv=" + hkv + " hd=" + hd + " window=" + window;
         String[] names = {"out", "dq", "dk", "dv"};
         for (int i = 0; i < 4; i++) close("attention " + names[i] + shape, host[i], dev[i]);
-        Tensor[] again = attention(gpu, q.to(GPU), k.to(GPU), v.to(GPU), gOut.to(GPU));
+        Tensor[] again = attention(gpu, q.to(GPU), k.to(GPU), v.to(GPU), gOut.to(GPU), window);
         for (int i = 0; i < 4; i++) {
             assertArrayEquals(dev[i].to(Device.CPU).toFloatArray(), again[i].to(Device.CPU).toFloatArray(), "same bits on every run: " + names[i]);
         }
     }
 
-    static Tensor[] attention(Kernels kk, Tensor q, Tensor k, Tensor v, Tensor gOut) {
+    /** out, dq, dk, dv and the saved tensor of one forward and backward with window {@code window}. */
+    static Tensor[] attention(Kernels kk, Tensor q, Tensor k, Tensor v, Tensor gOut, int window) {
         int b = q.dim(0), s = q.dim(1), hq = q.dim(2);
         Tensor saved = Tensor.zeros(q.device(), kk.attention().savedShape(b, hq, s));
         Tensor out = Tensor.zerosLike(q), gq = Tensor.zerosLike(q), gk = Tensor.zerosLike(k), gv = Tensor.zerosLike(v);
-        kk.attention().causalAttention(q, k, v, 16, 0, saved, out);
-        kk.attention().causalAttentionBackward(gOut, q, k, v, saved, 16, 0, gq, gk, gv);
-        return new Tensor[] {out, gq, gk, gv};
+        kk.attention().causalAttention(q, k, v, 16, window, saved, out);
+        kk.attention().causalAttentionBackward(gOut, q, k, v, saved, 16, window, gq, gk, gv);
+        return new Tensor[] {out, gq, gk, gv, saved};
     }
 
     @Test
     void causalAttentionForwardAndBackward() {
-        attentionCase(1, 2, 1, 1, 8);
-        attentionCase(2, 37, 4, 2, 24);
-        attentionCase(1, 64, 4, 1, 64);
-        attentionCase(2, 19, 2, 2, 160);
-        attentionCase(1, 130, 8, 8, 32);
+        attentionCase(1, 2, 1, 1, 8, 0);
+        attentionCase(2, 37, 4, 2, 24, 0);
+        attentionCase(1, 64, 4, 1, 64, 0);
+        attentionCase(2, 19, 2, 2, 160, 0);
+        attentionCase(1, 130, 8, 8, 32, 0);
+    }
+
+    @Test
+    void slidingWindowAttentionForwardAndBackward() {
+        attentionCase(1, 37, 2, 1, 24, 5);
+        attentionCase(2, 70, 4, 2, 64, 16);
+        attentionCase(1, 19, 2, 2, 32, 1);
+        attentionCase(1, 20, 2, 1, 16, 40);
+    }
+
+    static Tensor bf16Rounded(Tensor t) {
+        return t.to(DType.BF16).to(DType.F32);
+    }
+
+    /**
+     * ‖actual − expected‖ ≤ tol·‖expected‖ + floor·√n: the floor (an rms error per element) only matters for
+     * gradients that vanish in exact arithmetic (dQ and dK where every row sees a single key).
+     */
+    static double closeWithin(String what, Tensor expected, Tensor actualOnGpu, double tol, double floor) {
+        double[] a = actualOnGpu.to(Device.CPU).toDoubleArray();
+        double[] b = expected.toDoubleArray();
+        double diff = 0, norm = 0;
+        for (int i = 0; i < b.length; i++) {
+            diff += (a[i] - b[i]) * (a[i] - b[i]);
+            norm += b[i] * b[i];
+        }
+        double err = Math.sqrt(diff) / Math.max(Math.sqrt(norm), 1e-30);
+        assertTrue(Math.sqrt(diff) <= tol * Math.sqrt(norm) + floor * Math.sqrt(b.length), what + ": relative error " + err);
+        return err;
+    }
+
+    /** log Σ_j exp(q_i·k_j/√hd) over the keys row i sees, in float64: (B, Hq, S). */
+    static Tensor logSumExps(Tensor q, Tensor k, int window) {
+        int b = q.dim(0), s = q.dim(1), hq = q.dim(2), hd = q.dim(3), hkv = k.dim(2);
+        double scale = CudaAttention.scale(hd);
+        Tensor lse = Tensor.zeros(b, hq, s);
+        for (int bi = 0; bi < b; bi++) {
+            for (int h = 0; h < hq; h++) {
+                int g = h / (hq / hkv);
+                for (int i = 0; i < s; i++) {
+                    int lo = window > 0 ? Math.max(0, i - window + 1) : 0;
+                    double[] sc = new double[i + 1 - lo];
+                    double max = Double.NEGATIVE_INFINITY;
+                    for (int j = lo; j <= i; j++) {
+                        double dot = 0;
+                        for (int d = 0; d < hd; d++) {
+                            dot += (double) q.get((((long) bi * s + i) * hq + h) * hd + d) * k.get((((long) bi * s + j) * hkv + g) * hd + d);
+                        }
+                        sc[j - lo] = dot * scale;
+                        max = Math.max(max, sc[j - lo]);
+                    }
+                    double sum = 0;
+                    for (double x : sc) sum += Math.exp(x - max);
+                    lse.set(((long) bi * hq + h) * s + i, (float) (max + Math.log(sum)));
+                }
+            }
+        }
+        return lse;
+    }
+
+    /**
+     * The tensor-core kernels (bf16 products in a bf16 execution context) against the CPU op on the same
+     * inputs rounded to bf16: out, dq, dk, dv within 2e-2 norm-wise (the P and dS operands are rounded to
+     * bf16 too; about 3e-3 is expected), the log-sum-exps within 1e-4 of a float64 loop (the score products
+     * are exact in fp32), the same bits on a second run, and not the f32 kernels' result.
+     */
+    static void tensorCoreCase(int b, int s, int hq, int hkv, int hd, int window) {
+        Tensor q = rand(b, s, hq, hd), k = rand(b, s, hkv, hd), v = rand(b, s, hkv, hd), gOut = rand(b, s, hq, hd);
+        Tensor[] host = attention(cpu, bf16Rounded(q), bf16Rounded(k), bf16Rounded(v), bf16Rounded(gOut), window);
+        Tensor lse = logSumExps(bf16Rounded(q), bf16Rounded(k), window);
+        Tensor[] dev, again, exact;
+        try (var ctx = ExecutionContext.enter(GPU, 1, DType.BF16)) {
+            dev = attention(gpu, q.to(GPU), k.to(GPU), v.to(GPU), gOut.to(GPU), window);
+            again = attention(gpu, q.to(GPU), k.to(GPU), v.to(GPU), gOut.to(GPU), window);
+        }
+        exact = attention(gpu, q.to(GPU), k.to(GPU), v.to(GPU), gOut.to(GPU), window);
+        String shape = " B=" + b + " S=" + s + " Hq=" + hq + " Hkv=" + hkv + " hd=" + hd + " window=" + window;
+        String[] names = {"out", "dq", "dk", "dv", "lse"};
+        StringBuilder errors = new StringBuilder("bf16 attention" + shape + ":");
+        for (int i = 0; i < 4; i++) {
+            double err = closeWithin("bf16 attention " + names[i] + shape, host[i], dev[i], 2e-2, 1e-4);
+            errors.append(String.format(java.util.Locale.ROOT, " %s %.1e", names[i], err));
+        }
+        double lseErr = closeWithin("bf16 attention lse" + shape, lse, dev[4], 1e-4, 0);
+        errors.append(String.format(java.util.Locale.ROOT, " lse %.1e", lseErr));
+        System.out.println(errors);
+        for (int i = 0; i < 5; i++) {
+            assertArrayEquals(dev[i].to(Device.CPU).toFloatArray(), again[i].to(Device.CPU).toFloatArray(), "same bits on every run: " + names[i]);
+        }
+        double[] a = dev[0].to(Device.CPU).toDoubleArray(), e = exact[0].to(Device.CPU).toDoubleArray();
+        double diff = 0;
+        for (int i = 0; i < a.length; i++) diff += (a[i] - e[i]) * (a[i] - e[i]);
+        assertTrue(diff > 0, "bf16 products must not run the f32 kernels" + shape);
+    }
+
+    @Test
+    void tensorCoreAttentionForwardAndBackward() {
+        for (int hd : new int[] {64, 128}) {
+            tensorCoreCase(1, 1, 1, 1, hd, 0);
+            tensorCoreCase(1, 37, 2, 1, hd, 0);
+            tensorCoreCase(2, 64, 2, 2, hd, 0);
+            tensorCoreCase(1, 130, 4, 2, hd, 0);
+            tensorCoreCase(1, 200, 4, 1, hd, 0);
+            tensorCoreCase(1, 150, 4, 4, hd, 7);
+            tensorCoreCase(2, 129, 2, 1, hd, 64);
+            tensorCoreCase(1, 100, 1, 1, hd, 300);
+        }
+    }
+
+    /** Head dimensions without a tensor-core kernel run the f32 kernels in a bf16 context: the CPU's result to 1e-5. */
+    @Test
+    void otherHeadDimensionsFallBackToTheExactKernels() {
+        Tensor q = rand(1, 40, 2, 32), k = rand(1, 40, 1, 32), v = rand(1, 40, 1, 32), gOut = rand(1, 40, 2, 32);
+        Tensor[] host = attention(cpu, q, k, v, gOut, 0);
+        Tensor[] dev;
+        try (var ctx = ExecutionContext.enter(GPU, 1, DType.BF16)) {
+            dev = attention(gpu, q.to(GPU), k.to(GPU), v.to(GPU), gOut.to(GPU), 0);
+        }
+        for (int i = 0; i < 4; i++) close("attention hd=32 in a bf16 context, output " + i, host[i], dev[i]);
     }
 
     @Test
