@@ -51,6 +51,9 @@ if [ "$MODE" = train ]; then
   GPUS=$(nvidia-smi -L | wc -l)
   junit --select-class moe4j.cli.CudaTrainingTest --select-class moe4j.kernels.cuda.CudaDeviceKernelsTest 2>&1 > "$OUT/train-tests.log"
   grep -E "tests (successful|failed|skipped|found)|✘|worst single-step" "$OUT/train-tests.log" | head -30
+  # the attention of the GPU configs' shape alone: tensor cores (bf16) and the exact kernels (f32)
+  moe4j bench attention --device cuda --dtype bf16 2>&1 | tee "$OUT/bench-attention.log" | tail -4
+  moe4j bench attention --device cuda --dtype f32 --iters 3 2>&1 | tee -a "$OUT/bench-attention.log" | tail -4
   for c in ${CONFIGS:-fine coarse}; do
     for ep in 1 2; do
       [ "$ep" -le "$GPUS" ] || continue
