@@ -43,7 +43,7 @@ public final class Linear extends Module {
         if (start < 0 || end > w.dim(1) || start >= end) {
             throw new IllegalArgumentException("Linear.keepInputs: [" + start + ", " + end + ") outside [0, " + w.dim(1) + ")");
         }
-        Tensor kept = persistentZeros(w.dim(0), end - start);
+        Tensor kept = persistentZerosOn(w.device(), w.dim(0), end - start); // where the whole weight is
         for (int r = 0; r < w.dim(0); r++) {
             kept.rows(r, r + 1).copyFrom(w.view(-1).rows(r * w.dim(1) + start, r * w.dim(1) + end));
         }

@@ -179,4 +179,9 @@ public abstract class Module {
     protected static Tensor persistentZeros(int... shape) {
         return MemoryScope.persistent(() -> Tensor.zeros(shape));
     }
+
+    /** A parameter tensor on {@code device} that outlives any step scope (e.g. a shard of a parameter there). */
+    protected static Tensor persistentZerosOn(Device device, int... shape) {
+        return MemoryScope.persistent(() -> Tensor.zeros(device, shape));
+    }
 }
