@@ -127,6 +127,7 @@ public final class TrainCommand implements Callable<Integer> {
             if (cfg.onGpus()) {
                 o.put("mfu", reporter.gpuMfu);
                 o.put("peak_tflops_per_gpu", reporter.gpuPeakTflops);
+                o.put("steady_tokens_per_s", reporter.gpuSteadyTokensPerSecond);
                 o.put("peak_gpu_memory_bytes", summary.peakDeviceBytes());
             } else {
                 o.put("mfu", Throughput.mfu(cfg, summary.tokensPerSecond()));
@@ -235,6 +236,7 @@ public final class TrainCommand implements Callable<Integer> {
         /** Set by {@link #finish} on GPU runs: MFU and the per-GPU dense GEMM rate it was measured against. */
         double gpuMfu = Double.NaN;
         double gpuPeakTflops = Double.NaN;
+        double gpuSteadyTokensPerSecond = Double.NaN;
         private long firstStep;
         private boolean barShown;
 
@@ -377,12 +379,20 @@ public final class TrainCommand implements Callable<Integer> {
                 // the denominator measured now, on the run's first GPU: what its cuBLAS delivers in the run's precision
                 boolean bf16 = cfg.dtype().equals("bf16");
                 double perGpu = moe4j.bench.CudaInfo.denseGemmTflops(Device.cuda(0), bf16);
-                double mfu = s.tokensPerSecond() * Throughput.flopsPerToken(cfg) / (cfg.worldSize() * perGpu * 1e12);
-                out.printf(Locale.ROOT, "%.0f tokens/s | MFU %.1f%% of %d × %.0f TFLOP/s (%s dense GEMM measured now, %s) | peak GPU memory %.2f GiB (rank 0) | %.1f s wall%n",
-                        s.tokensPerSecond(), 100 * mfu, cfg.worldSize(), perGpu, bf16 ? "bf16" : "f32", moe4j.bench.CudaInfo.gpuName(Device.cuda(0)),
-                        s.peakDeviceBytes() / (double) (1L << 30), wall);
+                // the first steps compile kernels, time the grouped products' strategies and grow the pools, and
+                // the profiled step waits at every phase: utilisation is stated for the steps after it
+                long after = s.breakdown() == null ? 0 : s.breakdown().step();
+                double[] steady = history.stream().filter(m -> m.step() > after).mapToDouble(StepMetrics::tokensPerSecond).sorted().toArray();
+                double rate = steady.length == 0 ? s.tokensPerSecond() : steady[steady.length / 2];
+                String basis = steady.length == 0 ? "mean over the run" : "median of steps " + (after + 1) + "-" + s.lastStep();
+                double mfu = rate * Throughput.flopsPerToken(cfg) / (cfg.worldSize() * perGpu * 1e12);
+                out.printf(Locale.ROOT, "%.0f tokens/s over the run, %.0f in the steady state (%s) | MFU %.1f%% of %d × %.0f TFLOP/s (%s dense GEMM measured now, %s)%n",
+                        s.tokensPerSecond(), rate, basis, 100 * mfu, cfg.worldSize(), perGpu, bf16 ? "bf16" : "f32",
+                        moe4j.bench.CudaInfo.gpuName(Device.cuda(0)));
+                out.printf(Locale.ROOT, "peak GPU memory %.2f GiB (rank 0) | %.1f s wall%n", s.peakDeviceBytes() / (double) (1L << 30), wall);
                 gpuMfu = mfu;
                 gpuPeakTflops = perGpu;
+                gpuSteadyTokensPerSecond = rate;
             } else {
                 out.printf(Locale.ROOT, "%.0f tokens/s | MFU %.1f%% of %d cores × %.0f GFLOP/s FP32 (measured peak) | peak memory %.0f MiB | %.1f s wall%n",
                         s.tokensPerSecond(), 100 * Throughput.mfu(cfg, s.tokensPerSecond()), Throughput.peak().cores(),
