@@ -250,6 +250,8 @@ public final class TrainCommand implements Callable<Integer> {
                 out.printf(Locale.ROOT, "  per rank: parameters + gradients + AdamW state %.2f MiB (%.3f of unsharded %.2f MiB) | sharding sends %.2f MiB/step%n",
                         footprint.stateBytes() / 1048576.0, (double) footprint.stateBytes() / footprint.unshardedStateBytes(),
                         footprint.unshardedStateBytes() / 1048576.0, footprint.shardingBytesPerStep() / 1048576.0);
+                out.printf(Locale.ROOT, "  whole parameters gathered at once: at most %.2f MiB of %.2f MiB (one module and the next, prefetched)%n",
+                        footprint.gatheredPeakBytes() / 1048576.0, footprint.wholeParameterBytes() / 1048576.0);
             }
             out.printf(Locale.ROOT, "  GEMM threads per rank: %d | data: %s%s | output: %s%n", ExecutionContext.current().cpuThreads(), config.data(),
                     Double.isFinite(unigramEntropy) ? String.format(Locale.ROOT, " (unigram entropy %.3f nats)", unigramEntropy) : "",

@@ -1,7 +1,9 @@
 package moe4j.parallel;
 
+import java.util.ArrayList;
 import java.util.Collections;
 import java.util.IdentityHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import moe4j.distributed.DeviceMesh;
@@ -9,6 +11,7 @@ import moe4j.distributed.ProcessGroup;
 import moe4j.distributed.ReduceOp;
 import moe4j.kernels.Kernels;
 import moe4j.nn.MoEMLP;
+import moe4j.nn.MoETransformer;
 import moe4j.nn.Module;
 import moe4j.tensor.Tensor;
 
@@ -72,10 +75,26 @@ public final class GradientSync {
             model.namedParameters().forEach((name, p) -> {
                 if (sync.expertParameters.contains(p)) expertNames.add(name);
             });
-            sync.shards = new ParameterShards(model, expertNames, denseShards, expertShards, replicate, expertReplicas, sync.tpGroup,
+            // a tied embedding belongs to the rest (the output uses it too), which its forward, the first, gathers
+            String restFirstUsedBy = model instanceof MoETransformer t && t.output() == null ? "tok_embeddings" : null;
+            sync.shards = new ParameterShards(model, shardingUnits(model), restFirstUsedBy, expertNames, denseShards, expertShards, replicate, expertReplicas, sync.tpGroup,
                     sync.tpSplit, data.size());
         }
         return sync;
+    }
+
+    /**
+     * The modules whose parameters sharding gathers and frees together, in forward order: the token
+     * embedding (unless the output reuses it), every block, the output projection. Another kind of model is
+     * gathered whole for each step.
+     */
+    private static List<String> shardingUnits(Module model) {
+        List<String> units = new ArrayList<>();
+        if (!(model instanceof MoETransformer transformer)) return units;
+        if (transformer.output() != null) units.add("tok_embeddings");
+        for (int i = 0; i < transformer.layers().size(); i++) units.add("layers." + i);
+        if (transformer.output() != null) units.add("output");
+        return units;
     }
 
     /**
@@ -126,9 +145,11 @@ public final class GradientSync {
     }
 
     /**
-     * Sharded: all-gathers every rank's pieces into whole parameters for the model to use (before each
-     * forward, and before a checkpoint is written or read); they are released again by
-     * {@link #synchronize()} or {@link #releaseParameters()}. Unsharded (or already gathered): nothing to do.
+     * Sharded: all-gathers every rank's pieces into whole parameters at once (before a checkpoint is read or
+     * a published model's weights are loaded into them; and before each forward of a model that is not an
+     * {@link MoETransformer}, which has no per-module gathering); they are released again by
+     * {@link #synchronize()} or {@link #releaseParameters()}. A transformer's forward needs no call: each
+     * module gathers its own parameters. Unsharded (or already gathered): nothing to do.
      */
     public void gatherParameters() {
         if (shards != null) shards.gather();
@@ -188,6 +209,34 @@ public final class GradientSync {
     /** Copies this tp rank's block of each whole tensor in {@code whole} (from {@link #tensorParallelTargets}) into {@code local}. */
     public void splitTensorParallel(Map<String, Tensor> whole, Map<String, Tensor> local) {
         TensorParallel.splitInto(model, whole, local);
+    }
+
+    /**
+     * Sharded: the most bytes of whole parameters this rank held at once since the last
+     * {@link #resetPeakGatheredParameterBytes()} (a counter kept as units are gathered and freed); 0 unsharded.
+     */
+    public long peakGatheredParameterBytes() {
+        return shards == null ? 0 : shards.peakGatheredBytes();
+    }
+
+    public void resetPeakGatheredParameterBytes() {
+        if (shards != null) shards.resetPeakGatheredBytes();
+    }
+
+    /**
+     * Sharded: the peak of whole-parameter bytes a training step holds by the gathering schedule (the
+     * largest pair of neighbouring modules and the final norm); unsharded, the whole model.
+     */
+    public long plannedPeakGatheredParameterBytes() {
+        return shards == null ? wholeParameterBytes() : shards.plannedPeakGatheredBytes();
+    }
+
+    /** Bytes of this rank's whole (tp/ep-local) parameters, float32. */
+    public long wholeParameterBytes() {
+        if (shards != null) return shards.wholeModelBytes();
+        long parameters = 0;
+        for (Tensor p : model.parameters()) parameters += p.numel() * Float.BYTES;
+        return parameters;
     }
 
     /** Bytes this rank sends per step for the sharded gradient reduce-scatter and parameter all-gather (0 unsharded). */

@@ -86,7 +86,8 @@ public final class Checkpoint {
         boolean writer = world == null || world.rank() == 0;
         if (sync != null) sync.gatherParameters();
         Map<String, Tensor> params = sync == null ? model.namedParameters() : sync.unsplitTensorParallel(model.namedParameters());
-        Map<String, Tensor> weights = GlobalStateDict.gather(model, params, writer);
+        Map<String, Tensor> gathered = GlobalStateDict.gather(model, params, writer);
+        Map<String, Tensor> weights = sync != null && sync.isSharded() && writer ? GlobalStateDict.persistentCopy(gathered) : gathered;
         Map<String, Tensor> moments = new LinkedHashMap<>();
         Map<String, Tensor> expAvg = sync == null ? optimizer.expAvg() : sync.unsplitTensorParallel(sync.unshard(optimizer.expAvg()));
         Map<String, Tensor> expAvgSq = sync == null ? optimizer.expAvgSq()

@@ -75,10 +75,12 @@ public final class Trainer {
 
     /**
      * What this rank keeps and sends for its parameters: float32 bytes of parameters + gradients + AdamW
-     * moments kept between steps, the same without sharding, and bytes sent per step by the sharded
-     * gradient reduce-scatter and parameter all-gather (0 without sharding).
+     * moments kept between steps, the same without sharding, bytes sent per step by the sharded
+     * gradient reduce-scatter and parameter all-gathers (0 without sharding), and the peak of whole
+     * parameters a sharded step holds at once (one module and the next, prefetched) against the whole model.
      */
-    public record Footprint(long stateBytes, long unshardedStateBytes, long shardingBytesPerStep) {}
+    public record Footprint(long stateBytes, long unshardedStateBytes, long shardingBytesPerStep, long gatheredPeakBytes,
+                            long wholeParameterBytes) {}
 
     /** Writes the run identity a checkpoint stores; the router by its config spelling, as the TOML gives it. */
     private static final Gson GSON = new GsonBuilder()
@@ -200,7 +202,8 @@ public final class Trainer {
         }
         double unigram = source instanceof SyntheticTasks synthetic ? synthetic.unigramEntropy(config.seqLen()) : Double.NaN;
         Start launch = new Start(run[0], overwrite,
-                new Footprint(sync.trainingStateBytes(), sync.unshardedTrainingStateBytes(), sync.shardingBytesPerStep()));
+                new Footprint(sync.trainingStateBytes(), sync.unshardedTrainingStateBytes(), sync.shardingBytesPerStep(),
+                        sync.plannedPeakGatheredParameterBytes(), sync.wholeParameterBytes()));
         AgreedFailure.agree(world, () -> {
             // rank 0 writes checkpoints: it checks their folder before anything is written
             if (world.rank() == 0 && config.checkpointDir() != null) {
@@ -223,7 +226,6 @@ public final class Trainer {
             double[][] load;
             try (MemoryScope scope = MemoryScope.open()) {
                 Batch batch = loader.next();
-                sync.gatherParameters(); // sharded: the whole parameters, for this step only
                 MoETransformer.Loss loss = model.loss(batch.inputs(), batch.targets());
                 model.zeroGrad();
                 Autograd.backward(loss.total());

@@ -58,6 +58,29 @@ class ParallelMeshTrainingTest {
     }
 
     @Test
+    void aShardedRunWithTiedEmbeddingsTrainsLikeOneRank(@TempDir Path dir) throws Exception {
+        // the embedding is used again by the output: it stays whole for the step, the blocks one at a time
+        TrainConfig.Builder one = tiny(dir.resolve("one"), false).ep(1);
+        one.model().tieEmbeddings(true).nLayers(3);
+        TrainConfig.Builder sharded = tiny(dir.resolve("sharded"), false).dpShard(2).ep(2);
+        sharded.model().tieEmbeddings(true).nLayers(3);
+        Trainer.Summary single = TrainerTest.train(one.build(), false);
+        Trainer.Footprint[] footprint = new Trainer.Footprint[1];
+        TrainConfig cfg = sharded.build();
+        Trainer.Summary parallel = moe4j.distributed.Distributed.run(cfg.worldSize(), java.time.Duration.ofSeconds(60),
+                world -> Trainer.run(cfg, world, false, new Trainer.Listener() {
+                    @Override
+                    public void onStart(TrainConfig config, int rank, long firstStep, long parameters, double unigramEntropy, Trainer.Start start) {
+                        if (rank == 0) footprint[0] = start.footprint();
+                    }
+                })).get(0);
+        TrainerTest.assertSameWeights(single.lastCheckpoint(), parallel.lastCheckpoint(), 1e-4);
+        assertEquals(single.finalLoss(), parallel.finalLoss(), 1e-4 * single.finalLoss());
+        assertTrue(footprint[0].gatheredPeakBytes() < footprint[0].wholeParameterBytes(),
+                footprint[0].gatheredPeakBytes() + " of " + footprint[0].wholeParameterBytes() + " bytes gathered at once");
+    }
+
+    @Test
     void aCheckpointWrittenOnOneMeshResumesOnAnother(@TempDir Path dir) throws Exception {
         Trainer.Summary straight = TrainerTest.train(tiny(dir.resolve("straight"), true).ep(1).steps(6).build(), false);
         Mesh[][] moves = {
