@@ -146,10 +146,29 @@ public final class GlobalStateDict {
         return out;
     }
 
-    /** A persistent copy of a tensor map (for values that must outlive the step, e.g. to save asynchronously). */
-    public static Map<String, Tensor> persistentCopy(Map<String, Tensor> tensors) {
-        Map<String, Tensor> out = new LinkedHashMap<>();
-        tensors.forEach((n, t) -> out.put(n, MemoryScope.persistent(t::copy)));
+    /**
+     * The global names and shapes {@link #gather} makes of tensors with these (EP-local) shapes, in the order
+     * it makes them, without collectives: what a checkpoint announces before its tensors arrive.
+     */
+    public static Map<String, int[]> globalShapes(Module model, Map<String, int[]> local) {
+        Map<String, MoEMLP> layers = moeLayers(model);
+        Map<String, int[]> out = new LinkedHashMap<>();
+        local.forEach((name, shape) -> {
+            MoEMLP owner = ownerOfExpertTensor(layers, name);
+            if (owner == null || owner.epSize() == 1) {
+                out.put(name, shape.clone());
+            } else if (owner.packed()) {
+                int[] global = shape.clone();
+                global[0] *= owner.epSize();
+                out.put(name, global);
+            } else {
+                String prefix = prefixOf(layers, owner);
+                String rest = name.substring(prefix.length() + "experts.".length());
+                int j = Integer.parseInt(rest.substring(0, rest.indexOf('.'))) - owner.localExpertStart();
+                String suffix = rest.substring(rest.indexOf('.'));
+                for (int r = 0; r < owner.epSize(); r++) out.put(prefix + "experts." + (r * owner.numLocalExperts() + j) + suffix, shape.clone());
+            }
+        });
         return out;
     }
 

@@ -3,6 +3,7 @@ package moe4j.parallel;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.IdentityHashMap;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
@@ -176,11 +177,46 @@ public final class GradientSync {
     }
 
     /**
-     * Full (EP-local) tensors from per-piece values keyed like {@link #optimizerParameters()} (optimizer
-     * moments, say); unsharded, the map itself. A collective over the shard groups.
+     * The global names and shapes of what {@link #forEachGlobalTensor} hands out for values keyed like
+     * {@link #optimizerParameters()}, in that order, without collectives: experts by global index, whole
+     * tensors whatever tp and the sharding split.
      */
-    public Map<String, Tensor> unshard(Map<String, Tensor> byPiece) {
-        return shards == null ? byPiece : shards.unshard(byPiece);
+    public Map<String, int[]> globalShapes() {
+        Map<String, int[]> local = new LinkedHashMap<>();
+        if (shards != null) {
+            local.putAll(shards.wholeShapes());
+        } else {
+            model.namedParameters().forEach((name, p) -> local.put(name, p.shape()));
+        }
+        TensorParallel.Layout tp = TensorParallel.layoutOf(model);
+        if (tp != null) {
+            tp.splits().forEach((name, split) -> {
+                if (local.containsKey(name)) local.put(name, split.fullShape().clone());
+            });
+        }
+        return GlobalStateDict.globalShapes(model, local);
+    }
+
+    /**
+     * Assembles the global tensors of {@code byKey} (values keyed like {@link #optimizerParameters()}: the
+     * parameters, their pieces, or optimizer moments) one parameter at a time, and hands each to {@code sink}
+     * on a rank with {@code keep} (the one writing a checkpoint): the pieces are all-gathered over the shard
+     * group, the tensor-parallel blocks over tp, the experts over their EP group. What one parameter needs
+     * lives in a scope of its own, closed before the next parameter's: no rank ever holds more than one
+     * parameter's assembled copies. Every rank calls it, in the same order. {@code perParameter}, if not
+     * null, receives the host bytes each parameter's copies took.
+     */
+    public void forEachGlobalTensor(Map<String, Tensor> byKey, boolean keep, java.util.function.BiConsumer<String, Tensor> sink,
+                                    java.util.function.LongConsumer perParameter) {
+        for (var entry : byKey.entrySet()) {
+            try (moe4j.tensor.MemoryScope scope = moe4j.tensor.MemoryScope.open()) {
+                String name = entry.getKey();
+                Tensor whole = shards == null ? entry.getValue() : shards.unshard(name, entry.getValue());
+                Tensor unsplit = TensorParallel.unsplit(model, Map.of(name, whole)).get(name);
+                GlobalStateDict.gather(model, Map.of(name, unsplit), keep).forEach(sink);
+                if (perParameter != null) perParameter.accept(scope.allocatedBytes());
+            }
+        }
     }
 
     /** Tensors with the parameters' full (EP-local) shapes to load into; unsharded, {@code byPiece} itself. */
@@ -191,14 +227,6 @@ public final class GradientSync {
     /** Copies this rank's pieces of {@code full} (from {@link #fullSized}) into {@code byPiece}; unsharded, nothing to do. */
     public void reshard(Map<String, Tensor> full, Map<String, Tensor> byPiece) {
         if (shards != null) shards.reshard(full, byPiece);
-    }
-
-    /**
-     * The values of {@code local} (keyed by parameter name: parameters, or full-size optimizer moments) with
-     * what tensor parallelism split made whole again; without it, {@code local}. A collective over tp.
-     */
-    public Map<String, Tensor> unsplitTensorParallel(Map<String, Tensor> local) {
-        return TensorParallel.unsplit(model, local);
     }
 
     /** Whole-shaped tensors to load {@code local}'s tensor-parallel entries into; without tensor parallelism, {@code local}. */

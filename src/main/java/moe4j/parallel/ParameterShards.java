@@ -368,22 +368,24 @@ final class ParameterShards {
         }
     }
 
-    /**
-     * Whole (EP-local) tensors from per-piece values such as optimizer moments, by name: a collective over
-     * each parameter's shard group.
-     */
-    Map<String, Tensor> unshard(Map<String, Tensor> byPiece) {
-        Map<String, Tensor> out = new LinkedHashMap<>();
-        for (Shard s : shards) {
-            Tensor value = byPiece.get(s.name());
-            Tensor full = Tensor.zeros(value.device(), s.shape());
-            try (MemoryScope scope = MemoryScope.open()) {
-                Tensor mine = value.copy();
-                s.group().allGather(full.view(s.numel()), mine);
-            }
-            out.put(s.name(), full);
-        }
+    /** The whole (tp/ep-local) shape of each parameter, by name. */
+    Map<String, int[]> wholeShapes() {
+        Map<String, int[]> out = new LinkedHashMap<>();
+        for (Shard s : shards) out.put(s.name(), s.shape().clone());
         return out;
+    }
+
+    /**
+     * The whole (tp/ep-local) tensor of parameter {@code name} from every rank's piece of it ({@code piece}:
+     * this rank's, a parameter piece or an optimizer moment), in the current scope: a collective over the
+     * parameter's shard group.
+     */
+    Tensor unshard(String name, Tensor piece) {
+        Shard s = shards.stream().filter(x -> x.name().equals(name)).findFirst()
+                .orElseThrow(() -> new IllegalArgumentException("no sharded parameter named '" + name + "'"));
+        Tensor full = Tensor.zeros(piece.device(), s.shape());
+        s.group().allGather(full.view(s.numel()), piece);
+        return full;
     }
 
     /** Zero whole-size tensors, by name, to load into before {@link #reshard}. */
