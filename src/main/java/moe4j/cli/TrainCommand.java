@@ -112,6 +112,7 @@ public final class TrainCommand implements Callable<Integer> {
             o.put("tokens_per_s", summary.tokensPerSecond());
             o.put("parameters", summary.parameters());
             o.put("active_parameters", summary.activeParameters());
+            if (cfg.dpShard() > 1) o.put("gathered_parameters_peak_bytes", summary.gatheredPeakBytes());
             o.put("unigram_entropy", reporter.unigramEntropy);
             o.put("world_size", cfg.worldSize());
             o.put("ep", cfg.ep());
@@ -346,6 +347,9 @@ public final class TrainCommand implements Callable<Integer> {
             out.printf(Locale.ROOT, "%.0f tokens/s | MFU %.1f%% of %d cores × %.0f GFLOP/s FP32 (measured peak) | peak memory %.0f MiB | %.1f s wall%n",
                     s.tokensPerSecond(), 100 * Throughput.mfu(cfg, s.tokensPerSecond()), Throughput.peak().cores(),
                     Throughput.peak().gflopsPerCore(), moe4j.tensor.ProcessMemory.peakResidentBytes() / 1048576.0, wall);
+            if (cfg.dpShard() > 1) {
+                out.printf(Locale.ROOT, "whole parameters gathered at once, measured: peak %.2f MiB per rank%n", s.gatheredPeakBytes() / 1048576.0);
+            }
             TrainingPlot.write(plotFile(), history, unigramEntropy, "unigram entropy", String.format(Locale.ROOT,
                     "moe4j: %d layers, %d experts top-%d, ep=%d, %d ranks", cfg.model().nLayers(), cfg.model().numExperts(),
                     cfg.model().moeTopK(), cfg.ep(), cfg.worldSize()));

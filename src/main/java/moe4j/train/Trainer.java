@@ -48,8 +48,13 @@ public final class Trainer {
     private Trainer() {}
 
     /** What a finished run reports. */
+    /**
+     * @param gatheredPeakBytes sharded runs: the most bytes of whole parameters this rank held at once within a
+     *     training step, as counted while they were gathered and freed (0 unsharded)
+     */
     public record Summary(long firstStep, long lastStep, double finalLoss, double finalCrossEntropy, double tokensPerSecond,
-                          long parameters, long activeParameters, List<StepMetrics> history, Path lastCheckpoint) {}
+                          long parameters, long activeParameters, List<StepMetrics> history, Path lastCheckpoint,
+                          long gatheredPeakBytes) {}
 
     /** Receives progress; called on every rank. */
     public interface Listener {
@@ -218,8 +223,10 @@ public final class Trainer {
         List<StepMetrics> history = new ArrayList<>();
         Path lastCheckpoint = null;
         long tokensPerStep = (long) config.globalBatch() * config.seqLen();
+        long gatheredPeak = 0;
         for (long step = firstStep[0]; step <= config.steps(); step++) {
             long start = System.nanoTime();
+            sync.resetPeakGatheredParameterBytes(); // counted within steps: a checkpoint's Hugging Face copy gathers everything
             float[] losses;
             double norm;
             double lr = schedule.at(step);
@@ -244,6 +251,7 @@ public final class Trainer {
                             + " or set grad_clip; " + kept + ")");
                 }
                 optimizer.step(lr);
+                gatheredPeak = Math.max(gatheredPeak, sync.peakGatheredParameterBytes());
                 load = expertLoad(moeLayers, data, step, config.steps());
             }
             double seconds = (System.nanoTime() - start) / 1e9;
@@ -277,7 +285,7 @@ public final class Trainer {
         StepMetrics end = history.isEmpty() ? null : history.get(history.size() - 1);
         return new Summary(firstStep[0], config.steps(), end == null ? Double.NaN : end.loss(),
                 end == null ? Double.NaN : end.crossEntropy(), tokensPerSecond, parameters,
-                activeParameters(config.model(), parameters), history, lastCheckpoint);
+                activeParameters(config.model(), parameters), history, lastCheckpoint, gatheredPeak);
     }
 
     /** The names of the norm weights (1-D parameters), which take no weight decay. */

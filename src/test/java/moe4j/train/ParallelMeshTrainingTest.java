@@ -78,6 +78,8 @@ class ParallelMeshTrainingTest {
         assertEquals(single.finalLoss(), parallel.finalLoss(), 1e-4 * single.finalLoss());
         assertTrue(footprint[0].gatheredPeakBytes() < footprint[0].wholeParameterBytes(),
                 footprint[0].gatheredPeakBytes() + " of " + footprint[0].wholeParameterBytes() + " bytes gathered at once");
+        // what the startup line promised is what the steps held
+        assertEquals(footprint[0].gatheredPeakBytes(), parallel.gatheredPeakBytes());
     }
 
     @Test
