@@ -32,10 +32,10 @@ import moe4j.tensor.Tensor;
  * Every rank issues the same reductions in the same order (parameters in registration order).
  *
  * <p>With {@code dp_shard > 1} the parameters, gradients and optimizer state are sharded
- * ({@link ParameterShards}): between steps a rank keeps only its pieces; {@link #gatherParameters()}
- * all-gathers whole parameters before the forward, the same averages are reduce-scattered instead of
- * all-reduced (and the whole parameters released), and the optimizer steps only this rank's pieces
- * ({@link #optimizerParameters()}).
+ * ({@link ParameterShards}): between steps a rank keeps only its pieces; each module of a transformer
+ * all-gathers its whole parameters around its own forward and backward, the same averages are
+ * reduce-scattered instead of all-reduced (most during the backward, the rest in {@link #synchronize()}),
+ * and the optimizer steps only this rank's pieces ({@link #optimizerParameters()}).
  */
 public final class GradientSync {
     private final Module model;
