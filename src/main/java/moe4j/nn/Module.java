@@ -31,7 +31,8 @@ public abstract class Module {
 
     /**
      * Puts {@code wrapper} around this module's forward (modules that take one tensor and support it say
-     * so: {@link Linear}, {@link Embedding}, {@link Attention}, {@link Expert}, {@link TransformerBlock}),
+     * so: {@link Linear}, {@link Embedding}, {@link Attention}, {@link Expert}, {@link MoEMLP},
+     * {@link TransformerBlock}),
      * outside any wrapper put there before: transformations applied later see the earlier ones as part of
      * the module (sharding gathers the parameters a tensor-parallel forward then uses).
      */

@@ -45,6 +45,8 @@ public final class GradientSync {
     private ParameterShards shards;
     private ProcessGroup tpGroup;
     private final Set<String> tpSplit = new java.util.HashSet<>();
+    /** Parameters applied to each tp rank's own slice of the tokens (sequence parallelism): gradients summed over tp. */
+    private final Set<String> tpPartial = new java.util.HashSet<>();
 
     private GradientSync(Module model, ProcessGroup dataGroup, ProcessGroup expertReplicaGroup) {
         this.model = model;
@@ -66,6 +68,7 @@ public final class GradientSync {
         if (tp != null) {
             sync.tpGroup = tp.group();
             sync.tpSplit.addAll(tp.splits().keySet());
+            sync.tpPartial.addAll(tp.sequenceParallel());
         }
         if (mesh.hasDim("dp_shard") && mesh.size("dp_shard") > 1) {
             ProcessGroup denseShards = mesh.flatten("dense_shards", "dp_shard", "ep").group();
@@ -79,7 +82,7 @@ public final class GradientSync {
             // a tied embedding belongs to the rest (the output uses it too), which its forward, the first, gathers
             String restFirstUsedBy = model instanceof MoETransformer t && t.output() == null ? "tok_embeddings" : null;
             sync.shards = new ParameterShards(model, shardingUnits(model), restFirstUsedBy, expertNames, denseShards, expertShards, replicate, expertReplicas, sync.tpGroup,
-                    sync.tpSplit, data.size());
+                    sync.tpSplit, sync.tpPartial, data.size());
         }
         return sync;
     }
@@ -312,6 +315,12 @@ public final class GradientSync {
         if (shards != null) {
             shards.reduceScatterGradients();
             return;
+        }
+        for (var entry : model.namedParameters().entrySet()) {
+            if (!tpPartial.contains(entry.getKey())) continue;
+            Tensor p = entry.getValue();
+            if (p.grad() == null) p.setGrad(Module.persistentZerosLike(p));
+            tpGroup.allReduce(p.grad(), ReduceOp.SUM);
         }
         if (dataGroup == null || dataGroup.size() == 1) return;
         float inverseDataRanks = 1f / dataGroup.size();

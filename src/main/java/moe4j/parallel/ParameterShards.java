@@ -51,8 +51,8 @@ import moe4j.tensor.Tensor;
  */
 final class ParameterShards {
     /** One parameter's sharding on this rank; {@code whole} is the releasable tensor the model holds. */
-    record Shard(String name, int[] shape, ProcessGroup group, boolean expert, boolean tpSplit, int pieceLength, int start, int end,
-                 Tensor piece, Tensor gradient, Tensor whole) {
+    record Shard(String name, int[] shape, ProcessGroup group, boolean expert, boolean tpSplit, boolean tpPartial, int pieceLength,
+                 int start, int end, Tensor piece, Tensor gradient, Tensor whole) {
         int numel() {
             int n = 1;
             for (int d : shape) n *= d;
@@ -115,12 +115,13 @@ final class ParameterShards {
      * @param replicaGroup {@code dp_replicate}: the copies of each dense shard (null or size 1: none)
      * @param expertReplicaGroup {@code dp_replicate × tp}: the ranks whose expert gradient pieces are summed
      *     (each tp rank computed its own tokens' share); null or size 1: none
-     * @param tpGroup the tp group (null: tp = 1); {@code tpSplit} the names of the parameters tensor parallelism split
+     * @param tpGroup the tp group (null: tp = 1); {@code tpSplit} the names of the parameters tensor parallelism split,
+     *     {@code tpPartial} those each tp rank applied to its own tokens only (their gradients are summed over tp)
      * @param dataRanks all ranks that see their own data; gradients are averaged over them
      */
     ParameterShards(Module model, List<String> unitModules, String restFirstUsedBy, Set<String> expertParameters, ProcessGroup denseGroup, ProcessGroup expertGroup,
                     ProcessGroup replicaGroup, ProcessGroup expertReplicaGroup, ProcessGroup tpGroup, Set<String> tpSplit,
-                    int dataRanks) {
+                    Set<String> tpPartial, int dataRanks) {
         this.model = model;
         this.replicaGroup = replicaGroup;
         this.expertReplicaGroup = expertReplicaGroup;
@@ -145,7 +146,8 @@ final class ParameterShards {
             // the padded gradient piece: reduce-scatter needs equal pieces on every rank
             Tensor gradient = MemoryScope.persistent(() -> Tensor.zeros(p.device(), length));
             Tensor whole = Tensor.releasable(p.device(), p.shape());
-            Shard shard = new Shard(name, p.shape(), group, expert, tpSplit.contains(name), length, start, end, piece, gradient, whole);
+            Shard shard = new Shard(name, p.shape(), group, expert, tpSplit.contains(name), tpPartial.contains(name), length, start, end,
+                    piece, gradient, whole);
             shards.add(shard);
             pieces.put(name, piece);
             unitOf(name, byModule).shards.add(shard);
@@ -248,6 +250,11 @@ final class ParameterShards {
             try (MemoryScope scope = MemoryScope.open()) {
                 Tensor padded = Tensor.zeros(owned.device(), s.pieceLength() * s.group().size());
                 Tensor grad = s.whole().grad();
+                if (s.tpPartial()) {
+                    // each tp rank's share of the tokens gave part of this gradient: their sum, on every tp rank
+                    if (grad == null) grad = Tensor.zeros(owned.device(), s.shape());
+                    tpGroup.allReduce(grad, ReduceOp.SUM);
+                }
                 if (grad != null) padded.rows(0, s.numel()).copyFrom(grad.view(s.numel()));
                 s.group().reduceScatter(owned, padded, ReduceOp.SUM);
             }
