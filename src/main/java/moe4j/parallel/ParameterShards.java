@@ -245,6 +245,11 @@ final class ParameterShards {
      * gradient counts as zeros.
      */
     private void reduceScatter(Unit u) {
+        if (u.reduced) {
+            // a second forward before the backward recorded a second reduce-scatter, which would overwrite the first
+            throw new IllegalStateException(u.name + ": gradients reduce-scattered twice in one step; a sharded model takes"
+                    + " one forward per backward");
+        }
         for (Shard s : u.shards) {
             Tensor owned = s.gradient();
             try (MemoryScope scope = MemoryScope.open()) {

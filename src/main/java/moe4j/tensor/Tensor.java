@@ -37,7 +37,7 @@ public final class Tensor {
      * For persistent device memory: the object whose unreachability frees the block (shared by all
      * views of it, so a view keeps its storage alive). Null otherwise.
      */
-    private Object storageOwner;
+    private final Object storageOwner;
     /**
      * A {@link #releasable} tensor: its own host arena (closed on release, so any access to the old memory,
      * through this tensor or a view taken earlier, throws), and whether its storage is released now.
@@ -107,6 +107,7 @@ public final class Tensor {
         this.numel = checkedNumel(shape);
         this.releasable = true;
         this.released = true;
+        this.storageOwner = null; // device memory of a releasable tensor is freed by releaseStorage, not by the GC
         // a zero-length placeholder until the first allocation: host() refuses it by the released flag
         this.data = device.isCpu() ? MemorySegment.NULL : null;
     }
@@ -117,7 +118,8 @@ public final class Tensor {
      * parameter is between the uses of its module. It starts released: {@link #allocateStorage()} gives it
      * zeroed memory, {@link #releaseStorage()} frees that memory at once. While released, reading or writing
      * it throws {@link IllegalStateException}; on the CPU so does any view taken before the release, so a
-     * recorded use of the old memory fails loudly instead of reading freed bytes.
+     * recorded use of the old memory fails loudly instead of reading freed bytes. Device memory comes from
+     * the device's allocator directly, not through a scope.
      */
     public static Tensor releasable(Device device, int... shape) {
         return new Tensor(device, shape.clone());
@@ -132,16 +134,16 @@ public final class Tensor {
             ownArena = Arena.ofShared();
             data = ownArena.allocate(Math.max(1, bytes), 64).asSlice(0, bytes);
         } else {
-            Tensor fresh = MemoryScope.persistent(() -> zeros(device, dtype, shape));
-            memory = fresh.memory;
-            storageOwner = fresh.storageOwner;
+            memory = DeviceAllocator.of(device).allocate(bytes); // zero-filled
         }
         released = false;
     }
 
     /**
-     * Frees the memory of a {@link #releasable} tensor now (on a device: once no view of it is reachable
-     * any more); the tensor keeps its shape, dtype and autograd state.
+     * Frees the memory of a {@link #releasable} tensor now; the tensor keeps its shape, dtype and autograd
+     * state. On the CPU a view taken before throws when used; on a device such a view is not checked (its
+     * block is back in the pool), so code that releases must not keep views across a release, as the CPU
+     * tests make sure.
      */
     public void releaseStorage() {
         if (!releasable) throw new IllegalStateException("releaseStorage: " + describe() + " is not releasable");
@@ -151,8 +153,9 @@ public final class Tensor {
             ownArena.close();
             ownArena = null;
         } else {
+            // ordered on the stream like a scope's blocks, so work already queued on it still reads it
+            DeviceAllocator.of(device).free(memory);
             memory = null;
-            storageOwner = null;
         }
     }
 
