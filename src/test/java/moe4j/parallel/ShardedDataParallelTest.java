@@ -162,4 +162,23 @@ class ShardedDataParallelTest {
             assertTrue(share <= 1.0 / m.size() + 0.01, "rank " + m.rank() + " keeps " + share + " of the replicated state");
         }
     }
+
+    @Test
+    void twoForwardsBeforeOneBackwardAreRefusedNotMisreduced() {
+        var e = assertThrows(RuntimeException.class, () -> Distributed.run(2, Duration.ofSeconds(60), world -> {
+            MoETransformer model = new MoETransformer(config());
+            Parallelize.apply(model, DeviceMesh.create(world, MeshSizes.defaults().dpShard(2)));
+            try (MemoryScope scope = MemoryScope.open()) {
+                Tensor a = model.loss(ids(1, 2, 23), ids(2, 2, 23)).total();
+                Tensor b = model.loss(ids(3, 2, 23), ids(4, 2, 23)).total();
+                Autograd.backward(moe4j.ops.Ops.add(a, b));
+            }
+            return null;
+        }));
+        Throwable cause = e;
+        while (cause != null && !(cause instanceof IllegalStateException ise && ise.getMessage().contains("one forward per backward"))) {
+            cause = cause.getCause();
+        }
+        assertNotNull(cause, "expected the refusal, got " + e);
+    }
 }
