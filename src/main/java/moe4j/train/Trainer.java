@@ -226,7 +226,7 @@ public final class Trainer {
         long gatheredPeak = 0;
         for (long step = firstStep[0]; step <= config.steps(); step++) {
             long start = System.nanoTime();
-            sync.resetPeakGatheredParameterBytes(); // counted within steps: a checkpoint's Hugging Face copy gathers everything
+            sync.resetPeakGatheredParameterBytes(); // counted within steps: loading a checkpoint gathers everything
             float[] losses;
             double norm;
             double lr = schedule.at(step);
@@ -268,17 +268,12 @@ public final class Trainer {
                         world, config.keepLast(), sync);
                 listener.onCheckpoint(world.rank(), lastCheckpoint);
                 if (hf != null) {
-                    sync.gatherParameters(); // sharded: the whole parameters, for the copy only
-                    HfCheckpoint.save(model, hf, config.checkpointDir().resolve(String.format(HF_COPY + "%06d", step)), config.initFrom(), world);
-                    sync.releaseParameters();
+                    HfCheckpoint.save(model, hf, config.checkpointDir().resolve(String.format(HF_COPY + "%06d", step)), config.initFrom(), world,
+                            sync);
                     if (world.rank() == 0) pruneHfCopies(config.checkpointDir());
                 }
             }
-            if (last && hf != null) {
-                sync.gatherParameters();
-                HfCheckpoint.save(model, hf, config.outputDir().resolve("hf"), config.initFrom(), world);
-                sync.releaseParameters();
-            }
+            if (last && hf != null) HfCheckpoint.save(model, hf, config.outputDir().resolve("hf"), config.initFrom(), world, sync);
         }
         double tokensPerSecond = history.isEmpty() ? 0
                 : tokensPerStep * history.size() / history.stream().mapToDouble(StepMetrics::seconds).sum();
