@@ -127,25 +127,6 @@ public final class GlobalStateDict {
         };
     }
 
-    /** The global names a checkpoint of this model holds (what {@link #gather} produces), without collectives. */
-    public static java.util.Set<String> globalNames(Module model) {
-        Map<String, MoEMLP> layers = moeLayers(model);
-        java.util.Set<String> out = new java.util.LinkedHashSet<>();
-        for (String name : model.namedParameters().keySet()) {
-            MoEMLP owner = ownerOfExpertTensor(layers, name);
-            if (owner == null || owner.packed() || owner.epSize() == 1) {
-                out.add(name);
-                continue;
-            }
-            String prefix = prefixOf(layers, owner);
-            String rest = name.substring(prefix.length() + "experts.".length());
-            int j = Integer.parseInt(rest.substring(0, rest.indexOf('.'))) - owner.localExpertStart();
-            String suffix = rest.substring(rest.indexOf('.'));
-            for (int r = 0; r < owner.epSize(); r++) out.add(prefix + "experts." + (r * owner.numLocalExperts() + j) + suffix);
-        }
-        return out;
-    }
-
     /**
      * The global names and shapes {@link #gather} makes of tensors with these (EP-local) shapes, in the order
      * it makes them, without collectives: what a checkpoint announces before its tensors arrive.

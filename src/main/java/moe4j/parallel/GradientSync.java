@@ -149,8 +149,8 @@ public final class GradientSync {
     }
 
     /**
-     * Sharded: all-gathers every rank's pieces into whole parameters at once (before a checkpoint is read or
-     * a published model's weights are loaded into them; and before each forward of a model that is not an
+     * Sharded: all-gathers every rank's pieces into whole parameters at once (before a published model's
+     * weights are loaded into them; and before each forward of a model that is not an
      * {@link MoETransformer}, which has no per-module gathering); they are released again by
      * {@link #synchronize()} or {@link #releaseParameters()}. A transformer's forward needs no call: each
      * module gathers its own parameters. Unsharded (or already gathered): nothing to do.
@@ -222,24 +222,32 @@ public final class GradientSync {
         }
     }
 
-    /** Tensors with the parameters' full (EP-local) shapes to load into; unsharded, {@code byPiece} itself. */
-    public Map<String, Tensor> fullSized(Map<String, Tensor> byPiece) {
-        return shards == null ? byPiece : shards.fullSized();
-    }
-
-    /** Copies this rank's pieces of {@code full} (from {@link #fullSized}) into {@code byPiece}; unsharded, nothing to do. */
-    public void reshard(Map<String, Tensor> full, Map<String, Tensor> byPiece) {
-        if (shards != null) shards.reshard(full, byPiece);
-    }
-
-    /** Whole-shaped tensors to load {@code local}'s tensor-parallel entries into; without tensor parallelism, {@code local}. */
-    public Map<String, Tensor> tensorParallelTargets(Map<String, Tensor> local) {
-        return TensorParallel.wholeSized(model, local);
-    }
-
-    /** Copies this tp rank's block of each whole tensor in {@code whole} (from {@link #tensorParallelTargets}) into {@code local}. */
-    public void splitTensorParallel(Map<String, Tensor> whole, Map<String, Tensor> local) {
-        TensorParallel.splitInto(model, whole, local);
+    /**
+     * Fills {@code byKey} (values keyed like {@link #optimizerParameters()}: the parameters, their pieces, or
+     * optimizer moments) from the global tensors {@code global} gives by global name (a checkpoint's, already
+     * checked against {@link #globalShapes()}): each rank takes its experts, its tp block and its piece of
+     * each, one parameter at a time in a scope of its own. No collectives: every rank reads for itself.
+     */
+    public void loadGlobal(java.util.function.Function<String, Tensor> global, Map<String, Tensor> byKey, String source) {
+        TensorParallel.Layout tp = TensorParallel.layoutOf(model);
+        for (var entry : byKey.entrySet()) {
+            String name = entry.getKey();
+            Tensor target = entry.getValue();
+            try (moe4j.tensor.MemoryScope scope = moe4j.tensor.MemoryScope.open()) {
+                int[] local = shards != null ? shards.wholeShapes().get(name) : target.shape();
+                TensorParallel.Split split = tp == null ? null : tp.splits().get(name);
+                Tensor unsplit = Tensor.zeros(target.device(), split != null ? split.fullShape() : local);
+                // a local name is a global one (list experts carry their global index); packed experts take their rows
+                GlobalStateDict.prepareScatter(model, Map.of(name, global.apply(name)), Map.of(name, unsplit), source).run();
+                Tensor whole = unsplit;
+                if (split != null) {
+                    whole = Tensor.zeros(target.device(), local);
+                    TensorParallel.splitInto(model, Map.of(name, unsplit), Map.of(name, whole));
+                }
+                if (shards != null) shards.takePiece(name, whole, target);
+                else target.copyFrom(whole);
+            }
+        }
     }
 
     /**

@@ -400,18 +400,11 @@ final class ParameterShards {
         return full;
     }
 
-    /** Zero whole-size tensors, by name, to load into before {@link #reshard}. */
-    Map<String, Tensor> fullSized() {
-        Map<String, Tensor> out = new LinkedHashMap<>();
-        for (Shard s : shards) out.put(s.name(), Tensor.zeros(s.piece().device(), s.shape()));
-        return out;
-    }
-
-    /** Copies this rank's piece of each whole tensor into the per-piece value of the same name. */
-    void reshard(Map<String, Tensor> full, Map<String, Tensor> byPiece) {
-        for (Shard s : shards) {
-            byPiece.get(s.name()).copyFrom(full.get(s.name()).view(s.numel()).rows(s.start(), s.end()));
-        }
+    /** Copies this rank's piece of {@code whole}, the whole (tp/ep-local) value of parameter {@code name}, into {@code piece}. */
+    void takePiece(String name, Tensor whole, Tensor piece) {
+        Shard s = shards.stream().filter(x -> x.name().equals(name)).findFirst()
+                .orElseThrow(() -> new IllegalArgumentException("no sharded parameter named '" + name + "'"));
+        piece.copyFrom(whole.view(s.numel()).rows(s.start(), s.end()));
     }
 
     /**

@@ -355,19 +355,7 @@ public final class TensorParallel {
         return out;
     }
 
-    /** Zero tensors of the whole shapes for the split entries of {@code local} (the others as they are), to load into. */
-    static Map<String, Tensor> wholeSized(Module model, Map<String, Tensor> local) {
-        Layout layout = layoutOf(model);
-        if (layout == null) return local;
-        Map<String, Tensor> out = new java.util.LinkedHashMap<>();
-        local.forEach((name, value) -> {
-            Split split = layout.splits().get(name);
-            out.put(name, split == null ? value : Tensor.zeros(value.device(), value.dtype(), split.fullShape()));
-        });
-        return out;
-    }
-
-    /** Copies this tp rank's block of each whole tensor (from {@link #wholeSized}) into {@code local}. */
+    /** Copies this tp rank's block of each whole tensor in {@code whole} into {@code local}. */
     static void splitInto(Module model, Map<String, Tensor> whole, Map<String, Tensor> local) {
         Layout layout = layoutOf(model);
         if (layout == null) return;

@@ -437,72 +437,52 @@ public final class Checkpoint {
      * sharded): each rank keeps its pieces of the stored moments.
      */
     public static TrainState load(Path checkpoint, Module model, AdamW optimizer, GradientSync sync) {
-        if (sync != null) sync.gatherParameters(); // whole parameters to load into; this rank's pieces are taken after
-        try {
-            return loadGathered(checkpoint, model, optimizer, sync);
-        } finally {
-            if (sync != null) sync.releaseParameters();
-        }
-    }
-
-    private static TrainState loadGathered(Path checkpoint, Module model, AdamW optimizer, GradientSync sync) {
         StateFile state = verify(checkpoint);
+        GradientSync assembler = sync != null ? sync : GradientSync.create(model, null);
         try (SafeTensors.Loaded weights = SafeTensors.read(checkpoint.resolve(MODEL_FILE));
              SafeTensors.Loaded moments = optimizer == null ? null : SafeTensors.read(checkpoint.resolve(OPTIMIZER_FILE))) {
-            Set<String> expected = GlobalStateDict.globalNames(model);
+            // every check first (names, shapes, moments, router state), then the copies: a failed load changes nothing
+            Map<String, int[]> expected = assembler.globalShapes();
             Set<String> found = new HashSet<>(weights.names());
-            if (!found.equals(expected)) {
-                Set<String> missing = new HashSet<>(expected);
+            if (!found.equals(expected.keySet())) {
+                Set<String> missing = new HashSet<>(expected.keySet());
                 missing.removeAll(found);
                 Set<String> unexpected = new HashSet<>(found);
-                unexpected.removeAll(expected);
+                unexpected.removeAll(expected.keySet());
                 throw new IllegalArgumentException("checkpoint " + checkpoint + " does not match the model: missing "
                         + first(missing) + ", unexpected " + first(unexpected));
             }
-            // every check first (names, shapes, moments, router state), then the copies: a failed load changes nothing
-            Map<String, Tensor> stored = new LinkedHashMap<>();
-            for (String n : weights.names()) stored.put(n, weights.tensorAs(n, DType.F32));
-            List<Runnable> copies = new java.util.ArrayList<>();
-            Map<String, Tensor> paramTargets = sync == null ? model.namedParameters() : sync.tensorParallelTargets(model.namedParameters());
-            copies.add(GlobalStateDict.prepareScatter(model, stored, paramTargets, checkpoint.resolve(MODEL_FILE).toString()));
-            if (sync != null) {
-                copies.add(() -> {
-                    sync.splitTensorParallel(paramTargets, model.namedParameters());
-                    sync.takePiecesFromParameters();
-                });
-            }
+            String weightSource = checkpoint.resolve(MODEL_FILE).toString();
+            String momentSource = checkpoint.resolve(OPTIMIZER_FILE).toString();
+            expected.forEach((name, shape) -> {
+                requireShape(weights, name, shape, weightSource);
+                if (moments != null) {
+                    requireShape(moments, "exp_avg." + name, shape, momentSource);
+                    requireShape(moments, "exp_avg_sq." + name, shape, momentSource);
+                }
+            });
+            Runnable routers = prepareRouters(model, state.routerBias(), state.routerEma());
+            // each rank reads the tensors it needs one at a time and keeps its experts, tp block and piece of each
+            assembler.loadGlobal(n -> weights.tensorAs(n, DType.F32), assembler.optimizerParameters(), weightSource);
             if (optimizer != null) {
-                Map<String, Tensor> avg = new LinkedHashMap<>();
-                Map<String, Tensor> avgSq = new LinkedHashMap<>();
-                for (String n : moments.names()) {
-                    if (n.startsWith("exp_avg_sq.")) avgSq.put(n.substring("exp_avg_sq.".length()), moments.tensorAs(n, DType.F32));
-                    else if (n.startsWith("exp_avg.")) avg.put(n.substring("exp_avg.".length()), moments.tensorAs(n, DType.F32));
-                }
-                String source = checkpoint.resolve(OPTIMIZER_FILE).toString();
-                // moments: whole tensors → this rank's tp block → this rank's dp_shard piece
-                Map<String, Tensor> avgLocal = sync == null ? optimizer.expAvg() : sync.fullSized(optimizer.expAvg());
-                Map<String, Tensor> avgSqLocal = sync == null ? optimizer.expAvgSq() : sync.fullSized(optimizer.expAvgSq());
-                Map<String, Tensor> avgTarget = sync == null ? avgLocal : sync.tensorParallelTargets(avgLocal);
-                Map<String, Tensor> avgSqTarget = sync == null ? avgSqLocal : sync.tensorParallelTargets(avgSqLocal);
-                copies.add(GlobalStateDict.prepareScatter(model, avg, avgTarget, source));
-                copies.add(GlobalStateDict.prepareScatter(model, avgSq, avgSqTarget, source));
-                if (sync != null) {
-                    copies.add(() -> {
-                        sync.splitTensorParallel(avgTarget, avgLocal);
-                        sync.splitTensorParallel(avgSqTarget, avgSqLocal);
-                        sync.reshard(avgLocal, optimizer.expAvg());
-                        sync.reshard(avgSqLocal, optimizer.expAvgSq());
-                    });
-                }
-                copies.add(() -> optimizer.setStepCount(state.step()));
+                assembler.loadGlobal(n -> moments.tensorAs("exp_avg." + n, DType.F32), optimizer.expAvg(), momentSource);
+                assembler.loadGlobal(n -> moments.tensorAs("exp_avg_sq." + n, DType.F32), optimizer.expAvgSq(), momentSource);
+                optimizer.setStepCount(state.step());
             }
-            copies.add(prepareRouters(model, state.routerBias(), state.routerEma()));
-            copies.forEach(Runnable::run);
+            routers.run();
         } catch (IOException e) {
             throw new IllegalArgumentException("cannot read checkpoint " + checkpoint + ": " + e.getMessage(), e);
         }
         return new TrainState(state.step(), state.dataPosition(), state.rngState(), state.run(), state.config(),
                 state.routerBias(), state.routerEma());
+    }
+
+    private static void requireShape(SafeTensors.Loaded file, String name, int[] shape, String source) {
+        if (!file.contains(name)) throw new IllegalArgumentException(source + ": missing tensor '" + name + "'");
+        if (!java.util.Arrays.equals(file.shape(name), shape)) {
+            throw new IllegalArgumentException(source + ": tensor '" + name + "' is " + file.dtype(name) + java.util.Arrays.toString(file.shape(name))
+                    + ", the model expects " + DType.F32 + java.util.Arrays.toString(shape));
+        }
     }
 
     /** The config a checkpoint was written with (to resume with the same model). */

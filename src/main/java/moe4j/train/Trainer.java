@@ -226,7 +226,7 @@ public final class Trainer {
         long gatheredPeak = 0;
         for (long step = firstStep[0]; step <= config.steps(); step++) {
             long start = System.nanoTime();
-            sync.resetPeakGatheredParameterBytes(); // counted within steps: loading a checkpoint gathers everything
+            sync.resetPeakGatheredParameterBytes(); // counted within steps: loading a published model gathers everything
             float[] losses;
             double norm;
             double lr = schedule.at(step);
