@@ -42,8 +42,8 @@ import moe4j.tensor.Tensor;
  * so every rank issues the same collectives in the same order. A gradient that reaches a parameter after
  * its unit was reduce-scattered is an error, not a silent loss.
  *
- * <p>{@link #gather} gathers every unit at once (before a checkpoint is read, or a published model's
- * weights are loaded); while the whole model is gathered the wrappers do nothing, and
+ * <p>{@link #gather} gathers every unit at once (before a published model's weights are loaded into
+ * them, or for a model without units); while the whole model is gathered the wrappers do nothing, and
  * {@link #reduceScatterGradients} reduce-scatters and frees everything after the backward.
  *
  * <p>Dense parameters are sharded over {@code dp_shard × ep} (every one of those ranks holds a replica);
