@@ -5,7 +5,8 @@
 #   app/              moe4j's jar, its runtime dependencies and the test classes
 #   junit-console.jar JUnit's console launcher (matching the project's JUnit version)
 #   peer/             the KempnerForge peer's scripts with its package unpacked
-#   gpu-tests.sh      the script run there (scripts/gpu-tests.sh)
+#   gpu-tests.sh      the script run there (scripts/gpu-tests.sh; one GPU)
+#   gpu-tests-nccl.sh the two-GPU script (scripts/gpu-tests-nccl.sh: NCCL, expert parallelism, their benchmarks)
 # Usage: scripts/gpu-bundle.sh [DEST]   (run from the repository root; builds with ./mvnw)
 set -euo pipefail
 DEST=${1:-/work/main/.gpu}
@@ -15,7 +16,7 @@ JUNIT_PLATFORM=1.14.1
 mkdir -p "$DEST"
 if [ ! -f "$DEST/jre.tar.xz" ]; then
   rm -rf "$DEST/jre"
-  "$JDK/bin/jlink" --add-modules java.base,jdk.incubator.vector,java.desktop,java.logging,java.management,jdk.unsupported \
+  "$JDK/bin/jlink" --add-modules java.base,jdk.incubator.vector,java.desktop,java.logging,java.management,jdk.management,jdk.unsupported \
     --strip-debug --no-man-pages --no-header-files --output "$DEST/jre"
   tar -C "$DEST" -cJf "$DEST/jre.tar.xz" jre
   rm -rf "$DEST/jre"
@@ -33,5 +34,6 @@ rm -rf "$DEST/peer" && mkdir -p "$DEST/peer"
 cp "$PEER"/*.py "$DEST/peer/"
 tar -C "$DEST/peer" -xzf "$PEER"/kempnerforge-*.tar.gz
 cp scripts/gpu-tests.sh "$DEST/gpu-tests.sh"
+cp scripts/gpu-tests-nccl.sh "$DEST/gpu-tests-nccl.sh"
 cp scripts/peer-groups.py "$DEST/peer-groups.py"
 du -sh "$DEST"

@@ -5,6 +5,10 @@
 #   bash .gpu/gpu-tests.sh all     # all GPU tests, verify, then moe4j's and the peer's benchmarks
 #   bash .gpu/gpu-tests.sh bench   # only the benchmarks
 #   bash .gpu/gpu-tests.sh grouped # the expert products alone on the peer's ragged groups, beside its ceiling
+#   bash .gpu/gpu-tests.sh train   # the training tests, then the GPU configs trained on 1 GPU and (if present) 2
+#                                  # (STEPS=N steps each, default 10; CONFIGS="fine coarse" picks configs/gpu-*.toml)
+#   bash .gpu/gpu-tests.sh mpi     # one process per GPU under mpirun: verify --ep 2, and a small training run
+#                                  # against the same run as two rank threads of one JVM
 set -u
 MODE=${1:-all}
 B=$(cd "$(dirname "$0")" && pwd)
@@ -41,6 +45,47 @@ if [ "$MODE" = all ]; then
   junit --include-tag gpu --scan-class-path "$B/app/test-classes" 2>&1 > "$OUT/gpu-tests.log"
   grep -E "tests (successful|failed|skipped|found)|✘" "$OUT/gpu-tests.log" | head -30
   moe4j verify --device cuda 2>&1 | tee "$OUT/verify.log" | grep -E "PASS|FAIL"
+fi
+
+if [ "$MODE" = train ]; then
+  GPUS=$(nvidia-smi -L | wc -l)
+  junit --select-class moe4j.cli.CudaTrainingTest --select-class moe4j.kernels.cuda.CudaDeviceKernelsTest 2>&1 > "$OUT/train-tests.log"
+  grep -E "tests (successful|failed|skipped|found)|✘|worst single-step" "$OUT/train-tests.log" | head -30
+  # the attention of the GPU configs' shape alone: tensor cores (bf16) and the exact kernels (f32)
+  moe4j bench attention --device cuda --dtype bf16 2>&1 | tee "$OUT/bench-attention.log" | tail -4
+  moe4j bench attention --device cuda --dtype f32 --iters 3 2>&1 | tee -a "$OUT/bench-attention.log" | tail -4
+  for c in ${CONFIGS:-fine coarse}; do
+    for ep in 1 2; do
+      [ "$ep" -le "$GPUS" ] || continue
+      moe4j train --config "$B/../configs/gpu-$c.toml" --ep $ep --steps "${STEPS:-10}" --output-dir "$OUT/train-$c-ep$ep" --json \
+        > "$OUT/train-$c-ep$ep.log" 2>&1
+      grep -vE '^\{' "$OUT/train-$c-ep$ep.log" | tail -32
+    done
+  done
+  exit 0
+fi
+
+if [ "$MODE" = mpi ]; then
+  # the launcher passes the environment on; NVLink multicast stays off in every process
+  MPI=(mpirun --allow-run-as-root --oversubscribe -np 2 -x NCCL_NVLS_ENABLE -x TORCH_SYMM_MEM_DISABLE_MULTICAST
+       -x NVSHMEM_DISABLE_NVLS -x MOE4J_CUDA_CACHE "$JAVA" "${FLAGS[@]}" -cp "$CP" moe4j.cli.Main)
+  timeout -k 5 90 "${MPI[@]}" verify --device cuda --ep 2 > "$OUT/mpi-verify.log" 2>&1; echo "mpirun verify: exit $?"
+  grep -E "PASS|FAIL|rror" "$OUT/mpi-verify.log" | head -12
+  sed -e 's/^steps = 20/steps = 12/' "$B/../configs/gpu-fine.toml" | sed -e 's/^dim = 2048/dim = 256/' -e 's/^n_layers = 8/n_layers = 2/' \
+    -e 's/^max_seq_len = 2048/max_seq_len = 256/' -e 's/^seq_len = 2048/seq_len = 256/' -e 's/^dtype = "bf16"/dtype = "f32"/' > /tmp/small.toml
+  timeout -k 5 120 "${MPI[@]}" train --config /tmp/small.toml --ep 2 --output-dir "$OUT/mpi-train" > "$OUT/mpi-train.log" 2>&1
+  echo "mpirun train: exit $?"; grep -E "ranks:|final loss|tokens/s|rror" "$OUT/mpi-train.log"
+  moe4j train --config /tmp/small.toml --ep 2 --output-dir "$OUT/jvm-train" > "$OUT/jvm-train.log" 2>&1
+  echo "one JVM train: exit $?"; grep -E "ranks:|final loss|tokens/s|rror" "$OUT/jvm-train.log"
+  # the two launches run the same computation: every step's loss must agree
+  python3 - "$OUT/mpi-train/metrics.jsonl" "$OUT/jvm-train/metrics.jsonl" <<'PY'
+import json, sys
+a = [json.loads(l)["loss"] for l in open(sys.argv[1])]
+b = [json.loads(l)["loss"] for l in open(sys.argv[2])]
+worst = max(abs(x - y) / abs(y) for x, y in zip(a, b)) if a and len(a) == len(b) else float("inf")
+print(f"mpirun vs one JVM: {len(a)} and {len(b)} steps, worst relative loss difference {worst:.2e}", "PASS" if worst <= 1e-4 else "FAIL")
+PY
+  exit 0
 fi
 
 if [ "$MODE" = grouped ]; then

@@ -87,11 +87,11 @@ public final class Autograd {
     private static Tensor attach(Tensor output, String name, Tensor[] inputs, Function<Tensor, Tensor[]> rule) {
         String phase = Profiler.currentPhase();
         Function<Tensor, Tensor[]> timed = phase == null ? rule : g -> {
-            long start = System.nanoTime();
+            long start = Profiler.clock();
             try {
                 return rule.apply(g);
             } finally {
-                Profiler.charge(phase, System.nanoTime() - start);
+                Profiler.charge(phase, Profiler.clock() - start);
             }
         };
         output.setGradFn(new GradFn() {

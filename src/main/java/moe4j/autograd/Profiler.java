@@ -14,15 +14,34 @@ public final class Profiler {
     private static final ThreadLocal<Profiler> ACTIVE = new ThreadLocal<>();
 
     private final Map<String, long[]> nanos = new LinkedHashMap<>();
+    private final Runnable waitForDevice;
     private String current;
 
-    private Profiler() {}
+    private Profiler(Runnable waitForDevice) {
+        this.waitForDevice = waitForDevice;
+    }
 
     /** Starts collecting on this thread (replacing an earlier profiler) and returns the collector. */
     public static Profiler start() {
-        Profiler p = new Profiler();
+        return start(() -> {});
+    }
+
+    /**
+     * {@link #start()} for a device that computes asynchronously (a GPU stream): {@code waitForDevice}
+     * returns once the work this thread queued is done, and is run before every clock reading, so each
+     * phase is charged with the device time of its own work rather than the time it took to queue it.
+     */
+    public static Profiler start(Runnable waitForDevice) {
+        Profiler p = new Profiler(waitForDevice);
         ACTIVE.set(p);
         return p;
+    }
+
+    /** Now, in nanoseconds, after the active profiler's device has caught up (plain nanoTime without one). */
+    static long clock() {
+        Profiler p = ACTIVE.get();
+        if (p != null) p.waitForDevice.run();
+        return System.nanoTime();
     }
 
     /** Stops collecting on this thread. */
@@ -50,10 +69,10 @@ public final class Profiler {
 
     private Phase enter(String name) {
         String outer = current;
+        long start = clock();
         current = name;
-        long start = System.nanoTime();
         return new Phase(() -> {
-            long elapsed = System.nanoTime() - start;
+            long elapsed = clock() - start;
             charge(name, elapsed);
             current = outer;
             // the outer phase must not count this inner time again: it is subtracted from it

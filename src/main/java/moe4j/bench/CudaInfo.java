@@ -6,6 +6,16 @@ import java.io.PrintWriter;
 public final class CudaInfo {
     private CudaInfo() {}
 
+    /** The dense GEMM rate of {@code gpu} measured now (bf16 operands with fp32 accumulation, or f32), TFLOP/s. */
+    public static double denseGemmTflops(moe4j.tensor.Device gpu, boolean bf16) {
+        return moe4j.kernels.cuda.CudaGemmRate.tflops(gpu.index(), bf16);
+    }
+
+    /** The GPU's name, e.g. for a report's machine line. */
+    public static String gpuName(moe4j.tensor.Device gpu) {
+        return moe4j.kernels.cuda.CudaDriver.get().deviceName(gpu.index());
+    }
+
     /** The CUDA GPUs through the driver API (name, memory, compute capability, driver, cuBLAS and NVRTC versions). */
     public static com.google.gson.JsonArray gpus(PrintWriter out) {
         com.google.gson.JsonArray list = new com.google.gson.JsonArray();

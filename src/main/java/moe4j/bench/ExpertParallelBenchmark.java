@@ -1,19 +1,26 @@
 package moe4j.bench;
 
 import java.time.Duration;
+import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.function.IntFunction;
 import moe4j.autograd.Autograd;
 import moe4j.autograd.Profiler;
 import moe4j.distributed.DeviceMesh;
 import moe4j.distributed.Distributed;
 import moe4j.distributed.MeshSizes;
+import moe4j.distributed.launch.Backend;
+import moe4j.kernels.ExecutionContext;
+import moe4j.kernels.Kernels;
 import moe4j.nn.MoEConfig;
 import moe4j.nn.MoEMLP;
 import moe4j.parallel.ExpertParallel;
 import moe4j.parallel.TrafficCountingGroup;
+import moe4j.tensor.DType;
+import moe4j.tensor.Device;
 import moe4j.tensor.MemoryScope;
 import moe4j.tensor.Rng;
 import moe4j.tensor.Tensor;
@@ -33,7 +40,8 @@ public final class ExpertParallelBenchmark {
     public static Result run(MoEConfig config, int ranks, int tokensPerRank, int warmup, int iterations) {
         record RankTiming(double seconds, Map<String, Double> phases, long bytes) {}
         List<RankTiming> timings = Distributed.run(ranks, Duration.ofMinutes(10), world -> {
-            MoEMLP moe = MoEMLP.build(config);
+            int perRank = config.numExperts() / ranks;
+            MoEMLP moe = MoEMLP.buildExperts(config, world.rank() * perRank, perRank);
             ExpertParallel.apply(moe, DeviceMesh.create(world, MeshSizes.defaults().ep(ranks)));
             TrafficCountingGroup counted = ExpertParallel.countTraffic(moe);
             TrafficCountingGroup traffic = counted != null ? counted : new TrafficCountingGroup(world);
@@ -68,9 +76,31 @@ public final class ExpertParallelBenchmark {
                 bytes, commAndPermute / step);
     }
 
-    /** One EP layer step on GPUs: median seconds, tokens per second over all ranks, TFLOP/s per GPU as the peer counts them. */
-    public record GpuResult(int ranks, MoEConfig config, int tokensPerRank, int iterations, double medianSecondsPerStep,
-                            double tokensPerSecond, double tflopsPerGpu, long bytesSentPerRank, long[] dispatchRowsToPeers) {}
+    /**
+     * One EP layer step on GPUs: median seconds, tokens per second over all ranks, TFLOP/s per GPU as the peer
+     * counts them; the rows' traffic (bytes this rank sends to other ranks per step in the dispatch and
+     * combine all-to-alls, forward and backward, mean over ranks), the device time of those four exchanges
+     * per step and the bandwidth that makes; device seconds per phase of a profiled step (mean over ranks);
+     * rows sent to peers in one dispatch as sent and as a deduplicating dispatch would send them; and the
+     * seconds it took to build, initialise and place the layer.
+     */
+    public record GpuResult(int ranks, MoEConfig config, int tokensPerRank, DType products, DType wire, int iterations,
+                            double medianSecondsPerStep, double tokensPerSecond, double tflopsPerGpu, long rowBytesSentPerRank,
+                            double allToAllSecondsPerStep, Map<String, Double> phaseSeconds, long[] dispatchRowsToPeers,
+                            double buildSeconds) {
+        /** Bytes sent to other ranks per second of the exchanges, in GiB/s (the peer's nccl_a2a.py "GBps"). */
+        public double allToAllGiBPerSecond() {
+            return allToAllSecondsPerStep > 0 ? rowBytesSentPerRank / allToAllSecondsPerStep / (1L << 30) : 0;
+        }
+
+        /**
+         * The size of one exchange's buffer on a rank, every row included (its own as well), in MiB: T·K rows of D
+         * in the wire type; set it beside nccl_a2a.py's MiB_per_rank.
+         */
+        public double mibPerExchange() {
+            return (double) tokensPerRank * config.topK() * config.dim() * wire.byteSize / (1 << 20);
+        }
+    }
 
     /**
      * Rows rank {@code rank} sends to other ranks in one dispatch, as moe4j sends them (one per kept
@@ -83,7 +113,7 @@ public final class ExpertParallelBenchmark {
         long dedup = 0;
         boolean[] seen = new boolean[ranks];
         for (int t = 0; t < indices.length / k; t++) {
-            java.util.Arrays.fill(seen, false);
+            Arrays.fill(seen, false);
             for (int j = 0; j < k; j++) {
                 int g = indices[t * k + j];
                 if (g < 0) continue;
@@ -99,59 +129,126 @@ public final class ExpertParallelBenchmark {
         return new long[] {plain, dedup};
     }
 
+    /** The profiler phases of the four row exchanges (their backward is charged to them too). */
+    static final List<String> EXCHANGE_PHASES = List.of("dispatch all-to-all", "combine all-to-all");
+
     /**
-     * The EP layer forward and backward on {@code ranks} GPUs of this machine, one rank thread each, rows
-     * moving by NCCL. The routing is drawn once by the CPU router on each rank's tokens and fixed (the
-     * router's softmax has no CUDA kernel yet), so a step is the dispatch, the expert products, the combine
-     * and their backward. Timed as the peer's {@code bench_ep_gpu.py} times its layer: every step between
-     * two barriers that wait for the GPUs, the median of the measured steps, and
-     * {@code 18·D·H·K·T} FLOPs per rank per step.
+     * The EP layer forward and backward on {@code ranks} GPUs of this machine, one rank thread each with
+     * its execution context on its GPU ({@code products}: F32 or BF16 matrix products), rows moving by
+     * NCCL in the layer's wire type ({@code config.wire()}). Each rank builds only its block of experts
+     * ({@link MoEMLP#buildExperts}) and routes with the layer's own router on its GPU: a step is the whole
+     * layer, router included, as in the peer's {@code bench_ep_gpu.py}, and is timed as that script times
+     * it: every step between two barriers that wait for the GPUs, the median of the measured steps,
+     * {@code 18·D·H·K·T} FLOPs per rank per step, the upstream gradient all ones (the gradient of
+     * {@code out.sum()}). After the timed steps, {@code profiledSteps} more run with the device waited for
+     * at every phase boundary, which gives each phase's device time and the exchanges' bandwidth.
      */
-    public static GpuResult runOnGpus(MoEConfig config, int ranks, int tokensPerRank, int warmup, int iterations) {
-        record RankTiming(double[] seconds, long bytes, long[] rows) {}
-        List<RankTiming> timings = moe4j.distributed.launch.Backend.NCCL.run(ranks, Duration.ofMinutes(10), world -> {
-            moe4j.tensor.Device gpu = moe4j.tensor.Device.cuda(world.rank());
-            MoEMLP moe = MoEMLP.build(config);
-            ExpertParallel.apply(moe, DeviceMesh.create(world, MeshSizes.defaults().ep(ranks)));
-            TrafficCountingGroup counted = ExpertParallel.countTraffic(moe);
-            TrafficCountingGroup traffic = counted != null ? counted : new TrafficCountingGroup(world);
-            Tensor xHost = Tensor.randn(Rng.forStream(1, world.rank()), 1.0, tokensPerRank, config.dim());
-            moe4j.nn.RouterOutput routing = moe.router().route(xHost);
-            long[] rows = dispatchRowsToPeers(routing.indices().toIntArray(), config.topK(), config.numExperts(), ranks, world.rank());
-            moe.to(gpu);
-            Tensor x = xHost.to(gpu).requiresGrad(true);
-            Tensor weights = routing.weights().detach().to(gpu);
-            Tensor indices = routing.indices().to(gpu);
-            Tensor grad = Tensor.randn(Rng.forStream(2, world.rank()), 1.0, tokensPerRank, config.dim()).to(gpu);
-            for (int i = 0; i < warmup; i++) gpuStep(moe, x, weights, indices, grad);
-            long bytesBefore = traffic.rowBytes();
-            double[] seconds = new double[iterations];
-            for (int i = 0; i < iterations; i++) {
-                world.barrier(); // waits for this rank's stream, then for every rank
-                long start = System.nanoTime();
-                gpuStep(moe, x, weights, indices, grad);
-                world.barrier();
-                seconds[i] = (System.nanoTime() - start) / 1e9;
+    public static GpuResult runOnGpus(MoEConfig config, int ranks, int tokensPerRank, DType products, int warmup, int iterations,
+                                      int profiledSteps) {
+        return runOn(Backend.NCCL, Device::cuda, config, ranks, tokensPerRank, products, warmup, iterations, profiledSteps);
+    }
+
+    /**
+     * {@link #runOnGpus} on any backend, rank r computing on {@code deviceOfRank.apply(r)}: the CPU with the
+     * in-JVM backend runs the same steps, timing and accounting where a test can check them.
+     */
+    static GpuResult runOn(Backend backend, IntFunction<Device> deviceOfRank, MoEConfig config, int ranks, int tokensPerRank,
+                           DType products, int warmup, int iterations, int profiledSteps) {
+        if (config.numExperts() % ranks != 0) {
+            throw new IllegalArgumentException("num_experts (" + config.numExperts() + ") must be divisible by ep (" + ranks + ")");
+        }
+        record RankTiming(double[] seconds, long bytes, double exchangeSeconds, Map<String, Double> phases, long[] rows,
+                          double buildSeconds, DType wire) {}
+        List<RankTiming> timings = backend.run(ranks, Duration.ofMinutes(10), world -> {
+            Device gpu = deviceOfRank.apply(world.rank());
+            try (ExecutionContext ignored = ExecutionContext.enter(gpu, 1, products)) {
+                long buildStart = System.nanoTime();
+                int perRank = config.numExperts() / ranks;
+                MoEMLP moe = MoEMLP.buildExperts(config, world.rank() * perRank, perRank);
+                ExpertParallel.apply(moe, DeviceMesh.create(world, MeshSizes.defaults().ep(ranks)));
+                moe.to(gpu);
+                TrafficCountingGroup traffic = ExpertParallel.countTraffic(moe);
+                Tensor x = Tensor.randn(Rng.forStream(1, world.rank()), 1.0, tokensPerRank, config.dim()).to(gpu).requiresGrad(true);
+                Tensor ones = Tensor.zeros(tokensPerRank, config.dim());
+                ones.fill(1f);
+                Tensor grad = ones.to(gpu);
+                Kernels.of(gpu).synchronize();
+                double buildSeconds = (System.nanoTime() - buildStart) / 1e9;
+
+                for (int i = 0; i < warmup; i++) gpuStep(moe, x, grad);
+                long bytesBefore = traffic.rowBytes();
+                double[] seconds = new double[iterations];
+                for (int i = 0; i < iterations; i++) {
+                    world.barrier(); // waits for this rank's stream, then for every rank
+                    long start = System.nanoTime();
+                    gpuStep(moe, x, grad);
+                    world.barrier();
+                    seconds[i] = (System.nanoTime() - start) / 1e9;
+                }
+                long bytes = (traffic.rowBytes() - bytesBefore) / Math.max(1, iterations);
+
+                Map<String, Double> phases = new LinkedHashMap<>();
+                double exchange = 0;
+                if (profiledSteps > 0) {
+                    world.barrier();
+                    Profiler profiler = Profiler.start(Kernels.of(gpu)::synchronize);
+                    for (int i = 0; i < profiledSteps; i++) gpuStep(moe, x, grad);
+                    Profiler.stop();
+                    profiler.seconds().forEach((k, v) -> phases.put(k, v / profiledSteps));
+                    for (String phase : EXCHANGE_PHASES) exchange += phases.getOrDefault(phase, 0.0);
+                }
+
+                // the rows one dispatch sends to peers, as sent and deduplicated: one more routing, read on the host
+                // outside the timed steps
+                int[] indices;
+                try (MemoryScope scope = MemoryScope.open()) {
+                    indices = Autograd.noGrad(() -> moe.router().route(x).indices().to(Device.CPU).toIntArray());
+                }
+                long[] rows = dispatchRowsToPeers(indices, config.topK(), config.numExperts(), ranks, world.rank());
+                DType wire = config.wire().resolve(products);
+                return new RankTiming(seconds, bytes, exchange, phases, rows, buildSeconds, wire);
             }
-            return new RankTiming(seconds, (traffic.rowBytes() - bytesBefore) / Math.max(1, iterations), rows);
         });
         double[] steps = timings.get(0).seconds().clone();
-        java.util.Arrays.sort(steps);
+        Arrays.sort(steps);
         double median = steps[steps.length / 2];
         double flops = 18.0 * config.dim() * config.hidden() * config.topK() * tokensPerRank;
         long bytes = (long) timings.stream().mapToLong(RankTiming::bytes).average().orElse(0);
+        double exchange = timings.stream().mapToDouble(RankTiming::exchangeSeconds).average().orElse(0);
+        Map<String, Double> phases = new LinkedHashMap<>();
+        for (RankTiming t : timings) t.phases().forEach((k, v) -> phases.merge(k, v / ranks, Double::sum));
         long[] rows = new long[2];
         for (RankTiming t : timings) {
-            rows[0] += t.rows()[0] / ranks;
-            rows[1] += t.rows()[1] / ranks;
+            rows[0] += t.rows()[0];
+            rows[1] += t.rows()[1];
         }
-        return new GpuResult(ranks, config, tokensPerRank, iterations, median, (double) ranks * tokensPerRank / median,
-                flops / median / 1e12, bytes, rows);
+        rows[0] /= timings.size();
+        rows[1] /= timings.size();
+        double build = timings.stream().mapToDouble(RankTiming::buildSeconds).max().orElse(0);
+        return new GpuResult(ranks, config, tokensPerRank, products, timings.get(0).wire(), iterations, median,
+                (double) ranks * tokensPerRank / median, flops / median / 1e12, bytes, exchange, phases, rows, build);
     }
 
-    private static void gpuStep(MoEMLP moe, Tensor x, Tensor weights, Tensor indices, Tensor grad) {
+    /** The machine-readable line of a GPU run, one {@code key=value} per field, like the peer's {@code KF_EP_GPU} line. */
+    public static String gpuLine(GpuResult r) {
+        MoEConfig c = r.config();
+        return String.format(Locale.ROOT, "MOE4J_EP_GPU ranks=%d D=%d H=%d E=%d K=%d tokens_per_rank=%d dtype=%s wire=%s "
+                        + "median_step_ms=%.2f total_tokens_per_s=%.0f TFLOPs_per_gpu=%.1f a2a_MiB_per_exchange=%.1f "
+                        + "sent_MiB_per_rank_step=%.1f a2a_ms_per_step=%.3f a2a_GiBps_per_rank=%.1f dispatch_rows_to_peers=%d "
+                        + "deduplicated=%d build_s=%.1f",
+                r.ranks(), c.dim(), c.hidden(), c.numExperts(), c.topK(), r.tokensPerRank(), name(r.products()), name(r.wire()),
+                r.medianSecondsPerStep() * 1e3, r.tokensPerSecond(), r.tflopsPerGpu(), r.mibPerExchange(),
+                r.rowBytesSentPerRank() / 1048576.0, r.allToAllSecondsPerStep() * 1e3, r.allToAllGiBPerSecond(),
+                r.dispatchRowsToPeers()[0], r.dispatchRowsToPeers()[1], r.buildSeconds());
+    }
+
+    private static String name(DType t) {
+        return t.name().toLowerCase(Locale.ROOT);
+    }
+
+    private static void gpuStep(MoEMLP moe, Tensor x, Tensor grad) {
         try (MemoryScope scope = MemoryScope.open()) {
-            Autograd.backward(moe.forwardWithRouting(x, weights, indices), grad);
+            Autograd.backward(moe.forward(x), grad);
         }
         moe.zeroGrad();
         if (x.grad() != null) x.grad().fill(0f);

@@ -12,7 +12,7 @@ import picocli.CommandLine.Spec;
         versionProvider = Main.Version.class,
         description = "Run a benchmark.",
         subcommands = {BenchGemmCommand.class, BenchMoeLayerCommand.class, BenchEpCommand.class, BenchAllToAllCommand.class,
-                BenchGenerateCommand.class})
+                BenchGenerateCommand.class, BenchAttentionCommand.class})
 public final class BenchCommand implements Runnable {
     @Spec
     CommandSpec spec;

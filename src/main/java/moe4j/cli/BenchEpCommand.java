@@ -6,12 +6,18 @@ import java.util.Map;
 import java.util.concurrent.Callable;
 import moe4j.bench.ExpertParallelBenchmark;
 import moe4j.nn.MoEConfig;
+import moe4j.nn.WireType;
+import moe4j.tensor.DType;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
-/** {@code moe4j bench ep}: one expert-parallel MoE layer on P in-JVM ranks, with a per-phase breakdown. */
+/**
+ * {@code moe4j bench ep}: one expert-parallel MoE layer on P in-JVM ranks, with a per-phase breakdown; with
+ * {@code --device cuda}, rank r on GPU r over NCCL, printed as one {@code MOE4J_EP_GPU key=value ...} line.
+ */
 @Command(name = "ep", mixinStandardHelpOptions = true,
-        description = "Benchmark one expert-parallel MoE layer (forward+backward) on P in-JVM ranks.")
+        description = "Benchmark one expert-parallel MoE layer (forward+backward) on P in-JVM ranks (threads on the CPU, "
+                + "or one GPU each).")
 public final class BenchEpCommand implements Callable<Integer> {
     @picocli.CommandLine.Spec
     picocli.CommandLine.Model.CommandSpec spec;
@@ -23,25 +29,38 @@ public final class BenchEpCommand implements Callable<Integer> {
     @Option(names = "--top-k", description = "experts per token K (default ${DEFAULT-VALUE})") int topK = 2;
     @Option(names = "--tokens", description = "tokens per rank (default ${DEFAULT-VALUE})") int tokens = 2048;
     @Option(names = "--list", description = "list layout instead of packed") boolean list;
-    @Option(names = "--warmup", description = "warm-up steps (default ${DEFAULT-VALUE})") int warmup = 1;
-    @Option(names = "--iters", description = "measured steps (default ${DEFAULT-VALUE})") int iters = 3;
+    @Option(names = "--warmup", description = "warm-up steps (default 1 on the cpu, 3 on cuda)") Integer warmup;
+    @Option(names = "--iters", description = "measured steps (default 3 on the cpu, 10 on cuda)") Integer iters;
     @Option(names = "--json", description = "end with one line holding the results as a JSON object") boolean json;
     @Option(names = "--device", description = "cpu (ranks are threads sharing the cores) or cuda (rank r on GPU r, rows moved "
-            + "by NCCL; routing fixed by the CPU router) (default ${DEFAULT-VALUE})") String device = "cpu";
+            + "by NCCL, the layer's own router on the GPU) (default ${DEFAULT-VALUE})") String device = "cpu";
+    @Option(names = "--dtype", description = "the matrix products' operands with --device cuda: bf16 (fp32 accumulation) or f32 "
+            + "(TF32 off) (default bf16 on cuda; the cpu computes in f32)") String dtype;
+    @Option(names = "--wire", description = "the type rows travel in between ranks: auto (bf16 when the products are bf16), f32 "
+            + "or bf16 (default ${DEFAULT-VALUE})") String wire = "auto";
+    @Option(names = "--profiled", description = "with --device cuda: steps run after the timed ones, waiting for the GPU at "
+            + "every phase, for the phases' device time and the all-to-all bandwidth (default ${DEFAULT-VALUE})") int profiled = 2;
 
     @Override
     public Integer call() {
-        MoEConfig config = MoEConfig.builder(dim, hidden, experts, topK).packed(!list).build();
-        if (experts % ranks != 0) {
-            throw new picocli.CommandLine.ParameterException(spec.commandLine(),
-                    "num_experts (" + experts + ") must be divisible by ep (" + ranks + ")");
+        if (ranks < 1) throw usage("--ranks must be >= 1, got " + ranks);
+        if (experts % ranks != 0) throw usage("num_experts (" + experts + ") must be divisible by ep (" + ranks + ")");
+        if (warmup != null && warmup < 0) throw usage("--warmup must be >= 0, got " + warmup);
+        if (iters != null && iters < 1) throw usage("--iters must be >= 1, got " + iters);
+        if (profiled < 0) throw usage("--profiled must be >= 0, got " + profiled);
+        MoEConfig config;
+        try {
+            config = MoEConfig.builder(dim, hidden, experts, topK).packed(!list).wire(WireType.parse(wire, "--wire")).build();
+        } catch (IllegalArgumentException e) {
+            throw usage(e.getMessage());
         }
         if (device.equals("cuda")) return callOnGpus(config);
-        if (!device.equals("cpu")) {
-            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--device must be cpu or cuda, got '" + device + "'");
-        }
-        ExpertParallelBenchmark.Result r = ExpertParallelBenchmark.run(config, ranks, tokens, warmup, iters);
-        System.out.print(ExpertParallelBenchmark.table(r));
+        if (!device.equals("cpu")) throw usage("--device must be cpu or cuda, got '" + device + "'");
+        if (dtype != null && !dtype.equals("f32")) throw usage("--dtype " + dtype + " needs --device cuda: the cpu computes in f32");
+        ExpertParallelBenchmark.Result r = ExpertParallelBenchmark.run(config, ranks, tokens, warmup == null ? 1 : warmup,
+                iters == null ? 3 : iters);
+        java.io.PrintWriter out = spec.commandLine().getOut();
+        out.print(ExpertParallelBenchmark.table(r));
         if (json) {
             Map<String, Object> o = new LinkedHashMap<>();
             o.put("benchmark", "ep");
@@ -56,18 +75,51 @@ public final class BenchEpCommand implements Callable<Integer> {
             o.put("phaseSeconds", r.phaseSeconds());
             o.put("bytesSentPerRank", r.bytesSentPerRank());
             o.put("commAndPermuteShare", r.commAndPermuteShare());
-            System.out.println(new GsonBuilder().serializeSpecialFloatingPointValues().create().toJson(o));
+            out.println(new GsonBuilder().serializeSpecialFloatingPointValues().create().toJson(o));
         }
+        out.flush();
         return 0;
     }
 
     private int callOnGpus(MoEConfig config) {
-        ExpertParallelBenchmark.GpuResult r = ExpertParallelBenchmark.runOnGpus(config, ranks, tokens, warmup, iters);
-        System.out.printf(java.util.Locale.ROOT, "MOE4J_EP_GPU ranks=%d D=%d H=%d E=%d K=%d tokens_per_rank=%d dtype=f32 median_step_ms=%.2f "
-                        + "total_tokens_per_s=%.0f TFLOPs_per_gpu=%.1f sent_MiB_per_rank=%.1f dispatch_rows_to_peers=%d deduplicated=%d%n",
-                r.ranks(), dim, hidden, experts, topK, tokens, r.medianSecondsPerStep() * 1e3, r.tokensPerSecond(), r.tflopsPerGpu(),
-                r.bytesSentPerRank() / 1048576.0, r.dispatchRowsToPeers()[0], r.dispatchRowsToPeers()[1]);
-        if (json) System.out.println(new GsonBuilder().serializeSpecialFloatingPointValues().create().toJson(r));
+        DType products = switch (dtype == null ? "bf16" : dtype) {
+            case "bf16" -> DType.BF16;
+            case "f32" -> DType.F32;
+            default -> throw usage("--dtype must be bf16 or f32, got '" + dtype + "'");
+        };
+        ExpertParallelBenchmark.GpuResult r = ExpertParallelBenchmark.runOnGpus(config, ranks, tokens, products,
+                warmup == null ? 3 : warmup, iters == null ? 10 : iters, profiled);
+        java.io.PrintWriter out = spec.commandLine().getOut();
+        out.println(ExpertParallelBenchmark.gpuLine(r));
+        if (json) {
+            Map<String, Object> o = new LinkedHashMap<>();
+            o.put("benchmark", "ep");
+            o.put("device", "cuda");
+            o.put("ranks", r.ranks());
+            o.put("dim", dim);
+            o.put("hidden", hidden);
+            o.put("experts", experts);
+            o.put("topK", topK);
+            o.put("tokensPerRank", tokens);
+            o.put("dtype", r.products().name().toLowerCase(java.util.Locale.ROOT));
+            o.put("wire", r.wire().name().toLowerCase(java.util.Locale.ROOT));
+            o.put("medianSecondsPerStep", r.medianSecondsPerStep());
+            o.put("tokensPerSecond", r.tokensPerSecond());
+            o.put("tflopsPerGpu", r.tflopsPerGpu());
+            o.put("rowBytesSentPerRank", r.rowBytesSentPerRank());
+            o.put("allToAllSecondsPerStep", r.allToAllSecondsPerStep());
+            o.put("allToAllGiBPerSecond", r.allToAllGiBPerSecond());
+            o.put("phaseSeconds", r.phaseSeconds());
+            o.put("dispatchRowsToPeers", r.dispatchRowsToPeers()[0]);
+            o.put("dispatchRowsToPeersDeduplicated", r.dispatchRowsToPeers()[1]);
+            o.put("buildSeconds", r.buildSeconds());
+            out.println(new GsonBuilder().serializeSpecialFloatingPointValues().create().toJson(o));
+        }
+        out.flush();
         return 0;
+    }
+
+    private picocli.CommandLine.ParameterException usage(String message) {
+        return new picocli.CommandLine.ParameterException(spec.commandLine(), message);
     }
 }

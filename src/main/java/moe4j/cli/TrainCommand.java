@@ -13,6 +13,7 @@ import java.util.Map;
 import java.util.concurrent.Callable;
 import moe4j.distributed.launch.Backend;
 import moe4j.kernels.ExecutionContext;
+import moe4j.tensor.DType;
 import moe4j.tensor.Device;
 import moe4j.distributed.Distributed;
 import moe4j.distributed.ProcessGroup;
@@ -42,7 +43,9 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--dp-shard", description = "data-parallel (sharded) ranks") Integer dpShard;
     @Option(names = "--dp-replicate", description = "data-parallel (replicated) ranks") Integer dpReplicate;
     @Option(names = "--tp", description = "tensor-parallel ranks (attention heads, dense MLPs and the vocabulary split over them)") Integer tp;
-    @Option(names = "--backend", description = "local (ranks are threads of this JVM), mpi (one rank per process of an mpirun/srun job) or auto (the default: mpi when started by an MPI launcher)") String backend;
+    @Option(names = "--backend", description = "local (ranks are threads of this JVM), mpi (one rank per process of an mpirun/srun job), nccl (one rank per GPU) or auto (the default: nccl for several GPU ranks, else mpi when started by an MPI launcher, else local)") String backend;
+    @Option(names = "--device", description = "cpu (the default) or cuda: each rank computes on a GPU of its own") String device;
+    @Option(names = "--dtype", description = "f32 (the default; exact float32, TF32 off) or bf16 (cuda only: mixed precision, bf16 products with fp32 accumulation, fp32 weights and optimizer state)") String dtype;
     @Option(names = "--steps", description = "optimizer steps") Long steps;
     @Option(names = "--batch-size", description = "sequences per step over all ranks") Integer batchSize;
     @Option(names = "--seq-len", description = "tokens per sequence") Integer seqLen;
@@ -66,11 +69,11 @@ public final class TrainCommand implements Callable<Integer> {
     public Integer call() throws IOException {
         TrainConfig cfg = buildConfig();
         PrintStream out = System.out;
-        Backend be = Backend.parse(cfg.backend());
+        Backend be = Backend.parse(cfg.backend(), cfg.onGpus() && cfg.worldSize() > 1);
         Duration deadline = Distributed.configuredTimeout(); // the same setting as every other command, on every backend
         // one process holds all ranks (local) or one (mpi); either way the cores are shared among them
         int ranksHere = be == Backend.LOCAL ? cfg.worldSize() : 1;
-        String refusal = memoryRefusal(cfg, ranksHere);
+        String refusal = cfg.onGpus() ? null : memoryRefusal(cfg, ranksHere); // a GPU's pool names what did not fit
         if (be == Backend.MPI) {
             ProcessGroup world = MpiRuntime.init(deadline);
             if (refusal == null && world.size() != cfg.worldSize()) refusal = jobSizeRefusal(cfg, world.size());
@@ -91,7 +94,8 @@ public final class TrainCommand implements Callable<Integer> {
             // local: all ranks are threads here; mpi: this process is one rank of the mpirun/srun job
             // each rank thread computes in its own context: its GEMM threads belong to it, not to the process
             summary = be.run(cfg.worldSize(), deadline, world -> {
-                try (ExecutionContext ignored = ExecutionContext.enter(Device.CPU, gemmThreads)) {
+                try (ExecutionContext ignored = ExecutionContext.enter(rankDevice(cfg, world), gemmThreads,
+                        cfg.dtype().equals("bf16") ? DType.BF16 : DType.F32)) {
                     return Trainer.run(cfg, world, resume, overwrite, reporter);
                 }
             }).get(0);
@@ -119,15 +123,33 @@ public final class TrainCommand implements Callable<Integer> {
             o.put("wall_s", wall);
             o.put("peak_rss_bytes", moe4j.tensor.ProcessMemory.peakResidentBytes());
             o.put("model_flops_per_token", Throughput.flopsPerToken(cfg));
-            o.put("mfu", Throughput.mfu(cfg, summary.tokensPerSecond()));
-            o.put("peak_gflops_per_core", Throughput.peak().gflopsPerCore());
-            o.put("peak_source", Throughput.peak().source());
+            o.put("device", cfg.device());
+            o.put("dtype", cfg.dtype());
+            if (cfg.onGpus()) {
+                o.put("mfu", reporter.gpuMfu);
+                o.put("peak_tflops_per_gpu", reporter.gpuPeakTflops);
+                o.put("peak_gpu_memory_bytes", summary.peakDeviceBytes());
+            } else {
+                o.put("mfu", Throughput.mfu(cfg, summary.tokensPerSecond()));
+                o.put("peak_gflops_per_core", Throughput.peak().gflopsPerCore());
+                o.put("peak_source", Throughput.peak().source());
+            }
+            if (summary.breakdown() != null) {
+                o.put("profiled_step", summary.breakdown().step());
+                o.put("profiled_step_phase_seconds", summary.breakdown().phaseSeconds());
+            }
             o.put("metrics", reporter.metricsFile().toString());
             o.put("plot", reporter.plotFile().toString());
             if (summary.lastCheckpoint() != null) o.put("checkpoint", summary.lastCheckpoint().toString());
             out.println(new GsonBuilder().serializeSpecialFloatingPointValues().create().toJson(o));
         }
         return 0;
+    }
+
+    /** Where a rank computes: the CPU, or its GPU (the NCCL backend's choice; cuda:0 for a single rank). */
+    static Device rankDevice(TrainConfig cfg, ProcessGroup world) {
+        if (!cfg.onGpus()) return Device.CPU;
+        return world instanceof moe4j.distributed.nccl.NcclProcessGroup nccl ? nccl.device() : Device.cuda(0);
     }
 
     /**
@@ -179,6 +201,8 @@ public final class TrainCommand implements Callable<Integer> {
         if (dpReplicate != null) b.dpReplicate(dpReplicate);
         if (tp != null) b.tp(tp);
         if (backend != null) b.backend(backend);
+        if (device != null) b.device(device);
+        if (dtype != null) b.dtype(dtype);
         if (steps != null) b.steps(steps);
         if (batchSize != null) b.batchSize(batchSize);
         if (seqLen != null) b.seqLen(seqLen);
@@ -209,6 +233,9 @@ public final class TrainCommand implements Callable<Integer> {
         private MetricsLog metrics;
         private final List<StepMetrics> history = new ArrayList<>();
         double unigramEntropy = Double.NaN;
+        /** Set by {@link #finish} on GPU runs: MFU and the per-GPU dense GEMM rate it was measured against. */
+        double gpuMfu = Double.NaN;
+        double gpuPeakTflops = Double.NaN;
         private long firstStep;
         private boolean barShown;
 
@@ -254,7 +281,11 @@ public final class TrainCommand implements Callable<Integer> {
                 out.printf(Locale.ROOT, "  whole parameters gathered at once: at most %.2f MiB of %.2f MiB (one module and the next, prefetched)%n",
                         footprint.gatheredPeakBytes() / 1048576.0, footprint.wholeParameterBytes() / 1048576.0);
             }
-            out.printf(Locale.ROOT, "  GEMM threads per rank: %d | data: %s%s | output: %s%n", ExecutionContext.current().cpuThreads(), config.data(),
+            String compute = config.onGpus()
+                    ? String.format(Locale.ROOT, "device: %d × %s, products in %s%s", config.worldSize(), moe4j.bench.CudaInfo.gpuName(ExecutionContext.current().device()),
+                            config.dtype(), config.dtype().equals("bf16") ? " (fp32 accumulation; fp32 weights, optimizer state and activations)" : " (TF32 off)")
+                    : "GEMM threads per rank: " + ExecutionContext.current().cpuThreads();
+            out.printf(Locale.ROOT, "  %s | data: %s%s | output: %s%n", compute, config.data(),
                     Double.isFinite(unigramEntropy) ? String.format(Locale.ROOT, " (unigram entropy %.3f nats)", unigramEntropy) : "",
                     config.outputDir());
             out.println();
@@ -344,16 +375,43 @@ public final class TrainCommand implements Callable<Integer> {
             out.printf(Locale.ROOT, "final loss %.4f (cross-entropy %.4f) after step %d; mean of the last %d steps %.4f (cross-entropy %.4f)%s%n",
                     s.finalLoss(), s.finalCrossEntropy(), s.lastStep(), recent(), recentMean(false), recentMean(true),
                     Double.isFinite(unigramEntropy) ? String.format(Locale.ROOT, "; unigram entropy of the data %.3f", unigramEntropy) : "");
-            out.printf(Locale.ROOT, "%.0f tokens/s | MFU %.1f%% of %d cores × %.0f GFLOP/s FP32 (measured peak) | peak memory %.0f MiB | %.1f s wall%n",
-                    s.tokensPerSecond(), 100 * Throughput.mfu(cfg, s.tokensPerSecond()), Throughput.peak().cores(),
-                    Throughput.peak().gflopsPerCore(), moe4j.tensor.ProcessMemory.peakResidentBytes() / 1048576.0, wall);
+            printBreakdown(s.breakdown());
+            if (cfg.onGpus()) {
+                // the denominator measured now, on the run's first GPU: what its cuBLAS delivers in the run's precision
+                boolean bf16 = cfg.dtype().equals("bf16");
+                double perGpu = moe4j.bench.CudaInfo.denseGemmTflops(Device.cuda(0), bf16);
+                double mfu = s.tokensPerSecond() * Throughput.flopsPerToken(cfg) / (cfg.worldSize() * perGpu * 1e12);
+                out.printf(Locale.ROOT, "%.0f tokens/s | MFU %.1f%% of %d × %.0f TFLOP/s (%s dense GEMM measured now, %s) | peak GPU memory %.2f GiB (rank 0) | %.1f s wall%n",
+                        s.tokensPerSecond(), 100 * mfu, cfg.worldSize(), perGpu, bf16 ? "bf16" : "f32", moe4j.bench.CudaInfo.gpuName(Device.cuda(0)),
+                        s.peakDeviceBytes() / (double) (1L << 30), wall);
+                gpuMfu = mfu;
+                gpuPeakTflops = perGpu;
+            } else {
+                out.printf(Locale.ROOT, "%.0f tokens/s | MFU %.1f%% of %d cores × %.0f GFLOP/s FP32 (measured peak) | peak memory %.0f MiB | %.1f s wall%n",
+                        s.tokensPerSecond(), 100 * Throughput.mfu(cfg, s.tokensPerSecond()), Throughput.peak().cores(),
+                        Throughput.peak().gflopsPerCore(), moe4j.tensor.ProcessMemory.peakResidentBytes() / 1048576.0, wall);
+            }
             if (cfg.dpShard() > 1) {
                 out.printf(Locale.ROOT, "whole parameters gathered at once, measured: peak %.2f MiB per rank%n", s.gatheredPeakBytes() / 1048576.0);
             }
+            out.printf(Locale.ROOT, "  model FLOPs per token %.3g = 6 × active parameters (%,d) + causal attention 6 × n_layers × dim × seq_len%n",
+                    Throughput.flopsPerToken(cfg), s.activeParameters());
             TrainingPlot.write(plotFile(), history, unigramEntropy, "unigram entropy", String.format(Locale.ROOT,
                     "moe4j: %d layers, %d experts top-%d, ep=%d, %d ranks", cfg.model().nLayers(), cfg.model().numExperts(),
                     cfg.model().moeTopK(), cfg.ep(), cfg.worldSize()));
-            out.println("metrics: " + metricsFile() + " | plot: " + plotFile());
+            out.println("metrics: " + metricsFile() + " | plot: " + plotFile()
+                    + (TrainingPlot.labelsDrawn() ? "" : " (drawn without labels: this JVM finds no fonts; install fontconfig and a font)"));
+        }
+
+        /** Rank 0's per-phase times of the profiled step, largest first. */
+        private void printBreakdown(Trainer.StepBreakdown b) {
+            if (b == null) return;
+            out.printf(Locale.ROOT, "Step %d on rank 0, by phase (the device drained at every phase boundary): %.1f ms%n", b.step(),
+                    b.seconds() * 1e3);
+            b.phaseSeconds().entrySet().stream().sorted(Map.Entry.<String, Double>comparingByValue().reversed())
+                    .forEach(e -> out.printf(Locale.ROOT, "  %-22s %9.1f ms %5.1f%%%n", e.getKey(), e.getValue() * 1e3,
+                            100 * e.getValue() / b.seconds()));
+            out.println();
         }
 
         /** Steps the summary averages over: single steps are noisy when batches mix tasks. */

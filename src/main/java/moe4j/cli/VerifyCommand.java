@@ -109,11 +109,21 @@ public final class VerifyCommand implements Callable<Integer> {
             throw new ParameterException(spec.commandLine(), "verify --ep on GPUs: --device must be cuda (rank r runs on GPU r), got '"
                     + device + "'");
         }
-        if (parsedBackend != Backend.NCCL || Backend.NCCL.oneRankPerProcess()) {
-            throw new ParameterException(spec.commandLine(), "verify --device cuda --ep: runs with --backend nccl in one JVM "
-                    + "(one rank thread per GPU); one process per GPU under mpirun is not supported by verify yet");
+        if (parsedBackend != Backend.NCCL) {
+            throw new ParameterException(spec.commandLine(), "verify --device cuda --ep: GPU ranks exchange rows by NCCL: use "
+                    + "--backend nccl (or leave --backend out), got " + parsedBackend.name().toLowerCase(Locale.ROOT));
         }
         EpVerifier.Problem problem = problem(2);
+        if (Backend.NCCL.oneRankPerProcess()) {
+            // one process per GPU under mpirun: each runs its rank on the GPU of its node-local rank; rank 0 checks and prints
+            EpVerifier.GroupVerdict verdict = Backend.NCCL.run(problem.ep(), moe4j.distributed.Distributed.configuredTimeout(), world -> {
+                EpVerifier.GroupVerdict v = EpVerifier.verify(problem, world, ((moe4j.distributed.nccl.NcclProcessGroup) world).device());
+                if (v.report() != null && dump != null) EpLayerFile.dump(dump, v.report());
+                return v;
+            }).get(0);
+            if (verdict.report() != null) report(verdict.report());
+            return verdict.pass() ? 0 : 1;
+        }
         EpVerifier.Report report = EpVerifier.verifyOnGpus(problem);
         if (dump != null) EpLayerFile.dump(dump, report);
         report(report);
@@ -247,11 +257,12 @@ public final class VerifyCommand implements Callable<Integer> {
         boolean mpi = parsedBackend == Backend.MPI;
         boolean nccl = parsedBackend == Backend.NCCL;
         out.printf("ranks    P=%d %s, %d experts each, tokens per rank %s%n", p.ep(),
-                mpi ? "MPI processes (one rank each)" : nccl ? "in-JVM ranks (threads), one GPU each" : "in-JVM ranks (threads)",
+                mpi ? "MPI processes (one rank each)" : nccl && Backend.NCCL.oneRankPerProcess() ? "MPI processes, one GPU each"
+                        : nccl ? "in-JVM ranks (threads), one GPU each" : "in-JVM ranks (threads)",
                 c.numExperts() / p.ep(), tokensPerRank(p));
         if (nccl) {
-            out.printf("device   cuda:0..%d, float32, NCCL process group; routing fixed by the CPU router; oracles on the cpu%n",
-                    p.ep() - 1);
+            out.printf("device   cuda:0..%d, float32, NCCL process group; %s; oracles on the cpu%n", p.ep() - 1,
+                    p.fixedRouting() ? "routing fixed by the inputs" : "each GPU routes with the layer's router");
         } else {
             out.printf("device   cpu, float32, %s process group (Java %s, %d cores%s)%n", mpi ? "MPI" : "in-JVM", Runtime.version(),
                     Runtime.getRuntime().availableProcessors(), mpi ? " on rank 0's node" : "");

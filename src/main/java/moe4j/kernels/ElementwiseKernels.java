@@ -8,6 +8,13 @@ import moe4j.tensor.Tensor;
  * {@code g}. "Rows" are the first dimension of a 2-D (N, D) tensor.
  */
 public interface ElementwiseKernels {
+    /**
+     * out = src converted to out's element type: float32 into bfloat16 (round to nearest even, NaN kept a
+     * quiet NaN) and back (exact), or a plain copy when the types match. The one element-wise kernel whose
+     * input and output types differ; for rows that travel in bf16 between float32 computations.
+     */
+    void convert(Tensor src, Tensor out);
+
     /** out = a + alpha·b. */
     void addScaled(Tensor a, float alpha, Tensor b, Tensor out);
 

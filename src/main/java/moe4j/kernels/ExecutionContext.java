@@ -7,6 +7,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.function.Supplier;
+import moe4j.tensor.DType;
 import moe4j.tensor.Device;
 
 /**
@@ -20,17 +21,19 @@ import moe4j.tensor.Device;
  */
 public final class ExecutionContext implements AutoCloseable {
     private static final ThreadLocal<Deque<ExecutionContext>> STACK = ThreadLocal.withInitial(ArrayDeque::new);
-    private static final ExecutionContext DEFAULT = new ExecutionContext(Device.CPU, 1, null);
+    private static final ExecutionContext DEFAULT = new ExecutionContext(Device.CPU, 1, DType.F32, null);
 
     private final Device device;
     private final int cpuThreads;
+    private final DType productInputs;
     private final Thread owner;
     private final Map<Object, Object> resources = new LinkedHashMap<>();
     private boolean closed;
 
-    private ExecutionContext(Device device, int cpuThreads, Thread owner) {
+    private ExecutionContext(Device device, int cpuThreads, DType productInputs, Thread owner) {
         this.device = device;
         this.cpuThreads = cpuThreads;
+        this.productInputs = productInputs;
         this.owner = owner;
     }
 
@@ -41,11 +44,28 @@ public final class ExecutionContext implements AutoCloseable {
      * @param cpuThreads threads one CPU kernel call may use, the caller included (&gt;= 1)
      */
     public static ExecutionContext enter(Device device, int cpuThreads) {
+        return enter(device, cpuThreads, DType.F32);
+    }
+
+    /**
+     * {@link #enter(Device, int)} with the type the matrix products of this context take their operands
+     * in: {@link DType#F32} (exact float32, TF32 off), or {@link DType#BF16} (mixed precision: each
+     * product rounds its float32 operands to bfloat16 on the way in and accumulates and stores in
+     * float32, so parameters, activations and gradients stay float32). BF16 needs a device with
+     * bfloat16 tensor cores; the CPU refuses it.
+     */
+    public static ExecutionContext enter(Device device, int cpuThreads, DType productInputs) {
         if (cpuThreads < 1) {
             throw new IllegalArgumentException("ExecutionContext: cpu thread count " + cpuThreads + ", expected >= 1");
         }
+        if (productInputs != DType.F32 && productInputs != DType.BF16) {
+            throw new IllegalArgumentException("ExecutionContext: matrix products take F32 or BF16 operands, got " + productInputs);
+        }
+        if (productInputs == DType.BF16 && device.isCpu()) {
+            throw new IllegalArgumentException("ExecutionContext: bf16 products need a GPU; the cpu device computes in f32");
+        }
         if (!device.isCpu()) DeviceBackend.find(device.kind());
-        ExecutionContext ctx = new ExecutionContext(device, cpuThreads, Thread.currentThread());
+        ExecutionContext ctx = new ExecutionContext(device, cpuThreads, productInputs, Thread.currentThread());
         STACK.get().push(ctx);
         return ctx;
     }
@@ -58,6 +78,11 @@ public final class ExecutionContext implements AutoCloseable {
 
     public Device device() {
         return device;
+    }
+
+    /** The type matrix products round their operands to: F32 (none) or BF16 (mixed precision). */
+    public DType productInputs() {
+        return productInputs;
     }
 
     /** Threads one CPU kernel call may use, the caller included. */
@@ -110,6 +135,6 @@ public final class ExecutionContext implements AutoCloseable {
 
     @Override
     public String toString() {
-        return "ExecutionContext(" + device + ", cpu threads " + cpuThreads + ")";
+        return "ExecutionContext(" + device + ", cpu threads " + cpuThreads + ", products in " + productInputs + ")";
     }
 }

@@ -34,6 +34,12 @@ public interface Kernels {
 
     OptimizerKernels optimizer();
 
+    /**
+     * Returns once the work the calling thread queued on this device is done (its stream drained): for
+     * timing on an asynchronous device. The CPU computes as it is called, so there is nothing to wait for.
+     */
+    default void synchronize() {}
+
     /** The kernels of {@code device}; its backend is found and installed on first use. */
     static Kernels of(Device device) {
         Kernels cached = Backends.BY_DEVICE.get(device); // the hot path: one map read per op

@@ -28,13 +28,14 @@ package moe4j.nn;
  * @param routerGroups sigmoid router: experts form this many groups for group-limited selection (1: none)
  * @param routerTopKGroups sigmoid router: tokens choose among the experts of this many best groups
  * @param routedScale sigmoid router: the routing weights are multiplied by this (DeepSeek-V3's routed_scaling_factor)
+ * @param wire the type token rows travel in between expert-parallel ranks (auto: bf16 when the products are bf16)
  */
 public record MoEConfig(int dim, int hidden, int numExperts, int topK, Activation activation, RouterKind router,
                         int sharedExperts, double capacityFactor, boolean gradientScale, double sequenceAuxLossWeight,
                         BiasSchedule biasSchedule, double biasUpdateRate, double biasEmaDecay, boolean packed,
                         double initStd, int numLayers, long seed, boolean checkFinite, int sharedHidden,
                         boolean sharedExpertGate, boolean normalizeTopK, int routerGroups, int routerTopKGroups,
-                        double routedScale) {
+                        double routedScale, WireType wire) {
 
     public MoEConfig {
         if (dim <= 0) throw new IllegalArgumentException("dim must be > 0, got " + dim);
@@ -43,6 +44,7 @@ public record MoEConfig(int dim, int hidden, int numExperts, int topK, Activatio
         if (topK < 1) throw new IllegalArgumentException("moe_top_k must be >= 1, got " + topK);
         if (topK > numExperts) throw new IllegalArgumentException("moe_top_k (" + topK + ") must be <= num_experts (" + numExperts + ")");
         if (router == null) throw new IllegalArgumentException("router must be set (softmax_topk or sigmoid_topk)");
+        if (wire == null) throw new IllegalArgumentException("the expert-parallel wire type must be set (auto, f32 or bf16)");
         if (sharedExperts < 0 || sharedExperts > 1) throw new IllegalArgumentException("moe_shared_experts must be 0 or 1, got " + sharedExperts);
         if (capacityFactor < 0 || Double.isNaN(capacityFactor)) {
             throw new IllegalArgumentException("moe_capacity_factor must be >= 0 (0 = no limit), got " + capacityFactor);
@@ -86,6 +88,7 @@ public record MoEConfig(int dim, int hidden, int numExperts, int topK, Activatio
         b.routerGroups = routerGroups;
         b.routerTopKGroups = routerTopKGroups;
         b.routedScale = routedScale;
+        b.wire = wire;
         return b;
     }
 
@@ -115,6 +118,7 @@ public record MoEConfig(int dim, int hidden, int numExperts, int topK, Activatio
         private int routerGroups = 1;
         private int routerTopKGroups = 1;
         private double routedScale = 1.0;
+        private WireType wire = WireType.AUTO;
 
         private Builder(int dim, int hidden, int numExperts, int topK) {
             this.dim = dim;
@@ -149,12 +153,15 @@ public record MoEConfig(int dim, int hidden, int numExperts, int topK, Activatio
         public Builder routerGroups(int groups, int topKGroups) { this.routerGroups = groups; this.routerTopKGroups = topKGroups; return this; }
         /** The sigmoid router's weight scale (DeepSeek-V3's routed_scaling_factor). */
         public Builder routedScale(double s) { this.routedScale = s; return this; }
+        /** The type token rows travel in between expert-parallel ranks. */
+        public Builder wire(WireType w) { this.wire = w; return this; }
+        public Builder wire(String name) { this.wire = WireType.parse(name, "moe_wire"); return this; }
 
         public MoEConfig build() {
             return new MoEConfig(dim, hidden, numExperts, topK, activation, router, sharedExperts, capacityFactor,
                     gradientScale, sequenceAuxLossWeight, biasSchedule, biasUpdateRate, biasEmaDecay, packed,
                     initStd, numLayers, seed, checkFinite, sharedHidden, sharedExpertGate, normalizeTopK, routerGroups, routerTopKGroups,
-                    routedScale);
+                    routedScale, wire);
         }
     }
 }

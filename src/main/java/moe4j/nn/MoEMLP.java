@@ -1,8 +1,11 @@
 package moe4j.nn;
 
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Objects;
+import java.util.stream.IntStream;
 import moe4j.autograd.Autograd;
 import moe4j.autograd.Profiler;
 import moe4j.distributed.ProcessGroup;
@@ -46,8 +49,18 @@ public final class MoEMLP extends Module {
     private int numLocalExperts;
 
     private MoEMLP(MoEConfig config) {
+        this(config, 0, config.numExperts());
+    }
+
+    /** A layer holding global experts {@code [firstExpert, firstExpert + count)}, zero weights. */
+    private MoEMLP(MoEConfig config, int firstExpert, int count) {
+        if (firstExpert < 0 || count < 1 || firstExpert + count > config.numExperts()) {
+            throw new IllegalArgumentException("MoEMLP: experts [" + firstExpert + ", " + (firstExpert + count)
+                    + ") are not a non-empty block of the layer's " + config.numExperts() + " experts");
+        }
         this.config = config;
-        this.numLocalExperts = config.numExperts();
+        this.localExpertStart = firstExpert;
+        this.numLocalExperts = count;
         this.dispatcher = new LocalDispatcher(config.numExperts());
         int d = config.dim();
         int h = config.hidden();
@@ -62,11 +75,13 @@ public final class MoEMLP extends Module {
             this.expertList = null;
             for (ExpertProjection projection : packedProjections()) {
                 registerParameter(projection.packedName(), projection == ExpertProjection.DOWN
-                        ? persistentZeros(e, h, d) : persistentZeros(e, d, h));
+                        ? persistentZeros(count, h, d) : persistentZeros(count, d, h));
             }
         } else {
             this.expertList = registerModule("experts", new ExpertList());
-            for (int g = 0; g < e; g++) expertList.registerModule(Integer.toString(g), new Expert(d, h, config.activation()));
+            for (int g = firstExpert; g < firstExpert + count; g++) {
+                expertList.registerModule(Integer.toString(g), new Expert(d, h, config.activation()));
+            }
         }
         this.sharedExpert = config.sharedExperts() > 0
                 ? registerModule("shared_expert", new Expert(d, config.sharedExpertHidden(), config.activation())) : null;
@@ -76,6 +91,19 @@ public final class MoEMLP extends Module {
     /** A layer initialised from {@code config.seed()}: expert g from its own stream, whatever the layout or EP size. */
     public static MoEMLP build(MoEConfig config) {
         MoEMLP layer = new MoEMLP(config);
+        layer.initialize();
+        return layer;
+    }
+
+    /**
+     * The part of the layer one expert-parallel rank keeps: global experts {@code [firstExpert, firstExpert
+     * + count)}, each with the very weights {@link #build} gives it, and the whole router and shared expert,
+     * without making the other experts first (at the sizes of large layers that saves minutes of host work
+     * and the memory of the whole layer). {@code ExpertParallel.apply} then keeps the block as it is when it
+     * is this rank's.
+     */
+    public static MoEMLP buildExperts(MoEConfig config, int firstExpert, int count) {
+        MoEMLP layer = new MoEMLP(config, firstExpert, count);
         layer.initialize();
         return layer;
     }
@@ -91,12 +119,46 @@ public final class MoEMLP extends Module {
         router.init(Rng.forStream(config.seed(), -1), std);
         if (sharedExpert != null) sharedExpert.init(Rng.forStream(config.seed(), -2), std, downStd);
         if (sharedExpertGate != null) sharedExpertGate.init(Rng.forStream(config.seed(), -3), std);
-        int d = config.dim();
-        int h = config.hidden();
-        for (int g = 0; g < config.numExperts(); g++) {
-            // The reference order for every layout: gate (H, D), up (H, D), down (D, H), each stored (out, in).
-            Expert reference = new Expert(d, h, config.activation()).init(Rng.forStream(config.seed(), g), std, downStd);
-            setExpertWeights(g, reference);
+        // Every expert from its own stream, so the experts are drawn in parallel and each gets the same values
+        // whatever the thread count, the layout or the block this layer holds.
+        IntStream.range(localExpertStart, localExpertStart + numLocalExperts).parallel()
+                .forEach(g -> initializeExpert(g, std, downStd));
+    }
+
+    /**
+     * Draws global expert {@code g}'s weights in the reference order of every layout ({@link Expert#init}):
+     * gate (H, D), up (H, D), down (D, H), each (out, in) row by row, and stores them in its layout.
+     */
+    private void initializeExpert(int g, double std, double downStd) {
+        Rng rng = Rng.forStream(config.seed(), g);
+        int local = g - localExpertStart;
+        Expert target = config.packed() ? null : localExperts().get(local);
+        for (ExpertProjection projection : ExpertProjection.forActivation(config.activation())) {
+            boolean down = projection == ExpertProjection.DOWN;
+            int out = down ? config.dim() : config.hidden();
+            int in = down ? config.hidden() : config.dim();
+            double scale = down ? downStd : std;
+            float[] weight = new float[out * in];
+            for (int i = 0; i < weight.length; i++) weight[i] = (float) (rng.nextGaussian() * scale);
+            if (target != null) {
+                MemorySegment.copy(weight, 0, projection.in(target).weight().data(), ValueLayout.JAVA_FLOAT, 0, weight.length);
+            } else {
+                transposeInto(weight, out, in, parameter(projection.packedName()).data(), (long) local * in * out);
+            }
+        }
+    }
+
+    /** packed[base + i·out + o] = linear[o·in + i]: an (out, in) matrix stored (in, out), in tiles that stay in cache. */
+    private static void transposeInto(float[] linear, int out, int in, MemorySegment packed, long base) {
+        final int tile = 64;
+        for (int i0 = 0; i0 < in; i0 += tile) {
+            for (int o0 = 0; o0 < out; o0 += tile) {
+                for (int i = i0; i < Math.min(in, i0 + tile); i++) {
+                    for (int o = o0; o < Math.min(out, o0 + tile); o++) {
+                        packed.setAtIndex(ValueLayout.JAVA_FLOAT, base + (long) i * out + o, linear[o * in + i]);
+                    }
+                }
+            }
         }
     }
 
@@ -106,8 +168,12 @@ public final class MoEMLP extends Module {
         Expert target = config.packed() ? null : localExperts().get(local);
         for (ExpertProjection projection : ExpertProjection.forActivation(config.activation())) {
             Tensor weight = projection.in(source).weight();
-            if (target == null) transposeInto(weight, parameter(projection.packedName()), local);
-            else projection.in(target).weight().copyFrom(weight);
+            if (target == null) {
+                transposeInto(weight.toFloatArray(), weight.dim(0), weight.dim(1), parameter(projection.packedName()).data(),
+                        (long) local * weight.numel());
+            } else {
+                projection.in(target).weight().copyFrom(weight);
+            }
         }
     }
 
@@ -119,16 +185,6 @@ public final class MoEMLP extends Module {
         return config.activation().gated()
                 ? List.of(ExpertProjection.UP, ExpertProjection.DOWN, ExpertProjection.GATE)
                 : List.of(ExpertProjection.UP, ExpertProjection.DOWN);
-    }
-
-    /** packed[slot] (in, out) = linearᵀ where linear is (out, in). */
-    private static void transposeInto(Tensor linear, Tensor packed, int slot) {
-        int out = linear.dim(0);
-        int in = linear.dim(1);
-        long base = (long) slot * in * out;
-        for (int o = 0; o < out; o++) {
-            for (int i = 0; i < in; i++) packed.set(base + (long) i * out + o, linear.get((long) o * in + i));
-        }
     }
 
     // ---------------------------------------------------------------- forward
@@ -334,6 +390,7 @@ public final class MoEMLP extends Module {
             throw new IllegalArgumentException("keepExperts: [" + start + ", " + (start + count) + ") is not within this rank's experts ["
                     + localExpertStart + ", " + (localExpertStart + numLocalExperts) + ")");
         }
+        if (start == localExpertStart && count == numLocalExperts) return; // already this block (buildExperts)
         int from = start - localExpertStart;
         if (config.packed()) {
             for (ExpertProjection projection : packedProjections()) {

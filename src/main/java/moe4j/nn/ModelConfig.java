@@ -34,6 +34,8 @@ import java.util.List;
  * @param moeBiasSchedule sigmoid router's bias update rate schedule [moe_bias_schedule]
  * @param moeBiasUpdateRate sigmoid router's base bias update rate [moe_bias_update_rate]
  * @param moeBiasEmaDecay sigmoid router's utilisation EMA decay [moe_bias_ema_decay]
+ * @param moeWire the type token rows travel in between expert-parallel ranks: auto (bf16 when the matrix
+ *        products are bf16, else f32), f32 or bf16 [moe_wire]
  * @param initStd standard deviation of the normal weight initialisation; the projections into the residual
  *        stream (attention wo, MLP and expert down_proj) use initStd / sqrt(2·nLayers) [init_std]
  * @param tieEmbeddings the output projection reuses tok_embeddings.weight (no output.weight) [tie_embeddings]
@@ -44,14 +46,15 @@ public record ModelConfig(int dim, int nLayers, int nHeads, int nKvHeads, int vo
                           int moeSharedExperts, double moeAuxLossWeight, double moeRouterZLossWeight,
                           double moeCapacityFactor, boolean moeGradientScale, boolean moePackedExperts,
                           double moeExpertFfnMultiplier, double moeSequenceAuxLossWeight, BiasSchedule moeBiasSchedule,
-                          double moeBiasUpdateRate, double moeBiasEmaDecay, double initStd, boolean tieEmbeddings, long seed) {
+                          double moeBiasUpdateRate, double moeBiasEmaDecay, WireType moeWire, double initStd, boolean tieEmbeddings,
+                          long seed) {
 
     /** The configuration keys {@link Builder#set(String, Object)} understands. */
     public static final List<String> KEYS = List.of("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "max_seq_len",
             "ffn_hidden", "multiple_of", "norm_eps", "rope_theta", "num_experts", "moe_top_k", "moe_frequency", "moe_router",
             "moe_shared_experts", "moe_aux_loss_weight", "moe_router_z_loss_weight", "moe_capacity_factor",
             "moe_gradient_scale", "moe_packed_experts", "moe_expert_ffn_multiplier", "moe_sequence_aux_loss_weight",
-            "moe_bias_schedule", "moe_bias_update_rate", "moe_bias_ema_decay", "init_std", "tie_embeddings", "seed");
+            "moe_bias_schedule", "moe_bias_update_rate", "moe_bias_ema_decay", "moe_wire", "init_std", "tie_embeddings", "seed");
 
     public ModelConfig {
         positive("dim", dim);
@@ -80,6 +83,7 @@ public record ModelConfig(int dim, int nLayers, int nHeads, int nKvHeads, int vo
         nonNegative("moe_router_z_loss_weight", moeRouterZLossWeight);
         nonNegative("moe_sequence_aux_loss_weight", moeSequenceAuxLossWeight);
         if (moeBiasSchedule == null) throw new IllegalArgumentException("moe_bias_schedule must be set");
+        if (moeWire == null) throw new IllegalArgumentException("moe_wire must be set (auto, f32 or bf16)");
         if (numExperts > 0) {
             if (moeTopK < 1) throw new IllegalArgumentException("moe_top_k must be >= 1, got " + moeTopK);
             if (moeTopK > numExperts) {
@@ -158,6 +162,7 @@ public record ModelConfig(int dim, int nLayers, int nHeads, int nKvHeads, int vo
                 .biasSchedule(moeBiasSchedule)
                 .biasUpdateRate(moeBiasUpdateRate)
                 .biasEmaDecay(moeBiasEmaDecay)
+                .wire(moeWire)
                 .packed(moePackedExperts)
                 .initStd(initStd)
                 .numLayers(nLayers)
@@ -201,6 +206,7 @@ public record ModelConfig(int dim, int nLayers, int nHeads, int nKvHeads, int vo
         b.moeBiasSchedule = moeBiasSchedule;
         b.moeBiasUpdateRate = moeBiasUpdateRate;
         b.moeBiasEmaDecay = moeBiasEmaDecay;
+        b.moeWire = moeWire;
         b.initStd = initStd;
         b.tieEmbeddings = tieEmbeddings;
         b.seed = seed;
@@ -234,6 +240,7 @@ public record ModelConfig(int dim, int nLayers, int nHeads, int nKvHeads, int vo
         private BiasSchedule moeBiasSchedule = BiasSchedule.CONSTANT;
         private double moeBiasUpdateRate = 0.001;
         private double moeBiasEmaDecay = 0.99;
+        private WireType moeWire = WireType.AUTO;
         private double initStd = 0.02;
         private boolean tieEmbeddings = false;
         private long seed = 0;
@@ -267,6 +274,7 @@ public record ModelConfig(int dim, int nLayers, int nHeads, int nKvHeads, int vo
         public Builder moeBiasSchedule(BiasSchedule v) { moeBiasSchedule = v; return this; }
         public Builder moeBiasUpdateRate(double v) { moeBiasUpdateRate = v; return this; }
         public Builder moeBiasEmaDecay(double v) { moeBiasEmaDecay = v; return this; }
+        public Builder moeWire(WireType v) { moeWire = v; return this; }
         public Builder initStd(double v) { initStd = v; return this; }
         public Builder tieEmbeddings(boolean v) { tieEmbeddings = v; return this; }
         public Builder seed(long v) { seed = v; return this; }
@@ -303,6 +311,7 @@ public record ModelConfig(int dim, int nLayers, int nHeads, int nKvHeads, int vo
                 case "moe_bias_schedule" -> moeBiasSchedule = value instanceof BiasSchedule s ? s : BiasSchedule.parse(value.toString());
                 case "moe_bias_update_rate" -> moeBiasUpdateRate = toDouble(key, value);
                 case "moe_bias_ema_decay" -> moeBiasEmaDecay = toDouble(key, value);
+                case "moe_wire" -> moeWire = value instanceof WireType w ? w : WireType.parse(value.toString(), "moe_wire");
                 case "init_std" -> initStd = toDouble(key, value);
                 case "tie_embeddings" -> tieEmbeddings = toBoolean(key, value);
                 case "seed" -> seed = toLong(key, value);
@@ -316,7 +325,7 @@ public record ModelConfig(int dim, int nLayers, int nHeads, int nKvHeads, int vo
             return new ModelConfig(dim, nLayers, nHeads, nKvHeads, vocabSize, maxSeqLen, hidden, normEps, ropeTheta,
                     numExperts, moeTopK, moeFrequency, moeRouter, moeSharedExperts, moeAuxLossWeight, moeRouterZLossWeight,
                     moeCapacityFactor, moeGradientScale, moePackedExperts, moeExpertFfnMultiplier, moeSequenceAuxLossWeight,
-                    moeBiasSchedule, moeBiasUpdateRate, moeBiasEmaDecay, initStd, tieEmbeddings, seed);
+                    moeBiasSchedule, moeBiasUpdateRate, moeBiasEmaDecay, moeWire, initStd, tieEmbeddings, seed);
         }
 
         private static long toLong(String key, Object v) {

@@ -41,6 +41,8 @@ public record Routing(Tensor tokenOfRow, Tensor entryOfRow, int[] rowsPerExpert)
         int[] rowsPerExpert = counts.to(Device.CPU).toIntArray();
         int kept = 0;
         for (int c : rowsPerExpert) kept += c;
-        return new Routing(tokenOfRow.rows(0, kept), entryOfRow.rows(0, kept), rowsPerExpert);
+        // the grouping kernel writes token and entry numbers of indices_TK only: no range check needed downstream
+        return new Routing(tokenOfRow.rows(0, kept).markIndicesBelow(indices.dim(0)), entryOfRow.rows(0, kept).markIndicesBelow(n),
+                rowsPerExpert);
     }
 }

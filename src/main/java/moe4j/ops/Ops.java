@@ -367,6 +367,7 @@ public final class Ops {
         if (k < 1 || k > d) throw new IllegalArgumentException("topK: k = " + k + " outside [1, " + d + "] for " + a.shapeString());
         Tensor idx = Tensor.zeros(a.device(), DType.I32, a.dim(0), k);
         Kernels.of(a.device()).routing().topK(a, idx);
+        idx.markIndicesBelow(d); // picks are columns of a, whatever the values (NaN sorts last)
         return new TopK(gatherColumns(a, idx), idx);
     }
 
@@ -381,7 +382,7 @@ public final class Ops {
         }
         int k = idx.dim(1);
         Kernels kernels = Kernels.on("gatherColumns", a, idx);
-        kernels.indexing().checkIndices(idx, d, "gatherColumns");
+        checkIndices(kernels, idx, d, "gatherColumns");
         Tensor out = Tensor.zeros(a.device(), n, k);
         kernels.indexing().gatherColumns(a, idx, out);
         return record(out, "gatherColumns", new Tensor[] {a, idx}, g -> {
@@ -392,6 +393,11 @@ public final class Ops {
     }
 
     // ================================================================ rows: gather, scatter, reshape, concat
+
+    /** The device's range check of {@code idx}, unless the kernel that made it vouched for the range. */
+    private static void checkIndices(Kernels kernels, Tensor idx, int bound, String op) {
+        if (!idx.indicesKnownBelow(bound)) kernels.indexing().checkIndices(idx, bound, op);
+    }
 
     /** out[i] = x[idx[i]]: rows of x (N, ...) picked by int32 idx (M) → (M, ...). */
     public static Tensor indexSelect(Tensor x, Tensor idx) {
@@ -404,7 +410,7 @@ public final class Ops {
         requireRows(x, op);
         requireIndexVector(idx, op);
         Kernels kernels = Kernels.on(op, x, idx);
-        kernels.indexing().checkIndices(idx, x.rowCount(), op);
+        checkIndices(kernels, idx, x.rowCount(), op);
         int m = idx.dim(0);
         int[] shape = x.shape();
         shape[0] = m;
@@ -429,7 +435,7 @@ public final class Ops {
                     + " rows (one per index) of the shape of a row of base " + base.shapeString());
         }
         Kernels kernels = Kernels.on("indexAdd", base, idx, src);
-        kernels.indexing().checkIndices(idx, base.rowCount(), "indexAdd");
+        checkIndices(kernels, idx, base.rowCount(), "indexAdd");
         Tensor out = base.copy();
         kernels.indexing().scatterAddRows(src, idx, out);
         return record(out, "indexAdd", new Tensor[] {base, idx, src}, g -> {

@@ -231,11 +231,19 @@ public final class EpVerifier {
      * oracles as {@link #verify(Problem)} does and tells every rank the verdict.
      */
     public static GroupVerdict verify(Problem problem, ProcessGroup group) {
+        return verify(problem, group, Device.CPU);
+    }
+
+    /**
+     * {@link #verify(Problem, ProcessGroup)} with this rank's share of the layer on {@code device} (one
+     * process per GPU under an MPI launcher, the group moving rows by NCCL); the oracles run on rank 0's CPU.
+     */
+    public static GroupVerdict verify(Problem problem, ProcessGroup group, Device device) {
         if (group.size() != problem.ep()) {
             throw new IllegalArgumentException("verify: the process group '" + group.name() + "' has " + group.size()
                     + " ranks but the problem is for ep=" + problem.ep() + ": start one process per EP rank");
         }
-        List<RankRun> ranks = RankRunExchange.allGather(group, runRank(problem, group));
+        List<RankRun> ranks = RankRunExchange.allGather(group, runRank(problem, group, device));
         Report report = group.rank() == 0 ? check(problem, ranks) : null;
         Tensor verdict = Tensor.ofInts(new int[] {report != null && report.pass() ? 1 : 0}, 1, 1);
         group.broadcast(verdict, 0);
@@ -257,15 +265,13 @@ public final class EpVerifier {
     /**
      * Runs the EP layer on {@code problem.ep()} GPUs of this machine, one rank thread each, the rows moving
      * GPU to GPU by NCCL, and both oracles on the CPU (the non-EP layer in float64-checked float32 there).
-     * The routing is fixed beforehand by the CPU router on each rank's tokens (the router's softmax has no
-     * CUDA kernel yet), so the GPUs run the dispatch, the experts, the combine and their backward, and the
-     * router takes no part on either side.
+     * Each GPU routes its tokens with the layer's own router, as the CPU reference does, unless the problem
+     * fixes the routing (then neither side's router takes part).
      */
     public static Report verifyOnGpus(Problem problem) {
-        Problem routed = problem.fixedRouting() ? problem : problem.routedOnCpu();
-        List<RankRun> ranks = Backend.NCCL.run(routed.ep(), COLLECTIVE_TIMEOUT,
-                world -> runRank(routed, world, Device.cuda(world.rank())));
-        return check(routed, ranks);
+        List<RankRun> ranks = Backend.NCCL.run(problem.ep(), COLLECTIVE_TIMEOUT,
+                world -> runRank(problem, world, Device.cuda(world.rank())));
+        return check(problem, ranks);
     }
 
     // ------------------------------------------------------------------ running

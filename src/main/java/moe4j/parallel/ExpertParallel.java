@@ -7,12 +7,17 @@ import moe4j.autograd.Autograd;
 import moe4j.autograd.Profiler;
 import moe4j.distributed.DeviceMesh;
 import moe4j.distributed.ProcessGroup;
+import moe4j.kernels.ElementwiseKernels;
+import moe4j.kernels.ExecutionContext;
+import moe4j.kernels.Kernels;
 import moe4j.nn.Dispatched;
 import moe4j.nn.MoEMLP;
 import moe4j.nn.Module;
 import moe4j.nn.Routing;
 import moe4j.nn.TokenDispatcher;
+import moe4j.nn.WireType;
 import moe4j.ops.Ops;
+import moe4j.tensor.DType;
 import moe4j.tensor.Tensor;
 
 /**
@@ -67,7 +72,7 @@ public final class ExpertParallel {
             MoEMLP moe = layers.get(i);
             moe.partitionExperts(ep.group());
             AllToAllDispatcher allToAll = new AllToAllDispatcher(ep.group(), moe.numExperts(), moe.localExpertStart(),
-                    moe.numLocalExperts(), moe.epSize(), i);
+                    moe.numLocalExperts(), moe.epSize(), i, moe.config().wire());
             // under tensor parallelism each tp rank sends its slice of the tokens through the all-to-all
             moe.setDispatcher(moe.dispatcher() instanceof SequenceParallelDispatcher<?> sp ? sp.withInner(allToAll) : allToAll);
         }
@@ -90,7 +95,7 @@ public final class ExpertParallel {
         moe.checkRoutingInputs("ExpertParallel.dispatchAndCompute", x_TD, weights_TK, indices_TK);
         int layer = moe.dispatcher() instanceof AllToAllDispatcher installed ? installed.layer : 0;
         AllToAllDispatcher dispatcher = new AllToAllDispatcher(epGroup, moe.numExperts(), localExpertStart, numLocalExperts,
-                epWorldSize, layer);
+                epWorldSize, layer, moe.config().wire());
 
         // 1-5a. Sort the kept entries by expert, exchange counts and rows, regroup by local expert.
         Dispatched<AllToAllDispatcher.Exchange> dispatched = dispatcher.dispatch(x_TD, indices_TK);
@@ -103,7 +108,10 @@ public final class ExpertParallel {
     /**
      * The dispatcher {@link #apply} installs: one per MoE layer, over the EP group, for the block of
      * experts this rank owns. {@code layer} is the layer's position among the model's MoE layers; ranks
-     * check they agree on it (and on E, D, K) in every count exchange.
+     * check they agree on it (and on E, D, K) in every count exchange. {@code wire} is the type the rows
+     * travel in, forward and backward ({@link WireType}: with a bf16 wire every dispatched row, every
+     * expert output and both their gradients are rounded to bf16 on the way out, whichever rank they go to,
+     * so the layer computes the same function on every rank layout).
      */
     public static final class AllToAllDispatcher implements TokenDispatcher<AllToAllDispatcher.Exchange> {
         private final ProcessGroup group;
@@ -112,16 +120,17 @@ public final class ExpertParallel {
         private final int numLocalExperts;
         private final int epSize;
         private final int layer;
+        private final WireType wire;
 
         /**
          * What combine needs to send the rows home: the local sort of this rank's entries, the row counts
-         * sent to and received from each peer, and the order that regrouped the received rows by expert
-         * (null with one rank, where they arrive grouped).
+         * sent to and received from each peer, the order that regrouped the received rows by expert
+         * (null with one rank, where they arrive grouped), and the type the rows travelled in.
          */
-        public record Exchange(Routing routing, int[] sendSplits, int[] recvSplits, Tensor regroup) {}
+        public record Exchange(Routing routing, int[] sendSplits, int[] recvSplits, Tensor regroup, DType wire) {}
 
         public AllToAllDispatcher(ProcessGroup group, int numExperts, int localExpertStart, int numLocalExperts, int epSize,
-                                  int layer) {
+                                  int layer, WireType wire) {
             if (group.size() != epSize || numLocalExperts * epSize != numExperts || localExpertStart != group.rank() * numLocalExperts) {
                 throw new IllegalArgumentException("dispatchAndCompute: inconsistent EP metadata: group of " + group.size()
                         + " ranks (this is rank " + group.rank() + "), epWorldSize=" + epSize + ", experts ["
@@ -133,11 +142,12 @@ public final class ExpertParallel {
             this.numLocalExperts = numLocalExperts;
             this.epSize = epSize;
             this.layer = layer;
+            this.wire = java.util.Objects.requireNonNull(wire, "wire");
         }
 
         /** The same dispatcher over another view of the same group (one that counts its traffic, say). */
         AllToAllDispatcher over(ProcessGroup sameRanks) {
-            return new AllToAllDispatcher(sameRanks, numExperts, localExpertStart, numLocalExperts, epSize, layer);
+            return new AllToAllDispatcher(sameRanks, numExperts, localExpertStart, numLocalExperts, epSize, layer, wire);
         }
 
         ProcessGroup group() {
@@ -191,10 +201,12 @@ public final class ExpertParallel {
                 }
             }
 
-            // 4. Dispatch: each row to the rank that owns its expert.
+            // 4. Dispatch: each row to the rank that owns its expert, in the wire type (decided once per step, from
+            //    the rank's products, and kept for combine and both backward exchanges).
+            DType rowsWire = wire.resolve(ExecutionContext.current().productInputs());
             Tensor recv_RD;
             try (var p = Profiler.phase("dispatch all-to-all")) {
-                recv_RD = allToAll(send_SD, recvSplits, sendSplits, group, "dispatch");
+                recv_RD = allToAll(send_SD, recvSplits, sendSplits, group, "dispatch", rowsWire);
             }
 
             // 5a. Regroup the received rows by local expert: they arrive by source rank, then expert, and the
@@ -204,7 +216,8 @@ public final class ExpertParallel {
             try (var p = Profiler.phase("permute")) {
                 if (epSize > 1) {
                     // built from the host counts, then copied once to the rows' device
-                    regroup = regroupByExpert(received, chunk).to(recv_RD.device());
+                    // a permutation of the received rows, built here: no range check on the device
+                    regroup = regroupByExpert(received, chunk).to(recv_RD.device()).markIndicesBelow(recv_RD.dim(0));
                     rows_RD = Ops.indexSelect(recv_RD, regroup);
                 } else {
                     rows_RD = recv_RD;
@@ -213,7 +226,7 @@ public final class ExpertParallel {
             // 5b-6 happen in the layer: its grouped GEMM over rows_RD, then gradient scaling, where n_e counts the
             // whole group's entries for expert e (what its owner received) and avg is groupEntries / E, so P
             // ranks compute what one rank would on all their tokens.
-            return new Dispatched<>(rows_RD, rowsPerLocalExpert, groupEntries, new Exchange(routing, sendSplits, recvSplits, regroup));
+            return new Dispatched<>(rows_RD, rowsPerLocalExpert, groupEntries, new Exchange(routing, sendSplits, recvSplits, regroup, rowsWire));
         }
 
         @Override
@@ -230,7 +243,7 @@ public final class ExpertParallel {
             // 7. Combine: the reverse all-to-all returns every row to the rank it came from.
             Tensor home_SD;
             try (var p = Profiler.phase("combine all-to-all")) {
-                home_SD = allToAll(back_RD, exchange.sendSplits(), exchange.recvSplits(), group, "combine");
+                home_SD = allToAll(back_RD, exchange.sendSplits(), exchange.recvSplits(), group, "combine", exchange.wire());
             }
 
             // 8. Un-sort, weight and scatter-add by token. Routing weights never travel: the router's gradient stays local.
@@ -289,21 +302,36 @@ public final class ExpertParallel {
 
     /**
      * The differentiable variable-split all-to-all of rows: {@code in}'s rows go out in consecutive runs of
-     * {@code inSplits[peer]}, {@code outSplits[src]} rows arrive from each source in rank order. Its backward
-     * is the same exchange with the splits swapped, and it is recorded whenever recording is on, so every
-     * rank takes part in it whatever its own inputs. The rows stay on their device (a GPU's rows go
+     * {@code inSplits[peer]}, {@code outSplits[src]} rows arrive from each source in rank order, travelling
+     * as {@code wire} and arriving in {@code in}'s type. Its backward is the same exchange with the splits
+     * swapped (the gradient travels as {@code wire} too), and it is recorded whenever recording is on, so
+     * every rank takes part in it whatever its own inputs. The rows stay on their device (a GPU's rows go
      * GPU to GPU when the group is an NCCL one).
      */
-    static Tensor allToAll(Tensor in, int[] outSplits, int[] inSplits, ProcessGroup group, String what) {
-        int rows = 0;
-        for (int s : outSplits) rows += s;
-        Tensor out = Tensor.zeros(in.device(), in.dtype(), rows, in.dim(1));
-        group.allToAllSingle(out, in, outSplits, inSplits);
+    static Tensor allToAll(Tensor in, int[] outSplits, int[] inSplits, ProcessGroup group, String what, DType wire) {
+        Tensor out = exchange(in, outSplits, inSplits, group, wire);
         // the backward rule is charged to the phase open now (the caller's) by the profiler
-        return Autograd.recordAlways(out, what + " all-to-all", new Tensor[] {in}, g -> {
-            Tensor gin = Tensor.zeros(in.device(), in.dtype(), in.shape());
-            group.allToAllSingle(gin, g, inSplits, outSplits);
-            return new Tensor[] {gin};
-        });
+        return Autograd.recordAlways(out, what + " all-to-all", new Tensor[] {in},
+                g -> new Tensor[] {exchange(g, inSplits, outSplits, group, wire)});
+    }
+
+    /** One all-to-all of {@code rows}, converted to {@code wire} before it leaves and back to the rows' type on arrival. */
+    private static Tensor exchange(Tensor rows, int[] outSplits, int[] inSplits, ProcessGroup group, DType wire) {
+        int received = 0;
+        for (int s : outSplits) received += s;
+        int width = rows.dim(1);
+        if (wire == rows.dtype()) {
+            Tensor out = Tensor.zeros(rows.device(), rows.dtype(), received, width);
+            group.allToAllSingle(out, rows, outSplits, inSplits);
+            return out;
+        }
+        ElementwiseKernels convert = Kernels.of(rows.device()).elementwise();
+        Tensor sent = Tensor.zeros(rows.device(), wire, rows.shape());
+        convert.convert(rows, sent);
+        Tensor arrived = Tensor.zeros(rows.device(), wire, received, width);
+        group.allToAllSingle(arrived, sent, outSplits, inSplits);
+        Tensor out = Tensor.zeros(rows.device(), rows.dtype(), received, width);
+        convert.convert(arrived, out);
+        return out;
     }
 }

@@ -42,7 +42,7 @@ public final class GlobalStateDict {
                 Tensor value = entry.getValue();
                 int[] shape = value.shape();
                 shape[0] *= owner.epGroup().size();
-                owner.epGroup().allGather(Tensor.zeros(shape), value);
+                owner.epGroup().allGather(Tensor.zeros(value.device(), value.dtype(), shape), value);
             }
         }
         return Map.of();
@@ -63,7 +63,7 @@ public final class GlobalStateDict {
             if (owner.packed()) {
                 int[] shape = value.shape();
                 shape[0] *= group.size();
-                Tensor full = Tensor.zeros(shape);
+                Tensor full = Tensor.zeros(value.device(), value.dtype(), shape);
                 group.allGather(full, value);
                 out.put(name, full);
             } else {
@@ -75,7 +75,7 @@ public final class GlobalStateDict {
                 int j = g - owner.localExpertStart();
                 int[] shape = value.shape();
                 shape[0] *= group.size();
-                Tensor all = Tensor.zeros(shape);
+                Tensor all = Tensor.zeros(value.device(), value.dtype(), shape);
                 group.allGather(all, value);
                 int rows = value.dim(0);
                 for (int r = 0; r < group.size(); r++) {

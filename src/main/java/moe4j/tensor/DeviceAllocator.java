@@ -44,6 +44,14 @@ public interface DeviceAllocator {
     /** Sets every byte of {@code block} to zero, ordered on the stream. */
     void zero(DeviceMemory block);
 
+    /**
+     * The most bytes the calling thread's allocations on this device held at once (parameters, optimizer
+     * state, activations and scratch of one rank), or -1 where the backend does not keep that count.
+     */
+    default long peakBytesOfThisThread() {
+        return -1;
+    }
+
     // ---------------------------------------------------------------- registry
 
     /** Makes {@code factory} the source of allocators for devices of {@code kind} (replacing any earlier one). */

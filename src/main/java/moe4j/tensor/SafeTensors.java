@@ -155,8 +155,17 @@ public final class SafeTensors {
                         + ", announced as " + entry.dtype() + java.util.Arrays.toString(entry.shape()));
             }
             if (!written.add(name)) throw new IllegalArgumentException("write " + target + ": tensor '" + name + "' written twice");
-            MemorySegment data = tensor.data();
-            long position = dataStart + entry.begin();
+            if (!tensor.device().isCpu()) {
+                // a device tensor goes through the host one at a time: the file never needs a host copy of all
+                try (MemoryScope scope = MemoryScope.open()) {
+                    writeAt(dataStart + entry.begin(), tensor.to(Device.CPU).data());
+                }
+                return;
+            }
+            writeAt(dataStart + entry.begin(), tensor.data());
+        }
+
+        private void writeAt(long position, MemorySegment data) throws IOException {
             // asByteBuffer is limited to 2 GiB; chunks also keep each write call a modest size
             for (long pos = 0; pos < data.byteSize(); pos += WRITE_CHUNK) {
                 long n = Math.min(WRITE_CHUNK, data.byteSize() - pos);

@@ -50,6 +50,8 @@ public final class Tensor {
     private final long numel;
 
     private boolean requiresGrad;
+    /** -1, or a bound every element of this int32 tensor is known to lie below (see {@link #markIndicesBelow}). */
+    private int indicesBelow = -1;
     private Tensor grad;
     private GradFn gradFn;
 
@@ -524,11 +526,44 @@ public final class Tensor {
         if (target == dtype) return this;
         host("to(" + target + ")");
         Tensor out = zeros(target, shape);
-        DTypeConversion.convert(this, out);
+        out.convertFrom(this);
         return out;
     }
 
+    /**
+     * Overwrites this host tensor with {@code src}'s elements converted to this tensor's type (floating
+     * types into each other, rounding to nearest even into bf16; integer types into each other). Both
+     * must be on the CPU and hold as many elements; devices convert through their element-wise kernels.
+     */
+    public void convertFrom(Tensor src) {
+        host("convertFrom");
+        src.host("convertFrom");
+        if (src.numel != numel) {
+            throw new IllegalArgumentException("convertFrom: " + src.dtype + src.shapeString() + " into " + dtype + shapeString()
+                    + ": element counts differ");
+        }
+        DTypeConversion.convert(src, this);
+    }
+
     // ---------------------------------------------------------------- autograd state
+
+    /**
+     * Records that every element of this int32 tensor lies in {@code [0, bound)}, as the kernel that wrote
+     * it guarantees (the routing kernels' groupings and top-k picks). Operations that index with it then
+     * skip their range check, which on an asynchronous device costs a host synchronisation. Only for a
+     * tensor whose values no longer change; views do not inherit the mark. Returns this tensor.
+     */
+    public Tensor markIndicesBelow(int bound) {
+        requireDType(DType.I32, "markIndicesBelow");
+        if (bound < 0) throw new IllegalArgumentException("markIndicesBelow: bound must be >= 0, got " + bound);
+        indicesBelow = bound;
+        return this;
+    }
+
+    /** Whether every element is known (see {@link #markIndicesBelow}) to lie in {@code [0, bound)}. */
+    public boolean indicesKnownBelow(int bound) {
+        return indicesBelow >= 0 && indicesBelow <= bound;
+    }
 
     public boolean requiresGrad() {
         return requiresGrad;

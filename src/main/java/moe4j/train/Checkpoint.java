@@ -178,7 +178,7 @@ public final class Checkpoint {
         void put(boolean weight, String name, Tensor t) {
             if (failure[0] != null) return;
             try {
-                (weight ? weights : moments).put(name, t.device().isCpu() ? t : t.to(moe4j.tensor.Device.CPU));
+                (weight ? weights : moments).put(name, t);
             } catch (IOException | RuntimeException e) {
                 failure[0] = e;
             }

@@ -16,7 +16,12 @@ import moe4j.nn.ModelConfig;
  * @param globalBatch sequences per optimizer step over all data ranks
  * @param data dataset spec: {@code synthetic}, {@code text:PATH}, {@code tokens:PATH[:u16|:u32]}
  * @param backend {@code local} (ranks as threads of this JVM), {@code mpi} (one rank per process of an
- *     mpirun/srun job) or {@code auto} (mpi when launched by an MPI launcher)
+ *     mpirun/srun job), {@code nccl} (one rank per GPU, tensors moved by NCCL) or {@code auto} (nccl when
+ *     several ranks compute on GPUs, else mpi when launched by an MPI launcher, else local)
+ * @param device {@code cpu} or {@code cuda} (each rank on a GPU of its own)
+ * @param dtype what matrix products compute in: {@code f32} (exact float32, TF32 off) or {@code bf16}
+ *     (mixed precision on GPUs: bfloat16 operands, float32 accumulation; parameters, optimizer state,
+ *     activations and gradients stay float32)
  * @param checkpointDir null for no checkpoints
  * @param initFrom a Hugging Face model folder the run starts from (its config.json is the model; checkpoints are
  *        also written in its layout), or null
@@ -27,10 +32,10 @@ import moe4j.nn.ModelConfig;
 public record TrainConfig(ModelConfig model, long steps, int globalBatch, int seqLen, double lr, double minLr,
                           long warmupSteps, double weightDecay, double beta1, double beta2, double eps, double gradClip,
                           long seed, String data, int ep, int dpShard, int dpReplicate, int tp, String backend,
-                          Path checkpointDir, long checkpointEvery, int keepLast, Path outputDir, long logEvery, Path initFrom) {
+                          String device, String dtype, Path checkpointDir, long checkpointEvery, int keepLast, Path outputDir, long logEvery, Path initFrom) {
 
     public static final List<String> TRAIN_KEYS = List.of("steps", "batch_size", "seq_len", "lr", "min_lr", "warmup_steps",
-            "weight_decay", "beta1", "beta2", "eps", "grad_clip", "seed", "log_every", "output_dir");
+            "weight_decay", "beta1", "beta2", "eps", "grad_clip", "seed", "log_every", "output_dir", "device", "dtype");
     public static final List<String> PARALLEL_KEYS = List.of("ep", "dp_shard", "dp_replicate", "tp", "backend");
     public static final List<String> DATA_KEYS = List.of("source");
     public static final List<String> CHECKPOINT_KEYS = List.of("dir", "every", "keep_last");
@@ -69,8 +74,24 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
             throw new IllegalArgumentException("batch_size (" + globalBatch + ") must be divisible by the number of data ranks"
                     + " dp_replicate*dp_shard*ep (" + dataRanks + ")");
         }
-        if (!backend.equals("local") && !backend.equals("mpi") && !backend.equals("auto")) {
-            throw new IllegalArgumentException("unknown backend '" + backend + "': valid backends are [local, mpi, auto]");
+        if (!List.of("local", "mpi", "nccl", "auto").contains(backend)) {
+            throw new IllegalArgumentException("unknown backend '" + backend + "': valid backends are [local, mpi, nccl, auto]");
+        }
+        if (!device.equals("cpu") && !device.equals("cuda")) {
+            throw new IllegalArgumentException("unknown device '" + device + "': valid devices are [cpu, cuda]");
+        }
+        if (!dtype.equals("f32") && !dtype.equals("bf16")) {
+            throw new IllegalArgumentException("unknown dtype '" + dtype + "': valid dtypes are [f32, bf16]");
+        }
+        if (dtype.equals("bf16") && device.equals("cpu")) {
+            throw new IllegalArgumentException("dtype bf16 needs device cuda: the cpu device computes in f32");
+        }
+        if (backend.equals("nccl") && device.equals("cpu")) {
+            throw new IllegalArgumentException("backend nccl moves GPU tensors: it needs device cuda");
+        }
+        int ranks = dataRanks * tp; // the fields are not assigned yet: worldSize() would read zeros
+        if (device.equals("cuda") && (backend.equals("local") || backend.equals("mpi")) && ranks > 1) {
+            throw new IllegalArgumentException("device cuda with " + ranks + " ranks needs backend nccl (or auto), not " + backend);
         }
         if (gradClip < 0) throw new IllegalArgumentException("grad_clip must be >= 0 (0 = off), got " + gradClip);
         if (logEvery < 1) throw new IllegalArgumentException("log_every must be >= 1, got " + logEvery);
@@ -81,6 +102,11 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
 
     private static void requireFinite(String key, double v) {
         if (!Double.isFinite(v)) throw new IllegalArgumentException(key + " must be a finite number, got " + v);
+    }
+
+    /** Whether the ranks compute on GPUs. */
+    public boolean onGpus() {
+        return device.equals("cuda");
     }
 
     /** Ranks the run needs: dp_replicate × dp_shard × ep × tp (pipeline parallelism is 1). */
@@ -163,6 +189,8 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
         int dpReplicate = 1;
         int tp = 1;
         String backend = "auto";
+        String device = "cpu";
+        String dtype = "f32";
         Path checkpointDir;
         long checkpointEvery = 0;
         int keepLast = DEFAULT_KEEP_LAST;
@@ -191,6 +219,8 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
         public Builder dpReplicate(int v) { dpReplicate = v; return this; }
         public Builder tp(int v) { tp = v; return this; }
         public Builder backend(String v) { backend = v; return this; }
+        public Builder device(String v) { device = v; return this; }
+        public Builder dtype(String v) { dtype = v; return this; }
         public Builder checkpointDir(Path v) { checkpointDir = v; return this; }
         public Builder checkpointEvery(long v) { checkpointEvery = v; return this; }
         public Builder keepLast(int v) { keepLast = v; return this; }
@@ -215,6 +245,8 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
                 case "train.seed" -> seed = toLong(key, v);
                 case "train.log_every" -> logEvery = toLong(key, v);
                 case "train.output_dir" -> outputDir = Path.of(v.toString());
+                case "train.device" -> device = v.toString();
+                case "train.dtype" -> dtype = v.toString();
                 case "data.source" -> data = v.toString();
                 case "parallel.ep" -> ep = toInt(key, v);
                 case "parallel.dp_shard" -> dpShard = toInt(key, v);
@@ -237,8 +269,8 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
         public TrainConfig build() {
             ModelConfig m = initFrom != null ? moe4j.hf.HfConfig.read(initFrom).model() : model.build();
             return new TrainConfig(m, steps, globalBatch, seqLen, lr, minLr, warmupSteps, weightDecay, beta1, beta2, eps,
-                    gradClip, seed, data, ep, dpShard, dpReplicate, tp, backend, checkpointDir, checkpointEvery, keepLast, outputDir, logEvery,
-                    initFrom);
+                    gradClip, seed, data, ep, dpShard, dpReplicate, tp, backend, device, dtype, checkpointDir, checkpointEvery, keepLast, outputDir,
+                    logEvery, initFrom);
         }
 
         private static long toLong(String key, Object v) {

@@ -14,6 +14,7 @@ import java.util.IdentityHashMap;
 import java.util.List;
 import java.util.Set;
 import moe4j.autograd.Autograd;
+import moe4j.autograd.Profiler;
 import moe4j.data.Batch;
 import moe4j.data.DataLoader;
 import moe4j.data.Datasets;
@@ -27,12 +28,14 @@ import moe4j.distributed.ReduceOp;
 import moe4j.hf.HfCheckpoint;
 import moe4j.hf.HfConfig;
 import moe4j.hf.HfWeightFiles;
+import moe4j.kernels.ExecutionContext;
 import moe4j.nn.MoEMLP;
 import moe4j.nn.MoETransformer;
 import moe4j.nn.RouterKind;
 import moe4j.nn.SigmoidTopKRouter;
 import moe4j.parallel.GradientSync;
 import moe4j.parallel.Parallelize;
+import moe4j.tensor.Device;
 import moe4j.tensor.MemoryScope;
 import moe4j.tensor.Tensor;
 
@@ -47,14 +50,23 @@ import moe4j.tensor.Tensor;
 public final class Trainer {
     private Trainer() {}
 
-    /** What a finished run reports. */
     /**
+     * What a finished run reports.
+     *
      * @param gatheredPeakBytes sharded runs: the most bytes of whole parameters this rank held at once within a
      *     training step, as counted while they were gathered and freed (0 unsharded)
      */
     public record Summary(long firstStep, long lastStep, double finalLoss, double finalCrossEntropy, double tokensPerSecond,
                           long parameters, long activeParameters, List<StepMetrics> history, Path lastCheckpoint,
-                          long gatheredPeakBytes) {}
+                          StepBreakdown breakdown, long peakDeviceBytes, long gatheredPeakBytes) {}
+
+    /**
+     * Where one step's time went on this rank, by phase (attention, norms, MoE router, permutation, expert
+     * products, all-to-alls, gradient synchronisation, clipping, optimizer; "other" is the rest: embedding,
+     * output layer, loss and what no phase claims). Measured on one step early in the run; on a GPU the
+     * stream is drained at every phase boundary, so that step runs a little slower than the others.
+     */
+    public record StepBreakdown(long step, double seconds, java.util.Map<String, Double> phaseSeconds) {}
 
     /** Receives progress; called on every rank. */
     public interface Listener {
@@ -143,6 +155,9 @@ public final class Trainer {
         MoETransformer model = hf == null ? new MoETransformer(config.model()) : MoETransformer.uninitialized(config.model(), hf.options());
         long parameters = model.parameterCount(); // before expert parallelism keeps this rank's share
         Set<String> norms = normWeights(model); // before sharding leaves only this rank's pieces
+        // the rank computes where its context says; the same draws initialise the model on every device
+        Device device = ExecutionContext.current().device();
+        model.to(device);
         GradientSync sync = Parallelize.apply(model, mesh);
         if (hf != null && !resume) {
             // after expert parallelism: each rank reads only the experts it keeps, so a missing or damaged
@@ -220,6 +235,10 @@ public final class Trainer {
 
         List<MoEMLP> moeLayers = model.moeLayers();
         LrSchedule schedule = config.schedule();
+        // the third step: the first two pay for kernel compilation, autotuning and the pools' growth
+        long profiledStep = Math.min(firstStep[0] + 2, config.steps());
+        StepBreakdown breakdown = null;
+        moe4j.kernels.Kernels kernels = moe4j.kernels.Kernels.of(device);
         List<StepMetrics> history = new ArrayList<>();
         Path lastCheckpoint = null;
         long tokensPerStep = (long) config.globalBatch() * config.seqLen();
@@ -231,13 +250,18 @@ public final class Trainer {
             double norm;
             double lr = schedule.at(step);
             double[][] load;
+            Profiler profiler = step == profiledStep ? Profiler.start(kernels::synchronize) : null;
             try (MemoryScope scope = MemoryScope.open()) {
                 Batch batch = loader.next();
-                MoETransformer.Loss loss = model.loss(batch.inputs(), batch.targets());
+                MoETransformer.Loss loss = model.loss(batch.inputs().to(device), batch.targets().to(device));
                 model.zeroGrad();
                 Autograd.backward(loss.total());
-                sync.synchronize();
-                norm = GradClip.clip(model, sync, config.gradClip());
+                try (var phase = Profiler.phase("gradient sync")) {
+                    sync.synchronize();
+                }
+                try (var phase = Profiler.phase("gradient clip")) {
+                    norm = GradClip.clip(model, sync, config.gradClip());
+                }
                 losses = reduceMean(data, loss.total().item(), loss.crossEntropy().item(), loss.auxLoss().item(), loss.zLoss().item());
                 // loss and norm are the same on every rank, so every rank stops here together, before a
                 // non-finite update reaches the weights (and, through them, the next checkpoint)
@@ -250,11 +274,20 @@ public final class Trainer {
                             + ", gradient norm " + norm + "; the update was not applied (lower lr = " + config.lr()
                             + " or set grad_clip; " + kept + ")");
                 }
-                optimizer.step(lr);
+                try (var phase = Profiler.phase("optimizer")) {
+                    optimizer.step(lr);
+                }
                 gatheredPeak = Math.max(gatheredPeak, sync.peakGatheredParameterBytes());
                 load = expertLoad(moeLayers, data, step, config.steps());
             }
             double seconds = (System.nanoTime() - start) / 1e9;
+            if (profiler != null) {
+                Profiler.stop();
+                java.util.Map<String, Double> phases = new java.util.LinkedHashMap<>(profiler.seconds());
+                double accounted = phases.values().stream().mapToDouble(Double::doubleValue).sum();
+                phases.put("other", Math.max(0, seconds - accounted));
+                breakdown = new StepBreakdown(step, seconds, phases);
+            }
             StepMetrics metrics = new StepMetrics(step, losses[0], losses[1], losses[2], losses[3], lr, norm,
                     tokensPerStep / seconds, seconds, load);
             history.add(metrics);
@@ -280,7 +313,8 @@ public final class Trainer {
         StepMetrics end = history.isEmpty() ? null : history.get(history.size() - 1);
         return new Summary(firstStep[0], config.steps(), end == null ? Double.NaN : end.loss(),
                 end == null ? Double.NaN : end.crossEntropy(), tokensPerSecond, parameters,
-                activeParameters(config.model(), parameters), history, lastCheckpoint, gatheredPeak);
+                activeParameters(config.model(), parameters), history, lastCheckpoint, breakdown,
+                device.isCpu() ? -1 : moe4j.tensor.DeviceAllocator.of(device).peakBytesOfThisThread(), gatheredPeak);
     }
 
     /** The names of the norm weights (1-D parameters), which take no weight decay. */

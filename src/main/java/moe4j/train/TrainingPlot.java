@@ -25,6 +25,44 @@ public final class TrainingPlot {
     private static final int WIDTH = 1200;
     private static final int HEIGHT = 480;
 
+    /**
+     * Whether this JVM can draw text. A server without fontconfig or any font (a bare GPU node, say) makes
+     * the first text call fail with an {@link Error} from the font system; the plot is then drawn without
+     * its labels rather than lost, and {@link #labelsDrawn()} lets the caller say so.
+     */
+    private static final boolean FONTS = probeFonts();
+
+    private static boolean probeFonts() {
+        System.setProperty("java.awt.headless", "true");
+        try {
+            Graphics2D g = new BufferedImage(8, 8, BufferedImage.TYPE_INT_RGB).createGraphics();
+            g.setFont(new Font(Font.SANS_SERIF, Font.PLAIN, 12));
+            g.drawString("0", 0, 8);
+            g.getFontMetrics().stringWidth("0");
+            g.dispose();
+            return true;
+        } catch (Error | RuntimeException e) { // the font system's failures are Errors (e.g. "Fontconfig head is null")
+            return false;
+        }
+    }
+
+    /** False when this JVM has no usable fonts: the plots are written without their labels. */
+    public static boolean labelsDrawn() {
+        return FONTS;
+    }
+
+    private static void text(Graphics2D g, String s, int x, int y) {
+        if (FONTS) g.drawString(s, x, y);
+    }
+
+    private static void font(Graphics2D g, Font f) {
+        if (FONTS) g.setFont(f);
+    }
+
+    private static int width(Graphics2D g, String s) {
+        return FONTS ? g.getFontMetrics().stringWidth(s) : 0;
+    }
+
     public static void write(Path file, List<StepMetrics> steps, double referenceLoss, String referenceLabel, String title)
             throws IOException {
         System.setProperty("java.awt.headless", "true");
@@ -35,8 +73,8 @@ public final class TrainingPlot {
         g.setColor(Color.WHITE);
         g.fillRect(0, 0, WIDTH, HEIGHT);
         g.setColor(Color.BLACK);
-        g.setFont(new Font(Font.SANS_SERIF, Font.BOLD, 16));
-        g.drawString(title, 20, 26);
+        font(g, new Font(Font.SANS_SERIF, Font.BOLD, 16));
+        text(g, title, 20, 26);
         drawLoss(g, steps, referenceLoss, referenceLabel, 70, 50, 620, 370);
         drawLoad(g, steps, 780, 50, 380, 370);
         g.dispose();
@@ -47,9 +85,9 @@ public final class TrainingPlot {
     }
 
     private static void drawLoss(Graphics2D g, List<StepMetrics> steps, double ref, String refLabel, int x0, int y0, int w, int h) {
-        g.setFont(new Font(Font.SANS_SERIF, Font.PLAIN, 12));
+        font(g, new Font(Font.SANS_SERIF, Font.PLAIN, 12));
         g.setColor(Color.BLACK);
-        g.drawString("loss by step", x0, y0 - 6);
+        text(g, "loss by step", x0, y0 - 6);
         g.drawRect(x0, y0, w, h);
         if (steps.isEmpty()) return;
         double max = Double.NEGATIVE_INFINITY;
@@ -75,26 +113,26 @@ public final class TrainingPlot {
             g.setColor(new Color(230, 230, 230));
             g.drawLine(x0 + 1, y, x0 + w - 1, y);
             g.setColor(Color.DARK_GRAY);
-            g.drawString(String.format(Locale.ROOT, "%.2f", v), x0 - 45, y + 4);
+            text(g, String.format(Locale.ROOT, "%.2f", v), x0 - 45, y + 4);
         }
-        g.drawString("step " + first, x0, y0 + h + 16);
+        text(g, "step " + first, x0, y0 + h + 16);
         String lastLabel = "step " + last;
-        g.drawString(lastLabel, x0 + w - g.getFontMetrics().stringWidth(lastLabel), y0 + h + 16);
+        text(g, lastLabel, x0 + w - width(g, lastLabel), y0 + h + 16);
         if (Double.isFinite(ref)) {
             int y = y0 + h - (int) (h * (ref - min) / (max - min));
             g.setColor(new Color(200, 80, 80));
             g.setStroke(new BasicStroke(1f, BasicStroke.CAP_BUTT, BasicStroke.JOIN_MITER, 10f, new float[] {6f, 4f}, 0f));
             g.drawLine(x0, y, x0 + w, y);
-            g.drawString(refLabel, x0 + 8, y - 4);
+            text(g, refLabel, x0 + 8, y - 4);
         }
         plot(g, steps, true, min, max, first, last, x0, y0, w, h, new Color(150, 170, 220));
         plot(g, steps, false, min, max, first, last, x0, y0, w, h, new Color(120, 140, 200));
         plotSmoothed(g, steps, min, max, first, last, x0, y0, w, h, new Color(10, 40, 140));
         g.setStroke(new BasicStroke(1f));
         g.setColor(new Color(10, 40, 140));
-        g.drawString("total loss (and its moving average)", x0 + w - 220, y0 + 16);
+        text(g, "total loss (and its moving average)", x0 + w - 220, y0 + 16);
         g.setColor(new Color(150, 170, 220));
-        g.drawString("cross-entropy", x0 + w - 220, y0 + 30);
+        text(g, "cross-entropy", x0 + w - 220, y0 + 30);
     }
 
     private static void plot(Graphics2D g, List<StepMetrics> steps, boolean ce, double min, double max, long first, long last,
@@ -136,10 +174,10 @@ public final class TrainingPlot {
 
     private static void drawLoad(Graphics2D g, List<StepMetrics> steps, int x0, int y0, int w, int h) {
         g.setColor(Color.BLACK);
-        g.setFont(new Font(Font.SANS_SERIF, Font.PLAIN, 12));
-        g.drawString("expert load over the run (share × E; 1 = even)", x0, y0 - 6);
+        font(g, new Font(Font.SANS_SERIF, Font.PLAIN, 12));
+        text(g, "expert load over the run (share × E; 1 = even)", x0, y0 - 6);
         if (steps.isEmpty() || steps.get(0).expertLoad().length == 0) {
-            g.drawString("dense model: no experts", x0 + 10, y0 + 30);
+            text(g, "dense model: no experts", x0 + 10, y0 + 30);
             return;
         }
         int layers = steps.get(0).expertLoad().length;
@@ -154,7 +192,7 @@ public final class TrainingPlot {
         int cellH = Math.min(60, (h - 40) / layers);
         for (int l = 0; l < layers; l++) {
             g.setColor(Color.DARK_GRAY);
-            g.drawString("layer " + l, x0, y0 + 20 + l * cellH + cellH / 2 + 4);
+            text(g, "layer " + l, x0, y0 + 20 + l * cellH + cellH / 2 + 4);
             for (int e = 0; e < experts; e++) {
                 double v = mean[l][e];
                 g.setColor(heat(v));
@@ -162,11 +200,11 @@ public final class TrainingPlot {
                 int cy = y0 + 20 + l * cellH;
                 g.fillRect(cx, cy, cellW - 2, cellH - 2);
                 g.setColor(v > 1.4 || v < 0.4 ? Color.WHITE : Color.BLACK);
-                g.drawString(String.format(Locale.ROOT, "%.2f", v), cx + 4, cy + cellH / 2 + 4);
+                text(g, String.format(Locale.ROOT, "%.2f", v), cx + 4, cy + cellH / 2 + 4);
             }
         }
         g.setColor(Color.DARK_GRAY);
-        for (int e = 0; e < experts; e++) g.drawString("e" + e, x0 + 55 + e * cellW + cellW / 2 - 6, y0 + 14);
+        for (int e = 0; e < experts; e++) text(g, "e" + e, x0 + 55 + e * cellW + cellW / 2 - 6, y0 + 14);
     }
 
     /** 0 → dark blue, 1 (even) → white, 2 or more → dark red. */

@@ -26,6 +26,41 @@ class MainTest {
     }
 
     @Test
+    void benchEpOnTheCpuWithABf16WireSendsHalfTheBytes() {
+        String[] shape = {"bench", "ep", "--ranks", "2", "--dim", "16", "--hidden", "24", "--experts", "4", "--top-k", "2",
+            "--tokens", "64", "--warmup", "0", "--iters", "1", "--json"};
+        long[] bytes = new long[2];
+        String[] wires = {"f32", "bf16"};
+        for (int i = 0; i < 2; i++) {
+            String[] args = java.util.Arrays.copyOf(shape, shape.length + 2);
+            args[shape.length] = "--wire";
+            args[shape.length + 1] = wires[i];
+            Run r = run(args);
+            assertEquals(0, r.exitCode(), r.err());
+            JsonObject o = JsonParser.parseString(r.out().lines().toList().getLast()).getAsJsonObject();
+            bytes[i] = o.get("bytesSentPerRank").getAsLong();
+        }
+        assertTrue(bytes[0] > 0, "rows went to the other rank");
+        assertEquals(bytes[0] / 2, bytes[1], "a bf16 wire halves the bytes of the same routing");
+    }
+
+    @Test
+    void benchEpRefusesBadOptionsInOneSentence() {
+        Run bf16OnCpu = run("bench", "ep", "--ranks", "2", "--dtype", "bf16");
+        assertEquals(2, bf16OnCpu.exitCode());
+        assertTrue(bf16OnCpu.err().contains("--dtype bf16 needs --device cuda"), bf16OnCpu.err());
+        Run wire = run("bench", "ep", "--wire", "fp8");
+        assertEquals(2, wire.exitCode());
+        assertTrue(wire.err().contains("--wire 'fp8'") && wire.err().contains("bf16"), wire.err());
+        Run dtype = run("bench", "ep", "--device", "cuda", "--dtype", "fp16", "--ranks", "2");
+        assertEquals(2, dtype.exitCode());
+        assertTrue(dtype.err().contains("--dtype must be bf16 or f32, got 'fp16'"), dtype.err());
+        Run uneven = run("bench", "ep", "--ranks", "3", "--experts", "8");
+        assertEquals(2, uneven.exitCode());
+        assertTrue(uneven.err().contains("must be divisible by ep (3)"), uneven.err());
+    }
+
+    @Test
     void infoJsonIsOneObjectOnTheLastLine() {
         Run r = run("info", "--json");
         assertEquals(0, r.exitCode(), r.err());

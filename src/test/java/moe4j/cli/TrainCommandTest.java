@@ -100,4 +100,25 @@ class TrainCommandTest {
         assertEquals(2, missing[0], (String) missing[1]);
         assertTrue(((String) missing[1]).contains("has no config.json"), (String) missing[1]);
     }
+
+    @Test
+    void deviceAndDtypeMistakesAreOneSentenceAndExitCodeTwo() {
+        String[][] cases = {
+                {"--dtype", "bf16", "dtype bf16 needs device cuda: the cpu device computes in f32"},
+                {"--device", "tpu", "unknown device 'tpu': valid devices are [cpu, cuda]"},
+                {"--dtype", "fp8", "unknown dtype 'fp8': valid dtypes are [f32, bf16]"},
+                {"--backend", "nccl", "backend nccl moves GPU tensors: it needs device cuda"},
+        };
+        for (String[] c : cases) {
+            Object[] r = run("train", c[0], c[1], "--steps", "1");
+            assertEquals(2, r[0], String.join(" ", c) + ": " + r[1]);
+            String err = (String) r[1];
+            assertTrue(err.contains(c[2]), err);
+            assertFalse(err.contains("\tat "), "no stack trace: " + err);
+        }
+        // several ranks on GPUs move their tensors with NCCL, never through the host backends
+        Object[] r = run("train", "--device", "cuda", "--backend", "local", "--ep", "2", "--steps", "1");
+        assertEquals(2, r[0], (String) r[1]);
+        assertTrue(((String) r[1]).contains("device cuda with 2 ranks needs backend nccl (or auto), not local"), (String) r[1]);
+    }
 }

@@ -382,7 +382,7 @@ class VerifyCommandTest {
         assertTrue(r.err().contains("--device must be cuda (rank r runs on GPU r)"), r.err());
         r = run("--device", "cuda", "--ep", "2", "--backend", "local");
         assertEquals(CommandLine.ExitCode.USAGE, r.exitCode());
-        assertTrue(r.err().contains("--backend nccl in one JVM"), r.err());
+        assertTrue(r.err().contains("GPU ranks exchange rows by NCCL: use --backend nccl (or leave --backend out), got local"), r.err());
         r = run("--backend", "gloo");
         assertEquals(CommandLine.ExitCode.USAGE, r.exitCode());
         assertTrue(r.err().contains("local, mpi, nccl or auto"), r.err());

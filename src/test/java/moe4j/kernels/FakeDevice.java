@@ -21,6 +21,8 @@ final class FakeDevice implements DeviceBackend {
     static final String KIND = "fake";
     static final AtomicLong LIVE_BYTES = new AtomicLong();
     static final AtomicLong KERNEL_CALLS = new AtomicLong();
+    /** Calls of the kernels' {@code synchronize} (a profiled step waits for the device at every phase boundary). */
+    static final AtomicLong SYNCHRONIZE_CALLS = new AtomicLong();
 
     record FakeMemory(Device device, MemorySegment segment) implements DeviceMemory {
         @Override
@@ -132,6 +134,10 @@ final class FakeDevice implements DeviceBackend {
 
             public OptimizerKernels optimizer() {
                 return optimizer;
+            }
+
+            public void synchronize() {
+                SYNCHRONIZE_CALLS.incrementAndGet();
             }
         };
     }

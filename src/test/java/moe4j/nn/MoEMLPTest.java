@@ -125,6 +125,62 @@ class MoEMLPTest {
         assertEquals(8.0, upVar / downVar, 1.5);
     }
 
+    @Test
+    void eachExpertIsDrawnFromItsOwnStreamInTheReferenceOrder() {
+        // the reference: Expert.init on a fresh expert with expert g's stream (gate, up, down, each (out, in))
+        MoEConfig config = MoEConfig.builder(D, H, E, 2).numLayers(3).seed(9).initStd(0.1).build();
+        MoEMLP list = MoEMLP.build(config);
+        MoEMLP packed = MoEMLP.build(config.toBuilder().packed(true).build());
+        double std = config.initStd();
+        double downStd = std / Math.sqrt(2.0 * config.numLayers());
+        for (int g = 0; g < E; g++) {
+            Expert reference = new Expert(D, H, config.activation()).init(Rng.forStream(config.seed(), g), std, downStd);
+            Expert mine = list.localExperts().get(g);
+            for (ExpertProjection projection : ExpertProjection.forActivation(config.activation())) {
+                float[] want = projection.in(reference).weight().toFloatArray();
+                assertArrayEquals(want, projection.in(mine).weight().toFloatArray(), "list expert " + g + " " + projection);
+                Tensor slot = packed.namedParameters().get(projection.packedName());
+                int out = projection.in(reference).weight().dim(0);
+                int in = projection.in(reference).weight().dim(1);
+                for (int o = 0; o < out; o++) {
+                    for (int i = 0; i < in; i++) {
+                        assertEquals(want[o * in + i], slot.get((long) g * in * out + (long) i * out + o),
+                                "packed expert " + g + " " + projection + " [" + o + ", " + i + "]");
+                    }
+                }
+            }
+        }
+    }
+
+    @Test
+    void aBlockOfExpertsIsWhatTheWholeLayerHoldsForIt() {
+        for (boolean packedLayout : new boolean[] {false, true}) {
+            MoEConfig config = MoEConfig.builder(D, H, E, 2).numLayers(2).seed(3).packed(packedLayout).sharedExperts(1).build();
+            MoEMLP whole = MoEMLP.build(config);
+            MoEMLP block = MoEMLP.buildExperts(config, 2, 2);
+            assertEquals(2, block.localExpertStart());
+            assertEquals(2, block.numLocalExperts());
+            var wholeParams = whole.namedParameters();
+            block.namedParameters().forEach((name, t) -> {
+                Tensor full = wholeParams.get(name);
+                assertNotNull(full, "the whole layer has no " + name);
+                float[] expected = full.toFloatArray();
+                if (name.endsWith("_w")) {
+                    int per = expected.length / E;
+                    expected = java.util.Arrays.copyOfRange(expected, 2 * per, 4 * per);
+                }
+                assertArrayEquals(expected, t.toFloatArray(), (packedLayout ? "packed " : "list ") + name);
+            });
+            if (!packedLayout) {
+                assertEquals(List.of("experts.2.gate_proj.weight", "experts.2.up_proj.weight", "experts.2.down_proj.weight",
+                                "experts.3.gate_proj.weight", "experts.3.up_proj.weight", "experts.3.down_proj.weight"),
+                        block.namedParameters().keySet().stream().filter(n -> n.startsWith("experts.")).toList());
+            }
+        }
+        var bad = assertThrows(IllegalArgumentException.class, () -> MoEMLP.buildExperts(MoEConfig.builder(D, H, E, 2).build(), 3, E));
+        assertTrue(bad.getMessage().contains("[3, " + (3 + E) + ")"), bad.getMessage());
+    }
+
     private static double variance(float[] v) {
         double s = 0;
         for (float f : v) s += (double) f * f;

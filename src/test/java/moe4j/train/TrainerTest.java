@@ -64,7 +64,7 @@ class TrainerTest {
         TrainConfig full = first.build();
         TrainConfig prefix = new TrainConfig(full.model(), 6, full.globalBatch(), full.seqLen(), full.lr(), full.minLr(),
                 full.warmupSteps(), full.weightDecay(), full.beta1(), full.beta2(), full.eps(), full.gradClip(), full.seed(),
-                full.data(), full.ep(), full.dpShard(), full.dpReplicate(), full.tp(), full.backend(), full.checkpointDir(), 3,
+                full.data(), full.ep(), full.dpShard(), full.dpReplicate(), full.tp(), full.backend(), full.device(), full.dtype(), full.checkpointDir(), 3,
                 full.keepLast(), full.outputDir(), full.logEvery(), full.initFrom());
         StopAt3.run(prefix);
         Trainer.Summary resumed = train(full, true);

@@ -6,6 +6,12 @@ import moe4j.tensor.Tensor;
 /** Element-wise kernels: the vectorised ones from {@link Elementwise}, the rest plain loops. */
 final class CpuElementwise implements ElementwiseKernels {
     @Override
+    public void convert(Tensor src, Tensor out) {
+        if (src.dtype() == out.dtype()) out.copyFrom(src);
+        else out.convertFrom(src);
+    }
+
+    @Override
     public void addScaled(Tensor a, float alpha, Tensor b, Tensor out) {
         Elementwise.addScaled(a.numel(), a.data(), alpha, b.data(), out.data());
     }

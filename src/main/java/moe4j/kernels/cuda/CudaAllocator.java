@@ -82,4 +82,9 @@ final class CudaAllocator implements DeviceAllocator {
     private static void requireSameSize(long a, long b) {
         if (a != b) throw new IllegalArgumentException("copy between blocks of " + a + " and " + b + " bytes");
     }
+
+    @Override
+    public long peakBytesOfThisThread() {
+        return stream().pool().peakBytes();
+    }
 }

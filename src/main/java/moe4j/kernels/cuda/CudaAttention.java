@@ -2,21 +2,40 @@ package moe4j.kernels.cuda;
 
 import static moe4j.kernels.cuda.CudaKernels.at;
 
+import java.util.List;
 import moe4j.kernels.AttentionKernels;
+import moe4j.kernels.ExecutionContext;
+import moe4j.tensor.DType;
 import moe4j.tensor.Tensor;
 
 /**
- * Rotary embedding and fused causal grouped-query attention on one GPU ({@code attention.cu}). The
- * forward keeps only each query row's log-sum-exp (B, Hq, S) for the backward, never the (B, Hq, S, S)
- * probabilities: the backward recomputes them. One warp per row, {@link #WARPS} rows per block; the
- * {@code rowBlock} of the interface (the CPU's GEMM blocking) has no meaning here.
- * The backward's scratch is taken outside the pool's scopes and freed before it returns.
+ * Rotary embedding and fused causal grouped-query attention (optionally with a sliding window) on one GPU
+ * ({@code attention.cu}). The forward keeps only each query row's log-sum-exp (B, Hq, S) for the
+ * backward, never the (B, Hq, S, S) probabilities: the backward recomputes them. Two kernel families,
+ * chosen per call by the calling thread's {@link ExecutionContext#productInputs()}:
+ * <ul>
+ *   <li>F32: exact float32, one warp per row, {@link #WARPS} rows per block, any head dimension up to
+ *   {@link #MAX_HEAD_DIM}; equal to the CPU op to float rounding.</li>
+ *   <li>BF16 with a head dimension in {@link #TENSOR_CORE_HEAD_DIMS}: tiles of {@link #FLASH_ROWS} rows
+ *   rounded to bf16 in shared memory, every product on tensor cores with fp32 accumulation, the softmax in
+ *   fp32. The backward recomputes the output once (for the row sums dO·O), then one kernel per query block
+ *   writes dQ and one per key block writes dK and dV, so no two blocks add into the same element. Other
+ *   head dimensions run the F32 kernels.</li>
+ * </ul>
+ * Both are deterministic (no atomics). The {@code rowBlock} of the interface (the CPU's GEMM blocking) has
+ * no meaning here. The backward's scratch is taken outside the pool's scopes and freed before it returns.
  */
 final class CudaAttention implements AttentionKernels {
     /** Largest head dimension the kernels hold in registers (8 elements per lane). */
     static final int MAX_HEAD_DIM = 256;
-    /** Warps (rows) per block. */
+    /** Warps (rows) per block of the F32 kernels. */
     static final int WARPS = 4;
+    /** Rows per block of the tensor-core kernels (and rows per shared-memory tile): 16 per warp of 4. */
+    static final int FLASH_ROWS = 64;
+    /** Threads per block of the tensor-core kernels. */
+    static final int FLASH_THREADS = 128;
+    /** Head dimensions the tensor-core kernels are compiled for ({@code flash_*_hd64}, {@code flash_*_hd128}). */
+    static final List<Integer> TENSOR_CORE_HEAD_DIMS = List.of(64, 128);
 
     private final CudaGpu gpu;
 
@@ -39,6 +58,40 @@ final class CudaAttention implements AttentionKernels {
             throw new IllegalArgumentException("cuda attention: batch × heads = " + slices + " exceeds the 65535 slices one launch covers");
         }
         return new int[] {Math.max(1, (seq + WARPS - 1) / WARPS), slices};
+    }
+
+    /**
+     * Grid of a tensor-core launch: x over the {@code slices} (batch, head) slices, y over the
+     * {@value #FLASH_ROWS}-row blocks of {@code seq} (the kernels map y so that the blocks with the most
+     * work start first).
+     */
+    static int[] flashGrid(int seq, int slices) {
+        int blocks = Math.max(1, (seq + FLASH_ROWS - 1) / FLASH_ROWS);
+        if (blocks > 65535) {
+            throw new IllegalArgumentException("cuda attention: sequence " + seq + " exceeds the 65535 blocks of " + FLASH_ROWS
+                    + " rows one launch covers");
+        }
+        return new int[] {Math.max(1, slices), blocks};
+    }
+
+    /**
+     * Whether products in {@code products} at head dimension {@code hd} run on the tensor-core kernels, with
+     * every tensor's device address 16-byte aligned (the kernels read rows as 16-byte vectors).
+     */
+    static boolean tensorCores(DType products, int hd, long... addresses) {
+        if (products != DType.BF16 || !TENSOR_CORE_HEAD_DIMS.contains(hd)) return false;
+        for (long a : addresses) {
+            if ((a & 15) != 0) return false;
+        }
+        return true;
+    }
+
+    /** The passes of the tensor-core kernels, each compiled once per head dimension of {@link #TENSOR_CORE_HEAD_DIMS}. */
+    static final List<String> FLASH_PASSES = List.of("forward", "backward_dq", "backward_dkdv");
+
+    /** The entry point of a tensor-core pass at head dimension {@code hd}: {@code flash_<pass>_hd<hd>}. */
+    static String flashKernel(String pass, int hd) {
+        return "flash_" + pass + "_hd" + hd;
     }
 
     /** The head dimension fits the kernels' registers, else an error naming it and the limit. */
@@ -68,37 +121,81 @@ final class CudaAttention implements AttentionKernels {
     @Override
     public void causalAttention(Tensor q, Tensor k, Tensor v, int rowBlock, int window, Tensor saved, Tensor out) {
         CudaReductions.requireF32("causalAttention", q, k, v, saved, out);
-        if (window != 0) throw CudaKernels.missing("sliding-window attention (window " + window + ")");
         int b = q.dim(0), s = q.dim(1), hq = q.dim(2), hd = q.dim(3), hkv = k.dim(2);
         checkHeadDim(hd);
         checkSaved(saved, b, hq, s);
         if (q.numel() == 0) return;
+        CudaStream st = stream();
+        if (tensorCores(ExecutionContext.current().productInputs(), hd, at(q), at(k), at(v), at(out))) {
+            flashForward(st, at(q), at(k), at(v), b, s, hq, hkv, hd, window, at(out), at(saved));
+            return;
+        }
         int[] grid = grid(s, b * hq);
-        stream().launch(KernelSource.ATTENTION, "attention_forward").grid(grid[0], grid[1]).block(32 * WARPS).ptr(at(q)).ptr(at(k))
-                .ptr(at(v)).i32(s).i32(hq).i32(hkv).i32(hd).f32(scale(hd)).ptr(at(out)).ptr(at(saved)).run();
+        st.launch(KernelSource.ATTENTION, "attention_forward").grid(grid[0], grid[1]).block(32 * WARPS).ptr(at(q)).ptr(at(k))
+                .ptr(at(v)).i32(s).i32(hq).i32(hkv).i32(hd).i32(window).f32(scale(hd)).ptr(at(out)).ptr(at(saved)).run();
+    }
+
+    /** The tensor-core forward; {@code lse} 0 (null) skips the log-sum-exps (the backward's recomputation). */
+    private static void flashForward(CudaStream st, long q, long k, long v, int b, int s, int hq, int hkv, int hd, int window, long out,
+                                     long lse) {
+        int[] grid = flashGrid(s, b * hq);
+        st.launch(KernelSource.ATTENTION, flashKernel("forward", hd)).grid(grid[0], grid[1]).block(FLASH_THREADS).ptr(q).ptr(k).ptr(v)
+                .i32(s).i32(hq).i32(hkv).i32(window).f32(scale(hd)).ptr(out).ptr(lse).run();
     }
 
     @Override
     public void causalAttentionBackward(Tensor gOut, Tensor q, Tensor k, Tensor v, Tensor saved, int rowBlock, int window, Tensor gq,
                                         Tensor gk, Tensor gv) {
         CudaReductions.requireF32("causalAttentionBackward", gOut, q, k, v, saved, gq, gk, gv);
-        if (window != 0) throw CudaKernels.missing("sliding-window attention (window " + window + ")");
         int b = q.dim(0), s = q.dim(1), hq = q.dim(2), hd = q.dim(3), hkv = k.dim(2);
         checkHeadDim(hd);
         checkSaved(saved, b, hq, s);
         if (q.numel() == 0) return;
         CudaStream st = stream();
+        boolean flash = tensorCores(ExecutionContext.current().productInputs(), hd, at(gOut), at(q), at(k), at(v), at(gq), at(gk), at(gv));
         long delta = st.pool.allocatePersistent(4L * b * hq * s, "attention backward row sums");
         try {
+            if (flash) {
+                flashBackward(st, gOut, q, k, v, saved, b, s, hq, hkv, hd, window, gq, gk, gv, delta);
+                return;
+            }
             int[] qGrid = grid(s, b * hq);
             st.launch(KernelSource.ATTENTION, "attention_backward_q").grid(qGrid[0], qGrid[1]).block(32 * WARPS).ptr(at(gOut)).ptr(at(q))
-                    .ptr(at(k)).ptr(at(v)).ptr(at(saved)).i32(s).i32(hq).i32(hkv).i32(hd).f32(scale(hd)).ptr(at(gq)).ptr(delta).run();
+                    .ptr(at(k)).ptr(at(v)).ptr(at(saved)).i32(s).i32(hq).i32(hkv).i32(hd).i32(window).f32(scale(hd)).ptr(at(gq))
+                    .ptr(delta).run();
             int[] kvGrid = grid(s, b * hkv);
             st.launch(KernelSource.ATTENTION, "attention_backward_kv").grid(kvGrid[0], kvGrid[1]).block(32 * WARPS).ptr(at(gOut))
-                    .ptr(at(q)).ptr(at(k)).ptr(at(v)).ptr(at(saved)).ptr(delta).i32(s).i32(hq).i32(hkv).i32(hd).f32(scale(hd))
-                    .ptr(at(gk)).ptr(at(gv)).run();
+                    .ptr(at(q)).ptr(at(k)).ptr(at(v)).ptr(at(saved)).ptr(delta).i32(s).i32(hq).i32(hkv).i32(hd).i32(window)
+                    .f32(scale(hd)).ptr(at(gk)).ptr(at(gv)).run();
         } finally {
             st.pool.free(delta);
+        }
+    }
+
+    /**
+     * The tensor-core backward: the output recomputed by the forward kernel (the interface hands the
+     * backward no output), the row sums delta = dO·O from it, then dQ per query block and dK, dV per key block.
+     */
+    private void flashBackward(CudaStream st, Tensor gOut, Tensor q, Tensor k, Tensor v, Tensor saved, int b, int s, int hq, int hkv,
+                               int hd, int window, Tensor gq, Tensor gk, Tensor gv, long delta) {
+        long rows = (long) b * hq * s;
+        long out = st.pool.allocatePersistent(4L * rows * hd, "attention backward recomputed output");
+        try {
+            flashForward(st, at(q), at(k), at(v), b, s, hq, hkv, hd, window, out, 0L);
+            int warpsPerBlock = Launch.THREADS / 32;
+            st.launch(KernelSource.ATTENTION, "attention_row_dots").block(Launch.THREADS)
+                    .grid(Launch.blocksFor(rows, warpsPerBlock, Launch.maxBlocks(gpu.multiprocessors))).ptr(at(gOut)).ptr(out).i32(s)
+                    .i32(hq).i32(hd).i64(rows).ptr(delta).run();
+            int[] qGrid = flashGrid(s, b * hq);
+            st.launch(KernelSource.ATTENTION, flashKernel("backward_dq", hd)).grid(qGrid[0], qGrid[1]).block(FLASH_THREADS).ptr(at(gOut))
+                    .ptr(at(q)).ptr(at(k)).ptr(at(v)).ptr(at(saved)).ptr(delta).i32(s).i32(hq).i32(hkv).i32(window).f32(scale(hd))
+                    .ptr(at(gq)).run();
+            int[] kvGrid = flashGrid(s, b * hkv);
+            st.launch(KernelSource.ATTENTION, flashKernel("backward_dkdv", hd)).grid(kvGrid[0], kvGrid[1]).block(FLASH_THREADS)
+                    .ptr(at(gOut)).ptr(at(q)).ptr(at(k)).ptr(at(v)).ptr(at(saved)).ptr(delta).i32(s).i32(hq).i32(hkv).i32(window)
+                    .f32(scale(hd)).ptr(at(gk)).ptr(at(gv)).run();
+        } finally {
+            st.pool.free(out);
         }
     }
 

@@ -2,12 +2,17 @@ package moe4j.kernels.cuda;
 
 import moe4j.kernels.AttentionKernels;
 import moe4j.kernels.ElementwiseKernels;
+import moe4j.kernels.ExecutionContext;
 import moe4j.kernels.IndexKernels;
 import moe4j.kernels.Kernels;
 import moe4j.kernels.MatmulKernels;
 import moe4j.kernels.OptimizerKernels;
 import moe4j.kernels.ReductionKernels;
 import moe4j.kernels.RoutingKernels;
+import java.util.ArrayList;
+import java.util.IdentityHashMap;
+import java.util.List;
+import java.util.Map;
 import moe4j.tensor.DType;
 import moe4j.tensor.Device;
 import moe4j.tensor.Tensor;
@@ -64,6 +69,11 @@ final class CudaKernels implements Kernels {
     }
 
     @Override
+    public void synchronize() {
+        stream().synchronize();
+    }
+
+    @Override
     public MatmulKernels matmul() {
         return matmul;
     }
@@ -100,6 +110,12 @@ final class CudaKernels implements Kernels {
 
     // ---------------------------------------------------------------- matmul
 
+    /**
+     * cuBLAS products in float32 (TF32 off), or, when the calling thread's {@link ExecutionContext} asks
+     * for {@link DType#BF16} products, mixed precision: each float32 operand is rounded to bfloat16 into a
+     * stream-ordered scratch buffer on the way in (freed once the product is queued), the product runs on
+     * the tensor cores with float32 accumulation, and the result is stored in float32.
+     */
     private final class Matmul implements MatmulKernels {
         @Override
         public void gemm(boolean transA, boolean transB, int m, int n, int k, float alpha, Tensor a, long aOff, int lda, Tensor b,
@@ -109,43 +125,135 @@ final class CudaKernels implements Kernels {
                 scaleRegion(c, cOff, m, n, ldc, beta);
                 return;
             }
-            stream().gemm(transA, transB, m, n, k, alpha, at(a, aOff), lda, at(b, bOff), ldb, beta, at(c, cOff), ldc,
-                    Cublas.CUDA_R_32F, Cublas.CUDA_R_32F);
+            CudaStream s = stream();
+            if (!bf16Products()) {
+                s.gemm(transA, transB, m, n, k, alpha, at(a, aOff), lda, at(b, bOff), ldb, beta, at(c, cOff), ldc,
+                        Cublas.CUDA_R_32F, Cublas.CUDA_R_32F);
+                return;
+            }
+            long a16 = toBf16(s, a, aOff, transA ? k : m, transA ? m : k, lda);
+            long b16 = toBf16(s, b, bOff, transB ? n : k, transB ? k : n, ldb);
+            s.gemm(transA, transB, m, n, k, alpha, a16, lda, b16, ldb, beta, at(c, cOff), ldc, Cublas.CUDA_R_16BF, Cublas.CUDA_R_32F);
+            s.pool().free(a16);
+            s.pool().free(b16);
         }
 
         @Override
         public void groupedGemm(int[] offsets, int k, int n, Tensor x, Tensor[] w, long[] wOff, boolean transW, Tensor y, float beta) {
             CudaStream s = stream();
+            if (!bf16Products()) {
+                for (int g = 0; g + 1 < offsets.length; g++) {
+                    int rows = offsets[g + 1] - offsets[g];
+                    if (rows == 0) continue;
+                    s.gemm(false, transW, rows, n, k, 1f, at(x, (long) offsets[g] * k), k, at(w[g], wOff[g]), transW ? k : n, beta,
+                            at(y, (long) offsets[g] * n), n, Cublas.CUDA_R_32F, Cublas.CUDA_R_32F);
+                }
+                return;
+            }
+            int first = offsets[0];
+            int rowsTotal = offsets[offsets.length - 1] - first;
+            if (rowsTotal == 0) return;
+            long x16 = toBf16(s, x, (long) first * k, rowsTotal, k, k);
+            Map<Tensor, Long> w16 = weightsToBf16(s, w);
+            List<RaggedGemm.Product> products = new ArrayList<>();
             for (int g = 0; g + 1 < offsets.length; g++) {
                 int rows = offsets[g + 1] - offsets[g];
                 if (rows == 0) continue;
-                s.gemm(false, transW, rows, n, k, 1f, at(x, (long) offsets[g] * k), k, at(w[g], wOff[g]), transW ? k : n, beta,
-                        at(y, (long) offsets[g] * n), n, Cublas.CUDA_R_32F, Cublas.CUDA_R_32F);
+                products.add(new RaggedGemm.Product(false, transW, rows, n, k, x16 + 2L * (offsets[g] - first) * k, k,
+                        w16.get(w[g]) + 2L * wOff[g], transW ? k : n, at(y, (long) offsets[g] * n), n));
             }
+            runRagged(s, "grouped product k=" + k + " n=" + n + " transW=" + transW + " groups=" + w.length + " rows~"
+                    + Integer.highestOneBit(rowsTotal), products, beta);
+            s.pool().free(x16);
+            w16.values().forEach(s.pool()::free);
         }
 
         @Override
         public void groupedWeightGrad(int[] offsets, int k, int n, Tensor x, Tensor dy, Tensor[] dw, long[] dwOff, float beta) {
             CudaStream s = stream();
             for (int g = 0; g + 1 < offsets.length; g++) {
-                int rows = offsets[g + 1] - offsets[g];
-                if (rows == 0) {
-                    scaleRegion(dw[g], dwOff[g], k, n, n, beta);
-                    continue;
+                if (offsets[g + 1] == offsets[g]) scaleRegion(dw[g], dwOff[g], k, n, n, beta);
+            }
+            if (!bf16Products()) {
+                for (int g = 0; g + 1 < offsets.length; g++) {
+                    int rows = offsets[g + 1] - offsets[g];
+                    if (rows == 0) continue;
+                    s.gemm(true, false, k, n, rows, 1f, at(x, (long) offsets[g] * k), k, at(dy, (long) offsets[g] * n), n, beta,
+                            at(dw[g], dwOff[g]), n, Cublas.CUDA_R_32F, Cublas.CUDA_R_32F);
                 }
-                s.gemm(true, false, k, n, rows, 1f, at(x, (long) offsets[g] * k), k, at(dy, (long) offsets[g] * n), n, beta,
-                        at(dw[g], dwOff[g]), n, Cublas.CUDA_R_32F, Cublas.CUDA_R_32F);
+                return;
+            }
+            int first = offsets[0];
+            int rowsTotal = offsets[offsets.length - 1] - first;
+            if (rowsTotal == 0) return;
+            long x16 = toBf16(s, x, (long) first * k, rowsTotal, k, k);
+            long dy16 = toBf16(s, dy, (long) first * n, rowsTotal, n, n);
+            List<RaggedGemm.Product> products = new ArrayList<>();
+            for (int g = 0; g + 1 < offsets.length; g++) {
+                int rows = offsets[g + 1] - offsets[g];
+                if (rows == 0) continue;
+                products.add(new RaggedGemm.Product(true, false, k, n, rows, x16 + 2L * (offsets[g] - first) * k, k,
+                        dy16 + 2L * (offsets[g] - first) * n, n, at(dw[g], dwOff[g]), n));
+            }
+            runRagged(s, "grouped weight gradient k=" + k + " n=" + n + " groups=" + dw.length + " rows~"
+                    + Integer.highestOneBit(rowsTotal), products, beta);
+            s.pool().free(x16);
+            s.pool().free(dy16);
+        }
+
+        /**
+         * bf16 products into fp32 outputs: the ragged strategies (timed once per shape key) write with beta
+         * 0; an accumulating call runs them one by one with its beta.
+         */
+        private void runRagged(CudaStream s, String shapeKey, List<RaggedGemm.Product> products, float beta) {
+            if (beta == 0f) {
+                s.ragged().run(shapeKey, products, Cublas.CUDA_R_16BF, Cublas.CUDA_R_32F);
+                return;
+            }
+            for (RaggedGemm.Product p : products) {
+                s.gemm(p.transA(), p.transB(), p.m(), p.n(), p.k(), 1f, p.a(), p.lda(), p.b(), p.ldb(), beta, p.c(), p.ldc(),
+                        Cublas.CUDA_R_16BF, Cublas.CUDA_R_32F);
             }
         }
 
-        /** C (m×n at offset, row stride ld) *= beta: zero for 0, untouched for 1. */
+        /**
+         * bf16 copies of the distinct weight tensors among {@code w} (a packed layer passes one tensor for
+         * every group: it is converted once, not once per expert), by identity.
+         */
+        private Map<Tensor, Long> weightsToBf16(CudaStream s, Tensor[] w) {
+            Map<Tensor, Long> out = new IdentityHashMap<>();
+            for (Tensor t : w) {
+                if (!out.containsKey(t)) out.put(t, toBf16(s, t, 0, 1, Math.toIntExact(t.numel()), Math.toIntExact(t.numel())));
+            }
+            return out;
+        }
+
+        private static boolean bf16Products() {
+            return ExecutionContext.current().productInputs() == DType.BF16;
+        }
+
+        /**
+         * A bfloat16 copy of the float32 matrix of {@code rows} stored rows of {@code cols} at element
+         * {@code off} of {@code t}, row stride {@code ld} (the gaps between rows are copied too, so the copy
+         * keeps the stride): its device address, to {@code free} on the stream once used.
+         */
+        private long toBf16(CudaStream s, Tensor t, long off, int rows, int cols, int ld) {
+            long span = (long) (rows - 1) * ld + cols;
+            long dst = s.pool().allocate(2 * span, "bf16 operand of a mixed-precision product");
+            s.launch(KernelSource.ELEMENTWISE, "cast_f32_bf16").over(span).ptr(at(t, off)).ptr(dst).i64(span).run();
+            return dst;
+        }
+
+        /** C (m×n at offset, row stride ld) *= beta: zero for 0, untouched for 1; one call when the rows are contiguous. */
         private void scaleRegion(Tensor c, long off, int m, int n, int ld, float beta) {
-            if (beta == 1f) return;
+            if (beta == 1f || m == 0 || n == 0) return;
             CudaStream s = stream();
-            for (int r = 0; r < m; r++) {
+            int rows = ld == n ? 1 : m;
+            long width = ld == n ? (long) m * n : n;
+            for (int r = 0; r < rows; r++) {
                 long row = at(c, off + (long) r * ld);
-                if (beta == 0f) s.zero(row, 4L * n);
-                else s.launch(KernelSource.ELEMENTWISE, "scale_f32").over(n).ptr(row).i64(n).f32(beta).run();
+                if (beta == 0f) s.zero(row, 4L * width);
+                else s.launch(KernelSource.ELEMENTWISE, "scale_f32").over(width).ptr(row).i64(width).f32(beta).run();
             }
         }
     }
@@ -166,6 +274,25 @@ final class CudaKernels implements Kernels {
         private void rows(String kernel, Tensor x, Tensor v, Tensor out) {
             long n = out.numel();
             if (n > 0) op(kernel).over(n).ptr(at(x)).ptr(at(v)).ptr(at(out)).i64(out.rowCount()).i32(out.rowWidth()).run();
+        }
+
+        @Override
+        public void convert(Tensor src, Tensor out) {
+            if (src.numel() != out.numel()) {
+                throw new IllegalArgumentException("convert: " + src.dtype() + src.shapeString() + " into " + out.dtype()
+                        + out.shapeString() + ": element counts differ");
+            }
+            long n = out.numel();
+            if (src.dtype() == out.dtype()) {
+                out.copyFrom(src);
+            } else if (src.dtype() == DType.F32 && out.dtype() == DType.BF16) {
+                if (n > 0) stream().launch(KernelSource.ELEMENTWISE, "cast_f32_bf16").over(n).ptr(at(src)).ptr(at(out)).i64(n).run();
+            } else if (src.dtype() == DType.BF16 && out.dtype() == DType.F32) {
+                if (n > 0) stream().launch(KernelSource.ELEMENTWISE, "cast_bf16_f32").over(n).ptr(at(src)).ptr(at(out)).i64(n).run();
+            } else {
+                throw new UnsupportedOperationException("convert on cuda: " + src.dtype() + " into " + out.dtype()
+                        + " (the cuda device converts between F32 and BF16)");
+            }
         }
 
         @Override
@@ -315,21 +442,19 @@ final class CudaKernels implements Kernels {
             long n = idx.numel();
             if (n == 0) return;
             CudaStream s = stream();
-            long first = s.pool.allocate(8, "index check result");
+            long fromEnd = s.pool.allocate(8, "index check result");
             try {
-                try (java.lang.foreign.Arena arena = java.lang.foreign.Arena.ofConfined()) {
-                    s.copyToDevice(first, arena.allocateFrom(java.lang.foreign.ValueLayout.JAVA_LONG, n), 8);
-                    s.synchronize();
-                }
-                op("check_indices").over(n).ptr(at(idx)).i64(n).i32(bound).ptr(first).run();
-                int[] r = s.readInts(first, 2);
-                long pos = (r[0] & 0xffffffffL) | ((long) r[1] << 32);
-                if (pos < n) {
+                s.zero(fromEnd, 8);
+                op("check_indices").over(n).ptr(at(idx)).i64(n).i32(bound).ptr(fromEnd).run();
+                int[] r = s.readInts(fromEnd, 2);
+                long bad = (r[0] & 0xffffffffL) | ((long) r[1] << 32);
+                if (bad > 0) {
+                    long pos = n - bad;
                     int[] v = s.readInts(at(idx, pos), 1);
                     throw new IllegalArgumentException(op + ": index " + v[0] + " at position " + pos + " is outside [0, " + bound + ")");
                 }
             } finally {
-                s.pool.free(first);
+                s.pool.free(fromEnd);
             }
         }
 
@@ -450,7 +575,14 @@ final class CudaKernels implements Kernels {
 
         @Override
         public void limitToTopGroups(Tensor scores, int groups, int topKGroups, Tensor out) {
-            throw missing("limitToTopGroups (group-limited routing)");
+            int n = scores.rowCount(), d = scores.rowWidth();
+            if (groups < 1 || d % groups != 0 || d / groups < 2 || topKGroups < 1 || topKGroups > groups) {
+                throw new IllegalArgumentException("cuda limitToTopGroups: " + d + " columns in " + groups + " groups, keeping "
+                        + topKGroups + ": expected groups dividing the columns into groups of at least 2, and 1 <= kept <= groups");
+            }
+            if (groups > 64) throw missing("limitToTopGroups over more than 64 groups");
+            if (n > 0) stream().launch(KernelSource.ROUTER, "limit_to_top_groups").grid((n + 127) / 128).block(128).ptr(at(scores))
+                    .i32(n).i32(d).i32(groups).i32(topKGroups).ptr(at(out)).run();
         }
 
         /**

@@ -69,6 +69,14 @@ public final class CudaStream {
         return pool;
     }
 
+    private RaggedGemm ragged;
+
+    /** This stream's ragged grouped products, their strategy timed once per shape (bf16 products of the general MoE layer). */
+    RaggedGemm ragged() {
+        if (ragged == null) ragged = new RaggedGemm(this);
+        return ragged;
+    }
+
     /** Frees {@code address} now on the owning thread, else queues it for that thread's next allocation. */
     void freeFromAnyThread(long address) {
         if (Thread.currentThread() == owner) pool.free(address);

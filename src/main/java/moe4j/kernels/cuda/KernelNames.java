@@ -9,12 +9,14 @@ import java.util.regex.Pattern;
 
 /**
  * Reads the kernel entry points a module's source defines: plain {@code extern "C" __global__ void NAME(}
+ * (or {@code ... void __launch_bounds__(...) NAME(})
  * and those a macro defines for both element types ({@code #define M(T, S) ... NAME_##S(}, expanded
  * by {@code FOR_BOTH(M)} to {@code NAME_f32} and {@code NAME_bf16}). Used to check that every kernel
  * Java launches exists, without a GPU.
  */
 final class KernelNames {
-    private static final Pattern PLAIN = Pattern.compile("^extern \"C\" __global__ void (\\w+)\\(", Pattern.MULTILINE);
+    private static final Pattern PLAIN = Pattern.compile("^extern \"C\" __global__ void (?:__launch_bounds__\\([^)]*\\) )?(\\w+)\\(",
+            Pattern.MULTILINE);
     private static final Pattern MACRO_DEF = Pattern.compile("#define (\\w+)\\(T, S\\)((?:[^\\n]*\\\\\\n)*[^\\n]*)");
     private static final Pattern MACRO_KERNEL = Pattern.compile("__global__ void (\\w+)_##S\\(");
     private static final Pattern FOR_BOTH = Pattern.compile("^FOR_BOTH\\((\\w+)\\)", Pattern.MULTILINE);

@@ -90,8 +90,10 @@ extern "C" __global__ void scatter_add_columns(const float* g, const int* idx, f
     }
 }
 // firstBad = smallest position whose index is outside [0, bound) (firstBad starts at n)
-extern "C" __global__ void check_indices(const int* idx, long long n, int bound, unsigned long long* firstBad) {
-    GRID_STRIDE(i, n) { int v = idx[i]; if (v < 0 || v >= bound) atomicMin(firstBad, (unsigned long long) i); }
+// *fromEnd = max over bad positions i of n - i (0: none), so the first bad position is n - *fromEnd: the
+// slot starts as zero from a stream-ordered memset, and the check costs one host read, not two.
+extern "C" __global__ void check_indices(const int* idx, long long n, int bound, unsigned long long* fromEnd) {
+    GRID_STRIDE(i, n) { int v = idx[i]; if (v < 0 || v >= bound) atomicMax(fromEnd, (unsigned long long) (n - i)); }
 }
 extern "C" __global__ void bincount(const int* values, long long n, int bins, int* counts) {
     GRID_STRIDE(i, n) { int v = values[i]; if (v >= 0 && v < bins) atomicAdd(&counts[v], 1); }

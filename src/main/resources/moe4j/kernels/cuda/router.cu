@@ -210,3 +210,41 @@ extern "C" __global__ void topk_rows(const float* __restrict__ a, int N, int D, 
     warp_topk(rows[warp], taken[warp], D, K, sel[warp]);
     if (lane < K) idx[(long long) t * K + lane] = sel[warp][lane];
 }
+
+// Group-limited selection (the CPU's limitToTopGroups): the D columns of row i form `groups` equal groups,
+// each scored by the sum (in double) of its two largest values; columns outside the best topKGroups groups
+// (ties to the lower group) become -inf. One thread per row: D is an expert count, groups <= MAX_GROUPS.
+#define MAX_GROUPS 64
+#define ROUTER_NEG_INF __int_as_float(0xff800000u)
+extern "C" __global__ void limit_to_top_groups(const float* __restrict__ a, int N, int D, int groups, int topKGroups,
+                                               float* __restrict__ out) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= N) return;
+    const float* row = a + (long long) i * D;
+    float* dst = out + (long long) i * D;
+    int size = D / groups;
+    double score[MAX_GROUPS];
+    bool keep[MAX_GROUPS];
+    for (int g = 0; g < groups; g++) {
+        float first = ROUTER_NEG_INF, second = ROUTER_NEG_INF;
+        for (int e = g * size; e < (g + 1) * size; e++) {
+            float v = row[e];
+            if (v > first) {
+                second = first;
+                first = v;
+            } else if (v > second) {
+                second = v;
+            }
+        }
+        score[g] = (double) first + (double) second;
+        keep[g] = false;
+    }
+    for (int chosen = 0; chosen < topKGroups; chosen++) {
+        int best = -1;
+        for (int g = 0; g < groups; g++) if (!keep[g] && (best < 0 || score[g] > score[best])) best = g;
+        keep[best] = true;
+    }
+    for (int g = 0; g < groups; g++) {
+        for (int e = g * size; e < (g + 1) * size; e++) dst[e] = keep[g] ? row[e] : ROUTER_NEG_INF;
+    }
+}

@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.util.function.BiConsumer;
 import moe4j.kernels.DeviceBackend;
+import moe4j.kernels.ExecutionContext;
 import moe4j.kernels.Kernels;
 import moe4j.tensor.DType;
 import moe4j.tensor.Device;
@@ -87,6 +88,36 @@ class CudaDeviceKernelsTest {
     }
 
     @Test
+    void convertBetweenF32AndBf16IsTheCpusBits() {
+        Tensor x = rand(33, 65);
+        float[] special = {0f, -0f, Float.NaN, Float.POSITIVE_INFINITY, Float.NEGATIVE_INFINITY, Float.MAX_VALUE, Float.MIN_VALUE,
+            1f + 0x1p-8f, 1f + 0x1p-8f + 0x1p-9f, -(1f + 0x1p-7f + 0x1p-8f), 0x1p-130f};
+        for (int i = 0; i < special.length; i++) x.set(i, special[i]);
+        Tensor cpuBf16 = Tensor.zeros(DType.BF16, 33, 65);
+        cpu.elementwise().convert(x, cpuBf16);
+        Tensor gpuBf16 = Tensor.zeros(GPU, DType.BF16, 33, 65);
+        gpu.elementwise().convert(x.to(GPU), gpuBf16);
+        Tensor back = Tensor.zeros(GPU, DType.F32, 33, 65);
+        gpu.elementwise().convert(gpuBf16, back);
+        Tensor cpuBack = Tensor.zeros(33, 65);
+        cpu.elementwise().convert(cpuBf16, cpuBack);
+        float[] want = cpuBack.toFloatArray();
+        float[] got = back.to(Device.CPU).toFloatArray();
+        for (int i = 0; i < want.length; i++) {
+            assertEquals(Float.floatToIntBits(want[i]), Float.floatToIntBits(got[i]), "element " + i + " from " + x.get(i));
+        }
+        // the bf16 bits themselves, read back through the host conversion
+        assertArrayEquals(cpuBf16.to(DType.F32).toFloatArray(), gpuBf16.to(Device.CPU).to(DType.F32).toFloatArray());
+        // same type: a copy; other pairs are refused by name
+        Tensor copy = Tensor.zeros(GPU, DType.F32, 33, 65);
+        gpu.elementwise().convert(x.to(GPU), copy);
+        assertArrayEquals(x.toFloatArray(), copy.to(Device.CPU).toFloatArray());
+        var e = assertThrows(UnsupportedOperationException.class,
+                () -> gpu.elementwise().convert(Tensor.zeros(GPU, DType.I32, 4), Tensor.zeros(GPU, DType.F32, 4)));
+        assertTrue(e.getMessage().contains("I32"), e.getMessage());
+    }
+
+    @Test
     void gemmAllTranspositionsOffsetsAndBeta() {
         for (boolean ta : new boolean[] {false, true}) {
             for (boolean tb : new boolean[] {false, true}) {
@@ -117,6 +148,80 @@ class CudaDeviceKernelsTest {
         }
         Tensor dw0 = rand(4, k * n);
         same("groupedWeightGrad", new Tensor[] {x, dy, dw0}, new int[][] {{4, k * n}}, (kk, t) -> {
+            kk.elementwise().scale(1f, t[2], t[3]);
+            kk.matmul().groupedWeightGrad(offsets, k, n, t[0], t[1], new Tensor[] {t[3], t[3], t[3], t[3]},
+                    new long[] {0, k * n, 2L * k * n, 3L * k * n}, 0.5f);
+        });
+    }
+
+    /**
+     * Mixed precision: {@code op} on the GPU in a bf16-products context with the raw float32 inputs equals
+     * the CPU's float32 op on inputs whose matrix operands ({@code rounded}) were rounded to bf16 first
+     * (the products accumulate in fp32 either way, so only the summation order differs), and differs
+     * from the GPU's own float32 result by the rounding (so the bf16 path did run).
+     */
+    static void sameWithBf16Products(String what, Tensor[] inputs, java.util.Set<Integer> rounded, int[][] outShapes,
+                                     BiConsumer<Kernels, Tensor[]> op) {
+        Tensor[] c = new Tensor[inputs.length + outShapes.length];
+        Tensor[] g = new Tensor[c.length];
+        Tensor[] g32 = new Tensor[c.length];
+        for (int i = 0; i < inputs.length; i++) {
+            c[i] = rounded.contains(i) ? inputs[i].to(DType.BF16).to(DType.F32) : inputs[i];
+            g[i] = inputs[i].to(GPU);
+            g32[i] = inputs[i].to(GPU);
+        }
+        for (int j = 0; j < outShapes.length; j++) {
+            c[inputs.length + j] = Tensor.zeros(outShapes[j]);
+            g[inputs.length + j] = Tensor.zeros(GPU, DType.F32, outShapes[j]);
+            g32[inputs.length + j] = Tensor.zeros(GPU, DType.F32, outShapes[j]);
+        }
+        op.accept(cpu, c);
+        try (var ctx = moe4j.kernels.ExecutionContext.enter(GPU, 1, DType.BF16)) {
+            op.accept(gpu, g);
+        }
+        op.accept(gpu, g32);
+        for (int j = 0; j < outShapes.length; j++) {
+            Tensor out = g[inputs.length + j];
+            close(what + " output " + j, c[inputs.length + j], out);
+            double[] a = out.to(Device.CPU).toDoubleArray(), b = g32[inputs.length + j].to(Device.CPU).toDoubleArray();
+            double diff = 0, norm = 0;
+            for (int i = 0; i < b.length; i++) {
+                diff += (a[i] - b[i]) * (a[i] - b[i]);
+                norm += b[i] * b[i];
+            }
+            double rel = Math.sqrt(diff / norm);
+            assertTrue(rel > 1e-4 && rel < 2e-2, what + ": bf16 against f32 products differ by " + rel + ", expected bf16 rounding");
+        }
+    }
+
+    @Test
+    void bf16ProductsRoundTheirOperandsAndAccumulateInF32() {
+        for (boolean ta : new boolean[] {false, true}) {
+            for (boolean tb : new boolean[] {false, true}) {
+                int m = 37, n = 45, k = 64;
+                Tensor a = rand(ta ? k : m, ta ? m + 3 : k + 3);
+                Tensor b = rand(tb ? n : k, tb ? k : n);
+                Tensor c0 = rand(m, n);
+                int lda = ta ? m + 3 : k + 3, ldb = tb ? k : n;
+                sameWithBf16Products("bf16 gemm ta=" + ta + " tb=" + tb, new Tensor[] {a, b, c0}, java.util.Set.of(0, 1),
+                        new int[][] {{m, n}}, (kk, t) -> {
+                            kk.elementwise().scale(1f, t[2], t[3]);
+                            kk.matmul().gemm(ta, tb, m, n, k, 0.7f, t[0], 2, lda, t[1], 0, ldb, 0.3f, t[3], 0, n);
+                        });
+            }
+        }
+        int k = 48, n = 40;
+        int[] offsets = {3, 20, 20, 51, 60};
+        Tensor x = rand(60, k);
+        Tensor w = rand(4, k * n);
+        Tensor dy = rand(60, n);
+        for (boolean transW : new boolean[] {false, true}) {
+            sameWithBf16Products("bf16 groupedGemm transW=" + transW, new Tensor[] {x, w}, java.util.Set.of(0, 1), new int[][] {{60, n}},
+                    (kk, t) -> kk.matmul().groupedGemm(offsets, k, n, t[0], new Tensor[] {t[1], t[1], t[1], t[1]},
+                            new long[] {0, k * n, 2L * k * n, 3L * k * n}, transW, t[2], 0f));
+        }
+        Tensor dw0 = rand(4, k * n);
+        sameWithBf16Products("bf16 groupedWeightGrad", new Tensor[] {x, dy, dw0}, java.util.Set.of(0, 1), new int[][] {{4, k * n}}, (kk, t) -> {
             kk.elementwise().scale(1f, t[2], t[3]);
             kk.matmul().groupedWeightGrad(offsets, k, n, t[0], t[1], new Tensor[] {t[3], t[3], t[3], t[3]},
                     new long[] {0, k * n, 2L * k * n, 3L * k * n}, 0.5f);
@@ -214,6 +319,18 @@ class CudaDeviceKernelsTest {
         cpu.routing().bincount(k, cb);
         gpu.routing().bincount(k.to(GPU), gb);
         sameInts("bincount", cb, gb);
+
+        // group-limited routing (64 experts in 8 groups, 3 kept): the same columns kept, the same values, bit for bit
+        Tensor wide = rand(70, 64);
+        for (int c = 0; c < 8; c++) wide.set(8 + c, wide.get(c)); // row 0: groups 0 and 1 tie (the lower one wins)
+        Tensor cl = Tensor.zeros(70, 64);
+        Tensor gl = Tensor.zeros(GPU, DType.F32, 70, 64);
+        cpu.routing().limitToTopGroups(wide, 8, 3, cl);
+        gpu.routing().limitToTopGroups(wide.to(GPU), 8, 3, gl);
+        assertArrayEquals(cl.toFloatArray(), gl.to(Device.CPU).toFloatArray(), "limitToTopGroups");
+        int kept = 0;
+        for (float v : cl.toFloatArray()) if (v != Float.NEGATIVE_INFINITY) kept++;
+        assertEquals(70 * 3 * 8, kept, "three groups of eight kept per row");
     }
 
     @Test
@@ -384,35 +501,155 @@ class CudaDeviceKernelsTest {
     }
 
     /** Forward and backward of the fused attention against the CPU's blocked GEMM attention; the saved tensors differ by design. */
-    static void attentionCase(int b, int s, int hq, int hkv, int hd) {
+    static void attentionCase(int b, int s, int hq, int hkv, int hd, int window) {
         Tensor q = rand(b, s, hq, hd), k = rand(b, s, hkv, hd), v = rand(b, s, hkv, hd), gOut = rand(b, s, hq, hd);
-        Tensor[] host = attention(cpu, q, k, v, gOut);
-        Tensor[] dev = attention(gpu, q.to(GPU), k.to(GPU), v.to(GPU), gOut.to(GPU));
-        String shape = " B=" + b + " S=" + s + " Hq=" + hq + " Hkv=" + hkv + " hd=" + hd;
+        Tensor[] host = attention(cpu, q, k, v, gOut, window);
+        Tensor[] dev = attention(gpu, q.to(GPU), k.to(GPU), v.to(GPU), gOut.to(GPU), window);
+        String shape = " B=" + b + " S=" + s + " Hq=" + hq + " Hkv=" + hkv + " hd=" + hd + " window=" + window;
         String[] names = {"out", "dq", "dk", "dv"};
         for (int i = 0; i < 4; i++) close("attention " + names[i] + shape, host[i], dev[i]);
-        Tensor[] again = attention(gpu, q.to(GPU), k.to(GPU), v.to(GPU), gOut.to(GPU));
+        Tensor[] again = attention(gpu, q.to(GPU), k.to(GPU), v.to(GPU), gOut.to(GPU), window);
         for (int i = 0; i < 4; i++) {
             assertArrayEquals(dev[i].to(Device.CPU).toFloatArray(), again[i].to(Device.CPU).toFloatArray(), "same bits on every run: " + names[i]);
         }
     }
 
-    static Tensor[] attention(Kernels kk, Tensor q, Tensor k, Tensor v, Tensor gOut) {
+    /** out, dq, dk, dv and the saved tensor of one forward and backward with window {@code window}. */
+    static Tensor[] attention(Kernels kk, Tensor q, Tensor k, Tensor v, Tensor gOut, int window) {
         int b = q.dim(0), s = q.dim(1), hq = q.dim(2);
         Tensor saved = Tensor.zeros(q.device(), kk.attention().savedShape(b, hq, s));
         Tensor out = Tensor.zerosLike(q), gq = Tensor.zerosLike(q), gk = Tensor.zerosLike(k), gv = Tensor.zerosLike(v);
-        kk.attention().causalAttention(q, k, v, 16, 0, saved, out);
-        kk.attention().causalAttentionBackward(gOut, q, k, v, saved, 16, 0, gq, gk, gv);
-        return new Tensor[] {out, gq, gk, gv};
+        kk.attention().causalAttention(q, k, v, 16, window, saved, out);
+        kk.attention().causalAttentionBackward(gOut, q, k, v, saved, 16, window, gq, gk, gv);
+        return new Tensor[] {out, gq, gk, gv, saved};
     }
 
     @Test
     void causalAttentionForwardAndBackward() {
-        attentionCase(1, 2, 1, 1, 8);
-        attentionCase(2, 37, 4, 2, 24);
-        attentionCase(1, 64, 4, 1, 64);
-        attentionCase(2, 19, 2, 2, 160);
-        attentionCase(1, 130, 8, 8, 32);
+        attentionCase(1, 2, 1, 1, 8, 0);
+        attentionCase(2, 37, 4, 2, 24, 0);
+        attentionCase(1, 64, 4, 1, 64, 0);
+        attentionCase(2, 19, 2, 2, 160, 0);
+        attentionCase(1, 130, 8, 8, 32, 0);
+    }
+
+    @Test
+    void slidingWindowAttentionForwardAndBackward() {
+        attentionCase(1, 37, 2, 1, 24, 5);
+        attentionCase(2, 70, 4, 2, 64, 16);
+        attentionCase(1, 19, 2, 2, 32, 1);
+        attentionCase(1, 20, 2, 1, 16, 40);
+    }
+
+    static Tensor bf16Rounded(Tensor t) {
+        return t.to(DType.BF16).to(DType.F32);
+    }
+
+    /**
+     * ‖actual − expected‖ ≤ tol·‖expected‖ + floor·√n: the floor (an rms error per element) only matters for
+     * gradients that vanish in exact arithmetic (dQ and dK where every row sees a single key).
+     */
+    static double closeWithin(String what, Tensor expected, Tensor actualOnGpu, double tol, double floor) {
+        double[] a = actualOnGpu.to(Device.CPU).toDoubleArray();
+        double[] b = expected.toDoubleArray();
+        double diff = 0, norm = 0;
+        for (int i = 0; i < b.length; i++) {
+            diff += (a[i] - b[i]) * (a[i] - b[i]);
+            norm += b[i] * b[i];
+        }
+        double err = Math.sqrt(diff) / Math.max(Math.sqrt(norm), 1e-30);
+        assertTrue(Math.sqrt(diff) <= tol * Math.sqrt(norm) + floor * Math.sqrt(b.length), what + ": relative error " + err);
+        return err;
+    }
+
+    /** log Σ_j exp(q_i·k_j/√hd) over the keys row i sees, in float64: (B, Hq, S). */
+    static Tensor logSumExps(Tensor q, Tensor k, int window) {
+        int b = q.dim(0), s = q.dim(1), hq = q.dim(2), hd = q.dim(3), hkv = k.dim(2);
+        double scale = CudaAttention.scale(hd);
+        Tensor lse = Tensor.zeros(b, hq, s);
+        for (int bi = 0; bi < b; bi++) {
+            for (int h = 0; h < hq; h++) {
+                int g = h / (hq / hkv);
+                for (int i = 0; i < s; i++) {
+                    int lo = window > 0 ? Math.max(0, i - window + 1) : 0;
+                    double[] sc = new double[i + 1 - lo];
+                    double max = Double.NEGATIVE_INFINITY;
+                    for (int j = lo; j <= i; j++) {
+                        double dot = 0;
+                        for (int d = 0; d < hd; d++) {
+                            dot += (double) q.get((((long) bi * s + i) * hq + h) * hd + d) * k.get((((long) bi * s + j) * hkv + g) * hd + d);
+                        }
+                        sc[j - lo] = dot * scale;
+                        max = Math.max(max, sc[j - lo]);
+                    }
+                    double sum = 0;
+                    for (double x : sc) sum += Math.exp(x - max);
+                    lse.set(((long) bi * hq + h) * s + i, (float) (max + Math.log(sum)));
+                }
+            }
+        }
+        return lse;
+    }
+
+    /**
+     * The tensor-core kernels (bf16 products in a bf16 execution context) against the CPU op on the same
+     * inputs rounded to bf16: out, dq, dk, dv within 2e-2 norm-wise (the P and dS operands are rounded to
+     * bf16 too; about 3e-3 is expected), the log-sum-exps within 1e-4 of a float64 loop (the score products
+     * are exact in fp32), the same bits on a second run, and not the f32 kernels' result.
+     */
+    static void tensorCoreCase(int b, int s, int hq, int hkv, int hd, int window) {
+        Tensor q = rand(b, s, hq, hd), k = rand(b, s, hkv, hd), v = rand(b, s, hkv, hd), gOut = rand(b, s, hq, hd);
+        Tensor[] host = attention(cpu, bf16Rounded(q), bf16Rounded(k), bf16Rounded(v), bf16Rounded(gOut), window);
+        Tensor lse = logSumExps(bf16Rounded(q), bf16Rounded(k), window);
+        Tensor[] dev, again, exact;
+        try (var ctx = ExecutionContext.enter(GPU, 1, DType.BF16)) {
+            dev = attention(gpu, q.to(GPU), k.to(GPU), v.to(GPU), gOut.to(GPU), window);
+            again = attention(gpu, q.to(GPU), k.to(GPU), v.to(GPU), gOut.to(GPU), window);
+        }
+        exact = attention(gpu, q.to(GPU), k.to(GPU), v.to(GPU), gOut.to(GPU), window);
+        String shape = " B=" + b + " S=" + s + " Hq=" + hq + " Hkv=" + hkv + " hd=" + hd + " window=" + window;
+        String[] names = {"out", "dq", "dk", "dv", "lse"};
+        StringBuilder errors = new StringBuilder("bf16 attention" + shape + ":");
+        for (int i = 0; i < 4; i++) {
+            double err = closeWithin("bf16 attention " + names[i] + shape, host[i], dev[i], 2e-2, 1e-4);
+            errors.append(String.format(java.util.Locale.ROOT, " %s %.1e", names[i], err));
+        }
+        double lseErr = closeWithin("bf16 attention lse" + shape, lse, dev[4], 1e-4, 0);
+        errors.append(String.format(java.util.Locale.ROOT, " lse %.1e", lseErr));
+        System.out.println(errors);
+        for (int i = 0; i < 5; i++) {
+            assertArrayEquals(dev[i].to(Device.CPU).toFloatArray(), again[i].to(Device.CPU).toFloatArray(), "same bits on every run: " + names[i]);
+        }
+        double[] a = dev[0].to(Device.CPU).toDoubleArray(), e = exact[0].to(Device.CPU).toDoubleArray();
+        double diff = 0;
+        for (int i = 0; i < a.length; i++) diff += (a[i] - e[i]) * (a[i] - e[i]);
+        assertTrue(diff > 0, "bf16 products must not run the f32 kernels" + shape);
+    }
+
+    @Test
+    void tensorCoreAttentionForwardAndBackward() {
+        for (int hd : new int[] {64, 128}) {
+            tensorCoreCase(1, 1, 1, 1, hd, 0);
+            tensorCoreCase(1, 37, 2, 1, hd, 0);
+            tensorCoreCase(2, 64, 2, 2, hd, 0);
+            tensorCoreCase(1, 130, 4, 2, hd, 0);
+            tensorCoreCase(1, 200, 4, 1, hd, 0);
+            tensorCoreCase(1, 150, 4, 4, hd, 7);
+            tensorCoreCase(2, 129, 2, 1, hd, 64);
+            tensorCoreCase(1, 100, 1, 1, hd, 300);
+        }
+    }
+
+    /** Head dimensions without a tensor-core kernel run the f32 kernels in a bf16 context: the CPU's result to 1e-5. */
+    @Test
+    void otherHeadDimensionsFallBackToTheExactKernels() {
+        Tensor q = rand(1, 40, 2, 32), k = rand(1, 40, 1, 32), v = rand(1, 40, 1, 32), gOut = rand(1, 40, 2, 32);
+        Tensor[] host = attention(cpu, q, k, v, gOut, 0);
+        Tensor[] dev;
+        try (var ctx = ExecutionContext.enter(GPU, 1, DType.BF16)) {
+            dev = attention(gpu, q.to(GPU), k.to(GPU), v.to(GPU), gOut.to(GPU), 0);
+        }
+        for (int i = 0; i < 4; i++) close("attention hd=32 in a bf16 context, output " + i, host[i], dev[i]);
     }
 
     @Test

@@ -45,6 +45,41 @@ class CudaTrainingKernelsHostTest {
     }
 
     @Test
+    void tensorCoreGridHasOneBlockPerSixtyFourRowsOfEverySlice() {
+        assertEquals(64, CudaAttention.FLASH_ROWS, "attention.cu's FLASH_ROWS and FLASH_TILE");
+        assertEquals(4 * 32, CudaAttention.FLASH_THREADS, "four warps of 16 rows each");
+        assertArrayEquals(new int[] {64, 32}, CudaAttention.flashGrid(2048, 4 * 16), "the measured training shape");
+        assertArrayEquals(new int[] {8, 1}, CudaAttention.flashGrid(1, 8));
+        assertArrayEquals(new int[] {8, 1}, CudaAttention.flashGrid(64, 8));
+        assertArrayEquals(new int[] {8, 2}, CudaAttention.flashGrid(65, 8));
+        assertArrayEquals(new int[] {3, 3}, CudaAttention.flashGrid(130, 3));
+        assertArrayEquals(new int[] {1, 1}, CudaAttention.flashGrid(0, 0));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> CudaAttention.flashGrid(64 * 65535 + 1, 1));
+        assertTrue(e.getMessage().contains(String.valueOf(64 * 65535 + 1)), e.getMessage());
+    }
+
+    @Test
+    void tensorCoresOnlyForBf16ProductsAtTheirHeadDimensionsOnAlignedRows() {
+        assertTrue(CudaAttention.tensorCores(DType.BF16, 64, 256, 512));
+        assertTrue(CudaAttention.tensorCores(DType.BF16, 128, 1 << 20));
+        assertTrue(!CudaAttention.tensorCores(DType.F32, 128, 256), "f32 products stay exact");
+        assertTrue(!CudaAttention.tensorCores(DType.BF16, 96, 256), "no kernel compiled for head dimension 96");
+        assertTrue(!CudaAttention.tensorCores(DType.BF16, 256, 256));
+        assertTrue(!CudaAttention.tensorCores(DType.BF16, 128, 256, 264), "rows are read as 16-byte vectors");
+    }
+
+    @Test
+    void everyTensorCorePassIsCompiledForEveryHeadDimension() {
+        var defined = KernelSource.ATTENTION.kernelNames();
+        for (int hd : CudaAttention.TENSOR_CORE_HEAD_DIMS) {
+            for (String pass : CudaAttention.FLASH_PASSES) {
+                assertTrue(defined.contains(CudaAttention.flashKernel(pass, hd)), CudaAttention.flashKernel(pass, hd) + " in " + defined);
+            }
+        }
+        assertTrue(defined.contains("attention_row_dots"), defined.toString());
+    }
+
+    @Test
     void headDimensionLimit() {
         CudaAttention.checkHeadDim(1);
         CudaAttention.checkHeadDim(CudaAttention.MAX_HEAD_DIM);
