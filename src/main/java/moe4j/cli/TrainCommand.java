@@ -116,6 +116,7 @@ public final class TrainCommand implements Callable<Integer> {
             o.put("tokens_per_s", summary.tokensPerSecond());
             o.put("parameters", summary.parameters());
             o.put("active_parameters", summary.activeParameters());
+            if (cfg.dpShard() > 1) o.put("gathered_parameters_peak_bytes", summary.gatheredPeakBytes());
             o.put("unigram_entropy", reporter.unigramEntropy);
             o.put("world_size", cfg.worldSize());
             o.put("ep", cfg.ep());
@@ -279,6 +280,8 @@ public final class TrainCommand implements Callable<Integer> {
                 out.printf(Locale.ROOT, "  per rank: parameters + gradients + AdamW state %.2f MiB (%.3f of unsharded %.2f MiB) | sharding sends %.2f MiB/step%n",
                         footprint.stateBytes() / 1048576.0, (double) footprint.stateBytes() / footprint.unshardedStateBytes(),
                         footprint.unshardedStateBytes() / 1048576.0, footprint.shardingBytesPerStep() / 1048576.0);
+                out.printf(Locale.ROOT, "  whole parameters gathered at once: at most %.2f MiB of %.2f MiB (one module and the next, prefetched)%n",
+                        footprint.gatheredPeakBytes() / 1048576.0, footprint.wholeParameterBytes() / 1048576.0);
             }
             String compute = config.onGpus()
                     ? String.format(Locale.ROOT, "device: %d × %s, products in %s%s", config.worldSize(), moe4j.bench.CudaInfo.gpuName(ExecutionContext.current().device()),
@@ -397,6 +400,9 @@ public final class TrainCommand implements Callable<Integer> {
                 out.printf(Locale.ROOT, "%.0f tokens/s | MFU %.1f%% of %d cores × %.0f GFLOP/s FP32 (measured peak) | peak memory %.0f MiB | %.1f s wall%n",
                         s.tokensPerSecond(), 100 * Throughput.mfu(cfg, s.tokensPerSecond()), Throughput.peak().cores(),
                         Throughput.peak().gflopsPerCore(), moe4j.tensor.ProcessMemory.peakResidentBytes() / 1048576.0, wall);
+            }
+            if (cfg.dpShard() > 1) {
+                out.printf(Locale.ROOT, "whole parameters gathered at once, measured: peak %.2f MiB per rank%n", s.gatheredPeakBytes() / 1048576.0);
             }
             out.printf(Locale.ROOT, "  model FLOPs per token %.3g = 6 × active parameters (%,d) + causal attention 6 × n_layers × dim × seq_len%n",
                     Throughput.flopsPerToken(cfg), s.activeParameters());

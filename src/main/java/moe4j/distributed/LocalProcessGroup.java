@@ -277,13 +277,28 @@ final class LocalProcessGroup implements ProcessGroup {
 
     @Override
     public void allGather(Tensor out, Tensor in) {
+        checkGather(out, in);
+        drainAsync();
+        runAllGather(out, in);
+    }
+
+    @Override
+    public Work allGatherAsync(Tensor out, Tensor in) {
+        checkGather(out, in);
+        return submit(() -> runAllGather(out, in));
+    }
+
+    private void checkGather(Tensor out, Tensor in) {
         String op = "allGather";
         requireSameType(op, out, in);
         if (out.rowWidth() != in.rowWidth()) {
             invalid(op, "row widths differ: out " + out.shapeString() + ", in " + in.shapeString());
         }
         requireDisjoint(op, out, in);
-        drainAsync();
+    }
+
+    private void runAllGather(Tensor out, Tensor in) {
+        String op = "allGather";
         Post mine = post(op, in.dtype() + " rows of " + in.rowWidth() + " into " + out.shapeString(), in);
         Post[] all = group.exchange(rank, mine);
         try {

@@ -77,6 +77,12 @@ public interface ProcessGroup {
     void allGather(Tensor out, Tensor in);
 
     /**
+     * {@link #allGather} started in the background (a sharded model's next layer gathered while this one
+     * computes): {@code in} must not be written nor {@code out} read until the work is awaited.
+     */
+    Work allGatherAsync(Tensor out, Tensor in);
+
+    /**
      * Reduces {@code in} ({@code size() * n} rows on every rank) over the group; rank r receives the
      * reduced rows {@code [r*n, (r+1)*n)} in {@code out} ({@code n} rows).
      */

@@ -17,6 +17,7 @@ import moe4j.nn.MoETransformer;
 import moe4j.nn.Module;
 import moe4j.parallel.ExpertParallel;
 import moe4j.parallel.GlobalStateDict;
+import moe4j.parallel.GradientSync;
 import moe4j.tensor.MemoryScope;
 import moe4j.tensor.SafeTensors;
 import moe4j.tensor.Tensor;
@@ -133,24 +134,52 @@ public final class HfCheckpoint {
      * A collective over the expert-parallel groups: every rank calls it; rank 0 of {@code world} writes.
      */
     public static void save(MoETransformer model, HfConfig config, Path dir, Path tokenizerFrom, ProcessGroup world) {
+        save(model, config, dir, tokenizerFrom, world, GradientSync.create(model, null));
+    }
+
+    /**
+     * {@link #save(MoETransformer, HfConfig, Path, Path, ProcessGroup)} of a model whose parameters {@code sync}
+     * may shard: the weights are assembled one at a time from their pieces and experts and each is written
+     * into its place in the file, so no rank holds the whole model. A collective over the shard and
+     * expert-parallel groups.
+     */
+    public static void save(MoETransformer model, HfConfig config, Path dir, Path tokenizerFrom, ProcessGroup world, GradientSync sync) {
         boolean writer = world == null || world.rank() == 0;
-        Map<String, Tensor> global = GlobalStateDict.gather(model, model.namedParameters(), writer);
-        if (!writer) return;
-        Map<String, Tensor> out = new LinkedHashMap<>();
-        int headDim = headDim(model);
-        for (var e : global.entrySet()) {
-            HfNames.Source src = HfNames.of(config.family(), e.getKey());
-            Tensor t = e.getValue();
-            if (src.ropeRows()) {
-                int rows = t.dim(0);
-                int cols = t.rank() == 1 ? 1 : t.dim(1);
-                t = Tensor.of(HfNames.toHfRows(t.toFloatArray(), rows, cols, headDim), t.shape());
+        Map<String, SafeTensors.Spec> specs = new LinkedHashMap<>();
+        sync.globalShapes().forEach((name, shape) -> specs.put(HfNames.of(config.family(), name).name(),
+                new SafeTensors.Spec(moe4j.tensor.DType.F32, shape)));
+        Exception[] failure = {null};
+        SafeTensors.Writer weights = null;
+        if (writer) {
+            try {
+                Files.createDirectories(dir);
+                weights = SafeTensors.Writer.create(dir.resolve("model.safetensors"), specs, Map.of("format", "pt"));
+            } catch (IOException | RuntimeException e) {
+                failure[0] = e;
             }
-            out.put(src.name(), t);
         }
-        try {
-            Files.createDirectories(dir);
-            SafeTensors.write(dir.resolve("model.safetensors"), out, Map.of("format", "pt"));
+        SafeTensors.Writer file = weights;
+        int headDim = headDim(model);
+        // a failed write keeps the writer in the remaining collectives; it reports after them
+        sync.forEachGlobalTensor(sync.optimizerParameters(), writer, (name, value) -> {
+            if (failure[0] != null) return;
+            try {
+                HfNames.Source src = HfNames.of(config.family(), name);
+                Tensor t = value.device().isCpu() ? value : value.to(moe4j.tensor.Device.CPU);
+                if (src.ropeRows()) {
+                    int rows = t.dim(0);
+                    int cols = t.rank() == 1 ? 1 : t.dim(1);
+                    t = Tensor.of(HfNames.toHfRows(t.toFloatArray(), rows, cols, headDim), t.shape());
+                }
+                file.put(src.name(), t);
+            } catch (IOException | RuntimeException e) {
+                failure[0] = e;
+            }
+        }, null);
+        if (!writer) return;
+        try (SafeTensors.Writer close = file) {
+            if (failure[0] != null) throw failure[0];
+            file.commit();
             JsonObject json = config.json().deepCopy();
             json.addProperty("dtype", "float32");
             json.remove("torch_dtype");
@@ -162,7 +191,7 @@ public final class HfCheckpoint {
                     if (Files.isRegularFile(p)) Files.copy(p, dir.resolve(f), StandardCopyOption.REPLACE_EXISTING);
                 }
             }
-        } catch (IOException e) {
+        } catch (Exception e) {
             throw new IllegalStateException("cannot write the model to " + dir + ": " + e.getMessage(), e);
         }
     }

@@ -191,6 +191,10 @@ public final class MoEMLP extends Module {
 
     /** {@code x} of shape (..., D) → the same shape. */
     public Tensor forward(Tensor x) {
+        return wrapped(x, this::compute);
+    }
+
+    private Tensor compute(Tensor x) {
         int d = config.dim();
         if (x.rank() < 1 || x.dim(-1) != d) {
             throw new IllegalArgumentException("MoEMLP: input must be (..., " + d + "), got " + x.shapeString());

@@ -31,11 +31,15 @@ public abstract class Module {
 
     /**
      * Puts {@code wrapper} around this module's forward (modules that take one tensor and support it say
-     * so: {@link Linear}, {@link Embedding}, {@link Attention}, {@link Expert}); at most one wrapper.
+     * so: {@link Linear}, {@link Embedding}, {@link Attention}, {@link Expert}, {@link MoEMLP},
+     * {@link TransformerBlock}),
+     * outside any wrapper put there before: transformations applied later see the earlier ones as part of
+     * the module (sharding gathers the parameters a tensor-parallel forward then uses).
      */
     public void wrapForward(ForwardWrapper wrapper) {
-        if (forwardWrapper != null) throw new IllegalStateException(getClass().getSimpleName() + ": forward is already wrapped");
-        this.forwardWrapper = wrapper;
+        java.util.Objects.requireNonNull(wrapper, "wrapper");
+        ForwardWrapper inner = forwardWrapper;
+        this.forwardWrapper = inner == null ? wrapper : (x, body) -> wrapper.apply(x, y -> inner.apply(y, body));
     }
 
     /** {@code body(input)}, through the forward wrapper when one is set. */

@@ -63,6 +63,10 @@ public final class TransformerBlock extends Module {
 
     /** {@code x} (B, S, D) → (B, S, D). */
     public Tensor forward(Tensor x) {
+        return wrapped(x, this::compute);
+    }
+
+    private Tensor compute(Tensor x) {
         Tensor attended;
         try (var p = Profiler.phase(ATTENTION_PHASE)) {
             attended = attention.forward(attentionNorm.forward(x));

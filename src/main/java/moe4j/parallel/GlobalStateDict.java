@@ -127,29 +127,29 @@ public final class GlobalStateDict {
         };
     }
 
-    /** The global names a checkpoint of this model holds (what {@link #gather} produces), without collectives. */
-    public static java.util.Set<String> globalNames(Module model) {
+    /**
+     * The global names and shapes {@link #gather} makes of tensors with these (EP-local) shapes, in the order
+     * it makes them, without collectives: what a checkpoint announces before its tensors arrive.
+     */
+    public static Map<String, int[]> globalShapes(Module model, Map<String, int[]> local) {
         Map<String, MoEMLP> layers = moeLayers(model);
-        java.util.Set<String> out = new java.util.LinkedHashSet<>();
-        for (String name : model.namedParameters().keySet()) {
+        Map<String, int[]> out = new LinkedHashMap<>();
+        local.forEach((name, shape) -> {
             MoEMLP owner = ownerOfExpertTensor(layers, name);
-            if (owner == null || owner.packed() || owner.epSize() == 1) {
-                out.add(name);
-                continue;
+            if (owner == null || owner.epSize() == 1) {
+                out.put(name, shape.clone());
+            } else if (owner.packed()) {
+                int[] global = shape.clone();
+                global[0] *= owner.epSize();
+                out.put(name, global);
+            } else {
+                String prefix = prefixOf(layers, owner);
+                String rest = name.substring(prefix.length() + "experts.".length());
+                int j = Integer.parseInt(rest.substring(0, rest.indexOf('.'))) - owner.localExpertStart();
+                String suffix = rest.substring(rest.indexOf('.'));
+                for (int r = 0; r < owner.epSize(); r++) out.put(prefix + "experts." + (r * owner.numLocalExperts() + j) + suffix, shape.clone());
             }
-            String prefix = prefixOf(layers, owner);
-            String rest = name.substring(prefix.length() + "experts.".length());
-            int j = Integer.parseInt(rest.substring(0, rest.indexOf('.'))) - owner.localExpertStart();
-            String suffix = rest.substring(rest.indexOf('.'));
-            for (int r = 0; r < owner.epSize(); r++) out.add(prefix + "experts." + (r * owner.numLocalExperts() + j) + suffix);
-        }
-        return out;
-    }
-
-    /** A persistent copy of a tensor map (for values that must outlive the step, e.g. to save asynchronously). */
-    public static Map<String, Tensor> persistentCopy(Map<String, Tensor> tensors) {
-        Map<String, Tensor> out = new LinkedHashMap<>();
-        tensors.forEach((n, t) -> out.put(n, MemoryScope.persistent(t::copy)));
+        });
         return out;
     }
 

@@ -1,7 +1,10 @@
 package moe4j.parallel;
 
+import java.util.ArrayList;
 import java.util.Collections;
 import java.util.IdentityHashMap;
+import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import moe4j.distributed.DeviceMesh;
@@ -9,6 +12,7 @@ import moe4j.distributed.ProcessGroup;
 import moe4j.distributed.ReduceOp;
 import moe4j.kernels.Kernels;
 import moe4j.nn.MoEMLP;
+import moe4j.nn.MoETransformer;
 import moe4j.nn.Module;
 import moe4j.tensor.Tensor;
 
@@ -28,10 +32,10 @@ import moe4j.tensor.Tensor;
  * Every rank issues the same reductions in the same order (parameters in registration order).
  *
  * <p>With {@code dp_shard > 1} the parameters, gradients and optimizer state are sharded
- * ({@link ParameterShards}): between steps a rank keeps only its pieces; {@link #gatherParameters()}
- * all-gathers whole parameters before the forward, the same averages are reduce-scattered instead of
- * all-reduced (and the whole parameters released), and the optimizer steps only this rank's pieces
- * ({@link #optimizerParameters()}).
+ * ({@link ParameterShards}): between steps a rank keeps only its pieces; each module of a transformer
+ * all-gathers its whole parameters around its own forward and backward, the same averages are
+ * reduce-scattered instead of all-reduced (most during the backward, the rest in {@link #synchronize()}),
+ * and the optimizer steps only this rank's pieces ({@link #optimizerParameters()}).
  */
 public final class GradientSync {
     private final Module model;
@@ -41,6 +45,8 @@ public final class GradientSync {
     private ParameterShards shards;
     private ProcessGroup tpGroup;
     private final Set<String> tpSplit = new java.util.HashSet<>();
+    /** Parameters applied to each tp rank's own slice of the tokens (sequence parallelism): gradients summed over tp. */
+    private final Set<String> tpPartial = new java.util.HashSet<>();
 
     private GradientSync(Module model, ProcessGroup dataGroup, ProcessGroup expertReplicaGroup) {
         this.model = model;
@@ -62,6 +68,7 @@ public final class GradientSync {
         if (tp != null) {
             sync.tpGroup = tp.group();
             sync.tpSplit.addAll(tp.splits().keySet());
+            sync.tpPartial.addAll(tp.sequenceParallel());
         }
         if (mesh.hasDim("dp_shard") && mesh.size("dp_shard") > 1) {
             ProcessGroup denseShards = mesh.flatten("dense_shards", "dp_shard", "ep").group();
@@ -72,10 +79,26 @@ public final class GradientSync {
             model.namedParameters().forEach((name, p) -> {
                 if (sync.expertParameters.contains(p)) expertNames.add(name);
             });
-            sync.shards = new ParameterShards(model, expertNames, denseShards, expertShards, replicate, expertReplicas, sync.tpGroup,
-                    sync.tpSplit, data.size());
+            // a tied embedding belongs to the rest (the output uses it too), which its forward, the first, gathers
+            String restFirstUsedBy = model instanceof MoETransformer t && t.output() == null ? "tok_embeddings" : null;
+            sync.shards = new ParameterShards(model, shardingUnits(model), restFirstUsedBy, expertNames, denseShards, expertShards, replicate, expertReplicas, sync.tpGroup,
+                    sync.tpSplit, sync.tpPartial, data.size());
         }
         return sync;
+    }
+
+    /**
+     * The modules whose parameters sharding gathers and frees together, in forward order: the token
+     * embedding (unless the output reuses it), every block, the output projection. Another kind of model is
+     * gathered whole for each step.
+     */
+    private static List<String> shardingUnits(Module model) {
+        List<String> units = new ArrayList<>();
+        if (!(model instanceof MoETransformer transformer)) return units;
+        if (transformer.output() != null) units.add("tok_embeddings");
+        for (int i = 0; i < transformer.layers().size(); i++) units.add("layers." + i);
+        if (transformer.output() != null) units.add("output");
+        return units;
     }
 
     /**
@@ -126,9 +149,11 @@ public final class GradientSync {
     }
 
     /**
-     * Sharded: all-gathers every rank's pieces into whole parameters for the model to use (before each
-     * forward, and before a checkpoint is written or read); they are released again by
-     * {@link #synchronize()} or {@link #releaseParameters()}. Unsharded (or already gathered): nothing to do.
+     * Sharded: all-gathers every rank's pieces into whole parameters at once (before a published model's
+     * weights are loaded into them; and before each forward of a model that is not an
+     * {@link MoETransformer}, which has no per-module gathering); they are released again by
+     * {@link #synchronize()} or {@link #releaseParameters()}. A transformer's forward needs no call: each
+     * module gathers its own parameters. Unsharded (or already gathered): nothing to do.
      */
     public void gatherParameters() {
         if (shards != null) shards.gather();
@@ -155,39 +180,102 @@ public final class GradientSync {
     }
 
     /**
-     * Full (EP-local) tensors from per-piece values keyed like {@link #optimizerParameters()} (optimizer
-     * moments, say); unsharded, the map itself. A collective over the shard groups.
+     * The global names and shapes of what {@link #forEachGlobalTensor} hands out for values keyed like
+     * {@link #optimizerParameters()}, in that order, without collectives: experts by global index, whole
+     * tensors whatever tp and the sharding split.
      */
-    public Map<String, Tensor> unshard(Map<String, Tensor> byPiece) {
-        return shards == null ? byPiece : shards.unshard(byPiece);
-    }
-
-    /** Tensors with the parameters' full (EP-local) shapes to load into; unsharded, {@code byPiece} itself. */
-    public Map<String, Tensor> fullSized(Map<String, Tensor> byPiece) {
-        return shards == null ? byPiece : shards.fullSized();
-    }
-
-    /** Copies this rank's pieces of {@code full} (from {@link #fullSized}) into {@code byPiece}; unsharded, nothing to do. */
-    public void reshard(Map<String, Tensor> full, Map<String, Tensor> byPiece) {
-        if (shards != null) shards.reshard(full, byPiece);
+    public Map<String, int[]> globalShapes() {
+        Map<String, int[]> local = new LinkedHashMap<>();
+        if (shards != null) {
+            local.putAll(shards.wholeShapes());
+        } else {
+            model.namedParameters().forEach((name, p) -> local.put(name, p.shape()));
+        }
+        TensorParallel.Layout tp = TensorParallel.layoutOf(model);
+        if (tp != null) {
+            tp.splits().forEach((name, split) -> {
+                if (local.containsKey(name)) local.put(name, split.fullShape().clone());
+            });
+        }
+        return GlobalStateDict.globalShapes(model, local);
     }
 
     /**
-     * The values of {@code local} (keyed by parameter name: parameters, or full-size optimizer moments) with
-     * what tensor parallelism split made whole again; without it, {@code local}. A collective over tp.
+     * Assembles the global tensors of {@code byKey} (values keyed like {@link #optimizerParameters()}: the
+     * parameters, their pieces, or optimizer moments) one parameter at a time, and hands each to {@code sink}
+     * on a rank with {@code keep} (the one writing a checkpoint): the pieces are all-gathered over the shard
+     * group, the tensor-parallel blocks over tp, the experts over their EP group. What one parameter needs
+     * lives in a scope of its own, closed before the next parameter's: no rank ever holds more than one
+     * parameter's assembled copies. Every rank calls it, in the same order. {@code perParameter}, if not
+     * null, receives the host bytes each parameter's copies took.
      */
-    public Map<String, Tensor> unsplitTensorParallel(Map<String, Tensor> local) {
-        return TensorParallel.unsplit(model, local);
+    public void forEachGlobalTensor(Map<String, Tensor> byKey, boolean keep, java.util.function.BiConsumer<String, Tensor> sink,
+                                    java.util.function.LongConsumer perParameter) {
+        for (var entry : byKey.entrySet()) {
+            try (moe4j.tensor.MemoryScope scope = moe4j.tensor.MemoryScope.open()) {
+                String name = entry.getKey();
+                Tensor whole = shards == null ? entry.getValue() : shards.unshard(name, entry.getValue());
+                Tensor unsplit = TensorParallel.unsplit(model, Map.of(name, whole)).get(name);
+                GlobalStateDict.gather(model, Map.of(name, unsplit), keep).forEach(sink);
+                if (perParameter != null) perParameter.accept(scope.allocatedBytes());
+            }
+        }
     }
 
-    /** Whole-shaped tensors to load {@code local}'s tensor-parallel entries into; without tensor parallelism, {@code local}. */
-    public Map<String, Tensor> tensorParallelTargets(Map<String, Tensor> local) {
-        return TensorParallel.wholeSized(model, local);
+    /**
+     * Fills {@code byKey} (values keyed like {@link #optimizerParameters()}: the parameters, their pieces, or
+     * optimizer moments) from the global tensors {@code global} gives by global name (a checkpoint's, already
+     * checked against {@link #globalShapes()}): each rank takes its experts, its tp block and its piece of
+     * each, one parameter at a time in a scope of its own. No collectives: every rank reads for itself.
+     */
+    public void loadGlobal(java.util.function.Function<String, Tensor> global, Map<String, Tensor> byKey, String source) {
+        TensorParallel.Layout tp = TensorParallel.layoutOf(model);
+        for (var entry : byKey.entrySet()) {
+            String name = entry.getKey();
+            Tensor target = entry.getValue();
+            try (moe4j.tensor.MemoryScope scope = moe4j.tensor.MemoryScope.open()) {
+                int[] local = shards != null ? shards.wholeShapes().get(name) : target.shape();
+                TensorParallel.Split split = tp == null ? null : tp.splits().get(name);
+                Tensor unsplit = Tensor.zeros(target.device(), split != null ? split.fullShape() : local);
+                // a local name is a global one (list experts carry their global index); packed experts take their rows
+                GlobalStateDict.prepareScatter(model, Map.of(name, global.apply(name)), Map.of(name, unsplit), source).run();
+                Tensor whole = unsplit;
+                if (split != null) {
+                    whole = Tensor.zeros(target.device(), local);
+                    TensorParallel.splitInto(model, Map.of(name, unsplit), Map.of(name, whole));
+                }
+                if (shards != null) shards.takePiece(name, whole, target);
+                else target.copyFrom(whole);
+            }
+        }
     }
 
-    /** Copies this tp rank's block of each whole tensor in {@code whole} (from {@link #tensorParallelTargets}) into {@code local}. */
-    public void splitTensorParallel(Map<String, Tensor> whole, Map<String, Tensor> local) {
-        TensorParallel.splitInto(model, whole, local);
+    /**
+     * Sharded: the most bytes of whole parameters this rank held at once since the last
+     * {@link #resetPeakGatheredParameterBytes()} (a counter kept as units are gathered and freed); 0 unsharded.
+     */
+    public long peakGatheredParameterBytes() {
+        return shards == null ? 0 : shards.peakGatheredBytes();
+    }
+
+    public void resetPeakGatheredParameterBytes() {
+        if (shards != null) shards.resetPeakGatheredBytes();
+    }
+
+    /**
+     * Sharded: the peak of whole-parameter bytes a training step holds by the gathering schedule (the
+     * largest pair of neighbouring modules and the final norm); unsharded, the whole model.
+     */
+    public long plannedPeakGatheredParameterBytes() {
+        return shards == null ? wholeParameterBytes() : shards.plannedPeakGatheredBytes();
+    }
+
+    /** Bytes of this rank's whole (tp/ep-local) parameters, float32. */
+    public long wholeParameterBytes() {
+        if (shards != null) return shards.wholeModelBytes();
+        long parameters = 0;
+        for (Tensor p : model.parameters()) parameters += p.numel() * Float.BYTES;
+        return parameters;
     }
 
     /** Bytes this rank sends per step for the sharded gradient reduce-scatter and parameter all-gather (0 unsharded). */
@@ -235,6 +323,12 @@ public final class GradientSync {
         if (shards != null) {
             shards.reduceScatterGradients();
             return;
+        }
+        for (var entry : model.namedParameters().entrySet()) {
+            if (!tpPartial.contains(entry.getKey())) continue;
+            Tensor p = entry.getValue();
+            if (p.grad() == null) p.setGrad(Module.persistentZerosLike(p));
+            tpGroup.allReduce(p.grad(), ReduceOp.SUM);
         }
         if (dataGroup == null || dataGroup.size() == 1) return;
         float inverseDataRanks = 1f / dataGroup.size();

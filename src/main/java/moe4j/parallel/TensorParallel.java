@@ -32,10 +32,14 @@ import moe4j.tensor.Tensor;
  *       only its slice of the tokens to the experts and the slices are gathered afterwards, so no expert
  *       computes a token twice; experts are not split by tp.</li>
  * </ul>
- * Between the parallel regions activations are replicated over tp. The four differentiable collectives
- * below keep forward and backward consistent: {@link #copyToTp} (identity, all-reduce of the gradient),
- * {@link #reduceFromTp} (all-reduce, identity gradient), {@link #sliceRows} (keep my rows, all-gather
- * the gradient) and {@link #gatherRows} (all-gather, keep my rows of the gradient).
+ * In a transformer's blocks the activations between the parallel regions are split over the tokens
+ * (sequence parallelism: each tp rank normalises and adds its own rows; column-parallel regions gather
+ * the rows, row-parallel ones reduce-scatter into them); elsewhere they are replicated over tp. The
+ * differentiable collectives below keep forward and backward consistent: {@link #copyToTp} (identity,
+ * all-reduce of the gradient), {@link #reduceFromTp} (all-reduce, identity gradient), {@link #sliceRows}
+ * (keep my rows, all-gather the gradient), {@link #gatherRows} (all-gather, keep my rows of the gradient),
+ * {@link #gatherRowsSummingGradients} (all-gather, reduce-scatter of the gradient) and
+ * {@link #reduceScatterRows} (reduce-scatter, all-gather of the gradient).
  */
 public final class TensorParallel {
     private TensorParallel() {}
@@ -43,8 +47,26 @@ public final class TensorParallel {
     /** How one parameter is split: along dim 0 (rows) or dim 1 (columns), and its full shape. */
     record Split(int dim, int[] fullShape) {}
 
-    /** The tp group and the split parameters (by qualified name) of a model that tensor parallelism was applied to. */
-    record Layout(ProcessGroup group, Map<String, Split> splits) {}
+    /**
+     * The tp group and the split parameters (by qualified name) of a model that tensor parallelism was applied
+     * to, and the parameters each tp rank applies to its own slice of the tokens (the norms under sequence
+     * parallelism), whose gradients are partial sums over tp.
+     */
+    record Layout(ProcessGroup group, Map<String, Split> splits, java.util.Set<String> sequenceParallel) {}
+
+    /**
+     * The shape of the current forward's activations (B, S), set by the first block: under sequence
+     * parallelism each tp rank holds its {@link #rowStart} block of the B·S token rows between the parallel
+     * regions, as a (1, rows, D) tensor.
+     */
+    private static final class SequenceRows {
+        int batch;
+        int sequence;
+
+        int tokens() {
+            return batch * sequence;
+        }
+    }
 
     private static final Map<Module, Layout> LAYOUTS = Collections.synchronizedMap(new WeakHashMap<>());
 
@@ -65,6 +87,10 @@ public final class TensorParallel {
         int r = tp.rank();
         Map<Tensor, Split> byTensor = new IdentityHashMap<>();
         checkDivisible(model, n);
+        // sequence parallelism in a transformer's blocks: between the parallel regions each tp rank keeps
+        // its slice of the tokens (norms and residual adds on the slice only); a column-parallel region
+        // all-gathers the slices first, a row-parallel one reduce-scatters into them instead of all-reducing
+        SequenceRows rows = model instanceof MoETransformer t && !t.layers().isEmpty() ? new SequenceRows() : null;
         for (Module m : model.namedModules().values()) {
             switch (m) {
                 case Attention a -> {
@@ -72,22 +98,44 @@ public final class TensorParallel {
                     columnParallel(a.wk(), n, r, byTensor);
                     columnParallel(a.wv(), n, r, byTensor);
                     rowParallel(a.wo(), n, r, byTensor);
-                    a.wrapForward((x, body) -> reduceFromTp(body.apply(copyToTp(x, tp)), tp));
+                    if (rows == null) {
+                        a.wrapForward((x, body) -> reduceFromTp(body.apply(copyToTp(x, tp)), tp));
+                    } else {
+                        a.wrapForward((x, body) -> {
+                            Tensor all = gatherRowsSummingGradients(Ops.reshape(x, x.dim(1), x.dim(2)), rows.tokens(), tp);
+                            Tensor out = body.apply(Ops.reshape(all, rows.batch, rows.sequence, x.dim(2)));
+                            return Ops.reshape(reduceScatterRows(Ops.reshape(out, rows.tokens(), x.dim(2)), tp), x.shape());
+                        });
+                    }
                 }
-                case TransformerBlock block when block.mlp() != null -> splitMlp(block.mlp(), tp, byTensor);
+                case TransformerBlock block when block.mlp() != null -> splitMlp(block.mlp(), tp, byTensor, rows);
                 case MoEMLP moe -> {
-                    if (moe.sharedExpert() != null) splitMlp(moe.sharedExpert(), tp, byTensor);
+                    if (moe.sharedExpert() != null) splitMlp(moe.sharedExpert(), tp, byTensor, null);
                     moe.setDispatcher(SequenceParallelDispatcher.around(moe.dispatcher(), tp));
+                    if (rows != null) {
+                        // the router sees every token (the same on every tp rank), as without sequence parallelism;
+                        // its dispatcher sends this rank's slice to the experts; this rank keeps its slice of the result
+                        moe.wrapForward((x, body) -> {
+                            Tensor all = gatherRows(Ops.reshape(x, x.dim(1), x.dim(2)), rows.tokens(), tp);
+                            return Ops.reshape(sliceRows(body.apply(all), tp), x.shape());
+                        });
+                    }
                 }
                 default -> {}
             }
         }
-        if (model instanceof MoETransformer transformer) splitVocabulary(transformer, tp, byTensor);
+        java.util.Set<Tensor> partial = java.util.Collections.newSetFromMap(new IdentityHashMap<>());
+        if (model instanceof MoETransformer transformer) {
+            splitVocabulary(transformer, tp, byTensor);
+            if (rows != null) sliceBetweenBlocks(transformer, rows, tp, partial);
+        }
         Map<String, Split> splits = new java.util.LinkedHashMap<>();
+        java.util.Set<String> sequenceParallel = new java.util.HashSet<>();
         model.namedParameters().forEach((name, p) -> {
             if (byTensor.containsKey(p)) splits.put(name, byTensor.get(p));
+            if (partial.contains(p)) sequenceParallel.add(name);
         });
-        LAYOUTS.put(model, new Layout(tp, splits));
+        LAYOUTS.put(model, new Layout(tp, splits, sequenceParallel));
         ParallelPlan.of(model).mark(ParallelPlan.Stage.TENSOR_PARALLEL);
     }
 
@@ -147,13 +195,42 @@ public final class TensorParallel {
         }
     }
 
-    private static void splitMlp(Expert mlp, ProcessGroup tp, Map<Tensor, Split> splits) {
+    /** {@code rows} null: the MLP's input is replicated over tp; else it is this rank's slice of the tokens (T_r, D). */
+    private static void splitMlp(Expert mlp, ProcessGroup tp, Map<Tensor, Split> splits, SequenceRows rows) {
         int n = tp.size();
         int r = tp.rank();
         if (mlp.gateProj() != null) columnParallel(mlp.gateProj(), n, r, splits);
         columnParallel(mlp.upProj(), n, r, splits);
         rowParallel(mlp.downProj(), n, r, splits);
-        mlp.wrapForward((x, body) -> reduceFromTp(body.apply(copyToTp(x, tp)), tp));
+        if (rows == null) {
+            mlp.wrapForward((x, body) -> reduceFromTp(body.apply(copyToTp(x, tp)), tp));
+        } else {
+            mlp.wrapForward((x, body) -> reduceScatterRows(body.apply(gatherRowsSummingGradients(x, rows.tokens(), tp)), tp));
+        }
+    }
+
+    /**
+     * The first block takes this rank's slice of the (replicated) embedded tokens, the last one gathers the
+     * slices for the final norm and the vocabulary-parallel output; the blocks' norms, applied to slices, get
+     * partial gradients ({@code partial}).
+     */
+    private static void sliceBetweenBlocks(MoETransformer model, SequenceRows rows, ProcessGroup tp, java.util.Set<Tensor> partial) {
+        java.util.List<TransformerBlock> blocks = model.layers();
+        blocks.get(0).wrapForward((x, body) -> {
+            rows.batch = x.dim(0);
+            rows.sequence = x.dim(1);
+            Tensor mine = sliceRows(Ops.reshape(x, rows.tokens(), x.dim(2)), tp);
+            return body.apply(Ops.reshape(mine, 1, mine.dim(0), x.dim(2)));
+        });
+        blocks.get(blocks.size() - 1).wrapForward((x, body) -> {
+            Tensor out = body.apply(x);
+            Tensor all = gatherRows(Ops.reshape(out, out.dim(1), out.dim(2)), rows.tokens(), tp);
+            return Ops.reshape(all, rows.batch, rows.sequence, out.dim(2));
+        });
+        for (TransformerBlock block : blocks) {
+            partial.add(block.attentionNorm().weight());
+            partial.add(block.ffnNorm().weight());
+        }
     }
 
     private static void columnParallel(Linear linear, int n, int r, Map<Tensor, Split> splits) {
@@ -278,19 +355,7 @@ public final class TensorParallel {
         return out;
     }
 
-    /** Zero tensors of the whole shapes for the split entries of {@code local} (the others as they are), to load into. */
-    static Map<String, Tensor> wholeSized(Module model, Map<String, Tensor> local) {
-        Layout layout = layoutOf(model);
-        if (layout == null) return local;
-        Map<String, Tensor> out = new java.util.LinkedHashMap<>();
-        local.forEach((name, value) -> {
-            Split split = layout.splits().get(name);
-            out.put(name, split == null ? value : Tensor.zeros(value.device(), value.dtype(), split.fullShape()));
-        });
-        return out;
-    }
-
-    /** Copies this tp rank's block of each whole tensor (from {@link #wholeSized}) into {@code local}. */
+    /** Copies this tp rank's block of each whole tensor in {@code whole} into {@code local}. */
     static void splitInto(Module model, Map<String, Tensor> whole, Map<String, Tensor> local) {
         Layout layout = layoutOf(model);
         if (layout == null) return;
@@ -350,6 +415,62 @@ public final class TensorParallel {
             tp.allGather(full, g.copy());
             return new Tensor[] {full};
         });
+    }
+
+    /**
+     * Forward: every tp rank's block of rows ({@link #rowStart} blocks of {@code total}), concatenated in rank
+     * order. Backward: the tp ranks' partial gradients of all rows summed and this rank's block kept (a
+     * reduce-scatter): the input of a column-parallel region under sequence parallelism, whose ranks each
+     * contribute their heads' or columns' share of the input gradient.
+     */
+    static Tensor gatherRowsSummingGradients(Tensor x, int total, ProcessGroup tp) {
+        Tensor out = allGatherBlocks(x, total, tp);
+        return Autograd.recordAlways(out, "tp sequence gather", new Tensor[] {x}, g -> new Tensor[] {reduceScatterBlocks(g, tp)});
+    }
+
+    /**
+     * Forward: the tp ranks' partial results of all rows summed, this rank's {@link #rowStart} block kept (a
+     * reduce-scatter instead of {@link #reduceFromTp}'s all-reduce). Backward: the blocks' gradients
+     * all-gathered.
+     */
+    static Tensor reduceScatterRows(Tensor x, ProcessGroup tp) {
+        Tensor out = reduceScatterBlocks(x, tp);
+        int total = x.dim(0);
+        return Autograd.recordAlways(out, "tp sequence reduce-scatter", new Tensor[] {x}, g -> new Tensor[] {allGatherBlocks(g, total, tp)});
+    }
+
+    private static Tensor allGatherBlocks(Tensor x, int total, ProcessGroup tp) {
+        int start = rowStart(total, tp.size(), tp.rank());
+        int end = rowStart(total, tp.size(), tp.rank() + 1);
+        if (x.dim(0) != end - start) {
+            throw new IllegalArgumentException("tp gather: rank " + tp.rank() + " holds " + x.dim(0) + " rows, its block of "
+                    + total + " is " + (end - start));
+        }
+        int[] shape = x.shape();
+        shape[0] = total;
+        Tensor out = Tensor.zeros(x.device(), x.dtype(), shape);
+        tp.allGather(out, x.copy());
+        return out;
+    }
+
+    /** The sum over tp of {@code full}'s rows, this rank's {@link #rowStart} block of them (blocks padded to one size on the wire). */
+    private static Tensor reduceScatterBlocks(Tensor full, ProcessGroup tp) {
+        int total = full.dim(0);
+        int n = tp.size();
+        int per = (total + n - 1) / n;
+        int[] shape = full.shape();
+        shape[0] = per * n;
+        Tensor padded = Tensor.zeros(full.device(), full.dtype(), shape);
+        for (int q = 0; q < n; q++) {
+            int start = rowStart(total, n, q);
+            int end = rowStart(total, n, q + 1);
+            padded.rows(q * per, q * per + end - start).copyFrom(full.rows(start, end));
+        }
+        shape[0] = per;
+        Tensor out = Tensor.zeros(full.device(), full.dtype(), shape);
+        tp.reduceScatter(out, padded, ReduceOp.SUM);
+        int mine = rowStart(total, n, tp.rank() + 1) - rowStart(total, n, tp.rank());
+        return out.rows(0, mine).copy();
     }
 
     /**

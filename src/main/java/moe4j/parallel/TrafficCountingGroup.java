@@ -99,6 +99,11 @@ public final class TrafficCountingGroup implements ProcessGroup {
     }
 
     @Override
+    public Work allGatherAsync(Tensor out, Tensor in) {
+        return inner.allGatherAsync(out, in);
+    }
+
+    @Override
     public void reduceScatter(Tensor out, Tensor in, ReduceOp op) {
         inner.reduceScatter(out, in, op);
     }

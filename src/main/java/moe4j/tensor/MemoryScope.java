@@ -100,6 +100,14 @@ public final class MemoryScope implements AutoCloseable {
         }
     }
 
+    /**
+     * Host bytes allocated in this scope so far, not counting scopes nested in it: since nothing in a scope
+     * is freed before it closes, the most a piece of work run in the scope held at once.
+     */
+    public long allocatedBytes() {
+        return ((PooledArena) arena).allocatedBytes();
+    }
+
     @Override
     public void close() {
         if (closed) return;
@@ -144,6 +152,10 @@ public final class MemoryScope implements AutoCloseable {
         /** Device memory of this scope, freed with it (in allocation order). */
         private final java.util.List<Runnable> releases = new java.util.ArrayList<>();
         private long bytes;
+
+        synchronized long allocatedBytes() {
+            return bytes;
+        }
 
         synchronized void releaseOnClose(Runnable release) {
             releases.add(release);

@@ -49,69 +49,154 @@ public final class SafeTensors {
      * @param metadata free-form string pairs stored under {@code __metadata__}; may be empty or null
      */
     public static void write(Path file, Map<String, Tensor> tensors, Map<String, String> metadata) throws IOException {
-        requireLittleEndian("write " + file);
-        Objects.requireNonNull(file, "file");
         Objects.requireNonNull(tensors, "tensors");
-        Map<String, String> meta = metadata == null ? Map.of() : metadata;
-        meta.forEach((k, v) -> {
-            if (k == null || v == null) {
-                throw new IllegalArgumentException("write " + file + ": metadata keys and values must not be null, got "
-                        + k + " = " + v);
-            }
-        });
-
-        List<Map.Entry<String, Tensor>> ordered = new ArrayList<>(tensors.entrySet());
-        for (Map.Entry<String, Tensor> e : ordered) {
-            if (e.getKey() == null || e.getValue() == null) {
-                throw new IllegalArgumentException("write " + file + ": tensor names and tensors must not be null, got "
-                        + e.getKey() + " = " + e.getValue());
-            }
-            if (e.getKey().equals(SafeTensorsHeader.METADATA_KEY)) {
-                throw new IllegalArgumentException("write " + file + ": '" + SafeTensorsHeader.METADATA_KEY
-                        + "' is reserved for metadata and cannot name a tensor");
-            }
+        Map<String, Spec> specs = new java.util.LinkedHashMap<>();
+        tensors.forEach((name, t) -> specs.put(name, t == null ? null : new Spec(t.dtype(), t.shape())));
+        try (Writer writer = Writer.create(file, specs, metadata)) {
+            for (Map.Entry<String, Tensor> e : tensors.entrySet()) writer.put(e.getKey(), e.getValue());
+            writer.commit();
         }
-        ordered.sort(Comparator.<Map.Entry<String, Tensor>>comparingInt(e -> -alignmentRank(e.getValue().dtype()))
-                .thenComparing(Map.Entry::getKey));
+    }
 
-        List<SafeTensorsHeader.Entry> entries = new ArrayList<>(ordered.size());
-        long offset = 0;
-        for (Map.Entry<String, Tensor> e : ordered) {
-            Tensor t = e.getValue();
-            long bytes = t.device().isCpu() ? t.data().byteSize() : t.numel() * (long) t.dtype().byteSize;
-            entries.add(new SafeTensorsHeader.Entry(e.getKey(), t.dtype(), t.shape(), offset, offset + bytes));
-            offset += bytes;
+    /** The dtype and shape a tensor will have in a file, known before its values are. */
+    public record Spec(DType dtype, int[] shape) {
+        long bytes() {
+            long n = dtype.byteSize;
+            for (int d : shape) n *= d;
+            return n;
         }
-        byte[] header = SafeTensorsHeader.encode(entries, meta);
+    }
 
-        Path target = file.toAbsolutePath();
-        Path dir = target.getParent();
-        Path tmp = dir.resolve("." + target.getFileName() + "." + ProcessHandle.current().pid() + "."
-                + Long.toHexString(System.nanoTime()) + ".tmp");
-        try {
-            try (FileChannel out = FileChannel.open(tmp, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE)) {
+    /**
+     * Writes a safetensors file whose tensors arrive one at a time, in any order, so that a writer never
+     * holds more than the tensor in hand (a checkpoint assembled from many ranks, one tensor after
+     * another). The names, dtypes and shapes are given up front: the header and every tensor's place are
+     * fixed before the first byte of data, each tensor is written straight into its place, and the file
+     * comes out byte for byte as {@link #write} makes it. Atomic like {@link #write}: nothing appears at
+     * the file's path until {@link #commit()}; closing an uncommitted writer deletes its temporary file.
+     */
+    public static final class Writer implements AutoCloseable {
+        private final Path target;
+        private final Path tmp;
+        private final FileChannel out;
+        private final long dataStart;
+        private final Map<String, SafeTensorsHeader.Entry> entries = new java.util.HashMap<>();
+        private final java.util.Set<String> written = new java.util.HashSet<>();
+        private boolean committed;
+        private boolean closed;
+
+        private Writer(Path target, Path tmp, FileChannel out, long dataStart, List<SafeTensorsHeader.Entry> entries) {
+            this.target = target;
+            this.tmp = tmp;
+            this.out = out;
+            this.dataStart = dataStart;
+            for (SafeTensorsHeader.Entry e : entries) this.entries.put(e.name(), e);
+        }
+
+        /**
+         * Starts {@code file} with the tensors of {@code specs} (laid out as {@link #write} lays them out) and
+         * {@code metadata} (may be empty or null).
+         */
+        public static Writer create(Path file, Map<String, Spec> specs, Map<String, String> metadata) throws IOException {
+            requireLittleEndian("write " + file);
+            Objects.requireNonNull(file, "file");
+            Objects.requireNonNull(specs, "specs");
+            Map<String, String> meta = metadata == null ? Map.of() : metadata;
+            meta.forEach((k, v) -> {
+                if (k == null || v == null) {
+                    throw new IllegalArgumentException("write " + file + ": metadata keys and values must not be null, got "
+                            + k + " = " + v);
+                }
+            });
+            List<Map.Entry<String, Spec>> ordered = new ArrayList<>(specs.entrySet());
+            for (Map.Entry<String, Spec> e : ordered) {
+                if (e.getKey() == null || e.getValue() == null) {
+                    throw new IllegalArgumentException("write " + file + ": tensor names and tensors must not be null, got "
+                            + e.getKey() + " = " + e.getValue());
+                }
+                if (e.getKey().equals(SafeTensorsHeader.METADATA_KEY)) {
+                    throw new IllegalArgumentException("write " + file + ": '" + SafeTensorsHeader.METADATA_KEY
+                            + "' is reserved for metadata and cannot name a tensor");
+                }
+            }
+            ordered.sort(Comparator.<Map.Entry<String, Spec>>comparingInt(e -> -alignmentRank(e.getValue().dtype()))
+                    .thenComparing(Map.Entry::getKey));
+            List<SafeTensorsHeader.Entry> entries = new ArrayList<>(ordered.size());
+            long offset = 0;
+            for (Map.Entry<String, Spec> e : ordered) {
+                long bytes = e.getValue().bytes();
+                entries.add(new SafeTensorsHeader.Entry(e.getKey(), e.getValue().dtype(), e.getValue().shape().clone(), offset, offset + bytes));
+                offset += bytes;
+            }
+            byte[] header = SafeTensorsHeader.encode(entries, meta);
+            Path target = file.toAbsolutePath();
+            Path tmp = target.getParent().resolve("." + target.getFileName() + "." + ProcessHandle.current().pid() + "."
+                    + Long.toHexString(System.nanoTime()) + ".tmp");
+            FileChannel out = FileChannel.open(tmp, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE);
+            try {
                 ByteBuffer prefix = ByteBuffer.allocate(8 + header.length).order(ByteOrder.LITTLE_ENDIAN);
                 prefix.putLong(header.length).put(header).flip();
                 writeFully(out, prefix);
-                for (Map.Entry<String, Tensor> e : ordered) {
-                    Tensor t = e.getValue();
-                    if (t.device().isCpu()) {
-                        writeSegment(out, t.data());
-                        continue;
-                    }
-                    // a device tensor goes through the host one at a time: the file never needs a host copy of all
-                    try (MemoryScope scope = MemoryScope.open()) {
-                        writeSegment(out, t.to(Device.CPU).data());
-                    }
-                }
-                out.force(true);
+                return new Writer(target, tmp, out, 8L + header.length, entries);
+            } catch (IOException | RuntimeException | Error e) {
+                out.close();
+                Files.deleteIfExists(tmp);
+                throw e;
             }
-            Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-        } catch (IOException | RuntimeException | Error e) {
-            Files.deleteIfExists(tmp);
-            throw e;
         }
-        syncDirectory(dir);
+
+        /** Writes {@code tensor}, which must match its spec, into its place; each name once. */
+        public void put(String name, Tensor tensor) throws IOException {
+            if (committed || closed) throw new IllegalStateException("write " + target + ": the writer is " + (committed ? "committed" : "closed"));
+            SafeTensorsHeader.Entry entry = entries.get(name);
+            if (entry == null) throw new IllegalArgumentException("write " + target + ": no tensor '" + name + "' was announced");
+            if (tensor.dtype() != entry.dtype() || !java.util.Arrays.equals(tensor.shape(), entry.shape())) {
+                throw new IllegalArgumentException("write " + target + ": tensor '" + name + "' is " + tensor.dtype() + tensor.shapeString()
+                        + ", announced as " + entry.dtype() + java.util.Arrays.toString(entry.shape()));
+            }
+            if (!written.add(name)) throw new IllegalArgumentException("write " + target + ": tensor '" + name + "' written twice");
+            if (!tensor.device().isCpu()) {
+                // a device tensor goes through the host one at a time: the file never needs a host copy of all
+                try (MemoryScope scope = MemoryScope.open()) {
+                    writeAt(dataStart + entry.begin(), tensor.to(Device.CPU).data());
+                }
+                return;
+            }
+            writeAt(dataStart + entry.begin(), tensor.data());
+        }
+
+        private void writeAt(long position, MemorySegment data) throws IOException {
+            // asByteBuffer is limited to 2 GiB; chunks also keep each write call a modest size
+            for (long pos = 0; pos < data.byteSize(); pos += WRITE_CHUNK) {
+                long n = Math.min(WRITE_CHUNK, data.byteSize() - pos);
+                ByteBuffer buffer = data.asSlice(pos, n).asByteBuffer();
+                while (buffer.hasRemaining()) out.write(buffer, position + pos + (n - buffer.remaining()));
+            }
+        }
+
+        /** Checks that every announced tensor was written, forces the file to disk and renames it into place. */
+        public void commit() throws IOException {
+            if (written.size() != entries.size()) {
+                List<String> missing = entries.keySet().stream().filter(n -> !written.contains(n)).sorted().toList();
+                throw new IllegalStateException("write " + target + ": " + missing.size() + " announced tensors were not written: "
+                        + missing.subList(0, Math.min(5, missing.size())));
+            }
+            out.force(true);
+            out.close();
+            Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+            committed = true;
+            syncDirectory(target.getParent());
+        }
+
+        /** Abandons an uncommitted file (its temporary file is deleted). */
+        @Override
+        public void close() throws IOException {
+            if (closed) return;
+            closed = true;
+            if (committed) return;
+            out.close();
+            Files.deleteIfExists(tmp);
+        }
     }
 
     /** Writes {@code tensors} without metadata. */
@@ -168,14 +253,6 @@ public final class SafeTensors {
             case F32 -> 3;
             case I64 -> 4;
         };
-    }
-
-    private static void writeSegment(FileChannel out, MemorySegment data) throws IOException {
-        // asByteBuffer is limited to 2 GiB; chunks also keep each write call a modest size
-        for (long pos = 0; pos < data.byteSize(); pos += WRITE_CHUNK) {
-            long n = Math.min(WRITE_CHUNK, data.byteSize() - pos);
-            writeFully(out, data.asSlice(pos, n).asByteBuffer());
-        }
     }
 
     private static void writeFully(FileChannel out, ByteBuffer buffer) throws IOException {

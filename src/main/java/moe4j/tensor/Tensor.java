@@ -28,16 +28,23 @@ public final class Tensor {
     static final ValueLayout.OfShort I16 = ValueLayout.JAVA_SHORT;
     static final ValueLayout.OfLong I64 = ValueLayout.JAVA_LONG;
 
-    /** Host memory of a CPU tensor; null on other devices. */
-    private final MemorySegment data;
-    /** Device memory of a non-CPU tensor; null on the CPU. */
-    private final DeviceMemory memory;
+    /** Host memory of a CPU tensor; null on other devices. Replaced only for a {@link #releasable} tensor. */
+    private MemorySegment data;
+    /** Device memory of a non-CPU tensor; null on the CPU (and while a releasable one is released). */
+    private DeviceMemory memory;
     private final Device device;
     /**
      * For persistent device memory: the object whose unreachability frees the block (shared by all
      * views of it, so a view keeps its storage alive). Null otherwise.
      */
     private final Object storageOwner;
+    /**
+     * A {@link #releasable} tensor: its own host arena (closed on release, so any access to the old memory,
+     * through this tensor or a view taken earlier, throws), and whether its storage is released now.
+     */
+    private final boolean releasable;
+    private Arena ownArena;
+    private boolean released;
     private final DType dtype;
     private final int[] shape;
     private final long numel;
@@ -53,6 +60,7 @@ public final class Tensor {
         this.memory = null;
         this.device = Device.CPU;
         this.storageOwner = null;
+        this.releasable = false;
         this.dtype = dtype;
         this.shape = shape;
         this.numel = checkedNumel(shape);
@@ -67,6 +75,7 @@ public final class Tensor {
         this.memory = memory;
         this.device = memory.device();
         this.storageOwner = storageOwner;
+        this.releasable = false;
         this.dtype = dtype;
         this.shape = shape;
         this.numel = checkedNumel(shape);
@@ -90,6 +99,71 @@ public final class Tensor {
             }
         }
         return n;
+    }
+
+    /** A released float32 tensor of {@code shape} on {@code device}: see {@link #releasable}. */
+    private Tensor(Device device, int[] shape) {
+        this.device = device;
+        this.dtype = DType.F32;
+        this.shape = shape;
+        this.numel = checkedNumel(shape);
+        this.releasable = true;
+        this.released = true;
+        this.storageOwner = null; // device memory of a releasable tensor is freed by releaseStorage, not by the GC
+        // a zero-length placeholder until the first allocation: host() refuses it by the released flag
+        this.data = device.isCpu() ? MemorySegment.NULL : null;
+    }
+
+    /**
+     * A float32 tensor of {@code shape} on {@code device} whose memory can be given back and taken again
+     * while the tensor object stays the same (PyTorch's storage resize to 0 and back): what a sharded
+     * parameter is between the uses of its module. It starts released: {@link #allocateStorage()} gives it
+     * zeroed memory, {@link #releaseStorage()} frees that memory at once. While released, reading or writing
+     * it throws {@link IllegalStateException}; on the CPU so does any view taken before the release, so a
+     * recorded use of the old memory fails loudly instead of reading freed bytes. Device memory comes from
+     * the device's allocator directly, not through a scope.
+     */
+    public static Tensor releasable(Device device, int... shape) {
+        return new Tensor(device, shape.clone());
+    }
+
+    /** Gives a released {@link #releasable} tensor fresh zeroed memory. */
+    public void allocateStorage() {
+        if (!releasable) throw new IllegalStateException("allocateStorage: " + describe() + " is not releasable");
+        if (!released) throw new IllegalStateException("allocateStorage: " + describe() + " already has its storage");
+        long bytes = numel * dtype.byteSize;
+        if (device.isCpu()) {
+            ownArena = Arena.ofShared();
+            data = ownArena.allocate(Math.max(1, bytes), 64).asSlice(0, bytes);
+        } else {
+            memory = DeviceAllocator.of(device).allocate(bytes); // zero-filled
+        }
+        released = false;
+    }
+
+    /**
+     * Frees the memory of a {@link #releasable} tensor now; the tensor keeps its shape, dtype and autograd
+     * state. On the CPU a view taken before throws when used; on a device such a view is not checked (its
+     * block is back in the pool), so code that releases must not keep views across a release, as the CPU
+     * tests make sure.
+     */
+    public void releaseStorage() {
+        if (!releasable) throw new IllegalStateException("releaseStorage: " + describe() + " is not releasable");
+        if (released) return;
+        released = true;
+        if (device.isCpu()) {
+            ownArena.close();
+            ownArena = null;
+        } else {
+            // ordered on the stream like a scope's blocks, so work already queued on it still reads it
+            DeviceAllocator.of(device).free(memory);
+            memory = null;
+        }
+    }
+
+    /** Whether this tensor holds memory now: false only for a released {@link #releasable} tensor. */
+    public boolean hasStorage() {
+        return !released;
     }
 
     // ---------------------------------------------------------------- creation
@@ -230,6 +304,7 @@ public final class Tensor {
 
     /** The device storage of a non-CPU tensor, exactly its bytes: for that device's kernels. */
     public DeviceMemory memory() {
+        if (released) throw releasedError("memory");
         if (memory == null) {
             throw new IllegalStateException("memory: " + describe() + " is on the cpu; its storage is data()");
         }
@@ -238,11 +313,17 @@ public final class Tensor {
 
     /** The host segment, or a clear error for a tensor whose bytes are on another device. */
     private MemorySegment host(String op) {
+        if (released) throw releasedError(op);
         if (data == null) {
             throw new IllegalStateException(op + ": " + describe() + " is on " + device
                     + ", whose memory the host cannot read; copy it with .to(Device.CPU) first");
         }
         return data;
+    }
+
+    private IllegalStateException releasedError(String op) {
+        return new IllegalStateException(op + ": the storage of " + describe() + " is released (a sharded parameter used"
+                + " outside its module's forward or backward, when only its piece exists)");
     }
 
     private String describe() {
@@ -290,6 +371,7 @@ public final class Tensor {
             }
             s[infer] = Math.toIntExact(numel / known);
         }
+        if (released) throw releasedError("view");
         if (checkedNumel(s) != numel) {
             throw new IllegalArgumentException("view: shape " + Arrays.toString(newShape) + " does not hold the "
                     + numel + " elements of shape " + shapeString());
@@ -300,6 +382,7 @@ public final class Tensor {
     /** Rows {@code [start, end)} of the first dimension, sharing storage. Not differentiable. */
     public Tensor rows(int start, int end) {
         if (shape.length == 0) throw new IllegalArgumentException("rows: a scalar has no rows");
+        if (released) throw releasedError("rows");
         if (start < 0 || end > shape[0] || start > end) {
             throw new IllegalArgumentException("rows: range [" + start + ", " + end + ") outside [0, " + shape[0]
                     + "] of shape " + shapeString());
@@ -370,6 +453,7 @@ public final class Tensor {
     /** Sets every element to {@code v}; on a non-CPU device a non-zero value is copied from the host. */
     public void fill(float v) {
         requireDType(DType.F32, "fill");
+        if (released) throw releasedError("fill");
         if (data == null) {
             DeviceAllocator allocator = DeviceAllocator.of(device);
             if (v == 0f) {
@@ -391,6 +475,8 @@ public final class Tensor {
      * devices: this is also the explicit host ↔ device copy.
      */
     public void copyFrom(Tensor src) {
+        if (released) throw releasedError("copyFrom");
+        if (src.released) throw src.releasedError("copyFrom");
         if (src.dtype != dtype || src.numel != numel) {
             throw new IllegalArgumentException("copyFrom: " + src.dtype + src.shapeString() + " into " + dtype + shapeString());
         }
@@ -520,6 +606,7 @@ public final class Tensor {
 
     /** The same storage without autograd history. */
     public Tensor detach() {
+        if (released) throw releasedError("detach");
         return data != null ? new Tensor(data, dtype, shape) : new Tensor(memory, storageOwner, dtype, shape);
     }
 
@@ -529,8 +616,9 @@ public final class Tensor {
         if (data == null) sb.append(", device=").append(device);
         if (gradFn != null) sb.append(", grad_fn=").append(gradFn.name());
         else if (requiresGrad) sb.append(", requires_grad");
-        if (data != null && numel <= 16 && dtype == DType.F32) sb.append(", ").append(Arrays.toString(toFloatArray()));
-        if (data != null && numel <= 16 && dtype == DType.I32) sb.append(", ").append(Arrays.toString(toIntArray()));
+        if (released) sb.append(", released");
+        else if (data != null && numel <= 16 && dtype == DType.F32) sb.append(", ").append(Arrays.toString(toFloatArray()));
+        else if (data != null && numel <= 16 && dtype == DType.I32) sb.append(", ").append(Arrays.toString(toIntArray()));
         return sb.append(')').toString();
     }
 }

@@ -82,30 +82,129 @@ public final class Checkpoint {
      */
     public static Path save(Path dir, Module model, AdamW optimizer, TrainState state, ProcessGroup world, int keepLast,
                             GradientSync sync) {
-        // only the writing rank keeps the gathered experts: the others lend theirs one tensor at a time
         boolean writer = world == null || world.rank() == 0;
-        if (sync != null) sync.gatherParameters();
-        Map<String, Tensor> params = sync == null ? model.namedParameters() : sync.unsplitTensorParallel(model.namedParameters());
-        Map<String, Tensor> weights = GlobalStateDict.gather(model, params, writer);
-        Map<String, Tensor> moments = new LinkedHashMap<>();
-        Map<String, Tensor> expAvg = sync == null ? optimizer.expAvg() : sync.unsplitTensorParallel(sync.unshard(optimizer.expAvg()));
-        Map<String, Tensor> expAvgSq = sync == null ? optimizer.expAvgSq()
-                : sync.unsplitTensorParallel(sync.unshard(optimizer.expAvgSq()));
-        GlobalStateDict.gather(model, expAvg, writer).forEach((n, t) -> moments.put("exp_avg." + n, t));
-        GlobalStateDict.gather(model, expAvgSq, writer).forEach((n, t) -> moments.put("exp_avg_sq." + n, t));
-        if (sync != null) sync.releaseParameters(); // the writer keeps its gathered copies until written
+        GradientSync assembler = sync != null ? sync : GradientSync.create(model, null);
         Path target = dir.resolve(String.format("step-%08d", state.step()));
-        // every rank learns whether (and why) rank 0's write failed, so none carries on past a lost checkpoint
-        AgreedFailure.agree(world, () -> {
-            if (!writer) return;
-            try {
-                write(dir, target, weights, moments, state);
-                if (keepLast > 0) prune(dir, keepLast);
-            } catch (IOException | RuntimeException e) {
-                throw new IllegalStateException("writing checkpoint " + target + " failed: " + e, e);
-            }
+        // The writer learns every name and shape first, so each file's header is fixed before any data; then
+        // the tensors are assembled one parameter at a time (all ranks take part: the pieces, tp blocks and
+        // experts come from their owners) and each goes straight to its place in the file. Nobody holds
+        // the whole model or the whole optimizer state. A failed write does not stop the writer from taking
+        // part in the remaining collectives; every rank learns of it at the end.
+        Map<String, int[]> shapes = assembler.globalShapes();
+        Map<String, SafeTensors.Spec> weightSpecs = new LinkedHashMap<>();
+        Map<String, SafeTensors.Spec> momentSpecs = new LinkedHashMap<>();
+        shapes.forEach((name, shape) -> {
+            weightSpecs.put(name, new SafeTensors.Spec(DType.F32, shape));
+            momentSpecs.put("exp_avg." + name, new SafeTensors.Spec(DType.F32, shape));
+            momentSpecs.put("exp_avg_sq." + name, new SafeTensors.Spec(DType.F32, shape));
         });
+        long[] peak = {0};
+        Exception[] failure = {null};
+        try (StreamingWrite files = writer ? StreamingWrite.begin(dir, target, weightSpecs, momentSpecs, state, failure) : null) {
+            java.util.function.LongConsumer measure = bytes -> peak[0] = Math.max(peak[0], bytes);
+            assembler.forEachGlobalTensor(assembler.optimizerParameters(), writer, (name, t) -> files.put(true, name, t), measure);
+            assembler.forEachGlobalTensor(optimizer.expAvg(), writer, (name, t) -> files.put(false, "exp_avg." + name, t), measure);
+            assembler.forEachGlobalTensor(optimizer.expAvgSq(), writer, (name, t) -> files.put(false, "exp_avg_sq." + name, t), measure);
+            LAST_SAVE_PEAK_BYTES.set(peak[0]);
+            // every rank learns whether (and why) rank 0's write failed, so none carries on past a lost checkpoint
+            AgreedFailure.agree(world, () -> {
+                if (!writer) return;
+                try {
+                    if (failure[0] != null) throw failure[0];
+                    files.finish(dir, target, state);
+                    if (keepLast > 0) prune(dir, keepLast);
+                } catch (Exception e) {
+                    throw new IllegalStateException("writing checkpoint " + target + " failed: " + e, e);
+                }
+            });
+        } catch (IOException e) {
+            throw new java.io.UncheckedIOException("cleaning up after checkpoint " + target, e);
+        }
         return target;
+    }
+
+    /** Host bytes of tensors the calling rank held at once for the last checkpoint it saved: one parameter's assembled copies. */
+    public static long lastSavePeakBytes() {
+        return LAST_SAVE_PEAK_BYTES.get();
+    }
+
+    /** Per rank (ranks are threads in the in-JVM backend). */
+    private static final ThreadLocal<Long> LAST_SAVE_PEAK_BYTES = ThreadLocal.withInitial(() -> 0L);
+
+    /**
+     * The writer's side of a save: the checkpoint's temporary directory and its two tensor files, filled
+     * one tensor at a time. The first failure is kept (later tensors are then ignored) and reported after
+     * the collectives.
+     */
+    private static final class StreamingWrite implements AutoCloseable {
+        private final Path tmp;
+        private final SafeTensors.Writer weights;
+        private final SafeTensors.Writer moments;
+        private final Exception[] failure;
+        private final int weightCount;
+        private final int momentCount;
+
+        private StreamingWrite(Path tmp, SafeTensors.Writer weights, SafeTensors.Writer moments, Exception[] failure, int weightCount,
+                               int momentCount) {
+            this.tmp = tmp;
+            this.weights = weights;
+            this.moments = moments;
+            this.failure = failure;
+            this.weightCount = weightCount;
+            this.momentCount = momentCount;
+        }
+
+        /** Opens the files; a failure is kept in {@code failure} and yields a writer that writes nothing. */
+        static StreamingWrite begin(Path dir, Path target, Map<String, SafeTensors.Spec> weightSpecs,
+                                    Map<String, SafeTensors.Spec> momentSpecs, TrainState state, Exception[] failure) {
+            Path tmp = null;
+            SafeTensors.Writer weights = null;
+            SafeTensors.Writer moments = null;
+            try {
+                Files.createDirectories(dir);
+                sweepTemporaries(dir);
+                tmp = dir.resolve(target.getFileName() + ".tmp-" + ProcessHandle.current().pid());
+                deleteRecursively(tmp);
+                Files.createDirectories(tmp);
+                weights = SafeTensors.Writer.create(tmp.resolve(MODEL_FILE), weightSpecs,
+                        Map.of("format", "pt", "moe4j.step", Long.toString(state.step())));
+                moments = SafeTensors.Writer.create(tmp.resolve(OPTIMIZER_FILE), momentSpecs, Map.of("moe4j.step", Long.toString(state.step())));
+            } catch (IOException | RuntimeException e) {
+                failure[0] = e;
+            }
+            return new StreamingWrite(tmp, weights, moments, failure, weightSpecs.size(), momentSpecs.size());
+        }
+
+        void put(boolean weight, String name, Tensor t) {
+            if (failure[0] != null) return;
+            try {
+                (weight ? weights : moments).put(name, t);
+            } catch (IOException | RuntimeException e) {
+                failure[0] = e;
+            }
+        }
+
+        /** Commits both files, writes the state beside them and moves the checkpoint into place. */
+        void finish(Path dir, Path target, TrainState state) throws IOException {
+            weights.commit();
+            moments.commit();
+            Map<String, String> sums = new LinkedHashMap<>();
+            sums.put(MODEL_FILE, sha256(tmp.resolve(MODEL_FILE)));
+            sums.put(OPTIMIZER_FILE, sha256(tmp.resolve(OPTIMIZER_FILE)));
+            StateFile file = new StateFile(FORMAT, state.step(), state.dataPosition(), state.rngState(), state.run(), state.config(),
+                    state.routerBias(), state.routerEma(), sums, weightCount, momentCount);
+            writeDurably(tmp.resolve(STATE_FILE), GSON.toJson(file));
+            fsync(tmp);
+            replace(dir, target, tmp, state);
+        }
+
+        /** Deletes whatever an unfinished save left (its temporary files). */
+        @Override
+        public void close() throws IOException {
+            if (weights != null) weights.close();
+            if (moments != null) moments.close();
+            if (tmp != null && Files.exists(tmp)) deleteRecursively(tmp);
+        }
     }
 
     /**
@@ -183,23 +282,9 @@ public final class Checkpoint {
         return e.getMessage() != null ? e.getMessage() : e.toString();
     }
 
-    private static void write(Path dir, Path target, Map<String, Tensor> weights, Map<String, Tensor> moments,
-                              TrainState state) throws IOException {
-        Files.createDirectories(dir);
-        sweepTemporaries(dir);
+    /** Moves the finished temporary checkpoint {@code tmp} to {@code target} and points {@code latest} at it. */
+    private static void replace(Path dir, Path target, Path tmp, TrainState state) throws IOException {
         String suffix = ".tmp-" + ProcessHandle.current().pid();
-        Path tmp = dir.resolve(target.getFileName() + suffix);
-        deleteRecursively(tmp);
-        Files.createDirectories(tmp);
-        SafeTensors.write(tmp.resolve(MODEL_FILE), weights, Map.of("format", "pt", "moe4j.step", Long.toString(state.step())));
-        SafeTensors.write(tmp.resolve(OPTIMIZER_FILE), moments, Map.of("moe4j.step", Long.toString(state.step())));
-        Map<String, String> sums = new LinkedHashMap<>();
-        sums.put(MODEL_FILE, sha256(tmp.resolve(MODEL_FILE)));
-        sums.put(OPTIMIZER_FILE, sha256(tmp.resolve(OPTIMIZER_FILE)));
-        StateFile file = new StateFile(FORMAT, state.step(), state.dataPosition(), state.rngState(), state.run(), state.config(),
-                state.routerBias(), state.routerEma(), sums, weights.size(), moments.size());
-        writeDurably(tmp.resolve(STATE_FILE), GSON.toJson(file));
-        fsync(tmp);
         if (Files.exists(target)) {
             String existing;
             try {
@@ -352,72 +437,52 @@ public final class Checkpoint {
      * sharded): each rank keeps its pieces of the stored moments.
      */
     public static TrainState load(Path checkpoint, Module model, AdamW optimizer, GradientSync sync) {
-        if (sync != null) sync.gatherParameters(); // whole parameters to load into; this rank's pieces are taken after
-        try {
-            return loadGathered(checkpoint, model, optimizer, sync);
-        } finally {
-            if (sync != null) sync.releaseParameters();
-        }
-    }
-
-    private static TrainState loadGathered(Path checkpoint, Module model, AdamW optimizer, GradientSync sync) {
         StateFile state = verify(checkpoint);
+        GradientSync assembler = sync != null ? sync : GradientSync.create(model, null);
         try (SafeTensors.Loaded weights = SafeTensors.read(checkpoint.resolve(MODEL_FILE));
              SafeTensors.Loaded moments = optimizer == null ? null : SafeTensors.read(checkpoint.resolve(OPTIMIZER_FILE))) {
-            Set<String> expected = GlobalStateDict.globalNames(model);
+            // every check first (names, shapes, moments, router state), then the copies: a failed load changes nothing
+            Map<String, int[]> expected = assembler.globalShapes();
             Set<String> found = new HashSet<>(weights.names());
-            if (!found.equals(expected)) {
-                Set<String> missing = new HashSet<>(expected);
+            if (!found.equals(expected.keySet())) {
+                Set<String> missing = new HashSet<>(expected.keySet());
                 missing.removeAll(found);
                 Set<String> unexpected = new HashSet<>(found);
-                unexpected.removeAll(expected);
+                unexpected.removeAll(expected.keySet());
                 throw new IllegalArgumentException("checkpoint " + checkpoint + " does not match the model: missing "
                         + first(missing) + ", unexpected " + first(unexpected));
             }
-            // every check first (names, shapes, moments, router state), then the copies: a failed load changes nothing
-            Map<String, Tensor> stored = new LinkedHashMap<>();
-            for (String n : weights.names()) stored.put(n, weights.tensorAs(n, DType.F32));
-            List<Runnable> copies = new java.util.ArrayList<>();
-            Map<String, Tensor> paramTargets = sync == null ? model.namedParameters() : sync.tensorParallelTargets(model.namedParameters());
-            copies.add(GlobalStateDict.prepareScatter(model, stored, paramTargets, checkpoint.resolve(MODEL_FILE).toString()));
-            if (sync != null) {
-                copies.add(() -> {
-                    sync.splitTensorParallel(paramTargets, model.namedParameters());
-                    sync.takePiecesFromParameters();
-                });
-            }
+            String weightSource = checkpoint.resolve(MODEL_FILE).toString();
+            String momentSource = checkpoint.resolve(OPTIMIZER_FILE).toString();
+            expected.forEach((name, shape) -> {
+                requireShape(weights, name, shape, weightSource);
+                if (moments != null) {
+                    requireShape(moments, "exp_avg." + name, shape, momentSource);
+                    requireShape(moments, "exp_avg_sq." + name, shape, momentSource);
+                }
+            });
+            Runnable routers = prepareRouters(model, state.routerBias(), state.routerEma());
+            // each rank reads the tensors it needs one at a time and keeps its experts, tp block and piece of each
+            assembler.loadGlobal(n -> weights.tensorAs(n, DType.F32), assembler.optimizerParameters(), weightSource);
             if (optimizer != null) {
-                Map<String, Tensor> avg = new LinkedHashMap<>();
-                Map<String, Tensor> avgSq = new LinkedHashMap<>();
-                for (String n : moments.names()) {
-                    if (n.startsWith("exp_avg_sq.")) avgSq.put(n.substring("exp_avg_sq.".length()), moments.tensorAs(n, DType.F32));
-                    else if (n.startsWith("exp_avg.")) avg.put(n.substring("exp_avg.".length()), moments.tensorAs(n, DType.F32));
-                }
-                String source = checkpoint.resolve(OPTIMIZER_FILE).toString();
-                // moments: whole tensors → this rank's tp block → this rank's dp_shard piece
-                Map<String, Tensor> avgLocal = sync == null ? optimizer.expAvg() : sync.fullSized(optimizer.expAvg());
-                Map<String, Tensor> avgSqLocal = sync == null ? optimizer.expAvgSq() : sync.fullSized(optimizer.expAvgSq());
-                Map<String, Tensor> avgTarget = sync == null ? avgLocal : sync.tensorParallelTargets(avgLocal);
-                Map<String, Tensor> avgSqTarget = sync == null ? avgSqLocal : sync.tensorParallelTargets(avgSqLocal);
-                copies.add(GlobalStateDict.prepareScatter(model, avg, avgTarget, source));
-                copies.add(GlobalStateDict.prepareScatter(model, avgSq, avgSqTarget, source));
-                if (sync != null) {
-                    copies.add(() -> {
-                        sync.splitTensorParallel(avgTarget, avgLocal);
-                        sync.splitTensorParallel(avgSqTarget, avgSqLocal);
-                        sync.reshard(avgLocal, optimizer.expAvg());
-                        sync.reshard(avgSqLocal, optimizer.expAvgSq());
-                    });
-                }
-                copies.add(() -> optimizer.setStepCount(state.step()));
+                assembler.loadGlobal(n -> moments.tensorAs("exp_avg." + n, DType.F32), optimizer.expAvg(), momentSource);
+                assembler.loadGlobal(n -> moments.tensorAs("exp_avg_sq." + n, DType.F32), optimizer.expAvgSq(), momentSource);
+                optimizer.setStepCount(state.step());
             }
-            copies.add(prepareRouters(model, state.routerBias(), state.routerEma()));
-            copies.forEach(Runnable::run);
+            routers.run();
         } catch (IOException e) {
             throw new IllegalArgumentException("cannot read checkpoint " + checkpoint + ": " + e.getMessage(), e);
         }
         return new TrainState(state.step(), state.dataPosition(), state.rngState(), state.run(), state.config(),
                 state.routerBias(), state.routerEma());
+    }
+
+    private static void requireShape(SafeTensors.Loaded file, String name, int[] shape, String source) {
+        if (!file.contains(name)) throw new IllegalArgumentException(source + ": missing tensor '" + name + "'");
+        if (!java.util.Arrays.equals(file.shape(name), shape)) {
+            throw new IllegalArgumentException(source + ": tensor '" + name + "' is " + file.dtype(name) + java.util.Arrays.toString(file.shape(name))
+                    + ", the model expects " + DType.F32 + java.util.Arrays.toString(shape));
+        }
     }
 
     /** The config a checkpoint was written with (to resume with the same model). */

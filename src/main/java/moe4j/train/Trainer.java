@@ -50,10 +50,15 @@ import moe4j.tensor.Tensor;
 public final class Trainer {
     private Trainer() {}
 
-    /** What a finished run reports. */
+    /**
+     * What a finished run reports.
+     *
+     * @param gatheredPeakBytes sharded runs: the most bytes of whole parameters this rank held at once within a
+     *     training step, as counted while they were gathered and freed (0 unsharded)
+     */
     public record Summary(long firstStep, long lastStep, double finalLoss, double finalCrossEntropy, double tokensPerSecond,
                           long parameters, long activeParameters, List<StepMetrics> history, Path lastCheckpoint,
-                          StepBreakdown breakdown, long peakDeviceBytes) {}
+                          StepBreakdown breakdown, long peakDeviceBytes, long gatheredPeakBytes) {}
 
     /**
      * Where one step's time went on this rank, by phase (attention, norms, MoE router, permutation, expert
@@ -87,10 +92,12 @@ public final class Trainer {
 
     /**
      * What this rank keeps and sends for its parameters: float32 bytes of parameters + gradients + AdamW
-     * moments kept between steps, the same without sharding, and bytes sent per step by the sharded
-     * gradient reduce-scatter and parameter all-gather (0 without sharding).
+     * moments kept between steps, the same without sharding, bytes sent per step by the sharded
+     * gradient reduce-scatter and parameter all-gathers (0 without sharding), and the peak of whole
+     * parameters a sharded step holds at once (one module and the next, prefetched) against the whole model.
      */
-    public record Footprint(long stateBytes, long unshardedStateBytes, long shardingBytesPerStep) {}
+    public record Footprint(long stateBytes, long unshardedStateBytes, long shardingBytesPerStep, long gatheredPeakBytes,
+                            long wholeParameterBytes) {}
 
     /** Writes the run identity a checkpoint stores; the router by its config spelling, as the TOML gives it. */
     private static final Gson GSON = new GsonBuilder()
@@ -215,7 +222,8 @@ public final class Trainer {
         }
         double unigram = source instanceof SyntheticTasks synthetic ? synthetic.unigramEntropy(config.seqLen()) : Double.NaN;
         Start launch = new Start(run[0], overwrite,
-                new Footprint(sync.trainingStateBytes(), sync.unshardedTrainingStateBytes(), sync.shardingBytesPerStep()));
+                new Footprint(sync.trainingStateBytes(), sync.unshardedTrainingStateBytes(), sync.shardingBytesPerStep(),
+                        sync.plannedPeakGatheredParameterBytes(), sync.wholeParameterBytes()));
         AgreedFailure.agree(world, () -> {
             // rank 0 writes checkpoints: it checks their folder before anything is written
             if (world.rank() == 0 && config.checkpointDir() != null) {
@@ -234,8 +242,10 @@ public final class Trainer {
         List<StepMetrics> history = new ArrayList<>();
         Path lastCheckpoint = null;
         long tokensPerStep = (long) config.globalBatch() * config.seqLen();
+        long gatheredPeak = 0;
         for (long step = firstStep[0]; step <= config.steps(); step++) {
             long start = System.nanoTime();
+            sync.resetPeakGatheredParameterBytes(); // counted within steps: loading a published model gathers everything
             float[] losses;
             double norm;
             double lr = schedule.at(step);
@@ -243,7 +253,6 @@ public final class Trainer {
             Profiler profiler = step == profiledStep ? Profiler.start(kernels::synchronize) : null;
             try (MemoryScope scope = MemoryScope.open()) {
                 Batch batch = loader.next();
-                sync.gatherParameters(); // sharded: the whole parameters, for this step only
                 MoETransformer.Loss loss = model.loss(batch.inputs().to(device), batch.targets().to(device));
                 model.zeroGrad();
                 Autograd.backward(loss.total());
@@ -268,6 +277,7 @@ public final class Trainer {
                 try (var phase = Profiler.phase("optimizer")) {
                     optimizer.step(lr);
                 }
+                gatheredPeak = Math.max(gatheredPeak, sync.peakGatheredParameterBytes());
                 load = expertLoad(moeLayers, data, step, config.steps());
             }
             double seconds = (System.nanoTime() - start) / 1e9;
@@ -291,17 +301,12 @@ public final class Trainer {
                         world, config.keepLast(), sync);
                 listener.onCheckpoint(world.rank(), lastCheckpoint);
                 if (hf != null) {
-                    sync.gatherParameters(); // sharded: the whole parameters, for the copy only
-                    HfCheckpoint.save(model, hf, config.checkpointDir().resolve(String.format(HF_COPY + "%06d", step)), config.initFrom(), world);
-                    sync.releaseParameters();
+                    HfCheckpoint.save(model, hf, config.checkpointDir().resolve(String.format(HF_COPY + "%06d", step)), config.initFrom(), world,
+                            sync);
                     if (world.rank() == 0) pruneHfCopies(config.checkpointDir());
                 }
             }
-            if (last && hf != null) {
-                sync.gatherParameters();
-                HfCheckpoint.save(model, hf, config.outputDir().resolve("hf"), config.initFrom(), world);
-                sync.releaseParameters();
-            }
+            if (last && hf != null) HfCheckpoint.save(model, hf, config.outputDir().resolve("hf"), config.initFrom(), world, sync);
         }
         double tokensPerSecond = history.isEmpty() ? 0
                 : tokensPerStep * history.size() / history.stream().mapToDouble(StepMetrics::seconds).sum();
@@ -309,7 +314,7 @@ public final class Trainer {
         return new Summary(firstStep[0], config.steps(), end == null ? Double.NaN : end.loss(),
                 end == null ? Double.NaN : end.crossEntropy(), tokensPerSecond, parameters,
                 activeParameters(config.model(), parameters), history, lastCheckpoint, breakdown,
-                device.isCpu() ? -1 : moe4j.tensor.DeviceAllocator.of(device).peakBytesOfThisThread());
+                device.isCpu() ? -1 : moe4j.tensor.DeviceAllocator.of(device).peakBytesOfThisThread(), gatheredPeak);
     }
 
     /** The names of the norm weights (1-D parameters), which take no weight decay. */

@@ -391,6 +391,36 @@ class CollectivesTest {
     }
 
     @Test
+    void anAsynchronousAllGatherFillsItsOutputByAwaitAndLaterCollectivesWaitForIt() {
+        int p = 4;
+        Distributed.run(p, TIMEOUT, g -> {
+            int r = g.rank();
+            int[] rows = {2, 0, 3, 1}; // uneven, with a rank that sends nothing
+            Tensor in = filled(DType.F32, r, rows[r], 5);
+            Tensor out = Tensor.zeros(sum(rows), 5);
+            Tensor second = Tensor.zeros(sum(rows), 5);
+            Work first = g.allGatherAsync(out, in);
+            Work next = g.allGatherAsync(second, in);
+            Tensor s = Tensor.full(r, 1);
+            g.allReduce(s, ReduceOp.SUM); // a blocking collective starts after the queued ones
+            assertTrue(first.isDone() && next.isDone());
+            first.await();
+            next.await();
+            assertEquals(p * (p - 1) / 2f, s.get(0));
+            int row = 0;
+            for (int q = 0; q < p; q++) {
+                for (int i = 0; i < rows[q]; i++, row++) {
+                    for (int c = 0; c < 5; c++) {
+                        assertEquals(value(q, i, c), out.get(row, c), "row " + row + " col " + c);
+                        assertEquals(value(q, i, c), second.get(row, c), "row " + row + " col " + c);
+                    }
+                }
+            }
+            return null;
+        });
+    }
+
+    @Test
     void aSingleRankGroupWorksOnTheCallersThread() {
         ProcessGroup g = Distributed.singleRank();
         assertEquals(0, g.rank());

@@ -102,4 +102,27 @@ class HfSaveTest {
         double moved = HfFixtures.maxAbsDiff(HfForwardTest.logits(trained, ids), HfForwardTest.logits(loaded, ids));
         assertTrue(moved > 1e-3, "training changed the saved model, max logit change " + moved);
     }
+
+    @Test
+    void aShardedRunWritesTheSameHuggingFaceFolderAsOneRank(@TempDir Path dir) throws Exception {
+        // the sharded copy is assembled one tensor at a time from the pieces and experts of four ranks
+        Path src = HfFixtures.dir("qwen2_moe");
+        Path[] saved = new Path[2];
+        int i = 0;
+        for (int[] mesh : new int[][] {{1, 1}, {2, 2}}) {
+            Path out = dir.resolve("out-" + mesh[0] + "x" + mesh[1]);
+            TrainConfig cfg = TrainConfig.defaults().initFrom(src).dpShard(mesh[0]).ep(mesh[1]).steps(2).batchSize(4).seqLen(16)
+                    .lr(1e-3).data("synthetic").seed(3).outputDir(out).build();
+            Distributed.run(cfg.worldSize(), Duration.ofSeconds(120), world -> Trainer.run(cfg, world, false, new Trainer.Listener() {}));
+            saved[i++] = out.resolve("hf");
+        }
+        try (var one = moe4j.tensor.SafeTensors.read(saved[0].resolve("model.safetensors"));
+             var sharded = moe4j.tensor.SafeTensors.read(saved[1].resolve("model.safetensors"))) {
+            assertEquals(one.names(), sharded.names());
+            for (String n : one.names()) {
+                double err = moe4j.autograd.GradCheck.relativeError(one.tensor(n).toDoubleArray(), sharded.tensor(n).toDoubleArray());
+                assertTrue(err <= 1e-4, n + ": relative difference " + err);
+            }
+        }
+    }
 }

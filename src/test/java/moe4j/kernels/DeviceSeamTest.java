@@ -207,4 +207,23 @@ class DeviceSeamTest {
         assertTrue(e.getMessage().contains("nosuch"), e.getMessage());
         assertEquals(DType.F32, Tensor.zeros(FAKE, 1).dtype());
     }
+
+    @Test
+    void aReleasableDeviceTensorTakesAndGivesBackAllocatorMemoryAtOnce() {
+        long before = FakeDevice.LIVE_BYTES.get();
+        Tensor t = Tensor.releasable(FAKE, 2, 3);
+        assertEquals(before, FakeDevice.LIVE_BYTES.get(), "released from the start: no memory yet");
+        t.allocateStorage();
+        assertEquals(before + 24, FakeDevice.LIVE_BYTES.get());
+        assertArrayEquals(new float[6], t.to(Device.CPU).toFloatArray());
+        t.copyFrom(Tensor.of(new float[] {1, 2, 3, 4, 5, 6}, 2, 3));
+        assertArrayEquals(new float[] {1, 2, 3, 4, 5, 6}, t.to(Device.CPU).toFloatArray());
+        t.releaseStorage();
+        assertEquals(before, FakeDevice.LIVE_BYTES.get(), "freed at release, not when the GC gets to it");
+        assertThrows(IllegalStateException.class, t::memory);
+        assertThrows(IllegalStateException.class, () -> t.to(Device.CPU));
+        t.allocateStorage();
+        assertArrayEquals(new float[6], t.to(Device.CPU).toFloatArray(), "fresh memory is zeroed");
+        t.releaseStorage();
+    }
 }

@@ -48,6 +48,12 @@ final class CountingGroup implements ProcessGroup {
     }
 
     @Override
+    public Work allGatherAsync(Tensor out, Tensor in) {
+        gatherBytes.addAndGet((long) (size() - 1) * in.numel() * in.dtype().byteSize);
+        return inner.allGatherAsync(out, in);
+    }
+
+    @Override
     public void reduceScatter(Tensor out, Tensor in, ReduceOp op) {
         reduceScatterBytes.addAndGet((long) (size() - 1) * out.numel() * out.dtype().byteSize);
         inner.reduceScatter(out, in, op);

@@ -107,6 +107,70 @@ class TensorParallelTest {
     }
 
     @Test
+    void sequenceParallelGatherAndReduceScatterAreEachOthersAdjoint() {
+        // z = reduce-scatter(c_r · gather(x)) keeps my block of (Σ c) · X; for L = Σ_r <z_r, w_r> the gradient of
+        // my block x_r is (Σ c) · w_r: the gather's backward must sum the ranks' partial gradients
+        int total = 7; // uneven blocks over 3 ranks: 2, 2, 3
+        Distributed.run(3, Duration.ofSeconds(60), world -> {
+            try (MemoryScope scope = MemoryScope.open()) {
+                int r = world.rank();
+                int start = TensorParallel.rowStart(total, 3, r);
+                int end = TensorParallel.rowStart(total, 3, r + 1);
+                Tensor all = Tensor.randn(new Rng(9), 1.0, total, 3);
+                Tensor x = all.rows(start, end).copy();
+                x.requiresGrad(true);
+                Tensor gathered = TensorParallel.gatherRowsSummingGradients(x, total, world);
+                assertArrayEquals(all.toFloatArray(), gathered.toFloatArray());
+                double c = r + 1; // Σ c = 6
+                Tensor z = TensorParallel.reduceScatterRows(Ops.scale(gathered, c), world);
+                assertArrayEquals(Ops.scale(x, 6.0).toFloatArray(), z.toFloatArray(), 1e-5f);
+                Tensor w = Tensor.randn(new Rng(20 + r), 1.0, end - start, 3);
+                Autograd.backward(Ops.sum(Ops.mul(z, w)));
+                assertArrayEquals(Ops.scale(w, 6.0).toFloatArray(), x.grad().toFloatArray(), 1e-5f);
+                return null;
+            }
+        });
+    }
+
+    @Test
+    void betweenTheBlocksEachTpRankHoldsItsSliceOfTheTokensAndTheNormsGetWholeGradients() {
+        ModelConfig cfg = config().nLayers(3).build(); // dense, MoE, dense
+        Tensor tokens = Tensor.ofInts(new int[] {1, 4, 7, 2, 11, 0, 3, 5, 9, 8, 6, 10, 2, 2, 7}, 3, 5); // 15 tokens: 7 and 8 per rank
+        Tensor targets = Tensor.ofInts(new int[] {4, 7, 2, 11, 0, 3, 5, 9, 8, 6, 10, 2, 2, 7, 1}, 3, 5);
+        MoETransformer full = new MoETransformer(cfg);
+        float fullLoss;
+        try (MemoryScope scope = MemoryScope.open()) {
+            Tensor loss = full.loss(tokens, targets).total();
+            fullLoss = loss.item();
+            Autograd.backward(loss);
+        }
+        Distributed.run(2, Duration.ofSeconds(60), world -> {
+            MoETransformer model = new MoETransformer(cfg);
+            GradientSync sync = Parallelize.apply(model, DeviceMesh.create(world, MeshSizes.defaults().dpShard(1).tp(2)));
+            int[][] seen = new int[1][];
+            model.layers().get(1).wrapForward((x, body) -> {
+                seen[0] = x.shape();
+                return body.apply(x);
+            });
+            try (MemoryScope scope = MemoryScope.open()) {
+                Tensor loss = model.loss(tokens, targets).total();
+                assertEquals(fullLoss, loss.item(), 1e-5 * Math.abs(fullLoss));
+                Autograd.backward(loss);
+            }
+            int mine = TensorParallel.rowStart(15, 2, world.rank() + 1) - TensorParallel.rowStart(15, 2, world.rank());
+            assertArrayEquals(new int[] {1, mine, 16}, seen[0], "the middle block's input on rank " + world.rank());
+            sync.synchronize();
+            var fullParams = full.namedParameters();
+            model.namedParameters().forEach((name, p) -> {
+                if (!name.contains("norm")) return;
+                assertTrue(GradCheck.relativeError(p.grad().toDoubleArray(), fullParams.get(name).grad().toDoubleArray()) <= 1e-5,
+                        name + ": the tp ranks' partial norm gradients must sum to the whole one");
+            });
+            return null;
+        });
+    }
+
+    @Test
     void impossibleMeshesAndTheWrongOrderAreClearErrors() {
         Distributed.run(4, Duration.ofSeconds(60), world -> {
             MoETransformer model = new MoETransformer(config().build());

@@ -350,4 +350,47 @@ class SafeTensorsTest {
         out.writeBytes(data);
         return out.toByteArray();
     }
+
+    @Test
+    void aStreamingWriterTakesTensorsInAnyOrderAndWritesTheSameBytesAsWrite(@TempDir Path dir) throws IOException {
+        Map<String, Tensor> tensors = new LinkedHashMap<>();
+        tensors.put("b.weight", Tensor.randn(new Rng(1), 1, 3, 5));
+        tensors.put("a.ids", Tensor.ofInts(new int[] {7, 8, 9}, 3));
+        tensors.put("c.bias", Tensor.randn(new Rng(2), 1, 4));
+        Path whole = dir.resolve("whole.safetensors");
+        SafeTensors.write(whole, tensors, Map.of("k", "v"));
+        Map<String, SafeTensors.Spec> specs = new LinkedHashMap<>();
+        tensors.forEach((n, t) -> specs.put(n, new SafeTensors.Spec(t.dtype(), t.shape())));
+        Path streamed = dir.resolve("streamed.safetensors");
+        try (SafeTensors.Writer w = SafeTensors.Writer.create(streamed, specs, Map.of("k", "v"))) {
+            List<String> reversed = new java.util.ArrayList<>(tensors.keySet());
+            java.util.Collections.reverse(reversed);
+            for (String n : reversed) {
+                assertFalse(Files.exists(streamed), "nothing at the path before commit");
+                w.put(n, tensors.get(n));
+            }
+            w.commit();
+        }
+        assertArrayEquals(Files.readAllBytes(whole), Files.readAllBytes(streamed));
+    }
+
+    @Test
+    void aStreamingWriterRefusesWhatWasNotAnnouncedAndLeavesNothingWhenIncomplete(@TempDir Path dir) throws IOException {
+        Path file = dir.resolve("x.safetensors");
+        Map<String, SafeTensors.Spec> specs = new LinkedHashMap<>();
+        specs.put("w", new SafeTensors.Spec(DType.F32, new int[] {2, 2}));
+        specs.put("v", new SafeTensors.Spec(DType.F32, new int[] {3}));
+        try (SafeTensors.Writer w = SafeTensors.Writer.create(file, specs, null)) {
+            var shape = assertThrows(IllegalArgumentException.class, () -> w.put("w", Tensor.zeros(4)));
+            assertTrue(shape.getMessage().contains("announced as F32[2, 2]"), shape.getMessage());
+            assertThrows(IllegalArgumentException.class, () -> w.put("u", Tensor.zeros(3)));
+            w.put("w", Tensor.zeros(2, 2));
+            assertThrows(IllegalArgumentException.class, () -> w.put("w", Tensor.zeros(2, 2)));
+            var missing = assertThrows(IllegalStateException.class, w::commit);
+            assertTrue(missing.getMessage().contains("[v]"), missing.getMessage());
+        }
+        try (Stream<Path> left = Files.list(dir)) {
+            assertEquals(List.of(), left.toList(), "an abandoned write leaves no file, temporary or final");
+        }
+    }
 }

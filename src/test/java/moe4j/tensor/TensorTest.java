@@ -125,4 +125,28 @@ class TensorTest {
         Tensor u = Tensor.rand(new Rng(5), -2, 3, 1000);
         for (float v : u.toFloatArray()) assertTrue(v >= -2 && v < 3, "uniform value " + v);
     }
+
+    @Test
+    void aReleasableTensorGivesItsMemoryBackAndTakesFreshMemoryKeepingItsIdentity() {
+        Tensor t = Tensor.releasable(Device.CPU, 2, 3);
+        assertFalse(t.hasStorage());
+        assertArrayEquals(new int[] {2, 3}, t.shape());
+        assertThrows(IllegalStateException.class, t::toFloatArray);
+        t.allocateStorage();
+        assertArrayEquals(new float[6], t.toFloatArray());
+        t.copyFrom(Tensor.of(new float[] {1, 2, 3, 4, 5, 6}, 2, 3));
+        Tensor earlierView = t.rows(1, 2);
+        assertEquals(4f, earlierView.get(0));
+        t.releaseStorage();
+        // every way to the old memory fails: the tensor, a view taken before, a copy into it
+        IllegalStateException e = assertThrows(IllegalStateException.class, () -> t.get(0));
+        assertTrue(e.getMessage().contains("released"), e.getMessage());
+        assertThrows(IllegalStateException.class, () -> earlierView.get(0));
+        assertThrows(IllegalStateException.class, () -> t.copyFrom(Tensor.zeros(2, 3)));
+        assertThrows(IllegalStateException.class, () -> t.view(6));
+        t.allocateStorage();
+        assertArrayEquals(new float[6], t.toFloatArray(), "fresh memory is zeroed");
+        assertThrows(IllegalStateException.class, t::allocateStorage);
+        assertThrows(IllegalStateException.class, () -> Tensor.zeros(2).releaseStorage());
+    }
 }

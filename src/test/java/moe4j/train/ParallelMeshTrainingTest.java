@@ -58,14 +58,42 @@ class ParallelMeshTrainingTest {
     }
 
     @Test
+    void aShardedRunWithTiedEmbeddingsTrainsLikeOneRank(@TempDir Path dir) throws Exception {
+        // the embedding is used again by the output: it stays whole for the step, the blocks one at a time
+        TrainConfig.Builder one = tiny(dir.resolve("one"), false).ep(1);
+        one.model().tieEmbeddings(true).nLayers(3);
+        TrainConfig.Builder sharded = tiny(dir.resolve("sharded"), false).dpShard(2).ep(2);
+        sharded.model().tieEmbeddings(true).nLayers(3);
+        Trainer.Summary single = TrainerTest.train(one.build(), false);
+        Trainer.Footprint[] footprint = new Trainer.Footprint[1];
+        TrainConfig cfg = sharded.build();
+        Trainer.Summary parallel = moe4j.distributed.Distributed.run(cfg.worldSize(), java.time.Duration.ofSeconds(60),
+                world -> Trainer.run(cfg, world, false, new Trainer.Listener() {
+                    @Override
+                    public void onStart(TrainConfig config, int rank, long firstStep, long parameters, double unigramEntropy, Trainer.Start start) {
+                        if (rank == 0) footprint[0] = start.footprint();
+                    }
+                })).get(0);
+        TrainerTest.assertSameWeights(single.lastCheckpoint(), parallel.lastCheckpoint(), 1e-4);
+        assertEquals(single.finalLoss(), parallel.finalLoss(), 1e-4 * single.finalLoss());
+        assertTrue(footprint[0].gatheredPeakBytes() < footprint[0].wholeParameterBytes(),
+                footprint[0].gatheredPeakBytes() + " of " + footprint[0].wholeParameterBytes() + " bytes gathered at once");
+        // what the startup line promised is what the steps held
+        assertEquals(footprint[0].gatheredPeakBytes(), parallel.gatheredPeakBytes());
+    }
+
+    @Test
     void aCheckpointWrittenOnOneMeshResumesOnAnother(@TempDir Path dir) throws Exception {
         Trainer.Summary straight = TrainerTest.train(tiny(dir.resolve("straight"), true).ep(1).steps(6).build(), false);
         Mesh[][] moves = {
             {new Mesh(1, 2, 2, 2), new Mesh(1, 2, 1, 1)},
             {new Mesh(1, 1, 2, 2), new Mesh(2, 2, 1, 1)},
+            // written one tensor at a time by a sharded run, read by a tensor-parallel one and by one rank
+            {new Mesh(1, 2, 2, 1), new Mesh(1, 1, 2, 2)},
+            {new Mesh(1, 2, 2, 1), new Mesh(1, 1, 1, 1)},
         };
         for (Mesh[] move : moves) {
-            Path run = dir.resolve("moved-" + move[0].dpShard() + move[0].tp());
+            Path run = dir.resolve("moved-" + move[0] + " to " + move[1]);
             // stops (like a crash) right after the checkpoint of step 3
             TrainerTest.StopAt3.run(move[0].on(tiny(run, true)).steps(6).checkpointEvery(3).build());
             Trainer.Summary resumed = TrainerTest.train(move[1].on(tiny(run, true)).steps(6).checkpointEvery(3).build(), true);
@@ -76,6 +104,36 @@ class ParallelMeshTrainingTest {
             } catch (AssertionError e) {
                 throw new AssertionError(move[0] + " → " + move[1] + ": " + e.getMessage(), e);
             }
+        }
+    }
+
+    @Test
+    void aShardedSaveHoldsOneParameterAtATimeNotTheModel(@TempDir Path dir) throws Exception {
+        // four blocks, so that the model is several times its largest tensor
+        for (Mesh mesh : new Mesh[] {new Mesh(1, 2, 2, 1), new Mesh(1, 2, 1, 2)}) {
+            TrainConfig.Builder b = mesh.on(tiny(dir.resolve(mesh.toString()), false)).steps(2);
+            b.model().nLayers(4);
+            TrainConfig cfg = b.build();
+            java.util.List<Long> peaks = moe4j.distributed.Distributed.run(cfg.worldSize(), java.time.Duration.ofSeconds(60), world -> {
+                Trainer.run(cfg, world, false, new Trainer.Listener() {});
+                return Checkpoint.lastSavePeakBytes(); // this rank's, for the checkpoint of the last step
+            });
+            Path ck = cfg.checkpointDir().resolve("step-00000002");
+            long largest = 0;
+            long total = 0;
+            try (var weights = moe4j.tensor.SafeTensors.read(ck.resolve("model.safetensors"))) {
+                for (String name : weights.names()) largest = Math.max(largest, weights.tensor(name).numel() * Float.BYTES);
+            }
+            total += Files.size(ck.resolve("model.safetensors")) + Files.size(ck.resolve("optimizer.safetensors"));
+            long writer = peaks.get(0);
+            System.out.printf("%s: the writer held at most %,d bytes at once while saving (largest tensor %,d, checkpoint %,d)%n",
+                    mesh, writer, largest, total);
+            // one parameter's assembled copies: its whole tensor from the shard pieces, its tp blocks and the
+            // tensor they make, its experts from the EP group; at tp, ep <= 2 that is at most three times the
+            // largest tensor, and far from the model and its optimizer state
+            assertTrue(writer > 0, "the save assembled nothing on the writer");
+            assertTrue(writer <= 3 * largest, writer + " bytes held, largest tensor " + largest);
+            assertTrue(writer < total / 8, writer + " bytes held, checkpoint " + total);
         }
     }
 

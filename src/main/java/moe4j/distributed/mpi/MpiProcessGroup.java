@@ -342,6 +342,13 @@ public final class MpiProcessGroup implements ProcessGroup {
         }
     }
 
+    /** Completes before it returns, like {@link #allReduceAsync}: MPI's non-blocking all-gather is not bound. */
+    @Override
+    public Work allGatherAsync(Tensor out, Tensor in) {
+        allGather(out, in);
+        return Work.completed();
+    }
+
     @Override
     public void broadcast(Tensor t, int root) {
         Call call = begin("broadcast");

@@ -208,6 +208,12 @@ public final class NcclProcessGroup implements ProcessGroup, AutoCloseable {
             host.allGather(out, in);
             return;
         }
+        allGatherAsync(out, in).await();
+    }
+
+    @Override
+    public Work allGatherAsync(Tensor out, Tensor in) {
+        if (out.device().isCpu() && in.device().isCpu()) return host.allGatherAsync(out, in);
         long call = begin("allGather");
         String problem = onDevice(out, in);
         if (problem == null) problem = DeviceArguments.sameLayout(out, in);
@@ -222,7 +228,7 @@ public final class NcclProcessGroup implements ProcessGroup, AutoCloseable {
         long bytes = in.dtype().byteSize;
         long width = in.rowWidth();
         boolean even = Arrays.stream(rowsPerRank).allMatch(r -> r == rowsPerRank[0]);
-        enqueue("allGather", call, stream -> {
+        return enqueue("allGather", call, stream -> {
             if (even) {
                 nccl.allGather(send, recv, in.numel(), type, comm, stream);
                 return;
@@ -235,7 +241,7 @@ public final class NcclProcessGroup implements ProcessGroup, AutoCloseable {
             } finally {
                 nccl.groupEnd(comm);
             }
-        }).await();
+        });
     }
 
     @Override

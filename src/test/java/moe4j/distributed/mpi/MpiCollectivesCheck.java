@@ -292,7 +292,9 @@ public final class MpiCollectivesCheck {
         Tensor in = filled(dtype, g.rank(), rows[g.rank()], width);
         Tensor out = Tensor.zeros(dtype, sum(rows), width);
         g.allGather(out, in);
-        boolean ok = true;
+        Tensor asyncOut = Tensor.zeros(dtype, sum(rows), width);
+        g.allGatherAsync(asyncOut, in).await();
+        boolean ok = asyncOut.data().mismatch(out.data()) == -1;
         int row = 0;
         for (int r = 0; r < p; r++) {
             for (int i = 0; i < rows[r]; i++, row++) {
