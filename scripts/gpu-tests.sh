@@ -3,6 +3,7 @@
 # BUNDLE/gpu-tests.sh). Logs go to $OUT (the folder whose files come back), a summary to stdout.
 #   bash .gpu/gpu-tests.sh probe   # GPU, libraries, moe4j info, kernel compile + binding tests
 #   bash .gpu/gpu-tests.sh all     # all GPU tests, verify, then moe4j's and the peer's benchmarks
+#   bash .gpu/gpu-tests.sh tests   # only the GPU tests (every class tagged gpu; two-GPU ones need two) and verify
 #   bash .gpu/gpu-tests.sh bench   # only the benchmarks
 #   bash .gpu/gpu-tests.sh grouped # the expert products alone on the peer's ragged groups, beside its ceiling
 #   bash .gpu/gpu-tests.sh train   # the training tests, then the GPU configs trained on 1 GPU and (if present) 2
@@ -40,11 +41,15 @@ if [ "$MODE" = probe ]; then
   exit 0
 fi
 
-if [ "$MODE" = all ]; then
+if [ "$MODE" = all ] || [ "$MODE" = tests ]; then
   moe4j info 2>&1 | tee "$OUT/info.log" | tail -6
-  junit --include-tag gpu --scan-class-path "$B/app/test-classes" 2>&1 > "$OUT/gpu-tests.log"
+  timeout -k 5 "${TESTS_LIMIT:-900}" "$JAVA" "${FLAGS[@]}" -Xss4m -jar "$B/junit-console.jar" execute \
+    --class-path "$B/app/test-classes:$CP" --disable-banner --details=tree --include-tag gpu \
+    --scan-class-path "$B/app/test-classes" > "$OUT/gpu-tests.log" 2>&1
+  echo "GPU tests: exit $?"
   grep -E "tests (successful|failed|skipped|found)|✘" "$OUT/gpu-tests.log" | head -30
   moe4j verify --device cuda 2>&1 | tee "$OUT/verify.log" | grep -E "PASS|FAIL"
+  [ "$MODE" = tests ] && exit 0
 fi
 
 if [ "$MODE" = train ]; then
