@@ -330,14 +330,19 @@ public final class GradientSync {
             if (p.grad() == null) p.setGrad(Module.persistentZerosLike(p));
             tpGroup.allReduce(p.grad(), ReduceOp.SUM);
         }
-        if (dataGroup == null || dataGroup.size() == 1) return;
-        float inverseDataRanks = 1f / dataGroup.size();
+        boolean dataRanks = dataGroup != null && dataGroup.size() > 1;
+        // tp alone (one data rank) still has expert replicas: each tp rank's experts saw only its slice of the tokens
+        boolean expertReplicas = expertReplicaGroup != null && expertReplicaGroup.size() > 1;
+        if (!dataRanks && !expertReplicas) return;
+        float inverseDataRanks = dataRanks ? 1f / dataGroup.size() : 1f;
         for (Tensor p : model.parameters()) {
+            boolean expert = expertParameters.contains(p);
+            if (!dataRanks && !expert) continue;
             if (p.grad() == null) p.setGrad(Module.persistentZerosLike(p));
             Tensor g = p.grad();
-            if (expertParameters.contains(p)) {
-                if (expertReplicaGroup.size() > 1) expertReplicaGroup.allReduce(g, ReduceOp.SUM);
-                Kernels.of(g.device()).elementwise().scale(inverseDataRanks, g, g);
+            if (expert) {
+                if (expertReplicas) expertReplicaGroup.allReduce(g, ReduceOp.SUM);
+                if (dataRanks) Kernels.of(g.device()).elementwise().scale(inverseDataRanks, g, g);
             } else {
                 dataGroup.allReduce(g, ReduceOp.AVG);
             }

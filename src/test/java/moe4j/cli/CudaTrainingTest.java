@@ -23,8 +23,7 @@ import org.junit.jupiter.api.io.TempDir;
  * {@code moe4j train --device cuda} end to end, against the CPU run of the same config and seed: in f32
  * every step's loss and every parameter and AdamW moment of the final checkpoint within 1e-4 (norm-wise);
  * checkpoints resumed across devices; the bf16 loss curve within 2% of the f32 one (20-step means); two GPUs with expert
- * parallelism, replicated or sharded data parallelism equal to one GPU on the global batch (tp > 1 is refused on
- * GPUs until it matches too).
+ * parallelism, replicated or sharded data parallelism or tensor parallelism equal to one GPU on the global batch.
  * Skipped without a GPU.
  */
 @Tag("gpu")
@@ -178,7 +177,7 @@ class CudaTrainingTest {
         for (boolean packed : new boolean[] {false, true}) {
             String cfg = config("softmax_topk", packed);
             Path one = train(dir, "one-" + packed, cfg, "--device", "cuda");
-            for (String[] mesh : new String[][] {{"--ep", "2"}, {"--dp-replicate", "2"}, {"--dp-shard", "2"}}) {
+            for (String[] mesh : new String[][] {{"--ep", "2"}, {"--dp-replicate", "2"}, {"--dp-shard", "2"}, {"--tp", "2"}}) {
                 Path two = train(dir, "two" + mesh[0] + "-" + packed, cfg, "--device", "cuda", mesh[0], mesh[1]);
                 try {
                     assertSameLosses(losses(one), losses(two), F32_TOLERANCE);

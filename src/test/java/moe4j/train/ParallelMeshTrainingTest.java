@@ -33,6 +33,7 @@ class ParallelMeshTrainingTest {
     }
 
     static final Mesh[] MESHES = {
+        new Mesh(1, 1, 1, 2), // tp alone: one data rank, the experts still replicated over tp
         new Mesh(1, 1, 2, 2),
         new Mesh(1, 2, 1, 2),
         new Mesh(1, 2, 2, 1),
