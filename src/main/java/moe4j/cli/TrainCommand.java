@@ -71,8 +71,8 @@ public final class TrainCommand implements Callable<Integer> {
         PrintStream out = System.out;
         Backend be = Backend.parse(cfg.backend(), cfg.onGpus() && cfg.worldSize() > 1);
         Duration deadline = Distributed.configuredTimeout(); // the same setting as every other command, on every backend
-        // one process holds all ranks (local) or one (mpi); either way the cores are shared among them
-        int ranksHere = be == Backend.LOCAL ? cfg.worldSize() : 1;
+        // one process holds all ranks (rank threads) or one (a process of an mpirun job); the cores are shared among them
+        int ranksHere = be.oneRankPerProcess() ? 1 : cfg.worldSize();
         String refusal = cfg.onGpus() ? null : memoryRefusal(cfg, ranksHere); // a GPU's pool names what did not fit
         if (be == Backend.MPI) {
             ProcessGroup world = MpiRuntime.init(deadline);

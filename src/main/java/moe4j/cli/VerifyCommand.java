@@ -261,7 +261,8 @@ public final class VerifyCommand implements Callable<Integer> {
                         : nccl ? "in-JVM ranks (threads), one GPU each" : "in-JVM ranks (threads)",
                 c.numExperts() / p.ep(), tokensPerRank(p));
         if (nccl) {
-            out.printf("device   cuda:0..%d, float32, NCCL process group; %s; oracles on the cpu%n", p.ep() - 1,
+            out.printf("device   %s, float32, NCCL process group; %s; oracles on the cpu%n",
+                    Backend.NCCL.oneRankPerProcess() ? "the node-local GPU of each process" : "cuda:0.." + (p.ep() - 1),
                     p.fixedRouting() ? "routing fixed by the inputs" : "each GPU routes with the layer's router");
         } else {
             out.printf("device   cpu, float32, %s process group (Java %s, %d cores%s)%n", mpi ? "MPI" : "in-JVM", Runtime.version(),

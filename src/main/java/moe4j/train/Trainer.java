@@ -279,10 +279,11 @@ public final class Trainer {
                 }
                 gatheredPeak = Math.max(gatheredPeak, sync.peakGatheredParameterBytes());
                 load = expertLoad(moeLayers, data, step, config.steps());
+            } finally {
+                if (profiler != null) Profiler.stop(); // also when the step throws: the thread must not keep waiting at every phase
             }
             double seconds = (System.nanoTime() - start) / 1e9;
             if (profiler != null) {
-                Profiler.stop();
                 java.util.Map<String, Double> phases = new java.util.LinkedHashMap<>(profiler.seconds());
                 double accounted = phases.values().stream().mapToDouble(Double::doubleValue).sum();
                 phases.put("other", Math.max(0, seconds - accounted));

@@ -132,10 +132,16 @@ final class CudaKernels implements Kernels {
                 return;
             }
             long a16 = toBf16(s, a, aOff, transA ? k : m, transA ? m : k, lda);
-            long b16 = toBf16(s, b, bOff, transB ? n : k, transB ? k : n, ldb);
-            s.gemm(transA, transB, m, n, k, alpha, a16, lda, b16, ldb, beta, at(c, cOff), ldc, Cublas.CUDA_R_16BF, Cublas.CUDA_R_32F);
-            s.pool().free(a16);
-            s.pool().free(b16);
+            try {
+                long b16 = toBf16(s, b, bOff, transB ? n : k, transB ? k : n, ldb);
+                try {
+                    s.gemm(transA, transB, m, n, k, alpha, a16, lda, b16, ldb, beta, at(c, cOff), ldc, Cublas.CUDA_R_16BF, Cublas.CUDA_R_32F);
+                } finally {
+                    s.pool().free(b16);
+                }
+            } finally {
+                s.pool().free(a16);
+            }
         }
 
         @Override
@@ -153,19 +159,24 @@ final class CudaKernels implements Kernels {
             int first = offsets[0];
             int rowsTotal = offsets[offsets.length - 1] - first;
             if (rowsTotal == 0) return;
-            long x16 = toBf16(s, x, (long) first * k, rowsTotal, k, k);
-            Map<Tensor, Long> w16 = weightsToBf16(s, w);
-            List<RaggedGemm.Product> products = new ArrayList<>();
-            for (int g = 0; g + 1 < offsets.length; g++) {
-                int rows = offsets[g + 1] - offsets[g];
-                if (rows == 0) continue;
-                products.add(new RaggedGemm.Product(false, transW, rows, n, k, x16 + 2L * (offsets[g] - first) * k, k,
-                        w16.get(w[g]) + 2L * wOff[g], transW ? k : n, at(y, (long) offsets[g] * n), n));
+            List<Long> scratch = new ArrayList<>();
+            try {
+                long x16 = toBf16(s, x, (long) first * k, rowsTotal, k, k);
+                scratch.add(x16);
+                Map<Tensor, Long> w16 = weightsToBf16(s, w);
+                scratch.addAll(w16.values());
+                List<RaggedGemm.Product> products = new ArrayList<>();
+                for (int g = 0; g + 1 < offsets.length; g++) {
+                    int rows = offsets[g + 1] - offsets[g];
+                    if (rows == 0) continue;
+                    products.add(new RaggedGemm.Product(false, transW, rows, n, k, x16 + 2L * (offsets[g] - first) * k, k,
+                            w16.get(w[g]) + 2L * wOff[g], transW ? k : n, at(y, (long) offsets[g] * n), n));
+                }
+                runRagged(s, "grouped product k=" + k + " n=" + n + " transW=" + transW + " groups=" + w.length + " rows~"
+                        + Integer.highestOneBit(rowsTotal), products, beta);
+            } finally {
+                scratch.forEach(s.pool()::free); // stream-ordered: after the products queued above
             }
-            runRagged(s, "grouped product k=" + k + " n=" + n + " transW=" + transW + " groups=" + w.length + " rows~"
-                    + Integer.highestOneBit(rowsTotal), products, beta);
-            s.pool().free(x16);
-            w16.values().forEach(s.pool()::free);
         }
 
         @Override
@@ -186,19 +197,24 @@ final class CudaKernels implements Kernels {
             int first = offsets[0];
             int rowsTotal = offsets[offsets.length - 1] - first;
             if (rowsTotal == 0) return;
-            long x16 = toBf16(s, x, (long) first * k, rowsTotal, k, k);
-            long dy16 = toBf16(s, dy, (long) first * n, rowsTotal, n, n);
-            List<RaggedGemm.Product> products = new ArrayList<>();
-            for (int g = 0; g + 1 < offsets.length; g++) {
-                int rows = offsets[g + 1] - offsets[g];
-                if (rows == 0) continue;
-                products.add(new RaggedGemm.Product(true, false, k, n, rows, x16 + 2L * (offsets[g] - first) * k, k,
-                        dy16 + 2L * (offsets[g] - first) * n, n, at(dw[g], dwOff[g]), n));
+            List<Long> scratch = new ArrayList<>();
+            try {
+                long x16 = toBf16(s, x, (long) first * k, rowsTotal, k, k);
+                scratch.add(x16);
+                long dy16 = toBf16(s, dy, (long) first * n, rowsTotal, n, n);
+                scratch.add(dy16);
+                List<RaggedGemm.Product> products = new ArrayList<>();
+                for (int g = 0; g + 1 < offsets.length; g++) {
+                    int rows = offsets[g + 1] - offsets[g];
+                    if (rows == 0) continue;
+                    products.add(new RaggedGemm.Product(true, false, k, n, rows, x16 + 2L * (offsets[g] - first) * k, k,
+                            dy16 + 2L * (offsets[g] - first) * n, n, at(dw[g], dwOff[g]), n));
+                }
+                runRagged(s, "grouped weight gradient k=" + k + " n=" + n + " groups=" + dw.length + " rows~"
+                        + Integer.highestOneBit(rowsTotal), products, beta);
+            } finally {
+                scratch.forEach(s.pool()::free); // stream-ordered: after the products queued above
             }
-            runRagged(s, "grouped weight gradient k=" + k + " n=" + n + " groups=" + dw.length + " rows~"
-                    + Integer.highestOneBit(rowsTotal), products, beta);
-            s.pool().free(x16);
-            s.pool().free(dy16);
         }
 
         /**
@@ -223,7 +239,7 @@ final class CudaKernels implements Kernels {
         private Map<Tensor, Long> weightsToBf16(CudaStream s, Tensor[] w) {
             Map<Tensor, Long> out = new IdentityHashMap<>();
             for (Tensor t : w) {
-                if (!out.containsKey(t)) out.put(t, toBf16(s, t, 0, 1, Math.toIntExact(t.numel()), Math.toIntExact(t.numel())));
+                if (!out.containsKey(t)) out.put(t, toBf16(s, t, 0, 1, t.numel(), t.numel()));
             }
             return out;
         }
@@ -237,8 +253,8 @@ final class CudaKernels implements Kernels {
          * {@code off} of {@code t}, row stride {@code ld} (the gaps between rows are copied too, so the copy
          * keeps the stride): its device address, to {@code free} on the stream once used.
          */
-        private long toBf16(CudaStream s, Tensor t, long off, int rows, int cols, int ld) {
-            long span = (long) (rows - 1) * ld + cols;
+        private long toBf16(CudaStream s, Tensor t, long off, long rows, long cols, long ld) {
+            long span = (rows - 1) * ld + cols;
             long dst = s.pool().allocate(2 * span, "bf16 operand of a mixed-precision product");
             s.launch(KernelSource.ELEMENTWISE, "cast_f32_bf16").over(span).ptr(at(t, off)).ptr(dst).i64(span).run();
             return dst;
@@ -580,7 +596,7 @@ final class CudaKernels implements Kernels {
                 throw new IllegalArgumentException("cuda limitToTopGroups: " + d + " columns in " + groups + " groups, keeping "
                         + topKGroups + ": expected groups dividing the columns into groups of at least 2, and 1 <= kept <= groups");
             }
-            if (groups > 64) throw missing("limitToTopGroups over more than 64 groups");
+            if (groups > 64) throw missing("limitToTopGroups over more than 64 groups (asked for " + groups + ")");
             if (n > 0) stream().launch(KernelSource.ROUTER, "limit_to_top_groups").grid((n + 127) / 128).block(128).ptr(at(scores))
                     .i32(n).i32(d).i32(groups).i32(topKGroups).ptr(at(out)).run();
         }

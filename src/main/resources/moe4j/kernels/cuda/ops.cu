@@ -89,7 +89,6 @@ extern "C" __global__ void scatter_add_columns(const float* g, const int* idx, f
         for (int s = 0; s < K; s++) gin[i * D + idx[i * K + s]] += g[i * K + s];
     }
 }
-// firstBad = smallest position whose index is outside [0, bound) (firstBad starts at n)
 // *fromEnd = max over bad positions i of n - i (0: none), so the first bad position is n - *fromEnd: the
 // slot starts as zero from a stream-ordered memset, and the check costs one host read, not two.
 extern "C" __global__ void check_indices(const int* idx, long long n, int bound, unsigned long long* fromEnd) {
