@@ -480,14 +480,7 @@ public final class TensorParallel {
     static Tensor gatherRows(Tensor x, int total, ProcessGroup tp) {
         int start = rowStart(total, tp.size(), tp.rank());
         int end = rowStart(total, tp.size(), tp.rank() + 1);
-        if (x.dim(0) != end - start) {
-            throw new IllegalArgumentException("tp gather: rank " + tp.rank() + " holds " + x.dim(0) + " rows, its block of "
-                    + total + " is " + (end - start));
-        }
-        int[] shape = x.shape();
-        shape[0] = total;
-        Tensor out = Tensor.zeros(x.device(), x.dtype(), shape);
-        tp.allGather(out, x.copy());
+        Tensor out = allGatherBlocks(x, total, tp);
         return Autograd.recordAlways(out, "tp gather", new Tensor[] {x}, g -> new Tensor[] {g.rows(start, end).copy()});
     }
 }
