@@ -131,16 +131,10 @@ final class CudaKernels implements Kernels {
                         Cublas.CUDA_R_32F, Cublas.CUDA_R_32F);
                 return;
             }
-            long a16 = toBf16(s, a, aOff, transA ? k : m, transA ? m : k, lda);
-            try {
-                long b16 = toBf16(s, b, bOff, transB ? n : k, transB ? k : n, ldb);
-                try {
-                    s.gemm(transA, transB, m, n, k, alpha, a16, lda, b16, ldb, beta, at(c, cOff), ldc, Cublas.CUDA_R_16BF, Cublas.CUDA_R_32F);
-                } finally {
-                    s.pool().free(b16);
-                }
-            } finally {
-                s.pool().free(a16);
+            try (Bf16Copies copies = new Bf16Copies(s)) {
+                long a16 = copies.of(a, aOff, transA ? k : m, transA ? m : k, lda);
+                long b16 = copies.of(b, bOff, transB ? n : k, transB ? k : n, ldb);
+                s.gemm(transA, transB, m, n, k, alpha, a16, lda, b16, ldb, beta, at(c, cOff), ldc, Cublas.CUDA_R_16BF, Cublas.CUDA_R_32F);
             }
         }
 
@@ -159,12 +153,11 @@ final class CudaKernels implements Kernels {
             int first = offsets[0];
             int rowsTotal = offsets[offsets.length - 1] - first;
             if (rowsTotal == 0) return;
-            List<Long> scratch = new ArrayList<>();
-            try {
-                long x16 = toBf16(s, x, (long) first * k, rowsTotal, k, k);
-                scratch.add(x16);
-                Map<Tensor, Long> w16 = weightsToBf16(s, w);
-                scratch.addAll(w16.values());
+            try (Bf16Copies copies = new Bf16Copies(s)) {
+                long x16 = copies.of(x, (long) first * k, rowsTotal, k, k);
+                // a packed layer passes one tensor for every group: it is converted once, not once per expert
+                Map<Tensor, Long> w16 = new IdentityHashMap<>();
+                for (Tensor t : w) w16.computeIfAbsent(t, u -> copies.of(u, 0, 1, u.numel(), u.numel()));
                 List<RaggedGemm.Product> products = new ArrayList<>();
                 for (int g = 0; g + 1 < offsets.length; g++) {
                     int rows = offsets[g + 1] - offsets[g];
@@ -174,8 +167,6 @@ final class CudaKernels implements Kernels {
                 }
                 runRagged(s, "grouped product k=" + k + " n=" + n + " transW=" + transW + " groups=" + w.length + " rows~"
                         + Integer.highestOneBit(rowsTotal), products, beta);
-            } finally {
-                scratch.forEach(s.pool()::free); // stream-ordered: after the products queued above
             }
         }
 
@@ -197,12 +188,9 @@ final class CudaKernels implements Kernels {
             int first = offsets[0];
             int rowsTotal = offsets[offsets.length - 1] - first;
             if (rowsTotal == 0) return;
-            List<Long> scratch = new ArrayList<>();
-            try {
-                long x16 = toBf16(s, x, (long) first * k, rowsTotal, k, k);
-                scratch.add(x16);
-                long dy16 = toBf16(s, dy, (long) first * n, rowsTotal, n, n);
-                scratch.add(dy16);
+            try (Bf16Copies copies = new Bf16Copies(s)) {
+                long x16 = copies.of(x, (long) first * k, rowsTotal, k, k);
+                long dy16 = copies.of(dy, (long) first * n, rowsTotal, n, n);
                 List<RaggedGemm.Product> products = new ArrayList<>();
                 for (int g = 0; g + 1 < offsets.length; g++) {
                     int rows = offsets[g + 1] - offsets[g];
@@ -212,8 +200,6 @@ final class CudaKernels implements Kernels {
                 }
                 runRagged(s, "grouped weight gradient k=" + k + " n=" + n + " groups=" + dw.length + " rows~"
                         + Integer.highestOneBit(rowsTotal), products, beta);
-            } finally {
-                scratch.forEach(s.pool()::free); // stream-ordered: after the products queued above
             }
         }
 
@@ -232,32 +218,40 @@ final class CudaKernels implements Kernels {
             }
         }
 
-        /**
-         * bf16 copies of the distinct weight tensors among {@code w} (a packed layer passes one tensor for
-         * every group: it is converted once, not once per expert), by identity.
-         */
-        private Map<Tensor, Long> weightsToBf16(CudaStream s, Tensor[] w) {
-            Map<Tensor, Long> out = new IdentityHashMap<>();
-            for (Tensor t : w) {
-                if (!out.containsKey(t)) out.put(t, toBf16(s, t, 0, 1, t.numel(), t.numel()));
-            }
-            return out;
-        }
-
         private static boolean bf16Products() {
             return ExecutionContext.current().productInputs() == DType.BF16;
         }
 
         /**
-         * A bfloat16 copy of the float32 matrix of {@code rows} stored rows of {@code cols} at element
-         * {@code off} of {@code t}, row stride {@code ld} (the gaps between rows are copied too, so the copy
-         * keeps the stride): its device address, to {@code free} on the stream once used.
+         * The bfloat16 copies of a mixed-precision call's float32 operands, in stream-ordered scratch memory:
+         * freed together on close, after the products queued with them (the frees are ordered on the stream),
+         * also when a product throws.
          */
-        private long toBf16(CudaStream s, Tensor t, long off, long rows, long cols, long ld) {
-            long span = (rows - 1) * ld + cols;
-            long dst = s.pool().allocate(2 * span, "bf16 operand of a mixed-precision product");
-            s.launch(KernelSource.ELEMENTWISE, "cast_f32_bf16").over(span).ptr(at(t, off)).ptr(dst).i64(span).run();
-            return dst;
+        private static final class Bf16Copies implements AutoCloseable {
+            private final CudaStream s;
+            private final List<Long> addresses = new ArrayList<>();
+
+            Bf16Copies(CudaStream s) {
+                this.s = s;
+            }
+
+            /**
+             * A copy of the matrix of {@code rows} stored rows of {@code cols} at element {@code off} of
+             * {@code t}, row stride {@code ld} (the gaps between rows are copied too, so the copy keeps the
+             * stride): its device address.
+             */
+            long of(Tensor t, long off, long rows, long cols, long ld) {
+                long span = (rows - 1) * ld + cols;
+                long dst = s.pool().allocate(2 * span, "bf16 operand of a mixed-precision product");
+                addresses.add(dst);
+                s.launch(KernelSource.ELEMENTWISE, "cast_f32_bf16").over(span).ptr(at(t, off)).ptr(dst).i64(span).run();
+                return dst;
+            }
+
+            @Override
+            public void close() {
+                addresses.forEach(s.pool()::free);
+            }
         }
 
         /** C (m×n at offset, row stride ld) *= beta: zero for 0, untouched for 1; one call when the rows are contiguous. */
