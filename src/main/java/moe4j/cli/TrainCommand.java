@@ -126,9 +126,9 @@ public final class TrainCommand implements Callable<Integer> {
             o.put("device", cfg.device());
             o.put("dtype", cfg.dtype());
             if (cfg.onGpus()) {
-                o.put("mfu", reporter.gpuMfu);
-                o.put("peak_tflops_per_gpu", reporter.gpuPeakTflops);
-                o.put("steady_tokens_per_s", reporter.gpuSteadyTokensPerSecond);
+                o.put("mfu", reporter.gpuUse.mfu());
+                o.put("peak_tflops_per_gpu", reporter.gpuUse.tflopsPerGpu());
+                o.put("steady_tokens_per_s", reporter.gpuUse.tokensPerSecond());
                 o.put("peak_gpu_memory_bytes", summary.peakDeviceBytes());
             } else {
                 o.put("mfu", Throughput.mfu(cfg, summary.tokensPerSecond()));
@@ -234,10 +234,10 @@ public final class TrainCommand implements Callable<Integer> {
         private MetricsLog metrics;
         private final List<StepMetrics> history = new ArrayList<>();
         double unigramEntropy = Double.NaN;
-        /** Set by {@link #finish} on GPU runs: MFU and the per-GPU dense GEMM rate it was measured against. */
-        double gpuMfu = Double.NaN;
-        double gpuPeakTflops = Double.NaN;
-        double gpuSteadyTokensPerSecond = Double.NaN;
+        /** What {@link #finish} measured on a GPU run: the steady tokens/s, the GPU's dense GEMM rate and the MFU they give. */
+        record GpuUse(double tokensPerSecond, double tflopsPerGpu, double mfu) {}
+
+        GpuUse gpuUse;
         private long firstStep;
         private boolean barShown;
 
@@ -393,9 +393,7 @@ public final class TrainCommand implements Callable<Integer> {
                         s.tokensPerSecond(), rate, basis, 100 * mfu, cfg.worldSize(), perGpu, bf16 ? "bf16" : "f32",
                         moe4j.bench.CudaInfo.gpuName(Device.cuda(0)));
                 out.printf(Locale.ROOT, "peak GPU memory %.2f GiB (rank 0) | %.1f s wall%n", s.peakDeviceBytes() / (double) (1L << 30), wall);
-                gpuMfu = mfu;
-                gpuPeakTflops = perGpu;
-                gpuSteadyTokensPerSecond = rate;
+                gpuUse = new GpuUse(rate, perGpu, mfu);
             } else {
                 out.printf(Locale.ROOT, "%.0f tokens/s | MFU %.1f%% of %d cores × %.0f GFLOP/s FP32 (measured peak) | peak memory %.0f MiB | %.1f s wall%n",
                         s.tokensPerSecond(), 100 * Throughput.mfu(cfg, s.tokensPerSecond()), Throughput.peak().cores(),
