@@ -62,19 +62,24 @@ class CudaDeviceKernelsTest {
 
     /** Runs {@code op(kernels, outputs)} on both devices with copies of the same inputs and compares outputs. */
     static void same(String what, Tensor[] inputs, int[][] outShapes, BiConsumer<Kernels, Tensor[]> op) {
-        Tensor[] c = new Tensor[inputs.length + outShapes.length];
-        Tensor[] g = new Tensor[c.length];
-        for (int i = 0; i < inputs.length; i++) {
-            c[i] = inputs[i];
-            g[i] = inputs[i].to(GPU);
-        }
-        for (int j = 0; j < outShapes.length; j++) {
-            c[inputs.length + j] = Tensor.zeros(outShapes[j]);
-            g[inputs.length + j] = Tensor.zeros(GPU, DType.F32, outShapes[j]);
-        }
+        Tensor[] c = withOutputs(inputs, outShapes, Device.CPU);
+        Tensor[] g = withOutputs(onGpu(inputs), outShapes, GPU);
         op.accept(cpu, c);
         op.accept(gpu, g);
         for (int j = 0; j < outShapes.length; j++) close(what + " output " + j, c[inputs.length + j], g[inputs.length + j]);
+    }
+
+    static Tensor[] onGpu(Tensor[] inputs) {
+        Tensor[] out = new Tensor[inputs.length];
+        for (int i = 0; i < inputs.length; i++) out[i] = inputs[i].to(GPU);
+        return out;
+    }
+
+    /** {@code inputs} followed by zero float32 outputs of {@code outShapes} on {@code device}. */
+    static Tensor[] withOutputs(Tensor[] inputs, int[][] outShapes, Device device) {
+        Tensor[] all = java.util.Arrays.copyOf(inputs, inputs.length + outShapes.length);
+        for (int j = 0; j < outShapes.length; j++) all[inputs.length + j] = Tensor.zeros(device, DType.F32, outShapes[j]);
+        return all;
     }
 
     @Test
@@ -162,19 +167,11 @@ class CudaDeviceKernelsTest {
      */
     static void sameWithBf16Products(String what, Tensor[] inputs, java.util.Set<Integer> rounded, int[][] outShapes,
                                      BiConsumer<Kernels, Tensor[]> op) {
-        Tensor[] c = new Tensor[inputs.length + outShapes.length];
-        Tensor[] g = new Tensor[c.length];
-        Tensor[] g32 = new Tensor[c.length];
-        for (int i = 0; i < inputs.length; i++) {
-            c[i] = rounded.contains(i) ? inputs[i].to(DType.BF16).to(DType.F32) : inputs[i];
-            g[i] = inputs[i].to(GPU);
-            g32[i] = inputs[i].to(GPU);
-        }
-        for (int j = 0; j < outShapes.length; j++) {
-            c[inputs.length + j] = Tensor.zeros(outShapes[j]);
-            g[inputs.length + j] = Tensor.zeros(GPU, DType.F32, outShapes[j]);
-            g32[inputs.length + j] = Tensor.zeros(GPU, DType.F32, outShapes[j]);
-        }
+        Tensor[] roundedInputs = inputs.clone();
+        for (int i : rounded) roundedInputs[i] = inputs[i].to(DType.BF16).to(DType.F32);
+        Tensor[] c = withOutputs(roundedInputs, outShapes, Device.CPU);
+        Tensor[] g = withOutputs(onGpu(inputs), outShapes, GPU);
+        Tensor[] g32 = withOutputs(onGpu(inputs), outShapes, GPU);
         op.accept(cpu, c);
         try (var ctx = moe4j.kernels.ExecutionContext.enter(GPU, 1, DType.BF16)) {
             op.accept(gpu, g);
@@ -183,13 +180,8 @@ class CudaDeviceKernelsTest {
         for (int j = 0; j < outShapes.length; j++) {
             Tensor out = g[inputs.length + j];
             close(what + " output " + j, c[inputs.length + j], out);
-            double[] a = out.to(Device.CPU).toDoubleArray(), b = g32[inputs.length + j].to(Device.CPU).toDoubleArray();
-            double diff = 0, norm = 0;
-            for (int i = 0; i < b.length; i++) {
-                diff += (a[i] - b[i]) * (a[i] - b[i]);
-                norm += b[i] * b[i];
-            }
-            double rel = Math.sqrt(diff / norm);
+            double rel = moe4j.autograd.GradCheck.relativeError(out.to(Device.CPU).toDoubleArray(),
+                    g32[inputs.length + j].to(Device.CPU).toDoubleArray());
             assertTrue(rel > 1e-4 && rel < 2e-2, what + ": bf16 against f32 products differ by " + rel + ", expected bf16 rounding");
         }
     }
