@@ -122,53 +122,70 @@ class CudaDeviceKernelsTest {
         assertTrue(e.getMessage().contains("I32"), e.getMessage());
     }
 
-    @Test
-    void gemmAllTranspositionsOffsetsAndBeta() {
+    /** One product case: its name, its inputs (the first two are the product's matrix operands), output shapes, the op. */
+    interface ProductCheck {
+        void check(String what, Tensor[] inputs, int[][] outShapes, BiConsumer<Kernels, Tensor[]> op);
+    }
+
+    /**
+     * C = 0.7·op(A)·op(B) + 0.3·C0 for the four transpositions, A stored with {@code pad} more columns than it
+     * uses and read from element {@code aOff}.
+     */
+    static void gemmCases(String prefix, int m, int n, int k, int pad, int aOff, ProductCheck check) {
         for (boolean ta : new boolean[] {false, true}) {
             for (boolean tb : new boolean[] {false, true}) {
-                int m = 19, n = 23, k = 31;
-                Tensor a = rand(ta ? k : m, ta ? m + 2 : k + 2);
+                Tensor a = rand(ta ? k : m, ta ? m + pad : k + pad);
                 Tensor b = rand(tb ? n : k, tb ? k : n);
                 Tensor c0 = rand(m, n);
-                int lda = ta ? m + 2 : k + 2, ldb = tb ? k : n;
-                same("gemm ta=" + ta + " tb=" + tb, new Tensor[] {a, b, c0}, new int[][] {{m, n}}, (kk, t) -> {
+                int lda = ta ? m + pad : k + pad, ldb = tb ? k : n;
+                check.check(prefix + "gemm ta=" + ta + " tb=" + tb, new Tensor[] {a, b, c0}, new int[][] {{m, n}}, (kk, t) -> {
                     kk.elementwise().scale(1f, t[2], t[3]);
-                    kk.matmul().gemm(ta, tb, m, n, k, 0.7f, t[0], 1, lda, t[1], 0, ldb, 0.3f, t[3], 0, n);
+                    kk.matmul().gemm(ta, tb, m, n, k, 0.7f, t[0], aOff, lda, t[1], 0, ldb, 0.3f, t[3], 0, n);
                 });
             }
         }
     }
 
-    @Test
-    void groupedProductsWithEmptyGroups() {
-        int k = 12, n = 10;
-        int[] offsets = {0, 5, 5, 17, 18};
-        Tensor x = rand(18, k);
+    /**
+     * The grouped product over four groups of rows split at {@code offsets} (weights stored (k, n) and
+     * transposed), then its weight gradient accumulating into dW0 with beta 0.5.
+     */
+    static void groupedCases(String prefix, int k, int n, int[] offsets, ProductCheck check) {
+        int rows = offsets[offsets.length - 1];
+        Tensor x = rand(rows, k);
         Tensor w = rand(4, k * n);
-        Tensor dy = rand(18, n);
+        Tensor dy = rand(rows, n);
+        long[] wOff = {0, k * n, 2L * k * n, 3L * k * n};
         for (boolean transW : new boolean[] {false, true}) {
-            same("groupedGemm transW=" + transW, new Tensor[] {x, w}, new int[][] {{18, n}}, (kk, t) ->
-                    kk.matmul().groupedGemm(offsets, k, n, t[0], new Tensor[] {t[1], t[1], t[1], t[1]},
-                            new long[] {0, k * n, 2L * k * n, 3L * k * n}, transW, t[2], 0f));
+            check.check(prefix + "groupedGemm transW=" + transW, new Tensor[] {x, w}, new int[][] {{rows, n}}, (kk, t) ->
+                    kk.matmul().groupedGemm(offsets, k, n, t[0], new Tensor[] {t[1], t[1], t[1], t[1]}, wOff, transW, t[2], 0f));
         }
         Tensor dw0 = rand(4, k * n);
-        same("groupedWeightGrad", new Tensor[] {x, dy, dw0}, new int[][] {{4, k * n}}, (kk, t) -> {
+        check.check(prefix + "groupedWeightGrad", new Tensor[] {x, dy, dw0}, new int[][] {{4, k * n}}, (kk, t) -> {
             kk.elementwise().scale(1f, t[2], t[3]);
-            kk.matmul().groupedWeightGrad(offsets, k, n, t[0], t[1], new Tensor[] {t[3], t[3], t[3], t[3]},
-                    new long[] {0, k * n, 2L * k * n, 3L * k * n}, 0.5f);
+            kk.matmul().groupedWeightGrad(offsets, k, n, t[0], t[1], new Tensor[] {t[3], t[3], t[3], t[3]}, wOff, 0.5f);
         });
+    }
+
+    @Test
+    void gemmAllTranspositionsOffsetsAndBeta() {
+        gemmCases("", 19, 23, 31, 2, 1, CudaDeviceKernelsTest::same);
+    }
+
+    @Test
+    void groupedProductsWithEmptyGroups() {
+        groupedCases("", 12, 10, new int[] {0, 5, 5, 17, 18}, CudaDeviceKernelsTest::same);
     }
 
     /**
      * Mixed precision: {@code op} on the GPU in a bf16-products context with the raw float32 inputs equals
-     * the CPU's float32 op on inputs whose matrix operands ({@code rounded}) were rounded to bf16 first
+     * the CPU's float32 op on inputs whose matrix operands (the first two) were rounded to bf16 first
      * (the products accumulate in fp32 either way, so only the summation order differs), and differs
      * from the GPU's own float32 result by the rounding (so the bf16 path did run).
      */
-    static void sameWithBf16Products(String what, Tensor[] inputs, java.util.Set<Integer> rounded, int[][] outShapes,
-                                     BiConsumer<Kernels, Tensor[]> op) {
+    static void sameWithBf16Products(String what, Tensor[] inputs, int[][] outShapes, BiConsumer<Kernels, Tensor[]> op) {
         Tensor[] roundedInputs = inputs.clone();
-        for (int i : rounded) roundedInputs[i] = inputs[i].to(DType.BF16).to(DType.F32);
+        for (int i = 0; i < 2; i++) roundedInputs[i] = inputs[i].to(DType.BF16).to(DType.F32);
         Tensor[] c = withOutputs(roundedInputs, outShapes, Device.CPU);
         Tensor[] g = withOutputs(onGpu(inputs), outShapes, GPU);
         Tensor[] g32 = withOutputs(onGpu(inputs), outShapes, GPU);
@@ -188,36 +205,8 @@ class CudaDeviceKernelsTest {
 
     @Test
     void bf16ProductsRoundTheirOperandsAndAccumulateInF32() {
-        for (boolean ta : new boolean[] {false, true}) {
-            for (boolean tb : new boolean[] {false, true}) {
-                int m = 37, n = 45, k = 64;
-                Tensor a = rand(ta ? k : m, ta ? m + 3 : k + 3);
-                Tensor b = rand(tb ? n : k, tb ? k : n);
-                Tensor c0 = rand(m, n);
-                int lda = ta ? m + 3 : k + 3, ldb = tb ? k : n;
-                sameWithBf16Products("bf16 gemm ta=" + ta + " tb=" + tb, new Tensor[] {a, b, c0}, java.util.Set.of(0, 1),
-                        new int[][] {{m, n}}, (kk, t) -> {
-                            kk.elementwise().scale(1f, t[2], t[3]);
-                            kk.matmul().gemm(ta, tb, m, n, k, 0.7f, t[0], 2, lda, t[1], 0, ldb, 0.3f, t[3], 0, n);
-                        });
-            }
-        }
-        int k = 48, n = 40;
-        int[] offsets = {3, 20, 20, 51, 60};
-        Tensor x = rand(60, k);
-        Tensor w = rand(4, k * n);
-        Tensor dy = rand(60, n);
-        for (boolean transW : new boolean[] {false, true}) {
-            sameWithBf16Products("bf16 groupedGemm transW=" + transW, new Tensor[] {x, w}, java.util.Set.of(0, 1), new int[][] {{60, n}},
-                    (kk, t) -> kk.matmul().groupedGemm(offsets, k, n, t[0], new Tensor[] {t[1], t[1], t[1], t[1]},
-                            new long[] {0, k * n, 2L * k * n, 3L * k * n}, transW, t[2], 0f));
-        }
-        Tensor dw0 = rand(4, k * n);
-        sameWithBf16Products("bf16 groupedWeightGrad", new Tensor[] {x, dy, dw0}, java.util.Set.of(0, 1), new int[][] {{4, k * n}}, (kk, t) -> {
-            kk.elementwise().scale(1f, t[2], t[3]);
-            kk.matmul().groupedWeightGrad(offsets, k, n, t[0], t[1], new Tensor[] {t[3], t[3], t[3], t[3]},
-                    new long[] {0, k * n, 2L * k * n, 3L * k * n}, 0.5f);
-        });
+        gemmCases("bf16 ", 37, 45, 64, 3, 2, CudaDeviceKernelsTest::sameWithBf16Products);
+        groupedCases("bf16 ", 48, 40, new int[] {3, 20, 20, 51, 60}, CudaDeviceKernelsTest::sameWithBf16Products);
     }
 
     @Test
