@@ -378,6 +378,7 @@ public final class TrainCommand implements Callable<Integer> {
                     s.finalLoss(), s.finalCrossEntropy(), s.lastStep(), recent(), recentMean(false), recentMean(true),
                     Double.isFinite(unigramEntropy) ? String.format(Locale.ROOT, "; unigram entropy of the data %.3f", unigramEntropy) : "");
             printBreakdown(s.breakdown());
+            printKernels(s);
             if (cfg.onGpus()) {
                 // the denominator measured now, on the run's first GPU: what its cuBLAS delivers in the run's precision
                 boolean bf16 = cfg.dtype().equals("bf16");
@@ -419,6 +420,23 @@ public final class TrainCommand implements Callable<Integer> {
             b.phaseSeconds().entrySet().stream().sorted(Map.Entry.<String, Double>comparingByValue().reversed())
                     .forEach(e -> out.printf(Locale.ROOT, "  %-22s %9.1f ms %5.1f%%%n", e.getKey(), e.getValue() * 1e3,
                             100 * e.getValue() / b.seconds()));
+            out.println();
+        }
+
+        /** Kernels listed by name in a GPU run's summary: enough to see every phase's own kernels. */
+        private static final int KERNELS_SHOWN = 30;
+
+        /** Rank 0's kernels of the step after the profiled one, most device time first (GPU runs). */
+        private void printKernels(Trainer.Summary s) {
+            moe4j.kernels.KernelTiming t = s.kernelTiming();
+            if (t == null || t.kernels().isEmpty()) return;
+            int shown = Math.min(KERNELS_SHOWN, t.kernels().size());
+            out.printf(Locale.ROOT, "Step %d on rank 0, by kernel: %.1f ms from the first kernel to the last, %.1f ms of it in timed kernels "
+                    + "(the rest: the device idle, waiting for the host, or in collectives); the %d largest:%n",
+                    s.breakdown() == null ? 0 : s.breakdown().step() + 1, t.spanSeconds() * 1e3, t.busySeconds() * 1e3, shown);
+            for (var e : t.kernels().subList(0, shown)) {
+                out.printf(Locale.ROOT, "  %9.2f ms %5.1f%% %6d× %s%n", e.seconds() * 1e3, 100 * e.seconds() / t.spanSeconds(), e.calls(), e.name());
+            }
             out.println();
         }
 

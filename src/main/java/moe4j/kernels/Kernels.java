@@ -40,6 +40,17 @@ public interface Kernels {
      */
     default void synchronize() {}
 
+    /**
+     * Starts timing each kernel the calling thread queues on this device, until {@link #stopKernelTiming}.
+     * A device that computes as it is called (the CPU) times nothing.
+     */
+    default void startKernelTiming() {}
+
+    /** Waits for the device and returns the kernels timed since {@link #startKernelTiming}; null where nothing is timed. */
+    default KernelTiming stopKernelTiming() {
+        return null;
+    }
+
     /** The kernels of {@code device}; its backend is found and installed on first use. */
     static Kernels of(Device device) {
         Kernels cached = Backends.BY_DEVICE.get(device); // the hot path: one map read per op

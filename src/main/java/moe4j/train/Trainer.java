@@ -55,10 +55,13 @@ public final class Trainer {
      *
      * @param gatheredPeakBytes sharded runs: the most bytes of whole parameters this rank held at once within a
      *     training step, as counted while they were gathered and freed (0 unsharded)
+     * @param kernelTiming on an asynchronous device (a GPU), this rank's kernels of the step after the profiled one,
+     *     by name, without draining the device between phases; null where nothing was timed
      */
     public record Summary(long firstStep, long lastStep, double finalLoss, double finalCrossEntropy, double tokensPerSecond,
                           long parameters, long activeParameters, List<StepMetrics> history, Path lastCheckpoint,
-                          StepBreakdown breakdown, long peakDeviceBytes, long gatheredPeakBytes) {}
+                          StepBreakdown breakdown, long peakDeviceBytes, long gatheredPeakBytes,
+                          moe4j.kernels.KernelTiming kernelTiming) {}
 
     /**
      * Where one step's time went on this rank, by phase (attention, norms, MoE router, permutation, expert
@@ -238,6 +241,7 @@ public final class Trainer {
         // the third step: the first two pay for kernel compilation, autotuning and the pools' growth
         long profiledStep = Math.min(firstStep[0] + 2, config.steps());
         StepBreakdown breakdown = null;
+        moe4j.kernels.KernelTiming kernelTiming = null;
         moe4j.kernels.Kernels kernels = moe4j.kernels.Kernels.of(device);
         List<StepMetrics> history = new ArrayList<>();
         Path lastCheckpoint = null;
@@ -251,6 +255,8 @@ public final class Trainer {
             double lr = schedule.at(step);
             double[][] load;
             Profiler profiler = step == profiledStep ? Profiler.start(kernels::synchronize) : null;
+            boolean timeKernels = step == profiledStep + 1;
+            if (timeKernels) kernels.startKernelTiming();
             try (MemoryScope scope = MemoryScope.open()) {
                 Batch batch = loader.next();
                 MoETransformer.Loss loss = model.loss(batch.inputs().to(device), batch.targets().to(device));
@@ -281,6 +287,7 @@ public final class Trainer {
                 load = expertLoad(moeLayers, data, step, config.steps());
             } finally {
                 if (profiler != null) Profiler.stop(); // also when the step throws: the thread must not keep waiting at every phase
+                if (timeKernels) kernelTiming = kernels.stopKernelTiming();
             }
             double seconds = (System.nanoTime() - start) / 1e9;
             if (profiler != null) {
@@ -315,7 +322,7 @@ public final class Trainer {
         return new Summary(firstStep[0], config.steps(), end == null ? Double.NaN : end.loss(),
                 end == null ? Double.NaN : end.crossEntropy(), tokensPerSecond, parameters,
                 activeParameters(config.model(), parameters), history, lastCheckpoint, breakdown,
-                device.isCpu() ? -1 : moe4j.tensor.DeviceAllocator.of(device).peakBytesOfThisThread(), gatheredPeak);
+                device.isCpu() ? -1 : moe4j.tensor.DeviceAllocator.of(device).peakBytesOfThisThread(), gatheredPeak, kernelTiming);
     }
 
     /** The names of the norm weights (1-D parameters), which take no weight decay. */

@@ -1,5 +1,6 @@
 package moe4j.kernels.cuda;
 
+import moe4j.kernels.KernelTiming;
 import moe4j.kernels.AttentionKernels;
 import moe4j.kernels.ElementwiseKernels;
 import moe4j.kernels.ExecutionContext;
@@ -71,6 +72,16 @@ final class CudaKernels implements Kernels {
     @Override
     public void synchronize() {
         stream().synchronize();
+    }
+
+    @Override
+    public void startKernelTiming() {
+        stream().startTiming();
+    }
+
+    @Override
+    public KernelTiming stopKernelTiming() {
+        return stream().stopTiming();
     }
 
     @Override

@@ -33,6 +33,36 @@ final class CudaReductions implements ReductionKernels {
         return CudaStream.of(gpu);
     }
 
+    /** Most row chunks of a column reduction's first pass (its partials take chunks × D doubles). */
+    static final int MAX_COLUMN_CHUNKS = 64;
+    /** Fewest rows a chunk of a column reduction takes, so that short inputs are not split finely. */
+    static final int MIN_CHUNK_ROWS = 64;
+
+    /**
+     * {@code out[j] = Σ_i a[i, j]·b[i, j]·scale[i]} over a (rows × d) row-major {@code a} (b and scale
+     * optional: address 0), in double, in a fixed order: chunks of rows summed column by column, then the
+     * chunks in order ({@code column_partial}, {@code column_final}).
+     */
+    private void columns(long a, long b, long scale, int rows, int d, long out) {
+        if (d == 0) return;
+        CudaStream s = stream();
+        if (rows == 0) {
+            s.zero(out, 4L * d);
+            return;
+        }
+        int chunks = Math.max(1, Math.min(MAX_COLUMN_CHUNKS, rows / MIN_CHUNK_ROWS));
+        int chunkRows = (rows + chunks - 1) / chunks;
+        chunks = (rows + chunkRows - 1) / chunkRows;
+        long partial = s.pool.allocatePersistent(8L * chunks * d, "column sum partials");
+        try {
+            s.launch(KernelSource.REDUCE, "column_partial").grid((d + 31) / 32, chunks).block(THREADS).ptr(a).ptr(b).ptr(scale)
+                    .i32(rows).i32(d).i32(chunkRows).ptr(partial).run();
+            s.launch(KernelSource.REDUCE, "column_final").over(d).ptr(partial).i32(chunks).i32(d).ptr(out).run();
+        } finally {
+            s.pool.free(partial);
+        }
+    }
+
     /** Blocks of the first pass of a sum over {@code n} elements: one per THREADS elements, 1 to MAX_PARTIALS. */
     static int partialBlocks(long n) {
         return Launch.blocksFor(n, THREADS, MAX_PARTIALS);
@@ -118,14 +148,14 @@ final class CudaReductions implements ReductionKernels {
     public void columnSums(Tensor a, Tensor out) {
         requireF32("columnSums", a, out);
         int n = a.dim(0), d = a.dim(1);
-        if (d > 0) stream().launch(KernelSource.REDUCE, "column_sums").over(d).ptr(at(a)).i32(n).i32(d).ptr(at(out)).run();
+        columns(at(a), 0, 0, n, d, at(out));
     }
 
     @Override
     public void columnDots(Tensor a, Tensor b, Tensor out) {
         requireF32("columnDots", a, b, out);
         int n = a.dim(0), d = a.dim(1);
-        if (d > 0) stream().launch(KernelSource.REDUCE, "column_dots").over(d).ptr(at(a)).ptr(at(b)).i32(n).i32(d).ptr(at(out)).run();
+        columns(at(a), at(b), 0, n, d, at(out));
     }
 
     @Override
@@ -195,8 +225,7 @@ final class CudaReductions implements ReductionKernels {
         CudaStream s = stream();
         if (n > 0) s.launch(KernelSource.REDUCE, "rms_norm_backward_x").grid(n).block(THREADS).ptr(at(x)).ptr(at(weight)).ptr(at(inv))
                 .ptr(at(g)).i32(d).ptr(at(gradX)).run();
-        if (d > 0) s.launch(KernelSource.REDUCE, "rms_norm_backward_w").over(d).ptr(at(x)).ptr(at(inv)).ptr(at(g)).i32(n).i32(d)
-                .ptr(at(gradWeight)).run();
+        columns(at(g), at(x), at(inv), n, d, at(gradWeight));
     }
 
     /** Logits (N, V) float32 and int32 targets of N elements, else an error naming what was given. */

@@ -88,6 +88,32 @@ public final class CudaStream {
         for (Long a; (a = deferredFrees.poll()) != null; ) pool.free(a);
     }
 
+    private KernelTimer timer;
+    private boolean timing;
+
+    /** Starts timing each call queued on this stream, by name ({@link KernelTimer}). */
+    void startTiming() {
+        if (timer == null) timer = new KernelTimer(this);
+        timing = true;
+    }
+
+    /** Stops timing, waits for the timed work and returns it by name. */
+    moe4j.kernels.KernelTiming stopTiming() {
+        if (!timing) return null;
+        timing = false;
+        return timer.finish();
+    }
+
+    /** Marks the start of a call named {@code name} for the kernel timer (nothing when not timing). */
+    void begin(String name) {
+        if (timing) timer.begin(name);
+    }
+
+    /** Marks the end of the call begun last. */
+    void end() {
+        if (timing) timer.end();
+    }
+
     /** Waits until everything queued on this stream has run. */
     public void synchronize() {
         driver.synchronize(stream);
@@ -101,15 +127,22 @@ public final class CudaStream {
     // ---------------------------------------------------------------- copies
 
     public void copyToDevice(long dst, MemorySegment src, long bytes) {
+        begin("copy host to device");
         driver.copyToDevice(dst, src, bytes, stream);
+        end();
     }
 
     public void copyToHost(MemorySegment dst, long src, long bytes) {
+        begin("copy device to host");
         driver.copyToHost(dst, src, bytes, stream);
+        end();
     }
 
     public void copyOnDevice(long dst, long src, long bytes) {
-        if (bytes > 0) driver.copyOnDevice(dst, src, bytes, stream);
+        if (bytes <= 0) return;
+        begin("copy device to device");
+        driver.copyOnDevice(dst, src, bytes, stream);
+        end();
     }
 
     public void zero(long dst, long bytes) {
@@ -117,7 +150,10 @@ public final class CudaStream {
     }
 
     void memset(long dst, byte value, long bytes) {
-        if (bytes > 0) driver.memset(dst, value, bytes, stream);
+        if (bytes <= 0) return;
+        begin("memset");
+        driver.memset(dst, value, bytes, stream);
+        end();
     }
 
     /** Copies {@code count} ints from the device into the pinned buffer and waits: the one host sync of a routing. */
@@ -170,8 +206,10 @@ public final class CudaStream {
                             long strideB, long c, int ldc, long strideC, int batch, int abType, int cType) {
         alphaBeta.set(JAVA_FLOAT, 0, 1f);
         alphaBeta.set(JAVA_FLOAT, 4, 0f);
+        begin(gemmName("strided batched gemm", transA, transB, m, n, k, abType) + " x" + batch);
         Cublas.get().gemmStridedBatchedRowMajor(cublas, transA, transB, m, n, k, alphaBeta, a, abType, lda, strideA, b, ldb, strideB,
                 c, cType, ldc, strideC, batch);
+        end();
     }
 
     /**
@@ -188,8 +226,10 @@ public final class CudaStream {
         }
         alphaBeta.set(JAVA_FLOAT, 0, 1f);
         alphaBeta.set(JAVA_FLOAT, 4, 0f);
+        begin(gemmName("batched gemm", transA, transB, m, n, k, abType) + " x" + batch);
         Cublas.get().gemmBatchedRowMajor(cublas, transA, transB, m, n, k, alphaBeta, dev, abType, lda, dev + 8L * batch, ldb,
                 dev + 16L * batch, cType, ldc, batch);
+        end();
         pool.free(dev);
     }
 
@@ -197,7 +237,15 @@ public final class CudaStream {
               int ldb, float beta, long c, int ldc, int abType, int cType) {
         alphaBeta.set(JAVA_FLOAT, 0, alpha);
         alphaBeta.set(JAVA_FLOAT, 4, beta);
+        begin(gemmName("gemm", transA, transB, m, n, k, abType));
         Cublas.get().gemmRowMajor(handle, transA, transB, m, n, k, alphaBeta, a, abType, lda, b, ldb, c, cType, ldc);
+        end();
+    }
+
+    /** A product's name for the kernel timer: kind, input type, transposes and shape. */
+    private static String gemmName(String kind, boolean transA, boolean transB, int m, int n, int k, int abType) {
+        return "cublas " + kind + (abType == Cublas.CUDA_R_16BF ? " bf16 " : " f32 ") + (transA ? "T" : "N") + (transB ? "T" : "N")
+                + " " + m + "x" + n + "x" + k;
     }
 
     // ---------------------------------------------------------------- events

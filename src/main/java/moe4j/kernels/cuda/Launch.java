@@ -103,6 +103,8 @@ final class Launch {
     }
 
     void run() {
+        stream.begin(name);
         stream.driver.launch(kernel, name, gx, gy, 1, bx, 1, 1, shared, stream.stream, stream.argPointers);
+        stream.end();
     }
 }

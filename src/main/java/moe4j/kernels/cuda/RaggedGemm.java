@@ -74,7 +74,12 @@ final class RaggedGemm {
             s = choose(shapeKey, work, abType, cType);
             chosen.put(shapeKey, s);
         }
-        run(s, work, abType, cType);
+        main.begin("ragged " + s + ": " + shapeKey);
+        try {
+            run(s, work, abType, cType);
+        } finally {
+            main.end();
+        }
     }
 
     private Strategy choose(String key, List<Product> work, int abType, int cType) {

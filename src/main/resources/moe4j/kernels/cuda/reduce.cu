@@ -108,19 +108,38 @@ extern "C" __global__ void row_dots(const float* a, const float* b, int D, float
     if (threadIdx.x == 0) out[blockIdx.x] = (float) acc;
 }
 
-// one thread per column, rows in order (the CPU's order)
-extern "C" __global__ void column_sums(const float* a, int rows, int D, float* out) {
-    GRID_STRIDE(j, D) {
-        double acc = 0;
-        for (int i = 0; i < rows; i++) acc += a[(long long) i * D + j];
-        out[j] = (float) acc;
+// Column reductions out[j] = Σ_i a[i, j]·(b ? b[i, j] : 1)·(scale ? scale[i] : 1), in two passes with a
+// fixed order (the same bits on every run): column_partial sums chunk blockIdx.y of the rows for 32
+// columns per block (threads 0-31 read 32 neighbouring floats of a row; the 8 warps take every 8th row of
+// the chunk) and adds the 8 warps' sums in order; column_final adds the chunks in order.
+extern "C" __global__ void column_partial(const float* a, const float* b, const float* scale, int rows, int D, int chunkRows,
+        double* partial) {
+    __shared__ double lanes[8][32];
+    int col = blockIdx.x * 32 + (threadIdx.x & 31), lane = threadIdx.x >> 5;
+    int first = blockIdx.y * chunkRows, last = min(rows, first + chunkRows);
+    double acc = 0;
+    if (col < D) {
+        for (int i = first + lane; i < last; i += 8) {
+            long long at = (long long) i * D + col;
+            double v = a[at];
+            if (b) v *= b[at];
+            if (scale) v *= scale[i];
+            acc += v;
+        }
+    }
+    lanes[lane][threadIdx.x & 31] = acc;
+    __syncthreads();
+    if (lane == 0 && col < D) {
+        double sum = 0;
+        for (int l = 0; l < 8; l++) sum += lanes[l][threadIdx.x];
+        partial[(long long) blockIdx.y * D + col] = sum;
     }
 }
 
-extern "C" __global__ void column_dots(const float* a, const float* b, int rows, int D, float* out) {
+extern "C" __global__ void column_final(const double* partial, int chunks, int D, float* out) {
     GRID_STRIDE(j, D) {
         double acc = 0;
-        for (int i = 0; i < rows; i++) acc += (double) a[(long long) i * D + j] * b[(long long) i * D + j];
+        for (int c = 0; c < chunks; c++) acc += partial[(long long) c * D + j];
         out[j] = (float) acc;
     }
 }
@@ -195,15 +214,6 @@ extern "C" __global__ void rms_norm_backward_x(const float* x, const float* w, c
     for (int j = threadIdx.x; j < D; j += blockDim.x) {
         double gwj = (double) g[base + j] * w[j];
         gx[base + j] = (float) (r * gwj - x[base + j] * r * r * r * s);
-    }
-}
-
-// gw[j] = Σ_i g[i, j]·x[i, j]·inv[i], one thread per column, rows in order
-extern "C" __global__ void rms_norm_backward_w(const float* x, const float* inv, const float* g, int rows, int D, float* gw) {
-    GRID_STRIDE(j, D) {
-        double acc = 0;
-        for (int i = 0; i < rows; i++) acc += (double) g[(long long) i * D + j] * x[(long long) i * D + j] * (double) inv[i];
-        gw[j] = (float) acc;
     }
 }
 

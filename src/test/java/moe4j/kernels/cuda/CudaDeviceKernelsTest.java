@@ -168,6 +168,23 @@ class CudaDeviceKernelsTest {
     }
 
     @Test
+    void kernelTimingNamesEveryCallOnceAndFitsItsSpan() {
+        Tensor a = rand(64, 32).to(GPU), b = rand(32, 48).to(GPU), c = Tensor.zeros(GPU, DType.F32, 64, 48);
+        Tensor x = rand(1000).to(GPU), y = Tensor.zeros(GPU, DType.F32, 1000);
+        gpu.startKernelTiming();
+        for (int i = 0; i < 3; i++) gpu.matmul().gemm(false, false, 64, 48, 32, 1f, a, 0, 32, b, 0, 48, 0f, c, 0, 48);
+        gpu.elementwise().convert(x, y); // a same-type convert is a device-to-device copy
+        moe4j.kernels.KernelTiming t = gpu.stopKernelTiming();
+        var byName = new java.util.HashMap<String, moe4j.kernels.KernelTiming.Entry>();
+        t.kernels().forEach(e -> byName.put(e.name(), e));
+        assertEquals(java.util.Set.of("cublas gemm f32 NN 64x48x32", "copy device to device"), byName.keySet(), t.toString());
+        assertEquals(3, byName.get("cublas gemm f32 NN 64x48x32").calls());
+        assertEquals(1, byName.get("copy device to device").calls());
+        assertTrue(t.busySeconds() > 0 && t.busySeconds() <= t.spanSeconds() * (1 + 1e-6), t.toString());
+        assertEquals(null, gpu.stopKernelTiming(), "timing stopped: nothing more is timed");
+    }
+
+    @Test
     void gemmAllTranspositionsOffsetsAndBeta() {
         gemmCases("", 19, 23, 31, 2, 1, CudaDeviceKernelsTest::same);
     }
