@@ -113,6 +113,27 @@ public final class Autograd {
         return output;
     }
 
+    /**
+     * Where a backward rule puts the gradient of {@code input}: {@code tensor ← beta·tensor + gradient}, the
+     * rule writing every element (a product with that beta does it for free).
+     */
+    public record GradientTarget(Tensor tensor, float beta) {}
+
+    /**
+     * The target for {@code input}'s gradient: for a leaf (a parameter) its own gradient buffer, overwritten
+     * (beta 0) when it was zeroed ({@link Tensor#zeroGrad}) and nothing was added since, added to (beta 1)
+     * when it holds gradients already (micro-batches, a weight used twice); accumulation then sees the same
+     * tensor and leaves it, so no copy or addition follows. Otherwise a new tensor of unspecified contents, beta 0.
+     */
+    public static GradientTarget gradientTarget(Tensor input) {
+        if (input.isLeaf() && input.requiresGrad()) {
+            Tensor own = input.gradToOverwrite();
+            if (own != null) return new GradientTarget(own, 0f);
+            if (input.grad() != null) return new GradientTarget(input.grad(), 1f);
+        }
+        return new GradientTarget(Tensor.emptyLike(input), 0f);
+    }
+
     /** Back-propagates from a one-element {@code root} (seed gradient 1). */
     public static void backward(Tensor root) {
         if (root.numel() != 1) {
@@ -203,6 +224,12 @@ public final class Autograd {
     }
 
     private static void accumulateLeaf(Tensor leaf, Tensor g) {
+        if (g == leaf.grad()) return; // written in place by its rule (gradientTarget)
+        Tensor zeroed = leaf.gradToOverwrite();
+        if (zeroed != null) {
+            zeroed.copyFrom(g); // the first gradient since zeroGrad: 0 + g is g
+            return;
+        }
         Tensor existing = leaf.grad();
         if (existing == null) {
             // Gradients of leaves (parameters) outlive the step's scope.

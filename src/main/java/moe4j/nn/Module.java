@@ -165,7 +165,7 @@ public abstract class Module {
 
     public void zeroGrad() {
         for (Tensor p : parameters()) {
-            if (p.grad() != null) p.grad().fill(0f);
+            p.zeroGrad();
         }
     }
 

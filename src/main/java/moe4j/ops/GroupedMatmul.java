@@ -1,5 +1,6 @@
 package moe4j.ops;
 
+import static moe4j.autograd.Autograd.gradientTarget;
 import static moe4j.autograd.Autograd.record;
 
 import java.util.Arrays;
@@ -73,7 +74,8 @@ public final class GroupedMatmul {
         all[0] = x;
         System.arraycopy(weightTensors, 0, all, 1, weightTensors.length);
         MatmulKernels kernels = Kernels.on("groupedMatmul", all).matmul();
-        Tensor y = Tensor.zeros(x.device(), x.dim(0), n);
+        // every row belongs to a group and every group's product is written with beta 0
+        Tensor y = Tensor.empty(x.device(), moe4j.tensor.DType.F32, x.dim(0), n);
         kernels.groupedGemm(offsets, k, n, x, w, wOff, transW, y, 0f);
         Tensor[] inputs = new Tensor[weightTensors.length + 1];
         inputs[0] = x;
@@ -82,7 +84,7 @@ public final class GroupedMatmul {
             Tensor[] grads = new Tensor[inputs.length];
             if (x.requiresGrad()) {
                 // dX_g = dY_g · op(W_g)ᵀ: the same grouped product with the other transpose
-                Tensor gx = Tensor.zerosLike(x);
+                Tensor gx = Tensor.emptyLike(x);
                 kernels.groupedGemm(offsets, n, k, g, w, wOff, !transW, gx, 0f);
                 grads[0] = gx;
             }
@@ -91,17 +93,30 @@ public final class GroupedMatmul {
             if (anyWeight) {
                 Tensor[] dw = new Tensor[sizes.length];
                 if (transW) {
-                    // list layout, W_g (N, K): dW_g = dY_gᵀ · X_g, i.e. the weight gradient with the operands swapped
+                    // list layout, W_g (N, K): dW_g = dY_gᵀ · X_g, i.e. the weight gradient with the operands swapped;
+                    // one call takes one beta: when the experts' targets disagree, every one gets a new tensor
+                    var targets = new moe4j.autograd.Autograd.GradientTarget[sizes.length];
+                    boolean sameBeta = true;
                     for (int e = 0; e < sizes.length; e++) {
-                        grads[e + 1] = Tensor.zerosLike(weightTensors[e]);
+                        targets[e] = gradientTarget(weightTensors[e]);
+                        sameBeta &= targets[e].beta() == targets[0].beta();
+                    }
+                    float beta = sameBeta ? targets[0].beta() : 0f;
+                    for (int e = 0; !sameBeta && e < sizes.length; e++) {
+                        // a zeroed buffer handed out for overwriting now gets its gradient added instead
+                        if (targets[e].beta() == 0f && targets[e].tensor() == weightTensors[e].grad()) targets[e].tensor().fill(0f);
+                    }
+                    for (int e = 0; e < sizes.length; e++) {
+                        // every group's gradient is written (a group without rows gets zeros, or keeps its sum)
+                        grads[e + 1] = sameBeta ? targets[e].tensor() : Tensor.emptyLike(weightTensors[e]);
                         dw[e] = grads[e + 1];
                     }
-                    kernels.groupedWeightGrad(offsets, n, k, g, x, dw, wOff, 0f);
+                    kernels.groupedWeightGrad(offsets, n, k, g, x, dw, wOff, beta);
                 } else {
-                    Tensor gw = Tensor.zerosLike(weightTensors[0]);
-                    Arrays.fill(dw, gw);
-                    kernels.groupedWeightGrad(offsets, k, n, x, g, dw, wOff, 0f);
-                    grads[1] = gw;
+                    var target = gradientTarget(weightTensors[0]);
+                    Arrays.fill(dw, target.tensor());
+                    kernels.groupedWeightGrad(offsets, k, n, x, g, dw, wOff, target.beta());
+                    grads[1] = target.tensor();
                 }
             }
             return grads;

@@ -1,5 +1,6 @@
 package moe4j.ops;
 
+import static moe4j.autograd.Autograd.gradientTarget;
 import static moe4j.autograd.Autograd.record;
 
 import java.util.Arrays;
@@ -42,22 +43,24 @@ public final class Ops {
                     + " (a " + a.shapeString() + (transA ? "ᵀ" : "") + "), op(b) is " + kb + "x" + n
                     + " (b " + b.shapeString() + (transB ? "ᵀ" : "") + ")");
         }
-        Tensor c = Tensor.zeros(a.device(), m, n);
+        Tensor c = Tensor.empty(a.device(), DType.F32, m, n); // beta 0: every element written
         Kernels.on("matmul", a, b);
         gemm(transA, transB, m, n, k, a, b, 0f, c);
         return record(c, "matmul", new Tensor[] {a, b}, g -> {
             Tensor ga = null;
             Tensor gb = null;
             if (a.requiresGrad()) {
-                ga = Tensor.zerosLike(a);
+                var target = gradientTarget(a);
+                ga = target.tensor();
                 // C = op(A)·op(B): dop(A) = dC·op(B)ᵀ, so dA = dC·op(B)ᵀ or (op(B)·dCᵀ) for a transposed A.
-                if (!transA) gemm(false, !transB, m, k, n, g, b, 0f, ga);
-                else gemm(transB, true, k, m, n, b, g, 0f, ga);
+                if (!transA) gemm(false, !transB, m, k, n, g, b, target.beta(), ga);
+                else gemm(transB, true, k, m, n, b, g, target.beta(), ga);
             }
             if (b.requiresGrad()) {
-                gb = Tensor.zerosLike(b);
-                if (!transB) gemm(!transA, false, k, n, m, a, g, 0f, gb);
-                else gemm(true, transA, n, k, m, g, a, 0f, gb);
+                var target = gradientTarget(b);
+                gb = target.tensor();
+                if (!transB) gemm(!transA, false, k, n, m, a, g, target.beta(), gb);
+                else gemm(true, transA, n, k, m, g, a, target.beta(), gb);
             }
             return new Tensor[] {ga, gb};
         });
@@ -72,21 +75,21 @@ public final class Ops {
 
     public static Tensor add(Tensor a, Tensor b) {
         requireSameShape(a, b, "add");
-        Tensor out = Tensor.zerosLike(a);
+        Tensor out = Tensor.emptyLike(a);
         elementwise("add", a, b).addScaled(a, 1f, b, out);
         return record(out, "add", new Tensor[] {a, b}, g -> new Tensor[] {g, g});
     }
 
     public static Tensor sub(Tensor a, Tensor b) {
         requireSameShape(a, b, "sub");
-        Tensor out = Tensor.zerosLike(a);
+        Tensor out = Tensor.emptyLike(a);
         elementwise("sub", a, b).addScaled(a, -1f, b, out);
         return record(out, "sub", new Tensor[] {a, b}, g -> new Tensor[] {g, b.requiresGrad() ? scaled(g, -1f) : null});
     }
 
     public static Tensor mul(Tensor a, Tensor b) {
         requireSameShape(a, b, "mul");
-        Tensor out = Tensor.zerosLike(a);
+        Tensor out = Tensor.emptyLike(a);
         elementwise("mul", a, b).mul(a, b, out);
         return record(out, "mul", new Tensor[] {a, b}, g -> new Tensor[] {
             a.requiresGrad() ? product(g, b) : null,
@@ -103,17 +106,17 @@ public final class Ops {
     /** a + c for a constant c. */
     public static Tensor addScalar(Tensor a, double c) {
         requireFloat(a, "addScalar");
-        Tensor out = Tensor.zerosLike(a);
+        Tensor out = Tensor.emptyLike(a);
         elementwise(a).addScalar(a, c, out);
         return record(out, "addScalar", new Tensor[] {a}, g -> new Tensor[] {g});
     }
 
     public static Tensor silu(Tensor a) {
         requireFloat(a, "silu");
-        Tensor out = Tensor.zerosLike(a);
+        Tensor out = Tensor.emptyLike(a);
         elementwise(a).silu(a, out);
         return record(out, "silu", new Tensor[] {a}, g -> {
-            Tensor gi = Tensor.zerosLike(a);
+            Tensor gi = Tensor.emptyLike(a);
             elementwise(a).siluBackward(a, g, gi);
             return new Tensor[] {gi};
         });
@@ -122,11 +125,11 @@ public final class Ops {
     /** Fused {@code silu(gate) · up}, the SwiGLU gating of an expert's hidden layer. */
     public static Tensor swiglu(Tensor gate, Tensor up) {
         requireSameShape(gate, up, "swiglu");
-        Tensor out = Tensor.zerosLike(gate);
+        Tensor out = Tensor.emptyLike(gate);
         elementwise("swiglu", gate, up).swiglu(gate, up, out);
         return record(out, "swiglu", new Tensor[] {gate, up}, g -> {
-            Tensor gg = Tensor.zerosLike(gate);
-            Tensor gu = Tensor.zerosLike(up);
+            Tensor gg = Tensor.emptyLike(gate);
+            Tensor gu = Tensor.emptyLike(up);
             elementwise(gate).swigluBackward(gate, up, g, gg, gu);
             return new Tensor[] {gg, gu};
         });
@@ -135,7 +138,7 @@ public final class Ops {
     /** Exact GELU: x · Φ(x), Φ the standard normal CDF (through erf). */
     public static Tensor gelu(Tensor a) {
         requireFloat(a, "gelu");
-        Tensor out = Tensor.zerosLike(a);
+        Tensor out = Tensor.emptyLike(a);
         elementwise(a).gelu(a, out);
         return record(out, "gelu", new Tensor[] {a}, g -> {
             Tensor gi = Tensor.zerosLike(a);
@@ -199,13 +202,13 @@ public final class Ops {
         }
         int n = x.dim(0);
         int d = x.dim(1);
-        Tensor out = Tensor.zerosLike(x);
+        Tensor out = Tensor.emptyLike(x);
         elementwise("mulRows", x, c).mulRows(x, c, out);
         return record(out, "mulRows", new Tensor[] {x, c}, g -> {
             Tensor gx = null;
             Tensor gc = null;
             if (x.requiresGrad()) {
-                gx = Tensor.zerosLike(x);
+                gx = Tensor.emptyLike(x);
                 elementwise(x).mulRows(g, c, gx);
             }
             if (c.requiresGrad()) {

@@ -29,6 +29,14 @@ public interface DeviceAllocator {
     /** {@code byteSize} bytes, zero-filled, aligned for any element type (256 bytes is plenty). */
     DeviceMemory allocate(long byteSize);
 
+    /**
+     * {@code byteSize} bytes whose contents are unspecified, for a result every element of which is about to
+     * be written (saves the zero fill); a backend that cannot skip the fill zeroes them as {@link #allocate}.
+     */
+    default DeviceMemory allocateUninitialized(long byteSize) {
+        return allocate(byteSize);
+    }
+
     /** Gives back a block {@link #allocate} returned; may be called from any thread. */
     void free(DeviceMemory block);
 

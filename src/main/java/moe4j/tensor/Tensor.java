@@ -53,6 +53,7 @@ public final class Tensor {
     /** -1, or a bound every element of this int32 tensor is known to lie below (see {@link #markIndicesBelow}). */
     private int indicesBelow = -1;
     private Tensor grad;
+    private boolean gradZeroPending; // see zeroGrad
     private GradFn gradFn;
 
     private Tensor(MemorySegment data, DType dtype, int[] shape) {
@@ -190,11 +191,29 @@ public final class Tensor {
      * when it closes) or, outside any scope, as long as the tensor or a view of it is reachable.
      */
     public static Tensor zeros(Device device, DType dtype, int... shape) {
+        return onDevice(device, dtype, shape, true);
+    }
+
+    /**
+     * A tensor on {@code device} whose contents are unspecified until written: for an op's result that its
+     * kernel writes in full (a device skips the zero fill; host memory comes zeroed anyway). Lifetime as
+     * {@link #zeros(Device, DType, int...)}.
+     */
+    public static Tensor empty(Device device, DType dtype, int... shape) {
+        return onDevice(device, dtype, shape, false);
+    }
+
+    /** {@link #empty} of {@code t}'s type and shape on {@code t}'s device. */
+    public static Tensor emptyLike(Tensor t) {
+        return empty(t.device, t.dtype, t.shape);
+    }
+
+    private static Tensor onDevice(Device device, DType dtype, int[] shape, boolean zeroed) {
         if (device.isCpu()) return zeros(dtype, shape);
         int[] s = shape.clone();
         long bytes = checkedNumel(s) * dtype.byteSize;
         DeviceAllocator allocator = DeviceAllocator.of(device);
-        DeviceMemory block = allocator.allocate(bytes);
+        DeviceMemory block = zeroed ? allocator.allocate(bytes) : allocator.allocateUninitialized(bytes);
         if (MemoryScope.releaseWithCurrentScope(() -> allocator.free(block))) {
             return new Tensor(block, null, dtype, s);
         }
@@ -578,7 +597,12 @@ public final class Tensor {
         return this;
     }
 
+    /** The accumulated gradient (null before the first); zeros after {@link #zeroGrad} until something is added. */
     public Tensor grad() {
+        if (gradZeroPending) {
+            gradZeroPending = false;
+            grad.fill(0f);
+        }
         return grad;
     }
 
@@ -587,6 +611,26 @@ public final class Tensor {
             throw new IllegalArgumentException("gradient of shape " + grad.shapeString() + " for tensor of shape " + shapeString());
         }
         this.grad = grad;
+        this.gradZeroPending = false;
+    }
+
+    /**
+     * Makes the gradient zero without writing it: the first accumulation afterwards overwrites the buffer
+     * ({@link #gradToOverwrite}) instead of adding to zeros, and a reader before that sees zeros. Saves a
+     * fill and a read of every gradient per training step.
+     */
+    public void zeroGrad() {
+        if (grad != null) gradZeroPending = true;
+    }
+
+    /**
+     * After {@link #zeroGrad} and before anything was added: the gradient's buffer, which now counts as
+     * written (the caller fills it); else null (accumulate into {@link #grad()}).
+     */
+    public Tensor gradToOverwrite() {
+        if (!gradZeroPending) return null;
+        gradZeroPending = false;
+        return grad;
     }
 
     public GradFn gradFn() {

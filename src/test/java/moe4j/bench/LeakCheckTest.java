@@ -24,9 +24,13 @@ class LeakCheckTest {
         LeakCheck.Sample last = samples.get(samples.size() - 1);
         assertEquals(1000, last.step());
         assertTrue(first.stepBytes() > 100_000, "a step allocates its activations in its scope: " + first.stepBytes());
+        // the first step also makes the weight gradients' inputs to their first accumulation; later steps add
+        // their weight gradients straight into the kept buffers
+        LeakCheck.Sample second = samples.get(1);
+        assertTrue(second.stepBytes() > 100_000 && second.stepBytes() <= first.stepBytes(), second + " against " + first);
         for (LeakCheck.Sample s : samples) {
             assertEquals(0, s.scopedBytes(), "bytes left in open scopes after step " + s.step());
-            assertEquals(first.stepBytes(), s.stepBytes(), "every step allocates the same: step " + s.step());
+            if (s.step() > 1) assertEquals(second.stepBytes(), s.stepBytes(), "every step after the first allocates the same: step " + s.step());
         }
         assertTrue(last.persistentBytes() - samples.get(1).persistentBytes() < 64 * 1024,
                 "persistent memory grew: " + samples.get(1) + " → " + last);
