@@ -174,11 +174,6 @@ public final class GradientSync {
         return requireSharded().gradientNorm();
     }
 
-    /** Scales the gradient pieces of a sharded run. */
-    public void scaleShardedGradients(float scale) {
-        requireSharded().scaleGradients(scale);
-    }
-
     /**
      * The global names and shapes of what {@link #forEachGlobalTensor} hands out for values keyed like
      * {@link #optimizerParameters()}, in that order, without collectives: experts by global index, whole

@@ -372,14 +372,6 @@ final class ParameterShards {
         return Math.sqrt(splitSum.item() + t.get(1));
     }
 
-    /** Scales every owned gradient piece. */
-    void scaleGradients(float scale) {
-        for (Shard s : shards) {
-            Tensor g = s.piece().grad();
-            if (g != null && g.numel() > 0) Kernels.of(g.device()).elementwise().scale(scale, g, g);
-        }
-    }
-
     /** The whole (tp/ep-local) shape of each parameter, by name. */
     Map<String, int[]> wholeShapes() {
         Map<String, int[]> out = new LinkedHashMap<>();

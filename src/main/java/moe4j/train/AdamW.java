@@ -46,6 +46,14 @@ public final class AdamW {
 
     /** One update of every parameter that has a gradient, at learning rate {@code lr}. */
     public void step(double lr) {
+        step(lr, 1f);
+    }
+
+    /**
+     * {@link #step(double)} with every gradient taken times {@code gradScale} (gradient clipping's factor,
+     * {@link GradClip#measure}); the stored gradients are not changed.
+     */
+    public void step(double lr, float gradScale) {
         step++;
         double c1 = 1 - Math.pow(beta1, step);
         double c2 = 1 - Math.pow(beta2, step);
@@ -54,7 +62,7 @@ public final class AdamW {
             if (g == null) return;
             double decay = noDecay.contains(p) ? 0 : weightDecay;
             Kernels.on("AdamW", p, g).optimizer().adamW(p, g, expAvg.get(name), expAvgSq.get(name),
-                    (float) lr, (float) beta1, (float) beta2, (float) eps, (float) decay, (float) c1, (float) c2);
+                    (float) lr, (float) beta1, (float) beta2, (float) eps, (float) decay, (float) c1, (float) c2, gradScale);
         });
     }
 

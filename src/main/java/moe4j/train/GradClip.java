@@ -39,20 +39,16 @@ public final class GradClip {
         return Math.sqrt((float) dense + (float) expert);
     }
 
-    /** Scales every gradient by {@code min(1, maxNorm / norm)}; returns the norm before clipping. */
-    public static double clip(Module model, GradientSync sync, double maxNorm) {
+    /** The global gradient norm and the factor clipping applies to every gradient: {@code maxNorm / norm} when larger, else 1. */
+    public record Clipping(double norm, float scale) {}
+
+    /**
+     * The norm of the gradients and their clipping factor {@code min(1, maxNorm / norm)} (no clipping for
+     * maxNorm ≤ 0). The gradients are not changed: the optimizer applies the factor as it reads them
+     * ({@link AdamW#step(double, float)}), which saves a pass over every gradient.
+     */
+    public static Clipping measure(Module model, GradientSync sync, double maxNorm) {
         double norm = globalNorm(model, sync);
-        if (maxNorm > 0 && norm > maxNorm) {
-            float scale = (float) (maxNorm / (norm + 1e-6));
-            if (sync.isSharded()) {
-                sync.scaleShardedGradients(scale);
-                return norm;
-            }
-            for (Tensor p : model.parameters()) {
-                Tensor g = p.grad();
-                if (g != null) Kernels.of(g.device()).elementwise().scale(scale, g, g);
-            }
-        }
-        return norm;
+        return new Clipping(norm, maxNorm > 0 && norm > maxNorm ? (float) (maxNorm / (norm + 1e-6)) : 1f);
     }
 }

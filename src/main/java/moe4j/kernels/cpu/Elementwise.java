@@ -219,16 +219,17 @@ public final class Elementwise {
 
     /**
      * One AdamW update in place: m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;
-     * p ← p − lr·((m/c1) / (√(v/c2) + ε) + λ·p), with c1, c2 the bias corrections.
+     * p ← p − lr·((m/c1) / (√(v/c2) + ε) + λ·p), with c1, c2 the bias corrections and g the stored gradient
+     * times {@code gradScale} (a float product, as if the gradient had been scaled in place first).
      */
     public static void adamW(long n, MemorySegment p, MemorySegment g, MemorySegment m, MemorySegment v, float lr,
-                             float beta1, float beta2, float eps, float decay, float c1, float c2) {
+                             float beta1, float beta2, float eps, float decay, float c1, float c2, float gradScale) {
         long i = 0;
         long bound = n - n % L;
         FloatVector b1 = FloatVector.broadcast(S, beta1);
         FloatVector b2 = FloatVector.broadcast(S, beta2);
         for (; i < bound; i += L) {
-            FloatVector gv = load(g, i);
+            FloatVector gv = load(g, i).mul(gradScale);
             FloatVector mv = load(m, i).mul(b1).add(gv.mul(1 - beta1));
             FloatVector vv = load(v, i).mul(b2).add(gv.mul(gv).mul(1 - beta2));
             mv.intoMemorySegment(m, i * 4, LE);
@@ -238,7 +239,7 @@ public final class Elementwise {
             pv.sub(update.mul(lr)).intoMemorySegment(p, i * 4, LE);
         }
         for (; i < n; i++) {
-            float gi = g.getAtIndex(F, i);
+            float gi = g.getAtIndex(F, i) * gradScale;
             float mi = m.getAtIndex(F, i) * beta1 + gi * (1 - beta1);
             float vi = v.getAtIndex(F, i) * beta2 + gi * gi * (1 - beta2);
             m.setAtIndex(F, i, mi);

@@ -35,10 +35,16 @@ final class CudaAllocator implements DeviceAllocator {
 
     @Override
     public DeviceMemory allocate(long byteSize) {
+        DeviceMemory block = allocateUninitialized(byteSize);
+        stream().zero(cuda(block).address(), byteSize);
+        return block;
+    }
+
+    @Override
+    public DeviceMemory allocateUninitialized(long byteSize) {
         CudaStream s = stream();
         s.freeDeferred();
         long address = s.pool.allocatePersistent(byteSize, "a " + byteSize + "-byte tensor");
-        s.zero(address, byteSize);
         return new CudaMemory(device, address, byteSize, s);
     }
 

@@ -128,6 +128,14 @@ final class CudaKernels implements Kernels {
      * the tensor cores with float32 accumulation, and the result is stored in float32.
      */
     private final class Matmul implements MatmulKernels {
+        /**
+         * The row layout of bf16 grouped products: AUTO (by the group sizes, {@link RowPlan}); COMPACT forces
+         * ragged products, PADDED or BUCKETED force padding (system property {@code moe4j.cuda.groupedLayout},
+         * for comparing them).
+         */
+        private static final CudaMoELayer.RowLayout GROUPED_LAYOUT =
+                CudaMoELayer.RowLayout.valueOf(System.getProperty("moe4j.cuda.groupedLayout", "AUTO").toUpperCase(java.util.Locale.ROOT));
+
         @Override
         public void gemm(boolean transA, boolean transB, int m, int n, int k, float alpha, Tensor a, long aOff, int lda, Tensor b,
                          long bOff, int ldb, float beta, Tensor c, long cOff, int ldc) {
@@ -165,10 +173,22 @@ final class CudaKernels implements Kernels {
             int rowsTotal = offsets[offsets.length - 1] - first;
             if (rowsTotal == 0) return;
             try (Bf16Copies copies = new Bf16Copies(s)) {
-                long x16 = copies.of(x, (long) first * k, rowsTotal, k, k);
                 // a packed layer passes one tensor for every group: it is converted once, not once per expert
                 Map<Tensor, Long> w16 = new IdentityHashMap<>();
                 for (Tensor t : w) w16.computeIfAbsent(t, u -> copies.of(u, 0, 1, u.numel(), u.numel()));
+                RowPlan plan = beta == 0f ? planFor(offsets, n) : null;
+                if (plan != null && !plan.compact()) {
+                    // small groups: the rows go into the padded layout on their way to bf16, one batched product per
+                    // bucket writes a padded result, and its rows are moved back to the packed output
+                    RowMap map = copies.rowMap(offsets, plan);
+                    long xPad = copies.padded(x, (long) first * k, k, map);
+                    long yPad = copies.scratch(4L * plan.rows() * n);
+                    bucketProducts(s, plan, false, transW, n, k, g -> xPad + 2L * plan.expertBase()[g] * k, k,
+                            g -> w16.get(w[g]) + 2L * wOff[g], transW ? k : n, g -> yPad + 4L * plan.expertBase()[g] * n, 0f);
+                    copies.unpad(yPad, at(y, (long) first * n), n, map);
+                    return;
+                }
+                long x16 = copies.of(x, (long) first * k, rowsTotal, k, k);
                 List<RaggedGemm.Product> products = new ArrayList<>();
                 for (int g = 0; g + 1 < offsets.length; g++) {
                     int rows = offsets[g + 1] - offsets[g];
@@ -200,6 +220,17 @@ final class CudaKernels implements Kernels {
             int rowsTotal = offsets[offsets.length - 1] - first;
             if (rowsTotal == 0) return;
             try (Bf16Copies copies = new Bf16Copies(s)) {
+                RowPlan plan = planFor(offsets, n);
+                if (!plan.compact()) {
+                    // zero padding rows add nothing to Xᵀ·dY, so each bucket is one batched product over its cap rows,
+                    // written straight into the gradients with the call's beta
+                    RowMap map = copies.rowMap(offsets, plan);
+                    long xPad = copies.padded(x, (long) first * k, k, map);
+                    long dyPad = copies.padded(dy, (long) first * n, n, map);
+                    bucketProducts(s, plan, true, false, n, k, g -> xPad + 2L * plan.expertBase()[g] * k, k,
+                            g -> dyPad + 2L * plan.expertBase()[g] * n, n, g -> at(dw[g], dwOff[g]), beta);
+                    return;
+                }
                 long x16 = copies.of(x, (long) first * k, rowsTotal, k, k);
                 long dy16 = copies.of(dy, (long) first * n, rowsTotal, n, n);
                 List<RaggedGemm.Product> products = new ArrayList<>();
@@ -211,6 +242,47 @@ final class CudaKernels implements Kernels {
                 }
                 runRagged(s, "grouped weight gradient k=" + k + " n=" + n + " groups=" + dw.length + " rows~"
                         + Integer.highestOneBit(rowsTotal), products, beta);
+            }
+        }
+
+        /**
+         * The layout of a bf16 grouped product over the groups of {@code offsets} with {@code width} output
+         * columns: compact (ragged products) when every group's product fills the GPU, else padded or
+         * bucketed ({@link RowPlan}), which runs many small groups as one batched product per bucket.
+         */
+        private RowPlan planFor(int[] offsets, int width) {
+            int[] counts = new int[offsets.length - 1];
+            for (int g = 0; g < counts.length; g++) counts[g] = offsets[g + 1] - offsets[g];
+            return RowPlan.of(GROUPED_LAYOUT, counts, width, gpu.multiprocessors);
+        }
+
+        /**
+         * One bf16 product per group of a bucketed {@code plan}, fp32 results {@code C ← beta·C + product}, batched per bucket: group
+         * g computes {@code C_g = op(A_g)·op(B_g)} over its bucket's {@code cap} rows, where the rows are the
+         * product's m (forward: {@code cap × n}, inner k) or, with {@code rowsInner}, its inner dimension
+         * (weight gradient: {@code k × n = A_gᵀ·B_g}, inner cap).
+         */
+        private void bucketProducts(CudaStream s, RowPlan plan, boolean rowsInner, boolean transB, int n, int k,
+                                    java.util.function.IntToLongFunction a, int lda, java.util.function.IntToLongFunction b, int ldb,
+                                    java.util.function.IntToLongFunction c, float beta) {
+            for (RowPlan.Bucket bucket : plan.buckets()) {
+                int[] members = bucket.experts();
+                int cap = bucket.cap();
+                int m = rowsInner ? k : cap;
+                int inner = rowsInner ? cap : k;
+                if (members.length == 1) {
+                    int g = members[0];
+                    s.gemm(rowsInner, transB, m, n, inner, 1f, a.applyAsLong(g), lda, b.applyAsLong(g), ldb, beta, c.applyAsLong(g), n,
+                            Cublas.CUDA_R_16BF, Cublas.CUDA_R_32F);
+                    continue;
+                }
+                long[] ptrs = new long[3 * members.length];
+                for (int j = 0; j < members.length; j++) {
+                    ptrs[j] = a.applyAsLong(members[j]);
+                    ptrs[members.length + j] = b.applyAsLong(members[j]);
+                    ptrs[2 * members.length + j] = c.applyAsLong(members[j]);
+                }
+                s.gemmBatched(rowsInner, transB, m, n, inner, ptrs, lda, ldb, n, beta, Cublas.CUDA_R_16BF, Cublas.CUDA_R_32F);
             }
         }
 
@@ -238,6 +310,17 @@ final class CudaKernels implements Kernels {
          * freed together on close, after the products queued with them (the frees are ordered on the stream),
          * also when a product throws.
          */
+        /**
+         * A padded layout's row map on the device ({@code pad_rows_f32_bf16}, {@code unpad_rows_f32}): 4 ints
+         * per group; {@code maxCap} the largest bucket, {@code paddedRows} the layout's rows.
+         */
+        private record RowMap(long address, int groups, int maxCap, int paddedRows) {
+            /** Blocks per group of a row-moving kernel: one per padded row, at most a few per multiprocessor over all groups. */
+            int blocks(int multiprocessors) {
+                return Math.max(1, Math.min(maxCap, 8 * multiprocessors / Math.max(1, groups) + 1));
+            }
+        }
+
         private static final class Bf16Copies implements AutoCloseable {
             private final CudaStream s;
             private final List<Long> addresses = new ArrayList<>();
@@ -257,6 +340,52 @@ final class CudaKernels implements Kernels {
                 addresses.add(dst);
                 s.launch(KernelSource.ELEMENTWISE, "cast_f32_bf16").over(span).ptr(at(t, off)).ptr(dst).i64(span).run();
                 return dst;
+            }
+
+            /** Scratch device memory of {@code bytes}, freed with the copies. */
+            long scratch(long bytes) {
+                long dst = s.pool().allocate(bytes, "scratch of a mixed-precision product");
+                addresses.add(dst);
+                return dst;
+            }
+
+            /**
+             * The row map of {@code plan} for the groups of {@code offsets} on the device: per group its first
+             * packed row (from offsets[0]), its first padded row, its rows and its padded rows (0 outside buckets).
+             */
+            RowMap rowMap(int[] offsets, RowPlan plan) {
+                int groups = offsets.length - 1;
+                int[] meta = new int[4 * groups];
+                for (int g = 0; g < groups; g++) {
+                    meta[g] = offsets[g] - offsets[0];
+                    meta[groups + g] = plan.expertBase()[g];
+                    meta[2 * groups + g] = offsets[g + 1] - offsets[g];
+                }
+                for (RowPlan.Bucket bucket : plan.buckets()) {
+                    for (int g : bucket.experts()) meta[3 * groups + g] = bucket.cap();
+                }
+                long dst = scratch(4L * meta.length);
+                try (java.lang.foreign.Arena arena = java.lang.foreign.Arena.ofConfined()) {
+                    // pageable source: the driver stages it before returning, so the arena may close after the call
+                    s.copyToDevice(dst, arena.allocateFrom(java.lang.foreign.ValueLayout.JAVA_INT, meta), 4L * meta.length);
+                }
+                int maxCap = 0;
+                for (RowPlan.Bucket b : plan.buckets()) maxCap = Math.max(maxCap, b.cap());
+                return new RowMap(dst, groups, maxCap, plan.rows());
+            }
+
+            /** A bf16 copy of the packed rows of {@code cols} at element {@code off} of {@code t}, in the padded layout of {@code plan}. */
+            long padded(Tensor t, long off, int cols, RowMap map) {
+                long dst = scratch(2L * map.paddedRows() * cols);
+                s.launch(KernelSource.PERMUTE, "pad_rows_f32_bf16").grid(map.blocks(s.gpu.multiprocessors), map.groups())
+                        .ptr(at(t, off)).ptr(dst).ptr(map.address()).i32(map.groups()).i32(cols).run();
+                return dst;
+            }
+
+            /** Moves each group's rows of the padded fp32 {@code src} to the packed rows at {@code dst}. */
+            void unpad(long src, long dst, int cols, RowMap map) {
+                s.launch(KernelSource.PERMUTE, "unpad_rows_f32").grid(map.blocks(s.gpu.multiprocessors), map.groups())
+                        .ptr(src).ptr(dst).ptr(map.address()).i32(map.groups()).i32(cols).run();
             }
 
             @Override
@@ -528,11 +657,11 @@ final class CudaKernels implements Kernels {
     private final class Optimizer implements OptimizerKernels {
         @Override
         public void adamW(Tensor p, Tensor g, Tensor m, Tensor v, float lr, float beta1, float beta2, float eps, float decay, float c1,
-                          float c2) {
+                          float c2, float gradScale) {
             checkAdamW(p, g, m, v);
             long n = p.numel();
             if (n > 0) stream().launch(KernelSource.REDUCE, "adamw").over(n).ptr(at(p)).ptr(at(g)).ptr(at(m)).ptr(at(v)).i64(n).f32(lr)
-                    .f32(beta1).f32(beta2).f32(eps).f32(decay).f32(c1).f32(c2).run();
+                    .f32(beta1).f32(beta2).f32(eps).f32(decay).f32(c1).f32(c2).f32(gradScale).run();
         }
     }
 

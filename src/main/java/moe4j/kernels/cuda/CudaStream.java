@@ -140,7 +140,7 @@ public final class CudaStream {
 
     public void copyOnDevice(long dst, long src, long bytes) {
         if (bytes <= 0) return;
-        begin("copy device to device");
+        begin("copy device to device " + sizeClass(bytes));
         driver.copyOnDevice(dst, src, bytes, stream);
         end();
     }
@@ -151,7 +151,7 @@ public final class CudaStream {
 
     void memset(long dst, byte value, long bytes) {
         if (bytes <= 0) return;
-        begin("memset");
+        begin("memset " + sizeClass(bytes));
         driver.memset(dst, value, bytes, stream);
         end();
     }
@@ -218,6 +218,12 @@ public final class CudaStream {
      */
     void gemmBatched(boolean transA, boolean transB, int m, int n, int k, long[] pointers, int lda, int ldb, int ldc, int abType,
                      int cType) {
+        gemmBatched(transA, transB, m, n, k, pointers, lda, ldb, ldc, 0f, abType, cType);
+    }
+
+    /** {@link #gemmBatched(boolean, boolean, int, int, int, long[], int, int, int, int, int)} with {@code C ← beta·C + product}. */
+    void gemmBatched(boolean transA, boolean transB, int m, int n, int k, long[] pointers, int lda, int ldb, int ldc, float beta,
+                     int abType, int cType) {
         int batch = pointers.length / 3;
         long dev = pool.allocate(8L * pointers.length, "batched GEMM pointer arrays");
         try (Arena a = Arena.ofConfined()) {
@@ -225,7 +231,7 @@ public final class CudaStream {
             copyToDevice(dev, a.allocateFrom(java.lang.foreign.ValueLayout.JAVA_LONG, pointers), 8L * pointers.length);
         }
         alphaBeta.set(JAVA_FLOAT, 0, 1f);
-        alphaBeta.set(JAVA_FLOAT, 4, 0f);
+        alphaBeta.set(JAVA_FLOAT, 4, beta);
         begin(gemmName("batched gemm", transA, transB, m, n, k, abType) + " x" + batch);
         Cublas.get().gemmBatchedRowMajor(cublas, transA, transB, m, n, k, alphaBeta, dev, abType, lda, dev + 8L * batch, ldb,
                 dev + 16L * batch, cType, ldc, batch);
@@ -240,6 +246,12 @@ public final class CudaStream {
         begin(gemmName("gemm", transA, transB, m, n, k, abType));
         Cublas.get().gemmRowMajor(handle, transA, transB, m, n, k, alphaBeta, a, abType, lda, b, ldb, c, cType, ldc);
         end();
+    }
+
+    /** A size bracket for the kernel timer's names of copies and fills, so that the large ones stand out. */
+    static String sizeClass(long bytes) {
+        long kib = bytes >> 10;
+        return kib < 64 ? "<64K" : kib < 1024 ? "64K-1M" : kib < 16 << 10 ? "1M-16M" : kib < 256 << 10 ? "16M-256M" : ">=256M";
     }
 
     /** A product's name for the kernel timer: kind, input type, transposes and shape. */

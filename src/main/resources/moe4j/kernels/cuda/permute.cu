@@ -186,3 +186,50 @@ extern "C" __global__ void scatter_add_rows_f32(const float* __restrict__ src, c
         for (int d = threadIdx.x; d < D; d += blockDim.x) atomicAdd(&dst[to + d], src[(long long) r * D + d]);
     }
 }
+
+// ------------------------------------------------------------------ padded layout of a grouped product
+// meta holds 4 ints per group g (G groups): compact[g] (first row of g in the packed rows), padded[g] (its
+// first row in the padded layout), count[g] (its rows) and cap[g] (its padded rows: count rounded up to its
+// bucket's size, 0 for a group in no bucket). Block row blockIdx.y is group g.
+
+// Blocks take rows of their group (blockIdx.x, blockIdx.x + gridDim.x, ...), threads the columns, four at
+// a time when cols is a multiple of 4 (the rows are then 16-byte aligned).
+
+// dst (padded rows × cols, bf16) = src's rows of each group, then zero rows up to the group's cap
+extern "C" __global__ void pad_rows_f32_bf16(const float* __restrict__ src, bf16* __restrict__ dst, const int* __restrict__ meta,
+        int G, int cols) {
+    int g = blockIdx.y;
+    int compact = meta[g], padded = meta[G + g], count = meta[2 * G + g], cap = meta[3 * G + g];
+    for (int r = blockIdx.x; r < cap; r += gridDim.x) {
+        bf16* out = dst + (long long) (padded + r) * cols;
+        const float* in = src + (long long) (compact + r) * cols;
+        if ((cols & 3) == 0) {
+            for (int c = 4 * threadIdx.x; c < cols; c += 4 * blockDim.x) {
+                float4 v = r < count ? *reinterpret_cast<const float4*>(in + c) : make_float4(0.f, 0.f, 0.f, 0.f);
+                bf16 packed[4];
+                st(packed, 0, v.x); st(packed, 1, v.y); st(packed, 2, v.z); st(packed, 3, v.w);
+                *reinterpret_cast<uint2*>(out + c) = *reinterpret_cast<uint2*>(packed);
+            }
+        } else {
+            for (int c = threadIdx.x; c < cols; c += blockDim.x) st(out, c, r < count ? in[c] : 0.f);
+        }
+    }
+}
+
+// dst (packed rows × cols, f32) = the first count rows of each group's padded rows in src
+extern "C" __global__ void unpad_rows_f32(const float* __restrict__ src, float* __restrict__ dst, const int* __restrict__ meta,
+        int G, int cols) {
+    int g = blockIdx.y;
+    int compact = meta[g], padded = meta[G + g], count = meta[2 * G + g];
+    for (int r = blockIdx.x; r < count; r += gridDim.x) {
+        const float* in = src + (long long) (padded + r) * cols;
+        float* out = dst + (long long) (compact + r) * cols;
+        if ((cols & 3) == 0) {
+            for (int c = 4 * threadIdx.x; c < cols; c += 4 * blockDim.x) {
+                *reinterpret_cast<float4*>(out + c) = *reinterpret_cast<const float4*>(in + c);
+            }
+        } else {
+            for (int c = threadIdx.x; c < cols; c += blockDim.x) out[c] = in[c];
+        }
+    }
+}

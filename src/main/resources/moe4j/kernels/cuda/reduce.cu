@@ -273,10 +273,10 @@ extern "C" __global__ void cross_entropy_backward(const float* logits, const int
 // The CPU's formula in its order of float operations, each rounded (no fused multiply-add), so the
 // update is the same bits: m ← β1·m + (1−β1)·g, v ← β2·v + g²·(1−β2), p ← p − lr·((m/c1)/(√(v/c2)+ε) + decay·p)
 extern "C" __global__ void adamw(float* p, const float* g, float* m, float* v, long long n, float lr, float beta1, float beta2,
-        float eps, float decay, float c1, float c2) {
+        float eps, float decay, float c1, float c2, float gradScale) {
     float oneMinusB1 = __fsub_rn(1.f, beta1), oneMinusB2 = __fsub_rn(1.f, beta2);
     GRID_STRIDE(i, n) {
-        float gi = g[i];
+        float gi = __fmul_rn(g[i], gradScale);
         float mi = __fadd_rn(__fmul_rn(m[i], beta1), __fmul_rn(gi, oneMinusB1));
         float vi = __fadd_rn(__fmul_rn(v[i], beta2), __fmul_rn(__fmul_rn(gi, gi), oneMinusB2));
         m[i] = mi;

@@ -148,9 +148,10 @@ class CudaDeviceKernelsTest {
 
     /**
      * The grouped product over four groups of rows split at {@code offsets} (weights stored (k, n) and
-     * transposed), then its weight gradient accumulating into dW0 with beta 0.5.
+     * transposed), then its weight gradient into dW0 with {@code wgradBeta} (0.5 accumulates; 0 overwrites,
+     * which in bf16 lets small groups run padded, one batched product per bucket).
      */
-    static void groupedCases(String prefix, int k, int n, int[] offsets, ProductCheck check) {
+    static void groupedCases(String prefix, int k, int n, int[] offsets, float wgradBeta, ProductCheck check) {
         int rows = offsets[offsets.length - 1];
         Tensor x = rand(rows, k);
         Tensor w = rand(4, k * n);
@@ -161,9 +162,9 @@ class CudaDeviceKernelsTest {
                     kk.matmul().groupedGemm(offsets, k, n, t[0], new Tensor[] {t[1], t[1], t[1], t[1]}, wOff, transW, t[2], 0f));
         }
         Tensor dw0 = rand(4, k * n);
-        check.check(prefix + "groupedWeightGrad", new Tensor[] {x, dy, dw0}, new int[][] {{4, k * n}}, (kk, t) -> {
+        check.check(prefix + "groupedWeightGrad beta=" + wgradBeta, new Tensor[] {x, dy, dw0}, new int[][] {{4, k * n}}, (kk, t) -> {
             kk.elementwise().scale(1f, t[2], t[3]);
-            kk.matmul().groupedWeightGrad(offsets, k, n, t[0], t[1], new Tensor[] {t[3], t[3], t[3], t[3]}, wOff, 0.5f);
+            kk.matmul().groupedWeightGrad(offsets, k, n, t[0], t[1], new Tensor[] {t[3], t[3], t[3], t[3]}, wOff, wgradBeta);
         });
     }
 
@@ -177,9 +178,9 @@ class CudaDeviceKernelsTest {
         moe4j.kernels.KernelTiming t = gpu.stopKernelTiming();
         var byName = new java.util.HashMap<String, moe4j.kernels.KernelTiming.Entry>();
         t.kernels().forEach(e -> byName.put(e.name(), e));
-        assertEquals(java.util.Set.of("cublas gemm f32 NN 64x48x32", "copy device to device"), byName.keySet(), t.toString());
+        assertEquals(java.util.Set.of("cublas gemm f32 NN 64x48x32", "copy device to device <64K"), byName.keySet(), t.toString());
         assertEquals(3, byName.get("cublas gemm f32 NN 64x48x32").calls());
-        assertEquals(1, byName.get("copy device to device").calls());
+        assertEquals(1, byName.get("copy device to device <64K").calls());
         assertTrue(t.busySeconds() > 0 && t.busySeconds() <= t.spanSeconds() * (1 + 1e-6), t.toString());
         assertEquals(null, gpu.stopKernelTiming(), "timing stopped: nothing more is timed");
     }
@@ -191,7 +192,7 @@ class CudaDeviceKernelsTest {
 
     @Test
     void groupedProductsWithEmptyGroups() {
-        groupedCases("", 12, 10, new int[] {0, 5, 5, 17, 18}, CudaDeviceKernelsTest::same);
+        groupedCases("", 12, 10, new int[] {0, 5, 5, 17, 18}, 0.5f, CudaDeviceKernelsTest::same);
     }
 
     /**
@@ -223,7 +224,11 @@ class CudaDeviceKernelsTest {
     @Test
     void bf16ProductsRoundTheirOperandsAndAccumulateInF32() {
         gemmCases("bf16 ", 37, 45, 64, 3, 2, CudaDeviceKernelsTest::sameWithBf16Products);
-        groupedCases("bf16 ", 48, 40, new int[] {3, 20, 20, 51, 60}, CudaDeviceKernelsTest::sameWithBf16Products);
+        groupedCases("bf16 ", 48, 40, new int[] {3, 20, 20, 51, 60}, 0.5f, CudaDeviceKernelsTest::sameWithBf16Products);
+        // small groups of unequal sizes (200, 70, 64, 1 rows from row 5): padded into buckets of 256, 128 and
+        // 64 rows, the first two a single product each, the last one batched product of two groups
+        groupedCases("bf16 bucketed ", 48, 40, new int[] {5, 205, 275, 339, 340}, 0f, CudaDeviceKernelsTest::sameWithBf16Products);
+        groupedCases("bf16 padded ", 48, 40, new int[] {0, 60, 120, 170, 230}, 0f, CudaDeviceKernelsTest::sameWithBf16Products);
     }
 
     @Test
@@ -444,7 +449,7 @@ class CudaDeviceKernelsTest {
     static void adamTwice(Kernels k, Tensor[] t) {
         for (int step = 1; step <= 2; step++) {
             float c1 = (float) (1 - Math.pow(0.9, step)), c2 = (float) (1 - Math.pow(0.95, step));
-            k.optimizer().adamW(t[0], t[1], t[2], t[3], 3e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, c1, c2);
+            k.optimizer().adamW(t[0], t[1], t[2], t[3], 3e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, c1, c2, 0.37f);
         }
     }
 
