@@ -49,6 +49,8 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--steps", description = "optimizer steps") Long steps;
     @Option(names = "--batch-size", description = "sequences per step over all ranks") Integer batchSize;
     @Option(names = "--seq-len", description = "tokens per sequence") Integer seqLen;
+    @Option(names = "--grad-accum", description = "micro-batches per optimizer step (gradients add up; batch_size is per step)")
+    Integer gradAccum;
     @Option(names = "--lr", description = "peak learning rate (the cosine schedule then ends at lr/10)") Double lr;
     @Option(names = "--seed", description = "seed of the model and the data") Long seed;
     @Option(names = "--data", description = "synthetic | text:PATH | tokens:PATH[:u16|:u32]") String data;
@@ -163,9 +165,9 @@ public final class TrainCommand implements Callable<Integer> {
         long total = ((com.sun.management.OperatingSystemMXBean) java.lang.management.ManagementFactory.getOperatingSystemMXBean())
                 .getTotalMemorySize();
         if (need <= total) return null;
-        return String.format(Locale.ROOT, "batch_size %d × seq_len %d needs at least %,.1f GiB of memory for one step's activations"
-                        + " (%d rank%s in this process), more than this machine's %,.1f GiB: lower --batch-size or --seq-len, or"
-                        + " spread the batch over more processes", cfg.globalBatch(), cfg.seqLen(), need / (1L << 30), ranksHere,
+        return String.format(Locale.ROOT, "batch_size %d × seq_len %d needs at least %,.1f GiB of memory for one micro-batch's activations"
+                        + " (%d rank%s in this process), more than this machine's %,.1f GiB: lower --batch-size or --seq-len, raise"
+                        + " --grad-accum, or spread the batch over more processes", cfg.globalBatch(), cfg.seqLen(), need / (1L << 30), ranksHere,
                 ranksHere == 1 ? "" : "s", total / (double) (1L << 30));
     }
 
@@ -176,7 +178,7 @@ public final class TrainCommand implements Callable<Integer> {
      */
     static double stepActivationBytes(TrainConfig cfg) {
         var m = cfg.model();
-        double tokens = (double) cfg.globalBatch() * cfg.seqLen() / cfg.worldSize();
+        double tokens = (double) cfg.microBatch() * cfg.seqLen() / cfg.worldSize(); // one micro-batch's activations live at once
         double kv = (double) m.dim() / m.nHeads() * m.nKvHeads();
         double attention = 4.0 * m.dim() + 2 * kv + 2.0 * m.nHeads() * cfg.seqLen();
         double ffn = m.numExperts() > 0
@@ -207,6 +209,7 @@ public final class TrainCommand implements Callable<Integer> {
         if (steps != null) b.steps(steps);
         if (batchSize != null) b.batchSize(batchSize);
         if (seqLen != null) b.seqLen(seqLen);
+        if (gradAccum != null) b.gradAccum(gradAccum);
         if (lr != null) b.lr(lr).minLr(lr / 10);
         if (seed != null) {
             b.seed(seed);
@@ -270,10 +273,11 @@ public final class TrainCommand implements Callable<Integer> {
             var m = config.model();
             out.printf(Locale.ROOT, "moe4j train: %s model, %,d parameters (dim %d, %d layers, %d experts top-%d, expert hidden %d)%n",
                     m.numExperts() > 0 ? "MoE" : "dense", parameters, m.dim(), m.nLayers(), m.numExperts(), m.moeTopK(), m.expertHidden());
-            out.printf(Locale.ROOT, "  ranks: %d (%s backend) = dp_replicate %d × dp_shard %d × ep %d × tp %d%s | batch %d × seq %d = %,d tokens/step | %d steps%s%n",
+            out.printf(Locale.ROOT, "  ranks: %d (%s backend) = dp_replicate %d × dp_shard %d × ep %d × tp %d%s | batch %d × seq %d = %,d tokens/step%s | %d steps%s%n",
                     config.worldSize(), Backend.parse(config.backend()).name().toLowerCase(Locale.ROOT), config.dpReplicate(), config.dpShard(), config.ep(),
                     config.tp(), config.dpShard() > 1 ? " (parameters, gradients and optimizer state sharded over dp_shard)" : "", config.globalBatch(),
-                    config.seqLen(), (long) config.globalBatch() * config.seqLen(), config.steps(),
+                    config.seqLen(), (long) config.globalBatch() * config.seqLen(),
+                    config.gradAccum() > 1 ? " in " + config.gradAccum() + " micro-batches of " + config.microBatch() : "", config.steps(),
                     first > 1 ? " (resuming at step " + first + ")" : "");
             Trainer.Footprint footprint = start.footprint();
             if (config.dpShard() > 1) {
@@ -386,9 +390,12 @@ public final class TrainCommand implements Callable<Integer> {
                 // the first steps compile kernels, time the grouped products' strategies and grow the pools, and
                 // the profiled step waits at every phase: utilisation is stated for the steps after it
                 long after = s.breakdown() == null ? 0 : s.breakdown().step();
-                double[] steady = history.stream().filter(m -> m.step() > after).mapToDouble(StepMetrics::tokensPerSecond).sorted().toArray();
+                // the kernel-timed last step records events around every kernel: it is left out when others remain
+                long until = s.kernelTiming() != null && s.lastStep() > after + 1 ? s.lastStep() - 1 : s.lastStep();
+                double[] steady = history.stream().filter(m -> m.step() > after && m.step() <= until)
+                        .mapToDouble(StepMetrics::tokensPerSecond).sorted().toArray();
                 double rate = steady.length == 0 ? s.tokensPerSecond() : steady[steady.length / 2];
-                String basis = steady.length == 0 ? "mean over the run" : "median of steps " + (after + 1) + "-" + s.lastStep();
+                String basis = steady.length == 0 ? "mean over the run" : "median of steps " + (after + 1) + "-" + until;
                 double mfu = rate * Throughput.flopsPerToken(cfg) / (cfg.worldSize() * perGpu * 1e12);
                 out.printf(Locale.ROOT, "%.0f tokens/s over the run, %.0f in the steady state (%s) | MFU %.1f%% of %d × %.0f TFLOP/s (%s dense GEMM measured now, %s)%n",
                         s.tokensPerSecond(), rate, basis, 100 * mfu, cfg.worldSize(), perGpu, bf16 ? "bf16" : "f32",
@@ -426,14 +433,14 @@ public final class TrainCommand implements Callable<Integer> {
         /** Kernels listed by name in a GPU run's summary: enough to see every phase's own kernels. */
         private static final int KERNELS_SHOWN = 30;
 
-        /** Rank 0's kernels of the step after the profiled one, most device time first (GPU runs). */
+        /** Rank 0's kernels of the last step, most device time first (GPU runs). */
         private void printKernels(Trainer.Summary s) {
             moe4j.kernels.KernelTiming t = s.kernelTiming();
             if (t == null || t.kernels().isEmpty()) return;
             int shown = Math.min(KERNELS_SHOWN, t.kernels().size());
             out.printf(Locale.ROOT, "Step %d on rank 0, by kernel: %.1f ms from the first kernel to the last, %.1f ms of it in timed kernels "
                     + "(the rest: the device idle, waiting for the host, or in collectives); the %d largest:%n",
-                    s.breakdown() == null ? 0 : s.breakdown().step() + 1, t.spanSeconds() * 1e3, t.busySeconds() * 1e3, shown);
+                    s.lastStep(), t.spanSeconds() * 1e3, t.busySeconds() * 1e3, shown);
             for (var e : t.kernels().subList(0, shown)) {
                 out.printf(Locale.ROOT, "  %9.2f ms %5.1f%% %6d× %s%n", e.seconds() * 1e3, 100 * e.seconds() / t.spanSeconds(), e.calls(), e.name());
             }

@@ -14,6 +14,9 @@ import moe4j.nn.ModelConfig;
  * {@code [data]}, {@code [parallel]} and {@code [checkpoint]}; command-line options override it.
  *
  * @param globalBatch sequences per optimizer step over all data ranks
+ * @param gradAccum micro-batches per optimizer step: each rank runs forward and backward on
+ *     {@code globalBatch / (data ranks × gradAccum)} sequences at a time and the gradients add up (same
+ *     update as one pass over the whole batch, in less memory; the optimizer's fixed cost per step is shared)
  * @param data dataset spec: {@code synthetic}, {@code text:PATH}, {@code tokens:PATH[:u16|:u32]}
  * @param backend {@code local} (ranks as threads of this JVM), {@code mpi} (one rank per process of an
  *     mpirun/srun job), {@code nccl} (one rank per GPU, tensors moved by NCCL) or {@code auto} (nccl when
@@ -29,12 +32,12 @@ import moe4j.nn.ModelConfig;
  * @param keepLast checkpoints kept in {@code checkpointDir} (the newest ones and always the one
  *     {@code latest} names); 0 keeps all
  */
-public record TrainConfig(ModelConfig model, long steps, int globalBatch, int seqLen, double lr, double minLr,
+public record TrainConfig(ModelConfig model, long steps, int globalBatch, int gradAccum, int seqLen, double lr, double minLr,
                           long warmupSteps, double weightDecay, double beta1, double beta2, double eps, double gradClip,
                           long seed, String data, int ep, int dpShard, int dpReplicate, int tp, String backend,
                           String device, String dtype, Path checkpointDir, long checkpointEvery, int keepLast, Path outputDir, long logEvery, Path initFrom) {
 
-    public static final List<String> TRAIN_KEYS = List.of("steps", "batch_size", "seq_len", "lr", "min_lr", "warmup_steps",
+    public static final List<String> TRAIN_KEYS = List.of("steps", "batch_size", "grad_accum", "seq_len", "lr", "min_lr", "warmup_steps",
             "weight_decay", "beta1", "beta2", "eps", "grad_clip", "seed", "log_every", "output_dir", "device", "dtype");
     public static final List<String> PARALLEL_KEYS = List.of("ep", "dp_shard", "dp_replicate", "tp", "backend");
     public static final List<String> DATA_KEYS = List.of("source");
@@ -45,6 +48,7 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
     public TrainConfig {
         if (steps < 1) throw new IllegalArgumentException("steps must be >= 1, got " + steps);
         if (globalBatch < 1) throw new IllegalArgumentException("batch_size must be >= 1, got " + globalBatch);
+        if (gradAccum < 1) throw new IllegalArgumentException("grad_accum must be >= 1, got " + gradAccum);
         if (seqLen < 1) throw new IllegalArgumentException("seq_len must be >= 1, got " + seqLen);
         if (seqLen > model.maxSeqLen()) {
             throw new IllegalArgumentException("seq_len (" + seqLen + ") must be <= max_seq_len (" + model.maxSeqLen() + ")");
@@ -73,6 +77,15 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
         if (globalBatch % dataRanks != 0) {
             throw new IllegalArgumentException("batch_size (" + globalBatch + ") must be divisible by the number of data ranks"
                     + " dp_replicate*dp_shard*ep (" + dataRanks + ")");
+        }
+        if (globalBatch % (dataRanks * gradAccum) != 0) {
+            throw new IllegalArgumentException("batch_size (" + globalBatch + ") must be divisible by grad_accum × data ranks ("
+                    + gradAccum + " × " + dataRanks + " = " + gradAccum * dataRanks + "): every micro-batch takes the same"
+                    + " number of sequences on every rank");
+        }
+        if (gradAccum > 1 && dpShard > 1) {
+            throw new IllegalArgumentException("grad_accum > 1 with dp_shard > 1 is not supported yet (sharded gradients are"
+                    + " reduce-scattered after each backward): use grad_accum = 1, or dp_replicate instead of dp_shard");
         }
         if (!List.of("local", "mpi", "nccl", "auto").contains(backend)) {
             throw new IllegalArgumentException("unknown backend '" + backend + "': valid backends are [local, mpi, nccl, auto]");
@@ -112,6 +125,11 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
     /** Ranks the run needs: dp_replicate × dp_shard × ep × tp (pipeline parallelism is 1). */
     public int worldSize() {
         return ep * dpShard * dpReplicate * tp;
+    }
+
+    /** Sequences one micro-batch takes over all data ranks: {@code batch_size / grad_accum}. */
+    public int microBatch() {
+        return globalBatch / gradAccum;
     }
 
     /** What makes a run the same run when it resumes: everything but the layout, the outputs and the step count. */
@@ -173,6 +191,7 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
         final ModelConfig.Builder model = ModelConfig.builder().moeExpertFfnMultiplier(0.5).maxSeqLen(128);
         long steps = 300;
         int globalBatch = 32;
+        int gradAccum = 1;
         int seqLen = 64;
         double lr = 3e-3;
         double minLr = 3e-4;
@@ -206,6 +225,7 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
 
         public Builder steps(long v) { steps = v; return this; }
         public Builder batchSize(int v) { globalBatch = v; return this; }
+        public Builder gradAccum(int v) { gradAccum = v; return this; }
         public Builder seqLen(int v) { seqLen = v; return this; }
         public Builder lr(double v) { lr = v; return this; }
         public Builder minLr(double v) { minLr = v; return this; }
@@ -233,6 +253,7 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
             switch (section + "." + key) {
                 case "train.steps" -> steps = toLong(key, v);
                 case "train.batch_size" -> globalBatch = toInt(key, v);
+                case "train.grad_accum" -> gradAccum = toInt(key, v);
                 case "train.seq_len" -> seqLen = toInt(key, v);
                 case "train.lr" -> lr = toDouble(key, v);
                 case "train.min_lr" -> minLr = toDouble(key, v);
@@ -268,7 +289,7 @@ public record TrainConfig(ModelConfig model, long steps, int globalBatch, int se
 
         public TrainConfig build() {
             ModelConfig m = initFrom != null ? moe4j.hf.HfConfig.read(initFrom).model() : model.build();
-            return new TrainConfig(m, steps, globalBatch, seqLen, lr, minLr, warmupSteps, weightDecay, beta1, beta2, eps,
+            return new TrainConfig(m, steps, globalBatch, gradAccum, seqLen, lr, minLr, warmupSteps, weightDecay, beta1, beta2, eps,
                     gradClip, seed, data, ep, dpShard, dpReplicate, tp, backend, device, dtype, checkpointDir, checkpointEvery, keepLast, outputDir,
                     logEvery, initFrom);
         }

@@ -55,8 +55,8 @@ public final class Trainer {
      *
      * @param gatheredPeakBytes sharded runs: the most bytes of whole parameters this rank held at once within a
      *     training step, as counted while they were gathered and freed (0 unsharded)
-     * @param kernelTiming on an asynchronous device (a GPU), this rank's kernels of the step after the profiled one,
-     *     by name, without draining the device between phases; null where nothing was timed
+     * @param kernelTiming on an asynchronous device (a GPU), this rank's kernels of the last step (when it comes after
+     *     the profiled one), by name, without draining the device between phases; null where nothing was timed
      */
     public record Summary(long firstStep, long lastStep, double finalLoss, double finalCrossEntropy, double tokensPerSecond,
                           long parameters, long activeParameters, List<StepMetrics> history, Path lastCheckpoint,
@@ -190,7 +190,9 @@ public final class Trainer {
         });
         TokenSource source = opened[0];
         ProcessGroup data = sync.dataGroup();
-        DataLoader loader = new DataLoader(source, config.globalBatch(), config.seqLen(),
+        // one draw per micro-batch; positions are checkpointed in optimizer steps (whatever grad_accum is)
+        int microBatches = config.gradAccum();
+        DataLoader loader = new DataLoader(source, config.microBatch(), config.seqLen(),
                 data == null ? 0 : data.rank(), data == null ? 1 : data.size());
 
         long[] firstStep = {1};
@@ -211,7 +213,7 @@ public final class Trainer {
                             + from[0].step() + " to train it further");
                 }
                 Checkpoint.TrainState state = Checkpoint.load(from[0].checkpoint(), model, optimizer, sync);
-                loader.seek(state.dataPosition());
+                loader.seek(state.dataPosition() * microBatches);
                 firstStep[0] = state.step() + 1;
             });
             for (String skipped : from[0].skipped()) {
@@ -255,20 +257,41 @@ public final class Trainer {
             double lr = schedule.at(step);
             double[][] load;
             Profiler profiler = step == profiledStep ? Profiler.start(kernels::synchronize) : null;
-            boolean timeKernels = step == profiledStep + 1;
+            // the last step, once kernels are compiled and loaded and the pools have grown
+            boolean timeKernels = step == config.steps() && step > profiledStep;
             if (timeKernels) kernels.startKernelTiming();
             try (MemoryScope scope = MemoryScope.open()) {
-                Batch batch = loader.next();
-                MoETransformer.Loss loss = model.loss(batch.inputs().to(device), batch.targets().to(device));
-                model.zeroGrad();
-                Autograd.backward(loss.total());
+                float[] lossSums = new float[4];
+                int[][] routed = new int[moeLayers.size()][];
+                for (int micro = 0; micro < microBatches; micro++) {
+                    // each micro-batch's activations are freed before the next one runs
+                    try (MemoryScope microScope = MemoryScope.open()) {
+                        Batch batch = loader.next();
+                        MoETransformer.Loss loss = model.loss(batch.inputs().to(device), batch.targets().to(device));
+                        if (micro == 0) model.zeroGrad();
+                        if (microBatches == 1) {
+                            Autograd.backward(loss.total());
+                        } else {
+                            // the step's loss is the mean over its micro-batches: each adds 1/A of its gradient
+                            Tensor seed = Tensor.zerosLike(loss.total());
+                            seed.fill(1f / microBatches);
+                            Autograd.backward(loss.total(), seed);
+                        }
+                        float[] values = {loss.total().item(), loss.crossEntropy().item(), loss.auxLoss().item(), loss.zLoss().item()};
+                        for (int i = 0; i < 4; i++) lossSums[i] += values[i];
+                        addRoutedCounts(moeLayers, routed);
+                    }
+                }
                 try (var phase = Profiler.phase("gradient sync")) {
                     sync.synchronize();
                 }
+                GradClip.Clipping clipping;
                 try (var phase = Profiler.phase("gradient clip")) {
-                    norm = GradClip.clip(model, sync, config.gradClip());
+                    clipping = GradClip.measure(model, sync, config.gradClip());
                 }
-                losses = reduceMean(data, loss.total().item(), loss.crossEntropy().item(), loss.auxLoss().item(), loss.zLoss().item());
+                norm = clipping.norm();
+                for (int i = 0; i < 4; i++) lossSums[i] /= microBatches;
+                losses = reduceMean(data, lossSums);
                 // loss and norm are the same on every rank, so every rank stops here together, before a
                 // non-finite update reaches the weights (and, through them, the next checkpoint)
                 if (!Float.isFinite(losses[0]) || !Double.isFinite(norm)) {
@@ -281,10 +304,10 @@ public final class Trainer {
                             + " or set grad_clip; " + kept + ")");
                 }
                 try (var phase = Profiler.phase("optimizer")) {
-                    optimizer.step(lr);
+                    optimizer.step(lr, clipping.scale());
                 }
                 gatheredPeak = Math.max(gatheredPeak, sync.peakGatheredParameterBytes());
-                load = expertLoad(moeLayers, data, step, config.steps());
+                load = expertLoad(moeLayers, routed, data, step, config.steps());
             } finally {
                 if (profiler != null) Profiler.stop(); // also when the step throws: the thread must not keep waiting at every phase
                 if (timeKernels) kernelTiming = kernels.stopKernelTiming();
@@ -304,7 +327,7 @@ public final class Trainer {
             if (config.checkpointDir() != null && ((config.checkpointEvery() > 0 && step % config.checkpointEvery() == 0) || last)) {
                 var routers = Checkpoint.routerState(model);
                 lastCheckpoint = Checkpoint.save(config.checkpointDir(), model, optimizer,
-                        new Checkpoint.TrainState(step, loader.position(), config.seed(), launch.run(),
+                        new Checkpoint.TrainState(step, loader.position() / microBatches, config.seed(), launch.run(),
                                 GSON.toJson(config.resumeIdentity()), routers[0], routers[1]),
                         world, config.keepLast(), sync);
                 listener.onCheckpoint(world.rank(), lastCheckpoint);
@@ -339,6 +362,12 @@ public final class Trainer {
      * layout, the output places and the number of steps may change (a longer run follows the new total's
      * learning-rate schedule).
      */
+    /**
+     * Model settings of how the expert-parallel exchange travels, not of what the model computes (like ep
+     * itself, they change at most the rounding): a run may resume with other values.
+     */
+    private static final Set<String> EXCHANGE_SETTINGS = Set.of("moeWire", "moeDedup");
+
     private static void requireSameRun(TrainConfig config, Path checkpoint) {
         com.google.gson.JsonObject stored;
         try {
@@ -349,7 +378,16 @@ public final class Trainer {
         com.google.gson.JsonObject current = GSON.toJsonTree(config.resumeIdentity()).getAsJsonObject();
         List<String> differences = new ArrayList<>();
         for (String key : current.keySet()) {
-            if (!current.get(key).equals(stored.get(key))) {
+            if (key.equals("model") && stored.get(key) instanceof com.google.gson.JsonObject storedModel) {
+                com.google.gson.JsonObject model = current.getAsJsonObject(key);
+                com.google.gson.JsonObject defaults = GSON.toJsonTree(moe4j.nn.ModelConfig.builder().build()).getAsJsonObject();
+                for (String field : model.keySet()) {
+                    if (EXCHANGE_SETTINGS.contains(field)) continue;
+                    // a setting newer than the checkpoint: it was trained with the setting's default
+                    com.google.gson.JsonElement was = storedModel.has(field) ? storedModel.get(field) : defaults.get(field);
+                    if (!model.get(field).equals(was)) differences.add("model." + field + ": checkpoint " + was + ", now " + model.get(field));
+                }
+            } else if (!current.get(key).equals(stored.get(key))) {
                 differences.add(key + ": checkpoint " + stored.get(key) + ", now " + current.get(key));
             }
         }
@@ -370,13 +408,12 @@ public final class Trainer {
      * Per MoE layer, the share of this step's routed pairs each expert received over all data ranks; also
      * moves the sigmoid routers' bias with those global counts, once per optimizer step.
      */
-    private static double[][] expertLoad(List<MoEMLP> layers, ProcessGroup data, long step, long maxSteps) {
+    private static double[][] expertLoad(List<MoEMLP> layers, int[][] routed, ProcessGroup data, long step, long maxSteps) {
         if (layers.isEmpty()) return new double[0][];
         int e = layers.get(0).numExperts();
         float[] counts = new float[layers.size() * e];
         for (int l = 0; l < layers.size(); l++) {
-            int[] c = layers.get(l).router().lastOutput().expertCounts();
-            for (int j = 0; j < e; j++) counts[l * e + j] = c[j];
+            for (int j = 0; j < e; j++) counts[l * e + j] = routed[l][j];
         }
         if (data != null && data.size() > 1) {
             Tensor t = Tensor.of(counts, counts.length);
@@ -397,6 +434,15 @@ public final class Trainer {
             }
         }
         return share;
+    }
+
+    /** Adds each MoE layer's routed counts of the forward just run to {@code routed} (a step's sums over its micro-batches). */
+    private static void addRoutedCounts(List<MoEMLP> layers, int[][] routed) {
+        for (int l = 0; l < layers.size(); l++) {
+            int[] c = layers.get(l).router().lastOutput().expertCounts();
+            if (routed[l] == null) routed[l] = new int[c.length];
+            for (int j = 0; j < c.length; j++) routed[l][j] += c[j];
+        }
     }
 
     /** Parameters one token uses: everything but the experts it is not routed to. */
