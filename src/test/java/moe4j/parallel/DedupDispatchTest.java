@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.*;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.atomic.AtomicReferenceArray;
 import java.util.stream.Stream;
 import moe4j.autograd.Autograd;
@@ -104,6 +105,43 @@ class DedupDispatchTest {
                 }
             }
         }
+    }
+
+    /**
+     * On a bf16 wire the owner rounds each (token, rank) sum once instead of each expert output, so the result
+     * is not the per-entry path's bf16 function; it stays within the spec's bf16 tolerance (2e-2 norm-wise)
+     * of the float32 non-EP layer, output and every gradient, and it does round.
+     */
+    @Test
+    void onABf16WireTheResultIsWithinTheBf16ToleranceOfTheFloat32Layer() {
+        int p = 2;
+        MoEConfig f32 = MoEConfig.builder(D, H, 8, 4).packed(true).initStd(0.5).seed(23).wire(WireType.F32).build();
+        MoEConfig bf16 = f32.toBuilder().wire(WireType.BF16).dedup(true).build();
+        Inputs in = Inputs.random(p, new int[] {11, 7}, 61);
+        List<RankResult> ep = runEp(bf16, in);
+        Map<String, double[]> summed = new java.util.LinkedHashMap<>();
+        for (RankResult r : ep) {
+            RankResult ref = runReference(f32, in.x().get(r.rank()), in.gradOut().get(r.rank()));
+            assertWithin("rank " + r.rank() + " output", r.out(), ref.out(), Bf16WireTest.BF16_TOLERANCE);
+            assertTrue(moe4j.autograd.GradCheck.relativeError(r.out(), ref.out()) > 1e-4, "the bf16 wire rounded nothing");
+            assertWithin("rank " + r.rank() + " input gradient", r.gradX(), ref.gradX(), Bf16WireTest.BF16_TOLERANCE);
+            assertWithin("rank " + r.rank() + " router gradient", r.grads().get("router.gate.weight"), ref.grads().get("router.gate.weight"),
+                    Bf16WireTest.BF16_TOLERANCE);
+            ref.grads().forEach((n, g) -> summed.merge(n, g.clone(), ExpertParallelOracleTest::add));
+        }
+        for (RankResult r : ep) {
+            r.grads().forEach((name, g) -> {
+                if (!name.endsWith("_w")) return;
+                int per = summed.get(name).length / 8;
+                assertWithin("rank " + r.rank() + " " + name, g, slice(summed.get(name), r.localExpertStart() * per, r.numLocalExperts() * per),
+                        Bf16WireTest.BF16_TOLERANCE);
+            });
+        }
+    }
+
+    static void assertWithin(String what, double[] actual, double[] expected, double tolerance) {
+        double err = moe4j.autograd.GradCheck.relativeError(actual, expected);
+        assertTrue(err <= tolerance, what + ": relative error " + err + " > " + tolerance);
     }
 
     static void assertSameResults(String what, RankResult actual, RankResult expected) {
