@@ -33,12 +33,24 @@ import moe4j.tensor.Tensor;
 public final class ExpertParallelBenchmark {
     private ExpertParallelBenchmark() {}
 
+    /**
+     * A CPU run: besides the timing, the bytes each rank sent to others per step (all exchanges, mean over
+     * ranks), and one dispatch as measured and counted ({@link DispatchTraffic}).
+     */
     public record Result(int ranks, MoEConfig config, int tokensPerRank, int iterations, double secondsPerStep,
                          double tokensPerSecond, Map<String, Double> phaseSeconds, long bytesSentPerRank,
-                         double commAndPermuteShare) {}
+                         double commAndPermuteShare, DispatchTraffic dispatch) {}
+
+    /**
+     * What one dispatch of a rank sends to the other ranks (mean over ranks): the rows counted from its
+     * routing, one per kept (token, expert) entry and one per (token, destination rank) pair, and the bytes
+     * measured on the wire as the layer dispatched (rows of the wire type; the expert ids that a
+     * deduplicating dispatch sends with its rows).
+     */
+    public record DispatchTraffic(long rowsPerEntry, long rowsDeduplicated, long rowBytes, long idBytes) {}
 
     public static Result run(MoEConfig config, int ranks, int tokensPerRank, int warmup, int iterations) {
-        record RankTiming(double seconds, Map<String, Double> phases, long bytes) {}
+        record RankTiming(double seconds, Map<String, Double> phases, long bytes, DispatchTraffic dispatch) {}
         List<RankTiming> timings = Distributed.run(ranks, Duration.ofMinutes(10), world -> {
             int perRank = config.numExperts() / ranks;
             MoEMLP moe = MoEMLP.buildExperts(config, world.rank() * perRank, perRank);
@@ -59,7 +71,8 @@ public final class ExpertParallelBenchmark {
             Profiler.stop();
             Map<String, Double> phases = new LinkedHashMap<>();
             profiler.seconds().forEach((k, v) -> phases.put(k, v / iterations));
-            return new RankTiming(seconds, phases, (traffic.rowBytes() - bytesBefore) / iterations);
+            long bytes = (traffic.rowBytes() - bytesBefore) / iterations;
+            return new RankTiming(seconds, phases, bytes, counted == null ? null : measureDispatch(moe, x, counted, ranks, world.rank()));
         });
         double step = timings.stream().mapToDouble(RankTiming::seconds).max().orElseThrow();
         // per-phase: the mean over ranks (ranks share the cores, so a rank's phases add up to its own step)
@@ -73,7 +86,41 @@ public final class ExpertParallelBenchmark {
         }
         long bytes = (long) timings.stream().mapToLong(RankTiming::bytes).average().orElse(0);
         return new Result(ranks, config, tokensPerRank, iterations, step, (double) ranks * tokensPerRank / step, phases,
-                bytes, commAndPermute / step);
+                bytes, commAndPermute / step, mean(timings.stream().map(RankTiming::dispatch).toList()));
+    }
+
+    /**
+     * One more dispatch of {@code x} by the layer, outside the timed steps and without gradients: the rows
+     * its routing sends to peers, counted on the host, and the bytes the dispatch put on the wire, measured
+     * by {@code traffic} (the layer's counting view of its group). Every rank of the group calls it.
+     */
+    static DispatchTraffic measureDispatch(MoEMLP moe, Tensor x, TrafficCountingGroup traffic, int ranks, int rank) {
+        MoEConfig config = moe.config();
+        try (MemoryScope scope = MemoryScope.open()) {
+            return Autograd.noGrad(() -> {
+                Tensor routed = moe.router().route(x).indices();
+                Tensor indices = config.capacityFactor() > 0 ? moe.dropOverflow(routed) : routed;
+                long[] rows = dispatchRowsToPeers(indices.to(Device.CPU).toIntArray(), config.topK(), config.numExperts(), ranks, rank);
+                long rowBytes = traffic.rowBytes();
+                long idBytes = traffic.indexBytes();
+                moe.dispatcher().dispatch(x, indices);
+                return new DispatchTraffic(rows[0], rows[1], traffic.rowBytes() - rowBytes, traffic.indexBytes() - idBytes);
+            });
+        }
+    }
+
+    /** The mean over ranks of each figure (null when nothing was dispatched across ranks). */
+    static DispatchTraffic mean(List<DispatchTraffic> perRank) {
+        if (perRank.isEmpty() || perRank.contains(null)) return null;
+        long[] sum = new long[4];
+        for (DispatchTraffic d : perRank) {
+            sum[0] += d.rowsPerEntry();
+            sum[1] += d.rowsDeduplicated();
+            sum[2] += d.rowBytes();
+            sum[3] += d.idBytes();
+        }
+        int n = perRank.size();
+        return new DispatchTraffic(sum[0] / n, sum[1] / n, sum[2] / n, sum[3] / n);
     }
 
     /**
@@ -81,12 +128,12 @@ public final class ExpertParallelBenchmark {
      * counts them; the rows' traffic (bytes this rank sends to other ranks per step in the dispatch and
      * combine all-to-alls, forward and backward, mean over ranks), the device time of those four exchanges
      * per step and the bandwidth that makes; device seconds per phase of a profiled step (mean over ranks);
-     * rows sent to peers in one dispatch as sent and as a deduplicating dispatch would send them; and the
-     * seconds it took to build, initialise and place the layer.
+     * one dispatch's traffic to peers, counted per entry and per (token, rank) and measured as the layer sent
+     * it ({@code config.dedup()} says which); and the seconds it took to build, initialise and place the layer.
      */
     public record GpuResult(int ranks, MoEConfig config, int tokensPerRank, DType products, DType wire, int iterations,
                             double medianSecondsPerStep, double tokensPerSecond, double tflopsPerGpu, long rowBytesSentPerRank,
-                            double allToAllSecondsPerStep, Map<String, Double> phaseSeconds, long[] dispatchRowsToPeers,
+                            double allToAllSecondsPerStep, Map<String, Double> phaseSeconds, DispatchTraffic dispatch,
                             double buildSeconds) {
         /** Bytes sent to other ranks per second of the exchanges, in GiB/s (the peer's nccl_a2a.py "GBps"). */
         public double allToAllGiBPerSecond() {
@@ -157,7 +204,7 @@ public final class ExpertParallelBenchmark {
         if (config.numExperts() % ranks != 0) {
             throw new IllegalArgumentException("num_experts (" + config.numExperts() + ") must be divisible by ep (" + ranks + ")");
         }
-        record RankTiming(double[] seconds, long bytes, double exchangeSeconds, Map<String, Double> phases, long[] rows,
+        record RankTiming(double[] seconds, long bytes, double exchangeSeconds, Map<String, Double> phases, DispatchTraffic dispatch,
                           double buildSeconds, DType wire) {}
         List<RankTiming> timings = backend.run(ranks, Duration.ofMinutes(10), world -> {
             Device gpu = deviceOfRank.apply(world.rank());
@@ -198,15 +245,10 @@ public final class ExpertParallelBenchmark {
                     for (String phase : EXCHANGE_PHASES) exchange += phases.getOrDefault(phase, 0.0);
                 }
 
-                // the rows one dispatch sends to peers, as sent and deduplicated: one more routing, read on the host
-                // outside the timed steps
-                int[] indices;
-                try (MemoryScope scope = MemoryScope.open()) {
-                    indices = Autograd.noGrad(() -> moe.router().route(x).indices().to(Device.CPU).toIntArray());
-                }
-                long[] rows = dispatchRowsToPeers(indices, config.topK(), config.numExperts(), ranks, world.rank());
+                // one more dispatch outside the timed steps: its rows counted from the routing, its bytes measured
+                DispatchTraffic dispatch = measureDispatch(moe, x, traffic, ranks, world.rank());
                 DType wire = config.wire().resolve(products);
-                return new RankTiming(seconds, bytes, exchange, phases, rows, buildSeconds, wire);
+                return new RankTiming(seconds, bytes, exchange, phases, dispatch, buildSeconds, wire);
             }
         });
         double[] steps = timings.get(0).seconds().clone();
@@ -217,16 +259,10 @@ public final class ExpertParallelBenchmark {
         double exchange = timings.stream().mapToDouble(RankTiming::exchangeSeconds).average().orElse(0);
         Map<String, Double> phases = new LinkedHashMap<>();
         for (RankTiming t : timings) t.phases().forEach((k, v) -> phases.merge(k, v / ranks, Double::sum));
-        long[] rows = new long[2];
-        for (RankTiming t : timings) {
-            rows[0] += t.rows()[0];
-            rows[1] += t.rows()[1];
-        }
-        rows[0] /= timings.size();
-        rows[1] /= timings.size();
+        DispatchTraffic dispatch = mean(timings.stream().map(RankTiming::dispatch).toList());
         double build = timings.stream().mapToDouble(RankTiming::buildSeconds).max().orElse(0);
         return new GpuResult(ranks, config, tokensPerRank, products, timings.get(0).wire(), iterations, median,
-                (double) ranks * tokensPerRank / median, flops / median / 1e12, bytes, exchange, phases, rows, build);
+                (double) ranks * tokensPerRank / median, flops / median / 1e12, bytes, exchange, phases, dispatch, build);
     }
 
     /** The machine-readable line of a GPU run, one {@code key=value} per field, like the peer's {@code KF_EP_GPU} line. */
@@ -235,11 +271,12 @@ public final class ExpertParallelBenchmark {
         return String.format(Locale.ROOT, "MOE4J_EP_GPU ranks=%d D=%d H=%d E=%d K=%d tokens_per_rank=%d dtype=%s wire=%s "
                         + "median_step_ms=%.2f total_tokens_per_s=%.0f TFLOPs_per_gpu=%.1f a2a_MiB_per_exchange=%.1f "
                         + "sent_MiB_per_rank_step=%.1f a2a_ms_per_step=%.3f a2a_GiBps_per_rank=%.1f dispatch_rows_to_peers=%d "
-                        + "deduplicated=%d build_s=%.1f",
+                        + "deduplicated=%d dedup=%s dispatch_bytes_to_peers=%d dispatch_id_bytes_to_peers=%d build_s=%.1f",
                 r.ranks(), c.dim(), c.hidden(), c.numExperts(), c.topK(), r.tokensPerRank(), name(r.products()), name(r.wire()),
                 r.medianSecondsPerStep() * 1e3, r.tokensPerSecond(), r.tflopsPerGpu(), r.mibPerExchange(),
                 r.rowBytesSentPerRank() / 1048576.0, r.allToAllSecondsPerStep() * 1e3, r.allToAllGiBPerSecond(),
-                r.dispatchRowsToPeers()[0], r.dispatchRowsToPeers()[1], r.buildSeconds());
+                r.dispatch().rowsPerEntry(), r.dispatch().rowsDeduplicated(), c.dedup() ? "on" : "off", r.dispatch().rowBytes(),
+                r.dispatch().idBytes(), r.buildSeconds());
     }
 
     private static String name(DType t) {
@@ -272,6 +309,12 @@ public final class ExpertParallelBenchmark {
         sb.append(String.format(Locale.ROOT, "  %-20s %10.1f%n", "step (slowest rank)", r.secondsPerStep() * 1e3));
         sb.append(String.format(Locale.ROOT, "tokens/s %.0f (all ranks) | sent to peers %.1f MiB/rank/step | communication + permutation %.1f%% of the step%n",
                 r.tokensPerSecond(), r.bytesSentPerRank() / 1048576.0, 100 * r.commAndPermuteShare()));
+        DispatchTraffic d = r.dispatch();
+        if (d != null) {
+            sb.append(String.format(Locale.ROOT, "one dispatch to peers, per rank: %d rows one per entry, %d one per (token, rank); "
+                            + "measured with dedup %s: %d bytes of rows + %d of expert ids%n",
+                    d.rowsPerEntry(), d.rowsDeduplicated(), c.dedup() ? "on" : "off", d.rowBytes(), d.idBytes()));
+        }
         return sb.toString();
     }
 }

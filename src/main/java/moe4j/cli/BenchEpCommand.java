@@ -38,6 +38,9 @@ public final class BenchEpCommand implements Callable<Integer> {
             + "(TF32 off) (default bf16 on cuda; the cpu computes in f32)") String dtype;
     @Option(names = "--wire", description = "the type rows travel in between ranks: auto (bf16 when the products are bf16), f32 "
             + "or bf16 (default ${DEFAULT-VALUE})") String wire = "auto";
+    @Option(names = "--dedup", description = "send each token once per rank that owns one of its experts (expanded there, and "
+            + "its experts' weighted outputs summed there before one row goes back) instead of once per chosen expert")
+    boolean dedup;
     @Option(names = "--profiled", description = "with --device cuda: steps run after the timed ones, waiting for the GPU at "
             + "every phase, for the phases' device time and the all-to-all bandwidth (default ${DEFAULT-VALUE})") int profiled = 2;
 
@@ -50,7 +53,8 @@ public final class BenchEpCommand implements Callable<Integer> {
         if (profiled < 0) throw usage("--profiled must be >= 0, got " + profiled);
         MoEConfig config;
         try {
-            config = MoEConfig.builder(dim, hidden, experts, topK).packed(!list).wire(WireType.parse(wire, "--wire")).build();
+            config = MoEConfig.builder(dim, hidden, experts, topK).packed(!list).wire(WireType.parse(wire, "--wire")).dedup(dedup)
+                    .build();
         } catch (IllegalArgumentException e) {
             throw usage(e.getMessage());
         }
@@ -75,6 +79,7 @@ public final class BenchEpCommand implements Callable<Integer> {
             o.put("phaseSeconds", r.phaseSeconds());
             o.put("bytesSentPerRank", r.bytesSentPerRank());
             o.put("commAndPermuteShare", r.commAndPermuteShare());
+            putDispatch(o, r.dispatch());
             out.println(new GsonBuilder().serializeSpecialFloatingPointValues().create().toJson(o));
         }
         out.flush();
@@ -110,13 +115,22 @@ public final class BenchEpCommand implements Callable<Integer> {
             o.put("allToAllSecondsPerStep", r.allToAllSecondsPerStep());
             o.put("allToAllGiBPerSecond", r.allToAllGiBPerSecond());
             o.put("phaseSeconds", r.phaseSeconds());
-            o.put("dispatchRowsToPeers", r.dispatchRowsToPeers()[0]);
-            o.put("dispatchRowsToPeersDeduplicated", r.dispatchRowsToPeers()[1]);
+            putDispatch(o, r.dispatch());
             o.put("buildSeconds", r.buildSeconds());
             out.println(new GsonBuilder().serializeSpecialFloatingPointValues().create().toJson(o));
         }
         out.flush();
         return 0;
+    }
+
+    /** One dispatch's traffic to peers per rank: rows counted both ways, bytes measured with the dedup setting of the run. */
+    private void putDispatch(Map<String, Object> o, ExpertParallelBenchmark.DispatchTraffic d) {
+        o.put("dedup", dedup);
+        if (d == null) return;
+        o.put("dispatchRowsToPeers", d.rowsPerEntry());
+        o.put("dispatchRowsToPeersDeduplicated", d.rowsDeduplicated());
+        o.put("dispatchBytesToPeers", d.rowBytes());
+        o.put("dispatchIdBytesToPeers", d.idBytes());
     }
 
     private picocli.CommandLine.ParameterException usage(String message) {

@@ -50,6 +50,8 @@ public final class VerifyCommand implements Callable<Integer> {
     @Option(names = "--capacity", paramLabel = "cf", description = "capacity factor, 0 = no limit (default ${DEFAULT-VALUE})")
     double capacity;
     @Option(names = "--gradient-scale", description = "scale expert outputs by avg/n_e") boolean gradientScale;
+    @Option(names = "--dedup", description = "the expert-parallel layer sends each token once per rank that owns one of its "
+            + "experts (moe_dedup) instead of once per chosen expert") boolean dedup;
     @Option(names = "--tokens", paramLabel = "T", description = "tokens on rank r: T + r, so splits are uneven (default 16)")
     Integer tokens;
     @Option(names = "--dim", paramLabel = "D", description = "model dim D (default 16)") Integer dim;
@@ -200,7 +202,7 @@ public final class VerifyCommand implements Callable<Integer> {
                 source = "file " + load + (p.fixedRouting() ? " (fixed routing)" : "") + ", upstream gradient "
                         + (loaded.gradOutGiven() ? "from the file" : "all ones");
                 ignored = loaded.ignored();
-                return p;
+                return dedup ? deduplicating(p) : p;
             }
             int p = ep == null ? defaultEp : ep;
             int t = tokens == null ? 16 : tokens;
@@ -214,12 +216,19 @@ public final class VerifyCommand implements Callable<Integer> {
             int[] perRank = new int[p];
             for (int r = 0; r < p; r++) perRank[r] = t + r;
             source = "random (seed " + seed + ", init std " + initStd + "), random upstream gradient";
-            return EpVerifier.Problem.seeded(config, p, perRank, seed);
+            EpVerifier.Problem seeded = EpVerifier.Problem.seeded(config, p, perRank, seed);
+            return dedup ? deduplicating(seeded) : seeded;
         } catch (IllegalArgumentException e) {
             throw new ParameterException(spec.commandLine(), e.getMessage(), e);
         } catch (java.nio.file.NoSuchFileException e) {
             throw new ParameterException(spec.commandLine(), "verify --load: no such file " + load, e);
         }
+    }
+
+    /** The same problem, run with the deduplicating dispatch: a strategy of the EP layer, not another function. */
+    private static EpVerifier.Problem deduplicating(EpVerifier.Problem p) {
+        return new EpVerifier.Problem(p.config().toBuilder().dedup(true).build(), p.ep(), p.x(), p.gradOut(), p.routingWeights(),
+                p.routingIndices(), p.parameters());
     }
 
     /**
@@ -248,10 +257,10 @@ public final class VerifyCommand implements Callable<Integer> {
         EpVerifier.Problem p = report.problem();
         MoEConfig c = p.config();
         out.println("moe4j verify: expert parallelism against its oracles");
-        out.printf("layer    E=%d K=%d D=%d H=%d activation=%s layout=%s router=%s shared=%s capacity=%s gradient-scale=%s%n",
+        out.printf("layer    E=%d K=%d D=%d H=%d activation=%s layout=%s router=%s shared=%s capacity=%s gradient-scale=%s dedup=%s%n",
                 c.numExperts(), c.topK(), c.dim(), c.hidden(), c.activation().configName(), c.packed() ? "packed" : "list",
                 c.router().configName(), c.sharedExperts() > 0 ? "yes" : "no", c.capacityFactor() > 0 ? c.capacityFactor() : "off",
-                c.gradientScale() ? "on" : "off");
+                c.gradientScale() ? "on" : "off", c.dedup() ? "on" : "off");
         out.printf("inputs   %s%n", source);
         if (!ignored.isEmpty()) out.printf("ignored  tensors not used: %s%n", ignored);
         boolean mpi = parsedBackend == Backend.MPI;
@@ -326,6 +335,7 @@ public final class VerifyCommand implements Callable<Integer> {
         layer.put("shared", c.sharedExperts() > 0);
         layer.put("capacityFactor", c.capacityFactor());
         layer.put("gradientScale", c.gradientScale());
+        layer.put("dedup", c.dedup());
         o.put("layer", layer);
         o.put("ep", p.ep());
         o.put("backend", parsedBackend.name().toLowerCase(Locale.ROOT));

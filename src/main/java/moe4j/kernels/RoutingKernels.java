@@ -40,6 +40,25 @@ public interface RoutingKernels {
     void groupByExpert(Tensor indices, int numExperts, Tensor entryOfRow, Tensor tokenOfRow, Tensor counts);
 
     /**
+     * For a dispatch that sends each token once per rank: {@code out[t, k]} = the rank that owns expert
+     * {@code indices[t, k]} (expert e belongs to rank {@code e / expertsPerRank}) when no earlier kept slot of
+     * token t goes to that rank, −1 otherwise (a repeat, or a dropped entry). Grouped by rank
+     * ({@link #groupByExpert} with one group per rank), out lists every (token, rank) pair with at least
+     * one kept entry exactly once, by rank and then by token.
+     *
+     * @throws IllegalArgumentException for an id below −1 (a device may report ids at or above E·ranks
+     *         at the grouping instead)
+     */
+    void firstSlotPerRank(Tensor indices, int expertsPerRank, Tensor out);
+
+    /**
+     * {@code out[i] = indices[i] − first} for an expert id in [first, first + count), −1 for any other
+     * (another rank's expert, or a dropped entry): routing decisions made on another rank, seen by the
+     * local experts of the rank that owns [first, first + count).
+     */
+    void localExperts(Tensor indices, int first, int count, Tensor out);
+
+    /**
      * out = indices_TK with, for each slot k and each expert, the entries beyond the first {@code capacity}
      * tokens (in token order) set to −1.
      */

@@ -29,13 +29,16 @@ package moe4j.nn;
  * @param routerTopKGroups sigmoid router: tokens choose among the experts of this many best groups
  * @param routedScale sigmoid router: the routing weights are multiplied by this (DeepSeek-V3's routed_scaling_factor)
  * @param wire the type token rows travel in between expert-parallel ranks (auto: bf16 when the products are bf16)
+ * @param dedup expert parallelism sends each token once per rank that owns one of its experts (the owner
+ *     expands it to those experts, and sums their weighted outputs before sending one row back), instead
+ *     of once per chosen expert
  */
 public record MoEConfig(int dim, int hidden, int numExperts, int topK, Activation activation, RouterKind router,
                         int sharedExperts, double capacityFactor, boolean gradientScale, double sequenceAuxLossWeight,
                         BiasSchedule biasSchedule, double biasUpdateRate, double biasEmaDecay, boolean packed,
                         double initStd, int numLayers, long seed, boolean checkFinite, int sharedHidden,
                         boolean sharedExpertGate, boolean normalizeTopK, int routerGroups, int routerTopKGroups,
-                        double routedScale, WireType wire) {
+                        double routedScale, WireType wire, boolean dedup) {
 
     public MoEConfig {
         if (dim <= 0) throw new IllegalArgumentException("dim must be > 0, got " + dim);
@@ -89,6 +92,7 @@ public record MoEConfig(int dim, int hidden, int numExperts, int topK, Activatio
         b.routerTopKGroups = routerTopKGroups;
         b.routedScale = routedScale;
         b.wire = wire;
+        b.dedup = dedup;
         return b;
     }
 
@@ -119,6 +123,7 @@ public record MoEConfig(int dim, int hidden, int numExperts, int topK, Activatio
         private int routerTopKGroups = 1;
         private double routedScale = 1.0;
         private WireType wire = WireType.AUTO;
+        private boolean dedup;
 
         private Builder(int dim, int hidden, int numExperts, int topK) {
             this.dim = dim;
@@ -156,12 +161,14 @@ public record MoEConfig(int dim, int hidden, int numExperts, int topK, Activatio
         /** The type token rows travel in between expert-parallel ranks. */
         public Builder wire(WireType w) { this.wire = w; return this; }
         public Builder wire(String name) { this.wire = WireType.parse(name, "moe_wire"); return this; }
+        /** Expert parallelism sends each token once per destination rank instead of once per chosen expert. */
+        public Builder dedup(boolean on) { this.dedup = on; return this; }
 
         public MoEConfig build() {
             return new MoEConfig(dim, hidden, numExperts, topK, activation, router, sharedExperts, capacityFactor,
                     gradientScale, sequenceAuxLossWeight, biasSchedule, biasUpdateRate, biasEmaDecay, packed,
                     initStd, numLayers, seed, checkFinite, sharedHidden, sharedExpertGate, normalizeTopK, routerGroups, routerTopKGroups,
-                    routedScale, wire);
+                    routedScale, wire, dedup);
         }
     }
 }

@@ -36,6 +36,9 @@ import java.util.List;
  * @param moeBiasEmaDecay sigmoid router's utilisation EMA decay [moe_bias_ema_decay]
  * @param moeWire the type token rows travel in between expert-parallel ranks: auto (bf16 when the matrix
  *        products are bf16, else f32), f32 or bf16 [moe_wire]
+ * @param moeDedup expert parallelism sends each token once per rank that owns one of its experts, which
+ *        expands it to them and sums their weighted outputs before one row goes back, instead of once per
+ *        chosen expert [moe_dedup]
  * @param initStd standard deviation of the normal weight initialisation; the projections into the residual
  *        stream (attention wo, MLP and expert down_proj) use initStd / sqrt(2·nLayers) [init_std]
  * @param tieEmbeddings the output projection reuses tok_embeddings.weight (no output.weight) [tie_embeddings]
@@ -46,15 +49,15 @@ public record ModelConfig(int dim, int nLayers, int nHeads, int nKvHeads, int vo
                           int moeSharedExperts, double moeAuxLossWeight, double moeRouterZLossWeight,
                           double moeCapacityFactor, boolean moeGradientScale, boolean moePackedExperts,
                           double moeExpertFfnMultiplier, double moeSequenceAuxLossWeight, BiasSchedule moeBiasSchedule,
-                          double moeBiasUpdateRate, double moeBiasEmaDecay, WireType moeWire, double initStd, boolean tieEmbeddings,
-                          long seed) {
+                          double moeBiasUpdateRate, double moeBiasEmaDecay, WireType moeWire, boolean moeDedup, double initStd,
+                          boolean tieEmbeddings, long seed) {
 
     /** The configuration keys {@link Builder#set(String, Object)} understands. */
     public static final List<String> KEYS = List.of("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "max_seq_len",
             "ffn_hidden", "multiple_of", "norm_eps", "rope_theta", "num_experts", "moe_top_k", "moe_frequency", "moe_router",
             "moe_shared_experts", "moe_aux_loss_weight", "moe_router_z_loss_weight", "moe_capacity_factor",
             "moe_gradient_scale", "moe_packed_experts", "moe_expert_ffn_multiplier", "moe_sequence_aux_loss_weight",
-            "moe_bias_schedule", "moe_bias_update_rate", "moe_bias_ema_decay", "moe_wire", "init_std", "tie_embeddings", "seed");
+            "moe_bias_schedule", "moe_bias_update_rate", "moe_bias_ema_decay", "moe_wire", "moe_dedup", "init_std", "tie_embeddings", "seed");
 
     public ModelConfig {
         positive("dim", dim);
@@ -163,6 +166,7 @@ public record ModelConfig(int dim, int nLayers, int nHeads, int nKvHeads, int vo
                 .biasUpdateRate(moeBiasUpdateRate)
                 .biasEmaDecay(moeBiasEmaDecay)
                 .wire(moeWire)
+                .dedup(moeDedup)
                 .packed(moePackedExperts)
                 .initStd(initStd)
                 .numLayers(nLayers)
@@ -207,6 +211,7 @@ public record ModelConfig(int dim, int nLayers, int nHeads, int nKvHeads, int vo
         b.moeBiasUpdateRate = moeBiasUpdateRate;
         b.moeBiasEmaDecay = moeBiasEmaDecay;
         b.moeWire = moeWire;
+        b.moeDedup = moeDedup;
         b.initStd = initStd;
         b.tieEmbeddings = tieEmbeddings;
         b.seed = seed;
@@ -241,6 +246,7 @@ public record ModelConfig(int dim, int nLayers, int nHeads, int nKvHeads, int vo
         private double moeBiasUpdateRate = 0.001;
         private double moeBiasEmaDecay = 0.99;
         private WireType moeWire = WireType.AUTO;
+        private boolean moeDedup = false;
         private double initStd = 0.02;
         private boolean tieEmbeddings = false;
         private long seed = 0;
@@ -275,6 +281,7 @@ public record ModelConfig(int dim, int nLayers, int nHeads, int nKvHeads, int vo
         public Builder moeBiasUpdateRate(double v) { moeBiasUpdateRate = v; return this; }
         public Builder moeBiasEmaDecay(double v) { moeBiasEmaDecay = v; return this; }
         public Builder moeWire(WireType v) { moeWire = v; return this; }
+        public Builder moeDedup(boolean v) { moeDedup = v; return this; }
         public Builder initStd(double v) { initStd = v; return this; }
         public Builder tieEmbeddings(boolean v) { tieEmbeddings = v; return this; }
         public Builder seed(long v) { seed = v; return this; }
@@ -312,6 +319,7 @@ public record ModelConfig(int dim, int nLayers, int nHeads, int nKvHeads, int vo
                 case "moe_bias_update_rate" -> moeBiasUpdateRate = toDouble(key, value);
                 case "moe_bias_ema_decay" -> moeBiasEmaDecay = toDouble(key, value);
                 case "moe_wire" -> moeWire = value instanceof WireType w ? w : WireType.parse(value.toString(), "moe_wire");
+                case "moe_dedup" -> moeDedup = toBoolean(key, value);
                 case "init_std" -> initStd = toDouble(key, value);
                 case "tie_embeddings" -> tieEmbeddings = toBoolean(key, value);
                 case "seed" -> seed = toLong(key, value);
@@ -325,7 +333,7 @@ public record ModelConfig(int dim, int nLayers, int nHeads, int nKvHeads, int vo
             return new ModelConfig(dim, nLayers, nHeads, nKvHeads, vocabSize, maxSeqLen, hidden, normEps, ropeTheta,
                     numExperts, moeTopK, moeFrequency, moeRouter, moeSharedExperts, moeAuxLossWeight, moeRouterZLossWeight,
                     moeCapacityFactor, moeGradientScale, moePackedExperts, moeExpertFfnMultiplier, moeSequenceAuxLossWeight,
-                    moeBiasSchedule, moeBiasUpdateRate, moeBiasEmaDecay, moeWire, initStd, tieEmbeddings, seed);
+                    moeBiasSchedule, moeBiasUpdateRate, moeBiasEmaDecay, moeWire, moeDedup, initStd, tieEmbeddings, seed);
         }
 
         private static long toLong(String key, Object v) {

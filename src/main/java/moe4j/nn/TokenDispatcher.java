@@ -18,7 +18,8 @@ import moe4j.tensor.Tensor;
  * <p>The layer owns one dispatcher and never knows which: {@link LocalDispatcher} when every expert is
  * here, an all-to-all dispatcher once expert parallelism has split the experts over ranks. A dispatcher
  * never sees the layer; what it needs to know (expert count, ownership, process group) it is built with.
- * Another strategy (deduplicated sends, overlapped exchange, a GPU kernel) is another implementation.
+ * Another strategy (an overlapped exchange, a GPU kernel) is another implementation; what travels between
+ * ranks (the wire type, one row per entry or per token and rank) is a setting of the all-to-all dispatcher.
  *
  * @param <M> what {@link #combine} needs to undo its {@link #dispatch}; opaque to the layer
  */

@@ -46,8 +46,12 @@ public final class ExpertParallel {
 
     private static final System.Logger LOG = System.getLogger(ExpertParallel.class.getName());
 
-    /** Values each rank appends to its count chunk for every peer: its total of kept entries, then E, D, K, layer. */
-    private static final int TRAILER = 5;
+    /**
+     * Values each rank appends to its count chunk for every peer: its total of kept entries, then E, D, K,
+     * layer, then the rows its dispatch sends that peer when it deduplicates them (one per token), −1 when it
+     * sends one row per entry.
+     */
+    private static final int TRAILER = 6;
 
     /**
      * Partitions every {@link MoEMLP} of {@code model} (the root included) over the mesh's {@code "ep"}
@@ -72,7 +76,7 @@ public final class ExpertParallel {
             MoEMLP moe = layers.get(i);
             moe.partitionExperts(ep.group());
             AllToAllDispatcher allToAll = new AllToAllDispatcher(ep.group(), moe.numExperts(), moe.localExpertStart(),
-                    moe.numLocalExperts(), moe.epSize(), i, moe.config().wire());
+                    moe.numLocalExperts(), moe.epSize(), i, moe.config().wire(), moe.config().dedup());
             // under tensor parallelism each tp rank sends its slice of the tokens through the all-to-all
             moe.setDispatcher(moe.dispatcher() instanceof SequenceParallelDispatcher<?> sp ? sp.withInner(allToAll) : allToAll);
         }
@@ -95,7 +99,7 @@ public final class ExpertParallel {
         moe.checkRoutingInputs("ExpertParallel.dispatchAndCompute", x_TD, weights_TK, indices_TK);
         int layer = moe.dispatcher() instanceof AllToAllDispatcher installed ? installed.layer : 0;
         AllToAllDispatcher dispatcher = new AllToAllDispatcher(epGroup, moe.numExperts(), localExpertStart, numLocalExperts,
-                epWorldSize, layer, moe.config().wire());
+                epWorldSize, layer, moe.config().wire(), moe.config().dedup());
 
         // 1-5a. Sort the kept entries by expert, exchange counts and rows, regroup by local expert.
         Dispatched<AllToAllDispatcher.Exchange> dispatched = dispatcher.dispatch(x_TD, indices_TK);
@@ -111,7 +115,8 @@ public final class ExpertParallel {
      * check they agree on it (and on E, D, K) in every count exchange. {@code wire} is the type the rows
      * travel in, forward and backward ({@link WireType}: with a bf16 wire every dispatched row, every
      * expert output and both their gradients are rounded to bf16 on the way out, whichever rank they go to,
-     * so the layer computes the same function on every rank layout).
+     * so the layer computes the same function on every rank layout). With {@code dedup} a token travels
+     * once per rank that owns one of its experts: see {@link #dispatch} and {@link #combine}.
      */
     public static final class AllToAllDispatcher implements TokenDispatcher<AllToAllDispatcher.Exchange> {
         private final ProcessGroup group;
@@ -121,16 +126,20 @@ public final class ExpertParallel {
         private final int epSize;
         private final int layer;
         private final WireType wire;
+        private final boolean dedup;
 
         /**
-         * What combine needs to send the rows home: the local sort of this rank's entries, the row counts
-         * sent to and received from each peer, the order that regrouped the received rows by expert
-         * (null with one rank, where they arrive grouped), and the type the rows travelled in.
+         * What combine needs to send the rows home: the order the rows left in ({@code routing}: this rank's
+         * kept entries by expert, or when deduplicating its (token, rank) pairs by rank), the row counts sent to
+         * and received from each peer, the order that regrouped the received rows by expert (null with one
+         * rank, where they arrive grouped, and when deduplicating), the type the rows travelled in, and when
+         * deduplicating the owner's expansion of the received rows ({@code received}: their entries grouped by
+         * local expert, {@code tokenOfRow} the received row of each; null otherwise).
          */
-        public record Exchange(Routing routing, int[] sendSplits, int[] recvSplits, Tensor regroup, DType wire) {}
+        public record Exchange(Routing routing, int[] sendSplits, int[] recvSplits, Tensor regroup, DType wire, Routing received) {}
 
         public AllToAllDispatcher(ProcessGroup group, int numExperts, int localExpertStart, int numLocalExperts, int epSize,
-                                  int layer, WireType wire) {
+                                  int layer, WireType wire, boolean dedup) {
             if (group.size() != epSize || numLocalExperts * epSize != numExperts || localExpertStart != group.rank() * numLocalExperts) {
                 throw new IllegalArgumentException("dispatchAndCompute: inconsistent EP metadata: group of " + group.size()
                         + " ranks (this is rank " + group.rank() + "), epWorldSize=" + epSize + ", experts ["
@@ -143,11 +152,12 @@ public final class ExpertParallel {
             this.epSize = epSize;
             this.layer = layer;
             this.wire = java.util.Objects.requireNonNull(wire, "wire");
+            this.dedup = dedup;
         }
 
         /** The same dispatcher over another view of the same group (one that counts its traffic, say). */
         AllToAllDispatcher over(ProcessGroup sameRanks) {
-            return new AllToAllDispatcher(sameRanks, numExperts, localExpertStart, numLocalExperts, epSize, layer, wire);
+            return new AllToAllDispatcher(sameRanks, numExperts, localExpertStart, numLocalExperts, epSize, layer, wire, dedup);
         }
 
         ProcessGroup group() {
@@ -157,6 +167,7 @@ public final class ExpertParallel {
         @Override
         public Dispatched<Exchange> dispatch(Tensor x_TD, Tensor indices_TK) {
             TokenDispatcher.checkDispatchInputs("ExpertParallel.dispatch", x_TD, indices_TK);
+            if (dedup) return dispatchOncePerRank(x_TD, indices_TK);
             int d = x_TD.dim(1);
             int k = indices_TK.dim(1);
 
@@ -183,6 +194,7 @@ public final class ExpertParallel {
                 send[t + 2] = d;
                 send[t + 3] = k;
                 send[t + 4] = layer;
+                send[t + 5] = -1; // one row per entry
             }
             int[] received;
             try (var p = Profiler.phase("count exchange")) {
@@ -193,7 +205,7 @@ public final class ExpertParallel {
             long groupEntries = 0;
             for (int src = 0; src < epSize; src++) {
                 int t = src * chunk + numLocalExperts;
-                checkSameLayer(received, t, src, d, k);
+                checkSameLayer(received, t, src, d, k, false);
                 groupEntries += received[t];
                 for (int j = 0; j < numLocalExperts; j++) {
                     recvSplits[src] += received[src * chunk + j];
@@ -226,12 +238,98 @@ public final class ExpertParallel {
             // 5b-6 happen in the layer: its grouped GEMM over rows_RD, then gradient scaling, where n_e counts the
             // whole group's entries for expert e (what its owner received) and avg is groupEntries / E, so P
             // ranks compute what one rank would on all their tokens.
-            return new Dispatched<>(rows_RD, rowsPerLocalExpert, groupEntries, new Exchange(routing, sendSplits, recvSplits, regroup, rowsWire));
+            return new Dispatched<>(rows_RD, rowsPerLocalExpert, groupEntries,
+                    new Exchange(routing, sendSplits, recvSplits, regroup, rowsWire, null));
+        }
+
+        /**
+         * The deduplicating dispatch: each token travels once to every rank that owns at least one of its
+         * experts, with its row of expert ids; the owner expands the rows it received into one row per
+         * (token, local expert) entry, grouped by local expert in the order the per-entry dispatch gives
+         * (local expert, then source rank, then token), so its experts compute exactly the same rows.
+         */
+        private Dispatched<Exchange> dispatchOncePerRank(Tensor x_TD, Tensor indices_TK) {
+            int d = x_TD.dim(1);
+            int k = indices_TK.dim(1);
+            Kernels kernels = Kernels.of(x_TD.device());
+
+            // 1-2. Sort the kept entries by expert (for the counts the owners' grouped GEMMs need) and list the
+            //      (token, rank) pairs by rank: the rows that travel. One copy to the host holds both counts.
+            Routing byExpert;
+            Routing pairs;
+            Tensor send_UD;
+            Tensor sendIds_UK;
+            int[] sendSplits;
+            try (var p = Profiler.phase("permute")) {
+                Routing.ByExpertAndRank sorted = Routing.sortByExpertAndRank(indices_TK, numExperts, epSize);
+                byExpert = sorted.byExpert();
+                pairs = sorted.byRank();
+                sendSplits = pairs.rowsPerExpert();
+                send_UD = Ops.indexSelect(x_TD, pairs.tokenOfRow());
+                // each pair's row of expert ids: the owner picks its own experts out of it
+                sendIds_UK = Tensor.zeros(indices_TK.device(), DType.I32, pairs.rowCount(), k);
+                kernels.indexing().gatherRows(indices_TK, pairs.tokenOfRow(), sendIds_UK);
+            }
+
+            // 3. Exchange counts: per peer its experts' entry counts (the grouped GEMM's sizes), the trailer, and
+            //    the rows that follow.
+            int chunk = numLocalExperts + TRAILER;
+            int[] send = new int[epSize * chunk];
+            for (int peer = 0; peer < epSize; peer++) {
+                System.arraycopy(byExpert.rowsPerExpert(), peer * numLocalExperts, send, peer * chunk, numLocalExperts);
+                int t = peer * chunk + numLocalExperts;
+                send[t] = byExpert.rowCount();
+                send[t + 1] = numExperts;
+                send[t + 2] = d;
+                send[t + 3] = k;
+                send[t + 4] = layer;
+                send[t + 5] = sendSplits[peer];
+            }
+            int[] received;
+            try (var p = Profiler.phase("count exchange")) {
+                received = group.allToAll(send, chunk);
+            }
+            int[] recvSplits = new int[epSize];
+            int[] rowsPerLocalExpert = new int[numLocalExperts];
+            long groupEntries = 0;
+            for (int src = 0; src < epSize; src++) {
+                int t = src * chunk + numLocalExperts;
+                checkSameLayer(received, t, src, d, k, true);
+                groupEntries += received[t];
+                recvSplits[src] = received[t + 5];
+                for (int j = 0; j < numLocalExperts; j++) rowsPerLocalExpert[j] += received[src * chunk + j];
+            }
+            int receivedRows = 0;
+            for (int n : recvSplits) receivedRows += n;
+
+            // 4. Dispatch: one row per (token, rank) pair, and its expert ids (ints, exact on any wire).
+            DType rowsWire = wire.resolve(ExecutionContext.current().productInputs());
+            Tensor recv_UD;
+            Tensor recvIds_UK;
+            try (var p = Profiler.phase("dispatch all-to-all")) {
+                recvIds_UK = exchange(sendIds_UK, recvSplits, sendSplits, group, DType.I32);
+                recv_UD = allToAll(send_UD, recvSplits, sendSplits, group, "dispatch", rowsWire);
+            }
+
+            // 5a. Expand: the received rows' entries on this rank's experts, grouped by local expert (stable, so
+            //     by source rank and token within an expert), each taking its received row. The group sizes are
+            //     the exchanged counts: nothing more comes to the host.
+            Routing expansion;
+            Tensor rows_RD;
+            try (var p = Profiler.phase("permute")) {
+                Tensor local_UK = Tensor.zeros(recvIds_UK.device(), DType.I32, receivedRows, k);
+                kernels.routing().localExperts(recvIds_UK, localExpertStart, numLocalExperts, local_UK);
+                expansion = Routing.groupWithKnownCounts(local_UK, numLocalExperts, rowsPerLocalExpert);
+                rows_RD = Ops.indexSelect(recv_UD, expansion.tokenOfRow());
+            }
+            return new Dispatched<>(rows_RD, rowsPerLocalExpert, groupEntries,
+                    new Exchange(pairs, sendSplits, recvSplits, null, rowsWire, expansion));
         }
 
         @Override
         public Tensor combine(Tensor expertOut_RD, Dispatched<Exchange> dispatched, Tensor weights_TK) {
             Exchange exchange = dispatched.combineState();
+            if (exchange.received() != null) return combineOncePerRank(expertOut_RD, exchange, weights_TK);
             // 5c. Restore the received order, so the rows go back in the runs they came in.
             Tensor back_RD = expertOut_RD;
             if (exchange.regroup() != null) {
@@ -249,6 +347,33 @@ public final class ExpertParallel {
             // 8. Un-sort, weight and scatter-add by token. Routing weights never travel: the router's gradient stays local.
             try (var p = Profiler.phase("unpermute")) {
                 return exchange.routing().weightAndCombine(home_SD, weights_TK, weights_TK.dim(0));
+            }
+        }
+
+        /**
+         * The deduplicating combine: the routing weights of every pair's token go to its owner, which weights
+         * the outputs of each received row's experts and sums them into one row per received row; that row
+         * goes back, and the source sums the rows of each of its tokens. The router's gradient comes back
+         * through the weights' exchange.
+         */
+        private Tensor combineOncePerRank(Tensor expertOut_RD, Exchange exchange, Tensor weights_TK) {
+            Routing pairs = exchange.routing();
+            Routing expansion = exchange.received();
+            int receivedRows = 0;
+            for (int n : exchange.recvSplits()) receivedRows += n;
+            Tensor home_UD;
+            try (var p = Profiler.phase("combine all-to-all")) {
+                // the weights stay float32 whatever the rows' wire: they scale every expert output
+                Tensor recvWeights_UK = allToAll(Ops.indexSelect(weights_TK, pairs.tokenOfRow()), exchange.recvSplits(),
+                        exchange.sendSplits(), group, "combine weights", DType.F32);
+                Tensor partial_UD;
+                try (var u = Profiler.phase("unpermute")) {
+                    partial_UD = expansion.weightAndCombine(expertOut_RD, recvWeights_UK, receivedRows);
+                }
+                home_UD = allToAll(partial_UD, exchange.sendSplits(), exchange.recvSplits(), group, "combine", exchange.wire());
+            }
+            try (var p = Profiler.phase("unpermute")) {
+                return Ops.indexAdd(weights_TK.dim(0), pairs.tokenOfRow(), home_UD);
             }
         }
 
@@ -274,7 +399,12 @@ public final class ExpertParallel {
             return Tensor.ofInts(order, total);
         }
 
-        private void checkSameLayer(int[] received, int at, int src, int d, int k) {
+        private void checkSameLayer(int[] received, int at, int src, int d, int k, boolean deduplicating) {
+            if (deduplicating != received[at + 5] >= 0) {
+                throw new IllegalStateException("expert parallelism: rank " + group.rank() + " of group '" + group.name() + "' "
+                        + (deduplicating ? "deduplicates" : "does not deduplicate") + " the dispatch of MoE layer " + layer
+                        + " but rank " + src + (deduplicating ? " does not" : " does") + ": every EP rank must use the same moe_dedup");
+            }
             int[] mine = {numExperts, d, k, layer};
             int[] theirs = Arrays.copyOfRange(received, at + 1, at + 5);
             if (!Arrays.equals(mine, theirs)) {

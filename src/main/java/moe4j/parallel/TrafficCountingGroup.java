@@ -8,14 +8,17 @@ import moe4j.tensor.Tensor;
 
 /**
  * A process group that forwards every collective to another and counts the bytes this rank sends to
- * <em>other</em> ranks through all-to-alls (what goes to itself never leaves the rank): token rows
- * ({@link #rowBytes()}) and the small per-expert count exchanges ({@link #countBytes()}) separately.
+ * <em>other</em> ranks through all-to-alls (what goes to itself never leaves the rank): rows of floats
+ * ({@link #rowBytes()}: token rows, expert outputs, and the routing weights a deduplicating dispatch
+ * sends), rows of ints ({@link #indexBytes()}: the expert ids a deduplicating dispatch sends with its
+ * rows) and the small per-expert count exchanges ({@link #countBytes()}) separately.
  * Used by {@link EpVerifier} and the EP benchmark to report each rank's traffic without touching the
  * EP code path.
  */
 public final class TrafficCountingGroup implements ProcessGroup {
     private final ProcessGroup inner;
     private long rowBytes;
+    private long indexBytes;
     private long countBytes;
 
     public TrafficCountingGroup(ProcessGroup inner) {
@@ -24,6 +27,10 @@ public final class TrafficCountingGroup implements ProcessGroup {
 
     public long rowBytes() {
         return rowBytes;
+    }
+
+    public long indexBytes() {
+        return indexBytes;
     }
 
     public long countBytes() {
@@ -35,7 +42,12 @@ public final class TrafficCountingGroup implements ProcessGroup {
         for (int peer = 0; peer < inSplits.length; peer++) {
             if (peer != inner.rank()) rows += inSplits[peer];
         }
-        rowBytes += rows * in.rowWidth() * in.dtype().byteSize;
+        long bytes = rows * in.rowWidth() * in.dtype().byteSize;
+        if (in.dtype().isFloating()) {
+            rowBytes += bytes;
+        } else {
+            indexBytes += bytes;
+        }
     }
 
     @Override

@@ -92,7 +92,7 @@ class EpBf16GpuTest {
         assertTrue(r.rowBytesSentPerRank() > 0 && r.allToAllSecondsPerStep() > 0 && r.allToAllGiBPerSecond() > 0, r.toString());
         assertTrue(r.phaseSeconds().containsKey("router") && r.phaseSeconds().containsKey("dispatch all-to-all"),
                 r.phaseSeconds().toString());
-        assertTrue(r.dispatchRowsToPeers()[0] >= r.dispatchRowsToPeers()[1] && r.dispatchRowsToPeers()[1] > 0);
+        assertTrue(r.dispatch().rowsPerEntry() >= r.dispatch().rowsDeduplicated() && r.dispatch().rowsDeduplicated() > 0);
         String line = ExpertParallelBenchmark.gpuLine(r);
         assertTrue(line.startsWith("MOE4J_EP_GPU ranks=2 D=256 H=512 E=8 K=2 tokens_per_rank=1024 dtype=bf16 wire="), line);
         assertTrue(line.contains(" a2a_GiBps_per_rank=") && line.contains(" TFLOPs_per_gpu="), line);

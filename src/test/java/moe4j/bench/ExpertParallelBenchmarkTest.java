@@ -27,12 +27,15 @@ class ExpertParallelBenchmarkTest {
                 DType.F32, 0, 2, 1);
         assertEquals(DType.F32, f32.wire());
         assertEquals(DType.BF16, bf16.wire());
-        long plainRows = f32.dispatchRowsToPeers()[0];
-        assertTrue(plainRows > 0 && f32.dispatchRowsToPeers()[1] > 0 && f32.dispatchRowsToPeers()[1] <= plainRows);
+        long plainRows = f32.dispatch().rowsPerEntry();
+        assertTrue(plainRows > 0 && f32.dispatch().rowsDeduplicated() > 0 && f32.dispatch().rowsDeduplicated() <= plainRows);
+        // measured on the wire: the rows one per entry, no expert ids
+        assertEquals(plainRows * d * 4, f32.dispatch().rowBytes(), 4.0 * d * 4, "one dispatch's rows, f32");
+        assertEquals(0, f32.dispatch().idBytes());
         // the mean over two ranks of whole rows: within one row of the exact figure either way
         assertEquals(4.0 * plainRows * d * 4, f32.rowBytesSentPerRank(), 4.0 * d * 4, "four exchanges of the dispatched rows, f32");
         assertEquals(f32.rowBytesSentPerRank() / 2, bf16.rowBytesSentPerRank(), "a bf16 wire, the same routing");
-        assertEquals(f32.dispatchRowsToPeers()[0], bf16.dispatchRowsToPeers()[0]);
+        assertEquals(f32.dispatch().rowsPerEntry(), bf16.dispatch().rowsPerEntry());
         for (var r : new ExpertParallelBenchmark.GpuResult[] {f32, bf16}) {
             assertTrue(r.medianSecondsPerStep() > 0 && r.tflopsPerGpu() > 0 && r.buildSeconds() > 0, r.toString());
             assertTrue(r.allToAllSecondsPerStep() > 0 && r.allToAllGiBPerSecond() > 0, r.toString());
@@ -41,10 +44,19 @@ class ExpertParallelBenchmarkTest {
             }
         }
         assertEquals(64.0 * 2 * d * 2 / (1 << 20), bf16.mibPerExchange(), 1e-12);
+
+        // with deduplication the measured dispatch is one row per (token, rank) pair, plus K ids with each
+        var dedup = ExpertParallelBenchmark.runOn(Backend.LOCAL, r -> Device.CPU, config.toBuilder().dedup(true).build(), 2, 64,
+                DType.F32, 0, 1, 0);
+        assertEquals(f32.dispatch().rowsDeduplicated(), dedup.dispatch().rowsDeduplicated(), "the same routing");
+        assertEquals(dedup.dispatch().rowsDeduplicated() * d * 4, dedup.dispatch().rowBytes(), 4.0 * d * 4, "one dispatch's rows, deduplicated");
+        assertEquals(dedup.dispatch().rowsDeduplicated() * 2 * 4, dedup.dispatch().idBytes(), 2.0 * 4, "K = 2 ids per row");
+        assertTrue(ExpertParallelBenchmark.gpuLine(dedup).contains(" dedup=on dispatch_bytes_to_peers=" + dedup.dispatch().rowBytes() + " "));
         String line = ExpertParallelBenchmark.gpuLine(bf16);
         assertTrue(line.matches("MOE4J_EP_GPU ranks=2 D=16 H=24 E=4 K=2 tokens_per_rank=64 dtype=f32 wire=bf16 median_step_ms=\\S+ "
                 + "total_tokens_per_s=\\S+ TFLOPs_per_gpu=\\S+ a2a_MiB_per_exchange=\\S+ sent_MiB_per_rank_step=\\S+ "
-                + "a2a_ms_per_step=\\S+ a2a_GiBps_per_rank=\\S+ dispatch_rows_to_peers=" + plainRows + " deduplicated=\\d+ build_s=\\S+"),
+                + "a2a_ms_per_step=\\S+ a2a_GiBps_per_rank=\\S+ dispatch_rows_to_peers=" + plainRows + " deduplicated=\\d+ dedup=off dispatch_bytes_to_peers=\\d+ "
+                + "dispatch_id_bytes_to_peers=0 build_s=\\S+"),
                 line);
     }
 }

@@ -44,6 +44,33 @@ class MainTest {
         assertEquals(bytes[0] / 2, bytes[1], "a bf16 wire halves the bytes of the same routing");
     }
 
+    /** {@code --dedup}: the dispatch measured on the wire is one row per (token, rank) pair, the count the routing gives. */
+    @Test
+    void benchEpWithDedupMeasuresOneRowPerTokenAndRank() {
+        int d = 16;
+        JsonObject[] runs = new JsonObject[2];
+        for (int i = 0; i < 2; i++) {
+            List<String> args = new java.util.ArrayList<>(List.of("bench", "ep", "--ranks", "2", "--dim", "" + d, "--hidden", "24",
+                    "--experts", "8", "--top-k", "4", "--tokens", "64", "--warmup", "0", "--iters", "1", "--wire", "f32", "--json"));
+            if (i == 1) args.add("--dedup");
+            Run r = run(args.toArray(String[]::new));
+            assertEquals(0, r.exitCode(), r.err());
+            assertTrue(r.out().contains("one dispatch to peers, per rank:") && r.out().contains("with dedup " + (i == 1 ? "on" : "off")), r.out());
+            runs[i] = JsonParser.parseString(r.out().lines().toList().getLast()).getAsJsonObject();
+        }
+        JsonObject plain = runs[0];
+        JsonObject dedup = runs[1];
+        assertEquals(plain.get("dispatchRowsToPeersDeduplicated").getAsLong(), dedup.get("dispatchRowsToPeersDeduplicated").getAsLong());
+        long perEntry = plain.get("dispatchRowsToPeers").getAsLong();
+        long pairs = dedup.get("dispatchRowsToPeersDeduplicated").getAsLong();
+        assertTrue(pairs > 0 && pairs < perEntry, "top-4 of 8 experts on 2 ranks repeats destinations: " + pairs + " of " + perEntry);
+        // means over two ranks of whole rows: within one row
+        assertEquals(perEntry * d * 4, plain.get("dispatchBytesToPeers").getAsLong(), d * 4);
+        assertEquals(pairs * d * 4, dedup.get("dispatchBytesToPeers").getAsLong(), d * 4);
+        assertEquals(pairs * 4 * 4, dedup.get("dispatchIdBytesToPeers").getAsLong(), 4 * 4);
+        assertTrue(dedup.get("dedup").getAsBoolean() && !plain.get("dedup").getAsBoolean());
+    }
+
     @Test
     void benchEpRefusesBadOptionsInOneSentence() {
         Run bf16OnCpu = run("bench", "ep", "--ranks", "2", "--dtype", "bf16");

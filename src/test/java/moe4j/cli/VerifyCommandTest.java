@@ -59,6 +59,8 @@ class VerifyCommandTest {
                 {"--packed", "--capacity", "1.0", "--activation", "relu"},
                 {"--gradient-scale", "--shared"},
                 {"--router", "sigmoid_topk", "--packed", "--top-k", "3"},
+                {"--dedup", "--top-k", "4", "--capacity", "1.0"},
+                {"--dedup", "--packed", "--top-k", "3", "--shared"},
         };
         for (int p : new int[] {1, 2, 4}) {
             for (String[] v : variants) out.add(Arguments.of(p, v));
@@ -90,6 +92,8 @@ class VerifyCommandTest {
         }
         assertEquals(v.contains("--shared"), errors.has("shared-expert gradient"), errors.toString());
         assertTrue(r.out().contains("RESULT: PASS"), r.out());
+        assertEquals(v.contains("--dedup"), json.getAsJsonObject("layer").get("dedup").getAsBoolean());
+        assertTrue(r.out().contains("dedup=" + (v.contains("--dedup") ? "on" : "off")), r.out());
         if (p > 1) {
             long sent = 0;
             for (var rank : json.getAsJsonArray("ranks")) sent += rank.getAsJsonObject().get("bytesSent").getAsLong();

@@ -23,6 +23,8 @@ final class FakeDevice implements DeviceBackend {
     static final AtomicLong KERNEL_CALLS = new AtomicLong();
     /** Calls of the kernels' {@code synchronize} (a profiled step waits for the device at every phase boundary). */
     static final AtomicLong SYNCHRONIZE_CALLS = new AtomicLong();
+    /** Copies from fake memory to the host made by the calling thread (what a GPU would have to wait for). */
+    static final ThreadLocal<long[]> COPIES_TO_HOST = ThreadLocal.withInitial(() -> new long[1]);
 
     record FakeMemory(Device device, MemorySegment segment) implements DeviceMemory {
         @Override
@@ -71,6 +73,7 @@ final class FakeDevice implements DeviceBackend {
 
             @Override
             public void copyToHost(DeviceMemory src, MemorySegment dst) {
+                COPIES_TO_HOST.get()[0]++;
                 MemorySegment.copy(own(src), 0, dst, 0, dst.byteSize());
             }
 

@@ -82,6 +82,34 @@ class RoutingKernelsTest {
     }
 
     @Test
+    void firstSlotPerRankMarksEachTokenAndOwnerOnceAndLocalExpertsKeepsOneBlock() {
+        Rng rng = new Rng(17);
+        int t = 23, k = 4, e = 12, perRank = 3;
+        int[] ids = randomIds(rng, t * k, e, true);
+        Tensor indices = Tensor.ofInts(ids, t, k);
+        Tensor first = Tensor.zeros(DType.I32, t, k);
+        K.firstSlotPerRank(indices, perRank, first);
+        int[] expected = new int[t * k];
+        for (int i = 0; i < t; i++) {
+            for (int s = 0; s < k; s++) {
+                int v = ids[i * k + s];
+                boolean repeat = false;
+                for (int j = 0; j < s; j++) repeat |= v >= 0 && ids[i * k + j] >= 0 && ids[i * k + j] / perRank == v / perRank;
+                expected[i * k + s] = v < 0 || repeat ? -1 : v / perRank;
+            }
+        }
+        assertArrayEquals(expected, first.toIntArray());
+        assertThrows(IllegalArgumentException.class, () -> K.firstSlotPerRank(Tensor.ofInts(new int[] {0, -2}, 1, 2), perRank,
+                Tensor.zeros(DType.I32, 1, 2)));
+
+        Tensor local = Tensor.zeros(DType.I32, t, k);
+        K.localExperts(indices, 6, 3, local);
+        for (int i = 0; i < t * k; i++) {
+            assertTrue(local.toIntArray()[i] == (ids[i] >= 6 && ids[i] < 9 ? ids[i] - 6 : -1), "entry " + i + " id " + ids[i]);
+        }
+    }
+
+    @Test
     void dropOverCapacityKeepsTheFirstTokensPerSlotAndExpert() {
         Rng rng = new Rng(13);
         int t = 31, k = 2, experts = 4, capacity = 5;

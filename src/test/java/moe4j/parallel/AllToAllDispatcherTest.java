@@ -61,7 +61,7 @@ class AllToAllDispatcherTest {
         List<RankDispatch> got = Distributed.run(P, Duration.ofSeconds(20), world -> {
             DeviceMesh ep = DeviceMesh.create(world, MeshSizes.defaults().ep(P)).get("ep");
             int r = ep.localRank();
-            var dispatcher = new ExpertParallel.AllToAllDispatcher(ep.group(), E, r * local, local, P, 0, WireType.F32);
+            var dispatcher = new ExpertParallel.AllToAllDispatcher(ep.group(), E, r * local, local, P, 0, WireType.F32, false);
             Tensor xr = x(r);
             var dispatched = dispatcher.dispatch(xr, Tensor.ofInts(indices(r), TOKENS[r], K));
             // identity experts: combine must give Σ_k w·x for this rank's own tokens
@@ -179,7 +179,7 @@ class AllToAllDispatcherTest {
         Distributed.run(2, Duration.ofSeconds(10), world -> {
             int othersBlock = (1 - world.rank()) * (E / 2);
             var e = assertThrows(IllegalArgumentException.class,
-                    () -> new ExpertParallel.AllToAllDispatcher(world, E, othersBlock, E / 2, 2, 0, WireType.F32));
+                    () -> new ExpertParallel.AllToAllDispatcher(world, E, othersBlock, E / 2, 2, 0, WireType.F32, false));
             assertTrue(e.getMessage().contains("inconsistent EP metadata"), e.getMessage());
             return null;
         });

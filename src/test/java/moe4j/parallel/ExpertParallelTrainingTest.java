@@ -22,7 +22,8 @@ import org.junit.jupiter.api.Test;
 
 /**
  * A 2-layer MoE stack trained with plain SGD for 20 steps on P = 4 EP ranks, each on its shard of the
- * batch, ends with the same weights as one rank on the whole batch (≤ 1e-4 relative per tensor).
+ * batch, ends with the same weights as one rank on the whole batch (≤ 1e-4 relative per tensor), with
+ * the per-entry and with the deduplicating dispatch.
  */
 class ExpertParallelTrainingTest {
     static final int D = 8;
@@ -35,7 +36,11 @@ class ExpertParallelTrainingTest {
         final MoEMLP second;
 
         Stack(boolean packed) {
-            MoEConfig c = MoEConfig.builder(D, H, 8, 2).packed(packed).initStd(0.3).numLayers(2).seed(21).build();
+            this(packed, false);
+        }
+
+        Stack(boolean packed, boolean dedup) {
+            MoEConfig c = MoEConfig.builder(D, H, 8, 2).packed(packed).initStd(0.3).numLayers(2).seed(21).dedup(dedup).build();
             first = registerModule("layers.0", MoEMLP.build(c));
             second = registerModule("layers.1", MoEMLP.build(c.toBuilder().seed(22).build()));
         }
@@ -69,11 +74,13 @@ class ExpertParallelTrainingTest {
 
     @Test
     void fourEpRanksTrainLikeOneRankOnTheGlobalBatch() {
-        for (boolean packed : new boolean[] {false, true}) {
+        for (boolean[] variant : new boolean[][] {{false, false}, {true, false}, {false, true}, {true, true}}) {
+            boolean packed = variant[0];
+            boolean dedup = variant[1];
             Stack single = new Stack(packed);
             Map<String, double[]> reference = train(single, GradientSync.create(single, null), 0, TOKENS);
             List<Map<String, double[]>> ranks = Distributed.run(4, Duration.ofSeconds(30), world -> {
-                Stack model = new Stack(packed);
+                Stack model = new Stack(packed, dedup);
                 DeviceMesh mesh = DeviceMesh.create(world, MeshSizes.defaults().ep(4));
                 ExpertParallel.apply(model, mesh);
                 int shard = TOKENS / 4;
@@ -89,7 +96,7 @@ class ExpertParallelTrainingTest {
                     }
                     assertNotNull(expected, name);
                     double err = GradCheck.relativeError(entry.getValue(), expected);
-                    assertTrue(err <= 1e-4, "packed=" + packed + " rank " + r + " " + name + ": relative error " + err);
+                    assertTrue(err <= 1e-4, "packed=" + packed + " dedup=" + dedup + " rank " + r + " " + name + ": relative error " + err);
                 }
             }
             // and training moved the weights: the comparison is not between two initialisations

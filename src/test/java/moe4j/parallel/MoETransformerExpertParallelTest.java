@@ -16,22 +16,28 @@ import moe4j.nn.MoETransformer;
 import moe4j.tensor.MemoryScope;
 import moe4j.tensor.Rng;
 import moe4j.tensor.Tensor;
-import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 /**
  * The language model under expert parallelism: 2 EP ranks, each on half of the batch's sequences, give
  * the same logits and (after gradient synchronisation) the same gradients as one rank on the whole batch,
  * ≤ 1e-4 relative. The load-balance loss is off: it is not linear in the tokens, so per-rank values do not
- * average to the global one; the z-loss (a mean over tokens) is on.
+ * average to the global one; the z-loss (a mean over tokens) is on. The same with the deduplicating
+ * dispatch, whose exchanges of two MoE layers interleave forward and backward.
  */
 class MoETransformerExpertParallelTest {
     static final int B = 4;
     static final int S = 6;
 
     static ModelConfig config() {
+        return config(false);
+    }
+
+    static ModelConfig config(boolean dedup) {
         return ModelConfig.builder().dim(16).nLayers(2).nHeads(4).nKvHeads(2).vocabSize(13).maxSeqLen(8).ffnHidden(24)
                 .numExperts(4).moeTopK(2).moeFrequency(1).moeAuxLossWeight(0).moeRouterZLossWeight(0.1)
-                .initStd(0.2).seed(5).build();
+                .initStd(0.2).seed(5).moeDedup(dedup).build();
     }
 
     static Tensor ids(long seed, int vocab) {
@@ -58,12 +64,13 @@ class MoETransformerExpertParallelTest {
         }
     }
 
-    @Test
-    void twoEpRanksMatchOneRankOnTheWholeBatch() {
+    @ParameterizedTest(name = "dedup={0}")
+    @ValueSource(booleans = {false, true})
+    void twoEpRanksMatchOneRankOnTheWholeBatch(boolean dedup) {
         MoETransformer single = new MoETransformer(config());
         StepResult reference = step(single, GradientSync.create(single, null), 0, B);
         List<StepResult> ranks = Distributed.run(2, Duration.ofSeconds(30), world -> {
-            MoETransformer model = new MoETransformer(config());
+            MoETransformer model = new MoETransformer(config(dedup));
             DeviceMesh mesh = DeviceMesh.create(world, MeshSizes.defaults().ep(2));
             ExpertParallel.apply(model, mesh);
             int half = B / 2;

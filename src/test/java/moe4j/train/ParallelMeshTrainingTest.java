@@ -58,6 +58,23 @@ class ParallelMeshTrainingTest {
         }
     }
 
+    /** moe_dedup from the model config through the trainer: EP beside tp (sequence-parallel slices), and EP with sharding. */
+    @Test
+    void theDeduplicatingDispatchTrainsLikeOneRankOnTheGlobalBatch(@TempDir Path dir) throws Exception {
+        Trainer.Summary single = TrainerTest.train(tiny(dir.resolve("one"), true).ep(1).build(), false);
+        for (Mesh mesh : new Mesh[] {new Mesh(1, 1, 2, 2), new Mesh(1, 2, 2, 1)}) {
+            TrainConfig.Builder b = mesh.on(tiny(dir.resolve(mesh.dpShard() + "-" + mesh.ep() + "-" + mesh.tp()), true));
+            b.model().moeDedup(true);
+            Trainer.Summary parallel = TrainerTest.train(b.build(), false);
+            try {
+                TrainerTest.assertSameWeights(single.lastCheckpoint(), parallel.lastCheckpoint(), 1e-4);
+            } catch (AssertionError e) {
+                throw new AssertionError(mesh + ", deduplicated: " + e.getMessage(), e);
+            }
+            assertEquals(single.finalLoss(), parallel.finalLoss(), 1e-4 * single.finalLoss(), mesh + " final loss");
+        }
+    }
+
     @Test
     void aShardedRunWithTiedEmbeddingsTrainsLikeOneRank(@TempDir Path dir) throws Exception {
         // the embedding is used again by the output: it stays whole for the step, the blocks one at a time

@@ -132,6 +132,32 @@ final class CpuRouting implements RoutingKernels {
     }
 
     @Override
+    public void firstSlotPerRank(Tensor indices, int expertsPerRank, Tensor out) {
+        int k = indices.rank() == 2 ? indices.dim(1) : 1;
+        long tokens = indices.numel() / k;
+        for (long t = 0; t < tokens; t++) {
+            for (int s = 0; s < k; s++) {
+                int e = indices.getInt(t * k + s);
+                if (e < -1) throw new IllegalArgumentException("routing: expert id " + e + " is negative (only -1 marks a dropped entry)");
+                int owner = e < 0 ? -1 : e / expertsPerRank;
+                for (int earlier = 0; earlier < s && owner >= 0; earlier++) {
+                    int f = indices.getInt(t * k + earlier);
+                    if (f >= 0 && f / expertsPerRank == owner) owner = -1;
+                }
+                out.setInt(t * k + s, owner);
+            }
+        }
+    }
+
+    @Override
+    public void localExperts(Tensor indices, int first, int count, Tensor out) {
+        for (long i = 0; i < indices.numel(); i++) {
+            int e = indices.getInt(i);
+            out.setInt(i, e >= first && e < first + count ? e - first : -1);
+        }
+    }
+
+    @Override
     public void dropOverCapacity(Tensor indices, int numExperts, int capacity, Tensor out) {
         int t = indices.dim(0);
         int k = indices.dim(1);

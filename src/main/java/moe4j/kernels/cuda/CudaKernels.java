@@ -677,6 +677,14 @@ final class CudaKernels implements Kernels {
         if (capacity < 0) throw new IllegalArgumentException("cuda dropOverCapacity: capacity " + capacity + " must be >= 0");
     }
 
+    /** int32 ids and an int32 output of their shape, else an error naming both. */
+    static void checkSameIntShape(String op, Tensor indices, Tensor out) {
+        if (indices.dtype() != DType.I32 || out.dtype() != DType.I32 || !indices.sameShape(out)) {
+            throw new IllegalArgumentException("cuda " + op + ": needs int32 ids and an int32 output of their shape, got "
+                    + indices.dtype() + " " + indices.shapeString() + " and " + out.dtype() + " " + out.shapeString());
+        }
+    }
+
     // ---------------------------------------------------------------- routing kernels
 
     private final class Routing implements RoutingKernels {
@@ -711,6 +719,24 @@ final class CudaKernels implements Kernels {
         public void groupByExpert(Tensor indices, int numExperts, Tensor entryOfRow, Tensor tokenOfRow, Tensor counts) {
             int k = indices.rank() == 2 ? indices.dim(1) : 1;
             group(indices, k, numExperts, true, entryOfRow, tokenOfRow, counts);
+        }
+
+        @Override
+        public void firstSlotPerRank(Tensor indices, int expertsPerRank, Tensor out) {
+            checkSameIntShape("firstSlotPerRank", indices, out);
+            if (expertsPerRank < 1) throw new IllegalArgumentException("cuda firstSlotPerRank: " + expertsPerRank
+                    + " experts per rank, expected at least 1");
+            int k = indices.rank() == 2 ? indices.dim(1) : 1;
+            long tokens = indices.numel() / k;
+            if (tokens > 0) op("first_slot_per_rank").over(tokens).ptr(at(indices)).i64(tokens).i32(k).i32(expertsPerRank)
+                    .ptr(at(out)).run();
+        }
+
+        @Override
+        public void localExperts(Tensor indices, int first, int count, Tensor out) {
+            checkSameIntShape("localExperts", indices, out);
+            long n = indices.numel();
+            if (n > 0) op("local_experts").over(n).ptr(at(indices)).i64(n).i32(first).i32(count).ptr(at(out)).run();
         }
 
         @Override

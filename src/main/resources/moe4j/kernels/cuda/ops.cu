@@ -100,3 +100,24 @@ extern "C" __global__ void bincount(const int* values, long long n, int bins, in
 extern "C" __global__ void inverse_permutation(const int* perm, int* inv, long long n) {
     GRID_STRIDE(i, n) inv[perm[i]] = (int) i;
 }
+// Deduplicated dispatch, source side: out[t·K + k] = the rank owning the slot's expert (e / perRank) when
+// no earlier kept slot of token t goes to that rank, else -1, so every (token, rank) pair with a kept
+// entry is marked once. One thread per token, slots in order.
+extern "C" __global__ void first_slot_per_rank(const int* idx, long long tokens, int K, int perRank, int* out) {
+    GRID_STRIDE(t, tokens) {
+        for (int s = 0; s < K; s++) {
+            int e = idx[t * K + s];
+            int owner = e < 0 ? -1 : e / perRank;
+            for (int j = 0; j < s && owner >= 0; j++) {
+                int f = idx[t * K + j];
+                if (f >= 0 && f / perRank == owner) owner = -1;
+            }
+            out[t * K + s] = owner;
+        }
+    }
+}
+// Deduplicated dispatch, owner side: the received expert ids as local experts of [first, first + count),
+// -1 for every other id (another rank's expert, or a dropped slot).
+extern "C" __global__ void local_experts(const int* idx, long long n, int first, int count, int* out) {
+    GRID_STRIDE(i, n) { int e = idx[i]; out[i] = e >= first && e < first + count ? e - first : -1; }
+}

@@ -37,6 +37,8 @@ class CudaHostTest {
                 "relu_forward_bf16", "scale_rows_f32", "cast_f32_bf16", "fill_uniform_bf16")), defined.toString());
         Pattern plain = Pattern.compile("launch\\(KernelSource\\.(\\w+), \"(\\w+)\"\\)");
         Pattern typed = Pattern.compile("launch\\(KernelSource\\.(\\w+), k\\(\"(\\w+)\"\\)\\)");
+        // CudaKernels' op("name") launches a kernel of the ops module
+        Pattern ops = Pattern.compile("\\bop\\(\"(\\w+)\"\\)");
         int checked = 0;
         try (var files = Files.walk(Path.of("src/main/java/moe4j/kernels/cuda"))) {
             for (Path f : files.filter(p -> p.toString().endsWith(".java")).toList()) {
@@ -44,6 +46,11 @@ class CudaHostTest {
                 Matcher m = plain.matcher(src);
                 while (m.find()) {
                     assertTrue(defined.get(KernelSource.valueOf(m.group(1))).contains(m.group(2)), f + " launches " + m.group(2));
+                    checked++;
+                }
+                Matcher o = ops.matcher(src);
+                while (o.find()) {
+                    assertTrue(defined.get(KernelSource.OPS).contains(o.group(1)), f + " launches " + o.group(1) + " of ops.cu");
                     checked++;
                 }
                 Matcher t = typed.matcher(src);
