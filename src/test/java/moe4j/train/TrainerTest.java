@@ -143,6 +143,28 @@ class TrainerTest {
     }
 
     @Test
+    void resumeAcceptsSettingsNewerThanTheCheckpointAndOtherExchangeSettings(@TempDir Path dir) throws Exception {
+        TrainConfig.Builder b = tiny(dir).ep(2).steps(2);
+        Path ck = train(b.build(), false).lastCheckpoint();
+        // a checkpoint written before moe_wire and moe_dedup existed: its model settings lack both
+        Path state = ck.resolve(Checkpoint.STATE_FILE);
+        var json = com.google.gson.JsonParser.parseString(Files.readString(state)).getAsJsonObject();
+        var config = com.google.gson.JsonParser.parseString(json.get("config").getAsString()).getAsJsonObject();
+        config.getAsJsonObject("model").remove("moeWire");
+        config.getAsJsonObject("model").remove("moeDedup");
+        json.addProperty("config", config.toString());
+        Files.writeString(state, json.toString());
+        TrainConfig.Builder more = tiny(dir).ep(2).steps(3);
+        more.model().moeDedup(true); // how rows travel may change between runs, like ep itself
+        assertEquals(3, train(more.build(), true).firstStep());
+        TrainConfig.Builder other = tiny(dir).ep(2).steps(4);
+        other.model().dim(48);
+        var e = assertThrows(RuntimeException.class, () -> train(other.build(), true));
+        assertTrue(String.valueOf(e.getMessage()).contains("model.dim: checkpoint 32, now 48")
+                || String.valueOf(e.getCause()).contains("model.dim: checkpoint 32, now 48"), e.toString());
+    }
+
+    @Test
     void checkpointsStoreTheRouterByItsConfigSpelling(@TempDir Path dir) {
         // checkpoints written while the router kind was a plain string hold "sigmoid_topk": they must still resume
         TrainConfig.Builder b = tiny(dir).steps(1);
