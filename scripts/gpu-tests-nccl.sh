@@ -3,8 +3,8 @@
 # BUNDLE/gpu-tests-nccl.sh). Logs go to $OUT, a summary to stdout. Each step has its own time limit so
 # that a hang in one still leaves the others' logs in $OUT.
 #   bash .gpu/gpu-tests-nccl.sh all  # the NCCL and two-GPU EP tests, verify --ep 2, then the benchmarks below
-#   bash .gpu/gpu-tests-nccl.sh ep   # only the benchmarks (about 3 minutes): moe4j's all-to-all, moe4j's EP layer on
-#                                    # the peer's four shapes in bf16 on a bf16 and an f32 wire, then the peer's
+#   bash .gpu/gpu-tests-nccl.sh ep   # only the benchmarks (about 4 minutes): moe4j's all-to-all, moe4j's EP layer on
+#                                    # the peer's four shapes in bf16 on a bf16 and an f32 wire, plain and deduplicated, then the peer's
 #                                    # bench_ep_gpu.py at P=2 and nccl_a2a.py, all in this one call
 set -u
 MODE=${1:-all}
@@ -47,15 +47,19 @@ fi
 
 step 20 bench-alltoall.log "${MOE4J[@]}" bench alltoall --backend nccl --ranks 2
 grep -E "MOE4J_NCCL_A2A|rror" "$OUT/bench-alltoall.log"
-# moe4j's EP layer: bf16 products, rows on a bf16 wire (the default with bf16 products), then on an f32 wire
-for wire in bf16 f32; do
+# moe4j's EP layer: bf16 products, rows on a bf16 wire (the default with bf16 products), then on an f32 wire,
+# then deduplicated (a token travels once per rank that owns one of its experts) on both wires
+for variant in "bf16" "f32" "bf16 --dedup" "f32 --dedup"; do
+  set -- $variant
+  wire=$1; shift
+  extra=("$@")
   for s in "${SHAPES[@]}"; do
     set -- $s
-    step 40 bench-ep.log "${MOE4J[@]}" bench ep --device cuda --ranks 2 --dtype bf16 --wire $wire --dim $1 --hidden $2 \
+    step 40 bench-ep.log "${MOE4J[@]}" bench ep --device cuda --ranks 2 --dtype bf16 --wire $wire "${extra[@]}" --dim $1 --hidden $2 \
       --experts $3 --top-k $4 --tokens $5 --warmup 3 --iters 10 --profiled 2 --json
   done
 done
-grep -E "MOE4J_EP_GPU|rror|Exception" "$OUT/bench-ep.log" | head -24
+grep -E "MOE4J_EP_GPU|rror|Exception" "$OUT/bench-ep.log" | head -40
 step 90 bench-ep-peer.log env PYTHONPATH="$B/peer" torchrun --nproc_per_node=2 "$B/peer/bench_ep_gpu.py"
 grep -E "KF_EP_GPU|rror" "$OUT/bench-ep-peer.log" | head -8
 step 25 peer-nccl-a2a.log torchrun --nproc_per_node=2 "$B/peer/nccl_a2a.py"
