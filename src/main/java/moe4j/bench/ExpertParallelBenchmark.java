@@ -284,7 +284,8 @@ public final class ExpertParallelBenchmark {
     }
 
     private static void gpuStep(MoEMLP moe, Tensor x, Tensor grad) {
-        try (MemoryScope scope = MemoryScope.open()) {
+        // as in a training step: the weights' bf16 copies serve the forward and the backward products
+        try (MemoryScope scope = MemoryScope.open(); var copies = moe4j.kernels.Kernels.of(x.device()).matmul().reuseCopies(moe4j.kernels.MatmulKernels::isParameter)) {
             Autograd.backward(moe.forward(x), grad);
         }
         moe.zeroGrad();

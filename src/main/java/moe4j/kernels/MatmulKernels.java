@@ -31,4 +31,27 @@ public interface MatmulKernels {
      * {@code dwOff[g]} of {@code dw[g]}); an empty group only scales its dW_g by beta.
      */
     void groupedWeightGrad(int[] offsets, int k, int n, Tensor x, Tensor dy, Tensor[] dw, long[] dwOff, float beta);
+
+    /**
+     * Until closed, the products the calling thread issues may keep the operand copies they make of the
+     * tensors {@code which} accepts (a device converts float32 operands for bf16 products, into a padded
+     * layout for small groups) and use them again, instead of converting the same operand for each product
+     * that reads it: a weight in every forward and backward product of a step, the rows two projections
+     * share, a gradient that both the input and the weight gradient read. The caller promises that those
+     * tensors do not change inside. Devices that convert nothing keep nothing. Scopes nest.
+     */
+    default Reuse reuseCopies(java.util.function.Predicate<Tensor> which) {
+        return () -> {};
+    }
+
+    /** Parameters: leaf tensors that require a gradient (what an optimizer step changes, and nothing else does). */
+    static boolean isParameter(Tensor t) {
+        return t.isLeaf() && t.requiresGrad();
+    }
+
+    /** The scope of {@link #reuseCopies}: closing it frees what was kept. */
+    interface Reuse extends AutoCloseable {
+        @Override
+        void close();
+    }
 }

@@ -316,7 +316,9 @@ public final class MoEMLP extends Module {
         Activation act = config.activation();
         Tensor up;
         Tensor gate = null;
-        try (var p = Profiler.phase(GROUPED_GEMM_PHASE)) {
+        // the two projections read the same rows: a device that converts them does it once
+        try (var p = Profiler.phase(GROUPED_GEMM_PHASE);
+             var shared = Kernels.of(rows_RD.device()).matmul().reuseCopies(t -> t == rows_RD)) {
             up = expertProduct(rows_RD, rowsPerLocalExpert, ExpertProjection.UP);
             if (act.gated()) gate = expertProduct(rows_RD, rowsPerLocalExpert, ExpertProjection.GATE);
         }

@@ -82,41 +82,44 @@ public final class GroupedMatmul {
         System.arraycopy(weightTensors, 0, inputs, 1, weightTensors.length);
         return record(y, "groupedMatmul", inputs, g -> {
             Tensor[] grads = new Tensor[inputs.length];
-            if (x.requiresGrad()) {
-                // dX_g = dY_g · op(W_g)ᵀ: the same grouped product with the other transpose
-                Tensor gx = Tensor.emptyLike(x);
-                kernels.groupedGemm(offsets, n, k, g, w, wOff, !transW, gx, 0f);
-                grads[0] = gx;
-            }
-            boolean anyWeight = false;
-            for (Tensor wt : weightTensors) anyWeight |= wt.requiresGrad();
-            if (anyWeight) {
-                Tensor[] dw = new Tensor[sizes.length];
-                if (transW) {
-                    // list layout, W_g (N, K): dW_g = dY_gᵀ · X_g, i.e. the weight gradient with the operands swapped;
-                    // one call takes one beta: when the experts' targets disagree, every one gets a new tensor
-                    var targets = new moe4j.autograd.Autograd.GradientTarget[sizes.length];
-                    boolean sameBeta = true;
-                    for (int e = 0; e < sizes.length; e++) {
-                        targets[e] = gradientTarget(weightTensors[e]);
-                        sameBeta &= targets[e].beta() == targets[0].beta();
+            // the input gradient and the weight gradient both read g: a device that converts it does it once
+            try (var shared = kernels.reuseCopies(t -> t == g)) {
+                if (x.requiresGrad()) {
+                    // dX_g = dY_g · op(W_g)ᵀ: the same grouped product with the other transpose
+                    Tensor gx = Tensor.emptyLike(x);
+                    kernels.groupedGemm(offsets, n, k, g, w, wOff, !transW, gx, 0f);
+                    grads[0] = gx;
+                }
+                boolean anyWeight = false;
+                for (Tensor wt : weightTensors) anyWeight |= wt.requiresGrad();
+                if (anyWeight) {
+                    Tensor[] dw = new Tensor[sizes.length];
+                    if (transW) {
+                        // list layout, W_g (N, K): dW_g = dY_gᵀ · X_g, i.e. the weight gradient with the operands swapped;
+                        // one call takes one beta: when the experts' targets disagree, every one gets a new tensor
+                        var targets = new moe4j.autograd.Autograd.GradientTarget[sizes.length];
+                        boolean sameBeta = true;
+                        for (int e = 0; e < sizes.length; e++) {
+                            targets[e] = gradientTarget(weightTensors[e]);
+                            sameBeta &= targets[e].beta() == targets[0].beta();
+                        }
+                        float beta = sameBeta ? targets[0].beta() : 0f;
+                        for (int e = 0; !sameBeta && e < sizes.length; e++) {
+                            // a zeroed buffer handed out for overwriting now gets its gradient added instead
+                            if (targets[e].beta() == 0f && targets[e].tensor() == weightTensors[e].grad()) targets[e].tensor().fill(0f);
+                        }
+                        for (int e = 0; e < sizes.length; e++) {
+                            // every group's gradient is written (a group without rows gets zeros, or keeps its sum)
+                            grads[e + 1] = sameBeta ? targets[e].tensor() : Tensor.emptyLike(weightTensors[e]);
+                            dw[e] = grads[e + 1];
+                        }
+                        kernels.groupedWeightGrad(offsets, n, k, g, x, dw, wOff, beta);
+                    } else {
+                        var target = gradientTarget(weightTensors[0]);
+                        Arrays.fill(dw, target.tensor());
+                        kernels.groupedWeightGrad(offsets, k, n, x, g, dw, wOff, target.beta());
+                        grads[1] = target.tensor();
                     }
-                    float beta = sameBeta ? targets[0].beta() : 0f;
-                    for (int e = 0; !sameBeta && e < sizes.length; e++) {
-                        // a zeroed buffer handed out for overwriting now gets its gradient added instead
-                        if (targets[e].beta() == 0f && targets[e].tensor() == weightTensors[e].grad()) targets[e].tensor().fill(0f);
-                    }
-                    for (int e = 0; e < sizes.length; e++) {
-                        // every group's gradient is written (a group without rows gets zeros, or keeps its sum)
-                        grads[e + 1] = sameBeta ? targets[e].tensor() : Tensor.emptyLike(weightTensors[e]);
-                        dw[e] = grads[e + 1];
-                    }
-                    kernels.groupedWeightGrad(offsets, n, k, g, x, dw, wOff, beta);
-                } else {
-                    var target = gradientTarget(weightTensors[0]);
-                    Arrays.fill(dw, target.tensor());
-                    kernels.groupedWeightGrad(offsets, k, n, x, g, dw, wOff, target.beta());
-                    grads[1] = target.tensor();
                 }
             }
             return grads;

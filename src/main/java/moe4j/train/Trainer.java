@@ -263,23 +263,26 @@ public final class Trainer {
             try (MemoryScope scope = MemoryScope.open()) {
                 float[] lossSums = new float[4];
                 int[][] routed = new int[moeLayers.size()][];
-                for (int micro = 0; micro < microBatches; micro++) {
-                    // each micro-batch's activations are freed before the next one runs
-                    try (MemoryScope microScope = MemoryScope.open()) {
-                        Batch batch = loader.next();
-                        MoETransformer.Loss loss = model.loss(batch.inputs().to(device), batch.targets().to(device));
-                        if (micro == 0) model.zeroGrad();
-                        if (microBatches == 1) {
-                            Autograd.backward(loss.total());
-                        } else {
-                            // the step's loss is the mean over its micro-batches: each adds 1/A of its gradient
-                            Tensor seed = Tensor.zerosLike(loss.total());
-                            seed.fill(1f / microBatches);
-                            Autograd.backward(loss.total(), seed);
+                // parameters do not change until the optimizer step: their bf16 product copies serve every micro-batch
+                try (var parameterCopies = kernels.matmul().reuseCopies(moe4j.kernels.MatmulKernels::isParameter)) {
+                    for (int micro = 0; micro < microBatches; micro++) {
+                        // each micro-batch's activations are freed before the next one runs
+                        try (MemoryScope microScope = MemoryScope.open()) {
+                            Batch batch = loader.next();
+                            MoETransformer.Loss loss = model.loss(batch.inputs().to(device), batch.targets().to(device));
+                            if (micro == 0) model.zeroGrad();
+                            if (microBatches == 1) {
+                                Autograd.backward(loss.total());
+                            } else {
+                                // the step's loss is the mean over its micro-batches: each adds 1/A of its gradient
+                                Tensor seed = Tensor.zerosLike(loss.total());
+                                seed.fill(1f / microBatches);
+                                Autograd.backward(loss.total(), seed);
+                            }
+                            float[] values = {loss.total().item(), loss.crossEntropy().item(), loss.auxLoss().item(), loss.zLoss().item()};
+                            for (int i = 0; i < 4; i++) lossSums[i] += values[i];
+                            addRoutedCounts(moeLayers, routed);
                         }
-                        float[] values = {loss.total().item(), loss.crossEntropy().item(), loss.auxLoss().item(), loss.zLoss().item()};
-                        for (int i = 0; i < 4; i++) lossSums[i] += values[i];
-                        addRoutedCounts(moeLayers, routed);
                     }
                 }
                 try (var phase = Profiler.phase("gradient sync")) {

@@ -245,6 +245,11 @@ final class CudaKernels implements Kernels {
             }
         }
 
+        @Override
+        public Reuse reuseCopies(java.util.function.Predicate<Tensor> which) {
+            return stream().kept().open(which);
+        }
+
         /**
          * The layout of a bf16 grouped product over the groups of {@code offsets} with {@code width} output
          * columns: compact (ragged products) when every group's product fills the GPU, else padded or
@@ -312,9 +317,10 @@ final class CudaKernels implements Kernels {
          */
         /**
          * A padded layout's row map on the device ({@code pad_rows_f32_bf16}, {@code unpad_rows_f32}): 4 ints
-         * per group; {@code maxCap} the largest bucket, {@code paddedRows} the layout's rows.
+         * per group, also kept on the host ({@code layout}, which names the layout of kept copies); {@code maxCap}
+         * the largest bucket, {@code paddedRows} the layout's rows.
          */
-        private record RowMap(long address, int groups, int maxCap, int paddedRows) {
+        private record RowMap(long address, int groups, int maxCap, int paddedRows, int[] layout) {
             /** Blocks per group of a row-moving kernel: one per padded row, at most a few per multiprocessor over all groups. */
             int blocks(int multiprocessors) {
                 return Math.max(1, Math.min(maxCap, 8 * multiprocessors / Math.max(1, groups) + 1));
@@ -336,9 +342,20 @@ final class CudaKernels implements Kernels {
              */
             long of(Tensor t, long off, long rows, long cols, long ld) {
                 long span = (rows - 1) * ld + cols;
-                long dst = s.pool().allocate(2 * span, "bf16 operand of a mixed-precision product");
-                addresses.add(dst);
+                KeptCopies.Key key = new KeptCopies.Key(t, off, rows, cols, ld, null);
+                long kept = s.kept().find(key);
+                if (kept != 0) return kept;
+                long dst = target(key, 2 * span);
                 s.launch(KernelSource.ELEMENTWISE, "cast_f32_bf16").over(span).ptr(at(t, off)).ptr(dst).i64(span).run();
+                return dst;
+            }
+
+            /** Memory for the copy {@code key}: kept by an open reuse scope that keeps its tensor, else scratch of this call. */
+            private long target(KeptCopies.Key key, long bytes) {
+                KeptCopies.Scope keeper = s.kept().keeperOf(key.tensor());
+                if (keeper == null) return scratch(bytes);
+                long dst = s.pool().allocatePersistent(bytes, "bf16 operand copy kept for reuse");
+                keeper.keep(key, dst);
                 return dst;
             }
 
@@ -371,12 +388,15 @@ final class CudaKernels implements Kernels {
                 }
                 int maxCap = 0;
                 for (RowPlan.Bucket b : plan.buckets()) maxCap = Math.max(maxCap, b.cap());
-                return new RowMap(dst, groups, maxCap, plan.rows());
+                return new RowMap(dst, groups, maxCap, plan.rows(), meta);
             }
 
             /** A bf16 copy of the packed rows of {@code cols} at element {@code off} of {@code t}, in the padded layout of {@code plan}. */
             long padded(Tensor t, long off, int cols, RowMap map) {
-                long dst = scratch(2L * map.paddedRows() * cols);
+                KeptCopies.Key key = new KeptCopies.Key(t, off, map.paddedRows(), cols, cols, map.layout());
+                long kept = s.kept().find(key);
+                if (kept != 0) return kept;
+                long dst = target(key, 2L * map.paddedRows() * cols);
                 s.launch(KernelSource.PERMUTE, "pad_rows_f32_bf16").grid(map.blocks(s.gpu.multiprocessors), map.groups())
                         .ptr(at(t, off)).ptr(dst).ptr(map.address()).i32(map.groups()).i32(cols).run();
                 return dst;

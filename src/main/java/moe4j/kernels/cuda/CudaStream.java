@@ -88,6 +88,14 @@ public final class CudaStream {
         for (Long a; (a = deferredFrees.poll()) != null; ) pool.free(a);
     }
 
+    private KeptCopies kept;
+
+    /** The operand copies kept by this thread's open reuse scopes. */
+    KeptCopies kept() {
+        if (kept == null) kept = new KeptCopies(this);
+        return kept;
+    }
+
     private KernelTimer timer;
     private boolean timing;
 

@@ -186,6 +186,32 @@ class CudaDeviceKernelsTest {
     }
 
     @Test
+    void parameterCopiesAreConvertedOnceInsideAReuseScopeAndAfreshAfterIt() {
+        Tensor x = rand(64, 32).to(GPU);
+        Tensor w = rand(32, 48).to(GPU).requiresGrad(true); // a parameter: a leaf that requires a gradient
+        Tensor c1 = Tensor.zeros(GPU, DType.F32, 64, 48), c2 = Tensor.zeros(GPU, DType.F32, 64, 48), c3 = Tensor.zeros(GPU, DType.F32, 64, 48);
+        moe4j.kernels.KernelTiming t;
+        try (var ctx = ExecutionContext.enter(GPU, 1, DType.BF16)) {
+            gpu.startKernelTiming();
+            try (var reuse = gpu.matmul().reuseCopies(moe4j.kernels.MatmulKernels::isParameter)) {
+                gpu.matmul().gemm(false, false, 64, 48, 32, 1f, x, 0, 32, w, 0, 48, 0f, c1, 0, 48);
+                gpu.matmul().gemm(false, false, 64, 48, 32, 1f, x, 0, 32, w, 0, 48, 0f, c2, 0, 48);
+            }
+            t = gpu.stopKernelTiming();
+            gpu.elementwise().scale(2f, w, w); // the parameter changes between scopes (an optimizer step)
+            try (var reuse = gpu.matmul().reuseCopies(moe4j.kernels.MatmulKernels::isParameter)) {
+                gpu.matmul().gemm(false, false, 64, 48, 32, 1f, x, 0, 32, w, 0, 48, 0f, c3, 0, 48);
+            }
+        }
+        int casts = t.kernels().stream().filter(e -> e.name().equals("cast_f32_bf16")).mapToInt(moe4j.kernels.KernelTiming.Entry::calls).sum();
+        assertEquals(3, casts, "x twice, the parameter once: " + t);
+        float[] first = c1.to(Device.CPU).toFloatArray();
+        assertArrayEquals(first, c2.to(Device.CPU).toFloatArray());
+        float[] doubled = c3.to(Device.CPU).toFloatArray();
+        for (int i = 0; i < first.length; i++) assertEquals(2 * first[i], doubled[i], "a new scope converts the changed parameter: " + i);
+    }
+
+    @Test
     void gemmAllTranspositionsOffsetsAndBeta() {
         gemmCases("", 19, 23, 31, 2, 1, CudaDeviceKernelsTest::same);
     }
