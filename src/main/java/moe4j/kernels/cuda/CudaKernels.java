@@ -397,15 +397,24 @@ final class CudaKernels implements Kernels {
                 long kept = s.kept().find(key);
                 if (kept != 0) return kept;
                 long dst = target(key, 2L * map.paddedRows() * cols);
+                long src = at(t, off);
                 s.launch(KernelSource.PERMUTE, "pad_rows_f32_bf16").grid(map.blocks(s.gpu.multiprocessors), map.groups())
-                        .ptr(at(t, off)).ptr(dst).ptr(map.address()).i32(map.groups()).i32(cols).run();
+                        .ptr(src).ptr(dst).ptr(map.address()).i32(map.groups()).i32(cols).i32(wide(src, cols)).run();
                 return dst;
             }
 
             /** Moves each group's rows of the padded fp32 {@code src} to the packed rows at {@code dst}. */
             void unpad(long src, long dst, int cols, RowMap map) {
                 s.launch(KernelSource.PERMUTE, "unpad_rows_f32").grid(map.blocks(s.gpu.multiprocessors), map.groups())
-                        .ptr(src).ptr(dst).ptr(map.address()).i32(map.groups()).i32(cols).run();
+                        .ptr(src).ptr(dst).ptr(map.address()).i32(map.groups()).i32(cols).i32(wide(dst, cols)).run();
+            }
+
+            /**
+             * 1 when rows of {@code cols} floats from {@code packedBase} can move four floats at a time (every
+             * row 16-byte aligned; the padded side comes from the pool, 256-byte aligned), else 0.
+             */
+            private static int wide(long packedBase, int cols) {
+                return cols % 4 == 0 && packedBase % 16 == 0 ? 1 : 0;
             }
 
             @Override

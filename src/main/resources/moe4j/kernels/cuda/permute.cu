@@ -193,17 +193,18 @@ extern "C" __global__ void scatter_add_rows_f32(const float* __restrict__ src, c
 // bucket's size, 0 for a group in no bucket). Block row blockIdx.y is group g.
 
 // Blocks take rows of their group (blockIdx.x, blockIdx.x + gridDim.x, ...), threads the columns, four at
-// a time when cols is a multiple of 4 (the rows are then 16-byte aligned).
+// a time when `wide` (the caller checked that cols is a multiple of 4 and the packed rows' base is 16-byte
+// aligned, so every row is).
 
 // dst (padded rows × cols, bf16) = src's rows of each group, then zero rows up to the group's cap
 extern "C" __global__ void pad_rows_f32_bf16(const float* __restrict__ src, bf16* __restrict__ dst, const int* __restrict__ meta,
-        int G, int cols) {
+        int G, int cols, int wide) {
     int g = blockIdx.y;
     int compact = meta[g], padded = meta[G + g], count = meta[2 * G + g], cap = meta[3 * G + g];
     for (int r = blockIdx.x; r < cap; r += gridDim.x) {
         bf16* out = dst + (long long) (padded + r) * cols;
         const float* in = src + (long long) (compact + r) * cols;
-        if ((cols & 3) == 0) {
+        if (wide) {
             for (int c = 4 * threadIdx.x; c < cols; c += 4 * blockDim.x) {
                 float4 v = r < count ? *reinterpret_cast<const float4*>(in + c) : make_float4(0.f, 0.f, 0.f, 0.f);
                 bf16 packed[4];
@@ -218,13 +219,13 @@ extern "C" __global__ void pad_rows_f32_bf16(const float* __restrict__ src, bf16
 
 // dst (packed rows × cols, f32) = the first count rows of each group's padded rows in src
 extern "C" __global__ void unpad_rows_f32(const float* __restrict__ src, float* __restrict__ dst, const int* __restrict__ meta,
-        int G, int cols) {
+        int G, int cols, int wide) {
     int g = blockIdx.y;
     int compact = meta[g], padded = meta[G + g], count = meta[2 * G + g];
     for (int r = blockIdx.x; r < count; r += gridDim.x) {
         const float* in = src + (long long) (padded + r) * cols;
         float* out = dst + (long long) (compact + r) * cols;
-        if ((cols & 3) == 0) {
+        if (wide) {
             for (int c = 4 * threadIdx.x; c < cols; c += 4 * blockDim.x) {
                 *reinterpret_cast<float4*>(out + c) = *reinterpret_cast<const float4*>(in + c);
             }
