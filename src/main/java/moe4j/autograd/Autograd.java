@@ -224,12 +224,13 @@ public final class Autograd {
     }
 
     private static void accumulateLeaf(Tensor leaf, Tensor g) {
-        if (g == leaf.grad()) return; // written in place by its rule (gradientTarget)
+        // (first: reading grad() would fill the zeros that the copy makes unnecessary)
         Tensor zeroed = leaf.gradToOverwrite();
         if (zeroed != null) {
-            zeroed.copyFrom(g); // the first gradient since zeroGrad: 0 + g is g
+            if (zeroed != g) zeroed.copyFrom(g); // the first gradient since zeroGrad: 0 + g is g
             return;
         }
+        if (g == leaf.grad()) return; // written in place by its rule (gradientTarget)
         Tensor existing = leaf.grad();
         if (existing == null) {
             // Gradients of leaves (parameters) outlive the step's scope.

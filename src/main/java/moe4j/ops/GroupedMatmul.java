@@ -97,8 +97,9 @@ public final class GroupedMatmul {
                     if (transW) {
                         // list layout, W_g (N, K): dW_g = dY_gᵀ · X_g, i.e. the weight gradient with the operands swapped;
                         // one call takes one beta: when the experts' targets disagree, every one gets a new tensor
+                        // and a weight listed twice would have two groups add into one buffer in one batched product
                         var targets = new moe4j.autograd.Autograd.GradientTarget[sizes.length];
-                        boolean sameBeta = true;
+                        boolean sameBeta = distinct(weightTensors);
                         for (int e = 0; e < sizes.length; e++) {
                             targets[e] = gradientTarget(weightTensors[e]);
                             sameBeta &= targets[e].beta() == targets[0].beta();
@@ -124,6 +125,13 @@ public final class GroupedMatmul {
             }
             return grads;
         });
+    }
+
+    /** Whether no tensor appears twice in {@code ts} (by identity). */
+    private static boolean distinct(Tensor[] ts) {
+        var seen = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<Tensor, Boolean>());
+        for (Tensor t : ts) if (!seen.add(t)) return false;
+        return true;
     }
 
     private static int[] offsets(int[] sizes, int rows) {

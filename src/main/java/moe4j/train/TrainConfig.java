@@ -15,8 +15,11 @@ import moe4j.nn.ModelConfig;
  *
  * @param globalBatch sequences per optimizer step over all data ranks
  * @param gradAccum micro-batches per optimizer step: each rank runs forward and backward on
- *     {@code globalBatch / (data ranks × gradAccum)} sequences at a time and the gradients add up (same
- *     update as one pass over the whole batch, in less memory; the optimizer's fixed cost per step is shared)
+ *     {@code globalBatch / (data ranks × gradAccum)} sequences at a time and the gradients add up, each
+ *     micro-batch's loss weighted 1/gradAccum (the same update as one pass over the whole batch where no loss
+ *     term depends on the whole batch's expert counts: the load-balancing loss, capacity drops and gradient
+ *     scaling see one micro-batch at a time, as in any framework), in less memory, with the optimizer's fixed
+ *     cost shared
  * @param data dataset spec: {@code synthetic}, {@code text:PATH}, {@code tokens:PATH[:u16|:u32]}
  * @param backend {@code local} (ranks as threads of this JVM), {@code mpi} (one rank per process of an
  *     mpirun/srun job), {@code nccl} (one rank per GPU, tensors moved by NCCL) or {@code auto} (nccl when

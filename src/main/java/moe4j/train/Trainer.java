@@ -259,12 +259,15 @@ public final class Trainer {
             Profiler profiler = step == profiledStep ? Profiler.start(kernels::synchronize) : null;
             // the last step, once kernels are compiled and loaded and the pools have grown
             boolean timeKernels = step == config.steps() && step > profiledStep;
+            RuntimeException timingFailure = null;
             if (timeKernels) kernels.startKernelTiming();
             try (MemoryScope scope = MemoryScope.open()) {
                 float[] lossSums = new float[4];
                 int[][] routed = new int[moeLayers.size()][];
                 // parameters do not change until the optimizer step: their bf16 product copies serve every micro-batch
-                try (var parameterCopies = kernels.matmul().reuseCopies(moe4j.kernels.MatmulKernels::isParameter)) {
+                // (not when sharded: the whole parameters are freed after each module, their copies must go too)
+                try (var parameterCopies = sync.isSharded() ? (moe4j.kernels.MatmulKernels.Reuse) () -> {}
+                        : kernels.matmul().reuseCopies(moe4j.kernels.MatmulKernels::isParameter)) {
                     for (int micro = 0; micro < microBatches; micro++) {
                         // each micro-batch's activations are freed before the next one runs
                         try (MemoryScope microScope = MemoryScope.open()) {
@@ -313,8 +316,16 @@ public final class Trainer {
                 load = expertLoad(moeLayers, routed, data, step, config.steps());
             } finally {
                 if (profiler != null) Profiler.stop(); // also when the step throws: the thread must not keep waiting at every phase
-                if (timeKernels) kernelTiming = kernels.stopKernelTiming();
+                if (timeKernels) {
+                    // a device error here must not hide the step's own failure: it is raised below only after a good step
+                    try {
+                        kernelTiming = kernels.stopKernelTiming();
+                    } catch (RuntimeException e) {
+                        timingFailure = e;
+                    }
+                }
             }
+            if (timingFailure != null) throw timingFailure;
             double seconds = (System.nanoTime() - start) / 1e9;
             if (profiler != null) {
                 java.util.Map<String, Double> phases = new java.util.LinkedHashMap<>(profiler.seconds());

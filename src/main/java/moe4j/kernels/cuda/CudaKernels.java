@@ -133,8 +133,14 @@ final class CudaKernels implements Kernels {
          * ragged products, PADDED or BUCKETED force padding (system property {@code moe4j.cuda.groupedLayout},
          * for comparing them).
          */
-        private static final CudaMoELayer.RowLayout GROUPED_LAYOUT =
-                CudaMoELayer.RowLayout.valueOf(System.getProperty("moe4j.cuda.groupedLayout", "AUTO").toUpperCase(java.util.Locale.ROOT));
+        private static CudaMoELayer.RowLayout groupedLayout() {
+            String v = System.getProperty("moe4j.cuda.groupedLayout", "auto");
+            try {
+                return CudaMoELayer.RowLayout.valueOf(v.toUpperCase(java.util.Locale.ROOT));
+            } catch (IllegalArgumentException e) {
+                throw new IllegalArgumentException("moe4j.cuda.groupedLayout is '" + v + "': valid values are auto, compact, padded, bucketed");
+            }
+        }
 
         @Override
         public void gemm(boolean transA, boolean transB, int m, int n, int k, float alpha, Tensor a, long aOff, int lda, Tensor b,
@@ -258,7 +264,7 @@ final class CudaKernels implements Kernels {
         private RowPlan planFor(int[] offsets, int width) {
             int[] counts = new int[offsets.length - 1];
             for (int g = 0; g < counts.length; g++) counts[g] = offsets[g + 1] - offsets[g];
-            return RowPlan.of(GROUPED_LAYOUT, counts, width, gpu.multiprocessors);
+            return RowPlan.of(groupedLayout(), counts, width, gpu.multiprocessors);
         }
 
         /**

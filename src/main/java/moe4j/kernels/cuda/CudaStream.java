@@ -215,9 +215,12 @@ public final class CudaStream {
         alphaBeta.set(JAVA_FLOAT, 0, 1f);
         alphaBeta.set(JAVA_FLOAT, 4, 0f);
         begin(gemmName("strided batched gemm", transA, transB, m, n, k, abType) + " x" + batch);
-        Cublas.get().gemmStridedBatchedRowMajor(cublas, transA, transB, m, n, k, alphaBeta, a, abType, lda, strideA, b, ldb, strideB,
-                c, cType, ldc, strideC, batch);
-        end();
+        try {
+            Cublas.get().gemmStridedBatchedRowMajor(cublas, transA, transB, m, n, k, alphaBeta, a, abType, lda, strideA, b, ldb, strideB,
+                    c, cType, ldc, strideC, batch);
+        } finally {
+            end();
+        }
     }
 
     /**
@@ -241,9 +244,12 @@ public final class CudaStream {
         alphaBeta.set(JAVA_FLOAT, 0, 1f);
         alphaBeta.set(JAVA_FLOAT, 4, beta);
         begin(gemmName("batched gemm", transA, transB, m, n, k, abType) + " x" + batch);
-        Cublas.get().gemmBatchedRowMajor(cublas, transA, transB, m, n, k, alphaBeta, dev, abType, lda, dev + 8L * batch, ldb,
-                dev + 16L * batch, cType, ldc, batch);
-        end();
+        try {
+            Cublas.get().gemmBatchedRowMajor(cublas, transA, transB, m, n, k, alphaBeta, dev, abType, lda, dev + 8L * batch, ldb,
+                    dev + 16L * batch, cType, ldc, batch);
+        } finally {
+            end();
+        }
         pool.free(dev);
     }
 
@@ -252,8 +258,11 @@ public final class CudaStream {
         alphaBeta.set(JAVA_FLOAT, 0, alpha);
         alphaBeta.set(JAVA_FLOAT, 4, beta);
         begin(gemmName("gemm", transA, transB, m, n, k, abType));
-        Cublas.get().gemmRowMajor(handle, transA, transB, m, n, k, alphaBeta, a, abType, lda, b, ldb, c, cType, ldc);
-        end();
+        try {
+            Cublas.get().gemmRowMajor(handle, transA, transB, m, n, k, alphaBeta, a, abType, lda, b, ldb, c, cType, ldc);
+        } finally {
+            end();
+        }
     }
 
     /** A size bracket for the kernel timer's names of copies and fills, so that the large ones stand out. */

@@ -104,7 +104,10 @@ final class Launch {
 
     void run() {
         stream.begin(name);
-        stream.driver.launch(kernel, name, gx, gy, 1, bx, 1, 1, shared, stream.stream, stream.argPointers);
-        stream.end();
+        try {
+            stream.driver.launch(kernel, name, gx, gy, 1, bx, 1, 1, shared, stream.stream, stream.argPointers);
+        } finally {
+            stream.end();
+        }
     }
 }
