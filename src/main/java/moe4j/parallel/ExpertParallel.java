@@ -184,34 +184,10 @@ public final class ExpertParallel {
 
             // 3. Exchange counts: to every peer, how many rows of each of its experts follow, then my total of
             //    kept entries and this layer's shape, which every receiver checks. No expert id travels.
-            int chunk = numLocalExperts + TRAILER;
-            int[] send = new int[epSize * chunk];
-            for (int peer = 0; peer < epSize; peer++) {
-                System.arraycopy(routing.rowsPerExpert(), peer * numLocalExperts, send, peer * chunk, numLocalExperts);
-                int t = peer * chunk + numLocalExperts;
-                send[t] = routing.rowCount();
-                send[t + 1] = numExperts;
-                send[t + 2] = d;
-                send[t + 3] = k;
-                send[t + 4] = layer;
-                send[t + 5] = -1; // one row per entry
-            }
-            int[] received;
-            try (var p = Profiler.phase("count exchange")) {
-                received = group.allToAll(send, chunk);
-            }
-            int[] recvSplits = new int[epSize];
-            int[] rowsPerLocalExpert = new int[numLocalExperts];
-            long groupEntries = 0;
-            for (int src = 0; src < epSize; src++) {
-                int t = src * chunk + numLocalExperts;
-                checkSameLayer(received, t, src, d, k, false);
-                groupEntries += received[t];
-                for (int j = 0; j < numLocalExperts; j++) {
-                    recvSplits[src] += received[src * chunk + j];
-                    rowsPerLocalExpert[j] += received[src * chunk + j];
-                }
-            }
+            Counts counts = exchangeCounts(routing.rowsPerExpert(), routing.rowCount(), null, d, k);
+            int[] recvSplits = counts.recvSplits();
+            int[] rowsPerLocalExpert = counts.rowsPerLocalExpert();
+            long groupEntries = counts.groupEntries();
 
             // 4. Dispatch: each row to the rank that owns its expert, in the wire type (decided once per step, from
             //    the rank's products, and kept for combine and both backward exchanges).
@@ -229,7 +205,7 @@ public final class ExpertParallel {
                 if (epSize > 1) {
                     // built from the host counts, then copied once to the rows' device
                     // a permutation of the received rows, built here: no range check on the device
-                    regroup = regroupByExpert(received, chunk).to(recv_RD.device()).markIndicesBelow(recv_RD.dim(0));
+                    regroup = regroupByExpert(counts.fromPeer()).to(recv_RD.device()).markIndicesBelow(recv_RD.dim(0));
                     rows_RD = Ops.indexSelect(recv_RD, regroup);
                 } else {
                     rows_RD = recv_RD;
@@ -273,32 +249,10 @@ public final class ExpertParallel {
 
             // 3. Exchange counts: per peer its experts' entry counts (the grouped GEMM's sizes), the trailer, and
             //    the rows that follow.
-            int chunk = numLocalExperts + TRAILER;
-            int[] send = new int[epSize * chunk];
-            for (int peer = 0; peer < epSize; peer++) {
-                System.arraycopy(byExpert.rowsPerExpert(), peer * numLocalExperts, send, peer * chunk, numLocalExperts);
-                int t = peer * chunk + numLocalExperts;
-                send[t] = byExpert.rowCount();
-                send[t + 1] = numExperts;
-                send[t + 2] = d;
-                send[t + 3] = k;
-                send[t + 4] = layer;
-                send[t + 5] = sendSplits[peer];
-            }
-            int[] received;
-            try (var p = Profiler.phase("count exchange")) {
-                received = group.allToAll(send, chunk);
-            }
-            int[] recvSplits = new int[epSize];
-            int[] rowsPerLocalExpert = new int[numLocalExperts];
-            long groupEntries = 0;
-            for (int src = 0; src < epSize; src++) {
-                int t = src * chunk + numLocalExperts;
-                checkSameLayer(received, t, src, d, k, true);
-                groupEntries += received[t];
-                recvSplits[src] = received[t + 5];
-                for (int j = 0; j < numLocalExperts; j++) rowsPerLocalExpert[j] += received[src * chunk + j];
-            }
+            Counts counts = exchangeCounts(byExpert.rowsPerExpert(), byExpert.rowCount(), sendSplits, d, k);
+            int[] recvSplits = counts.recvSplits();
+            int[] rowsPerLocalExpert = counts.rowsPerLocalExpert();
+            long groupEntries = counts.groupEntries();
             int receivedRows = 0;
             for (int n : recvSplits) receivedRows += n;
 
@@ -378,13 +332,13 @@ public final class ExpertParallel {
         }
 
         /** The received rows' indices in (local expert, source rank) order: row i of the grouped layout is received row regroup[i]. */
-        private Tensor regroupByExpert(int[] received, int chunk) {
+        private Tensor regroupByExpert(int[] fromPeer) {
             int[] blockStart = new int[epSize * numLocalExperts];
             int total = 0;
             for (int src = 0; src < epSize; src++) {
                 for (int j = 0; j < numLocalExperts; j++) {
                     blockStart[src * numLocalExperts + j] = total;
-                    total += received[src * chunk + j];
+                    total += fromPeer[src * numLocalExperts + j];
                 }
             }
             int[] order = new int[total];
@@ -392,11 +346,58 @@ public final class ExpertParallel {
             for (int j = 0; j < numLocalExperts; j++) {
                 for (int src = 0; src < epSize; src++) {
                     int start = blockStart[src * numLocalExperts + j];
-                    int n = received[src * chunk + j];
+                    int n = fromPeer[src * numLocalExperts + j];
                     for (int r = 0; r < n; r++) order[i++] = start + r;
                 }
             }
             return Tensor.ofInts(order, total);
+        }
+
+        /**
+         * What the count exchange tells this rank: rows from each peer, rows per local expert, the group's kept
+         * entries, and each peer's entries per local expert ({@code fromPeer[src·E_l + j]}).
+         */
+        private record Counts(int[] recvSplits, int[] rowsPerLocalExpert, long groupEntries, int[] fromPeer) {}
+
+        /**
+         * Step 3 of both dispatches: to every peer, this rank's entry count for each of that peer's experts,
+         * then the trailer: its total of kept entries, this layer's shape (every receiver checks it) and the
+         * rows that follow, {@code rowsToPeer[peer]}, or -1 when one row travels per entry ({@code rowsToPeer}
+         * null: the rows from a peer are then the sum of its counts).
+         */
+        private Counts exchangeCounts(int[] rowsPerExpert, int keptEntries, int[] rowsToPeer, int d, int k) {
+            int chunk = numLocalExperts + TRAILER;
+            int[] send = new int[epSize * chunk];
+            for (int peer = 0; peer < epSize; peer++) {
+                System.arraycopy(rowsPerExpert, peer * numLocalExperts, send, peer * chunk, numLocalExperts);
+                int t = peer * chunk + numLocalExperts;
+                send[t] = keptEntries;
+                send[t + 1] = numExperts;
+                send[t + 2] = d;
+                send[t + 3] = k;
+                send[t + 4] = layer;
+                send[t + 5] = rowsToPeer == null ? -1 : rowsToPeer[peer];
+            }
+            int[] received;
+            try (var p = Profiler.phase("count exchange")) {
+                received = group.allToAll(send, chunk);
+            }
+            int[] recvSplits = new int[epSize];
+            int[] rowsPerLocalExpert = new int[numLocalExperts];
+            int[] fromPeer = new int[epSize * numLocalExperts];
+            long groupEntries = 0;
+            for (int src = 0; src < epSize; src++) {
+                int t = src * chunk + numLocalExperts;
+                checkSameLayer(received, t, src, d, k, rowsToPeer != null);
+                groupEntries += received[t];
+                System.arraycopy(received, src * chunk, fromPeer, src * numLocalExperts, numLocalExperts);
+                for (int j = 0; j < numLocalExperts; j++) {
+                    if (rowsToPeer == null) recvSplits[src] += received[src * chunk + j];
+                    rowsPerLocalExpert[j] += received[src * chunk + j];
+                }
+                if (rowsToPeer != null) recvSplits[src] = received[t + 5];
+            }
+            return new Counts(recvSplits, rowsPerLocalExpert, groupEntries, fromPeer);
         }
 
         private void checkSameLayer(int[] received, int at, int src, int d, int k, boolean deduplicating) {
