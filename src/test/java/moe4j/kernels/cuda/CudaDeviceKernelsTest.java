@@ -49,15 +49,7 @@ class CudaDeviceKernelsTest {
     }
 
     static void close(String what, Tensor expected, Tensor actualOnGpu) {
-        double[] a = actualOnGpu.to(Device.CPU).toDoubleArray();
-        double[] b = expected.toDoubleArray();
-        double diff = 0, norm = 0;
-        for (int i = 0; i < b.length; i++) {
-            diff += (a[i] - b[i]) * (a[i] - b[i]);
-            norm += b[i] * b[i];
-        }
-        double err = Math.sqrt(diff) / Math.max(Math.sqrt(norm), 1e-30);
-        assertTrue(err <= 1e-5, what + ": relative error " + err);
+        closeWithin(what, expected, actualOnGpu, 1e-5, 0);
     }
 
     /** Runs {@code op(kernels, outputs)} on both devices with copies of the same inputs and compares outputs. */
