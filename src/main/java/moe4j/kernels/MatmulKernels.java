@@ -44,9 +44,13 @@ public interface MatmulKernels {
         return () -> {};
     }
 
-    /** Parameters: leaf tensors that require a gradient (what an optimizer step changes, and nothing else does). */
+    /**
+     * Parameters whose copies may be kept for a step: leaf tensors that require a gradient (what an optimizer
+     * step changes, and nothing else does), except releasable ones: a sharded parameter's whole is freed after
+     * its module runs, and a kept copy would hold it (the whole model, over a step) all the same.
+     */
     static boolean isParameter(Tensor t) {
-        return t.isLeaf() && t.requiresGrad();
+        return t.isLeaf() && t.requiresGrad() && !t.isReleasable();
     }
 
     /** The scope of {@link #reuseCopies}: closing it frees what was kept. */

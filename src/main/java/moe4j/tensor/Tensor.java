@@ -644,6 +644,11 @@ public final class Tensor {
     }
 
     /** A leaf is a tensor not computed by a recorded op. */
+    /** Whether this tensor's storage can be released and given again ({@link #releasable}: a sharded parameter's whole). */
+    public boolean isReleasable() {
+        return releasable;
+    }
+
     public boolean isLeaf() {
         return gradFn == null;
     }

@@ -265,9 +265,7 @@ public final class Trainer {
                 float[] lossSums = new float[4];
                 int[][] routed = new int[moeLayers.size()][];
                 // parameters do not change until the optimizer step: their bf16 product copies serve every micro-batch
-                // (not when sharded: the whole parameters are freed after each module, their copies must go too)
-                try (var parameterCopies = sync.isSharded() ? (moe4j.kernels.MatmulKernels.Reuse) () -> {}
-                        : kernels.matmul().reuseCopies(moe4j.kernels.MatmulKernels::isParameter)) {
+                try (var parameterCopies = kernels.matmul().reuseCopies(moe4j.kernels.MatmulKernels::isParameter)) {
                     for (int micro = 0; micro < microBatches; micro++) {
                         // each micro-batch's activations are freed before the next one runs
                         try (MemoryScope microScope = MemoryScope.open()) {
