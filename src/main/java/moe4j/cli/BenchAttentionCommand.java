@@ -102,7 +102,7 @@ public final class BenchAttentionCommand implements Callable<Integer> {
                 att.causalAttention(q, k, v, 64, window, saved, out);
                 kernels.synchronize();
                 long t1 = System.nanoTime();
-                att.causalAttentionBackward(gOut, q, k, v, saved, 64, window, gq, gk, gv);
+                att.causalAttentionBackward(gOut, q, k, v, out, saved, 64, window, gq, gk, gv);
                 kernels.synchronize();
                 long t2 = System.nanoTime();
                 if (r >= 0) {

@@ -31,8 +31,12 @@ public interface AttentionKernels {
      */
     void causalAttention(Tensor q, Tensor k, Tensor v, int rowBlock, int window, Tensor saved, Tensor out);
 
-    /** Gradients of {@link #causalAttention} from its {@code saved}, same {@code rowBlock} and {@code window}; gq, gk, gv zero on entry. */
-    void causalAttentionBackward(Tensor gOut, Tensor q, Tensor k, Tensor v, Tensor saved, int rowBlock, int window,
+    /**
+     * Gradients of {@link #causalAttention} from its output {@code out} and {@code saved}, same {@code rowBlock}
+     * and {@code window}; gq, gk, gv zero on entry. A device whose backward needs the output's row sums
+     * (dO·O) reads them from {@code out} rather than computing the forward again.
+     */
+    void causalAttentionBackward(Tensor gOut, Tensor q, Tensor k, Tensor v, Tensor out, Tensor saved, int rowBlock, int window,
                                  Tensor gq, Tensor gk, Tensor gv);
 
     /**

@@ -116,7 +116,7 @@ public final class AttentionOps {
             Tensor gq = Tensor.zerosLike(q);
             Tensor gk = Tensor.zerosLike(k);
             Tensor gv = Tensor.zerosLike(v);
-            kernels.causalAttentionBackward(g, q, k, v, saved, rowBlock, window, gq, gk, gv);
+            kernels.causalAttentionBackward(g, q, k, v, out, saved, rowBlock, window, gq, gk, gv);
             return new Tensor[] {gq, gk, gv};
         });
     }

@@ -99,7 +99,7 @@ final class CpuAttention implements AttentionKernels {
     }
 
     @Override
-    public void causalAttentionBackward(Tensor gOut, Tensor q, Tensor k, Tensor v, Tensor probs, int rowBlock, int window,
+    public void causalAttentionBackward(Tensor gOut, Tensor q, Tensor k, Tensor v, Tensor out, Tensor probs, int rowBlock, int window,
                                         Tensor gq, Tensor gk, Tensor gv) {
         Geometry geo = new Geometry(q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3));
         int s = geo.s;

@@ -18,7 +18,7 @@ import moe4j.tensor.Tensor;
  *   {@link #MAX_HEAD_DIM}; equal to the CPU op to float rounding.</li>
  *   <li>BF16 with a head dimension in {@link #TENSOR_CORE_HEAD_DIMS}: tiles of {@link #FLASH_ROWS} rows
  *   rounded to bf16 in shared memory, every product on tensor cores with fp32 accumulation, the softmax in
- *   fp32. The backward recomputes the output once (for the row sums dO·O), then one kernel per query block
+ *   fp32. The backward takes the row sums dO·O from the forward's output, then one kernel per query block
  *   writes dQ and one per key block writes dK and dV, so no two blocks add into the same element. Other
  *   head dimensions run the F32 kernels.</li>
  * </ul>
@@ -135,7 +135,7 @@ final class CudaAttention implements AttentionKernels {
                 .ptr(at(v)).i32(s).i32(hq).i32(hkv).i32(hd).i32(window).f32(scale(hd)).ptr(at(out)).ptr(at(saved)).run();
     }
 
-    /** The tensor-core forward; {@code lse} 0 (null) skips the log-sum-exps (the backward's recomputation). */
+    /** The tensor-core forward, writing each query row's log-sum-exp to {@code lse}. */
     private static void flashForward(CudaStream st, long q, long k, long v, int b, int s, int hq, int hkv, int hd, int window, long out,
                                      long lse) {
         int[] grid = flashGrid(s, b * hq);
@@ -144,19 +144,20 @@ final class CudaAttention implements AttentionKernels {
     }
 
     @Override
-    public void causalAttentionBackward(Tensor gOut, Tensor q, Tensor k, Tensor v, Tensor saved, int rowBlock, int window, Tensor gq,
-                                        Tensor gk, Tensor gv) {
-        CudaReductions.requireF32("causalAttentionBackward", gOut, q, k, v, saved, gq, gk, gv);
+    public void causalAttentionBackward(Tensor gOut, Tensor q, Tensor k, Tensor v, Tensor out, Tensor saved, int rowBlock, int window,
+                                        Tensor gq, Tensor gk, Tensor gv) {
+        CudaReductions.requireF32("causalAttentionBackward", gOut, q, k, v, out, saved, gq, gk, gv);
         int b = q.dim(0), s = q.dim(1), hq = q.dim(2), hd = q.dim(3), hkv = k.dim(2);
         checkHeadDim(hd);
         checkSaved(saved, b, hq, s);
         if (q.numel() == 0) return;
         CudaStream st = stream();
-        boolean flash = tensorCores(ExecutionContext.current().productInputs(), hd, at(gOut), at(q), at(k), at(v), at(gq), at(gk), at(gv));
+        boolean flash = tensorCores(ExecutionContext.current().productInputs(), hd, at(gOut), at(q), at(k), at(v), at(out), at(gq), at(gk),
+                at(gv));
         long delta = st.pool.allocatePersistent(4L * b * hq * s, "attention backward row sums");
         try {
             if (flash) {
-                flashBackward(st, gOut, q, k, v, saved, b, s, hq, hkv, hd, window, gq, gk, gv, delta);
+                flashBackward(st, gOut, q, k, v, out, saved, b, s, hq, hkv, hd, window, gq, gk, gv, delta);
                 return;
             }
             int[] qGrid = grid(s, b * hq);
@@ -172,31 +173,22 @@ final class CudaAttention implements AttentionKernels {
         }
     }
 
-    /**
-     * The tensor-core backward: the output recomputed by the forward kernel (the interface hands the
-     * backward no output), the row sums delta = dO·O from it, then dQ per query block and dK, dV per key block.
-     */
-    private void flashBackward(CudaStream st, Tensor gOut, Tensor q, Tensor k, Tensor v, Tensor saved, int b, int s, int hq, int hkv,
-                               int hd, int window, Tensor gq, Tensor gk, Tensor gv, long delta) {
+    /** The tensor-core backward: the row sums delta = dO·O from the forward's output, then dQ per query block and dK, dV per key block. */
+    private void flashBackward(CudaStream st, Tensor gOut, Tensor q, Tensor k, Tensor v, Tensor out, Tensor saved, int b, int s, int hq,
+                               int hkv, int hd, int window, Tensor gq, Tensor gk, Tensor gv, long delta) {
         long rows = (long) b * hq * s;
-        long out = st.pool.allocatePersistent(4L * rows * hd, "attention backward recomputed output");
-        try {
-            flashForward(st, at(q), at(k), at(v), b, s, hq, hkv, hd, window, out, 0L);
-            int warpsPerBlock = Launch.THREADS / 32;
-            st.launch(KernelSource.ATTENTION, "attention_row_dots").block(Launch.THREADS)
-                    .grid(Launch.blocksFor(rows, warpsPerBlock, Launch.maxBlocks(gpu.multiprocessors))).ptr(at(gOut)).ptr(out).i32(s)
-                    .i32(hq).i32(hd).i64(rows).ptr(delta).run();
-            int[] qGrid = flashGrid(s, b * hq);
-            st.launch(KernelSource.ATTENTION, flashKernel("backward_dq", hd)).grid(qGrid[0], qGrid[1]).block(FLASH_THREADS).ptr(at(gOut))
-                    .ptr(at(q)).ptr(at(k)).ptr(at(v)).ptr(at(saved)).ptr(delta).i32(s).i32(hq).i32(hkv).i32(window).f32(scale(hd))
-                    .ptr(at(gq)).run();
-            int[] kvGrid = flashGrid(s, b * hkv);
-            st.launch(KernelSource.ATTENTION, flashKernel("backward_dkdv", hd)).grid(kvGrid[0], kvGrid[1]).block(FLASH_THREADS)
-                    .ptr(at(gOut)).ptr(at(q)).ptr(at(k)).ptr(at(v)).ptr(at(saved)).ptr(delta).i32(s).i32(hq).i32(hkv).i32(window)
-                    .f32(scale(hd)).ptr(at(gk)).ptr(at(gv)).run();
-        } finally {
-            st.pool.free(out);
-        }
+        int warpsPerBlock = Launch.THREADS / 32;
+        st.launch(KernelSource.ATTENTION, "attention_row_dots").block(Launch.THREADS)
+                .grid(Launch.blocksFor(rows, warpsPerBlock, Launch.maxBlocks(gpu.multiprocessors))).ptr(at(gOut)).ptr(at(out)).i32(s)
+                .i32(hq).i32(hd).i64(rows).i32(hd % 4 == 0 && (at(gOut) | at(out)) % 16 == 0 ? 1 : 0).ptr(delta).run();
+        int[] qGrid = flashGrid(s, b * hq);
+        st.launch(KernelSource.ATTENTION, flashKernel("backward_dq", hd)).grid(qGrid[0], qGrid[1]).block(FLASH_THREADS).ptr(at(gOut))
+                .ptr(at(q)).ptr(at(k)).ptr(at(v)).ptr(at(saved)).ptr(delta).i32(s).i32(hq).i32(hkv).i32(window).f32(scale(hd))
+                .ptr(at(gq)).run();
+        int[] kvGrid = flashGrid(s, b * hkv);
+        st.launch(KernelSource.ATTENTION, flashKernel("backward_dkdv", hd)).grid(kvGrid[0], kvGrid[1]).block(FLASH_THREADS)
+                .ptr(at(gOut)).ptr(at(q)).ptr(at(k)).ptr(at(v)).ptr(at(saved)).ptr(delta).i32(s).i32(hq).i32(hkv).i32(window)
+                .f32(scale(hd)).ptr(at(gk)).ptr(at(gv)).run();
     }
 
     /** 1/√hd as the CPU rounds it. */

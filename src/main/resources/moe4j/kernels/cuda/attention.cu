@@ -338,7 +338,7 @@ __device__ __forceinline__ bool flash_all_visible(int rowFirst, int rowLast, int
 }
 
 // Forward: grid (B·Hq, ⌈S / 64⌉), the query blocks in reverse so that the longest (last) ones start
-// first. Writes out and, unless lse is null (the backward's recomputation), each row's log-sum-exp.
+// first. Writes out and each row's log-sum-exp.
 template <int HD>
 __device__ __forceinline__ void flash_forward(const float* q, const float* k, const float* v, int S, int Hq, int Hkv, int window,
                                               float scale, float* out, float* lse) {
@@ -424,14 +424,21 @@ __device__ __forceinline__ void flash_forward(const float* q, const float* k, co
             dst[dn * 8 + 2 * t] = o[dn][2 * x] * inv;
             dst[dn * 8 + 2 * t + 1] = o[dn][2 * x + 1] * inv;
         }
-        if (lse != nullptr && t == 0) lse[((long long) b * Hq + h) * S + rows[x]] = m[x] * FLASH_LN2 + logf(l[x]);
+        if (t == 0) lse[((long long) b * Hq + h) * S + rows[x]] = m[x] * FLASH_LN2 + logf(l[x]);
     }
 }
 
 // delta[b, h, i] = bf16(dO_i)·O_i, the row sums of the softmax backward, with dO rounded as the tensor
 // cores see it in dP = dO·Vᵀ (so that Σ_j dS_ij stays near 0: a row with one key gets dS ≈ 0, not the
-// rounding error of dO). One warp per row, rows in (b, h, i) order; grid-stride over B·Hq·S rows.
-extern "C" __global__ void attention_row_dots(const float* gout, const float* out, int S, int Hq, int hd, long long rows, float* delta) {
+// rounding error of dO). One warp per row, rows in (b, h, i) order; grid-stride over B·Hq·S rows. With
+// {@code wide} (the host checked that both bases are 16-byte aligned and hd is a multiple of 4) each lane
+// reads four floats at a time.
+__device__ __forceinline__ float bf16_rounded(float x) {
+    return __uint_as_float(flash_pack(x, 0.f) << 16);
+}
+
+extern "C" __global__ void attention_row_dots(const float* gout, const float* out, int S, int Hq, int hd, long long rows, int wide,
+                                              float* delta) {
     int lane = threadIdx.x & 31;
     long long warps = (long long) gridDim.x * (blockDim.x >> 5);
     for (long long r = blockIdx.x * (long long) (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows; r += warps) {
@@ -439,7 +446,15 @@ extern "C" __global__ void attention_row_dots(const float* gout, const float* ou
         long long bh = r / S;
         long long o = row_at((int) (bh / Hq), i, S, Hq, (int) (bh % Hq), hd);
         float acc = 0.f;
-        for (int d = lane; d < hd; d += 32) acc += __uint_as_float(flash_pack(gout[o + d], 0.f) << 16) * out[o + d];
+        if (wide) {
+            for (int d = 4 * lane; d < hd; d += 128) {
+                float4 g = *reinterpret_cast<const float4*>(gout + o + d);
+                float4 y = *reinterpret_cast<const float4*>(out + o + d);
+                acc += bf16_rounded(g.x) * y.x + bf16_rounded(g.y) * y.y + bf16_rounded(g.z) * y.z + bf16_rounded(g.w) * y.w;
+            }
+        } else {
+            for (int d = lane; d < hd; d += 32) acc += bf16_rounded(gout[o + d]) * out[o + d];
+        }
         acc = warp_sum(acc);
         if (lane == 0) delta[r] = acc;
     }

@@ -541,7 +541,7 @@ class CudaDeviceKernelsTest {
         Tensor saved = Tensor.zeros(q.device(), kk.attention().savedShape(b, hq, s));
         Tensor out = Tensor.zerosLike(q), gq = Tensor.zerosLike(q), gk = Tensor.zerosLike(k), gv = Tensor.zerosLike(v);
         kk.attention().causalAttention(q, k, v, 16, window, saved, out);
-        kk.attention().causalAttentionBackward(gOut, q, k, v, saved, 16, window, gq, gk, gv);
+        kk.attention().causalAttentionBackward(gOut, q, k, v, out, saved, 16, window, gq, gk, gv);
         return new Tensor[] {out, gq, gk, gv, saved};
     }
 
