@@ -53,6 +53,34 @@ public interface MatmulKernels {
         return t.isLeaf() && t.requiresGrad() && !t.isReleasable();
     }
 
+    /**
+     * Whether {@link #gatedExperts} runs for the calling thread's precision on this device. Where it does
+     * not, the layer composes the same function from {@link #groupedGemm} and the activation.
+     */
+    default boolean fusesGatedExperts() {
+        return false;
+    }
+
+    /**
+     * The gated (SwiGLU) experts of an MoE layer as one computation: for each group g of rows of {@code x}
+     * (R, D), {@code out_g = (silu(x_g·gateW[g]) ⊙ x_g·upW[g])·downW[g]} with packed weights gateW, upW
+     * (G, D, H) and downW (G, H, D), written into {@code out} (R, D). A device fuses it to keep the hidden
+     * activations in its own layout between the products (only where {@link #fusesGatedExperts}).
+     * Returns the backward, which holds what it needs of this forward.
+     */
+    default GatedExpertsBackward gatedExperts(int[] offsets, Tensor x, Tensor gateW, Tensor upW, Tensor downW, Tensor out) {
+        throw new UnsupportedOperationException("gatedExperts: this device composes the experts from grouped products");
+    }
+
+    /** The backward of one {@link #gatedExperts} call. */
+    interface GatedExpertsBackward {
+        /**
+         * From {@code gOut} (R, D): {@code gx ← dL/dx} (null: not wanted) and each weight's gradient
+         * {@code g ← beta·g + dL/dW} (null: not wanted).
+         */
+        void run(Tensor gOut, Tensor gx, Tensor gGate, float betaGate, Tensor gUp, float betaUp, Tensor gDown, float betaDown);
+    }
+
     /** The scope of {@link #reuseCopies}: closing it frees what was kept. */
     interface Reuse extends AutoCloseable {
         @Override

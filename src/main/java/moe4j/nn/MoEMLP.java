@@ -314,6 +314,25 @@ public final class MoEMLP extends Module {
         }
         Tensor rows_RD = dispatched.rows_RD();
         Activation act = config.activation();
+        Tensor out_RD;
+        if (config.packed() && act.gated() && Kernels.of(rows_RD.device()).matmul().fusesGatedExperts()) {
+            // the device runs the three products and the activation as one computation (its phase includes the activation)
+            try (var p = Profiler.phase(GROUPED_GEMM_PHASE)) {
+                out_RD = GroupedMatmul.gatedExperts(rows_RD, rowsPerLocalExpert, gateW(), upW(), downW());
+            }
+        } else {
+            out_RD = composedExperts(rows_RD, rowsPerLocalExpert, act);
+        }
+        if (!gradientScale) return out_RD;
+        try (var p = Profiler.phase("gradient scale")) {
+            // host-computed constants, copied to where the rows are
+            return Ops.mulRows(out_RD, gradientScaleRows(rowsPerLocalExpert, dispatched.groupEntries(), config.numExperts())
+                    .to(out_RD.device()));
+        }
+    }
+
+    /** The experts as grouped products and the activation, one op at a time. */
+    private Tensor composedExperts(Tensor rows_RD, int[] rowsPerLocalExpert, Activation act) {
         Tensor up;
         Tensor gate = null;
         // the two projections read the same rows: a device that converts them does it once
@@ -326,15 +345,8 @@ public final class MoEMLP extends Module {
         try (var p = Profiler.phase("activation")) {
             hidden = act.gated() ? Ops.swiglu(gate, up) : act.apply(up);
         }
-        Tensor out_RD;
         try (var p = Profiler.phase(GROUPED_GEMM_PHASE)) {
-            out_RD = expertProduct(hidden, rowsPerLocalExpert, ExpertProjection.DOWN);
-        }
-        if (!gradientScale) return out_RD;
-        try (var p = Profiler.phase("gradient scale")) {
-            // host-computed constants, copied to where the rows are
-            return Ops.mulRows(out_RD, gradientScaleRows(rowsPerLocalExpert, dispatched.groupEntries(), config.numExperts())
-                    .to(out_RD.device()));
+            return expertProduct(hidden, rowsPerLocalExpert, ExpertProjection.DOWN);
         }
     }
 

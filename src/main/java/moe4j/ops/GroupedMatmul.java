@@ -67,6 +67,42 @@ public final class GroupedMatmul {
         return compute(x, groupSizes, k, n, weights.toArray(Tensor[]::new), perGroup, offs, true);
     }
 
+    /**
+     * The gated (SwiGLU) experts over rows of {@code x (R, D)} grouped by expert, packed weights
+     * {@code gateW, upW (G, D, H)} and {@code downW (G, H, D)}: {@code out_g = (silu(x_g·gateW[g]) ⊙ x_g·upW[g])·downW[g]},
+     * as the device's one computation ({@link MatmulKernels#gatedExperts}); callers check
+     * {@link MatmulKernels#fusesGatedExperts} and otherwise compose {@link #packed} and {@code Ops.swiglu}.
+     */
+    public static Tensor gatedExperts(Tensor x, int[] groupSizes, Tensor gateW, Tensor upW, Tensor downW) {
+        Ops.require2d(x, "gatedExperts", "x");
+        int g = groupSizes.length;
+        int d = x.dim(1);
+        int h = gateW.rank() == 3 ? gateW.dim(2) : -1;
+        for (Tensor w : new Tensor[] {gateW, upW, downW}) Ops.requireFloat(w, "gatedExperts");
+        if (gateW.rank() != 3 || gateW.dim(0) != g || gateW.dim(1) != d || !upW.sameShape(gateW)
+                || downW.rank() != 3 || downW.dim(0) != g || downW.dim(1) != h || downW.dim(2) != d) {
+            throw new IllegalArgumentException("gatedExperts: weights gate " + gateW.shapeString() + ", up " + upW.shapeString() + ", down "
+                    + downW.shapeString() + " must be (" + g + ", " + d + ", H), (" + g + ", " + d + ", H) and (" + g + ", H, " + d
+                    + ") for input " + x.shapeString() + " and " + g + " groups");
+        }
+        int[] offsets = offsets(groupSizes, x.dim(0));
+        MatmulKernels kernels = Kernels.on("gatedExperts", x, gateW, upW, downW).matmul();
+        Tensor out = Tensor.empty(x.device(), moe4j.tensor.DType.F32, x.dim(0), d);
+        MatmulKernels.GatedExpertsBackward backward = kernels.gatedExperts(offsets, x, gateW, upW, downW, out);
+        boolean wantX = x.requiresGrad();
+        return record(out, "gatedExperts", new Tensor[] {x, gateW, upW, downW}, gOut -> {
+            Tensor gx = wantX ? Tensor.emptyLike(gOut) : null;
+            var gate = gateW.requiresGrad() ? gradientTarget(gateW) : null;
+            var up = upW.requiresGrad() ? gradientTarget(upW) : null;
+            var down = downW.requiresGrad() ? gradientTarget(downW) : null;
+            backward.run(gOut, gx, gate == null ? null : gate.tensor(), gate == null ? 0f : gate.beta(),
+                    up == null ? null : up.tensor(), up == null ? 0f : up.beta(), down == null ? null : down.tensor(),
+                    down == null ? 0f : down.beta());
+            return new Tensor[] {gx, gate == null ? null : gate.tensor(), up == null ? null : up.tensor(),
+                    down == null ? null : down.tensor()};
+        });
+    }
+
     private static Tensor compute(Tensor x, int[] sizes, int k, int n, Tensor[] weightTensors,
                                   Tensor[] w, long[] wOff, boolean transW) {
         int[] offsets = offsets(sizes, x.dim(0));

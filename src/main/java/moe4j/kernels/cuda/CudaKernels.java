@@ -181,17 +181,17 @@ final class CudaKernels implements Kernels {
             try (Bf16Copies copies = new Bf16Copies(s)) {
                 // a packed layer passes one tensor for every group: it is converted once, not once per expert
                 Map<Tensor, Long> w16 = new IdentityHashMap<>();
-                for (Tensor t : w) w16.computeIfAbsent(t, u -> copies.of(u, 0, 1, u.numel(), u.numel()));
+                for (Tensor t : w) w16.computeIfAbsent(t, copies::of);
                 RowPlan plan = beta == 0f ? planFor(offsets, n) : null;
                 if (plan != null && !plan.compact()) {
                     // small groups: the rows go into the padded layout on their way to bf16, one batched product per
                     // bucket writes a padded result, and its rows are moved back to the packed output
-                    RowMap map = copies.rowMap(offsets, plan);
+                    Bf16Copies.RowMap map = copies.rowMap(offsets, plan);
                     long xPad = copies.padded(x, (long) first * k, k, map);
                     long yPad = copies.scratch(4L * plan.rows() * n);
-                    bucketProducts(s, plan, false, transW, n, k, g -> xPad + 2L * plan.expertBase()[g] * k, k,
-                            g -> w16.get(w[g]) + 2L * wOff[g], transW ? k : n, g -> yPad + 4L * plan.expertBase()[g] * n, 0f);
-                    copies.unpad(yPad, at(y, (long) first * n), n, map);
+                    Bf16Products.buckets(s, plan, false, transW, n, k, g -> xPad + 2L * plan.expertBase()[g] * k, k,
+                            g -> w16.get(w[g]) + 2L * wOff[g], transW ? k : n, g -> yPad + 4L * plan.expertBase()[g] * n, n, 0f);
+                    map.unpad(s, yPad, at(y, (long) first * n), n);
                     return;
                 }
                 long x16 = copies.of(x, (long) first * k, rowsTotal, k, k);
@@ -202,7 +202,7 @@ final class CudaKernels implements Kernels {
                     products.add(new RaggedGemm.Product(false, transW, rows, n, k, x16 + 2L * (offsets[g] - first) * k, k,
                             w16.get(w[g]) + 2L * wOff[g], transW ? k : n, at(y, (long) offsets[g] * n), n));
                 }
-                runRagged(s, "grouped product k=" + k + " n=" + n + " transW=" + transW + " groups=" + w.length + " rows~"
+                Bf16Products.ragged(s, "grouped product k=" + k + " n=" + n + " transW=" + transW + " groups=" + w.length + " rows~"
                         + Integer.highestOneBit(rowsTotal), products, beta);
             }
         }
@@ -230,11 +230,11 @@ final class CudaKernels implements Kernels {
                 if (!plan.compact()) {
                     // zero padding rows add nothing to Xᵀ·dY, so each bucket is one batched product over its cap rows,
                     // written straight into the gradients with the call's beta
-                    RowMap map = copies.rowMap(offsets, plan);
+                    Bf16Copies.RowMap map = copies.rowMap(offsets, plan);
                     long xPad = copies.padded(x, (long) first * k, k, map);
                     long dyPad = copies.padded(dy, (long) first * n, n, map);
-                    bucketProducts(s, plan, true, false, n, k, g -> xPad + 2L * plan.expertBase()[g] * k, k,
-                            g -> dyPad + 2L * plan.expertBase()[g] * n, n, g -> at(dw[g], dwOff[g]), beta);
+                    Bf16Products.buckets(s, plan, true, false, n, k, g -> xPad + 2L * plan.expertBase()[g] * k, k,
+                            g -> dyPad + 2L * plan.expertBase()[g] * n, n, g -> at(dw[g], dwOff[g]), n, beta);
                     return;
                 }
                 long x16 = copies.of(x, (long) first * k, rowsTotal, k, k);
@@ -246,9 +246,21 @@ final class CudaKernels implements Kernels {
                     products.add(new RaggedGemm.Product(true, false, k, n, rows, x16 + 2L * (offsets[g] - first) * k, k,
                             dy16 + 2L * (offsets[g] - first) * n, n, at(dw[g], dwOff[g]), n));
                 }
-                runRagged(s, "grouped weight gradient k=" + k + " n=" + n + " groups=" + dw.length + " rows~"
+                Bf16Products.ragged(s, "grouped weight gradient k=" + k + " n=" + n + " groups=" + dw.length + " rows~"
                         + Integer.highestOneBit(rowsTotal), products, beta);
             }
+        }
+
+        @Override
+        public boolean fusesGatedExperts() {
+            return bf16Products();
+        }
+
+        @Override
+        public GatedExpertsBackward gatedExperts(int[] offsets, Tensor x, Tensor gateW, Tensor upW, Tensor downW, Tensor out) {
+            if (!bf16Products()) throw new UnsupportedOperationException("cuda gatedExperts runs with bf16 products only (fusesGatedExperts)");
+            // one layout for all five products, chosen by the gate and up products (two thirds of the work)
+            return CudaGatedExperts.forward(stream(), planFor(offsets, gateW.dim(2)), offsets, x, gateW, upW, downW, out);
         }
 
         @Override
@@ -267,166 +279,8 @@ final class CudaKernels implements Kernels {
             return RowPlan.of(groupedLayout(), counts, width, gpu.multiprocessors);
         }
 
-        /**
-         * One bf16 product per group of a bucketed {@code plan}, fp32 results {@code C ← beta·C + product}, batched per bucket: group
-         * g computes {@code C_g = op(A_g)·op(B_g)} over its bucket's {@code cap} rows, where the rows are the
-         * product's m (forward: {@code cap × n}, inner k) or, with {@code rowsInner}, its inner dimension
-         * (weight gradient: {@code k × n = A_gᵀ·B_g}, inner cap).
-         */
-        private void bucketProducts(CudaStream s, RowPlan plan, boolean rowsInner, boolean transB, int n, int k,
-                                    java.util.function.IntToLongFunction a, int lda, java.util.function.IntToLongFunction b, int ldb,
-                                    java.util.function.IntToLongFunction c, float beta) {
-            for (RowPlan.Bucket bucket : plan.buckets()) {
-                int[] members = bucket.experts();
-                int cap = bucket.cap();
-                int m = rowsInner ? k : cap;
-                int inner = rowsInner ? cap : k;
-                if (members.length == 1) {
-                    int g = members[0];
-                    s.gemm(rowsInner, transB, m, n, inner, 1f, a.applyAsLong(g), lda, b.applyAsLong(g), ldb, beta, c.applyAsLong(g), n,
-                            Cublas.CUDA_R_16BF, Cublas.CUDA_R_32F);
-                    continue;
-                }
-                long[] ptrs = new long[3 * members.length];
-                for (int j = 0; j < members.length; j++) {
-                    ptrs[j] = a.applyAsLong(members[j]);
-                    ptrs[members.length + j] = b.applyAsLong(members[j]);
-                    ptrs[2 * members.length + j] = c.applyAsLong(members[j]);
-                }
-                s.gemmBatched(rowsInner, transB, m, n, inner, ptrs, lda, ldb, n, beta, Cublas.CUDA_R_16BF, Cublas.CUDA_R_32F);
-            }
-        }
-
-        /**
-         * bf16 products into fp32 outputs: the ragged strategies (timed once per shape key) write with beta
-         * 0; an accumulating call runs them one by one with its beta.
-         */
-        private void runRagged(CudaStream s, String shapeKey, List<RaggedGemm.Product> products, float beta) {
-            if (beta == 0f) {
-                s.ragged().run(shapeKey, products, Cublas.CUDA_R_16BF, Cublas.CUDA_R_32F);
-                return;
-            }
-            for (RaggedGemm.Product p : products) {
-                s.gemm(p.transA(), p.transB(), p.m(), p.n(), p.k(), 1f, p.a(), p.lda(), p.b(), p.ldb(), beta, p.c(), p.ldc(),
-                        Cublas.CUDA_R_16BF, Cublas.CUDA_R_32F);
-            }
-        }
-
         private static boolean bf16Products() {
             return ExecutionContext.current().productInputs() == DType.BF16;
-        }
-
-        /**
-         * The bfloat16 copies of a mixed-precision call's float32 operands, in stream-ordered scratch memory:
-         * freed together on close, after the products queued with them (the frees are ordered on the stream),
-         * also when a product throws.
-         */
-        /**
-         * A padded layout's row map on the device ({@code pad_rows_f32_bf16}, {@code unpad_rows_f32}): 4 ints
-         * per group, also kept on the host ({@code layout}, which names the layout of kept copies); {@code maxCap}
-         * the largest bucket, {@code paddedRows} the layout's rows.
-         */
-        private record RowMap(long address, int groups, int maxCap, int paddedRows, int[] layout) {
-            /** Blocks per group of a row-moving kernel: one per padded row, at most a few per multiprocessor over all groups. */
-            int blocks(int multiprocessors) {
-                return Math.max(1, Math.min(maxCap, 8 * multiprocessors / Math.max(1, groups) + 1));
-            }
-        }
-
-        private static final class Bf16Copies implements AutoCloseable {
-            private final CudaStream s;
-            private final List<Long> addresses = new ArrayList<>();
-
-            Bf16Copies(CudaStream s) {
-                this.s = s;
-            }
-
-            /**
-             * A copy of the matrix of {@code rows} stored rows of {@code cols} at element {@code off} of
-             * {@code t}, row stride {@code ld} (the gaps between rows are copied too, so the copy keeps the
-             * stride): its device address.
-             */
-            long of(Tensor t, long off, long rows, long cols, long ld) {
-                long span = (rows - 1) * ld + cols;
-                KeptCopies.Key key = new KeptCopies.Key(t, off, rows, cols, ld, null);
-                long kept = s.kept().find(key);
-                if (kept != 0) return kept;
-                long dst = target(key, 2 * span);
-                s.launch(KernelSource.ELEMENTWISE, "cast_f32_bf16").over(span).ptr(at(t, off)).ptr(dst).i64(span).run();
-                return dst;
-            }
-
-            /** Memory for the copy {@code key}: kept by an open reuse scope that keeps its tensor, else scratch of this call. */
-            private long target(KeptCopies.Key key, long bytes) {
-                KeptCopies.Scope keeper = s.kept().keeperOf(key.tensor());
-                if (keeper == null) return scratch(bytes);
-                long dst = s.pool().allocatePersistent(bytes, "bf16 operand copy kept for reuse");
-                keeper.keep(key, dst);
-                return dst;
-            }
-
-            /** Scratch device memory of {@code bytes}, freed with the copies. */
-            long scratch(long bytes) {
-                long dst = s.pool().allocate(bytes, "scratch of a mixed-precision product");
-                addresses.add(dst);
-                return dst;
-            }
-
-            /**
-             * The row map of {@code plan} for the groups of {@code offsets} on the device: per group its first
-             * packed row (from offsets[0]), its first padded row, its rows and its padded rows (0 outside buckets).
-             */
-            RowMap rowMap(int[] offsets, RowPlan plan) {
-                int groups = offsets.length - 1;
-                int[] meta = new int[4 * groups];
-                for (int g = 0; g < groups; g++) {
-                    meta[g] = offsets[g] - offsets[0];
-                    meta[groups + g] = plan.expertBase()[g];
-                    meta[2 * groups + g] = offsets[g + 1] - offsets[g];
-                }
-                for (RowPlan.Bucket bucket : plan.buckets()) {
-                    for (int g : bucket.experts()) meta[3 * groups + g] = bucket.cap();
-                }
-                long dst = scratch(4L * meta.length);
-                try (java.lang.foreign.Arena arena = java.lang.foreign.Arena.ofConfined()) {
-                    // pageable source: the driver stages it before returning, so the arena may close after the call
-                    s.copyToDevice(dst, arena.allocateFrom(java.lang.foreign.ValueLayout.JAVA_INT, meta), 4L * meta.length);
-                }
-                int maxCap = 0;
-                for (RowPlan.Bucket b : plan.buckets()) maxCap = Math.max(maxCap, b.cap());
-                return new RowMap(dst, groups, maxCap, plan.rows(), meta);
-            }
-
-            /** A bf16 copy of the packed rows of {@code cols} at element {@code off} of {@code t}, in the padded layout of {@code plan}. */
-            long padded(Tensor t, long off, int cols, RowMap map) {
-                KeptCopies.Key key = new KeptCopies.Key(t, off, map.paddedRows(), cols, cols, map.layout());
-                long kept = s.kept().find(key);
-                if (kept != 0) return kept;
-                long dst = target(key, 2L * map.paddedRows() * cols);
-                long src = at(t, off);
-                s.launch(KernelSource.PERMUTE, "pad_rows_f32_bf16").grid(map.blocks(s.gpu.multiprocessors), map.groups())
-                        .ptr(src).ptr(dst).ptr(map.address()).i32(map.groups()).i32(cols).i32(wide(src, cols)).run();
-                return dst;
-            }
-
-            /** Moves each group's rows of the padded fp32 {@code src} to the packed rows at {@code dst}. */
-            void unpad(long src, long dst, int cols, RowMap map) {
-                s.launch(KernelSource.PERMUTE, "unpad_rows_f32").grid(map.blocks(s.gpu.multiprocessors), map.groups())
-                        .ptr(src).ptr(dst).ptr(map.address()).i32(map.groups()).i32(cols).i32(wide(dst, cols)).run();
-            }
-
-            /**
-             * 1 when rows of {@code cols} floats from {@code packedBase} can move four floats at a time (every
-             * row 16-byte aligned; the padded side comes from the pool, 256-byte aligned), else 0.
-             */
-            private static int wide(long packedBase, int cols) {
-                return cols % 4 == 0 && packedBase % 16 == 0 ? 1 : 0;
-            }
-
-            @Override
-            public void close() {
-                addresses.forEach(s.pool()::free);
-            }
         }
 
         /** C (m×n at offset, row stride ld) *= beta: zero for 0, untouched for 1; one call when the rows are contiguous. */

@@ -5,8 +5,8 @@
         i += (long long) gridDim.x * blockDim.x)
 
 // gu (rows, 2H) = [gate | up] per row; h (rows, H) = silu(gate) · up.
-template <typename T>
-__device__ void swiglu_forward(const T* __restrict__ gu, T* __restrict__ h, long long rows, int H) {
+template <typename I, typename O>
+__device__ void swiglu_forward(const I* __restrict__ gu, O* __restrict__ h, long long rows, int H) {
     GRID_STRIDE(i, rows * H) {
         long long r = i / H; int j = (int) (i - r * H);
         float g = ld(gu, r * 2 * H + j), u = ld(gu, r * 2 * H + H + j);
@@ -14,8 +14,8 @@ __device__ void swiglu_forward(const T* __restrict__ gu, T* __restrict__ h, long
     }
 }
 // dgu = [dgate | dup]: dgate = dh · u · σ(g)(1 + g(1 − σ(g))), dup = dh · silu(g).
-template <typename T>
-__device__ void swiglu_backward(const T* __restrict__ gu, const T* __restrict__ dh, T* __restrict__ dgu, long long rows, int H) {
+template <typename I, typename O>
+__device__ void swiglu_backward(const I* __restrict__ gu, const I* __restrict__ dh, O* __restrict__ dgu, long long rows, int H) {
     GRID_STRIDE(i, rows * H) {
         long long r = i / H; int j = (int) (i - r * H);
         float g = ld(gu, r * 2 * H + j), u = ld(gu, r * 2 * H + H + j), d = ld(dh, i);
@@ -58,8 +58,8 @@ __device__ void scale_rows(T* __restrict__ x, const float* __restrict__ f, long 
 }
 
 #define ACT(T, S) \
-extern "C" __global__ void swiglu_forward_##S(const T* gu, T* h, long long rows, int H) { swiglu_forward<T>(gu, h, rows, H); } \
-extern "C" __global__ void swiglu_backward_##S(const T* gu, const T* dh, T* dgu, long long rows, int H) { swiglu_backward<T>(gu, dh, dgu, rows, H); } \
+extern "C" __global__ void swiglu_forward_##S(const T* gu, T* h, long long rows, int H) { swiglu_forward<T, T>(gu, h, rows, H); } \
+extern "C" __global__ void swiglu_backward_##S(const T* gu, const T* dh, T* dgu, long long rows, int H) { swiglu_backward<T, T>(gu, dh, dgu, rows, H); } \
 extern "C" __global__ void gelu_forward_##S(const T* a, T* h, long long n) { gelu_forward<T>(a, h, n); } \
 extern "C" __global__ void gelu_backward_##S(const T* a, const T* dh, T* da, long long n) { gelu_backward<T>(a, dh, da, n); } \
 extern "C" __global__ void relu_forward_##S(const T* a, T* h, long long n) { relu_forward<T>(a, h, n); } \
@@ -67,6 +67,15 @@ extern "C" __global__ void relu_backward_##S(const T* a, const T* dh, T* da, lon
 extern "C" __global__ void scale_##S(T* x, long long n, float alpha) { scale_<T>(x, n, alpha); } \
 extern "C" __global__ void scale_rows_##S(T* x, const float* f, long long rows, int D) { scale_rows<T>(x, f, rows, D); }
 FOR_BOTH(ACT)
+
+// The fused gated experts' activation: fp32 [gate | up] rows from the products, bf16 out for the next
+// product (forward: h; backward: [dgate | dup]), so the hidden rows are written once, already rounded.
+extern "C" __global__ void swiglu_forward_f32_bf16(const float* gu, bf16* h, long long rows, int H) {
+    swiglu_forward<float, bf16>(gu, h, rows, H);
+}
+extern "C" __global__ void swiglu_backward_f32_bf16(const float* gu, const float* dh, bf16* dgu, long long rows, int H) {
+    swiglu_backward<float, bf16>(gu, dh, dgu, rows, H);
+}
 
 extern "C" __global__ void cast_f32_bf16(const float* __restrict__ src, bf16* __restrict__ dst, long long n) {
     GRID_STRIDE(i, n) st(dst, i, src[i]);

@@ -1,0 +1,137 @@
+package moe4j.kernels.cuda;
+
+import static moe4j.kernels.cuda.CudaKernels.at;
+
+import moe4j.kernels.MatmulKernels;
+import moe4j.tensor.DType;
+import moe4j.tensor.Device;
+import moe4j.tensor.Tensor;
+
+/**
+ * The gated (SwiGLU) experts of an MoE layer in mixed precision as one computation
+ * ({@link MatmulKernels#gatedExperts}), in the grouped layout of a {@link RowPlan} from start to end:
+ * <pre>
+ *   forward:  x → layout, bf16 (one pass) → [gate | up] = x·Wg, x·Wu (fp32) → h = silu(gate)·up (bf16)
+ *             → h·Wd (fp32) → packed rows of out (one pass; none for a compact plan, whose layout is the packed rows)
+ *   backward: dOut → layout, bf16 (one pass) → dWd = hᵀ·dOut, dh = dOut·Wdᵀ (fp32) → [dgate | dup] (bf16)
+ *             → dWg, dWu = xᵀ·[dgate | dup]; dx = dgate·Wgᵀ + dup·Wuᵀ (fp32) → packed rows of dx (one pass)
+ * </pre>
+ * Composed from grouped products, the same function converts or moves its rows at each of the five
+ * products and keeps its activations in fp32; here the hidden rows are written once, already bf16, and
+ * the rows are converted once per direction. Padding rows are zero in x and in dOut, so they stay zero
+ * through every step and add nothing to a weight gradient. What the backward needs (x and h in bf16,
+ * [gate | up] in fp32, the row map) lives in tensors of the caller's memory scope.
+ */
+final class CudaGatedExperts {
+    private CudaGatedExperts() {}
+
+    static MatmulKernels.GatedExpertsBackward forward(CudaStream s, RowPlan plan, int[] offsets, Tensor x, Tensor gateW, Tensor upW,
+                                                      Tensor downW, Tensor out) {
+        int groups = offsets.length - 1;
+        int d = x.dim(1);
+        int h = gateW.dim(2);
+        int first = offsets[0];
+        int[] rows = new int[groups];
+        for (int g = 0; g < groups; g++) rows[g] = offsets[g + 1] - offsets[g];
+        int[] layout = Bf16Copies.RowMap.layoutOf(offsets, plan);
+        int layoutRows = plan.rows();
+        Device device = x.device();
+        if (layoutRows == 0) return (gOut, gx, gGate, betaGate, gUp, betaUp, gDown, betaDown) -> {
+            clearUnlessAdding(s, gGate, betaGate);
+            clearUnlessAdding(s, gUp, betaUp);
+            clearUnlessAdding(s, gDown, betaDown);
+        };
+        Tensor mapOnDevice = Tensor.empty(device, DType.I32, layout.length);
+        Bf16Copies.RowMap map = Bf16Copies.RowMap.upload(s, at(mapOnDevice), layout, layoutRows);
+        Layout rowsAt = new Layout(layout, groups);
+        Tensor x16 = Tensor.empty(device, DType.BF16, layoutRows, d);
+        Tensor gateUp = Tensor.empty(device, DType.F32, layoutRows, 2 * h);
+        Tensor h16 = Tensor.empty(device, DType.BF16, layoutRows, h);
+        String shape = "gated experts d=" + d + " h=" + h + " groups=" + groups + " rows~" + Integer.highestOneBit(Math.max(1, layoutRows));
+        try (Bf16Copies copies = new Bf16Copies(s)) {
+            long wg = copies.of(gateW), wu = copies.of(upW), wd = copies.of(downW);
+            map.pad(s, at(x, (long) first * d), at(x16), d);
+            long xl = at(x16), gu = at(gateUp), hl = at(h16);
+            // [gate | up] rows: two products writing the two halves of each fp32 row
+            Bf16Products.run(s, plan, rows, shape + " gate", false, false, h, d, g -> xl + rowsAt.bf16(g, d), d,
+                    g -> wg + 2L * g * d * h, h, g -> gu + rowsAt.f32(g, 2 * h), 2 * h, 0f);
+            Bf16Products.run(s, plan, rows, shape + " up", false, false, h, d, g -> xl + rowsAt.bf16(g, d), d,
+                    g -> wu + 2L * g * d * h, h, g -> gu + rowsAt.f32(g, 2 * h) + 4L * h, 2 * h, 0f);
+            s.launch(KernelSource.ELEMENTWISE, "swiglu_forward_f32_bf16").over((long) layoutRows * h).ptr(gu).ptr(hl)
+                    .i64(layoutRows).i32(h).run();
+            long ol = plan.compact() ? at(out, (long) first * d) : copies.scratch(4L * layoutRows * d);
+            Bf16Products.run(s, plan, rows, shape + " down", false, false, d, h, g -> hl + rowsAt.bf16(g, h), h,
+                    g -> wd + 2L * g * h * d, d, g -> ol + rowsAt.f32(g, d), d, 0f);
+            if (!plan.compact()) map.unpad(s, ol, at(out, (long) first * d), d);
+        }
+        return (gOut, gx, gGate, betaGate, gUp, betaUp, gDown, betaDown) -> {
+            if (betaGate != 0f && betaGate != 1f || betaUp != 0f && betaUp != 1f || betaDown != 0f && betaDown != 1f) {
+                throw new IllegalArgumentException("gated experts backward: gradient betas must be 0 (overwrite) or 1 (add), got "
+                        + betaGate + ", " + betaUp + ", " + betaDown);
+            }
+            // the map as the forward uploaded it, read from its tensor (which this backward keeps alive)
+            Bf16Copies.RowMap kept = new Bf16Copies.RowMap(at(mapOnDevice), map.groups(), map.maxCap(), map.paddedRows(), layout);
+            try (Bf16Copies copies = new Bf16Copies(s)) {
+                long xl = at(x16), gu = at(gateUp), hl = at(h16);
+                long dy = copies.scratch(2L * layoutRows * d);
+                kept.pad(s, at(gOut, (long) first * d), dy, d);
+                if (gDown != null) {
+                    // dWd_g (h × d) = h_gᵀ · dOut_g
+                    zeroRowGroups(s, rows, gDown, (long) h * d, betaDown);
+                    Bf16Products.run(s, plan, rows, shape + " down weight gradient", true, false, d, h, g -> hl + rowsAt.bf16(g, h), h,
+                            g -> dy + rowsAt.bf16(g, d), d, g -> at(gDown, (long) g * h * d), d, betaDown);
+                }
+                long wg = copies.of(gateW), wu = copies.of(upW), wd = copies.of(downW);
+                long dh = copies.scratch(4L * layoutRows * h);
+                Bf16Products.run(s, plan, rows, shape + " dh", false, true, h, d, g -> dy + rowsAt.bf16(g, d), d,
+                        g -> wd + 2L * g * h * d, d, g -> dh + rowsAt.f32(g, h), h, 0f);
+                long dgu = copies.scratch(2L * layoutRows * 2 * h);
+                s.launch(KernelSource.ELEMENTWISE, "swiglu_backward_f32_bf16").over((long) layoutRows * h).ptr(gu).ptr(dh).ptr(dgu)
+                        .i64(layoutRows).i32(h).run();
+                if (gGate != null) {
+                    zeroRowGroups(s, rows, gGate, (long) d * h, betaGate);
+                    Bf16Products.run(s, plan, rows, shape + " gate weight gradient", true, false, h, d, g -> xl + rowsAt.bf16(g, d), d,
+                            g -> dgu + rowsAt.bf16(g, 2 * h), 2 * h, g -> at(gGate, (long) g * d * h), h, betaGate);
+                }
+                if (gUp != null) {
+                    zeroRowGroups(s, rows, gUp, (long) d * h, betaUp);
+                    Bf16Products.run(s, plan, rows, shape + " up weight gradient", true, false, h, d, g -> xl + rowsAt.bf16(g, d), d,
+                            g -> dgu + rowsAt.bf16(g, 2 * h) + 2L * h, 2 * h, g -> at(gUp, (long) g * d * h), h, betaUp);
+                }
+                if (gx != null) {
+                    // dx = dgate·Wgᵀ + dup·Wuᵀ: the second product adds into the first's result
+                    long dxl = plan.compact() ? at(gx, (long) first * d) : copies.scratch(4L * layoutRows * d);
+                    Bf16Products.run(s, plan, rows, shape + " dx gate", false, true, d, h, g -> dgu + rowsAt.bf16(g, 2 * h), 2 * h,
+                            g -> wg + 2L * g * d * h, h, g -> dxl + rowsAt.f32(g, d), d, 0f);
+                    Bf16Products.run(s, plan, rows, shape + " dx up", false, true, d, h, g -> dgu + rowsAt.bf16(g, 2 * h) + 2L * h, 2 * h,
+                            g -> wu + 2L * g * d * h, h, g -> dxl + rowsAt.f32(g, d), d, 1f);
+                    if (!plan.compact()) kept.unpad(s, dxl, at(gx, (long) first * d), d);
+                }
+            }
+        };
+    }
+
+    /** Byte offsets of each group's first row in the layout ({@link Bf16Copies.RowMap#layoutOf}), for bf16 and fp32 rows of a given width. */
+    private record Layout(int[] map, int groups) {
+        long bf16(int g, int width) {
+            return 2L * map[groups + g] * width;
+        }
+
+        long f32(int g, int width) {
+            return 4L * map[groups + g] * width;
+        }
+    }
+
+    /** A weight gradient's groups without rows get no product: zero unless the gradient is being added to (beta 1). */
+    private static void zeroRowGroups(CudaStream s, int[] rows, Tensor grad, long perGroup, float beta) {
+        if (beta == 1f) return;
+        for (int g = 0; g < rows.length; g++) {
+            if (rows[g] == 0) s.zero(at(grad, g * perGroup), 4L * perGroup);
+        }
+    }
+
+    /** All of {@code grad} zero unless it is being added to (an empty layout computes nothing). */
+    private static void clearUnlessAdding(CudaStream s, Tensor grad, float beta) {
+        if (grad != null && beta != 1f && grad.numel() > 0) s.zero(at(grad), 4L * grad.numel());
+    }
+}
