@@ -16,9 +16,9 @@ import moe4j.tensor.Tensor;
  * <ul>
  *   <li>F32: exact float32, one warp per row, {@link #WARPS} rows per block, any head dimension up to
  *   {@link #MAX_HEAD_DIM}; equal to the CPU op to float rounding.</li>
- *   <li>BF16 with a head dimension in {@link #TENSOR_CORE_HEAD_DIMS}: tiles of {@link #FLASH_ROWS} rows
- *   rounded to bf16 in shared memory, every product on tensor cores with fp32 accumulation, the softmax in
- *   fp32. The backward takes the row sums dO·O from the forward's output, then one kernel per query block
+ *   <li>BF16 with a head dimension in {@link #TENSOR_CORE_HEAD_DIMS}: q, k, v (and dO) rounded to bf16 once
+ *   per call, tiles of {@link #FLASH_ROWS} rows copied asynchronously into shared memory, every product on
+ *   tensor cores with fp32 accumulation, the softmax in fp32. The backward takes the row sums dO·O from the forward's output, then one kernel per query block
  *   writes dQ and one per key block writes dK and dV, so no two blocks add into the same element. Other
  *   head dimensions run the F32 kernels.</li>
  * </ul>
@@ -127,7 +127,9 @@ final class CudaAttention implements AttentionKernels {
         if (q.numel() == 0) return;
         CudaStream st = stream();
         if (tensorCores(ExecutionContext.current().productInputs(), hd, at(q), at(k), at(v), at(out))) {
-            flashForward(st, at(q), at(k), at(v), b, s, hq, hkv, hd, window, at(out), at(saved));
+            try (Bf16Copies copies = new Bf16Copies(st)) {
+                flashForward(st, copies.of(q), copies.of(k), copies.of(v), b, s, hq, hkv, hd, window, at(out), at(saved));
+            }
             return;
         }
         int[] grid = grid(s, b * hq);
@@ -135,7 +137,7 @@ final class CudaAttention implements AttentionKernels {
                 .ptr(at(v)).i32(s).i32(hq).i32(hkv).i32(hd).i32(window).f32(scale(hd)).ptr(at(out)).ptr(at(saved)).run();
     }
 
-    /** The tensor-core forward, writing each query row's log-sum-exp to {@code lse}. */
+    /** The tensor-core forward on bf16 copies of q, k and v, writing each query row's log-sum-exp to {@code lse}. */
     private static void flashForward(CudaStream st, long q, long k, long v, int b, int s, int hq, int hkv, int hd, int window, long out,
                                      long lse) {
         int[] grid = flashGrid(s, b * hq);
@@ -173,7 +175,10 @@ final class CudaAttention implements AttentionKernels {
         }
     }
 
-    /** The tensor-core backward: the row sums delta = dO·O from the forward's output, then dQ per query block and dK, dV per key block. */
+    /**
+     * The tensor-core backward: the row sums delta = dO·O from the forward's output, then, on bf16 copies of
+     * dO, q, k and v, dQ per query block and dK, dV per key block.
+     */
     private void flashBackward(CudaStream st, Tensor gOut, Tensor q, Tensor k, Tensor v, Tensor out, Tensor saved, int b, int s, int hq,
                                int hkv, int hd, int window, Tensor gq, Tensor gk, Tensor gv, long delta) {
         long rows = (long) b * hq * s;
@@ -181,14 +186,17 @@ final class CudaAttention implements AttentionKernels {
         st.launch(KernelSource.ATTENTION, "attention_row_dots").block(Launch.THREADS)
                 .grid(Launch.blocksFor(rows, warpsPerBlock, Launch.maxBlocks(gpu.multiprocessors))).ptr(at(gOut)).ptr(at(out)).i32(s)
                 .i32(hq).i32(hd).i64(rows).i32(hd % 4 == 0 && (at(gOut) | at(out)) % 16 == 0 ? 1 : 0).ptr(delta).run();
-        int[] qGrid = flashGrid(s, b * hq);
-        st.launch(KernelSource.ATTENTION, flashKernel("backward_dq", hd)).grid(qGrid[0], qGrid[1]).block(FLASH_THREADS).ptr(at(gOut))
-                .ptr(at(q)).ptr(at(k)).ptr(at(v)).ptr(at(saved)).ptr(delta).i32(s).i32(hq).i32(hkv).i32(window).f32(scale(hd))
-                .ptr(at(gq)).run();
-        int[] kvGrid = flashGrid(s, b * hkv);
-        st.launch(KernelSource.ATTENTION, flashKernel("backward_dkdv", hd)).grid(kvGrid[0], kvGrid[1]).block(FLASH_THREADS)
-                .ptr(at(gOut)).ptr(at(q)).ptr(at(k)).ptr(at(v)).ptr(at(saved)).ptr(delta).i32(s).i32(hq).i32(hkv).i32(window)
-                .f32(scale(hd)).ptr(at(gk)).ptr(at(gv)).run();
+        try (Bf16Copies copies = new Bf16Copies(st)) {
+            long gOut16 = copies.of(gOut), q16 = copies.of(q), k16 = copies.of(k), v16 = copies.of(v);
+            int[] qGrid = flashGrid(s, b * hq);
+            st.launch(KernelSource.ATTENTION, flashKernel("backward_dq", hd)).grid(qGrid[0], qGrid[1]).block(FLASH_THREADS).ptr(gOut16)
+                    .ptr(q16).ptr(k16).ptr(v16).ptr(at(saved)).ptr(delta).i32(s).i32(hq).i32(hkv).i32(window).f32(scale(hd))
+                    .ptr(at(gq)).run();
+            int[] kvGrid = flashGrid(s, b * hkv);
+            st.launch(KernelSource.ATTENTION, flashKernel("backward_dkdv", hd)).grid(kvGrid[0], kvGrid[1]).block(FLASH_THREADS)
+                    .ptr(gOut16).ptr(q16).ptr(k16).ptr(v16).ptr(at(saved)).ptr(delta).i32(s).i32(hq).i32(hkv).i32(window)
+                    .f32(scale(hd)).ptr(at(gk)).ptr(at(gv)).run();
+        }
     }
 
     /** 1/√hd as the CPU rounds it. */

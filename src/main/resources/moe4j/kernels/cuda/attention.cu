@@ -187,8 +187,9 @@ extern "C" __global__ void attention_backward_kv(const float* gout, const float*
 
 // ---------------------------------------------------------------------------------------------------
 // bf16 products on tensor cores (head dimension 64 or 128), chosen when the calling thread's products
-// take bf16 inputs. The activations stay float32 in global memory; each tile is rounded to bf16 (round
-// to nearest even) as it is copied into shared memory, every product runs as
+// take bf16 inputs. The host hands these kernels bf16 copies of q, k, v and dO (rounded to nearest even
+// once per call, not once per tile that reads them); tiles travel into shared memory by cp.async, 16
+// bytes at a time, the forward's next key tile while the current one's softmax and P·V run. Every product runs as
 // mma.sync.m16n8k16.row.col.f32.bf16.bf16.f32 (fp32 accumulation), and the softmax statistics, the
 // rescaling and the gradients' sums stay in fp32 registers. Probabilities and dS are rounded to bf16
 // only as the A operand of the next product. No atomics: every output element is summed by the one
@@ -221,7 +222,6 @@ extern "C" __global__ void attention_backward_kv(const float* gout, const float*
 #define FLASH_LOG2E 1.4426950408889634f
 #define FLASH_LN2 0.6931471805599453f
 
-struct alignas(16) flash_f4 { float x, y, z, w; };
 struct alignas(8) flash_u2 { unsigned lo, hi; };
 
 // ---- inline PTX begins (the host emulation in CudaAttentionEmulationTest stands in for this section) ----
@@ -262,6 +262,24 @@ __device__ __forceinline__ void flash_ldsm_x4_t(unsigned r[4], const unsigned sh
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "l"(row) : "memory");
 }
 
+// 16 bytes from global to shared memory without passing through registers (cp.async, L2 only); both
+// addresses 16-byte aligned. Visible to the block after flash_copy_wait and a __syncthreads.
+__device__ __forceinline__ void flash_copy16(unsigned short* dst, const unsigned short* src) {
+    asm volatile("{\n\t.reg .u64 a;\n\tcvta.to.shared.u64 a, %0;\n\tcp.async.cg.shared.global [a], [%1], 16;\n\t}"
+                 :: "l"(dst), "l"(src) : "memory");
+}
+
+// closes the group of this thread's copies issued since the last commit (an empty group is allowed)
+__device__ __forceinline__ void flash_copy_commit() {
+    asm volatile("cp.async.commit_group;" ::: "memory");
+}
+
+// waits until at most N of this thread's committed groups are still in flight
+template <int N>
+__device__ __forceinline__ void flash_copy_wait() {
+    asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory");
+}
+
 // ---- inline PTX ends ----
 
 // elements (row, col) and (row, col + 1) of a shared tile (col even): one 32-bit load
@@ -270,18 +288,31 @@ __device__ __forceinline__ unsigned flash_pair(const unsigned short* tile, int r
     return *reinterpret_cast<const unsigned*>(tile + row * (HD + 8) + col);
 }
 
-// rows pos0 .. pos0 + 63 of head `head` of a (B, S, H, HD) tensor into a shared tile as bf16; rows at or
-// past S are zeros. Every thread of the block takes part; the caller synchronises.
+// starts copying rows pos0 .. pos0 + 63 of head `head` of a (B, S, H, HD) bf16 tensor into a shared tile
+// (cp.async; rows at or past S are stored as zeros right away). Every thread of the block takes part;
+// the caller commits, waits and synchronises.
 template <int HD>
-__device__ __forceinline__ void flash_load_tile(const float* src, int b, int pos0, int S, int H, int head, unsigned short* tile) {
-    constexpr int QUADS = HD / 4;
-    for (int e = threadIdx.x; e < FLASH_TILE * QUADS; e += FLASH_THREADS) {
-        int r = e / QUADS, c = (e % QUADS) * 4, pos = pos0 + r;
-        flash_f4 x = {0.f, 0.f, 0.f, 0.f};
-        if (pos < S) x = *reinterpret_cast<const flash_f4*>(src + row_at(b, pos, S, H, head, HD) + c);
-        flash_u2 packed = {flash_pack(x.x, x.y), flash_pack(x.z, x.w)};
-        *reinterpret_cast<flash_u2*>(tile + r * (HD + 8) + c) = packed;
+__device__ __forceinline__ void flash_load_tile(const unsigned short* src, int b, int pos0, int S, int H, int head, unsigned short* tile) {
+    constexpr int CHUNKS = HD / 8;  // 16-byte pieces of a row
+    for (int e = threadIdx.x; e < FLASH_TILE * CHUNKS; e += FLASH_THREADS) {
+        int r = e / CHUNKS, c = (e % CHUNKS) * 8, pos = pos0 + r;
+        unsigned short* dst = tile + r * (HD + 8) + c;
+        if (pos < S) {
+            flash_copy16(dst, src + row_at(b, pos, S, H, head, HD) + c);
+        } else {
+            flash_u2 zero = {0u, 0u};
+            *reinterpret_cast<flash_u2*>(dst) = zero;
+            *reinterpret_cast<flash_u2*>(dst + 4) = zero;
+        }
     }
+}
+
+// a whole tile now: copies started, committed and waited for (the caller synchronises)
+template <int HD>
+__device__ __forceinline__ void flash_load_tile_now(const unsigned short* src, int b, int pos0, int S, int H, int head, unsigned short* tile) {
+    flash_load_tile<HD>(src, b, pos0, S, H, head, tile);
+    flash_copy_commit();
+    flash_copy_wait<0>();
 }
 
 // the A fragments of this warp's 16 rows (tile rows 16·warp ..) over the whole head dimension
@@ -338,10 +369,12 @@ __device__ __forceinline__ bool flash_all_visible(int rowFirst, int rowLast, int
 }
 
 // Forward: grid (B·Hq, ⌈S / 64⌉), the query blocks in reverse so that the longest (last) ones start
-// first. Writes out and each row's log-sum-exp.
+// first. Writes out and each row's log-sum-exp. The copies run one tile ahead in two groups: the next
+// key tile is on its way while this tile's softmax and P·V run, the next value tile while the next
+// scores are computed.
 template <int HD>
-__device__ __forceinline__ void flash_forward(const float* q, const float* k, const float* v, int S, int Hq, int Hkv, int window,
-                                              float scale, float* out, float* lse) {
+__device__ __forceinline__ void flash_forward(const unsigned short* q, const unsigned short* k, const unsigned short* v, int S, int Hq,
+                                              int Hkv, int window, float scale, float* out, float* lse) {
     alignas(16) __shared__ unsigned short ks[FLASH_TILE * (HD + 8)];
     alignas(16) __shared__ unsigned short vs[FLASH_TILE * (HD + 8)];
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
@@ -349,7 +382,7 @@ __device__ __forceinline__ void flash_forward(const float* q, const float* k, co
     int q0 = (gridDim.y - 1 - blockIdx.y) * FLASH_ROWS;
     int rows[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};  // the rows of c0, c1 and of c2, c3
     unsigned qa[HD / 16][4];
-    flash_load_tile<HD>(q, b, q0, S, Hq, h, ks);
+    flash_load_tile_now<HD>(q, b, q0, S, Hq, h, ks);
     __syncthreads();
     flash_a_fragments<HD>(ks, warp, g, t, qa);
     __syncthreads();  // every warp has its fragments before the keys overwrite ks
@@ -360,9 +393,15 @@ __device__ __forceinline__ void flash_forward(const float* q, const float* k, co
     float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};  // running max (log2 units) and this thread's part of the sum
     float scaleLog2 = scale * FLASH_LOG2E;
     int lastRow = min(S, q0 + FLASH_ROWS) - 1;
-    for (int k0 = window_start(q0, window) / FLASH_TILE * FLASH_TILE; k0 <= lastRow; k0 += FLASH_TILE) {
-        flash_load_tile<HD>(k, b, k0, S, Hkv, kvh, ks);
-        flash_load_tile<HD>(v, b, k0, S, Hkv, kvh, vs);
+    int kFirst = window_start(q0, window) / FLASH_TILE * FLASH_TILE;
+    // in flight from here on: two groups, the oldest first (keys of a tile, then its values)
+    flash_load_tile<HD>(k, b, kFirst, S, Hkv, kvh, ks);
+    flash_copy_commit();
+    flash_load_tile<HD>(v, b, kFirst, S, Hkv, kvh, vs);
+    flash_copy_commit();
+    for (int k0 = kFirst; k0 <= lastRow; k0 += FLASH_TILE) {
+        bool more = k0 + FLASH_TILE <= lastRow;
+        flash_copy_wait<1>();  // this tile's keys are in
         __syncthreads();
         float s[FLASH_TILE / 8][4];  // scores of the 16 rows against keys k0 + 8j + 2t (+1)
 #pragma unroll
@@ -370,6 +409,9 @@ __device__ __forceinline__ void flash_forward(const float* q, const float* k, co
             s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
             flash_times_tile_t<HD>(qa, ks, 8 * j, lane, s[j]);
         }
+        __syncthreads();  // every warp has read ks: the next keys may come
+        if (more) flash_load_tile<HD>(k, b, k0 + FLASH_TILE, S, Hkv, kvh, ks);
+        flash_copy_commit();
         float tileMax[2] = {NEG_INF, NEG_INF};
 #pragma unroll
         for (int j = 0; j < FLASH_TILE / 8; j++) {
@@ -404,14 +446,19 @@ __device__ __forceinline__ void flash_forward(const float* q, const float* k, co
                 l[e >> 1] += s[j][e];
             }
         }
+        flash_copy_wait<1>();  // this tile's values are in (the next keys may still be on their way)
+        __syncthreads();
 #pragma unroll
         for (int kc = 0; kc < FLASH_TILE / 16; kc++) {
             unsigned pa[4] = {flash_pack(s[2 * kc][0], s[2 * kc][1]), flash_pack(s[2 * kc][2], s[2 * kc][3]),
                               flash_pack(s[2 * kc + 1][0], s[2 * kc + 1][1]), flash_pack(s[2 * kc + 1][2], s[2 * kc + 1][3])};
             flash_times_tile<HD>(pa, vs, 16 * kc, lane, o);
         }
-        __syncthreads();  // the tiles are read before the next ones overwrite them
+        __syncthreads();  // every warp has read vs: the next values may come
+        if (more) flash_load_tile<HD>(v, b, k0 + FLASH_TILE, S, Hkv, kvh, vs);
+        flash_copy_commit();
     }
+    flash_copy_wait<0>();  // nothing of this block is left in flight when it ends
 #pragma unroll
     for (int x = 0; x < 2; x++) {
         l[x] += __shfl_xor_sync(0xffffffffu, l[x], 1);
@@ -463,8 +510,9 @@ extern "C" __global__ void attention_row_dots(const float* gout, const float* ou
 // dQ_i = scale·Σ_j P_ij·(dP_ij − delta_i)·k_j with P_ij = exp(q_i·k_j·scale − lse_i) and dP_ij = dO_i·v_j:
 // same grid and tiles as the forward.
 template <int HD>
-__device__ __forceinline__ void flash_backward_dq(const float* gout, const float* q, const float* k, const float* v, const float* lse,
-                                                  const float* delta, int S, int Hq, int Hkv, int window, float scale, float* gq) {
+__device__ __forceinline__ void flash_backward_dq(const unsigned short* gout, const unsigned short* q, const unsigned short* k,
+                                                  const unsigned short* v, const float* lse, const float* delta, int S, int Hq, int Hkv,
+                                                  int window, float scale, float* gq) {
     alignas(16) __shared__ unsigned short ks[FLASH_TILE * (HD + 8)];
     alignas(16) __shared__ unsigned short vs[FLASH_TILE * (HD + 8)];
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
@@ -473,7 +521,7 @@ __device__ __forceinline__ void flash_backward_dq(const float* gout, const float
     int rows[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
     unsigned qa[HD / 16][4], da[HD / 16][4];
     flash_load_tile<HD>(q, b, q0, S, Hq, h, ks);
-    flash_load_tile<HD>(gout, b, q0, S, Hq, h, vs);
+    flash_load_tile_now<HD>(gout, b, q0, S, Hq, h, vs);
     __syncthreads();
     flash_a_fragments<HD>(ks, warp, g, t, qa);
     flash_a_fragments<HD>(vs, warp, g, t, da);
@@ -492,7 +540,7 @@ __device__ __forceinline__ void flash_backward_dq(const float* gout, const float
     int lastRow = min(S, q0 + FLASH_ROWS) - 1;
     for (int k0 = window_start(q0, window) / FLASH_TILE * FLASH_TILE; k0 <= lastRow; k0 += FLASH_TILE) {
         flash_load_tile<HD>(k, b, k0, S, Hkv, kvh, ks);
-        flash_load_tile<HD>(v, b, k0, S, Hkv, kvh, vs);
+        flash_load_tile_now<HD>(v, b, k0, S, Hkv, kvh, vs);
         __syncthreads();
         bool edge = !flash_all_visible(q0 + warp * 16, q0 + warp * 16 + 15, k0, k0 + FLASH_TILE - 1, S, window);
 #pragma unroll 1
@@ -535,8 +583,9 @@ __device__ __forceinline__ void flash_backward_dq(const float* gout, const float
 // blockIdx.y (the first blocks see the most queries and start first). The products are computed
 // transposed (keys as rows): Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, then dV += Pᵀ·dO and dK += dSᵀ·Q.
 template <int HD>
-__device__ __forceinline__ void flash_backward_dkdv(const float* gout, const float* q, const float* k, const float* v, const float* lse,
-        const float* delta, int S, int Hq, int Hkv, int window, float scale, float* gk, float* gv) {
+__device__ __forceinline__ void flash_backward_dkdv(const unsigned short* gout, const unsigned short* q, const unsigned short* k,
+        const unsigned short* v, const float* lse, const float* delta, int S, int Hq, int Hkv, int window, float scale, float* gk,
+        float* gv) {
     alignas(16) __shared__ unsigned short qs[FLASH_TILE * (HD + 8)];
     alignas(16) __shared__ unsigned short dos[FLASH_TILE * (HD + 8)];
     __shared__ float tileLse[FLASH_TILE], tileDelta[FLASH_TILE];
@@ -546,7 +595,7 @@ __device__ __forceinline__ void flash_backward_dkdv(const float* gout, const flo
     int keys[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};
     unsigned ka[HD / 16][4], va[HD / 16][4];
     flash_load_tile<HD>(k, b, k0, S, Hkv, kvh, qs);
-    flash_load_tile<HD>(v, b, k0, S, Hkv, kvh, dos);
+    flash_load_tile_now<HD>(v, b, k0, S, Hkv, kvh, dos);
     __syncthreads();
     flash_a_fragments<HD>(qs, warp, g, t, ka);
     flash_a_fragments<HD>(dos, warp, g, t, va);
@@ -562,7 +611,7 @@ __device__ __forceinline__ void flash_backward_dkdv(const float* gout, const flo
     for (int h = kvh * group; h < (kvh + 1) * group; h++) {
         for (int q0 = k0; q0 < queryEnd; q0 += FLASH_TILE) {
             flash_load_tile<HD>(q, b, q0, S, Hq, h, qs);
-            flash_load_tile<HD>(gout, b, q0, S, Hq, h, dos);
+            flash_load_tile_now<HD>(gout, b, q0, S, Hq, h, dos);
             if (threadIdx.x < FLASH_TILE) {
                 int i = q0 + threadIdx.x;
                 long long stat = ((long long) b * Hq + h) * S + i;
@@ -619,28 +668,28 @@ __device__ __forceinline__ void flash_backward_dkdv(const float* gout, const flo
 // (the head dimension 64 forward fits best left to ptxas): 148, 128, 168, 168, 217 and 255 registers in
 // the order below, so 3, 4, 3, 3, 2 and 2 blocks per multiprocessor (shared memory allows 6 blocks at
 // head dimension 128, 12 at 64).
-extern "C" __global__ void __launch_bounds__(FLASH_THREADS) flash_forward_hd64(const float* q, const float* k, const float* v, int S, int Hq, int Hkv, int window,
+extern "C" __global__ void __launch_bounds__(FLASH_THREADS) flash_forward_hd64(const unsigned short* q, const unsigned short* k, const unsigned short* v, int S, int Hq, int Hkv, int window,
         float scale, float* out, float* lse) {
     flash_forward<64>(q, k, v, S, Hq, Hkv, window, scale, out, lse);
 }
-extern "C" __global__ void __launch_bounds__(FLASH_THREADS, 4) flash_backward_dq_hd64(const float* gout, const float* q, const float* k, const float* v, const float* lse,
+extern "C" __global__ void __launch_bounds__(FLASH_THREADS, 4) flash_backward_dq_hd64(const unsigned short* gout, const unsigned short* q, const unsigned short* k, const unsigned short* v, const float* lse,
         const float* delta, int S, int Hq, int Hkv, int window, float scale, float* gq) {
     flash_backward_dq<64>(gout, q, k, v, lse, delta, S, Hq, Hkv, window, scale, gq);
 }
-extern "C" __global__ void __launch_bounds__(FLASH_THREADS, 3) flash_backward_dkdv_hd64(const float* gout, const float* q, const float* k, const float* v, const float* lse,
+extern "C" __global__ void __launch_bounds__(FLASH_THREADS, 3) flash_backward_dkdv_hd64(const unsigned short* gout, const unsigned short* q, const unsigned short* k, const unsigned short* v, const float* lse,
         const float* delta, int S, int Hq, int Hkv, int window, float scale, float* gk, float* gv) {
     flash_backward_dkdv<64>(gout, q, k, v, lse, delta, S, Hq, Hkv, window, scale, gk, gv);
 }
 
-extern "C" __global__ void __launch_bounds__(FLASH_THREADS, 3) flash_forward_hd128(const float* q, const float* k, const float* v, int S, int Hq, int Hkv, int window,
+extern "C" __global__ void __launch_bounds__(FLASH_THREADS, 3) flash_forward_hd128(const unsigned short* q, const unsigned short* k, const unsigned short* v, int S, int Hq, int Hkv, int window,
         float scale, float* out, float* lse) {
     flash_forward<128>(q, k, v, S, Hq, Hkv, window, scale, out, lse);
 }
-extern "C" __global__ void __launch_bounds__(FLASH_THREADS, 2) flash_backward_dq_hd128(const float* gout, const float* q, const float* k, const float* v, const float* lse,
+extern "C" __global__ void __launch_bounds__(FLASH_THREADS, 2) flash_backward_dq_hd128(const unsigned short* gout, const unsigned short* q, const unsigned short* k, const unsigned short* v, const float* lse,
         const float* delta, int S, int Hq, int Hkv, int window, float scale, float* gq) {
     flash_backward_dq<128>(gout, q, k, v, lse, delta, S, Hq, Hkv, window, scale, gq);
 }
-extern "C" __global__ void __launch_bounds__(FLASH_THREADS, 2) flash_backward_dkdv_hd128(const float* gout, const float* q, const float* k, const float* v, const float* lse,
+extern "C" __global__ void __launch_bounds__(FLASH_THREADS, 2) flash_backward_dkdv_hd128(const unsigned short* gout, const unsigned short* q, const unsigned short* k, const unsigned short* v, const float* lse,
         const float* delta, int S, int Hq, int Hkv, int window, float scale, float* gk, float* gv) {
     flash_backward_dkdv<128>(gout, q, k, v, lse, delta, S, Hq, Hkv, window, scale, gk, gv);
 }

@@ -73,20 +73,35 @@ int main(int argc, char** argv) {
         }
     }
 
-    std::vector<float> out(nq), lse(nstat), gq(nq), gk(nk), gv(nk), delta(nstat), recomputed(nq);
+    std::vector<float> out(nq), lse(nstat), gq(nq), gk(nk), gv(nk), delta(nstat);
     if (tensorCores) {
         auto forward = hd == 64 ? flash_forward_hd64 : flash_forward_hd128;
         auto backwardDq = hd == 64 ? flash_backward_dq_hd64 : flash_backward_dq_hd128;
         auto backwardDkdv = hd == 64 ? flash_backward_dkdv_hd64 : flash_backward_dkdv_hd128;
         unsigned blocks = (S + FLASH_ROWS - 1) / FLASH_ROWS;
-        launch(B * Hq, blocks, FLASH_THREADS, [&] { forward(q.data(), k.data(), v.data(), S, Hq, Hkv, W, scale, out.data(), lse.data()); });
-        launch(B * Hq, blocks, FLASH_THREADS, [&] { forward(q.data(), k.data(), v.data(), S, Hq, Hkv, W, scale, recomputed.data(), nullptr); });
-        launch(2, 1, 256, [&] { attention_row_dots(go.data(), recomputed.data(), S, Hq, hd, (long long) nstat, delta.data()); });
+        // the host hands these kernels bf16 copies of their inputs
+        auto bf16 = [](const std::vector<float>& t) {
+            std::vector<unsigned short> r(t.size());
+            for (size_t i = 0; i < t.size(); i++) r[i] = toBf16(t[i]);
+            return r;
+        };
+        std::vector<unsigned short> q16 = bf16(q), k16 = bf16(k), v16 = bf16(v), go16 = bf16(go);
+        launch(B * Hq, blocks, FLASH_THREADS, [&] { forward(q16.data(), k16.data(), v16.data(), S, Hq, Hkv, W, scale, out.data(), lse.data()); });
+        // the row sums from the forward's output, four floats at a time and one at a time (the same sums)
+        std::vector<float> deltaNarrow(nstat);
+        launch(2, 1, 256, [&] { attention_row_dots(go.data(), out.data(), S, Hq, hd, (long long) nstat, 1, delta.data()); });
+        launch(2, 1, 256, [&] { attention_row_dots(go.data(), out.data(), S, Hq, hd, (long long) nstat, 0, deltaNarrow.data()); });
+        double worst = 0;
+        for (size_t i = 0; i < nstat; i++) worst = std::max(worst, (double) std::fabs(delta[i] - deltaNarrow[i]) / (1 + std::fabs(deltaNarrow[i])));
+        if (worst > 1e-5) {
+            std::printf("row sums differ between the wide and the narrow path by %.3e\n", worst);
+            return 1;
+        }
         launch(B * Hq, blocks, FLASH_THREADS, [&] {
-            backwardDq(go.data(), q.data(), k.data(), v.data(), lse.data(), delta.data(), S, Hq, Hkv, W, scale, gq.data());
+            backwardDq(go16.data(), q16.data(), k16.data(), v16.data(), lse.data(), delta.data(), S, Hq, Hkv, W, scale, gq.data());
         });
         launch(B * Hkv, blocks, FLASH_THREADS, [&] {
-            backwardDkdv(go.data(), q.data(), k.data(), v.data(), lse.data(), delta.data(), S, Hq, Hkv, W, scale, gk.data(), gv.data());
+            backwardDkdv(go16.data(), q16.data(), k16.data(), v16.data(), lse.data(), delta.data(), S, Hq, Hkv, W, scale, gk.data(), gv.data());
         });
     } else {
         unsigned blocks = (S + 3) / 4;

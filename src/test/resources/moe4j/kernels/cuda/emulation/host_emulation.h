@@ -15,6 +15,7 @@ using std::max;
 using std::min;
 
 struct Dim3 { unsigned x = 0, y = 0, z = 0; };
+struct alignas(16) float4 { float x, y, z, w; };
 thread_local Dim3 threadIdx, blockIdx;
 Dim3 gridDim, blockDim;
 #define __global__
@@ -118,6 +119,11 @@ inline void emulatedLdmatrix(unsigned r[4], const unsigned short* row, bool tran
 }
 inline void flash_ldsm_x4(unsigned r[4], const unsigned short* row) { emulatedLdmatrix(r, row, false); }
 inline void flash_ldsm_x4_t(unsigned r[4], const unsigned short* row) { emulatedLdmatrix(r, row, true); }
+
+// cp.async: the emulated copy is done at once, so a commit closes nothing and a wait waits for nothing
+inline void flash_copy16(unsigned short* dst, const unsigned short* src) { std::memcpy(dst, src, 16); }
+inline void flash_copy_commit() {}
+template <int N> inline void flash_copy_wait() {}
 
 // runs body() on every thread of every block of a (gx, gy) grid of `threads`-thread blocks, block after block
 template <class F> void launch(unsigned gx, unsigned gy, unsigned threads, F body) {
