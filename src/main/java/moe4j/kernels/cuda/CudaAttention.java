@@ -114,8 +114,41 @@ final class CudaAttention implements AttentionKernels {
         CudaReductions.requireF32("rope", x, out);
         int s = x.dim(1), h = x.dim(2), hd = x.dim(3);
         long pairs = x.numel() / 2;
-        if (pairs > 0) stream().launch(KernelSource.ATTENTION, "rope").over(pairs).ptr(at(x)).f64(theta).f64(scale).i32(start).f32(sign).i32(s).i32(h).i32(hd)
+        if (pairs == 0) return;
+        if (start == 0) {
+            // whole sequences (training, a prompt): the rotations come from a table made once per shape
+            stream().launch(KernelSource.ATTENTION, "rope_from_table").over(pairs).ptr(at(x)).ptr(ropeTable(theta, scale, hd, s)).f32(sign)
+                    .i32(s).i32(h).i32(hd).i64(pairs).ptr(at(out)).run();
+            return;
+        }
+        stream().launch(KernelSource.ATTENTION, "rope").over(pairs).ptr(at(x)).f64(theta).f64(scale).i32(start).f32(sign).i32(s).i32(h).i32(hd)
                 .i64(pairs).ptr(at(out)).run();
+    }
+
+    /** Rotation tables by (θ, scale, head dimension): the device address and the positions it covers. */
+    private record RopeKey(double theta, double scale, int hd) {}
+
+    private record RopeTable(long address, int positions) {}
+
+    private final java.util.Map<RopeKey, RopeTable> ropeTables = new java.util.HashMap<>();
+
+    /**
+     * The device address of a {@code rope_table} of at least {@code positions} positions. Made on first use
+     * and remade with the next power of two when a longer sequence comes; the stream is drained once after
+     * making it, so every stream of this GPU may read it. Outgrown tables are kept (a few, at most one per
+     * power of two), because another stream may still be reading one.
+     */
+    private synchronized long ropeTable(double theta, double scale, int hd, int positions) {
+        RopeKey key = new RopeKey(theta, scale, hd);
+        RopeTable table = ropeTables.get(key);
+        if (table != null && table.positions() >= positions) return table.address();
+        int rows = Integer.highestOneBit(Math.max(1, positions - 1)) << 1;
+        CudaStream st = stream();
+        long address = st.pool.allocatePersistent(4L * rows * hd, "rope rotation table");
+        st.launch(KernelSource.ATTENTION, "rope_table").over((long) rows * (hd / 2)).f64(theta).f64(scale).i32(rows).i32(hd).ptr(address).run();
+        st.synchronize();
+        ropeTables.put(key, new RopeTable(address, rows));
+        return address;
     }
 
     @Override

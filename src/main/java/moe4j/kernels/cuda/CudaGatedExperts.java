@@ -57,7 +57,7 @@ final class CudaGatedExperts {
                     g -> wg + 2L * g * d * h, h, g -> gu + rowsAt.f32(g, 2 * h), 2 * h, 0f);
             Bf16Products.run(s, plan, rows, shape + " up", false, false, h, d, g -> xl + rowsAt.bf16(g, d), d,
                     g -> wu + 2L * g * d * h, h, g -> gu + rowsAt.f32(g, 2 * h) + 4L * h, 2 * h, 0f);
-            s.launch(KernelSource.ELEMENTWISE, "swiglu_forward_f32_bf16").over((long) layoutRows * h).ptr(gu).ptr(hl)
+            s.launch(KernelSource.ELEMENTWISE, "swiglu_forward_f32_bf16").over(activationThreads(layoutRows, h)).ptr(gu).ptr(hl)
                     .i64(layoutRows).i32(h).run();
             long ol = plan.compact() ? at(out, (long) first * d) : copies.scratch(4L * layoutRows * d);
             Bf16Products.run(s, plan, rows, shape + " down", false, false, d, h, g -> hl + rowsAt.bf16(g, h), h,
@@ -86,7 +86,7 @@ final class CudaGatedExperts {
                 Bf16Products.run(s, plan, rows, shape + " dh", false, true, h, d, g -> dy + rowsAt.bf16(g, d), d,
                         g -> wd + 2L * g * h * d, d, g -> dh + rowsAt.f32(g, h), h, 0f);
                 long dgu = copies.scratch(2L * layoutRows * 2 * h);
-                s.launch(KernelSource.ELEMENTWISE, "swiglu_backward_f32_bf16").over((long) layoutRows * h).ptr(gu).ptr(dh).ptr(dgu)
+                s.launch(KernelSource.ELEMENTWISE, "swiglu_backward_f32_bf16").over(activationThreads(layoutRows, h)).ptr(gu).ptr(dh).ptr(dgu)
                         .i64(layoutRows).i32(h).run();
                 if (gGate != null) {
                     zeroRowGroups(s, rows, gGate, (long) d * h, betaGate);
@@ -120,6 +120,11 @@ final class CudaGatedExperts {
         long f32(int g, int width) {
             return 4L * map[groups + g] * width;
         }
+    }
+
+    /** Threads of the activation kernels: one per four columns when the hidden width allows, else one per element. */
+    private static long activationThreads(int rows, int h) {
+        return (long) rows * (h % 4 == 0 ? h / 4 : h);
     }
 
     /** A weight gradient's groups without rows get no product: zero unless the gradient is being added to (beta 1). */

@@ -35,6 +35,38 @@ extern "C" __global__ void rope(const float* x, double theta, double scale, int 
     }
 }
 
+// The rotations of positions 0 .. S − 1: table[2·(pos·hd/2 + i)] and the next float are cos and sin of
+// pos / scale · θ^(−2i/hd), computed exactly as rope computes them for start 0, so rope_from_table gives
+// rope's bits without its double-precision pow, cos and sin per element.
+extern "C" __global__ void rope_table(double theta, double scale, int S, int hd, float* table) {
+    int pairs = hd / 2;
+    GRID_STRIDE(q, (long long) S * pairs) {
+        int i = (int) (q % pairs);
+        int pos = (int) (q / pairs);
+        double angle = (0 + pos) / scale * pow(theta, -2.0 * i / hd);
+        table[2 * q] = (float) cos(angle);
+        table[2 * q + 1] = (float) sin(angle);
+    }
+}
+
+// rope with start 0 from a table of rope_table covering at least S positions
+extern "C" __global__ void rope_from_table(const float* x, const float* table, float sign, int S, int H, int hd, long long pairsTotal,
+                                           float* out) {
+    int pairs = hd / 2;
+    GRID_STRIDE(q, pairsTotal) {
+        int i = (int) (q % pairs);
+        long long row = q / pairs;  // over (b, pos, head)
+        int pos = (int) ((row / H) % S);
+        long long at = 2 * ((long long) pos * pairs + i);
+        float c = table[at];
+        float sn = __fmul_rn(sign, table[at + 1]);
+        long long base = row * hd + 2 * i;
+        float x0 = x[base], x1 = x[base + 1];
+        out[base] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, sn));
+        out[base + 1] = __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, c));
+    }
+}
+
 // element offset of row (b, pos, head) of a (B, S, H, hd) tensor
 __device__ __forceinline__ long long row_at(int b, int pos, int S, int H, int head, int hd) {
     return (((long long) b * S + pos) * H + head) * hd;

@@ -205,6 +205,7 @@ extern "C" __global__ void pad_rows_f32_bf16(const float* __restrict__ src, bf16
         bf16* out = dst + (long long) (padded + r) * cols;
         const float* in = src + (long long) (compact + r) * cols;
         if (wide) {
+#pragma unroll 4
             for (int c = 4 * threadIdx.x; c < cols; c += 4 * blockDim.x) {
                 float4 v = r < count ? *reinterpret_cast<const float4*>(in + c) : make_float4(0.f, 0.f, 0.f, 0.f);
                 bf16 packed[4];
@@ -226,6 +227,7 @@ extern "C" __global__ void unpad_rows_f32(const float* __restrict__ src, float* 
         const float* in = src + (long long) (padded + r) * cols;
         float* out = dst + (long long) (compact + r) * cols;
         if (wide) {
+#pragma unroll 4
             for (int c = 4 * threadIdx.x; c < cols; c += 4 * blockDim.x) {
                 *reinterpret_cast<float4*>(out + c) = *reinterpret_cast<const float4*>(in + c);
             }
