@@ -19,6 +19,9 @@ import picocli.CommandLine.Option;
         description = "Measure the all-to-all: throughput (in-JVM: next to the memory-copy ceiling) and the latency of small"
                 + " exchanges. With --backend mpi, run it under mpirun: each process is one rank.")
 public final class BenchAllToAllCommand implements Callable<Integer> {
+    @picocli.CommandLine.Spec
+    picocli.CommandLine.Model.CommandSpec spec;
+
     @Option(names = "--ranks", defaultValue = "4", description = "ranks (threads) for the throughput test; with --backend mpi the launcher decides (default ${DEFAULT-VALUE})")
     int ranks;
 
@@ -35,6 +38,11 @@ public final class BenchAllToAllCommand implements Callable<Integer> {
     @Option(names = "--latency-iters", defaultValue = "2000", description = "calls per latency round (default ${DEFAULT-VALUE})")
     int latencyIters;
 
+    @Option(names = "--host-warmup", defaultValue = "5000",
+            description = "--backend nccl: exchanges of one 4 KiB row per peer made before the timed sizes, so that these"
+                    + " run JIT-compiled host code; 0 times a cold JVM (default ${DEFAULT-VALUE})")
+    int hostWarmup;
+
     @Option(names = "--json", description = "end with one line holding all results as a JSON object")
     boolean json;
 
@@ -49,7 +57,7 @@ public final class BenchAllToAllCommand implements Callable<Integer> {
         try {
             chosen = Backend.parse(backend);
         } catch (IllegalArgumentException e) {
-            throw new picocli.CommandLine.ParameterException(new picocli.CommandLine(this), "bench alltoall --backend: " + e.getMessage(), e);
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--backend: " + e.getMessage(), e);
         }
         if (chosen == Backend.MPI) return callMpi();
         if (chosen == Backend.NCCL) return callNccl();
@@ -84,12 +92,17 @@ public final class BenchAllToAllCommand implements Callable<Integer> {
 
     /** The NCCL backend: --ranks GPUs of this machine; sizes as the peer's nccl_a2a.py (16, 64, 256 MiB per rank). */
     private int callNccl() {
-        List<moe4j.bench.NcclAllToAllBenchmark.Result> results = moe4j.bench.NcclAllToAllBenchmark.measure(ranks, List.of(16, 64, 256));
-        System.out.printf("nccl         %s, %d GPUs of this machine, one rank thread each%n",
-                moe4j.distributed.nccl.NcclProcessGroup.ncclVersion(), ranks);
+        if (hostWarmup < 0) {
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--host-warmup " + hostWarmup + ": expected 0 or more exchanges");
+        }
+        List<moe4j.bench.NcclAllToAllBenchmark.Result> results = moe4j.bench.NcclAllToAllBenchmark.measure(ranks, List.of(16, 64, 256),
+                hostWarmup);
+        System.out.printf("nccl         %s, %d GPUs of this machine, one rank thread each, %d host warm-up exchanges%n",
+                moe4j.distributed.nccl.NcclProcessGroup.ncclVersion(), ranks, hostWarmup);
         for (moe4j.bench.NcclAllToAllBenchmark.Result r : results) {
-            System.out.printf("MOE4J_NCCL_A2A ranks=%d MiB_per_rank=%d ms=%.3f GBps_per_rank_sent=%.1f%n", r.ranks(), r.mibPerRank(),
-                    r.millis(), r.gibPerSecondSentPerRank());
+            // host_us_per_call: rank 0's time to queue one timed exchange; near ms*1000 the host set the pace
+            System.out.printf("MOE4J_NCCL_A2A ranks=%d MiB_per_rank=%d ms=%.3f GBps_per_rank_sent=%.1f host_us_per_call=%.1f%n",
+                    r.ranks(), r.mibPerRank(), r.millis(), r.gibPerSecondSentPerRank(), r.hostMicrosPerCall());
         }
         if (json) {
             Map<String, Object> all = new LinkedHashMap<>();

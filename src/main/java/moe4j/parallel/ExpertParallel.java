@@ -446,22 +446,27 @@ public final class ExpertParallel {
                 g -> new Tensor[] {exchange(g, inSplits, outSplits, group, wire)});
     }
 
-    /** One all-to-all of {@code rows}, converted to {@code wire} before it leaves and back to the rows' type on arrival. */
+    /**
+     * One all-to-all of {@code rows}, converted to {@code wire} before it leaves and back to the rows' type on arrival.
+     * Every buffer here is written in full before it is read (the exchange fills all {@code sum(outSplits)} rows it
+     * receives into), so none is zero-filled first: on a GPU a fill is a pass over the exchanged bytes on the
+     * exchange's own stream.
+     */
     private static Tensor exchange(Tensor rows, int[] outSplits, int[] inSplits, ProcessGroup group, DType wire) {
         int received = 0;
         for (int s : outSplits) received += s;
         int width = rows.dim(1);
         if (wire == rows.dtype()) {
-            Tensor out = Tensor.zeros(rows.device(), rows.dtype(), received, width);
+            Tensor out = Tensor.empty(rows.device(), rows.dtype(), received, width);
             group.allToAllSingle(out, rows, outSplits, inSplits);
             return out;
         }
         ElementwiseKernels convert = Kernels.of(rows.device()).elementwise();
-        Tensor sent = Tensor.zeros(rows.device(), wire, rows.shape());
+        Tensor sent = Tensor.empty(rows.device(), wire, rows.shape());
         convert.convert(rows, sent);
-        Tensor arrived = Tensor.zeros(rows.device(), wire, received, width);
+        Tensor arrived = Tensor.empty(rows.device(), wire, received, width);
         group.allToAllSingle(arrived, sent, outSplits, inSplits);
-        Tensor out = Tensor.zeros(rows.device(), rows.dtype(), received, width);
+        Tensor out = Tensor.empty(rows.device(), rows.dtype(), received, width);
         convert.convert(arrived, out);
         return out;
     }

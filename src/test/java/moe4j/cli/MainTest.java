@@ -87,6 +87,14 @@ class MainTest {
         assertTrue(uneven.err().contains("must be divisible by ep (3)"), uneven.err());
     }
 
+    /** Checked before any GPU or library is looked for, so it fails the same on a machine without either. */
+    @Test
+    void benchAlltoallRefusesANegativeHostWarmupInOneSentence() {
+        Run r = run("bench", "alltoall", "--backend", "nccl", "--ranks", "2", "--host-warmup", "-1");
+        assertEquals(2, r.exitCode(), r.err());
+        assertTrue(r.err().contains("moe4j bench alltoall: error: --host-warmup -1: expected 0 or more exchanges"), r.err());
+    }
+
     @Test
     void infoJsonIsOneObjectOnTheLastLine() {
         Run r = run("info", "--json");

@@ -249,10 +249,12 @@ final class NcclLibrary {
         }
     }
 
-    /** The communicator's asynchronous state: {@link #SUCCESS}, {@link #IN_PROGRESS} or the error a peer or the network hit. */
-    int asyncError(long comm) {
-        try (Arena a = Arena.ofConfined()) {
-            MemorySegment state = a.allocate(JAVA_INT);
+    /**
+     * The communicator's asynchronous state: {@link #SUCCESS}, {@link #IN_PROGRESS} or the error a peer or the
+     * network hit. {@code state} is the caller's 4-byte scratch, reused (asked after every wait, so no arena per call).
+     */
+    int asyncError(long comm, MemorySegment state) {
+        try {
             int rc = (int) commGetAsyncError.invokeExact(comm, state);
             if (rc != SUCCESS) return rc;
             return state.get(JAVA_INT, 0);

@@ -42,15 +42,15 @@ public final class CudaBackend implements DeviceBackend {
 
         @Override
         public long stream(Device device) {
-            CudaGpu gpu = CudaGpu.of(device.index());
-            CudaStream s = CudaStream.of(gpu);
-            gpu.makeCurrent();
+            CudaStream s = CudaStream.ofThisThread(device.index());
+            s.gpu.makeCurrent();
             return s.stream.address();
         }
 
         @Override
         public boolean idle(Device device) {
-            CudaStream s = CudaStream.of(CudaGpu.of(device.index()));
+            CudaStream s = CudaStream.ofThisThread(device.index());
+            s.gpu.makeCurrent(); // as stream(): the query runs in the stream's own context whatever the thread did since
             return s.driver.query(s.stream);
         }
     };

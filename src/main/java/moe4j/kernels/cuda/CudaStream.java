@@ -61,6 +61,16 @@ public final class CudaStream {
         return s;
     }
 
+    /**
+     * The calling thread's stream on GPU {@code ordinal}: once made, found in the thread's own map, without
+     * {@link CudaGpu#of}'s process-wide lock or its context switch. Rank threads that poll their streams
+     * (NCCL waits) must not contend with each other's enqueues.
+     */
+    static CudaStream ofThisThread(int ordinal) {
+        CudaStream s = STREAMS.get().get(ordinal);
+        return s != null ? s : of(CudaGpu.of(ordinal));
+    }
+
     public CudaGpu gpu() {
         return gpu;
     }

@@ -156,6 +156,29 @@ class NcclGpuTest {
         assertEquals(List.of(true, true), ok);
     }
 
+    /**
+     * The streams' lookup skips the process-wide GPU table once a thread has its stream: a rank thread that
+     * last worked on the other GPU (whose context is then current) still queues and waits on its own.
+     */
+    @Test
+    void aRankThatTouchedTheOtherGpuStillExchangesOnItsOwnStream() {
+        List<float[]> got = Backend.NCCL.run(2, TIMEOUT, g -> {
+            int r = g.rank();
+            Device mine = ((NcclProcessGroup) g).device();
+            Device other = Device.cuda(1 - r);
+            Tensor x = onGpu(g, new float[] {10 * r, 10 * r + 1}, 2, 1);
+            Tensor y = Tensor.zeros(mine, DType.F32, 2, 1);
+            Tensor elsewhere = Tensor.of(new float[] {7}, 1).to(other); // leaves the other GPU's context current here
+            assertEquals(7f, elsewhere.to(Device.CPU).get(0));
+            Work w = g.allToAllSingleAsync(y, x, new int[] {1, 1}, new int[] {1, 1});
+            w.await();
+            assertTrue(DeviceBackend.find("cuda").streams().idle(mine));
+            return y.to(Device.CPU).toFloatArray();
+        });
+        assertArrayEquals(new float[] {0, 10}, got.get(0));
+        assertArrayEquals(new float[] {1, 11}, got.get(1));
+    }
+
     @Test
     void asynchronousCollectivesRunInOrderOnTheRanksStream() {
         List<float[]> got = Backend.NCCL.run(2, TIMEOUT, g -> {
