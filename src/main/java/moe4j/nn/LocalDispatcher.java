@@ -22,9 +22,9 @@ public final class LocalDispatcher implements TokenDispatcher<Routing> {
         TokenDispatcher.checkDispatchInputs("LocalDispatcher.dispatch", x_TD, indices_TK);
         try (var p = Profiler.phase("permute")) {
             Routing routing = Routing.sortByExpert(indices_TK, numExperts);
-            Tensor rows_RD = Ops.indexSelect(x_TD, routing.tokenOfRow());
-            // all the entries of the group are this rank's: the local expert j is global expert j
-            return new Dispatched<>(rows_RD, routing.rowsPerExpert(), routing.rowCount(), routing);
+            // all the entries of the group are this rank's: the local expert j is global expert j; the rows
+            // are the tokens' rows in expert order, gathered by whoever computes them
+            return new Dispatched<>(x_TD, routing.tokenOfRow(), routing.rowsPerExpert(), routing.rowCount(), routing);
         }
     }
 

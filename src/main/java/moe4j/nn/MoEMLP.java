@@ -312,16 +312,16 @@ public final class MoEMLP extends Module {
             throw new IllegalArgumentException("computeExperts: " + rowsPerLocalExpert.length + " group sizes for "
                     + numLocalExperts + " local experts");
         }
-        Tensor rows_RD = dispatched.rows_RD();
         Activation act = config.activation();
         Tensor out_RD;
-        if (config.packed() && act.gated() && Kernels.of(rows_RD.device()).matmul().fusesGatedExperts()) {
-            // the device runs the three products and the activation as one computation (its phase includes the activation)
+        if (config.packed() && act.gated() && Kernels.of(dispatched.source().device()).matmul().fusesGatedExperts()) {
+            // the device gathers the rows, runs the three products and the activation as one computation (its
+            // phase includes the gather and the activation)
             try (var p = Profiler.phase(GROUPED_GEMM_PHASE)) {
-                out_RD = GroupedMatmul.gatedExperts(rows_RD, rowsPerLocalExpert, gateW(), upW(), downW());
+                out_RD = GroupedMatmul.gatedExperts(dispatched.source(), dispatched.rowIndex(), rowsPerLocalExpert, gateW(), upW(), downW());
             }
         } else {
-            out_RD = composedExperts(rows_RD, rowsPerLocalExpert, act);
+            out_RD = composedExperts(dispatched.rows_RD(), rowsPerLocalExpert, act);
         }
         if (!gradientScale) return out_RD;
         try (var p = Profiler.phase("gradient scale")) {

@@ -199,22 +199,19 @@ public final class ExpertParallel {
 
             // 5a. Regroup the received rows by local expert: they arrive by source rank, then expert, and the
             //     grouped GEMM wants each expert's rows from every source together.
-            Tensor rows_RD;
+            //     The layer's experts gather them (Dispatched.rows_RD or a device's fused experts).
             Tensor regroup = null;
-            try (var p = Profiler.phase("permute")) {
-                if (epSize > 1) {
+            if (epSize > 1) {
+                try (var p = Profiler.phase("permute")) {
                     // built from the host counts, then copied once to the rows' device
                     // a permutation of the received rows, built here: no range check on the device
                     regroup = regroupByExpert(counts.fromPeer()).to(recv_RD.device()).markIndicesBelow(recv_RD.dim(0));
-                    rows_RD = Ops.indexSelect(recv_RD, regroup);
-                } else {
-                    rows_RD = recv_RD;
                 }
             }
             // 5b-6 happen in the layer: its grouped GEMM over rows_RD, then gradient scaling, where n_e counts the
             // whole group's entries for expert e (what its owner received) and avg is groupEntries / E, so P
             // ranks compute what one rank would on all their tokens.
-            return new Dispatched<>(rows_RD, rowsPerLocalExpert, groupEntries,
+            return new Dispatched<>(recv_RD, regroup, rowsPerLocalExpert, groupEntries,
                     new Exchange(routing, sendSplits, recvSplits, regroup, rowsWire, null));
         }
 
@@ -268,15 +265,14 @@ public final class ExpertParallel {
             // 5a. Expand: the received rows' entries on this rank's experts, grouped by local expert (stable, so
             //     by source rank and token within an expert), each taking its received row. The group sizes are
             //     the exchanged counts: nothing more comes to the host.
+            //     The layer's experts gather the rows (Dispatched.rows_RD or a device's fused experts).
             Routing expansion;
-            Tensor rows_RD;
             try (var p = Profiler.phase("permute")) {
                 Tensor local_UK = Tensor.zeros(recvIds_UK.device(), DType.I32, receivedRows, k);
                 kernels.routing().localExperts(recvIds_UK, localExpertStart, numLocalExperts, local_UK);
                 expansion = Routing.groupWithKnownCounts(local_UK, numLocalExperts, rowsPerLocalExpert);
-                rows_RD = Ops.indexSelect(recv_UD, expansion.tokenOfRow());
             }
-            return new Dispatched<>(rows_RD, rowsPerLocalExpert, groupEntries,
+            return new Dispatched<>(recv_UD, expansion.tokenOfRow(), rowsPerLocalExpert, groupEntries,
                     new Exchange(pairs, sendSplits, recvSplits, null, rowsWire, expansion));
         }
 

@@ -61,8 +61,22 @@ final class Bf16Copies implements AutoCloseable {
 
         /** Each group's rows of the packed fp32 {@code src} into the layout at {@code dst} as bf16, zero rows after them. */
         void pad(CudaStream s, long src, long dst, int cols) {
+            padGathered(s, src, 0L, dst, cols);
+        }
+
+        /**
+         * As {@link #pad}, packed row i taken from row {@code index[i]} of {@code src} ({@code index} an int32
+         * device array of the packed rows from offsets[0]; 0 for none: row i of {@code src}).
+         */
+        void padGathered(CudaStream s, long src, long index, long dst, int cols) {
             s.launch(KernelSource.PERMUTE, "pad_rows_f32_bf16").grid(blocks(s.gpu.multiprocessors), groups)
-                    .ptr(src).ptr(dst).ptr(address).i32(groups).i32(cols).i32(wide(src, cols)).run();
+                    .ptr(src).ptr(dst).ptr(address).ptr(index).i32(groups).i32(cols).i32(wide(src, cols)).run();
+        }
+
+        /** Adds each group's rows of the fp32 layout at {@code src} into rows {@code index[i]} of {@code dst} (atomically). */
+        void unpadScatterAdd(CudaStream s, long src, long index, long dst, int cols) {
+            s.launch(KernelSource.PERMUTE, "unpad_scatter_add_rows_f32").grid(blocks(s.gpu.multiprocessors), groups)
+                    .ptr(src).ptr(dst).ptr(address).ptr(index).i32(groups).i32(cols).run();
         }
 
         /** Moves each group's rows of the fp32 layout at {@code src} to the packed rows at {@code dst}. */

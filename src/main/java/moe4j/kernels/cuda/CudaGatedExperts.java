@@ -11,10 +11,11 @@ import moe4j.tensor.Tensor;
  * The gated (SwiGLU) experts of an MoE layer in mixed precision as one computation
  * ({@link MatmulKernels#gatedExperts}), in the grouped layout of a {@link RowPlan} from start to end:
  * <pre>
- *   forward:  x → layout, bf16 (one pass) → [gate | up] = x·Wg, x·Wu (fp32) → h = silu(gate)·up (bf16)
+ *   forward:  x → layout, bf16 (one pass; rows taken through the row index when there is one) → [gate | up] = x·Wg, x·Wu (fp32) → h = silu(gate)·up (bf16)
  *             → h·Wd (fp32) → packed rows of out (one pass; none for a compact plan, whose layout is the packed rows)
  *   backward: dOut → layout, bf16 (one pass) → dWd = hᵀ·dOut, dh = dOut·Wdᵀ (fp32) → [dgate | dup] (bf16)
- *             → dWg, dWu = xᵀ·[dgate | dup]; dx = dgate·Wgᵀ + dup·Wuᵀ (fp32) → packed rows of dx (one pass)
+ *             → dWg, dWu = xᵀ·[dgate | dup]; dx = dgate·Wgᵀ + dup·Wuᵀ (fp32) → packed rows of dx (one pass;
+ *             added into the rows they were taken from when there is a row index)
  * </pre>
  * Composed from grouped products, the same function converts or moves its rows at each of the five
  * products and keeps its activations in fp32; here the hidden rows are written once, already bf16, and
@@ -25,8 +26,8 @@ import moe4j.tensor.Tensor;
 final class CudaGatedExperts {
     private CudaGatedExperts() {}
 
-    static MatmulKernels.GatedExpertsBackward forward(CudaStream s, RowPlan plan, int[] offsets, Tensor x, Tensor gateW, Tensor upW,
-                                                      Tensor downW, Tensor out) {
+    static MatmulKernels.GatedExpertsBackward forward(CudaStream s, RowPlan plan, int[] offsets, Tensor x, Tensor rowIndex, Tensor gateW,
+                                                      Tensor upW, Tensor downW, Tensor out) {
         int groups = offsets.length - 1;
         int d = x.dim(1);
         int h = gateW.dim(2);
@@ -50,7 +51,8 @@ final class CudaGatedExperts {
         String shape = "gated experts d=" + d + " h=" + h + " groups=" + groups + " rows~" + Integer.highestOneBit(Math.max(1, layoutRows));
         try (Bf16Copies copies = new Bf16Copies(s)) {
             long wg = copies.of(gateW), wu = copies.of(upW), wd = copies.of(downW);
-            map.pad(s, at(x, (long) first * d), at(x16), d);
+            if (rowIndex == null) map.pad(s, at(x, (long) first * d), at(x16), d);
+            else map.padGathered(s, at(x), at(rowIndex, first), at(x16), d);
             long xl = at(x16), gu = at(gateUp), hl = at(h16);
             // [gate | up] rows: two products writing the two halves of each fp32 row
             Bf16Products.run(s, plan, rows, shape + " gate", false, false, h, d, g -> xl + rowsAt.bf16(g, d), d,
@@ -100,12 +102,14 @@ final class CudaGatedExperts {
                 }
                 if (gx != null) {
                     // dx = dgate·Wgᵀ + dup·Wuᵀ: the second product adds into the first's result
-                    long dxl = plan.compact() ? at(gx, (long) first * d) : copies.scratch(4L * layoutRows * d);
+                    boolean direct = plan.compact() && rowIndex == null; // a compact layout's rows are gx's own
+                    long dxl = direct ? at(gx, (long) first * d) : copies.scratch(4L * layoutRows * d);
                     Bf16Products.run(s, plan, rows, shape + " dx gate", false, true, d, h, g -> dgu + rowsAt.bf16(g, 2 * h), 2 * h,
                             g -> wg + 2L * g * d * h, h, g -> dxl + rowsAt.f32(g, d), d, 0f);
                     Bf16Products.run(s, plan, rows, shape + " dx up", false, true, d, h, g -> dgu + rowsAt.bf16(g, 2 * h) + 2L * h, 2 * h,
                             g -> wu + 2L * g * d * h, h, g -> dxl + rowsAt.f32(g, d), d, 1f);
-                    if (!plan.compact()) kept.unpad(s, dxl, at(gx, (long) first * d), d);
+                    if (rowIndex != null) kept.unpadScatterAdd(s, dxl, at(rowIndex, first), at(gx), d);
+                    else if (!direct) kept.unpad(s, dxl, at(gx, (long) first * d), d);
                 }
             }
         };

@@ -197,13 +197,14 @@ extern "C" __global__ void scatter_add_rows_f32(const float* __restrict__ src, c
 // aligned, so every row is).
 
 // dst (padded rows × cols, bf16) = src's rows of each group, then zero rows up to the group's cap
+// With `index` (else null), packed row i is row index[i] of src: the rows are gathered on the way.
 extern "C" __global__ void pad_rows_f32_bf16(const float* __restrict__ src, bf16* __restrict__ dst, const int* __restrict__ meta,
-        int G, int cols, int wide) {
+        const int* __restrict__ index, int G, int cols, int wide) {
     int g = blockIdx.y;
     int compact = meta[g], padded = meta[G + g], count = meta[2 * G + g], cap = meta[3 * G + g];
     for (int r = blockIdx.x; r < cap; r += gridDim.x) {
         bf16* out = dst + (long long) (padded + r) * cols;
-        const float* in = src + (long long) (compact + r) * cols;
+        const float* in = src + (long long) (r < count && index != nullptr ? index[compact + r] : compact + r) * cols;
         if (wide) {
 #pragma unroll 4
             for (int c = 4 * threadIdx.x; c < cols; c += 4 * blockDim.x) {
@@ -215,6 +216,19 @@ extern "C" __global__ void pad_rows_f32_bf16(const float* __restrict__ src, bf16
         } else {
             for (int c = threadIdx.x; c < cols; c += blockDim.x) st(out, c, r < count ? in[c] : 0.f);
         }
+    }
+}
+
+// dst += each group's first count rows of the f32 layout src, packed row i added into row index[i] of dst
+// (atomically: several packed rows may name one dst row, as a gather's gradient does)
+extern "C" __global__ void unpad_scatter_add_rows_f32(const float* __restrict__ src, float* __restrict__ dst, const int* __restrict__ meta,
+        const int* __restrict__ index, int G, int cols) {
+    int g = blockIdx.y;
+    int compact = meta[g], padded = meta[G + g], count = meta[2 * G + g];
+    for (int r = blockIdx.x; r < count; r += gridDim.x) {
+        const float* in = src + (long long) (padded + r) * cols;
+        float* out = dst + (long long) index[compact + r] * cols;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) atomicAdd(out + c, in[c]);
     }
 }
 

@@ -40,22 +40,30 @@ class CudaGatedExpertsTest {
 
     @Test
     void bucketedGroupsOfUnequalSizes() {
-        check(new int[] {200, 70, 64, 1}, "auto");
+        check(new int[] {200, 70, 64, 1}, "auto", false);
     }
 
     @Test
     void bucketedWithAnEmptyGroup() {
-        check(new int[] {60, 0, 55, 60}, "auto");
+        check(new int[] {60, 0, 55, 60}, "auto", false);
     }
 
     @Test
     void paddedToTheLargestGroup() {
-        check(new int[] {60, 50, 55, 60}, "auto");
+        check(new int[] {60, 50, 55, 60}, "auto", false);
     }
 
     @Test
     void compactLayoutWritesThePackedRowsDirectly() {
-        check(new int[] {37, 0, 90, 5}, "compact");
+        check(new int[] {37, 0, 90, 5}, "compact", false);
+    }
+
+    /** Rows taken through a row index (repeats included): the gradient of a source row sums its rows'. */
+    @Test
+    void rowsGatheredThroughAnIndexInEveryLayout() {
+        check(new int[] {200, 70, 64, 1}, "auto", true);
+        check(new int[] {60, 50, 55, 60}, "auto", true);
+        check(new int[] {37, 0, 90, 5}, "compact", true);
     }
 
     @Test
@@ -71,36 +79,49 @@ class CudaGatedExpertsTest {
      * Forward and backward twice without clearing the gradients (the second backward adds into the weights'
      * gradients, beta 1), in the row layout {@code layout}.
      */
-    static void check(int[] sizes, String layout) {
+    static void check(int[] sizes, String layout, boolean gathered) {
         Rng rng = new Rng(5);
         int g = sizes.length, rows = 0;
         for (int s : sizes) rows += s;
-        Tensor x = Tensor.randn(rng, 1.0, rows, D);
+        // gathered: the rows come from a source of fewer rows through an index that repeats some of them
+        int sourceRows = gathered ? rows / 2 + 3 : rows;
+        Tensor x = Tensor.randn(rng, 1.0, sourceRows, D);
+        int[] index = new int[rows];
+        for (int i = 0; i < rows; i++) index[i] = gathered ? (int) ((i * 7L + 3) % sourceRows) : i;
+        Tensor rowIndex = gathered ? Tensor.ofInts(index, rows) : null;
         Tensor wg = Tensor.randn(rng, 0.2, g, D, H), wu = Tensor.randn(rng, 0.2, g, D, H), wd = Tensor.randn(rng, 0.2, g, H, D);
         Tensor gOut = Tensor.randn(rng, 1.0, rows, D);
-        double[][] ref = reference(sizes, x, wg, wu, wd, gOut);
+        Tensor xRows = gathered ? moe4j.ops.Ops.indexSelect(x, rowIndex) : x;
+        double[][] ref = reference(sizes, xRows, wg, wu, wd, gOut);
+        if (gathered) {
+            double[] summed = new double[sourceRows * D];
+            for (int i = 0; i < rows; i++) for (int c = 0; c < D; c++) summed[index[i] * D + c] += ref[1][i * D + c];
+            ref[1] = summed;
+        }
 
         Tensor[] p = {x.to(GPU).requiresGrad(true), wg.to(GPU).requiresGrad(true), wu.to(GPU).requiresGrad(true), wd.to(GPU).requiresGrad(true)};
+        Tensor indexOnGpu = gathered ? rowIndex.to(GPU) : null;
         String before = System.getProperty("moe4j.cuda.groupedLayout");
         System.setProperty("moe4j.cuda.groupedLayout", layout);
         Tensor out = null;
         try (var ctx = ExecutionContext.enter(GPU, 1, DType.BF16)) {
             for (int pass = 0; pass < 2; pass++) {
-                out = GroupedMatmul.gatedExperts(p[0], sizes, p[1], p[2], p[3]);
+                out = GroupedMatmul.gatedExperts(p[0], indexOnGpu, sizes, p[1], p[2], p[3]);
                 Autograd.backward(out, gOut.to(GPU));
             }
         } finally {
             if (before == null) System.clearProperty("moe4j.cuda.groupedLayout");
             else System.setProperty("moe4j.cuda.groupedLayout", before);
         }
-        String what = layout + " " + java.util.Arrays.toString(sizes);
+        String what = layout + (gathered ? " gathered " : " ") + java.util.Arrays.toString(sizes);
         within(what + " out", ref[0], out, 1);
         String[] names = {"dx", "dWgate", "dWup", "dWdown"};
         for (int i = 0; i < 4; i++) within(what + " " + names[i] + " (two backwards)", ref[i + 1], p[i].grad(), 2);
 
         // against the unrounded composition on the cpu: bf16 rounding, not more
         Tensor[] c = {x.requiresGrad(true), wg.requiresGrad(true), wu.requiresGrad(true), wd.requiresGrad(true)};
-        Tensor hidden = Ops.swiglu(GroupedMatmul.packed(c[0], sizes, c[1]), GroupedMatmul.packed(c[0], sizes, c[2]));
+        Tensor cRows = gathered ? Ops.indexSelect(c[0], rowIndex) : c[0];
+        Tensor hidden = Ops.swiglu(GroupedMatmul.packed(cRows, sizes, c[1]), GroupedMatmul.packed(cRows, sizes, c[2]));
         Tensor composed = GroupedMatmul.packed(hidden, sizes, c[3]);
         Autograd.backward(composed, gOut);
         bf16Away(what + " out against f32", composed, out, 1);
