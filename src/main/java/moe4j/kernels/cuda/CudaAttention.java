@@ -116,8 +116,10 @@ final class CudaAttention implements AttentionKernels {
         long pairs = x.numel() / 2;
         if (pairs == 0) return;
         if (start == 0) {
-            // whole sequences (training, a prompt): the rotations come from a table made once per shape
-            stream().launch(KernelSource.ATTENTION, "rope_from_table").over(pairs).ptr(at(x)).ptr(ropeTable(theta, scale, hd, s)).f32(sign)
+            // whole sequences (training, a prompt): the rotations come from a table made once per shape (before
+            // this launch's arguments: making it launches a kernel, and a stream packs one launch at a time)
+            long table = ropeTable(theta, scale, hd, s);
+            stream().launch(KernelSource.ATTENTION, "rope_from_table").over(pairs).ptr(at(x)).ptr(table).f32(sign)
                     .i32(s).i32(h).i32(hd).i64(pairs).ptr(at(out)).run();
             return;
         }

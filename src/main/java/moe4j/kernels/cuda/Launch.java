@@ -1,17 +1,18 @@
 package moe4j.kernels.cuda;
 
-import static java.lang.foreign.ValueLayout.JAVA_FLOAT;
 import static java.lang.foreign.ValueLayout.JAVA_INT;
 import static java.lang.foreign.ValueLayout.JAVA_LONG;
 
 import java.lang.foreign.MemorySegment;
 
 /**
- * One kernel launch: geometry and arguments, then {@link #run}. Arguments are packed into the stream's
- * reusable slots (8 bytes each; {@code kernelParams[i]} points at slot i), which cuLaunchKernel copies
- * before it returns, so a launch allocates nothing native. Argument types must match the kernel's C
- * signature: {@link #ptr} for pointers, {@link #i32} for int, {@link #i64} for long long, {@link #f32}
- * for float.
+ * One kernel launch: geometry and arguments, then {@link #run}. Arguments are collected here as 8-byte
+ * words and copied into the stream's reusable slots ({@code kernelParams[i]} points at slot i) only by
+ * {@link #run}, which cuLaunchKernel copies before it returns: a launch allocates nothing native, and an
+ * argument expression that itself launches a kernel (making a table, converting an operand) cannot
+ * overwrite this launch's arguments. Argument types must match the kernel's C signature: {@link #ptr}
+ * for pointers, {@link #i32} for int, {@link #i64} for long long, {@link #f32} for float, {@link #f64}
+ * for double.
  */
 final class Launch {
     /** Threads per block of the element-wise and row kernels. */
@@ -21,6 +22,8 @@ final class Launch {
     private final MemorySegment kernel;
     private final String name;
     private int gx = 1, gy = 1, bx = THREADS, shared;
+    private final long[] words = new long[CudaStream.MAX_KERNEL_ARGS];
+    private final boolean[] narrow = new boolean[CudaStream.MAX_KERNEL_ARGS];
     private int args;
 
     Launch(CudaStream stream, MemorySegment kernel, String name) {
@@ -72,37 +75,39 @@ final class Launch {
         return this;
     }
 
-    private long slot() {
+    /** The next argument: an 8-byte word, of which a 4-byte argument uses the low half. */
+    private Launch word(long bits, boolean fourBytes) {
         if (args == CudaStream.MAX_KERNEL_ARGS) throw new IllegalArgumentException(name + ": more than " + args + " arguments");
-        return 8L * args++;
+        words[args] = bits;
+        narrow[args++] = fourBytes;
+        return this;
     }
 
     Launch ptr(long address) {
-        stream.argValues.set(JAVA_LONG, slot(), address);
-        return this;
+        return word(address, false);
     }
 
     Launch i32(int v) {
-        stream.argValues.set(JAVA_INT, slot(), v);
-        return this;
+        return word(v, true);
     }
 
     Launch i64(long v) {
-        stream.argValues.set(JAVA_LONG, slot(), v);
-        return this;
+        return word(v, false);
     }
 
     Launch f64(double v) {
-        stream.argValues.set(java.lang.foreign.ValueLayout.JAVA_DOUBLE, slot(), v);
-        return this;
+        return word(Double.doubleToRawLongBits(v), false);
     }
 
     Launch f32(float v) {
-        stream.argValues.set(JAVA_FLOAT, slot(), v);
-        return this;
+        return word(Float.floatToRawIntBits(v), true);
     }
 
     void run() {
+        for (int i = 0; i < args; i++) {
+            if (narrow[i]) stream.argValues.set(JAVA_INT, 8L * i, (int) words[i]);
+            else stream.argValues.set(JAVA_LONG, 8L * i, words[i]);
+        }
         stream.begin(name);
         try {
             stream.driver.launch(kernel, name, gx, gy, 1, bx, 1, 1, shared, stream.stream, stream.argPointers);
