@@ -13,6 +13,8 @@ import moe4j.tensor.ScopePerTest;
 import moe4j.tensor.Tensor;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 /**
  * {@link Ops#weightedCombine} against the composition it stands for in a training step (gather each row's
@@ -97,29 +99,23 @@ class WeightedCombineTest {
         }
     }
 
-    @Test
-    void computesOnlyTheGradientsThatAreWanted() {
+    @ParameterizedTest(name = "rows want a gradient: {0}")
+    @ValueSource(booleans = {true, false})
+    void computesOnlyTheGradientsThatAreWanted(boolean rowsWantOne) {
         Rng rng = new Rng(5);
         Case c = routing(rng, 9, 2, 3, 6);
         Tensor seed = Tensor.randn(rng, 1.0, c.tokens(), c.width());
+        Tensor rows = Tensor.randn(rng, 1.0, c.entryOfRow().length, c.width()).requiresGrad(rowsWantOne);
+        Tensor weights = Tensor.randn(rng, 1.0, c.tokens(), c.k()).requiresGrad(!rowsWantOne);
+        Tensor wanting = rowsWantOne ? rows : weights;
+        Tensor notWanting = rowsWantOne ? weights : rows;
 
-        Tensor rows = Tensor.randn(rng, 1.0, c.entryOfRow().length, c.width()).requiresGrad(true);
-        Tensor fixedWeights = Tensor.randn(rng, 1.0, c.tokens(), c.k());
-        Autograd.backward(Ops.weightedCombine(rows, fixedWeights, ints(c.entryOfRow())), seed);
-        assertNull(fixedWeights.grad(), "weights that want no gradient get none");
-        Tensor rowsGrad = rows.grad().copy();
-        rows.zeroGrad();
-        Autograd.backward(composed(rows, fixedWeights, c), seed);
-        assertSameBits(rows.grad(), rowsGrad, "gradient of the rows alone");
-
-        Tensor fixedRows = Tensor.randn(rng, 1.0, c.entryOfRow().length, c.width());
-        Tensor weights = Tensor.randn(rng, 1.0, c.tokens(), c.k()).requiresGrad(true);
-        Autograd.backward(Ops.weightedCombine(fixedRows, weights, ints(c.entryOfRow())), seed);
-        assertNull(fixedRows.grad(), "rows that want no gradient get none");
-        Tensor weightsGrad = weights.grad().copy();
-        weights.zeroGrad();
-        Autograd.backward(composed(fixedRows, weights, c), seed);
-        assertSameBits(weights.grad(), weightsGrad, "gradient of the weights alone");
+        Autograd.backward(Ops.weightedCombine(rows, weights, ints(c.entryOfRow())), seed);
+        assertNull(notWanting.grad(), "an input that wants no gradient gets none");
+        Tensor got = wanting.grad().copy();
+        wanting.zeroGrad();
+        Autograd.backward(composed(rows, weights, c), seed);
+        assertSameBits(wanting.grad(), got, "the gradient alone");
     }
 
     @Test
