@@ -707,7 +707,7 @@ final class CudaKernels implements Kernels {
         public void weightedCombineBackward(Tensor gradOut, Tensor rows, Tensor weights, Tensor entryOfRow, Tensor gradRows,
                                             Tensor gradWeights) {
             CudaStream s = stream();
-            if (gradWeights != null) s.zero(at(gradWeights), 4L * gradWeights.numel()); // the entries of no row
+            if (gradWeights != null && gradWeights.numel() > 0) s.zero(at(gradWeights), 4L * gradWeights.numel()); // entries of no row
             int rowCount = rows.rowCount(), d = rows.rowWidth();
             if (rowCount == 0 || (gradRows == null && gradWeights == null)) return;
             s.launch(KernelSource.PERMUTE, "combine_backward_f32").grid(Math.min(rowCount, 65535 * 8)).block(256)
