@@ -26,4 +26,21 @@ public interface IndexKernels {
 
     /** gradIn[i, idx[i, s]] += g[i, s] (gradIn zero on entry). */
     void scatterAddColumns(Tensor g, Tensor idx, Tensor gradIn);
+
+    /**
+     * The combine of an MoE layer, a gather per token: for rows (R, D), weights (T, K) and int32 entryOfRow
+     * (R) holding flat entries e = t·K + k in [0, T·K), each at most once, out (T, D) gets
+     * out[t] = Σ over the rows i of token t (e / K = t), in ascending i, of weights[e]·rows[i], the sum
+     * starting at 0 and each product rounded to float32 before it is added. Every element of out is
+     * written (0 for a token of no row); the same bits on every run and on every device.
+     */
+    void weightedCombine(Tensor rows, Tensor weights, Tensor entryOfRow, Tensor out);
+
+    /**
+     * The backward of {@link #weightedCombine} from gradOut (T, D): gradRows[i] = weights[e]·gradOut[t]
+     * (R, D) and gradWeights[e] = ⟨rows[i], gradOut[t]⟩ (T, K), 0 at the entries of no row, for
+     * e = entryOfRow[i], t = e / K. Either output may be null when its gradient is not wanted; those given
+     * are written in full.
+     */
+    void weightedCombineBackward(Tensor gradOut, Tensor rows, Tensor weights, Tensor entryOfRow, Tensor gradRows, Tensor gradWeights);
 }

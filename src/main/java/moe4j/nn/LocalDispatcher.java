@@ -31,7 +31,7 @@ public final class LocalDispatcher implements TokenDispatcher<Routing> {
     @Override
     public Tensor combine(Tensor expertOut_RD, Dispatched<Routing> dispatched, Tensor weights_TK) {
         try (var p = Profiler.phase("unpermute")) {
-            return dispatched.combineState().weightAndCombine(expertOut_RD, weights_TK, weights_TK.dim(0));
+            return dispatched.combineState().weightAndCombine(expertOut_RD, weights_TK);
         }
     }
 }

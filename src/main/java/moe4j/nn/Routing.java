@@ -20,11 +20,10 @@ public record Routing(Tensor tokenOfRow, Tensor entryOfRow, int[] rowsPerExpert)
 
     /**
      * The combine step: row i of {@code rows} (expert outputs in this routing's order) times its entry's
-     * routing weight, scatter-added into token {@code tokenOfRow[i]} of a ({@code tokens}, D) result.
+     * routing weight, summed into token {@code tokenOfRow[i]} of a (T, D) result for {@code weights} (T, K).
      */
-    public Tensor weightAndCombine(Tensor rows, Tensor weights, int tokens) {
-        Tensor rowWeights = Ops.indexSelect(Ops.reshape(weights, -1, 1), entryOfRow);
-        return Ops.indexAdd(tokens, tokenOfRow, Ops.mulRows(rows, rowWeights));
+    public Tensor weightAndCombine(Tensor rows, Tensor weights) {
+        return Ops.weightedCombine(rows, weights, entryOfRow);
     }
 
     /**

@@ -460,6 +460,34 @@ public final class Ops {
         return indexAdd(Tensor.zeros(src.device(), shape), idx, src);
     }
 
+    /**
+     * The combine of an MoE layer: for rows (R, D), weights (T, K) and int32 entryOfRow (R), each row's flat
+     * entry e = t·K + k (each entry at most once; entries of no row, such as dropped ones, add nothing),
+     * out (T, D) with out[t] = Σ weights[e]·rows[i] over the rows i of token t. Sums run in ascending row
+     * order with each product rounded to float first, so the result is the bits of scaling the rows and
+     * {@link #indexAdd index-adding} them into zeros, on every device (a GPU gathers each token's rows, no
+     * atomics). One kernel pass each way instead of the gather, scale, scatter and their backwards.
+     */
+    public static Tensor weightedCombine(Tensor rows, Tensor weights, Tensor entryOfRow) {
+        require2d(rows, "weightedCombine", "rows");
+        require2d(weights, "weightedCombine", "weights");
+        requireIndexVector(entryOfRow, "weightedCombine");
+        if (entryOfRow.dim(0) != rows.dim(0)) {
+            throw new IllegalArgumentException("weightedCombine: " + entryOfRow.dim(0) + " entries for the " + rows.dim(0)
+                    + " rows of " + rows.shapeString() + "; one entry per row expected");
+        }
+        Kernels kernels = Kernels.on("weightedCombine", rows, weights, entryOfRow);
+        checkIndices(kernels, entryOfRow, Math.toIntExact(weights.numel()), "weightedCombine");
+        Tensor out = Tensor.empty(rows.device(), DType.F32, weights.dim(0), rows.dim(1));
+        kernels.indexing().weightedCombine(rows, weights, entryOfRow, out);
+        return record(out, "weightedCombine", new Tensor[] {rows, weights, entryOfRow}, g -> {
+            Tensor gRows = rows.requiresGrad() ? Tensor.emptyLike(rows) : null;
+            Tensor gWeights = weights.requiresGrad() ? Tensor.emptyLike(weights) : null;
+            kernels.indexing().weightedCombineBackward(g, rows, weights, entryOfRow, gRows, gWeights);
+            return new Tensor[] {gRows, gWeights, null};
+        });
+    }
+
     /** The same elements seen with another shape (one -1 inferred). */
     public static Tensor reshape(Tensor x, int... shape) {
         Tensor out;

@@ -296,7 +296,7 @@ public final class ExpertParallel {
 
             // 8. Un-sort, weight and scatter-add by token. Routing weights never travel: the router's gradient stays local.
             try (var p = Profiler.phase("unpermute")) {
-                return exchange.routing().weightAndCombine(home_SD, weights_TK, weights_TK.dim(0));
+                return exchange.routing().weightAndCombine(home_SD, weights_TK);
             }
         }
 
@@ -309,8 +309,6 @@ public final class ExpertParallel {
         private Tensor combineOncePerRank(Tensor expertOut_RD, Exchange exchange, Tensor weights_TK) {
             Routing pairs = exchange.routing();
             Routing expansion = exchange.received();
-            int receivedRows = 0;
-            for (int n : exchange.recvSplits()) receivedRows += n;
             Tensor home_UD;
             try (var p = Profiler.phase("combine all-to-all")) {
                 // the weights stay float32 whatever the rows' wire: they scale every expert output
@@ -318,7 +316,7 @@ public final class ExpertParallel {
                         exchange.sendSplits(), group, "combine weights", DType.F32);
                 Tensor partial_UD;
                 try (var u = Profiler.phase("unpermute")) {
-                    partial_UD = expansion.weightAndCombine(expertOut_RD, recvWeights_UK, receivedRows);
+                    partial_UD = expansion.weightAndCombine(expertOut_RD, recvWeights_UK);
                 }
                 home_UD = allToAll(partial_UD, exchange.sendSplits(), exchange.recvSplits(), group, "combine", exchange.wire());
             }

@@ -139,7 +139,7 @@ class DeviceSeamTest {
             Tensor act = Ops.swiglu(GroupedMatmul.packed(rows, groupSizes, params.get("gate")),
                     GroupedMatmul.packed(rows, groupSizes, params.get("up")));
             Tensor expertOut = GroupedMatmul.packed(act, groupSizes, params.get("down"));
-            Tensor moe = routing.weightAndCombine(expertOut, weights, tokens);
+            Tensor moe = routing.weightAndCombine(expertOut, weights);
             Tensor logits = Ops.matmul(Ops.add(h, moe), params.get("head"));
             Tensor loss = Ops.add(Ops.crossEntropy(logits, targets),
                     Ops.scale(Ops.mean(Ops.logSumExp(logits)), 1e-3));

@@ -92,6 +92,16 @@ class OpsBadInputTest {
                 "indexSelect", "1-D", "[1, 2]"));
         c.add(new BadCall("indexSelect float indices", () -> Ops.indexSelect(f(3, 2), f(2)), "indexSelect", "I32"));
         c.add(new BadCall("indexSelect from a scalar", () -> Ops.indexSelect(f(), i32(0)), "indexSelect", "scalar"));
+        c.add(new BadCall("weightedCombine entry out of range", () -> Ops.weightedCombine(f(2, 3), f(2, 2), i32(1, 4)),
+                "weightedCombine", "index 4", "[0, 4)"));
+        c.add(new BadCall("weightedCombine entry twice", () -> Ops.weightedCombine(f(2, 3), f(2, 2), i32(3, 3)),
+                "weightedCombine", "entry 3", "twice"));
+        c.add(new BadCall("weightedCombine entry count", () -> Ops.weightedCombine(f(3, 3), f(2, 2), i32(0, 1)),
+                "weightedCombine", "2 entries", "[3, 3]"));
+        c.add(new BadCall("weightedCombine 1-D weights", () -> Ops.weightedCombine(f(2, 3), f(4), i32(0, 1)),
+                "weightedCombine", "weights", "[4]"));
+        c.add(new BadCall("weightedCombine int32 rows", () -> Ops.weightedCombine(Tensor.zeros(DType.I32, 2, 3), f(2, 2), i32(0, 1)),
+                "weightedCombine", "I32"));
         c.add(new BadCall("indexAdd index out of range", () -> Ops.indexAdd(f(3, 2), i32(0, 4), f(2, 2)), "indexAdd", "index 4", "[0, 3)"));
         c.add(new BadCall("indexAdd source rows", () -> Ops.indexAdd(f(3, 2), i32(0, 1), f(3, 2)), "indexAdd", "[3, 2]", "2 rows"));
         c.add(new BadCall("indexAdd source width", () -> Ops.indexAdd(f(3, 2), i32(0, 1), f(2, 3)), "indexAdd", "[2, 3]", "[3, 2]"));

@@ -188,6 +188,23 @@ class OpsTest {
         return new Expected(y, shape);
     }
 
+    /**
+     * The MoE combine by its definition: out[e / K] += weights[e]·rows[i] for e = entries[i], over (T, D)
+     * zeros, in float64.
+     */
+    static Expected weightedCombineRef(Tensor rows, Tensor weights, int[] entries) {
+        double[] x = d(rows);
+        double[] w = d(weights);
+        int k = weights.dim(1);
+        int width = rows.dim(1);
+        double[] y = new double[weights.dim(0) * width];
+        for (int i = 0; i < entries.length; i++) {
+            int t = entries[i] / k;
+            for (int j = 0; j < width; j++) y[t * width + j] += w[entries[i]] * x[i * width + j];
+        }
+        return new Expected(y, weights.dim(0), width);
+    }
+
     // ------------------------------------------------------------------ the table
 
     static Stream<OpCase> cases() {
@@ -407,6 +424,21 @@ class OpsTest {
         c.add(new OpCase("indexAdd (wide rows)", r -> List.of(randn(r, 3, w), ints(wideIdx), randn(r, 4, w)),
                 in -> Ops.indexAdd(in.get(0), in.get(1), in.get(2)),
                 in -> indexAddRef(d(in.get(0)), in.get(0).shape(), wideIdx, in.get(2))));
+        // The MoE combine: rows in expert order (not token order), entries dropped by capacity (no row),
+        // token 3 of no row at all, K = 1, and rows wider than a vector.
+        int[] combineEntries = {4, 0, 13, 7, 2, 6, 12, 5, 8}; // of 5 tokens × 3 slots: 1, 3, 9-11 and 14 dropped
+        c.add(new OpCase("weightedCombine (dropped entries, a token of no row)",
+                r -> List.of(randn(r, combineEntries.length, K), randn(r, 5, 3), ints(combineEntries)),
+                in -> Ops.weightedCombine(in.get(0), in.get(1), in.get(2)),
+                in -> weightedCombineRef(in.get(0), in.get(1), combineEntries)));
+        int[] topOneEntries = {2, 0, 3}; // of 4 tokens × 1 slot: token 1 dropped
+        c.add(new OpCase("weightedCombine (K = 1)", r -> List.of(randn(r, 3, 5), randn(r, 4, 1), ints(topOneEntries)),
+                in -> Ops.weightedCombine(in.get(0), in.get(1), in.get(2)),
+                in -> weightedCombineRef(in.get(0), in.get(1), topOneEntries)));
+        int[] wideEntries = {5, 0, 3, 2, 1}; // of 3 tokens × 2 slots: entry 4 dropped
+        c.add(new OpCase("weightedCombine (wide rows)", r -> List.of(randn(r, 5, w), randn(r, 3, 2), ints(wideEntries)),
+                in -> Ops.weightedCombine(in.get(0), in.get(1), in.get(2)),
+                in -> weightedCombineRef(in.get(0), in.get(1), wideEntries)));
         return c.stream();
     }
 

@@ -76,6 +76,19 @@ public final class Elementwise {
         for (; i < n; i++) y.setAtIndex(F, yOff + i, y.getAtIndex(F, yOff + i) + alpha * x.getAtIndex(F, xOff + i));
     }
 
+    /**
+     * y[i] += alpha · x[i] with the product rounded to float before the sum (two roundings, unlike
+     * {@link #axpy}'s fused multiply-add): the bits of scaling x into a buffer and adding that to y.
+     */
+    public static void addProduct(long n, float alpha, MemorySegment x, long xOff, MemorySegment y, long yOff) {
+        long i = 0;
+        long bound = n - n % L;
+        for (; i < bound; i += L) {
+            load(x, xOff + i).mul(alpha).add(load(y, yOff + i)).intoMemorySegment(y, (yOff + i) * 4, LE);
+        }
+        for (; i < n; i++) y.setAtIndex(F, yOff + i, y.getAtIndex(F, yOff + i) + alpha * x.getAtIndex(F, xOff + i));
+    }
+
     /** out[i] = a[i] + alpha · b[i]. */
     public static void addScaled(long n, MemorySegment a, float alpha, MemorySegment b, MemorySegment out) {
         long i = 0;

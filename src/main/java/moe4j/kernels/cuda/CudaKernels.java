@@ -530,6 +530,46 @@ final class CudaKernels implements Kernels {
             if (rows > 0) op("scatter_add_columns").over(rows).ptr(at(g)).ptr(at(idx)).ptr(at(gradIn)).i64(rows).i32(gradIn.rowWidth())
                     .i32(idx.rowWidth()).run();
         }
+
+        /**
+         * A gather per token ({@code combine_rows_f32}, no atomics, no zero fill) through the inverse map: each
+         * entry's row, −1 for an entry of no row, from entryOfRow on the device.
+         */
+        @Override
+        public void weightedCombine(Tensor rows, Tensor weights, Tensor entryOfRow, Tensor out) {
+            int tokens = weights.dim(0), k = weights.dim(1), d = out.rowWidth();
+            if (tokens == 0 || d == 0) return;
+            if (k > 32) throw missing("weightedCombine over more than 32 slots per token (asked for " + k + ")");
+            CudaStream s = stream();
+            try (DevicePool.Scope scope = s.pool.openScope()) {
+                long rowOfEntry = rowOfEntry(s, entryOfRow, (long) tokens * k);
+                s.launch(KernelSource.PERMUTE, "combine_rows_f32").grid(Math.min(tokens, 65535 * 4)).block(256)
+                        .ptr(at(rows)).ptr(rowOfEntry).ptr(at(weights)).ptr(0L).ptr(at(out)).i32(tokens).i32(k).i32(d).i32(0).run();
+            }
+        }
+
+        /** rowOfEntry[entryOfRow[i]] = i, −1 at the other entries, in stream-ordered scratch of the open pool scope. */
+        private long rowOfEntry(CudaStream s, Tensor entryOfRow, long entries) {
+            long map = s.pool.allocate(4L * entries, "row of each combine entry");
+            s.memset(map, (byte) 0xff, 4L * entries);
+            long rowCount = entryOfRow.numel();
+            if (rowCount > 0) op("inverse_permutation").over(rowCount).ptr(at(entryOfRow)).ptr(map).i64(rowCount).run();
+            return map;
+        }
+
+        /** One block per row ({@code combine_backward_f32}): the row's gradient and its weight's in one pass. */
+        @Override
+        public void weightedCombineBackward(Tensor gradOut, Tensor rows, Tensor weights, Tensor entryOfRow, Tensor gradRows,
+                                            Tensor gradWeights) {
+            CudaStream s = stream();
+            if (gradWeights != null && gradWeights.numel() > 0) s.zero(at(gradWeights), 4L * gradWeights.numel()); // entries of no row
+            int rowCount = rows.rowCount(), d = rows.rowWidth();
+            if (rowCount == 0 || (gradRows == null && gradWeights == null)) return;
+            s.launch(KernelSource.PERMUTE, "combine_backward_f32").grid(Math.min(rowCount, 65535 * 8)).block(256)
+                    .ptr(at(gradOut)).ptr(at(rows)).ptr(at(entryOfRow)).ptr(at(weights)).ptr(0L)
+                    .ptr(gradRows == null ? 0L : at(gradRows)).ptr(gradWeights == null ? 0L : at(gradWeights))
+                    .i32(rowCount).i32(weights.dim(1)).i32(d).run();
+        }
     }
 
     // ---------------------------------------------------------------- optimizer

@@ -109,27 +109,39 @@ extern "C" __global__ void gather_rows(const char* __restrict__ src, const int* 
     }
 }
 
-// out[t] = (accumulate ? out[t] : 0) + Σ_k c_tk · rows[entryRow[t·K + k]] with
-// c_tk = (w ? w[t·K + k] : 1) · (rowScale ? rowScale[row] : 1); dropped entries (row -1) add nothing.
-// Serves the weighted combine (forward) and the gather's backward (w = rowScale = null).
+// out[t] = (accumulate ? out[t] : 0) + Σ c_tk · rows[r_tk] over the token's slots k with r_tk =
+// entryRow[t·K + k] >= 0 (row -1: a dropped entry, adds nothing), in ascending row order, each product
+// rounded before it is added (no fused multiply-add), with c_tk = (w ? w[t·K + k] : 1) · (rowScale ?
+// rowScale[row] : 1). In float32 without accumulate and rowScale these are the CPU's bits for the same sum
+// (rows taken in ascending order into a zeroed result). K <= 32. Serves the weighted combine (forward) and
+// the gather's backward (w = rowScale = null).
 template <typename T>
 __device__ void combine_rows(const T* __restrict__ rows, const int* __restrict__ entryRow, const float* __restrict__ w,
         const float* __restrict__ rowScale, T* __restrict__ out, int tokens, int K, int D, int accumulate) {
+    __shared__ int slotRow[32];
     __shared__ int r_k[32];
     __shared__ float c_k[32];
     for (int t = blockIdx.x; t < tokens; t += gridDim.x) {
         __syncthreads();
+        if (threadIdx.x < K) slotRow[threadIdx.x] = entryRow[(long long) t * K + threadIdx.x];
+        __syncthreads();
         if (threadIdx.x < K) {
-            int r = entryRow[(long long) t * K + threadIdx.x];
-            r_k[threadIdx.x] = r;
-            c_k[threadIdx.x] = r < 0 ? 0.f : (w ? w[(long long) t * K + threadIdx.x] : 1.f) * (rowScale ? rowScale[r] : 1.f);
+            // slot k's place among the token's rows, ascending, the dropped slots (row -1) last
+            int k = threadIdx.x;
+            unsigned key = (unsigned) slotRow[k];  // -1 becomes the largest key
+            int place = 0;
+            for (int j = 0; j < K; j++) {
+                unsigned other = (unsigned) slotRow[j];
+                place += other < key || (other == key && j < k);
+            }
+            int r = slotRow[k];
+            r_k[place] = r;
+            c_k[place] = r < 0 ? 0.f : __fmul_rn(w ? w[(long long) t * K + k] : 1.f, rowScale ? rowScale[r] : 1.f);
         }
         __syncthreads();
         for (int d = threadIdx.x; d < D; d += blockDim.x) {
             float acc = accumulate ? ld(out, (long long) t * D + d) : 0.f;
-            for (int k = 0; k < K; k++) {
-                if (r_k[k] >= 0) acc += c_k[k] * ld(rows, (long long) r_k[k] * D + d);
-            }
+            for (int k = 0; k < K && r_k[k] >= 0; k++) acc = __fadd_rn(acc, __fmul_rn(c_k[k], ld(rows, (long long) r_k[k] * D + d)));
             st(out, (long long) t * D + d, acc);
         }
     }
@@ -140,8 +152,9 @@ __device__ void combine_rows(const T* __restrict__ rows, const int* __restrict__
 FOR_BOTH(COMBINE)
 
 // The combine's backward, one block per grouped row r (entry i = rowEntry[r], token t = i / K):
-// dRows[r] = w[i] · s_r · dOut[t]; dw[i] = s_r · <rows[r], dOut[t]> (fp32 accumulation). Padding rows
-// (rowEntry -1) get zeros, so that they add nothing to the weight gradients.
+// dRows[r] = w[i] · s_r · dOut[t]; dw[i] = s_r · <rows[r], dOut[t]> (fp32 accumulation, a fixed order).
+// Padding rows (rowEntry -1) get zeros, so that they add nothing to the weight gradients. dRows or dw
+// may be null (that gradient is not wanted).
 template <typename T>
 __device__ void combine_backward(const T* __restrict__ dOut, const T* __restrict__ rows, const int* __restrict__ rowEntry,
         const float* __restrict__ w, const float* __restrict__ rowScale, T* __restrict__ dRows, float* __restrict__ dw,
@@ -150,7 +163,7 @@ __device__ void combine_backward(const T* __restrict__ dOut, const T* __restrict
     for (int r = blockIdx.x; r < nRows; r += gridDim.x) {
         int i = rowEntry[r];
         if (i < 0) {
-            for (int d = threadIdx.x; d < D; d += blockDim.x) st(dRows, (long long) r * D + d, 0.f);
+            if (dRows) for (int d = threadIdx.x; d < D; d += blockDim.x) st(dRows, (long long) r * D + d, 0.f);
             continue;
         }
         long long t = i / K;
@@ -159,9 +172,10 @@ __device__ void combine_backward(const T* __restrict__ dOut, const T* __restrict
         float dot = 0.f;
         for (int d = threadIdx.x; d < D; d += blockDim.x) {
             float g = ld(dOut, t * D + d);
-            st(dRows, (long long) r * D + d, c * g);
-            dot += g * ld(rows, (long long) r * D + d);
+            if (dRows) st(dRows, (long long) r * D + d, c * g);
+            if (dw) dot += g * ld(rows, (long long) r * D + d);
         }
+        if (!dw) continue;
         dot = warp_sum(dot);
         if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = dot;
         __syncthreads();

@@ -300,6 +300,63 @@ class CudaDeviceKernelsTest {
         assertTrue(e.getMessage().contains("embedding") && e.getMessage().contains("19") && e.getMessage().contains("position 2"), e.getMessage());
     }
 
+    /**
+     * The weighted combine gathers per token, rows in ascending order, products rounded before the sum: the
+     * CPU's bits, run after run, every element written (outputs start as NaN). In its backward the row
+     * gradients (one product each) are the CPU's bits too and the weight gradients (dot products in another
+     * order) within 1e-5, exactly 0 at dropped entries; either gradient alone is the same.
+     */
+    @Test
+    void weightedCombineIsTheCpusBits() {
+        // T, K, experts, D: K = 1; K = 8 with rows wider than a block; the largest K
+        for (int[] shape : new int[][] {{50, 1, 7, 33}, {300, 8, 64, 257}, {40, 32, 40, 64}}) {
+            int t = shape[0], k = shape[1], experts = shape[2], d = shape[3];
+            int[] ids = new int[t * k];
+            for (int i = 0; i < ids.length; i++) ids[i] = i / k == 3 || rng.nextDouble() < 0.15 ? -1 : (int) (rng.nextDouble() * experts);
+            Tensor entries = Tensor.zeros(DType.I32, t * k), tokens = Tensor.zeros(DType.I32, t * k), counts = Tensor.zeros(DType.I32, experts);
+            cpu.routing().groupByExpert(Tensor.ofInts(ids, t, k), experts, entries, tokens, counts);
+            int kept = 0;
+            for (int c : counts.toIntArray()) kept += c;
+            Tensor entryOfRow = entries.rows(0, kept).copy(); // expert order: a token's rows are not in slot order
+            Tensor rows = rand(kept, d), weights = rand(t, k), gradOut = rand(t, d);
+            Tensor gRows = rows.to(GPU), gWeights = weights.to(GPU), gEntries = entryOfRow.to(GPU), gGradOut = gradOut.to(GPU);
+            String what = "weightedCombine T=" + t + " K=" + k + " D=" + d;
+
+            Tensor cpuOut = Tensor.zeros(t, d);
+            cpu.indexing().weightedCombine(rows, weights, entryOfRow, cpuOut);
+            for (int run = 0; run < 2; run++) {
+                Tensor gpuOut = Tensor.full(Float.NaN, t, d).to(GPU);
+                gpu.indexing().weightedCombine(gRows, gWeights, gEntries, gpuOut);
+                sameBits(what + " run " + run, cpuOut, gpuOut);
+            }
+
+            Tensor cpuGradRows = Tensor.zeros(kept, d), cpuGradWeights = Tensor.zeros(t, k);
+            cpu.indexing().weightedCombineBackward(gradOut, rows, weights, entryOfRow, cpuGradRows, cpuGradWeights);
+            Tensor gpuGradRows = Tensor.full(Float.NaN, kept, d).to(GPU), gpuGradWeights = Tensor.full(Float.NaN, t, k).to(GPU);
+            gpu.indexing().weightedCombineBackward(gGradOut, gRows, gWeights, gEntries, gpuGradRows, gpuGradWeights);
+            sameBits(what + " gradient of the rows", cpuGradRows, gpuGradRows);
+            close(what + " gradient of the weights", cpuGradWeights, gpuGradWeights);
+            float[] gw = gpuGradWeights.to(Device.CPU).toFloatArray();
+            for (int e = 0; e < ids.length; e++) if (ids[e] < 0) assertEquals(0f, gw[e], what + ": dropped entry " + e);
+
+            Tensor onlyRows = Tensor.full(Float.NaN, kept, d).to(GPU);
+            gpu.indexing().weightedCombineBackward(gGradOut, gRows, gWeights, gEntries, onlyRows, null);
+            sameBits(what + " gradient of the rows alone", cpuGradRows, onlyRows);
+            Tensor onlyWeights = Tensor.full(Float.NaN, t, k).to(GPU);
+            gpu.indexing().weightedCombineBackward(gGradOut, gRows, gWeights, gEntries, null, onlyWeights);
+            assertArrayEquals(gw, onlyWeights.to(Device.CPU).toFloatArray(), what + " gradient of the weights alone");
+        }
+    }
+
+    static void sameBits(String what, Tensor cpuOut, Tensor gpuOut) {
+        float[] want = cpuOut.toFloatArray();
+        float[] got = gpuOut.to(Device.CPU).toFloatArray();
+        assertEquals(want.length, got.length, what + ": element count");
+        for (int i = 0; i < want.length; i++) {
+            assertEquals(Float.floatToRawIntBits(want[i]), Float.floatToRawIntBits(got[i]), what + ": element " + i + " (" + want[i] + " vs " + got[i] + ")");
+        }
+    }
+
     static void sameInts(String what, Tensor cpuOut, Tensor gpuOut) {
         assertArrayEquals(cpuOut.toIntArray(), gpuOut.to(Device.CPU).toIntArray(), what);
     }
@@ -679,5 +736,9 @@ class CudaDeviceKernelsTest {
         UnsupportedOperationException e = assertThrows(UnsupportedOperationException.class,
                 () -> gpu.attention().causalAttention(q, q, q, 16, 0, Tensor.zeros(GPU, DType.F32, 1, 1, 2), Tensor.zeros(GPU, DType.F32, 1, 2, 1, 300)));
         assertTrue(e.getMessage().startsWith("cuda attention: head dimension 300"), e.getMessage());
+        Tensor weights = Tensor.zeros(GPU, DType.F32, 1, 33);
+        e = assertThrows(UnsupportedOperationException.class, () -> gpu.indexing().weightedCombine(Tensor.zeros(GPU, DType.F32, 1, 4),
+                weights, Tensor.ofInts(new int[] {0}, 1).to(GPU), Tensor.zeros(GPU, DType.F32, 1, 4)));
+        assertTrue(e.getMessage().contains("more than 32 slots") && e.getMessage().contains("33"), e.getMessage());
     }
 }
