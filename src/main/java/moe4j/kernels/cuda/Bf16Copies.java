@@ -73,10 +73,14 @@ final class Bf16Copies implements AutoCloseable {
                     .ptr(src).ptr(dst).ptr(address).ptr(index).i32(groups).i32(cols).i32(wide(src, cols)).run();
         }
 
-        /** Adds each group's rows of the fp32 layout at {@code src} into rows {@code index[i]} of {@code dst} (atomically). */
+        /**
+         * Adds each group's rows of the fp32 layout at {@code src} into rows {@code index[i]} of {@code dst}
+         * (atomically), a block per row: the additions are latency-bound, so as many rows as possible are in flight.
+         */
         void unpadScatterAdd(CudaStream s, long src, long index, long dst, int cols) {
-            s.launch(KernelSource.PERMUTE, "unpad_scatter_add_rows_f32").grid(blocks(s.gpu.multiprocessors), groups)
-                    .ptr(src).ptr(dst).ptr(address).ptr(index).i32(groups).i32(cols).run();
+            int wide = cols % 4 == 0 && src % 16 == 0 && dst % 16 == 0 ? 1 : 0;
+            s.launch(KernelSource.PERMUTE, "unpad_scatter_add_rows_f32").grid(Math.max(1, maxCap), groups)
+                    .ptr(src).ptr(dst).ptr(address).ptr(index).i32(groups).i32(cols).i32(wide).run();
         }
 
         /** Moves each group's rows of the fp32 layout at {@code src} to the packed rows at {@code dst}. */

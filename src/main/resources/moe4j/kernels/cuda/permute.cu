@@ -234,15 +234,27 @@ extern "C" __global__ void pad_rows_f32_bf16(const float* __restrict__ src, bf16
 }
 
 // dst += each group's first count rows of the f32 layout src, packed row i added into row index[i] of dst
-// (atomically: several packed rows may name one dst row, as a gather's gradient does)
+// (atomically: several packed rows may name one dst row, as a gather's gradient does). Launched with a
+// block per row of the largest group, so many rows' additions are in flight at once; with `wide` (cols a
+// multiple of 4, both bases 16-byte aligned: the host checks) each thread reads four floats at a time.
 extern "C" __global__ void unpad_scatter_add_rows_f32(const float* __restrict__ src, float* __restrict__ dst, const int* __restrict__ meta,
-        const int* __restrict__ index, int G, int cols) {
+        const int* __restrict__ index, int G, int cols, int wide) {
     int g = blockIdx.y;
     int compact = meta[g], padded = meta[G + g], count = meta[2 * G + g];
     for (int r = blockIdx.x; r < count; r += gridDim.x) {
         const float* in = src + (long long) (padded + r) * cols;
         float* out = dst + (long long) index[compact + r] * cols;
-        for (int c = threadIdx.x; c < cols; c += blockDim.x) atomicAdd(out + c, in[c]);
+        if (wide) {
+            for (int c = 4 * threadIdx.x; c < cols; c += 4 * blockDim.x) {
+                float4 v = *reinterpret_cast<const float4*>(in + c);
+                atomicAdd(out + c, v.x);
+                atomicAdd(out + c + 1, v.y);
+                atomicAdd(out + c + 2, v.z);
+                atomicAdd(out + c + 3, v.w);
+            }
+        } else {
+            for (int c = threadIdx.x; c < cols; c += blockDim.x) atomicAdd(out + c, in[c]);
+        }
     }
 }
 
