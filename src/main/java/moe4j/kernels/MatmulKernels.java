@@ -65,11 +65,11 @@ public interface MatmulKernels {
      * The gated (SwiGLU) experts of an MoE layer as one computation: for each group g of the R rows,
      * {@code out_g = (silu(x_g·gateW[g]) ⊙ x_g·upW[g])·downW[g]} with packed weights gateW, upW (G, D, H)
      * and downW (G, H, D), written into {@code out} (R, D). The rows are those of {@code x} (R, D), or with
-     * {@code rowIndex} (R int32) rows {@code x[rowIndex[i]]} of an (N, D) {@code x}, gathered on the way in.
+     * {@code gather} rows {@code x[rowIndex[i]]} of an (N, D) {@code x}, gathered on the way in.
      * A device fuses it to keep the hidden activations in its own layout between the products (only where
      * {@link #fusesGatedExperts}). Returns the backward, which holds what it needs of this forward.
      */
-    default GatedExpertsBackward gatedExperts(int[] offsets, Tensor x, Tensor rowIndex, Tensor gateW, Tensor upW, Tensor downW,
+    default GatedExpertsBackward gatedExperts(int[] offsets, Tensor x, RowGather gather, Tensor gateW, Tensor upW, Tensor downW,
                                               Tensor out) {
         throw new UnsupportedOperationException("gatedExperts: this device composes the experts from grouped products");
     }
@@ -77,9 +77,9 @@ public interface MatmulKernels {
     /** The backward of one {@link #gatedExperts} call. */
     interface GatedExpertsBackward {
         /**
-         * From {@code gOut} (R, D): {@code gx ← dL/dx} (x's shape; null: not wanted; with a row index it must
-         * hold zeros and receives each row of x's share, summed over the rows taken from it) and each weight's
-         * gradient {@code g ← beta·g + dL/dW} (null: not wanted).
+         * From {@code gOut} (R, D): {@code gx ← dL/dx} (x's shape, written in full; null: not wanted; through a
+         * gather each row of x gets the sum over the rows taken from it) and each weight's gradient
+         * {@code g ← beta·g + dL/dW} (null: not wanted).
          */
         void run(Tensor gOut, Tensor gx, Tensor gGate, float betaGate, Tensor gUp, float betaUp, Tensor gDown, float betaDown);
     }

@@ -1,6 +1,7 @@
 package moe4j.nn;
 
 import moe4j.autograd.Profiler;
+import moe4j.kernels.RowGather;
 import moe4j.ops.Ops;
 import moe4j.tensor.Tensor;
 
@@ -24,7 +25,8 @@ public final class LocalDispatcher implements TokenDispatcher<Routing> {
             Routing routing = Routing.sortByExpert(indices_TK, numExperts);
             // all the entries of the group are this rank's: the local expert j is global expert j; the rows
             // are the tokens' rows in expert order, gathered by whoever computes them
-            return new Dispatched<>(x_TD, routing.tokenOfRow(), routing.rowsPerExpert(), routing.rowCount(), routing);
+            return new Dispatched<>(x_TD, new RowGather(routing.tokenOfRow(), routing.entryOfRow(), indices_TK.dim(1)),
+                    routing.rowsPerExpert(), routing.rowCount(), routing);
         }
     }
 

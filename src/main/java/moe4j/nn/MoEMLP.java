@@ -318,7 +318,7 @@ public final class MoEMLP extends Module {
             // the device gathers the rows, runs the three products and the activation as one computation (its
             // phase includes the gather and the activation)
             try (var p = Profiler.phase(GROUPED_GEMM_PHASE)) {
-                out_RD = GroupedMatmul.gatedExperts(dispatched.source(), dispatched.rowIndex(), rowsPerLocalExpert, gateW(), upW(), downW());
+                out_RD = GroupedMatmul.gatedExperts(dispatched.source(), dispatched.gather(), rowsPerLocalExpert, gateW(), upW(), downW());
             }
         } else {
             out_RD = composedExperts(dispatched.rows_RD(), rowsPerLocalExpert, act);

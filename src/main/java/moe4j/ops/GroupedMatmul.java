@@ -71,17 +71,14 @@ public final class GroupedMatmul {
      * The gated (SwiGLU) experts over R rows grouped by expert, packed weights {@code gateW, upW (G, D, H)} and
      * {@code downW (G, H, D)}: {@code out_g = (silu(x_g·gateW[g]) ⊙ x_g·upW[g])·downW[g]}, as the device's one
      * computation ({@link MatmulKernels#gatedExperts}); callers check {@link MatmulKernels#fusesGatedExperts}
-     * and otherwise compose {@link #packed} and {@code Ops.swiglu}. The rows are {@code x (R, D)}, or with
-     * {@code rowIndex} (R int32) rows {@code x[rowIndex[i]]} of an (N, D) {@code x}: the same as
-     * {@code gatedExperts(Ops.indexSelect(x, rowIndex), ...)}, without the gathered rows in between.
+     * and otherwise compose {@link #packed} and {@code Ops.swiglu}. The rows are {@code x (R, D)}, or through
+     * {@code gather} rows {@code x[rowIndex[i]]} of an (N, D) {@code x}: the same as
+     * {@code gatedExperts(Ops.indexSelect(x, gather.rowIndex()), null, ...)}, without the gathered rows in between.
      */
-    public static Tensor gatedExperts(Tensor x, Tensor rowIndex, int[] groupSizes, Tensor gateW, Tensor upW, Tensor downW) {
+    public static Tensor gatedExperts(Tensor x, moe4j.kernels.RowGather gather, int[] groupSizes, Tensor gateW, Tensor upW,
+                                      Tensor downW) {
         Ops.require2d(x, "gatedExperts", "x");
-        if (rowIndex != null) {
-            rowIndex.requireDType(moe4j.tensor.DType.I32, "gatedExperts");
-            if (rowIndex.rank() != 1) throw new IllegalArgumentException("gatedExperts: rowIndex must be (R), got " + rowIndex.shapeString());
-        }
-        int r = rowIndex != null ? rowIndex.dim(0) : x.dim(0);
+        int r = gather != null ? gather.rows() : x.dim(0);
         int g = groupSizes.length;
         int d = x.dim(1);
         int h = gateW.rank() == 3 ? gateW.dim(2) : -1;
@@ -95,14 +92,11 @@ public final class GroupedMatmul {
         int[] offsets = offsets(groupSizes, r);
         MatmulKernels kernels = Kernels.on("gatedExperts", x, gateW, upW, downW).matmul();
         Tensor out = Tensor.empty(x.device(), moe4j.tensor.DType.F32, r, d);
-        MatmulKernels.GatedExpertsBackward backward = kernels.gatedExperts(offsets, x, rowIndex, gateW, upW, downW, out);
+        MatmulKernels.GatedExpertsBackward backward = kernels.gatedExperts(offsets, x, gather, gateW, upW, downW, out);
         boolean wantX = x.requiresGrad();
         int[] xShape = x.shape();
-        boolean gathered = rowIndex != null;
         return record(out, "gatedExperts", new Tensor[] {x, gateW, upW, downW}, gOut -> {
-            // through a row index the rows' gradients add into x's rows: they start from zero
-            Tensor gx = !wantX ? null : gathered ? Tensor.zeros(gOut.device(), moe4j.tensor.DType.F32, xShape)
-                    : Tensor.empty(gOut.device(), moe4j.tensor.DType.F32, xShape);
+            Tensor gx = wantX ? Tensor.empty(gOut.device(), moe4j.tensor.DType.F32, xShape) : null;
             var gate = gateW.requiresGrad() ? gradientTarget(gateW) : null;
             var up = upW.requiresGrad() ? gradientTarget(upW) : null;
             var down = downW.requiresGrad() ? gradientTarget(downW) : null;

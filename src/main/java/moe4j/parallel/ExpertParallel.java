@@ -10,6 +10,7 @@ import moe4j.distributed.ProcessGroup;
 import moe4j.kernels.ElementwiseKernels;
 import moe4j.kernels.ExecutionContext;
 import moe4j.kernels.Kernels;
+import moe4j.kernels.RowGather;
 import moe4j.nn.Dispatched;
 import moe4j.nn.MoEMLP;
 import moe4j.nn.Module;
@@ -211,7 +212,7 @@ public final class ExpertParallel {
             // 5b-6 happen in the layer: its grouped GEMM over rows_RD, then gradient scaling, where n_e counts the
             // whole group's entries for expert e (what its owner received) and avg is groupEntries / E, so P
             // ranks compute what one rank would on all their tokens.
-            return new Dispatched<>(recv_RD, regroup, rowsPerLocalExpert, groupEntries,
+            return new Dispatched<>(recv_RD, regroup == null ? null : RowGather.once(regroup), rowsPerLocalExpert, groupEntries,
                     new Exchange(routing, sendSplits, recvSplits, regroup, rowsWire, null));
         }
 
@@ -272,7 +273,7 @@ public final class ExpertParallel {
                 kernels.routing().localExperts(recvIds_UK, localExpertStart, numLocalExperts, local_UK);
                 expansion = Routing.groupWithKnownCounts(local_UK, numLocalExperts, rowsPerLocalExpert);
             }
-            return new Dispatched<>(recv_UD, expansion.tokenOfRow(), rowsPerLocalExpert, groupEntries,
+            return new Dispatched<>(recv_UD, new RowGather(expansion.tokenOfRow(), expansion.entryOfRow(), k), rowsPerLocalExpert, groupEntries,
                     new Exchange(pairs, sendSplits, recvSplits, null, rowsWire, expansion));
         }
 

@@ -45,7 +45,7 @@ final class SequenceParallelDispatcher<M> implements TokenDispatcher<SequencePar
         int end = TensorParallel.rowStart(t, tp.size(), tp.rank() + 1);
         Tensor mine_TD = TensorParallel.sliceRows(x_TD, tp);
         Dispatched<M> d = inner.dispatch(mine_TD, indices_TK.rows(start, end));
-        return new Dispatched<>(d.source(), d.rowIndex(), d.rowsPerLocalExpert(), d.groupEntries(), new Slice<>(d, t));
+        return new Dispatched<>(d.source(), d.gather(), d.rowsPerLocalExpert(), d.groupEntries(), new Slice<>(d, t));
     }
 
     @Override

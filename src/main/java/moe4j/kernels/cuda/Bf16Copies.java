@@ -73,6 +73,12 @@ final class Bf16Copies implements AutoCloseable {
                     .ptr(src).ptr(dst).ptr(address).ptr(index).i32(groups).i32(cols).i32(wide(src, cols)).run();
         }
 
+        /** {@code out[entryOfRow[i]]} = the layout row of packed row i ({@code out} holds −1 beforehand; entries from offsets[0]). */
+        void layoutRowOfEntry(CudaStream s, long entryOfRow, long out) {
+            s.launch(KernelSource.PERMUTE, "layout_row_of_entry").grid(Math.max(1, (maxCap + Launch.THREADS - 1) / Launch.THREADS), groups)
+                    .ptr(address).ptr(entryOfRow).i32(groups).ptr(out).run();
+        }
+
         /**
          * Adds each group's rows of the fp32 layout at {@code src} into rows {@code index[i]} of {@code dst}
          * (atomically), a block per row: the additions are latency-bound, so as many rows as possible are in flight.

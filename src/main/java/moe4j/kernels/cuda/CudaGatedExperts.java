@@ -3,6 +3,7 @@ package moe4j.kernels.cuda;
 import static moe4j.kernels.cuda.CudaKernels.at;
 
 import moe4j.kernels.MatmulKernels;
+import moe4j.kernels.RowGather;
 import moe4j.tensor.DType;
 import moe4j.tensor.Device;
 import moe4j.tensor.Tensor;
@@ -15,7 +16,8 @@ import moe4j.tensor.Tensor;
  *             → h·Wd (fp32) → packed rows of out (one pass; none for a compact plan, whose layout is the packed rows)
  *   backward: dOut → layout, bf16 (one pass) → dWd = hᵀ·dOut, dh = dOut·Wdᵀ (fp32) → [dgate | dup] (bf16)
  *             → dWg, dWu = xᵀ·[dgate | dup]; dx = dgate·Wgᵀ + dup·Wuᵀ (fp32) → packed rows of dx (one pass;
- *             added into the rows they were taken from when there is a row index)
+ *             summed per source row when the rows were gathered: one gather per source row over its
+ *             entries, no atomics)
  * </pre>
  * Composed from grouped products, the same function converts or moves its rows at each of the five
  * products and keeps its activations in fp32; here the hidden rows are written once, already bf16, and
@@ -26,7 +28,7 @@ import moe4j.tensor.Tensor;
 final class CudaGatedExperts {
     private CudaGatedExperts() {}
 
-    static MatmulKernels.GatedExpertsBackward forward(CudaStream s, RowPlan plan, int[] offsets, Tensor x, Tensor rowIndex, Tensor gateW,
+    static MatmulKernels.GatedExpertsBackward forward(CudaStream s, RowPlan plan, int[] offsets, Tensor x, RowGather gather, Tensor gateW,
                                                       Tensor upW, Tensor downW, Tensor out) {
         int groups = offsets.length - 1;
         int d = x.dim(1);
@@ -38,6 +40,7 @@ final class CudaGatedExperts {
         int layoutRows = plan.rows();
         Device device = x.device();
         if (layoutRows == 0) return (gOut, gx, gGate, betaGate, gUp, betaUp, gDown, betaDown) -> {
+            if (gx != null && gx.numel() > 0) s.zero(at(gx), 4L * gx.numel()); // no row was taken from x
             clearUnlessAdding(s, gGate, betaGate);
             clearUnlessAdding(s, gUp, betaUp);
             clearUnlessAdding(s, gDown, betaDown);
@@ -51,8 +54,8 @@ final class CudaGatedExperts {
         String shape = "gated experts d=" + d + " h=" + h + " groups=" + groups + " rows~" + Integer.highestOneBit(Math.max(1, layoutRows));
         try (Bf16Copies copies = new Bf16Copies(s)) {
             long wg = copies.of(gateW), wu = copies.of(upW), wd = copies.of(downW);
-            if (rowIndex == null) map.pad(s, at(x, (long) first * d), at(x16), d);
-            else map.padGathered(s, at(x), at(rowIndex, first), at(x16), d);
+            if (gather == null) map.pad(s, at(x, (long) first * d), at(x16), d);
+            else map.padGathered(s, at(x), at(gather.rowIndex(), first), at(x16), d);
             long xl = at(x16), gu = at(gateUp), hl = at(h16);
             // [gate | up] rows: two products writing the two halves of each fp32 row
             Bf16Products.run(s, plan, rows, shape + " gate", false, false, h, d, g -> xl + rowsAt.bf16(g, d), d,
@@ -102,17 +105,41 @@ final class CudaGatedExperts {
                 }
                 if (gx != null) {
                     // dx = dgate·Wgᵀ + dup·Wuᵀ: the second product adds into the first's result
-                    boolean direct = plan.compact() && rowIndex == null; // a compact layout's rows are gx's own
+                    boolean direct = plan.compact() && gather == null; // a compact layout's rows are gx's own
                     long dxl = direct ? at(gx, (long) first * d) : copies.scratch(4L * layoutRows * d);
                     Bf16Products.run(s, plan, rows, shape + " dx gate", false, true, d, h, g -> dgu + rowsAt.bf16(g, 2 * h), 2 * h,
                             g -> wg + 2L * g * d * h, h, g -> dxl + rowsAt.f32(g, d), d, 0f);
                     Bf16Products.run(s, plan, rows, shape + " dx up", false, true, d, h, g -> dgu + rowsAt.bf16(g, 2 * h) + 2L * h, 2 * h,
                             g -> wu + 2L * g * d * h, h, g -> dxl + rowsAt.f32(g, d), d, 1f);
-                    if (rowIndex != null) kept.unpadScatterAdd(s, dxl, at(rowIndex, first), at(gx), d);
+                    if (gather != null) sumPerSourceRow(s, copies, kept, dxl, gather, first, gx, d);
                     else if (!direct) kept.unpad(s, dxl, at(gx, (long) first * d), d);
                 }
             }
         };
+    }
+
+    /**
+     * {@code gx[n] = Σ} of the layout rows taken from source row n: one gather per source row over its
+     * {@code slots} entries, in ascending row order ({@code combine_rows_f32} without weights: no atomics,
+     * every row of gx written, the same bits on every run). Beyond 32 slots per source row, which that kernel
+     * does not take, the rows are scatter-added into a zeroed gx with atomics.
+     */
+    private static void sumPerSourceRow(CudaStream s, Bf16Copies copies, Bf16Copies.RowMap map, long layout, RowGather gather, int first,
+                                        Tensor gx, int d) {
+        int sources = gx.dim(0);
+        if (sources == 0) return;
+        int slots = gather.slots();
+        if (slots > 32) {
+            s.zero(at(gx), 4L * gx.numel());
+            map.unpadScatterAdd(s, layout, at(gather.rowIndex(), first), at(gx), d);
+            return;
+        }
+        long entries = (long) sources * slots;
+        long rowOfEntry = copies.scratch(4L * entries);
+        s.memset(rowOfEntry, (byte) 0xff, 4L * entries);
+        map.layoutRowOfEntry(s, at(gather.entryOfRow(), first), rowOfEntry);
+        s.launch(KernelSource.PERMUTE, "combine_rows_f32").grid(Math.min(sources, 65535 * 4)).block(256).ptr(layout).ptr(rowOfEntry)
+                .ptr(0L).ptr(0L).ptr(at(gx)).i32(sources).i32(slots).i32(d).i32(0).run();
     }
 
     /** Byte offsets of each group's first row in the layout ({@link Bf16Copies.RowMap#layoutOf}), for bf16 and fp32 rows of a given width. */

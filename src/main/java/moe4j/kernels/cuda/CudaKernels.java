@@ -257,11 +257,11 @@ final class CudaKernels implements Kernels {
         }
 
         @Override
-        public GatedExpertsBackward gatedExperts(int[] offsets, Tensor x, Tensor rowIndex, Tensor gateW, Tensor upW, Tensor downW,
-                                                 Tensor out) {
+        public GatedExpertsBackward gatedExperts(int[] offsets, Tensor x, moe4j.kernels.RowGather gather, Tensor gateW, Tensor upW,
+                                                 Tensor downW, Tensor out) {
             if (!bf16Products()) throw new UnsupportedOperationException("cuda gatedExperts runs with bf16 products only (fusesGatedExperts)");
             // one layout for all five products, chosen by the gate and up products (two thirds of the work)
-            return CudaGatedExperts.forward(stream(), planFor(offsets, gateW.dim(2)), offsets, x, rowIndex, gateW, upW, downW, out);
+            return CudaGatedExperts.forward(stream(), planFor(offsets, gateW.dim(2)), offsets, x, gather, gateW, upW, downW, out);
         }
 
         @Override

@@ -258,6 +258,15 @@ extern "C" __global__ void unpad_scatter_add_rows_f32(const float* __restrict__ 
     }
 }
 
+// out[entryOfRow[compact + r]] = padded + r for each group's rows: the layout row of every entry of a gather
+// (out holds -1 beforehand, which stays at entries of no row), for a sum per source row over the layout
+extern "C" __global__ void layout_row_of_entry(const int* __restrict__ meta, const int* __restrict__ entryOfRow, int G,
+        int* __restrict__ out) {
+    int g = blockIdx.y;
+    int compact = meta[g], padded = meta[G + g], count = meta[2 * G + g];
+    for (int r = blockIdx.x * blockDim.x + threadIdx.x; r < count; r += gridDim.x * blockDim.x) out[entryOfRow[compact + r]] = padded + r;
+}
+
 // dst (packed rows × cols, f32) = the first count rows of each group's padded rows in src
 extern "C" __global__ void unpad_rows_f32(const float* __restrict__ src, float* __restrict__ dst, const int* __restrict__ meta,
         int G, int cols, int wide) {

@@ -9,6 +9,7 @@ import moe4j.autograd.GradCheck;
 import moe4j.kernels.DeviceBackend;
 import moe4j.kernels.ExecutionContext;
 import moe4j.kernels.Kernels;
+import moe4j.kernels.RowGather;
 import moe4j.ops.GroupedMatmul;
 import moe4j.ops.Ops;
 import moe4j.tensor.DType;
@@ -58,12 +59,19 @@ class CudaGatedExpertsTest {
         check(new int[] {37, 0, 90, 5}, "compact", false);
     }
 
-    /** Rows taken through a row index (repeats included): the gradient of a source row sums its rows'. */
+    /** Rows taken through a gather (repeats included): the gradient of a source row sums its rows'. */
     @Test
     void rowsGatheredThroughAnIndexInEveryLayout() {
-        check(new int[] {200, 70, 64, 1}, "auto", true);
-        check(new int[] {60, 50, 55, 60}, "auto", true);
-        check(new int[] {37, 0, 90, 5}, "compact", true);
+        check(new int[] {200, 70, 64, 1}, "auto", 170);
+        check(new int[] {60, 50, 55, 60}, "auto", 115);
+        check(new int[] {37, 0, 90, 5}, "compact", 69);
+        check(new int[] {200, 70, 64, 1}, "auto", 400); // 65 source rows feed no row: their gradient is 0
+    }
+
+    /** More than 32 rows from one source row: the sum per source row falls back to atomic additions. */
+    @Test
+    void aSourceRowTakenMoreThanThirtyTwoTimes() {
+        check(new int[] {40, 30, 0, 9}, "auto", 2);
     }
 
     @Test
@@ -80,15 +88,34 @@ class CudaGatedExpertsTest {
      * gradients, beta 1), in the row layout {@code layout}.
      */
     static void check(int[] sizes, String layout, boolean gathered) {
+        int rows = 0;
+        for (int s : sizes) rows += s;
+        check(sizes, layout, gathered ? -1 : rows);
+    }
+
+    /**
+     * {@code sourceRows} of x feed the rows: all of them in order when it equals the rows (no gather), else a
+     * gather that takes row (7i + 3) mod sourceRows for row i, each repeat in the next slot of its source row.
+     */
+    static void check(int[] sizes, String layout, int sourceRows) {
         Rng rng = new Rng(5);
         int g = sizes.length, rows = 0;
         for (int s : sizes) rows += s;
-        // gathered: the rows come from a source of fewer rows through an index that repeats some of them
-        int sourceRows = gathered ? rows / 2 + 3 : rows;
+        boolean gathered = sourceRows != rows;
         Tensor x = Tensor.randn(rng, 1.0, sourceRows, D);
         int[] index = new int[rows];
-        for (int i = 0; i < rows; i++) index[i] = gathered ? (int) ((i * 7L + 3) % sourceRows) : i;
+        int[] slotOf = new int[rows];
+        int[] taken = new int[sourceRows];
+        for (int i = 0; i < rows; i++) {
+            index[i] = gathered ? (int) ((i * 7L + 3) % sourceRows) : i;
+            slotOf[i] = taken[index[i]]++;
+        }
+        int slots = 1;
+        for (int t : taken) slots = Math.max(slots, t);
+        int[] entries = new int[rows];
+        for (int i = 0; i < rows; i++) entries[i] = index[i] * slots + slotOf[i];
         Tensor rowIndex = gathered ? Tensor.ofInts(index, rows) : null;
+        RowGather gather = gathered ? new RowGather(rowIndex, Tensor.ofInts(entries, rows), slots) : null;
         Tensor wg = Tensor.randn(rng, 0.2, g, D, H), wu = Tensor.randn(rng, 0.2, g, D, H), wd = Tensor.randn(rng, 0.2, g, H, D);
         Tensor gOut = Tensor.randn(rng, 1.0, rows, D);
         Tensor xRows = gathered ? moe4j.ops.Ops.indexSelect(x, rowIndex) : x;
@@ -100,20 +127,20 @@ class CudaGatedExpertsTest {
         }
 
         Tensor[] p = {x.to(GPU).requiresGrad(true), wg.to(GPU).requiresGrad(true), wu.to(GPU).requiresGrad(true), wd.to(GPU).requiresGrad(true)};
-        Tensor indexOnGpu = gathered ? rowIndex.to(GPU) : null;
+        RowGather gatherOnGpu = gathered ? new RowGather(rowIndex.to(GPU), gather.entryOfRow().to(GPU), slots) : null;
         String before = System.getProperty("moe4j.cuda.groupedLayout");
         System.setProperty("moe4j.cuda.groupedLayout", layout);
         Tensor out = null;
         try (var ctx = ExecutionContext.enter(GPU, 1, DType.BF16)) {
             for (int pass = 0; pass < 2; pass++) {
-                out = GroupedMatmul.gatedExperts(p[0], indexOnGpu, sizes, p[1], p[2], p[3]);
+                out = GroupedMatmul.gatedExperts(p[0], gatherOnGpu, sizes, p[1], p[2], p[3]);
                 Autograd.backward(out, gOut.to(GPU));
             }
         } finally {
             if (before == null) System.clearProperty("moe4j.cuda.groupedLayout");
             else System.setProperty("moe4j.cuda.groupedLayout", before);
         }
-        String what = layout + (gathered ? " gathered " : " ") + java.util.Arrays.toString(sizes);
+        String what = layout + (gathered ? " gathered from " + sourceRows + " rows, " + slots + " slots " : " ") + java.util.Arrays.toString(sizes);
         within(what + " out", ref[0], out, 1);
         String[] names = {"dx", "dWgate", "dWup", "dWdown"};
         for (int i = 0; i < 4; i++) within(what + " " + names[i] + " (two backwards)", ref[i + 1], p[i].grad(), 2);
