@@ -16,8 +16,19 @@
 #define HD_MAX 256
 #define PER_LANE (HD_MAX / 32)
 
-// out = x rotated pairwise by sign·(pos·θ^(−2i/hd)): one thread per pair, the angle in double and the
-// rotation in float without fused multiply-add, as the CPU computes it
+// the angle of pair i at position p, in double as the CPU computes it: p / scale · θ^(−2i/hd)
+__device__ __forceinline__ double rope_angle(int p, double scale, double theta, int i, int hd) {
+    return p / scale * pow(theta, -2.0 * i / hd);
+}
+
+// pair (x[base], x[base + 1]) rotated by (c, sn) into out, in float without fused multiply-add, as the CPU
+__device__ __forceinline__ void rope_rotate(const float* x, float* out, long long base, float c, float sn) {
+    float x0 = x[base], x1 = x[base + 1];
+    out[base] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, sn));
+    out[base + 1] = __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, c));
+}
+
+// out = x rotated pairwise by sign·((start + pos)·θ^(−2i/hd)): one thread per pair
 extern "C" __global__ void rope(const float* x, double theta, double scale, int start, float sign, int S, int H, int hd, long long pairsTotal,
                                 float* out) {
     int pairs = hd / 2;
@@ -25,13 +36,8 @@ extern "C" __global__ void rope(const float* x, double theta, double scale, int 
         int i = (int) (q % pairs);
         long long row = q / pairs;  // over (b, pos, head)
         int pos = (int) ((row / H) % S);
-        double angle = (start + pos) / scale * pow(theta, -2.0 * i / hd);  // as the CPU: (start + s) / scale · θ^(−2i/hd)
-        float c = (float) cos(angle);
-        float sn = __fmul_rn(sign, (float) sin(angle));
-        long long base = row * hd + 2 * i;
-        float x0 = x[base], x1 = x[base + 1];
-        out[base] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, sn));
-        out[base + 1] = __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, c));
+        double angle = rope_angle(start + pos, scale, theta, i, hd);
+        rope_rotate(x, out, row * hd + 2 * i, (float) cos(angle), __fmul_rn(sign, (float) sin(angle)));
     }
 }
 
@@ -43,7 +49,7 @@ extern "C" __global__ void rope_table(double theta, double scale, int S, int hd,
     GRID_STRIDE(q, (long long) S * pairs) {
         int i = (int) (q % pairs);
         int pos = (int) (q / pairs);
-        double angle = (0 + pos) / scale * pow(theta, -2.0 * i / hd);
+        double angle = rope_angle(pos, scale, theta, i, hd);
         table[2 * q] = (float) cos(angle);
         table[2 * q + 1] = (float) sin(angle);
     }
@@ -58,12 +64,7 @@ extern "C" __global__ void rope_from_table(const float* x, const float* table, f
         long long row = q / pairs;  // over (b, pos, head)
         int pos = (int) ((row / H) % S);
         long long at = 2 * ((long long) pos * pairs + i);
-        float c = table[at];
-        float sn = __fmul_rn(sign, table[at + 1]);
-        long long base = row * hd + 2 * i;
-        float x0 = x[base], x1 = x[base + 1];
-        out[base] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, sn));
-        out[base + 1] = __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, c));
+        rope_rotate(x, out, row * hd + 2 * i, table[at], __fmul_rn(sign, table[at + 1]));
     }
 }
 

@@ -41,22 +41,22 @@ class CudaGatedExpertsTest {
 
     @Test
     void bucketedGroupsOfUnequalSizes() {
-        check(new int[] {200, 70, 64, 1}, "auto", false);
+        check(new int[] {200, 70, 64, 1}, "auto");
     }
 
     @Test
     void bucketedWithAnEmptyGroup() {
-        check(new int[] {60, 0, 55, 60}, "auto", false);
+        check(new int[] {60, 0, 55, 60}, "auto");
     }
 
     @Test
     void paddedToTheLargestGroup() {
-        check(new int[] {60, 50, 55, 60}, "auto", false);
+        check(new int[] {60, 50, 55, 60}, "auto");
     }
 
     @Test
     void compactLayoutWritesThePackedRowsDirectly() {
-        check(new int[] {37, 0, 90, 5}, "compact", false);
+        check(new int[] {37, 0, 90, 5}, "compact");
     }
 
     /** Rows taken through a gather (repeats included): the gradient of a source row sums its rows'. */
@@ -87,10 +87,11 @@ class CudaGatedExpertsTest {
      * Forward and backward twice without clearing the gradients (the second backward adds into the weights'
      * gradients, beta 1), in the row layout {@code layout}.
      */
-    static void check(int[] sizes, String layout, boolean gathered) {
+    /** The rows are x's own, in order (no gather). */
+    static void check(int[] sizes, String layout) {
         int rows = 0;
         for (int s : sizes) rows += s;
-        check(sizes, layout, gathered ? -1 : rows);
+        check(sizes, layout, rows);
     }
 
     /**
