@@ -120,10 +120,30 @@ inline void emulatedLdmatrix(unsigned r[4], const unsigned short* row, bool tran
 inline void flash_ldsm_x4(unsigned r[4], const unsigned short* row) { emulatedLdmatrix(r, row, false); }
 inline void flash_ldsm_x4_t(unsigned r[4], const unsigned short* row) { emulatedLdmatrix(r, row, true); }
 
-// cp.async: the emulated copy is done at once, so a commit closes nothing and a wait waits for nothing
-inline void flash_copy16(unsigned short* dst, const unsigned short* src) { std::memcpy(dst, src, 16); }
-inline void flash_copy_commit() {}
-template <int N> inline void flash_copy_wait() {}
+// cp.async: a copy lands only when a wait_group completes its group (the latest the hardware may land it), and its
+// destination holds NaNs from the issue until then, so a read before the wait or a write while another warp still reads
+// the tile shows; a thread that ends with copies pending is an error
+struct PendingCopy { unsigned short* dst; const unsigned short* src; };
+thread_local std::vector<std::vector<PendingCopy>> committedGroups;
+thread_local std::vector<PendingCopy> openGroup;
+inline void flash_copy16(unsigned short* dst, const unsigned short* src) {
+    std::memset(dst, 0xff, 16);  // undefined until the copy's group is waited for: NaNs show any earlier read
+    openGroup.push_back({dst, src});
+}
+inline void flash_copy_commit() { committedGroups.push_back(openGroup); openGroup.clear(); }
+template <int N> inline void flash_copy_wait() {
+    while (committedGroups.size() > (size_t) N) {
+        for (auto& c : committedGroups.front()) std::memcpy(c.dst, c.src, 16);
+        committedGroups.erase(committedGroups.begin());
+    }
+}
+inline void checkNoCopyPending() {
+    if (!openGroup.empty() || !committedGroups.empty()) {
+        std::printf("thread %u of block (%u, %u) ends with %zu uncommitted and %zu committed copy groups pending\n", threadIdx.x,
+                    blockIdx.x, blockIdx.y, openGroup.size(), committedGroups.size());
+        std::exit(3);
+    }
+}
 
 // runs body() on every thread of every block of a (gx, gy) grid of `threads`-thread blocks, block after block
 template <class F> void launch(unsigned gx, unsigned gy, unsigned threads, F body) {
@@ -140,6 +160,7 @@ template <class F> void launch(unsigned gx, unsigned gy, unsigned threads, F bod
                     threadIdx = {i, 0, 0};
                     blockIdx = {x, y, 0};
                     body();
+                    checkNoCopyPending();
                 });
             }
             for (auto& th : ts) th.join();
