@@ -32,7 +32,9 @@ public interface IndexKernels {
      * (R) holding flat entries e = t·K + k in [0, T·K), each at most once, out (T, D) gets
      * out[t] = Σ over the rows i of token t (e / K = t), in ascending i, of weights[e]·rows[i], the sum
      * starting at 0 and each product rounded to float32 before it is added. Every element of out is
-     * written (0 for a token of no row); the same bits on every run and on every device.
+     * written (0 for a token of no row); the same bits on every run and on every device. "Each at most once"
+     * is the caller's promise (a routing's entries are): the CPU refuses a repeated entry, a GPU need not
+     * look for one, and with one its result is undefined.
      */
     void weightedCombine(Tensor rows, Tensor weights, Tensor entryOfRow, Tensor out);
 

@@ -90,7 +90,15 @@ public final class GroupedMatmul {
                     + ") for input " + x.shapeString() + " and " + g + " groups");
         }
         int[] offsets = offsets(groupSizes, r);
-        MatmulKernels kernels = Kernels.on("gatedExperts", x, gateW, upW, downW).matmul();
+        Kernels device = gather == null ? Kernels.on("gatedExperts", x, gateW, upW, downW)
+                : Kernels.on("gatedExperts", x, gather.rowIndex(), gather.entryOfRow(), gateW, upW, downW);
+        if (gather != null) {
+            // the device reads x's rows and writes its gradient's rows through these: a bad one is an error here, not
+            // a stray access (free for a dispatch's indices, which the kernel that made them vouched for)
+            Ops.checkIndices(device, gather.rowIndex(), x.dim(0), "gatedExperts");
+            Ops.checkIndices(device, gather.entryOfRow(), Math.multiplyExact(x.dim(0), gather.slots()), "gatedExperts");
+        }
+        MatmulKernels kernels = device.matmul();
         Tensor out = Tensor.empty(x.device(), moe4j.tensor.DType.F32, r, d);
         MatmulKernels.GatedExpertsBackward backward = kernels.gatedExperts(offsets, x, gather, gateW, upW, downW, out);
         boolean wantX = x.requiresGrad();

@@ -398,7 +398,7 @@ public final class Ops {
     // ================================================================ rows: gather, scatter, reshape, concat
 
     /** The device's range check of {@code idx}, unless the kernel that made it vouched for the range. */
-    private static void checkIndices(Kernels kernels, Tensor idx, int bound, String op) {
+    static void checkIndices(Kernels kernels, Tensor idx, int bound, String op) {
         if (!idx.indicesKnownBelow(bound)) kernels.indexing().checkIndices(idx, bound, op);
     }
 

@@ -87,6 +87,13 @@ class OpsBadInputTest {
                 "gatherColumns", "[3, 1]", "[2, 5]"));
         c.add(new BadCall("gatherColumns float indices", () -> Ops.gatherColumns(f(2, 5), f(2, 1)), "gatherColumns", "I32", "F32"));
         c.add(new BadCall("indexSelect index too large", () -> Ops.indexSelect(f(3, 2), i32(0, 3)), "indexSelect", "index 3", "[0, 3)"));
+        // the fused experts read and write rows through their gather: checked before any device sees it
+        c.add(new BadCall("gatedExperts row index too large", () -> GroupedMatmul.gatedExperts(f(4, 2),
+                new moe4j.kernels.RowGather(i32(0, 9), i32(0, 1), 1), new int[] {2}, f(1, 2, 3), f(1, 2, 3), f(1, 3, 2)),
+                "gatedExperts", "index 9", "[0, 4)"));
+        c.add(new BadCall("gatedExperts entry beyond its slots", () -> GroupedMatmul.gatedExperts(f(4, 2),
+                new moe4j.kernels.RowGather(i32(0, 1), i32(0, 8), 2), new int[] {2}, f(1, 2, 3), f(1, 2, 3), f(1, 3, 2)),
+                "gatedExperts", "index 8", "[0, 8)"));
         c.add(new BadCall("indexSelect negative index", () -> Ops.indexSelect(f(3, 2), i32(-1)), "indexSelect", "index -1"));
         c.add(new BadCall("indexSelect 2-D indices", () -> Ops.indexSelect(f(3, 2), Tensor.ofInts(new int[] {0, 1}, 1, 2)),
                 "indexSelect", "1-D", "[1, 2]"));

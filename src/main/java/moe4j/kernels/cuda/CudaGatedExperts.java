@@ -40,10 +40,11 @@ final class CudaGatedExperts {
         int layoutRows = plan.rows();
         Device device = x.device();
         if (layoutRows == 0) return (gOut, gx, gGate, betaGate, gUp, betaUp, gDown, betaDown) -> {
-            if (gx != null && gx.numel() > 0) s.zero(at(gx), 4L * gx.numel()); // no row was taken from x
-            clearUnlessAdding(s, gGate, betaGate);
-            clearUnlessAdding(s, gUp, betaUp);
-            clearUnlessAdding(s, gDown, betaDown);
+            CudaStream bs = CudaStream.of(s.gpu); // the backward's thread's own stream (a stream belongs to one thread)
+            if (gx != null && gx.numel() > 0) bs.zero(at(gx), 4L * gx.numel()); // no row was taken from x
+            clearUnlessAdding(bs, gGate, betaGate);
+            clearUnlessAdding(bs, gUp, betaUp);
+            clearUnlessAdding(bs, gDown, betaDown);
         };
         Tensor mapOnDevice = Tensor.empty(device, DType.I32, layout.length);
         Bf16Copies.RowMap map = Bf16Copies.RowMap.upload(s, at(mapOnDevice), layout, layoutRows);
@@ -70,49 +71,50 @@ final class CudaGatedExperts {
             if (!plan.compact()) map.unpad(s, ol, at(out, (long) first * d), d);
         }
         return (gOut, gx, gGate, betaGate, gUp, betaUp, gDown, betaDown) -> {
+            CudaStream bs = CudaStream.of(s.gpu); // the backward's thread's own stream (a stream belongs to one thread)
             if (betaGate != 0f && betaGate != 1f || betaUp != 0f && betaUp != 1f || betaDown != 0f && betaDown != 1f) {
                 throw new IllegalArgumentException("gated experts backward: gradient betas must be 0 (overwrite) or 1 (add), got "
                         + betaGate + ", " + betaUp + ", " + betaDown);
             }
             // the map as the forward uploaded it, read from its tensor (which this backward keeps alive)
             Bf16Copies.RowMap kept = new Bf16Copies.RowMap(at(mapOnDevice), map.groups(), map.maxCap(), map.paddedRows(), layout);
-            try (Bf16Copies copies = new Bf16Copies(s)) {
+            try (Bf16Copies copies = new Bf16Copies(bs)) {
                 long xl = at(x16), gu = at(gateUp), hl = at(h16);
                 long dy = copies.scratch(2L * layoutRows * d);
-                kept.pad(s, at(gOut, (long) first * d), dy, d);
+                kept.pad(bs, at(gOut, (long) first * d), dy, d);
                 if (gDown != null) {
                     // dWd_g (h × d) = h_gᵀ · dOut_g
-                    zeroRowGroups(s, rows, gDown, (long) h * d, betaDown);
-                    Bf16Products.run(s, plan, rows, shape + " down weight gradient", true, false, d, h, g -> hl + rowsAt.bf16(g, h), h,
+                    zeroRowGroups(bs, rows, gDown, (long) h * d, betaDown);
+                    Bf16Products.run(bs, plan, rows, shape + " down weight gradient", true, false, d, h, g -> hl + rowsAt.bf16(g, h), h,
                             g -> dy + rowsAt.bf16(g, d), d, g -> at(gDown, (long) g * h * d), d, betaDown);
                 }
                 long wg = copies.of(gateW), wu = copies.of(upW), wd = copies.of(downW);
                 long dh = copies.scratch(4L * layoutRows * h);
-                Bf16Products.run(s, plan, rows, shape + " dh", false, true, h, d, g -> dy + rowsAt.bf16(g, d), d,
+                Bf16Products.run(bs, plan, rows, shape + " dh", false, true, h, d, g -> dy + rowsAt.bf16(g, d), d,
                         g -> wd + 2L * g * h * d, d, g -> dh + rowsAt.f32(g, h), h, 0f);
                 long dgu = copies.scratch(2L * layoutRows * 2 * h);
-                s.launch(KernelSource.ELEMENTWISE, "swiglu_backward_f32_bf16").over(activationThreads(layoutRows, h)).ptr(gu).ptr(dh).ptr(dgu)
+                bs.launch(KernelSource.ELEMENTWISE, "swiglu_backward_f32_bf16").over(activationThreads(layoutRows, h)).ptr(gu).ptr(dh).ptr(dgu)
                         .i64(layoutRows).i32(h).run();
                 if (gGate != null) {
-                    zeroRowGroups(s, rows, gGate, (long) d * h, betaGate);
-                    Bf16Products.run(s, plan, rows, shape + " gate weight gradient", true, false, h, d, g -> xl + rowsAt.bf16(g, d), d,
+                    zeroRowGroups(bs, rows, gGate, (long) d * h, betaGate);
+                    Bf16Products.run(bs, plan, rows, shape + " gate weight gradient", true, false, h, d, g -> xl + rowsAt.bf16(g, d), d,
                             g -> dgu + rowsAt.bf16(g, 2 * h), 2 * h, g -> at(gGate, (long) g * d * h), h, betaGate);
                 }
                 if (gUp != null) {
-                    zeroRowGroups(s, rows, gUp, (long) d * h, betaUp);
-                    Bf16Products.run(s, plan, rows, shape + " up weight gradient", true, false, h, d, g -> xl + rowsAt.bf16(g, d), d,
+                    zeroRowGroups(bs, rows, gUp, (long) d * h, betaUp);
+                    Bf16Products.run(bs, plan, rows, shape + " up weight gradient", true, false, h, d, g -> xl + rowsAt.bf16(g, d), d,
                             g -> dgu + rowsAt.bf16(g, 2 * h) + 2L * h, 2 * h, g -> at(gUp, (long) g * d * h), h, betaUp);
                 }
                 if (gx != null) {
                     // dx = dgate·Wgᵀ + dup·Wuᵀ: the second product adds into the first's result
                     boolean direct = plan.compact() && gather == null; // a compact layout's rows are gx's own
                     long dxl = direct ? at(gx, (long) first * d) : copies.scratch(4L * layoutRows * d);
-                    Bf16Products.run(s, plan, rows, shape + " dx gate", false, true, d, h, g -> dgu + rowsAt.bf16(g, 2 * h), 2 * h,
+                    Bf16Products.run(bs, plan, rows, shape + " dx gate", false, true, d, h, g -> dgu + rowsAt.bf16(g, 2 * h), 2 * h,
                             g -> wg + 2L * g * d * h, h, g -> dxl + rowsAt.f32(g, d), d, 0f);
-                    Bf16Products.run(s, plan, rows, shape + " dx up", false, true, d, h, g -> dgu + rowsAt.bf16(g, 2 * h) + 2L * h, 2 * h,
+                    Bf16Products.run(bs, plan, rows, shape + " dx up", false, true, d, h, g -> dgu + rowsAt.bf16(g, 2 * h) + 2L * h, 2 * h,
                             g -> wu + 2L * g * d * h, h, g -> dxl + rowsAt.f32(g, d), d, 1f);
-                    if (gather != null) sumPerSourceRow(s, copies, kept, dxl, gather, first, gx, d);
-                    else if (!direct) kept.unpad(s, dxl, at(gx, (long) first * d), d);
+                    if (gather != null) sumPerSourceRow(bs, copies, kept, dxl, gather, first, gx, d);
+                    else if (!direct) kept.unpad(bs, dxl, at(gx, (long) first * d), d);
                 }
             }
         };

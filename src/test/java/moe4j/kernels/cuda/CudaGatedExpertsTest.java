@@ -31,6 +31,7 @@ import org.junit.jupiter.api.Test;
 @Tag("gpu")
 class CudaGatedExpertsTest {
     static final Device GPU = Device.cuda(0);
+    /** The width of the rows and of the hidden layer: multiples of 4 (the four-wide kernels) unless a test says otherwise. */
     static final int D = 48, H = 40;
 
     @BeforeAll
@@ -74,6 +75,25 @@ class CudaGatedExpertsTest {
         check(new int[] {40, 30, 0, 9}, "auto", 2);
     }
 
+    /** Widths that are not multiples of 4: every row-moving and activation kernel takes its one-float path. */
+    @Test
+    void oddWidthsTakeTheNarrowPaths() {
+        check(new int[] {60, 50, 55, 60}, "auto", 115, 50, 38, false);
+        check(new int[] {37, 0, 90, 5}, "compact", 132, 50, 38, false);
+    }
+
+    /** No rows at all: the output is empty, the input gradient zero and the weights' gradients zero. */
+    @Test
+    void noRowsAtAll() {
+        check(new int[] {0, 0, 0, 0}, "auto", 5, D, H, false);
+    }
+
+    /** x and the up weight without a gradient: the others' gradients as before, nothing written for those two. */
+    @Test
+    void gradientsNotWanted() {
+        check(new int[] {200, 70, 64, 1}, "auto", 170, D, H, true);
+    }
+
     @Test
     void bf16ContextOnlyAndOnTheGpuOnly() {
         assertTrue(!Kernels.of(Device.CPU).matmul().fusesGatedExperts(), "the cpu composes the experts");
@@ -83,10 +103,6 @@ class CudaGatedExpertsTest {
         }
     }
 
-    /**
-     * Forward and backward twice without clearing the gradients (the second backward adds into the weights'
-     * gradients, beta 1), in the row layout {@code layout}.
-     */
     /** The rows are x's own, in order (no gather). */
     static void check(int[] sizes, String layout) {
         int rows = 0;
@@ -99,6 +115,15 @@ class CudaGatedExpertsTest {
      * gather that takes row (7i + 3) mod sourceRows for row i, each repeat in the next slot of its source row.
      */
     static void check(int[] sizes, String layout, int sourceRows) {
+        check(sizes, layout, sourceRows, D, H, false);
+    }
+
+    /**
+     * Forward and backward twice without clearing the gradients (the second backward adds into the weights'
+     * gradients, beta 1), in the row layout {@code layout}, rows of width {@code D} and hidden width {@code H};
+     * with {@code frozen}, x and the up weight require no gradient.
+     */
+    static void check(int[] sizes, String layout, int sourceRows, int D, int H, boolean frozen) {
         Rng rng = new Rng(5);
         int g = sizes.length, rows = 0;
         for (int s : sizes) rows += s;
@@ -120,14 +145,14 @@ class CudaGatedExpertsTest {
         Tensor wg = Tensor.randn(rng, 0.2, g, D, H), wu = Tensor.randn(rng, 0.2, g, D, H), wd = Tensor.randn(rng, 0.2, g, H, D);
         Tensor gOut = Tensor.randn(rng, 1.0, rows, D);
         Tensor xRows = gathered ? moe4j.ops.Ops.indexSelect(x, rowIndex) : x;
-        double[][] ref = reference(sizes, xRows, wg, wu, wd, gOut);
+        double[][] ref = reference(sizes, xRows, wg, wu, wd, gOut, D, H);
         if (gathered) {
             double[] summed = new double[sourceRows * D];
             for (int i = 0; i < rows; i++) for (int c = 0; c < D; c++) summed[index[i] * D + c] += ref[1][i * D + c];
             ref[1] = summed;
         }
 
-        Tensor[] p = {x.to(GPU).requiresGrad(true), wg.to(GPU).requiresGrad(true), wu.to(GPU).requiresGrad(true), wd.to(GPU).requiresGrad(true)};
+        Tensor[] p = {x.to(GPU).requiresGrad(!frozen), wg.to(GPU).requiresGrad(true), wu.to(GPU).requiresGrad(!frozen), wd.to(GPU).requiresGrad(true)};
         RowGather gatherOnGpu = gathered ? new RowGather(rowIndex.to(GPU), gather.entryOfRow().to(GPU), slots) : null;
         String before = System.getProperty("moe4j.cuda.groupedLayout");
         System.setProperty("moe4j.cuda.groupedLayout", layout);
@@ -144,16 +169,20 @@ class CudaGatedExpertsTest {
         String what = layout + (gathered ? " gathered from " + sourceRows + " rows, " + slots + " slots " : " ") + java.util.Arrays.toString(sizes);
         within(what + " out", ref[0], out, 1);
         String[] names = {"dx", "dWgate", "dWup", "dWdown"};
-        for (int i = 0; i < 4; i++) within(what + " " + names[i] + " (two backwards)", ref[i + 1], p[i].grad(), 2);
+        for (int i = 0; i < 4; i++) {
+            if (p[i].requiresGrad()) within(what + " " + names[i] + " (two backwards)", ref[i + 1], p[i].grad(), 2);
+            else assertEquals(null, p[i].grad(), what + " " + names[i] + ": not wanted, not made");
+        }
+        if (rows == 0) return; // nothing to compare with the unrounded composition
 
         // against the unrounded composition on the cpu: bf16 rounding, not more
-        Tensor[] c = {x.requiresGrad(true), wg.requiresGrad(true), wu.requiresGrad(true), wd.requiresGrad(true)};
+        Tensor[] c = {x.requiresGrad(!frozen), wg.requiresGrad(true), wu.requiresGrad(!frozen), wd.requiresGrad(true)};
         Tensor cRows = gathered ? Ops.indexSelect(c[0], rowIndex) : c[0];
         Tensor hidden = Ops.swiglu(GroupedMatmul.packed(cRows, sizes, c[1]), GroupedMatmul.packed(cRows, sizes, c[2]));
         Tensor composed = GroupedMatmul.packed(hidden, sizes, c[3]);
         Autograd.backward(composed, gOut);
         bf16Away(what + " out against f32", composed, out, 1);
-        for (int i = 0; i < 4; i++) bf16Away(what + " " + names[i] + " against f32", c[i].grad(), p[i].grad(), 2);
+        for (int i = 0; i < 4; i++) if (p[i].requiresGrad()) bf16Away(what + " " + names[i] + " against f32", c[i].grad(), p[i].grad(), 2);
     }
 
     static void within(String what, double[] expected, Tensor actualOnGpu, double times) {
@@ -181,7 +210,7 @@ class CudaGatedExpertsTest {
     }
 
     /** {out, dx, dWgate, dWup, dWdown} in float64, rounded to bf16 where the fused path rounds. */
-    static double[][] reference(int[] sizes, Tensor x, Tensor wg, Tensor wu, Tensor wd, Tensor gOut) {
+    static double[][] reference(int[] sizes, Tensor x, Tensor wg, Tensor wu, Tensor wd, Tensor gOut, int D, int H) {
         float[] xs = bf(x), gs = bf(wg), us = bf(wu), ds = bf(wd), dys = bf(gOut);
         int rows = x.dim(0);
         double[] out = new double[rows * D], dx = new double[rows * D];
