@@ -4,6 +4,7 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
 import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
@@ -50,6 +51,8 @@ final class GemmBlocked {
     static final int NC = TUNING.nc();
     private static final int DIRECT_B_MAX_ROWS = TUNING.directBMaxRows();
     private static final boolean TWELVE_BY_TWO = TUNING.tile() == GemmTuning.Tile.ROWS12_BY_2_VECTORS;
+    /** The first MR lanes of a vector (all of them when MR exceeds the vector): one step of an A strip. */
+    private static final VectorMask<Float> STRIP_ROWS = S.indexInRange(0, MR);
 
     static {
         if (TWELVE_BY_TWO && DIRECT_B_MAX_ROWS > 0) {
@@ -250,7 +253,14 @@ final class GemmBlocked {
                 long src = aOff + (long) (pc + p) * lda + ic;
                 int d = p * MR;
                 for (int s = 0; s < fullStrips; s++, d += kc * MR, src += MR) {
-                    for (int r = 0; r < MR; r++) dst[d + r] = a.getAtIndex(F, src + r);
+                    if (MR <= L) {
+                        // one masked vector copy; read float by float, each with its own bounds and liveness
+                        // check, this was the slowest packing loop of the Aᵀ products
+                        FloatVector.fromMemorySegment(S, a, src * Float.BYTES, NATIVE, STRIP_ROWS)
+                                .intoArray(dst, d, STRIP_ROWS);
+                    } else {
+                        for (int r = 0; r < MR; r++) dst[d + r] = a.getAtIndex(F, src + r);
+                    }
                 }
             }
         } else {
