@@ -114,6 +114,31 @@ class GemmTest {
     }
 
     @Test
+    void packedBIsTheSamePanelWhereverItStarts() {
+        // the panel is placed on a cache line of the packing array; the placement must not change its contents
+        try (Arena arena = Arena.ofConfined()) {
+            Rng rng = new Rng(29);
+            int k = 37, n = 2 * GemmBlocked.NR + 5, kc = 30;
+            for (boolean tb : new boolean[] {false, true}) {
+                MemorySegment b = GemmReference.random(arena, rng, (long) k * n);
+                int ldb = tb ? k : n;
+                int panel = kc * 3 * GemmBlocked.NR;
+                float[] at0 = new float[panel + 16], shifted = new float[panel + 16];
+                java.util.Arrays.fill(at0, Float.NaN);
+                java.util.Arrays.fill(shifted, Float.NaN);
+                GemmBlocked.packB(tb, b, 0, ldb, 5, kc, 0, n, at0, 0);
+                GemmBlocked.packB(tb, b, 0, ldb, 5, kc, 0, n, shifted, 11);
+                for (int i = 0; i < panel; i++) {
+                    assertEquals(Float.floatToRawIntBits(at0[i]), Float.floatToRawIntBits(shifted[11 + i]), "element " + i);
+                }
+                for (int i = 0; i < 11; i++) assertTrue(Float.isNaN(shifted[i]), "nothing written before the start");
+            }
+        }
+        int start = GemmBlocked.lineStart(new float[100]);
+        assertTrue(start >= 0 && start < 16, "a cache line starts within 16 floats, got " + start);
+    }
+
+    @Test
     void directAndPackedBGiveTheSameBits() {
         // 400 rows take the packed-B path, its first 100 rows alone the in-place one
         try (Arena arena = Arena.ofConfined()) {
