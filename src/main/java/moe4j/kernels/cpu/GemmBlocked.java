@@ -68,7 +68,7 @@ final class GemmBlocked {
         final float[] packedA = new float[MC * KC];
         /** A block of B, with room for a slab stretched by a quarter (see {@link #compute}). */
         final float[] packedB = new float[KC * (NC + NC / 4 + NR) + LINE_FLOATS];
-        final float[] tile = new float[MR * NR];
+        final float[] tile = new float[MR * NR + LINE_FLOATS];
         /** L steps of MR rows of A, row-major: the staging area of {@link #packA}. */
         final float[] aSteps = new float[MR * L];
     }
@@ -123,7 +123,7 @@ final class GemmBlocked {
                         MemorySegment a, long aOff, int lda, MemorySegment b, long bOff, int ldb,
                         float beta, MemorySegment c, long cOff, int ldc) {
         Scratch s = SCRATCH.get();
-        int bStart = lineStart(s.packedB);
+        int bStart = lineStart(s.packedB), tileStart = lineStart(s.tile);
         // a short reduction (e.g. a weight gradient over a few tokens) leaves the B block small: widen it
         // to the same L2 budget, so A is packed fewer times
         int ncMax = Math.max(NC, (KC * NC / Math.min(k, KC)) / NR * NR);
@@ -136,7 +136,7 @@ final class GemmBlocked {
                 int kcHere = Math.min(KC, k - pc);
                 if (!transB && i1 - i0 <= DIRECT_B_MAX_ROWS && ncHere >= NR) {
                     // few enough rows that packing B costs more than it saves
-                    directB(s, bStart, transA, a, aOff, lda, i0, i1 - i0, b, bOff, ldb, pc, kcHere, jc, ncHere, alpha,
+                    directB(s, bStart, tileStart, transA, a, aOff, lda, i0, i1 - i0, b, bOff, ldb, pc, kcHere, jc, ncHere, alpha,
                             pc == 0, beta, c, cOff, ldc);
                     continue;
                 }
@@ -146,14 +146,14 @@ final class GemmBlocked {
                 for (int ic = i0; ic < i1; ic += MC) {
                     int mcHere = Math.min(MC, i1 - ic);
                     packA(s, transA, a, aOff, lda, ic, mcHere, pc, kcHere);
-                    macroKernel(s.packedA, s.packedB, bStart, s.tile, mcHere, ncHere, kcHere, alpha, first, beta, c,
+                    macroKernel(s.packedA, s.packedB, bStart, s.tile, tileStart, mcHere, ncHere, kcHere, alpha, first, beta, c,
                             cOff + (long) ic * ldc + jc, ldc);
                 }
             }
         }
     }
 
-    private static void macroKernel(float[] pa, float[] pb, int bStart, float[] tile, int mcHere, int ncHere, int kcHere,
+    private static void macroKernel(float[] pa, float[] pb, int bStart, float[] tile, int t0, int mcHere, int ncHere, int kcHere,
                                     float alpha, boolean first, float beta, MemorySegment c, long cOff, int ldc) {
         // rows outer: one A micro-panel is reused from L1 across the whole B block (in L2), and the C
         // tiles of a row strip are visited left to right, which the hardware prefetcher follows
@@ -165,11 +165,11 @@ final class GemmBlocked {
                 int cols = Math.min(NR, ncHere - jr);
                 long cTile = cOff + (long) ir * ldc + jr;
                 if (rows == MR && cols == NR) touched += touch(c, cTile, ldc);
-                microKernel(kcHere, pa, aBase, pb, bStart + (jr / NR) * kcHere * NR, tile);
+                microKernel(kcHere, pa, aBase, pb, bStart + (jr / NR) * kcHere * NR, tile, t0);
                 if (rows == MR && cols == NR) {
-                    mergeFull(tile, alpha, first, beta, c, cTile, ldc);
+                    mergeFull(tile, t0, alpha, first, beta, c, cTile, ldc);
                 } else {
-                    mergeEdge(tile, rows, cols, alpha, first, beta, c, cTile, ldc);
+                    mergeEdge(tile, t0, rows, cols, alpha, first, beta, c, cTile, ldc);
                 }
             }
         }
@@ -193,11 +193,11 @@ final class GemmBlocked {
         return sum;
     }
 
-    private static void microKernel(int kcHere, float[] pa, int aBase, float[] pb, int bBase, float[] tile) {
+    private static void microKernel(int kcHere, float[] pa, int aBase, float[] pb, int bBase, float[] tile, int t0) {
         if (TWELVE_BY_TWO) {
-            MicroKernels.tile12x2(kcHere, pa, aBase, pb, bBase, tile);
+            MicroKernels.tile12x2(kcHere, pa, aBase, pb, bBase, tile, t0);
         } else {
-            MicroKernels.tile8x3(kcHere, pa, aBase, pb, bBase, tile);
+            MicroKernels.tile8x3(kcHere, pa, aBase, pb, bBase, tile, t0);
         }
     }
 
@@ -208,7 +208,7 @@ final class GemmBlocked {
      * it feeds; for longer ones the row-major B rows still stream well from L2); only the ragged last
      * strip is packed. The arithmetic, and so every bit of the result, is that of the packed path.
      */
-    private static void directB(Scratch s, int bStart, boolean transA, MemorySegment a, long aOff, int lda, int i0, int mcHere,
+    private static void directB(Scratch s, int bStart, int t0, boolean transA, MemorySegment a, long aOff, int lda, int i0, int mcHere,
                                 MemorySegment b, long bOff, int ldb, int pc, int kcHere, int jc, int ncHere,
                                 float alpha, boolean first, float beta, MemorySegment c, long cOff, int ldc) {
         packA(s, transA, a, aOff, lda, i0, mcHere, pc, kcHere);
@@ -226,14 +226,14 @@ final class GemmBlocked {
                 int cols = Math.min(NR, ncHere - jr);
                 if (cols == NR) {
                     long bAt = (bOff + (long) pc * ldb + jc + jr) * Float.BYTES;
-                    MicroKernels.tile8x3Direct(kcHere, s.packedA, aBase, b, bAt, ldbBytes, s.tile);
+                    MicroKernels.tile8x3Direct(kcHere, s.packedA, aBase, b, bAt, ldbBytes, s.tile, t0);
                 } else {
-                    microKernel(kcHere, s.packedA, aBase, s.packedB, bStart, s.tile);
+                    microKernel(kcHere, s.packedA, aBase, s.packedB, bStart, s.tile, t0);
                 }
                 if (rows == MR && cols == NR) {
-                    mergeFull(s.tile, alpha, first, beta, c, cRow + jr, ldc);
+                    mergeFull(s.tile, t0, alpha, first, beta, c, cRow + jr, ldc);
                 } else {
-                    mergeEdge(s.tile, rows, cols, alpha, first, beta, c, cRow + jr, ldc);
+                    mergeEdge(s.tile, t0, rows, cols, alpha, first, beta, c, cRow + jr, ldc);
                 }
             }
         }
@@ -246,12 +246,12 @@ final class GemmBlocked {
      *   first slab, beta != 0: C = fma(alpha, acc, beta·C)
      *   later slabs:           C = fma(alpha, acc, C)
      */
-    private static void mergeFull(float[] tile, float alpha, boolean first, float beta,
+    private static void mergeFull(float[] tile, int t0, float alpha, boolean first, float beta,
                                   MemorySegment c, long cTile, int ldc) {
         for (int r = 0; r < MR; r++) {
             long rowByte = (cTile + (long) r * ldc) * Float.BYTES;
             for (int v = 0; v < NR; v += L) {
-                FloatVector acc = FloatVector.fromArray(S, tile, r * NR + v);
+                FloatVector acc = FloatVector.fromArray(S, tile, t0 + r * NR + v);
                 long at = rowByte + (long) v * Float.BYTES;
                 FloatVector out;
                 if (first && beta == 0f) {
@@ -265,12 +265,12 @@ final class GemmBlocked {
         }
     }
 
-    private static void mergeEdge(float[] tile, int rows, int cols, float alpha, boolean first, float beta,
+    private static void mergeEdge(float[] tile, int t0, int rows, int cols, float alpha, boolean first, float beta,
                                   MemorySegment c, long cTile, int ldc) {
         for (int r = 0; r < rows; r++) {
             long row = cTile + (long) r * ldc;
             for (int j = 0; j < cols; j++) {
-                float acc = tile[r * NR + j];
+                float acc = tile[t0 + r * NR + j];
                 float out;
                 if (first && beta == 0f) {
                     out = acc * alpha;
