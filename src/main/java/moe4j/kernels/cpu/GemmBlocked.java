@@ -54,6 +54,8 @@ final class GemmBlocked {
     static final int NC = TUNING.nc();
     private static final int DIRECT_B_MAX_ROWS = TUNING.directBMaxRows();
     private static final boolean TWELVE_BY_TWO = TUNING.tile() == GemmTuning.Tile.ROWS12_BY_2_VECTORS;
+    /** Columns of one row strip whose tiles are merged into C together: the B block's width. */
+    private static final int STRIP_COLS = NC;
     /** The first MR lanes of a vector (all of them when MR exceeds the vector): one step of an A strip. */
     private static final VectorMask<Float> STRIP_ROWS = S.indexInRange(0, MR);
 
@@ -68,7 +70,8 @@ final class GemmBlocked {
         final float[] packedA = new float[MC * KC];
         /** A block of B, with room for a slab stretched by a quarter (see {@link #compute}). */
         final float[] packedB = new float[KC * (NC + NC / 4 + NR) + LINE_FLOATS];
-        final float[] tile = new float[MR * NR + LINE_FLOATS];
+        /** The finished tiles of one row strip, up to {@link #STRIP_COLS} columns: see {@link #mergeTiles}. */
+        final float[] tiles = new float[MR * STRIP_COLS + LINE_FLOATS];
         /** L steps of MR rows of A, row-major: the staging area of {@link #packA}. */
         final float[] aSteps = new float[MR * L];
     }
@@ -123,7 +126,7 @@ final class GemmBlocked {
                         MemorySegment a, long aOff, int lda, MemorySegment b, long bOff, int ldb,
                         float beta, MemorySegment c, long cOff, int ldc) {
         Scratch s = SCRATCH.get();
-        int bStart = lineStart(s.packedB), tileStart = lineStart(s.tile);
+        int bStart = lineStart(s.packedB), tilesStart = lineStart(s.tiles);
         // a short reduction (e.g. a weight gradient over a few tokens) leaves the B block small: widen it
         // to the same L2 budget, so A is packed fewer times
         int ncMax = Math.max(NC, (KC * NC / Math.min(k, KC)) / NR * NR);
@@ -136,7 +139,7 @@ final class GemmBlocked {
                 int kcHere = Math.min(KC, k - pc);
                 if (!transB && i1 - i0 <= DIRECT_B_MAX_ROWS && ncHere >= NR) {
                     // few enough rows that packing B costs more than it saves
-                    directB(s, bStart, tileStart, transA, a, aOff, lda, i0, i1 - i0, b, bOff, ldb, pc, kcHere, jc, ncHere, alpha,
+                    directB(s, bStart, tilesStart, transA, a, aOff, lda, i0, i1 - i0, b, bOff, ldb, pc, kcHere, jc, ncHere, alpha,
                             pc == 0, beta, c, cOff, ldc);
                     continue;
                 }
@@ -146,51 +149,29 @@ final class GemmBlocked {
                 for (int ic = i0; ic < i1; ic += MC) {
                     int mcHere = Math.min(MC, i1 - ic);
                     packA(s, transA, a, aOff, lda, ic, mcHere, pc, kcHere);
-                    macroKernel(s.packedA, s.packedB, bStart, s.tile, tileStart, mcHere, ncHere, kcHere, alpha, first, beta, c,
+                    macroKernel(s.packedA, s.packedB, bStart, s.tiles, tilesStart, mcHere, ncHere, kcHere, alpha, first, beta, c,
                             cOff + (long) ic * ldc + jc, ldc);
                 }
             }
         }
     }
 
-    private static void macroKernel(float[] pa, float[] pb, int bStart, float[] tile, int t0, int mcHere, int ncHere, int kcHere,
-                                    float alpha, boolean first, float beta, MemorySegment c, long cOff, int ldc) {
-        // rows outer: one A micro-panel is reused from L1 across the whole B block (in L2), and the C
-        // tiles of a row strip are visited left to right, which the hardware prefetcher follows
-        float touched = 0;
+    private static void macroKernel(float[] pa, float[] pb, int bStart, float[] tiles, int t0, int mcHere, int ncHere,
+                                    int kcHere, float alpha, boolean first, float beta, MemorySegment c, long cOff,
+                                    int ldc) {
+        // rows outer: one A micro-panel is reused from L1 across the whole B block (in L2); the strip's tiles
+        // go into C together once they are all done (see mergeTiles)
         for (int ir = 0; ir < mcHere; ir += MR) {
             int rows = Math.min(MR, mcHere - ir);
             int aBase = (ir / MR) * kcHere * MR;
-            for (int jr = 0; jr < ncHere; jr += NR) {
-                int cols = Math.min(NR, ncHere - jr);
-                long cTile = cOff + (long) ir * ldc + jr;
-                if (rows == MR && cols == NR) touched += touch(c, cTile, ldc);
-                microKernel(kcHere, pa, aBase, pb, bStart + (jr / NR) * kcHere * NR, tile, t0);
-                if (rows == MR && cols == NR) {
-                    mergeFull(tile, t0, alpha, first, beta, c, cTile, ldc);
-                } else {
-                    mergeEdge(tile, t0, rows, cols, alpha, first, beta, c, cTile, ldc);
+            for (int j0 = 0; j0 < ncHere; j0 += STRIP_COLS) {
+                int width = Math.min(STRIP_COLS, ncHere - j0);
+                for (int jr = j0; jr < j0 + width; jr += NR) {
+                    microKernel(kcHere, pa, aBase, pb, bStart + (jr / NR) * kcHere * NR, tiles, t0 + (jr - j0) * MR);
                 }
+                mergeTiles(tiles, t0, rows, width, alpha, first, beta, c, cOff + (long) ir * ldc + j0, ldc);
             }
         }
-        touchSink = touched;
-    }
-
-    /** Keeps the loads of {@link #touch} from being optimised away. */
-    private static float touchSink;
-
-    /**
-     * Loads one float from every cache line of a full C tile before its micro-kernel runs. Java has no
-     * prefetch instruction; these loads serve as one: they miss while the FMAs run, instead of when the tile
-     * is merged, which then finds C in cache.
-     */
-    private static float touch(MemorySegment c, long cTile, int ldc) {
-        float sum = 0;
-        for (int r = 0; r < MR; r++) {
-            long row = cTile + (long) r * ldc;
-            for (int v = 0; v < NR; v += L) sum += c.getAtIndex(F, row + v);
-        }
-        return sum;
     }
 
     private static void microKernel(int kcHere, float[] pa, int aBase, float[] pb, int bBase, float[] tile, int t0) {
@@ -222,55 +203,59 @@ final class GemmBlocked {
             int rows = Math.min(MR, mcHere - ir);
             int aBase = (ir / MR) * kcHere * MR;
             long cRow = cOff + (long) (i0 + ir) * ldc + jc;
-            for (int jr = 0; jr < ncHere; jr += NR) {
-                int cols = Math.min(NR, ncHere - jr);
-                if (cols == NR) {
-                    long bAt = (bOff + (long) pc * ldb + jc + jr) * Float.BYTES;
-                    MicroKernels.tile8x3Direct(kcHere, s.packedA, aBase, b, bAt, ldbBytes, s.tile, t0);
-                } else {
-                    microKernel(kcHere, s.packedA, aBase, s.packedB, bStart, s.tile, t0);
+            for (int j0 = 0; j0 < ncHere; j0 += STRIP_COLS) {
+                int width = Math.min(STRIP_COLS, ncHere - j0);
+                for (int jr = j0; jr < j0 + width; jr += NR) {
+                    int at = t0 + (jr - j0) * MR;
+                    if (ncHere - jr >= NR) {
+                        long bAt = (bOff + (long) pc * ldb + jc + jr) * Float.BYTES;
+                        MicroKernels.tile8x3Direct(kcHere, s.packedA, aBase, b, bAt, ldbBytes, s.tiles, at);
+                    } else {
+                        microKernel(kcHere, s.packedA, aBase, s.packedB, bStart, s.tiles, at);
+                    }
                 }
-                if (rows == MR && cols == NR) {
-                    mergeFull(s.tile, t0, alpha, first, beta, c, cRow + jr, ldc);
-                } else {
-                    mergeEdge(s.tile, t0, rows, cols, alpha, first, beta, c, cRow + jr, ldc);
-                }
+                mergeTiles(s.tiles, t0, rows, width, alpha, first, beta, c, cRow + j0, ldc);
             }
         }
     }
 
     /*
-     * Merging a tile into C. Full tiles use vector FMA, edge tiles scalar Math.fma: both round once, so an
-     * element gets the same bits whichever path (and hence whichever thread split) wrote it.
+     * Merging finished tiles into C. The micro-kernels of one MR-row strip leave their tiles side by side in
+     * the tiles array (tile q at t0 + q·MR·NR, row-major inside); once the strip's tiles are done, rows
+     * [0, rows) × columns [0, width) go into C at cRow, a row at a time. Whole vectors use vector FMA, the
+     * last columns of a row scalar Math.fma: both round once, so an element gets the same bits whichever
+     * way (and hence whichever thread split) wrote it.
      *   first slab, beta == 0: C = alpha·acc   (old C never read: it may hold NaN)
      *   first slab, beta != 0: C = fma(alpha, acc, beta·C)
      *   later slabs:           C = fma(alpha, acc, C)
+     * Merged tile by tile (with a touch of the tile's lines before its micro-kernel to have them cached),
+     * each of a tile's 24 vectors of C paid its own bounds, liveness and type check of the segment; along a
+     * whole row C2 checks once, and C is read and written front to back.
      */
-    private static void mergeFull(float[] tile, int t0, float alpha, boolean first, float beta,
-                                  MemorySegment c, long cTile, int ldc) {
-        for (int r = 0; r < MR; r++) {
-            long rowByte = (cTile + (long) r * ldc) * Float.BYTES;
-            for (int v = 0; v < NR; v += L) {
-                FloatVector acc = FloatVector.fromArray(S, tile, t0 + r * NR + v);
-                long at = rowByte + (long) v * Float.BYTES;
-                FloatVector out;
-                if (first && beta == 0f) {
-                    out = acc.mul(alpha);
-                } else {
-                    FloatVector old = FloatVector.fromMemorySegment(S, c, at, NATIVE);
-                    out = acc.fma(FloatVector.broadcast(S, alpha), first ? old.mul(beta) : old);
-                }
-                out.intoMemorySegment(c, at, NATIVE);
-            }
-        }
-    }
-
-    private static void mergeEdge(float[] tile, int t0, int rows, int cols, float alpha, boolean first, float beta,
-                                  MemorySegment c, long cTile, int ldc) {
+    private static void mergeTiles(float[] tiles, int t0, int rows, int width, float alpha, boolean first, float beta,
+                                   MemorySegment c, long cRow, int ldc) {
+        int vectorCols = width / L * L;
         for (int r = 0; r < rows; r++) {
-            long row = cTile + (long) r * ldc;
-            for (int j = 0; j < cols; j++) {
-                float acc = tile[t0 + r * NR + j];
+            long rowByte = (cRow + (long) r * ldc) * Float.BYTES;
+            int src = t0 + r * NR;
+            if (first && beta == 0f) {
+                for (int j = 0; j < vectorCols; j += L) {
+                    FloatVector.fromArray(S, tiles, src + (j / NR) * (MR * NR) + j % NR).mul(alpha)
+                            .intoMemorySegment(c, rowByte + (long) j * Float.BYTES, NATIVE);
+                }
+            } else {
+                FloatVector alphas = FloatVector.broadcast(S, alpha);
+                for (int j = 0; j < vectorCols; j += L) {
+                    long at = rowByte + (long) j * Float.BYTES;
+                    FloatVector old = FloatVector.fromMemorySegment(S, c, at, NATIVE);
+                    FloatVector.fromArray(S, tiles, src + (j / NR) * (MR * NR) + j % NR)
+                            .fma(alphas, first ? old.mul(beta) : old)
+                            .intoMemorySegment(c, at, NATIVE);
+                }
+            }
+            long row = cRow + (long) r * ldc;
+            for (int j = vectorCols; j < width; j++) {
+                float acc = tiles[src + (j / NR) * (MR * NR) + j % NR];
                 float out;
                 if (first && beta == 0f) {
                     out = acc * alpha;

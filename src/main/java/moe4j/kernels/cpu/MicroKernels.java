@@ -8,7 +8,7 @@ import jdk.incubator.vector.VectorSpecies;
 /**
  * The register-tile micro-kernels of {@link GemmBlocked}: {@code tile[MR][NR] = Σ_p A[p][0..MR) ⊗ B[p][0..NR)}
  * over one K slab, A from a packed panel ({@code pa[aBase + p·MR + r]}), the result written row-major to
- * {@code tile}. Each keeps its whole tile in named accumulators so that C2 holds it in vector registers.
+ * {@code tile} from index {@code t0} on. Each keeps its whole tile in named accumulators so that C2 holds it in vector registers.
  *
  * <p>Two tile shapes, both 24 accumulators of one vector each (see {@link GemmTuning} for which runs where):
  * <ul>
