@@ -130,11 +130,24 @@ final class GemmBlocked {
         // a short reduction (e.g. a weight gradient over a few tokens) leaves the B block small: widen it
         // to the same L2 budget, so A is packed fewer times
         int ncMax = Math.max(NC, (KC * NC / Math.min(k, KC)) / NR * NR);
+        if (i1 - i0 <= MC && (transB || i1 - i0 > DIRECT_B_MAX_ROWS)) {
+            // one row block (e.g. the 512-row expert products): K slabs outside, so that its A panel is
+            // packed once per slab and serves every column slab; each element of C still gets its slabs in
+            // order, so the bits are those of the loop order below
+            for (int pc = 0; pc < k; pc += KC) {
+                int kcHere = Math.min(KC, k - pc);
+                packA(s, transA, a, aOff, lda, i0, i1 - i0, pc, kcHere);
+                for (int jc = j0, ncHere; jc < j1; jc += ncHere) {
+                    ncHere = slabWidth(jc, j1, ncMax);
+                    packB(transB, b, bOff, ldb, pc, kcHere, jc, ncHere, s.packedB, bStart);
+                    macroKernel(s.packedA, s.packedB, bStart, s.tiles, tilesStart, i1 - i0, ncHere, kcHere, alpha,
+                            pc == 0, beta, c, cOff + (long) i0 * ldc + jc, ldc);
+                }
+            }
+            return;
+        }
         for (int jc = j0, ncHere; jc < j1; jc += ncHere) {
-            ncHere = Math.min(ncMax, j1 - jc);
-            // a last slab under a quarter of the others joins this one: A would be packed again for a
-            // sliver of C (1024 columns in slabs of 960 leave 64)
-            if (j1 - jc - ncHere < ncMax / 4) ncHere = j1 - jc;
+            ncHere = slabWidth(jc, j1, ncMax);
             for (int pc = 0; pc < k; pc += KC) {
                 int kcHere = Math.min(KC, k - pc);
                 if (!transB && i1 - i0 <= DIRECT_B_MAX_ROWS && ncHere >= NR) {
@@ -154,6 +167,14 @@ final class GemmBlocked {
                 }
             }
         }
+    }
+
+    /** The width of the column slab at jc: ncMax, or all that is left when the rest would be a sliver. */
+    private static int slabWidth(int jc, int j1, int ncMax) {
+        int ncHere = Math.min(ncMax, j1 - jc);
+        // a last slab under a quarter of the others joins this one: A would be packed again for a sliver of
+        // C (1024 columns in slabs of 960 leave 64)
+        return j1 - jc - ncHere < ncMax / 4 ? j1 - jc : ncHere;
     }
 
     private static void macroKernel(float[] pa, float[] pb, int bStart, float[] tiles, int t0, int mcHere, int ncHere,

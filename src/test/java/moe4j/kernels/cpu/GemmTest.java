@@ -15,12 +15,14 @@ import org.junit.jupiter.api.Test;
 class GemmTest {
     /**
      * m, n, k triples: odd sizes, tile and block edges of both tiles (8x3: MR = 8, NR = 48, MC = 512; 12x2:
-     * MR = 12, NR = 32, MC = 504; KC = 256; NC from the L2 size, 768 or 960 on the machines measured).
+     * MR = 12, NR = 32, MC = 516; KC = 256; NC from the L2 size, 768 or 960 on the machines measured). A
+     * product of at most MC rows packs A once per K slab for all column slabs, a taller one per row block.
      */
     private static final int[][] SHAPES = {
             {1, 1, 1}, {1, 3, 7}, {3, 1, 17}, {7, 17, 1}, {17, 33, 7}, {33, 65, 17}, {65, 129, 33},
             {129, 33, 65}, {8, 48, 256}, {9, 49, 257}, {130, 97, 300}, {5, 800, 3}, {521, 9, 11}, {1, 129, 520},
-            {12, 32, 256}, {13, 33, 257}, {505, 31, 20}, {25, 961, 9}, {11, 1000, 40},
+            {12, 32, 256}, {13, 33, 257}, {505, 31, 20}, {25, 961, 9}, {11, 1000, 40}, {516, 2000, 300},
+            {517, 40, 20}, {40, 3100, 270},
     };
 
     @Test
