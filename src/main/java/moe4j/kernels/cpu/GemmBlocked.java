@@ -23,8 +23,11 @@ import jdk.incubator.vector.VectorSpecies;
  *       {@code DIRECT_B_MAX_ROWS} rows) with an untransposed B skip this packing and read B in place;</li>
  *   <li>{@code ic}: rows of C in slabs of MC; the MC×KC block of op(A) is packed;</li>
  *   <li>{@code ir}, {@code jr}: MR-high strips of A and NR-wide strips of B, one micro-kernel call each
- *       ({@link MicroKernels}), which keeps an MR×NR tile of C in 24 vector registers.</li>
+ *       ({@link MicroKernels}), which keeps an MR×NR tile of C in 24 vector registers; a strip's tiles
+ *       are merged into C together, row by row.</li>
  * </ol>
+ * A product of at most MC rows (one row block) swaps the two outer loops: K slabs outside, so its A
+ * panel is packed once per slab rather than once per slab and column slab.
  * Packing turns every layout (A or Aᵀ, B or Bᵀ) into the same contiguous panels, so one micro-kernel
  * serves all four; panels are zero-padded to full MR/NR so edge tiles need no special kernel.
  *
