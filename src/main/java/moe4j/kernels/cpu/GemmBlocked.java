@@ -1,9 +1,13 @@
 package moe4j.kernels.cpu;
 
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.Linker;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.lang.invoke.MethodHandle;
 import java.nio.ByteOrder;
 import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
@@ -19,8 +23,11 @@ import jdk.incubator.vector.VectorSpecies;
  *       {@code DIRECT_B_MAX_ROWS} rows) with an untransposed B skip this packing and read B in place;</li>
  *   <li>{@code ic}: rows of C in slabs of MC; the MC×KC block of op(A) is packed;</li>
  *   <li>{@code ir}, {@code jr}: MR-high strips of A and NR-wide strips of B, one micro-kernel call each
- *       ({@link MicroKernels}), which keeps an MR×NR tile of C in 24 vector registers.</li>
+ *       ({@link MicroKernels}), which keeps an MR×NR tile of C in 24 vector registers; a strip's tiles
+ *       are merged into C together, row by row.</li>
  * </ol>
+ * A product of at most MC rows (one row block) swaps the two outer loops: K slabs outside, so its A
+ * panel is packed once per slab rather than once per slab and column slab.
  * Packing turns every layout (A or Aᵀ, B or Bᵀ) into the same contiguous panels, so one micro-kernel
  * serves all four; panels are zero-padded to full MR/NR so edge tiles need no special kernel.
  *
@@ -50,6 +57,10 @@ final class GemmBlocked {
     static final int NC = TUNING.nc();
     private static final int DIRECT_B_MAX_ROWS = TUNING.directBMaxRows();
     private static final boolean TWELVE_BY_TWO = TUNING.tile() == GemmTuning.Tile.ROWS12_BY_2_VECTORS;
+    /** Columns of one row strip whose tiles are merged into C together: the B block's width. */
+    private static final int STRIP_COLS = NC;
+    /** The first MR lanes of a vector (all of them when MR exceeds the vector): one step of an A strip. */
+    private static final VectorMask<Float> STRIP_ROWS = S.indexInRange(0, MR);
 
     static {
         if (TWELVE_BY_TWO && DIRECT_B_MAX_ROWS > 0) {
@@ -61,13 +72,54 @@ final class GemmBlocked {
     static final class Scratch {
         final float[] packedA = new float[MC * KC];
         /** A block of B, with room for a slab stretched by a quarter (see {@link #compute}). */
-        final float[] packedB = new float[KC * (NC + NC / 4 + NR)];
-        final float[] tile = new float[MR * NR];
+        final float[] packedB = new float[KC * (NC + NC / 4 + NR) + LINE_FLOATS];
+        /** The finished tiles of one row strip, up to {@link #STRIP_COLS} columns: see {@link #mergeTiles}. */
+        final float[] tiles = new float[MR * STRIP_COLS + LINE_FLOATS];
         /** L steps of MR rows of A, row-major: the staging area of {@link #packA}. */
         final float[] aSteps = new float[MR * L];
     }
 
     private static final ThreadLocal<Scratch> SCRATCH = ThreadLocal.withInitial(Scratch::new);
+
+    /** Floats in a cache line. */
+    private static final int LINE_FLOATS = 64 / Float.BYTES;
+
+    /**
+     * libc's memcpy as a critical downcall (heap arrays allowed), called with a length of 0 only for what it
+     * returns: its first argument, i.e. where a heap array's elements lie right now; null when it cannot be
+     * linked (then packed B starts at element 0, as it always did).
+     */
+    private static final MethodHandle WHERE_IS = linkWhereIs();
+
+    private static MethodHandle linkWhereIs() {
+        try {
+            Linker linker = Linker.nativeLinker();
+            return linker.defaultLookup().find("memcpy").map(fn -> linker.downcallHandle(fn,
+                    FunctionDescriptor.of(ValueLayout.ADDRESS, ValueLayout.ADDRESS, ValueLayout.ADDRESS, ValueLayout.JAVA_LONG),
+                    Linker.Option.critical(true))).orElse(null);
+        } catch (RuntimeException | LinkageError e) {
+            return null;
+        }
+    }
+
+    /**
+     * The first element of {@code array} at or after index 0 that starts a cache line, 0 when unknown.
+     * The packed B panel starts there: a 64-byte vector load that straddles two lines costs the 12x2 kernel
+     * about an eighth of its speed (measured on Intel Ice Lake, all eight possible placements of a
+     * heap array: one ran at 168 GFLOP/s, the seven split ones at 147), and the JVM places arrays on 8-byte
+     * boundaries only. The placement is asked for each product because the collector may move the array;
+     * it changes where the panel lies, never what is computed, so results are the same bits whatever it is.
+     */
+    static int lineStart(float[] array) {
+        if (WHERE_IS == null) return 0;
+        try {
+            MemorySegment elements = MemorySegment.ofArray(array);
+            long address = ((MemorySegment) WHERE_IS.invokeExact(elements, elements, 0L)).address();
+            return (int) ((-address & (LINE_FLOATS * Float.BYTES - 1)) / Float.BYTES);
+        } catch (Throwable e) {
+            return 0;
+        }
+    }
 
     /**
      * Computes rows [i0, i1) × columns [j0, j1) of {@code C = alpha·op(A)·op(B) + beta·C}; k &gt; 0.
@@ -77,80 +129,80 @@ final class GemmBlocked {
                         MemorySegment a, long aOff, int lda, MemorySegment b, long bOff, int ldb,
                         float beta, MemorySegment c, long cOff, int ldc) {
         Scratch s = SCRATCH.get();
+        int bStart = lineStart(s.packedB), tilesStart = lineStart(s.tiles);
         // a short reduction (e.g. a weight gradient over a few tokens) leaves the B block small: widen it
         // to the same L2 budget, so A is packed fewer times
         int ncMax = Math.max(NC, (KC * NC / Math.min(k, KC)) / NR * NR);
+        if (i1 - i0 <= MC && (transB || i1 - i0 > DIRECT_B_MAX_ROWS)) {
+            // one row block (e.g. the 512-row expert products): K slabs outside, so that its A panel is
+            // packed once per slab and serves every column slab; each element of C still gets its slabs in
+            // order, so the bits are those of the loop order below
+            for (int pc = 0; pc < k; pc += KC) {
+                int kcHere = Math.min(KC, k - pc);
+                packA(s, transA, a, aOff, lda, i0, i1 - i0, pc, kcHere);
+                for (int jc = j0, ncHere; jc < j1; jc += ncHere) {
+                    ncHere = slabWidth(jc, j1, ncMax);
+                    packB(transB, b, bOff, ldb, pc, kcHere, jc, ncHere, s.packedB, bStart);
+                    macroKernel(s.packedA, s.packedB, bStart, s.tiles, tilesStart, i1 - i0, ncHere, kcHere, alpha,
+                            pc == 0, beta, c, cOff + (long) i0 * ldc + jc, ldc);
+                }
+            }
+            return;
+        }
         for (int jc = j0, ncHere; jc < j1; jc += ncHere) {
-            ncHere = Math.min(ncMax, j1 - jc);
-            // a last slab under a quarter of the others joins this one: A would be packed again for a
-            // sliver of C (1024 columns in slabs of 960 leave 64)
-            if (j1 - jc - ncHere < ncMax / 4) ncHere = j1 - jc;
+            ncHere = slabWidth(jc, j1, ncMax);
             for (int pc = 0; pc < k; pc += KC) {
                 int kcHere = Math.min(KC, k - pc);
                 if (!transB && i1 - i0 <= DIRECT_B_MAX_ROWS && ncHere >= NR) {
                     // few enough rows that packing B costs more than it saves
-                    directB(s, transA, a, aOff, lda, i0, i1 - i0, b, bOff, ldb, pc, kcHere, jc, ncHere, alpha,
+                    directB(s, bStart, tilesStart, transA, a, aOff, lda, i0, i1 - i0, b, bOff, ldb, pc, kcHere, jc, ncHere, alpha,
                             pc == 0, beta, c, cOff, ldc);
                     continue;
                 }
-                packB(transB, b, bOff, ldb, pc, kcHere, jc, ncHere, s.packedB);
+                packB(transB, b, bOff, ldb, pc, kcHere, jc, ncHere, s.packedB, bStart);
                 // the first K slab applies beta; later slabs accumulate onto the partial result
                 boolean first = pc == 0;
                 for (int ic = i0; ic < i1; ic += MC) {
                     int mcHere = Math.min(MC, i1 - ic);
                     packA(s, transA, a, aOff, lda, ic, mcHere, pc, kcHere);
-                    macroKernel(s.packedA, s.packedB, s.tile, mcHere, ncHere, kcHere, alpha, first, beta, c,
+                    macroKernel(s.packedA, s.packedB, bStart, s.tiles, tilesStart, mcHere, ncHere, kcHere, alpha, first, beta, c,
                             cOff + (long) ic * ldc + jc, ldc);
                 }
             }
         }
     }
 
-    private static void macroKernel(float[] pa, float[] pb, float[] tile, int mcHere, int ncHere, int kcHere,
-                                    float alpha, boolean first, float beta, MemorySegment c, long cOff, int ldc) {
-        // rows outer: one A micro-panel is reused from L1 across the whole B block (in L2), and the C
-        // tiles of a row strip are visited left to right, which the hardware prefetcher follows
-        float touched = 0;
+    /** The width of the column slab at jc: ncMax, or all that is left when the rest would be a sliver. */
+    private static int slabWidth(int jc, int j1, int ncMax) {
+        int ncHere = Math.min(ncMax, j1 - jc);
+        // a last slab under a quarter of the others joins this one: A would be packed again for a sliver of
+        // C (1024 columns in slabs of 960 leave 64)
+        return j1 - jc - ncHere < ncMax / 4 ? j1 - jc : ncHere;
+    }
+
+    private static void macroKernel(float[] pa, float[] pb, int bStart, float[] tiles, int t0, int mcHere, int ncHere,
+                                    int kcHere, float alpha, boolean first, float beta, MemorySegment c, long cOff,
+                                    int ldc) {
+        // rows outer: one A micro-panel is reused from L1 across the whole B block (in L2); the strip's tiles
+        // go into C together once they are all done (see mergeTiles)
         for (int ir = 0; ir < mcHere; ir += MR) {
             int rows = Math.min(MR, mcHere - ir);
             int aBase = (ir / MR) * kcHere * MR;
-            for (int jr = 0; jr < ncHere; jr += NR) {
-                int cols = Math.min(NR, ncHere - jr);
-                long cTile = cOff + (long) ir * ldc + jr;
-                if (rows == MR && cols == NR) touched += touch(c, cTile, ldc);
-                microKernel(kcHere, pa, aBase, pb, (jr / NR) * kcHere * NR, tile);
-                if (rows == MR && cols == NR) {
-                    mergeFull(tile, alpha, first, beta, c, cTile, ldc);
-                } else {
-                    mergeEdge(tile, rows, cols, alpha, first, beta, c, cTile, ldc);
+            for (int j0 = 0; j0 < ncHere; j0 += STRIP_COLS) {
+                int width = Math.min(STRIP_COLS, ncHere - j0);
+                for (int jr = j0; jr < j0 + width; jr += NR) {
+                    microKernel(kcHere, pa, aBase, pb, bStart + (jr / NR) * kcHere * NR, tiles, t0 + (jr - j0) * MR);
                 }
+                mergeTiles(tiles, t0, rows, width, alpha, first, beta, c, cOff + (long) ir * ldc + j0, ldc);
             }
         }
-        touchSink = touched;
     }
 
-    /** Keeps the loads of {@link #touch} from being optimised away. */
-    private static float touchSink;
-
-    /**
-     * Loads one float from every cache line of a full C tile before its micro-kernel runs. Java has no
-     * prefetch instruction; these loads serve as one: they miss while the FMAs run, instead of when the tile
-     * is merged, which then finds C in cache.
-     */
-    private static float touch(MemorySegment c, long cTile, int ldc) {
-        float sum = 0;
-        for (int r = 0; r < MR; r++) {
-            long row = cTile + (long) r * ldc;
-            for (int v = 0; v < NR; v += L) sum += c.getAtIndex(F, row + v);
-        }
-        return sum;
-    }
-
-    private static void microKernel(int kcHere, float[] pa, int aBase, float[] pb, int bBase, float[] tile) {
+    private static void microKernel(int kcHere, float[] pa, int aBase, float[] pb, int bBase, float[] tile, int t0) {
         if (TWELVE_BY_TWO) {
-            MicroKernels.tile12x2(kcHere, pa, aBase, pb, bBase, tile);
+            MicroKernels.tile12x2(kcHere, pa, aBase, pb, bBase, tile, t0);
         } else {
-            MicroKernels.tile8x3(kcHere, pa, aBase, pb, bBase, tile);
+            MicroKernels.tile8x3(kcHere, pa, aBase, pb, bBase, tile, t0);
         }
     }
 
@@ -161,69 +213,73 @@ final class GemmBlocked {
      * it feeds; for longer ones the row-major B rows still stream well from L2); only the ragged last
      * strip is packed. The arithmetic, and so every bit of the result, is that of the packed path.
      */
-    private static void directB(Scratch s, boolean transA, MemorySegment a, long aOff, int lda, int i0, int mcHere,
+    private static void directB(Scratch s, int bStart, int t0, boolean transA, MemorySegment a, long aOff, int lda, int i0, int mcHere,
                                 MemorySegment b, long bOff, int ldb, int pc, int kcHere, int jc, int ncHere,
                                 float alpha, boolean first, float beta, MemorySegment c, long cOff, int ldc) {
         packA(s, transA, a, aOff, lda, i0, mcHere, pc, kcHere);
         int fullCols = ncHere / NR * NR;
         if (fullCols < ncHere) {
             // the ragged strip, packed on its own at the start of packedB
-            packB(false, b, bOff, ldb, pc, kcHere, jc + fullCols, ncHere - fullCols, s.packedB);
+            packB(false, b, bOff, ldb, pc, kcHere, jc + fullCols, ncHere - fullCols, s.packedB, bStart);
         }
         long ldbBytes = (long) ldb * Float.BYTES;
         for (int ir = 0; ir < mcHere; ir += MR) {
             int rows = Math.min(MR, mcHere - ir);
             int aBase = (ir / MR) * kcHere * MR;
             long cRow = cOff + (long) (i0 + ir) * ldc + jc;
-            for (int jr = 0; jr < ncHere; jr += NR) {
-                int cols = Math.min(NR, ncHere - jr);
-                if (cols == NR) {
-                    long bAt = (bOff + (long) pc * ldb + jc + jr) * Float.BYTES;
-                    MicroKernels.tile8x3Direct(kcHere, s.packedA, aBase, b, bAt, ldbBytes, s.tile);
-                } else {
-                    microKernel(kcHere, s.packedA, aBase, s.packedB, 0, s.tile);
+            for (int j0 = 0; j0 < ncHere; j0 += STRIP_COLS) {
+                int width = Math.min(STRIP_COLS, ncHere - j0);
+                for (int jr = j0; jr < j0 + width; jr += NR) {
+                    int at = t0 + (jr - j0) * MR;
+                    if (ncHere - jr >= NR) {
+                        long bAt = (bOff + (long) pc * ldb + jc + jr) * Float.BYTES;
+                        MicroKernels.tile8x3Direct(kcHere, s.packedA, aBase, b, bAt, ldbBytes, s.tiles, at);
+                    } else {
+                        microKernel(kcHere, s.packedA, aBase, s.packedB, bStart, s.tiles, at);
+                    }
                 }
-                if (rows == MR && cols == NR) {
-                    mergeFull(s.tile, alpha, first, beta, c, cRow + jr, ldc);
-                } else {
-                    mergeEdge(s.tile, rows, cols, alpha, first, beta, c, cRow + jr, ldc);
-                }
+                mergeTiles(s.tiles, t0, rows, width, alpha, first, beta, c, cRow + j0, ldc);
             }
         }
     }
 
     /*
-     * Merging a tile into C. Full tiles use vector FMA, edge tiles scalar Math.fma: both round once, so an
-     * element gets the same bits whichever path (and hence whichever thread split) wrote it.
+     * Merging finished tiles into C. The micro-kernels of one MR-row strip leave their tiles side by side in
+     * the tiles array (tile q at t0 + q·MR·NR, row-major inside); once the strip's tiles are done, rows
+     * [0, rows) × columns [0, width) go into C at cRow, a row at a time. Whole vectors use vector FMA, the
+     * last columns of a row scalar Math.fma: both round once, so an element gets the same bits whichever
+     * way (and hence whichever thread split) wrote it.
      *   first slab, beta == 0: C = alpha·acc   (old C never read: it may hold NaN)
      *   first slab, beta != 0: C = fma(alpha, acc, beta·C)
      *   later slabs:           C = fma(alpha, acc, C)
+     * Merged tile by tile (with a touch of the tile's lines before its micro-kernel to have them cached),
+     * each of a tile's 24 vectors of C paid its own bounds, liveness and type check of the segment; along a
+     * whole row C2 checks once, and C is read and written front to back.
      */
-    private static void mergeFull(float[] tile, float alpha, boolean first, float beta,
-                                  MemorySegment c, long cTile, int ldc) {
-        for (int r = 0; r < MR; r++) {
-            long rowByte = (cTile + (long) r * ldc) * Float.BYTES;
-            for (int v = 0; v < NR; v += L) {
-                FloatVector acc = FloatVector.fromArray(S, tile, r * NR + v);
-                long at = rowByte + (long) v * Float.BYTES;
-                FloatVector out;
-                if (first && beta == 0f) {
-                    out = acc.mul(alpha);
-                } else {
-                    FloatVector old = FloatVector.fromMemorySegment(S, c, at, NATIVE);
-                    out = acc.fma(FloatVector.broadcast(S, alpha), first ? old.mul(beta) : old);
-                }
-                out.intoMemorySegment(c, at, NATIVE);
-            }
-        }
-    }
-
-    private static void mergeEdge(float[] tile, int rows, int cols, float alpha, boolean first, float beta,
-                                  MemorySegment c, long cTile, int ldc) {
+    private static void mergeTiles(float[] tiles, int t0, int rows, int width, float alpha, boolean first, float beta,
+                                   MemorySegment c, long cRow, int ldc) {
+        int vectorCols = width / L * L;
         for (int r = 0; r < rows; r++) {
-            long row = cTile + (long) r * ldc;
-            for (int j = 0; j < cols; j++) {
-                float acc = tile[r * NR + j];
+            long rowByte = (cRow + (long) r * ldc) * Float.BYTES;
+            int src = t0 + r * NR;
+            if (first && beta == 0f) {
+                for (int j = 0; j < vectorCols; j += L) {
+                    FloatVector.fromArray(S, tiles, src + (j / NR) * (MR * NR) + j % NR).mul(alpha)
+                            .intoMemorySegment(c, rowByte + (long) j * Float.BYTES, NATIVE);
+                }
+            } else {
+                FloatVector alphas = FloatVector.broadcast(S, alpha);
+                for (int j = 0; j < vectorCols; j += L) {
+                    long at = rowByte + (long) j * Float.BYTES;
+                    FloatVector old = FloatVector.fromMemorySegment(S, c, at, NATIVE);
+                    FloatVector.fromArray(S, tiles, src + (j / NR) * (MR * NR) + j % NR)
+                            .fma(alphas, first ? old.mul(beta) : old)
+                            .intoMemorySegment(c, at, NATIVE);
+                }
+            }
+            long row = cRow + (long) r * ldc;
+            for (int j = vectorCols; j < width; j++) {
+                float acc = tiles[src + (j / NR) * (MR * NR) + j % NR];
                 float out;
                 if (first && beta == 0f) {
                     out = acc * alpha;
@@ -250,7 +306,14 @@ final class GemmBlocked {
                 long src = aOff + (long) (pc + p) * lda + ic;
                 int d = p * MR;
                 for (int s = 0; s < fullStrips; s++, d += kc * MR, src += MR) {
-                    for (int r = 0; r < MR; r++) dst[d + r] = a.getAtIndex(F, src + r);
+                    if (MR <= L) {
+                        // one masked vector copy; read float by float, each with its own bounds and liveness
+                        // check, this was the slowest packing loop of the Aᵀ products
+                        FloatVector.fromMemorySegment(S, a, src * Float.BYTES, NATIVE, STRIP_ROWS)
+                                .intoArray(dst, d, STRIP_ROWS);
+                    } else {
+                        for (int r = 0; r < MR; r++) dst[d + r] = a.getAtIndex(F, src + r);
+                    }
                 }
             }
         } else {
@@ -292,11 +355,12 @@ final class GemmBlocked {
 
     /**
      * Packs op(B)[pc..pc+kc)[jc..jc+nc) as NR-column strips: strip t, step p holds columns
-     * t·NR..t·NR+NR at {@code dst[t·kc·NR + p·NR + j]}; columns past nc are zero.
+     * t·NR..t·NR+NR at {@code dst[start + t·kc·NR + p·NR + j]}; columns past nc are zero.
      */
-    static void packB(boolean transB, MemorySegment b, long bOff, int ldb, int pc, int kc, int jc, int nc, float[] dst) {
+    static void packB(boolean transB, MemorySegment b, long bOff, int ldb, int pc, int kc, int jc, int nc, float[] dst,
+                      int start) {
         for (int t = 0; t * NR < nc; t++) {
-            int base = t * kc * NR;
+            int base = start + t * kc * NR;
             int cols = Math.min(NR, nc - t * NR);
             if (!transB) {
                 for (int p = 0; p < kc; p++) {

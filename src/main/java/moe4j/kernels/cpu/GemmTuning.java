@@ -79,7 +79,8 @@ public record GemmTuning(Tile tile, int kc, int mc, int nc, int directBMaxRows, 
     /** The blocking for {@code tile} on a core with {@code l2Bytes} of L2 (0: unknown). */
     static GemmTuning of(Tile tile, long l2Bytes, String why) {
         int nr = tile.vectors * GemmBlocked.L;
-        int mc = tile.mr * (512 / tile.mr);
+        // at least 512 rows in whole strips: a 512-row product (the expert shapes) is one row block
+        int mc = tile.mr * ((512 + tile.mr - 1) / tile.mr);
         long l2 = l2Bytes > 0 ? l2Bytes : DEFAULT_L2;
         long stripBytes = (long) KC * nr * Float.BYTES;
         int strips = (int) Math.clamp(l2 * 3 / 4 / stripBytes, 4, 64);

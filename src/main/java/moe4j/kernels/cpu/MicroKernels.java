@@ -8,7 +8,7 @@ import jdk.incubator.vector.VectorSpecies;
 /**
  * The register-tile micro-kernels of {@link GemmBlocked}: {@code tile[MR][NR] = Σ_p A[p][0..MR) ⊗ B[p][0..NR)}
  * over one K slab, A from a packed panel ({@code pa[aBase + p·MR + r]}), the result written row-major to
- * {@code tile}. Each keeps its whole tile in named accumulators so that C2 holds it in vector registers.
+ * {@code tile} from index {@code t0} on. Each keeps its whole tile in named accumulators so that C2 holds it in vector registers.
  *
  * <p>Two tile shapes, both 24 accumulators of one vector each (see {@link GemmTuning} for which runs where):
  * <ul>
@@ -39,7 +39,7 @@ final class MicroKernels {
     private static final int L = GemmBlocked.L;
     private static final ByteOrder NATIVE = ByteOrder.nativeOrder();
 
-    static void tile8x3(int kc, float[] pa, int aBase, float[] pb, int bBase, float[] tile) {
+    static void tile8x3(int kc, float[] pa, int aBase, float[] pb, int bBase, float[] tile, int t0) {
         FloatVector z = FloatVector.zero(S);
         FloatVector c00 = z, c01 = z, c02 = z, c10 = z, c11 = z, c12 = z;
         FloatVector c20 = z, c21 = z, c22 = z, c30 = z, c31 = z, c32 = z;
@@ -68,17 +68,17 @@ final class MicroKernels {
             c70 = av.fma(b0, c70); c71 = av.fma(b1, c71); c72 = av.fma(b2, c72);
         }
         int nr = 3 * L;
-        c00.intoArray(tile, 0); c01.intoArray(tile, L); c02.intoArray(tile, 2 * L);
-        c10.intoArray(tile, nr); c11.intoArray(tile, nr + L); c12.intoArray(tile, nr + 2 * L);
-        c20.intoArray(tile, 2 * nr); c21.intoArray(tile, 2 * nr + L); c22.intoArray(tile, 2 * nr + 2 * L);
-        c30.intoArray(tile, 3 * nr); c31.intoArray(tile, 3 * nr + L); c32.intoArray(tile, 3 * nr + 2 * L);
-        c40.intoArray(tile, 4 * nr); c41.intoArray(tile, 4 * nr + L); c42.intoArray(tile, 4 * nr + 2 * L);
-        c50.intoArray(tile, 5 * nr); c51.intoArray(tile, 5 * nr + L); c52.intoArray(tile, 5 * nr + 2 * L);
-        c60.intoArray(tile, 6 * nr); c61.intoArray(tile, 6 * nr + L); c62.intoArray(tile, 6 * nr + 2 * L);
-        c70.intoArray(tile, 7 * nr); c71.intoArray(tile, 7 * nr + L); c72.intoArray(tile, 7 * nr + 2 * L);
+        c00.intoArray(tile, t0 + 0); c01.intoArray(tile, t0 + L); c02.intoArray(tile, t0 + 2 * L);
+        c10.intoArray(tile, t0 + nr); c11.intoArray(tile, t0 + nr + L); c12.intoArray(tile, t0 + nr + 2 * L);
+        c20.intoArray(tile, t0 + 2 * nr); c21.intoArray(tile, t0 + 2 * nr + L); c22.intoArray(tile, t0 + 2 * nr + 2 * L);
+        c30.intoArray(tile, t0 + 3 * nr); c31.intoArray(tile, t0 + 3 * nr + L); c32.intoArray(tile, t0 + 3 * nr + 2 * L);
+        c40.intoArray(tile, t0 + 4 * nr); c41.intoArray(tile, t0 + 4 * nr + L); c42.intoArray(tile, t0 + 4 * nr + 2 * L);
+        c50.intoArray(tile, t0 + 5 * nr); c51.intoArray(tile, t0 + 5 * nr + L); c52.intoArray(tile, t0 + 5 * nr + 2 * L);
+        c60.intoArray(tile, t0 + 6 * nr); c61.intoArray(tile, t0 + 6 * nr + L); c62.intoArray(tile, t0 + 6 * nr + 2 * L);
+        c70.intoArray(tile, t0 + 7 * nr); c71.intoArray(tile, t0 + 7 * nr + L); c72.intoArray(tile, t0 + 7 * nr + 2 * L);
     }
 
-    static void tile8x3Direct(int kc, float[] pa, int aBase, MemorySegment b, long bAt, long ldbBytes, float[] tile) {
+    static void tile8x3Direct(int kc, float[] pa, int aBase, MemorySegment b, long bAt, long ldbBytes, float[] tile, int t0) {
         FloatVector z = FloatVector.zero(S);
         FloatVector c00 = z, c01 = z, c02 = z, c10 = z, c11 = z, c12 = z;
         FloatVector c20 = z, c21 = z, c22 = z, c30 = z, c31 = z, c32 = z;
@@ -109,17 +109,17 @@ final class MicroKernels {
             c70 = av.fma(b0, c70); c71 = av.fma(b1, c71); c72 = av.fma(b2, c72);
         }
         int nr = 3 * L;
-        c00.intoArray(tile, 0); c01.intoArray(tile, L); c02.intoArray(tile, 2 * L);
-        c10.intoArray(tile, nr); c11.intoArray(tile, nr + L); c12.intoArray(tile, nr + 2 * L);
-        c20.intoArray(tile, 2 * nr); c21.intoArray(tile, 2 * nr + L); c22.intoArray(tile, 2 * nr + 2 * L);
-        c30.intoArray(tile, 3 * nr); c31.intoArray(tile, 3 * nr + L); c32.intoArray(tile, 3 * nr + 2 * L);
-        c40.intoArray(tile, 4 * nr); c41.intoArray(tile, 4 * nr + L); c42.intoArray(tile, 4 * nr + 2 * L);
-        c50.intoArray(tile, 5 * nr); c51.intoArray(tile, 5 * nr + L); c52.intoArray(tile, 5 * nr + 2 * L);
-        c60.intoArray(tile, 6 * nr); c61.intoArray(tile, 6 * nr + L); c62.intoArray(tile, 6 * nr + 2 * L);
-        c70.intoArray(tile, 7 * nr); c71.intoArray(tile, 7 * nr + L); c72.intoArray(tile, 7 * nr + 2 * L);
+        c00.intoArray(tile, t0 + 0); c01.intoArray(tile, t0 + L); c02.intoArray(tile, t0 + 2 * L);
+        c10.intoArray(tile, t0 + nr); c11.intoArray(tile, t0 + nr + L); c12.intoArray(tile, t0 + nr + 2 * L);
+        c20.intoArray(tile, t0 + 2 * nr); c21.intoArray(tile, t0 + 2 * nr + L); c22.intoArray(tile, t0 + 2 * nr + 2 * L);
+        c30.intoArray(tile, t0 + 3 * nr); c31.intoArray(tile, t0 + 3 * nr + L); c32.intoArray(tile, t0 + 3 * nr + 2 * L);
+        c40.intoArray(tile, t0 + 4 * nr); c41.intoArray(tile, t0 + 4 * nr + L); c42.intoArray(tile, t0 + 4 * nr + 2 * L);
+        c50.intoArray(tile, t0 + 5 * nr); c51.intoArray(tile, t0 + 5 * nr + L); c52.intoArray(tile, t0 + 5 * nr + 2 * L);
+        c60.intoArray(tile, t0 + 6 * nr); c61.intoArray(tile, t0 + 6 * nr + L); c62.intoArray(tile, t0 + 6 * nr + 2 * L);
+        c70.intoArray(tile, t0 + 7 * nr); c71.intoArray(tile, t0 + 7 * nr + L); c72.intoArray(tile, t0 + 7 * nr + 2 * L);
     }
 
-    static void tile12x2(int kc, float[] pa, int aBase, float[] pb, int bBase, float[] tile) {
+    static void tile12x2(int kc, float[] pa, int aBase, float[] pb, int bBase, float[] tile, int t0) {
         FloatVector z = FloatVector.zero(S);
         FloatVector c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z;
         FloatVector c40 = z, c41 = z, c50 = z, c51 = z, c60 = z, c61 = z, c70 = z, c71 = z;
@@ -212,17 +212,17 @@ final class MicroKernels {
                 cb0 = av.fma(b0, cb0); cb1 = av.fma(b1, cb1);
         }
         int nr = 2 * L;
-        c00.intoArray(tile, 0); c01.intoArray(tile, L);
-        c10.intoArray(tile, nr); c11.intoArray(tile, nr + L);
-        c20.intoArray(tile, 2 * nr); c21.intoArray(tile, 2 * nr + L);
-        c30.intoArray(tile, 3 * nr); c31.intoArray(tile, 3 * nr + L);
-        c40.intoArray(tile, 4 * nr); c41.intoArray(tile, 4 * nr + L);
-        c50.intoArray(tile, 5 * nr); c51.intoArray(tile, 5 * nr + L);
-        c60.intoArray(tile, 6 * nr); c61.intoArray(tile, 6 * nr + L);
-        c70.intoArray(tile, 7 * nr); c71.intoArray(tile, 7 * nr + L);
-        c80.intoArray(tile, 8 * nr); c81.intoArray(tile, 8 * nr + L);
-        c90.intoArray(tile, 9 * nr); c91.intoArray(tile, 9 * nr + L);
-        ca0.intoArray(tile, 10 * nr); ca1.intoArray(tile, 10 * nr + L);
-        cb0.intoArray(tile, 11 * nr); cb1.intoArray(tile, 11 * nr + L);
+        c00.intoArray(tile, t0 + 0); c01.intoArray(tile, t0 + L);
+        c10.intoArray(tile, t0 + nr); c11.intoArray(tile, t0 + nr + L);
+        c20.intoArray(tile, t0 + 2 * nr); c21.intoArray(tile, t0 + 2 * nr + L);
+        c30.intoArray(tile, t0 + 3 * nr); c31.intoArray(tile, t0 + 3 * nr + L);
+        c40.intoArray(tile, t0 + 4 * nr); c41.intoArray(tile, t0 + 4 * nr + L);
+        c50.intoArray(tile, t0 + 5 * nr); c51.intoArray(tile, t0 + 5 * nr + L);
+        c60.intoArray(tile, t0 + 6 * nr); c61.intoArray(tile, t0 + 6 * nr + L);
+        c70.intoArray(tile, t0 + 7 * nr); c71.intoArray(tile, t0 + 7 * nr + L);
+        c80.intoArray(tile, t0 + 8 * nr); c81.intoArray(tile, t0 + 8 * nr + L);
+        c90.intoArray(tile, t0 + 9 * nr); c91.intoArray(tile, t0 + 9 * nr + L);
+        ca0.intoArray(tile, t0 + 10 * nr); ca1.intoArray(tile, t0 + 10 * nr + L);
+        cb0.intoArray(tile, t0 + 11 * nr); cb1.intoArray(tile, t0 + 11 * nr + L);
     }
 }

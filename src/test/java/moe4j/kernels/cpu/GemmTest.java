@@ -15,12 +15,14 @@ import org.junit.jupiter.api.Test;
 class GemmTest {
     /**
      * m, n, k triples: odd sizes, tile and block edges of both tiles (8x3: MR = 8, NR = 48, MC = 512; 12x2:
-     * MR = 12, NR = 32, MC = 504; KC = 256; NC from the L2 size, 768 or 960 on the machines measured).
+     * MR = 12, NR = 32, MC = 516; KC = 256; NC from the L2 size, 768 or 960 on the machines measured). A
+     * product of at most MC rows packs A once per K slab for all column slabs, a taller one per row block.
      */
     private static final int[][] SHAPES = {
             {1, 1, 1}, {1, 3, 7}, {3, 1, 17}, {7, 17, 1}, {17, 33, 7}, {33, 65, 17}, {65, 129, 33},
             {129, 33, 65}, {8, 48, 256}, {9, 49, 257}, {130, 97, 300}, {5, 800, 3}, {521, 9, 11}, {1, 129, 520},
-            {12, 32, 256}, {13, 33, 257}, {505, 31, 20}, {25, 961, 9}, {11, 1000, 40},
+            {12, 32, 256}, {13, 33, 257}, {505, 31, 20}, {25, 961, 9}, {11, 1000, 40}, {516, 2000, 300},
+            {517, 40, 20}, {40, 3100, 270},
     };
 
     @Test
@@ -111,6 +113,31 @@ class GemmTest {
                 }
             }
         }
+    }
+
+    @Test
+    void packedBIsTheSamePanelWhereverItStarts() {
+        // the panel is placed on a cache line of the packing array; the placement must not change its contents
+        try (Arena arena = Arena.ofConfined()) {
+            Rng rng = new Rng(29);
+            int k = 37, n = 2 * GemmBlocked.NR + 5, kc = 30;
+            for (boolean tb : new boolean[] {false, true}) {
+                MemorySegment b = GemmReference.random(arena, rng, (long) k * n);
+                int ldb = tb ? k : n;
+                int panel = kc * 3 * GemmBlocked.NR;
+                float[] at0 = new float[panel + 16], shifted = new float[panel + 16];
+                java.util.Arrays.fill(at0, Float.NaN);
+                java.util.Arrays.fill(shifted, Float.NaN);
+                GemmBlocked.packB(tb, b, 0, ldb, 5, kc, 0, n, at0, 0);
+                GemmBlocked.packB(tb, b, 0, ldb, 5, kc, 0, n, shifted, 11);
+                for (int i = 0; i < panel; i++) {
+                    assertEquals(Float.floatToRawIntBits(at0[i]), Float.floatToRawIntBits(shifted[11 + i]), "element " + i);
+                }
+                for (int i = 0; i < 11; i++) assertTrue(Float.isNaN(shifted[i]), "nothing written before the start");
+            }
+        }
+        int start = GemmBlocked.lineStart(new float[100]);
+        assertTrue(start >= 0 && start < 16, "a cache line starts within 16 floats, got " + start);
     }
 
     @Test
