@@ -7,7 +7,6 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.atomic.AtomicReferenceArray;
 import java.util.stream.Stream;
 import moe4j.autograd.Autograd;
 import moe4j.distributed.DeviceMesh;
@@ -283,21 +282,12 @@ class DedupDispatchTest {
 
     @Test
     void ranksThatDisagreeOnDedupFailEveryRankNamingTheKey() {
-        AtomicReferenceArray<Throwable> seen = new AtomicReferenceArray<>(2);
-        assertThrows(RuntimeException.class, () -> Distributed.run(2, Duration.ofSeconds(5), world -> {
-            try {
-                MoEMLP moe = MoEMLP.build(MoEConfig.builder(D, H, 4, 2).dedup(world.rank() == 0).build());
-                ExpertParallel.apply(moe, DeviceMesh.create(world, MeshSizes.defaults().ep(2)));
-                moe.forward(Tensor.full(1f, 3, D));
-                return null;
-            } catch (Throwable t) {
-                seen.set(world.rank(), t);
-                throw t;
-            }
-        }));
-        for (int r = 0; r < 2; r++) {
-            assertNotNull(seen.get(r), "rank " + r + " must end with an exception");
-            assertTrue(String.valueOf(seen.get(r).getMessage()).contains("moe_dedup"), seen.get(r).toString());
-        }
+        Throwable[] seen = EveryRankFails.of(2, Duration.ofSeconds(5), world -> {
+            MoEMLP moe = MoEMLP.build(MoEConfig.builder(D, H, 4, 2).dedup(world.rank() == 0).build());
+            ExpertParallel.apply(moe, DeviceMesh.create(world, MeshSizes.defaults().ep(2)));
+            moe.forward(Tensor.full(1f, 3, D));
+            return null;
+        }).ranks();
+        for (Throwable t : seen) assertTrue(String.valueOf(t.getMessage()).contains("moe_dedup"), t.toString());
     }
 }

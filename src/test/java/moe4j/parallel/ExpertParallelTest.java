@@ -5,7 +5,6 @@ import static org.junit.jupiter.api.Assertions.*;
 
 import java.time.Duration;
 import java.util.List;
-import java.util.concurrent.atomic.AtomicReferenceArray;
 import moe4j.distributed.DeviceMesh;
 import moe4j.distributed.Distributed;
 import moe4j.distributed.MeshSizes;
@@ -178,43 +177,27 @@ class ExpertParallelTest {
     @Test
     void aRankFailingInForwardFailsEveryRankWithinTheDeadline() {
         MoEConfig config = MoEConfig.builder(D, H, 8, 2).build();
-        AtomicReferenceArray<Throwable> seen = new AtomicReferenceArray<>(4);
         long start = System.nanoTime();
-        RuntimeException e = assertThrows(RuntimeException.class, () -> Distributed.run(4, Duration.ofSeconds(2), world -> {
-            try {
-                MoEMLP moe = MoEMLP.build(config);
-                ExpertParallel.apply(moe, DeviceMesh.create(world, MeshSizes.defaults().ep(4)));
-                if (world.rank() == 2) throw new IllegalStateException("rank 2 fails in forward");
-                moe.forward(Tensor.full(1f, 4, D));
-                return null;
-            } catch (Throwable t) {
-                seen.set(world.rank(), t);
-                throw t;
-            }
-        }));
+        RuntimeException e = EveryRankFails.of(4, Duration.ofSeconds(2), world -> {
+            MoEMLP moe = MoEMLP.build(config);
+            ExpertParallel.apply(moe, DeviceMesh.create(world, MeshSizes.defaults().ep(4)));
+            if (world.rank() == 2) throw new IllegalStateException("rank 2 fails in forward");
+            moe.forward(Tensor.full(1f, 4, D));
+            return null;
+        }).run();
         assertTrue((System.nanoTime() - start) / 1e9 < 10, "failure must arrive within the deadline");
-        for (int r = 0; r < 4; r++) assertNotNull(seen.get(r), "rank " + r + " must end with an exception");
         assertTrue(String.valueOf(e.getMessage()).contains("rank 2") || e.getCause() != null, e.toString());
     }
 
     @Test
     void aRankRunningADifferentTopKFailsEveryRank() {
-        AtomicReferenceArray<Throwable> seen = new AtomicReferenceArray<>(4);
-        assertThrows(RuntimeException.class, () -> Distributed.run(4, Duration.ofSeconds(2), world -> {
-            try {
-                MoEMLP moe = MoEMLP.build(MoEConfig.builder(D, H, 8, world.rank() == 1 ? 1 : 2).build());
-                ExpertParallel.apply(moe, DeviceMesh.create(world, MeshSizes.defaults().ep(4)));
-                moe.forward(Tensor.full(1f, 4, D));
-                return null;
-            } catch (Throwable t) {
-                seen.set(world.rank(), t);
-                throw t;
-            }
-        }));
-        for (int r = 0; r < 4; r++) {
-            assertNotNull(seen.get(r), "rank " + r + " must end with an exception");
-        }
-        String msg = seen.get(0).getMessage();
+        Throwable[] seen = EveryRankFails.of(4, Duration.ofSeconds(2), world -> {
+            MoEMLP moe = MoEMLP.build(MoEConfig.builder(D, H, 8, world.rank() == 1 ? 1 : 2).build());
+            ExpertParallel.apply(moe, DeviceMesh.create(world, MeshSizes.defaults().ep(4)));
+            moe.forward(Tensor.full(1f, 4, D));
+            return null;
+        }).ranks();
+        String msg = seen[0].getMessage();
         assertTrue(msg.contains("K=2") && msg.contains("K=1"), msg);
     }
 }

@@ -22,6 +22,11 @@ final class Bf16Copies implements AutoCloseable {
      * a group has in the layout, {@code paddedRows} the layout's rows.
      */
     record RowMap(long address, int groups, int maxCap, int paddedRows, int[] layout) {
+        /** Group g's first row in the layout. */
+        int layoutRow(int g) {
+            return layout[groups + g];
+        }
+
         /** Blocks per group of a row-moving kernel: one per padded row, at most a few per multiprocessor over all groups. */
         int blocks(int multiprocessors) {
             return Math.max(1, Math.min(maxCap, 8 * multiprocessors / Math.max(1, groups) + 1));

@@ -48,7 +48,6 @@ final class CudaGatedExperts {
         };
         Tensor mapOnDevice = Tensor.empty(device, DType.I32, layout.length);
         Bf16Copies.RowMap map = Bf16Copies.RowMap.upload(s, at(mapOnDevice), layout, layoutRows);
-        Layout rowsAt = new Layout(layout, groups);
         Tensor x16 = Tensor.empty(device, DType.BF16, layoutRows, d);
         Tensor gateUp = Tensor.empty(device, DType.F32, layoutRows, 2 * h);
         Tensor h16 = Tensor.empty(device, DType.BF16, layoutRows, h);
@@ -59,15 +58,15 @@ final class CudaGatedExperts {
             else map.padGathered(s, at(x), at(gather.rowIndex(), first), at(x16), d);
             long xl = at(x16), gu = at(gateUp), hl = at(h16);
             // [gate | up] rows: two products writing the two halves of each fp32 row
-            Bf16Products.run(s, plan, rows, shape + " gate", false, false, h, d, g -> xl + rowsAt.bf16(g, d), d,
-                    g -> wg + 2L * g * d * h, h, g -> gu + rowsAt.f32(g, 2 * h), 2 * h, 0f);
-            Bf16Products.run(s, plan, rows, shape + " up", false, false, h, d, g -> xl + rowsAt.bf16(g, d), d,
-                    g -> wu + 2L * g * d * h, h, g -> gu + rowsAt.f32(g, 2 * h) + 4L * h, 2 * h, 0f);
+            Bf16Products.run(s, plan, rows, shape + " gate", false, false, h, d, g -> xl + 2L * map.layoutRow(g) * d, d,
+                    g -> wg + 2L * g * d * h, h, g -> gu + 4L * map.layoutRow(g) * 2 * h, 2 * h, 0f);
+            Bf16Products.run(s, plan, rows, shape + " up", false, false, h, d, g -> xl + 2L * map.layoutRow(g) * d, d,
+                    g -> wu + 2L * g * d * h, h, g -> gu + 4L * map.layoutRow(g) * 2 * h + 4L * h, 2 * h, 0f);
             s.launch(KernelSource.ELEMENTWISE, "swiglu_forward_f32_bf16").over(activationThreads(layoutRows, h)).ptr(gu).ptr(hl)
                     .i64(layoutRows).i32(h).run();
             long ol = plan.compact() ? at(out, (long) first * d) : copies.scratch(4L * layoutRows * d);
-            Bf16Products.run(s, plan, rows, shape + " down", false, false, d, h, g -> hl + rowsAt.bf16(g, h), h,
-                    g -> wd + 2L * g * h * d, d, g -> ol + rowsAt.f32(g, d), d, 0f);
+            Bf16Products.run(s, plan, rows, shape + " down", false, false, d, h, g -> hl + 2L * map.layoutRow(g) * h, h,
+                    g -> wd + 2L * g * h * d, d, g -> ol + 4L * map.layoutRow(g) * d, d, 0f);
             if (!plan.compact()) map.unpad(s, ol, at(out, (long) first * d), d);
         }
         return (gOut, gx, gGate, betaGate, gUp, betaUp, gDown, betaDown) -> {
@@ -85,34 +84,34 @@ final class CudaGatedExperts {
                 if (gDown != null) {
                     // dWd_g (h × d) = h_gᵀ · dOut_g
                     zeroRowGroups(bs, rows, gDown, (long) h * d, betaDown);
-                    Bf16Products.run(bs, plan, rows, shape + " down weight gradient", true, false, d, h, g -> hl + rowsAt.bf16(g, h), h,
-                            g -> dy + rowsAt.bf16(g, d), d, g -> at(gDown, (long) g * h * d), d, betaDown);
+                    Bf16Products.run(bs, plan, rows, shape + " down weight gradient", true, false, d, h, g -> hl + 2L * map.layoutRow(g) * h, h,
+                            g -> dy + 2L * map.layoutRow(g) * d, d, g -> at(gDown, (long) g * h * d), d, betaDown);
                 }
                 long wg = copies.of(gateW), wu = copies.of(upW), wd = copies.of(downW);
                 long dh = copies.scratch(4L * layoutRows * h);
-                Bf16Products.run(bs, plan, rows, shape + " dh", false, true, h, d, g -> dy + rowsAt.bf16(g, d), d,
-                        g -> wd + 2L * g * h * d, d, g -> dh + rowsAt.f32(g, h), h, 0f);
+                Bf16Products.run(bs, plan, rows, shape + " dh", false, true, h, d, g -> dy + 2L * map.layoutRow(g) * d, d,
+                        g -> wd + 2L * g * h * d, d, g -> dh + 4L * map.layoutRow(g) * h, h, 0f);
                 long dgu = copies.scratch(2L * layoutRows * 2 * h);
                 bs.launch(KernelSource.ELEMENTWISE, "swiglu_backward_f32_bf16").over(activationThreads(layoutRows, h)).ptr(gu).ptr(dh).ptr(dgu)
                         .i64(layoutRows).i32(h).run();
                 if (gGate != null) {
                     zeroRowGroups(bs, rows, gGate, (long) d * h, betaGate);
-                    Bf16Products.run(bs, plan, rows, shape + " gate weight gradient", true, false, h, d, g -> xl + rowsAt.bf16(g, d), d,
-                            g -> dgu + rowsAt.bf16(g, 2 * h), 2 * h, g -> at(gGate, (long) g * d * h), h, betaGate);
+                    Bf16Products.run(bs, plan, rows, shape + " gate weight gradient", true, false, h, d, g -> xl + 2L * map.layoutRow(g) * d, d,
+                            g -> dgu + 2L * map.layoutRow(g) * 2 * h, 2 * h, g -> at(gGate, (long) g * d * h), h, betaGate);
                 }
                 if (gUp != null) {
                     zeroRowGroups(bs, rows, gUp, (long) d * h, betaUp);
-                    Bf16Products.run(bs, plan, rows, shape + " up weight gradient", true, false, h, d, g -> xl + rowsAt.bf16(g, d), d,
-                            g -> dgu + rowsAt.bf16(g, 2 * h) + 2L * h, 2 * h, g -> at(gUp, (long) g * d * h), h, betaUp);
+                    Bf16Products.run(bs, plan, rows, shape + " up weight gradient", true, false, h, d, g -> xl + 2L * map.layoutRow(g) * d, d,
+                            g -> dgu + 2L * map.layoutRow(g) * 2 * h + 2L * h, 2 * h, g -> at(gUp, (long) g * d * h), h, betaUp);
                 }
                 if (gx != null) {
                     // dx = dgate·Wgᵀ + dup·Wuᵀ: the second product adds into the first's result
                     boolean direct = plan.compact() && gather == null; // a compact layout's rows are gx's own
                     long dxl = direct ? at(gx, (long) first * d) : copies.scratch(4L * layoutRows * d);
-                    Bf16Products.run(bs, plan, rows, shape + " dx gate", false, true, d, h, g -> dgu + rowsAt.bf16(g, 2 * h), 2 * h,
-                            g -> wg + 2L * g * d * h, h, g -> dxl + rowsAt.f32(g, d), d, 0f);
-                    Bf16Products.run(bs, plan, rows, shape + " dx up", false, true, d, h, g -> dgu + rowsAt.bf16(g, 2 * h) + 2L * h, 2 * h,
-                            g -> wu + 2L * g * d * h, h, g -> dxl + rowsAt.f32(g, d), d, 1f);
+                    Bf16Products.run(bs, plan, rows, shape + " dx gate", false, true, d, h, g -> dgu + 2L * map.layoutRow(g) * 2 * h, 2 * h,
+                            g -> wg + 2L * g * d * h, h, g -> dxl + 4L * map.layoutRow(g) * d, d, 0f);
+                    Bf16Products.run(bs, plan, rows, shape + " dx up", false, true, d, h, g -> dgu + 2L * map.layoutRow(g) * 2 * h + 2L * h, 2 * h,
+                            g -> wu + 2L * g * d * h, h, g -> dxl + 4L * map.layoutRow(g) * d, d, 1f);
                     if (gather != null) sumPerSourceRow(bs, copies, kept, dxl, gather, first, gx, d);
                     else if (!direct) kept.unpad(bs, dxl, at(gx, (long) first * d), d);
                 }
@@ -140,19 +139,7 @@ final class CudaGatedExperts {
         long rowOfEntry = copies.scratch(4L * entries);
         s.memset(rowOfEntry, (byte) 0xff, 4L * entries);
         map.layoutRowOfEntry(s, at(gather.entryOfRow(), first), rowOfEntry);
-        s.launch(KernelSource.PERMUTE, "combine_rows_f32").grid(Math.min(sources, 65535 * 4)).block(256).ptr(layout).ptr(rowOfEntry)
-                .ptr(0L).ptr(0L).ptr(at(gx)).i32(sources).i32(slots).i32(d).i32(0).run();
-    }
-
-    /** Byte offsets of each group's first row in the layout ({@link Bf16Copies.RowMap#layoutOf}), for bf16 and fp32 rows of a given width. */
-    private record Layout(int[] map, int groups) {
-        long bf16(int g, int width) {
-            return 2L * map[groups + g] * width;
-        }
-
-        long f32(int g, int width) {
-            return 4L * map[groups + g] * width;
-        }
+        CudaKernels.combineRows(s, layout, rowOfEntry, 0L, at(gx), sources, slots, d);
     }
 
     /** Threads of the activation kernels: one per four columns when the hidden width allows, else one per element. */

@@ -48,6 +48,16 @@ final class CudaKernels implements Kernels {
         return CudaStream.of(gpu);
     }
 
+    /**
+     * out[t] = Σ over token t's K entries of (weights ? weights[e] : 1)·rows[rowOfEntry[e]], in ascending row
+     * order, rows −1 skipped, every row of out written ({@code combine_rows_f32}, a block per token; K ≤ 32):
+     * the weighted combine, and the sum a gather's adjoint takes per source row ({@code weights} 0).
+     */
+    static void combineRows(CudaStream s, long rows, long rowOfEntry, long weights, long out, int tokens, int k, int d) {
+        s.launch(KernelSource.PERMUTE, "combine_rows_f32").grid(Math.min(tokens, 65535 * 4)).block(256)
+                .ptr(rows).ptr(rowOfEntry).ptr(weights).ptr(0L).ptr(out).i32(tokens).i32(k).i32(d).i32(0).run();
+    }
+
     static long at(Tensor t, long elementOffset) {
         return CudaAllocator.cuda(t.memory()).at(elementOffset);
     }
@@ -543,8 +553,7 @@ final class CudaKernels implements Kernels {
             CudaStream s = stream();
             try (DevicePool.Scope scope = s.pool.openScope()) {
                 long rowOfEntry = rowOfEntry(s, entryOfRow, (long) tokens * k);
-                s.launch(KernelSource.PERMUTE, "combine_rows_f32").grid(Math.min(tokens, 65535 * 4)).block(256)
-                        .ptr(at(rows)).ptr(rowOfEntry).ptr(at(weights)).ptr(0L).ptr(at(out)).i32(tokens).i32(k).i32(d).i32(0).run();
+                combineRows(s, at(rows), rowOfEntry, at(weights), at(out), tokens, k, d);
             }
         }
 

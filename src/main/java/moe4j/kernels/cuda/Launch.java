@@ -1,6 +1,5 @@
 package moe4j.kernels.cuda;
 
-import static java.lang.foreign.ValueLayout.JAVA_INT;
 import static java.lang.foreign.ValueLayout.JAVA_LONG;
 
 import java.lang.foreign.MemorySegment;
@@ -23,7 +22,6 @@ final class Launch {
     private final String name;
     private int gx = 1, gy = 1, bx = THREADS, shared;
     private final long[] words = new long[CudaStream.MAX_KERNEL_ARGS];
-    private final boolean[] narrow = new boolean[CudaStream.MAX_KERNEL_ARGS];
     private int args;
 
     Launch(CudaStream stream, MemorySegment kernel, String name) {
@@ -75,39 +73,38 @@ final class Launch {
         return this;
     }
 
-    /** The next argument: an 8-byte word, of which a 4-byte argument uses the low half. */
-    private Launch word(long bits, boolean fourBytes) {
+    /**
+     * The next argument as an 8-byte word. A 4-byte argument's bits are its low half, which is where the
+     * driver reads an int or float from its slot (little-endian).
+     */
+    private Launch word(long bits) {
         if (args == CudaStream.MAX_KERNEL_ARGS) throw new IllegalArgumentException(name + ": more than " + args + " arguments");
-        words[args] = bits;
-        narrow[args++] = fourBytes;
+        words[args++] = bits;
         return this;
     }
 
     Launch ptr(long address) {
-        return word(address, false);
+        return word(address);
     }
 
     Launch i32(int v) {
-        return word(v, true);
+        return word(v);
     }
 
     Launch i64(long v) {
-        return word(v, false);
+        return word(v);
     }
 
     Launch f64(double v) {
-        return word(Double.doubleToRawLongBits(v), false);
+        return word(Double.doubleToRawLongBits(v));
     }
 
     Launch f32(float v) {
-        return word(Float.floatToRawIntBits(v), true);
+        return word(Float.floatToRawIntBits(v));
     }
 
     void run() {
-        for (int i = 0; i < args; i++) {
-            if (narrow[i]) stream.argValues.set(JAVA_INT, 8L * i, (int) words[i]);
-            else stream.argValues.set(JAVA_LONG, 8L * i, words[i]);
-        }
+        for (int i = 0; i < args; i++) stream.argValues.set(JAVA_LONG, 8L * i, words[i]);
         stream.begin(name);
         try {
             stream.driver.launch(kernel, name, gx, gy, 1, bx, 1, 1, shared, stream.stream, stream.argPointers);
